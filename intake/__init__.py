@@ -1,0 +1,1 @@
+"""The shared kernel: what every connector and service imports, and nothing else."""

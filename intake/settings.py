@@ -1,0 +1,60 @@
+"""Kernel-wide settings from `INTAKE_*` environment variables; each service adds its own class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class IntakeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INTAKE_", extra="ignore", frozen=True)
+
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    bus_prefix: str = ""
+    data_dir: Path = Path("var")
+    database_url: str | None = None
+    config: Path = Path("deploy/intake.example.yaml")
+    rules: Path | None = None
+    api_token: SecretStr | None = None
+    ticket_core_url: str = "http://127.0.0.1:8000"
+    host: str = "127.0.0.1"
+    log_level: str = "info"
+    # A publish that is not confirmed within this time goes to the outbox instead.
+    publish_timeout_s: float = 5.0
+    # Deliveries of one message before it is dead-lettered (the quorum queue's x-delivery-limit).
+    delivery_limit: int = 5
+    prefetch: int = 64
+    # Test-only fault hooks (issue 5), honoured only when set.
+    fault: str | None = None
+
+    @property
+    def amqp_urls(self) -> list[str]:
+        return [url.strip() for url in self.amqp_url.split(",") if url.strip()]
+
+    @property
+    def config_path(self) -> Path:
+        return resolve_path(self.config)
+
+    @property
+    def rules_path(self) -> Path | None:
+        return resolve_path(self.rules) if self.rules else None
+
+    @property
+    def sqlite_url(self) -> str:
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'intake.sqlite3').resolve()}"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or self.sqlite_url
+
+
+def resolve_path(path: Path) -> Path:
+    """Relative paths are taken from the working directory, else from the repository root."""
+    if path.is_absolute() or path.exists():
+        return path
+    candidate = REPO_ROOT / path
+    return candidate if candidate.exists() else path
