@@ -1,1 +1,59 @@
 """The shared kernel: what every connector and service imports, and nothing else."""
+
+from .blobs import BlobStore, FileBlobStore, blob_ref
+from .bus import Bus, DeadLetter
+from .channel import Channel, discover_channels
+from .config import ConfigDocument, load_document, merge_rules, validate
+from .errors import (
+    BrokerUnavailable,
+    ConfigInvalid,
+    Ignored,
+    IntakeError,
+    Rejected,
+    SchemaInvalid,
+    StorageUnavailable,
+    Transient,
+    Unsupported,
+)
+from .logging import bind_message, configure_logging, get_logger
+from .message import (
+    Attachment,
+    Call,
+    DeliveryResult,
+    Event,
+    Form,
+    Identity,
+    Message,
+    OutboundMessage,
+    RouteDecision,
+    RouteDelivery,
+    RouteTrial,
+    Sender,
+    Sla,
+    Thread,
+    utcnow,
+)
+from .outbox import Outbox, Publisher
+from .service import (
+    ACCOUNTS,
+    BLOBS,
+    BUS,
+    CONFIG,
+    PUBLISHER,
+    SERVICE_SETTINGS,
+    SETTINGS,
+    Service,
+    serve,
+)
+from .settings import IntakeSettings
+
+__all__ = [
+    "ACCOUNTS", "BLOBS", "BUS", "CONFIG", "PUBLISHER", "SERVICE_SETTINGS", "SETTINGS",
+    "Attachment", "BlobStore", "BrokerUnavailable", "Bus", "Call", "Channel", "ConfigDocument",
+    "ConfigInvalid", "DeadLetter", "DeliveryResult", "Event", "FileBlobStore", "Form",
+    "Identity", "Ignored", "IntakeError", "IntakeSettings", "Message", "OutboundMessage",
+    "Outbox", "Publisher", "Rejected", "RouteDecision", "RouteDelivery", "RouteTrial",
+    "SchemaInvalid", "Sender", "Service", "Sla", "StorageUnavailable", "Thread", "Transient",
+    "Unsupported", "bind_message", "blob_ref", "configure_logging", "discover_channels",
+    "get_logger", "load_document", "merge_rules", "serve", "utcnow", "validate",
+]

@@ -1,0 +1,491 @@
+"""The bus on RabbitMQ: topology, confirmed publish, ack-after-work consume, dead letters.
+
+Channel code never touches aio-pika; it publishes through `Publisher` (intake.outbox) and
+consumes by handing `Bus.consume` an async function that takes a model and returns, or raises a
+kernel error: `Rejected` dead-letters at once, anything else is retried up to the delivery limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import aio_pika
+import aiormq
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
+from pydantic import BaseModel, ValidationError
+
+from .errors import BrokerUnavailable, Rejected
+from .logging import bind_message, get_logger
+from .metrics import BROKER_CONNECTED, DEAD_LETTERED, ERRORS, HANDLER_SECONDS
+from .settings import IntakeSettings
+
+M = TypeVar("M", bound=BaseModel)
+Handler = Callable[[M], Awaitable[None]]
+
+EXCHANGES = ("inbound", "routed", "outbound", "delivery", "events", "dead")
+# queue -> (exchange it is bound to, binding key)
+CORE_QUEUES: dict[str, tuple[str, str]] = {
+    "router": ("inbound", "#"),
+    "ticket_core": ("routed", "#"),
+    "ticket_core.delivery": ("delivery", "#"),
+}
+REASON_HEADER = "x-intake-reason"
+_AMQP_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, RuntimeError)
+
+
+@dataclass(frozen=True)
+class Names:
+    """Exchange and queue names, with the test run's prefix (`INTAKE_BUS_PREFIX`)."""
+
+    prefix: str = ""
+
+    def __call__(self, logical: str) -> str:
+        name = f"intake.{logical}"
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+
+@dataclass
+class _ConsumerSpec(Generic[M]):
+    queue: str
+    handler: Handler[M]
+    model: type[M]
+    prefetch: int
+    binding: tuple[str, str] | None
+    tag: str | None = None
+    channel: AbstractChannel | None = None
+    amqp_queue: AbstractQueue | None = None
+    inflight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    stopped: bool = False
+
+
+class Bus:
+    """One connection per process: a confirmed publish channel and a channel per consumer."""
+
+    def __init__(self, settings: IntakeSettings, service: str) -> None:
+        self.settings = settings
+        self.service = service
+        self.names = Names(settings.bus_prefix)
+        self.log = get_logger(service=service, component="bus")
+        self._connection: AbstractConnection | None = None
+        self._publish_channel: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+        self._consumers: list[_ConsumerSpec[Any]] = []
+        self._connected = asyncio.Event()
+        self._closing = False
+        self._supervisor: asyncio.Task[None] | None = None
+        self._lost = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.on_connected: list[Callable[[], Awaitable[None]]] = []
+
+    # -- connection -------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        """Connect in the background and keep reconnecting until `close`."""
+        if self._supervisor is None:
+            self._supervisor = asyncio.create_task(self._supervise(), name=f"bus-{self.service}")
+
+    async def wait_connected(self, timeout: float | None = None) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        return self.connected
+
+    async def connect(self, timeout: float = 30.0) -> None:
+        """Start and wait for the first connection (for tools and tests)."""
+        self.start()
+        if not await self.wait_connected(timeout):
+            raise BrokerUnavailable(f"no broker reachable at {self._safe_urls()}")
+
+    def _safe_urls(self) -> str:
+        return ", ".join(url.split("@")[-1] for url in self.settings.amqp_urls)
+
+    async def _supervise(self) -> None:
+        delay = 0.2
+        was_up = False
+        reported_down = False
+        while not self._closing:
+            try:
+                await self._connect_once()
+            except (*_AMQP_ERRORS, TimeoutError) as exc:
+                if not reported_down:
+                    self.log.warning("broker_unreachable", urls=self._safe_urls(), error=str(exc))
+                    reported_down = True
+                await asyncio.sleep(delay + random.random() * delay / 2)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.2
+            if was_up or reported_down:
+                self.log.info("broker_reconnected", urls=self._safe_urls())
+            was_up, reported_down = True, False
+            await self._lost.wait()
+            self._connected.clear()
+            BROKER_CONNECTED.labels(self.service).set(0)
+            if not self._closing:
+                self.log.warning("broker_connection_lost")
+                reported_down = True
+
+    async def _connect_once(self) -> None:
+        last: BaseException | None = None
+        for url in self.settings.amqp_urls:
+            try:
+                connection = await asyncio.wait_for(
+                    aio_pika.connect(url, client_properties={"connection_name": self.service}),
+                    timeout=10)
+                break
+            except (*_AMQP_ERRORS, TimeoutError) as exc:
+                last = exc
+        else:
+            raise last or ConnectionError("no AMQP URL configured")
+        self._lost = asyncio.Event()
+        connection.close_callbacks.add(lambda *_: self._lost.set())
+        try:
+            self._connection = connection
+            self._publish_channel = await connection.channel(
+                publisher_confirms=True, on_return_raises=True)
+            self._publish_channel.close_callbacks.add(lambda *_: self._lost.set())
+            await self._declare(self._publish_channel)
+            for spec in self._consumers:
+                if not spec.stopped:
+                    await self._start_consumer(spec)
+            for callback in self.on_connected:
+                await callback()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await connection.close()
+            raise
+        self._connected.set()
+        BROKER_CONNECTED.labels(self.service).set(1)
+
+    async def _declare(self, channel: AbstractChannel) -> None:
+        self._exchanges = {}
+        for logical in EXCHANGES:
+            self._exchanges[logical] = await channel.declare_exchange(
+                self.names(logical), aio_pika.ExchangeType.TOPIC, durable=True)
+        dead = await channel.declare_queue(
+            self.names("dead"), durable=True, arguments={"x-queue-type": "quorum"})
+        await dead.bind(self._exchanges["dead"], "#")
+        for logical, (exchange, key) in CORE_QUEUES.items():
+            queue = await self.declare_queue(logical, channel)
+            await queue.bind(self._exchanges[exchange], key)
+
+    def queue_arguments(self) -> dict[str, Any]:
+        return {
+            "x-queue-type": "quorum",
+            # A poison message ends in intake.dead instead of looping forever.
+            "x-delivery-limit": self.settings.delivery_limit,
+            "x-dead-letter-exchange": self.names("dead"),
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+
+    async def declare_queue(self, logical: str, channel: AbstractChannel | None = None,
+                            ) -> AbstractQueue:
+        channel = channel or self._require_channel()
+        return await channel.declare_queue(
+            self.names(logical), durable=True, arguments=self.queue_arguments())
+
+    def _require_channel(self) -> AbstractChannel:
+        if not self.connected and self._publish_channel is None:
+            raise BrokerUnavailable("not connected to the broker")
+        assert self._publish_channel is not None
+        return self._publish_channel
+
+    async def close(self) -> None:
+        """Stop consumers (finishing in-flight work), then close the connection."""
+        await self.stop_consumers()
+        self._closing = True
+        self._lost.set()
+        if self._supervisor:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._supervisor
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+        self._connected.clear()
+        BROKER_CONNECTED.labels(self.service).set(0)
+
+    # -- publish ----------------------------------------------------------------------------
+
+    async def publish(self, exchange: str, routing_key: str, body: bytes,
+                      headers: dict[str, Any] | None = None,
+                      message_id: str | None = None, timeout: float | None = None) -> None:
+        """Publish persistently and return once the broker confirmed it (or raise)."""
+        if not self.connected:
+            raise BrokerUnavailable("not connected to the broker")
+        target = self._exchanges[exchange]
+        message = aio_pika.Message(
+            body, headers=headers or {}, message_id=message_id,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+        try:
+            await target.publish(message, routing_key, mandatory=True,
+                                 timeout=timeout or self.settings.publish_timeout_s)
+        except aio_pika.exceptions.DeliveryError as exc:
+            raise BrokerUnavailable(f"broker refused the message: {exc}") from exc
+        except (TimeoutError, *_AMQP_ERRORS) as exc:
+            raise BrokerUnavailable(f"publish not confirmed: {exc!r}") from exc
+
+    async def dead_letter(self, body: bytes, reason: str, error: str, *, queue: str,
+                          exchange: str | None = None, routing_key: str | None = None,
+                          headers: dict[str, Any] | None = None) -> str:
+        """Publish to `intake.dead` with the reason in headers; returns the dead letter's id."""
+        dead_id = uuid.uuid4().hex
+        all_headers = dict(headers or {})
+        all_headers.update({
+            REASON_HEADER: reason,
+            "x-intake-error": error[:2000],
+            "x-intake-dead-id": dead_id,
+            "x-intake-queue": queue,
+            "x-intake-service": self.service,
+            "x-intake-dead-at": time.time(),
+        })
+        if exchange is not None:
+            all_headers["x-intake-exchange"] = exchange
+            all_headers["x-intake-routing-key"] = routing_key or ""
+        await self.publish("dead", reason, body, all_headers, message_id=dead_id)
+        DEAD_LETTERED.labels(self.service, reason).inc()
+        self.log.warning("message_dead_lettered", reason=reason, error=error[:500], queue=queue)
+        return dead_id
+
+    # -- consume ----------------------------------------------------------------------------
+
+    def consume(self, queue: str, handler: Handler[M], model: type[M], *,
+                prefetch: int | None = None,
+                binding: tuple[str, str] | None = None) -> _ConsumerSpec[M]:
+        """Register a consumer; it runs whenever the bus is connected.
+
+        `binding` (exchange, key) declares and binds a queue beyond the core topology,
+        e.g. a connector's `outbound.<channel>` queue.
+        """
+        spec: _ConsumerSpec[M] = _ConsumerSpec(queue, handler, model,
+                                               prefetch or self.settings.prefetch, binding)
+        spec.idle.set()
+        self._consumers.append(spec)
+        if self.connected:
+            self._tasks.add(task := asyncio.create_task(self._start_consumer(spec)))
+            task.add_done_callback(self._tasks.discard)
+        return spec
+
+    async def _start_consumer(self, spec: _ConsumerSpec[Any]) -> None:
+        assert self._connection is not None
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=spec.prefetch)
+        queue = await self.declare_queue(spec.queue, channel)
+        if spec.binding:
+            exchange, key = spec.binding
+            await queue.bind(self.names(exchange), key)
+        spec.channel = channel
+        spec.amqp_queue = queue
+
+        async def on_message(incoming: AbstractIncomingMessage) -> None:
+            await self._handle(spec, incoming)
+
+        spec.tag = await queue.consume(on_message)
+        self.log.info("consumer_started", queue=self.names(spec.queue), prefetch=spec.prefetch)
+
+    async def _handle(self, spec: _ConsumerSpec[Any], incoming: AbstractIncomingMessage) -> None:
+        spec.inflight += 1
+        spec.idle.clear()
+        started = time.perf_counter()
+        try:
+            await self._process(spec, incoming)
+        finally:
+            spec.inflight -= 1
+            if spec.inflight == 0:
+                spec.idle.set()
+            HANDLER_SECONDS.labels(self.service, spec.queue).observe(time.perf_counter() - started)
+
+    async def _process(self, spec: _ConsumerSpec[Any], incoming: AbstractIncomingMessage) -> None:
+        origin = {"queue": self.names(spec.queue), "exchange": incoming.exchange,
+                  "routing_key": incoming.routing_key or "",
+                  "headers": {k: v for k, v in (incoming.headers or {}).items()
+                              if not str(k).startswith("x-")}}
+        try:
+            try:
+                model = spec.model.model_validate_json(incoming.body)
+            except ValidationError as exc:
+                raise Rejected(_short_validation(exc), reason="schema_invalid") from exc
+            bind_message(getattr(model, "trace_id", None), getattr(model, "idempotency_key", None))
+            await spec.handler(model)
+        except Rejected as exc:
+            ERRORS.labels(self.service, exc.reason).inc()
+            await self._dead_letter_or_requeue(incoming, exc.reason, str(exc), origin)
+            return
+        except asyncio.CancelledError:
+            await _quietly(incoming.nack(requeue=True))
+            raise
+        except Exception as exc:
+            reason = getattr(exc, "reason", "handler_failed")
+            ERRORS.labels(self.service, reason).inc()
+            deliveries = int((incoming.headers or {}).get("x-delivery-count", 0) or 0) + 1
+            if deliveries >= self.settings.delivery_limit:
+                await self._dead_letter_or_requeue(
+                    incoming, "retries_exhausted", f"{reason}: {exc!r}", origin)
+                return
+            self.log.warning("message_retried", reason=reason, error=repr(exc)[:500],
+                             delivery=deliveries)
+            # Back off before the redelivery so an outage does not become a hot loop.
+            await asyncio.sleep(min(0.1 * 2 ** deliveries, 5.0))
+            await _quietly(incoming.nack(requeue=True))
+            return
+        await _quietly(incoming.ack())
+
+    async def _dead_letter_or_requeue(self, incoming: AbstractIncomingMessage, reason: str,
+                                      error: str, origin: dict[str, Any]) -> None:
+        try:
+            await self.dead_letter(incoming.body, reason, error, queue=origin["queue"],
+                                   exchange=origin["exchange"],
+                                   routing_key=origin["routing_key"],
+                                   headers=origin["headers"])
+        except BrokerUnavailable:
+            await _quietly(incoming.nack(requeue=True))
+            return
+        await _quietly(incoming.ack())
+
+    async def stop_consumers(self, timeout: float = 30.0) -> None:
+        """Stop taking new messages and wait for in-flight handlers to finish."""
+        for spec in self._consumers:
+            spec.stopped = True
+            if spec.amqp_queue is not None and spec.tag is not None:
+                with contextlib.suppress(Exception):
+                    await spec.amqp_queue.cancel(spec.tag)
+        waits = [spec.idle.wait() for spec in self._consumers]
+        if waits:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits), timeout)
+        for spec in self._consumers:
+            if spec.channel is not None:
+                with contextlib.suppress(Exception):
+                    await spec.channel.close()
+
+    # -- dead letters (ops) -----------------------------------------------------------------
+
+    async def browse_dead(self, limit: int = 1000) -> list[DeadLetter]:
+        """Read dead letters without removing them (they return to the queue on close)."""
+        assert self._connection is not None
+        channel = await self._connection.channel()
+        letters = []
+        try:
+            queue = await channel.get_queue(self.names("dead"))
+            while len(letters) < limit:
+                incoming = await queue.get(no_ack=False, fail=False)
+                if incoming is None:
+                    break
+                letters.append(DeadLetter.from_incoming(incoming))
+        finally:
+            await channel.close()
+        return letters
+
+    async def replay_dead(self, dead_ids: Iterable[str] | None = None) -> list[str]:
+        """Republish dead letters to where they came from, then remove them; `None` = all."""
+        wanted = set(dead_ids) if dead_ids is not None else None
+        assert self._connection is not None
+        channel = await self._connection.channel()
+        replayed: list[str] = []
+        try:
+            queue = await channel.get_queue(self.names("dead"))
+            while True:
+                incoming = await queue.get(no_ack=False, fail=False)
+                if incoming is None:
+                    break
+                letter = DeadLetter.from_incoming(incoming)
+                if wanted is not None and letter.id not in wanted:
+                    continue
+                if letter.exchange is None:
+                    continue
+                exchange = self._logical_exchange(letter.exchange)
+                if exchange is None:
+                    continue
+                headers = {k: v for k, v in (incoming.headers or {}).items()
+                           if not str(k).startswith("x-")}
+                headers["x-intake-replayed-from"] = letter.id
+                await self.publish(exchange, letter.routing_key or "", incoming.body, headers)
+                await incoming.ack()
+                replayed.append(letter.id)
+                if wanted is not None and wanted <= set(replayed):
+                    break
+        finally:
+            await channel.close()
+        return replayed
+
+    def _logical_exchange(self, name: str) -> str | None:
+        for logical in EXCHANGES:
+            if self.names(logical) == name:
+                return logical
+        return None
+
+
+@dataclass
+class DeadLetter:
+    id: str
+    reason: str
+    error: str
+    queue: str | None
+    exchange: str | None
+    routing_key: str | None
+    dead_at: float | None
+    body: bytes
+    headers: dict[str, Any]
+
+    @classmethod
+    def from_incoming(cls, incoming: AbstractIncomingMessage) -> DeadLetter:
+        headers = dict(incoming.headers or {})
+        exchange = headers.get("x-intake-exchange")
+        routing_key = headers.get("x-intake-routing-key")
+        reason = headers.get(REASON_HEADER)
+        queue = headers.get("x-intake-queue")
+        deaths = headers.get("x-death") or []
+        if reason is None and deaths:
+            # Dead-lettered by the broker itself (delivery limit reached, e.g. a crash loop).
+            first = deaths[0]
+            reason = f"broker_{first.get('reason', 'unknown')}"
+            queue = first.get("queue")
+            exchange = first.get("exchange")
+            keys = first.get("routing-keys") or [incoming.routing_key]
+            routing_key = keys[0]
+        dead_id = headers.get("x-intake-dead-id") or incoming.message_id or (
+            uuid.uuid5(uuid.NAMESPACE_OID, incoming.body.hex()[:4096]).hex)
+        return cls(id=_text(dead_id), reason=_text(reason or "unknown"),
+                   error=_text(headers.get("x-intake-error", "")), queue=_opt(queue),
+                   exchange=_opt(exchange), routing_key=_opt(routing_key),
+                   dead_at=headers.get("x-intake-dead-at"), body=incoming.body, headers=headers)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _opt(value: Any) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _short_validation(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:10]:
+        loc = ".".join(str(p) for p in error["loc"]) or "(message)"
+        parts.append(f"{loc}: {error['msg']}")
+    return "; ".join(parts)
+
+
+async def _quietly(awaitable: Awaitable[Any]) -> None:
+    # The channel may be gone (broker restart); the broker then redelivers on its own.
+    with contextlib.suppress(Exception):
+        await awaitable

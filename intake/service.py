@@ -1,0 +1,187 @@
+"""The service skeleton: health, readiness, metrics, logs and graceful shutdown, composed.
+
+A service is handed its parts (routes, cleanup contexts that start and stop resources, readiness
+checks); it is never subclassed. `serve` runs one or several services in one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from pydantic_settings import BaseSettings
+
+from .blobs import BlobStore, FileBlobStore
+from .bus import Bus
+from .config import ConfigDocument
+from .logging import get_logger
+from .outbox import Outbox, Publisher
+from .settings import IntakeSettings
+
+SETTINGS = web.AppKey("settings", IntakeSettings)
+CONFIG = web.AppKey("config", ConfigDocument)
+SERVICE_NAME = web.AppKey("service_name", str)
+SERVICE_SETTINGS = web.AppKey("service_settings", BaseSettings)
+ACCOUNTS = web.AppKey("accounts", BaseModel)
+BUS = web.AppKey("bus", Bus)
+PUBLISHER = web.AppKey("publisher", Publisher)
+BLOBS = web.AppKey("blobs", BlobStore)
+
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
+ReadyCheck = Callable[[web.Application], Awaitable[str | None]]
+
+
+@dataclass
+class Service:
+    """One HTTP-facing process part: its routes, resources and readiness checks."""
+
+    name: str
+    port: int
+    settings: IntakeSettings
+    routes: Sequence[web.AbstractRouteDef] = ()
+    contexts: Sequence[CleanupContext] = ()
+    ready_checks: Sequence[ReadyCheck] = ()
+    middlewares: Sequence[Any] = ()
+    state: dict[web.AppKey[Any], Any] = field(default_factory=dict)
+    host: str | None = None
+    client_max_size: int = 1024**2
+
+    def build_app(self) -> web.Application:
+        app = web.Application(middlewares=list(self.middlewares),
+                              client_max_size=self.client_max_size)
+        app[SERVICE_NAME] = self.name
+        app[SETTINGS] = self.settings
+        for key, value in self.state.items():
+            app[key] = value
+        app.router.add_get("/healthz", _healthz)
+        app.router.add_get("/readyz", _make_readyz(list(self.ready_checks)))
+        app.router.add_get("/metrics", _metrics)
+        app.router.add_routes(list(self.routes))
+        app.cleanup_ctx.extend(self.contexts)
+        return app
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "service": request.app[SERVICE_NAME]})
+
+
+def _make_readyz(checks: list[ReadyCheck]) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def readyz(request: web.Request) -> web.Response:
+        problems: dict[str, str] = {}
+        details: dict[str, Any] = {}
+        for check in checks:
+            try:
+                outcome = await asyncio.wait_for(check(request.app), timeout=5)
+            except Exception as exc:
+                outcome = f"check failed: {exc!r}"
+            if isinstance(outcome, dict):
+                details.update(outcome)
+            elif outcome:
+                problems[getattr(check, "__name__", "check")] = outcome
+        status = 503 if problems else 200
+        body = {"status": "unready" if problems else "ready",
+                "service": request.app[SERVICE_NAME], "problems": problems, **details}
+        return web.json_response(body, status=status)
+
+    return readyz
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+# -- reusable resources ---------------------------------------------------------------------
+
+
+async def bus_context(app: web.Application) -> AsyncIterator[None]:
+    """Connects in the background (a service starts even while the broker is down)."""
+    bus = Bus(app[SETTINGS], app[SERVICE_NAME])
+    app[BUS] = bus
+    bus.start()
+    yield
+    await bus.close()
+
+
+async def blobs_context(app: web.Application) -> AsyncIterator[None]:
+    app[BLOBS] = FileBlobStore(app[SETTINGS].data_dir / "blobs")
+    yield
+
+
+async def publisher_context(app: web.Application) -> AsyncIterator[None]:
+    """The outbox and its drain task; needs `bus_context` before it."""
+    settings = app[SETTINGS]
+    outbox = Outbox(settings.data_dir / "outbox" / f"{app[SERVICE_NAME]}.sqlite3")
+    publisher = Publisher(app[BUS], outbox, app[SERVICE_NAME], channel=app[SERVICE_NAME])
+    app[PUBLISHER] = publisher
+    app[BUS].on_connected.append(_wake(publisher))
+    publisher.start()
+    yield
+    await publisher.stop()
+    outbox.close()
+
+
+def _wake(publisher: Publisher) -> Callable[[], Awaitable[None]]:
+    async def wake() -> None:
+        publisher._wake.set()
+
+    return wake
+
+
+async def broker_ready(app: web.Application) -> str | None:
+    return None if app[BUS].connected else "broker unreachable"
+
+
+async def outbox_ready(app: web.Application) -> Any:
+    """A connector with a writable outbox still accepts durably while the broker is away."""
+    publisher = app[PUBLISHER]
+    return {"broker": "up" if app[BUS].connected else "down",
+            "outbox_depth": publisher.outbox.depth}
+
+
+# -- running -------------------------------------------------------------------------------
+
+
+async def serve(services: Sequence[Service], *, shutdown_timeout: float = 30.0,
+                stop: asyncio.Event | None = None,
+                started: Callable[[list[tuple[Service, str]]], None] | None = None) -> None:
+    """Run services until SIGTERM/SIGINT (or `stop`), then shut down gracefully.
+
+    Shutdown goes in reverse order, so edges stop taking traffic before the consumers
+    behind them finish their in-flight work.
+    """
+    log = get_logger(service="intake")
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    runners: list[tuple[Service, web.AppRunner]] = []
+    listening: list[tuple[Service, str]] = []
+    try:
+        for service in services:
+            runner = web.AppRunner(service.build_app(), access_log=None,
+                                   handle_signals=False, shutdown_timeout=shutdown_timeout)
+            await runner.setup()
+            runners.append((service, runner))
+            host = service.host or service.settings.host
+            site = web.TCPSite(runner, host, service.port)
+            await site.start()
+            listening.append((service, f"http://{host}:{service.port}"))
+            log.info("service_started", name=service.name, url=f"http://{host}:{service.port}")
+        if started:
+            started(listening)
+        await stop.wait()
+    finally:
+        began = time.monotonic()
+        for service, runner in reversed(runners):
+            log.info("service_stopping", name=service.name)
+            await runner.cleanup()
+        log.info("services_stopped", seconds=round(time.monotonic() - began, 3))
