@@ -1,0 +1,172 @@
+"""The kernel's bus on the real RabbitMQ: confirms, ack after work, retries, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from intake.bus import Bus
+from intake.errors import Rejected, Transient
+from intake.message import Message
+from intake.settings import IntakeSettings
+from tests.conftest import delete_topology
+from tests.factories import form_message
+from tests.support import BrokerProxy, eventually
+
+
+async def queue_depth(bus: Bus, logical: str) -> int:
+    assert bus._connection is not None
+    channel = await bus._connection.channel()
+    try:
+        queue = await channel.declare_queue(bus.names(logical), passive=True)
+        return queue.declaration_result.message_count or 0
+    finally:
+        await channel.close()
+
+
+async def test_confirmed_publish_is_consumed_and_acked(bus: Bus) -> None:
+    seen: list[Message] = []
+
+    async def handler(message: Message) -> None:
+        seen.append(message)
+
+    sent = form_message(1)
+    await bus.publish("inbound", sent.routing_key, sent.model_dump_json().encode())
+    bus.consume("router", handler, Message)
+    await eventually(lambda: len(seen) == 1)
+    assert seen[0].idempotency_key == sent.idempotency_key
+    await bus.stop_consumers()
+    assert await queue_depth(bus, "router") == 0
+
+
+async def test_schema_invalid_message_is_dead_lettered_with_reason(bus: Bus) -> None:
+    calls: list[Message] = []
+
+    async def handler(message: Message) -> None:
+        calls.append(message)
+
+    await bus.publish("inbound", "webform.contact", b'{"schema_version": 1, "channel": "fax"}')
+    bus.consume("router", handler, Message)
+    letters = await eventually(lambda: bus.browse_dead())
+    assert calls == []
+    assert letters[0].reason == "schema_invalid"
+    assert "channel" in letters[0].error
+    assert letters[0].queue == bus.names("router")
+    assert letters[0].exchange == bus.names("inbound")
+
+
+async def test_rejected_by_handler_goes_to_dead_at_once_with_its_reason(bus: Bus) -> None:
+    attempts = 0
+
+    async def handler(message: Message) -> None:
+        nonlocal attempts
+        attempts += 1
+        raise Rejected("desk 'nowhere' does not exist", reason="unknown_desk")
+
+    sent = form_message(2)
+    await bus.publish("inbound", sent.routing_key, sent.model_dump_json().encode())
+    bus.consume("router", handler, Message)
+    letters = await eventually(lambda: bus.browse_dead())
+    assert attempts == 1
+    assert letters[0].reason == "unknown_desk"
+    assert b"webform:contact:2" in letters[0].body
+
+
+async def test_transient_failure_is_retried_until_it_succeeds(bus: Bus) -> None:
+    attempts = 0
+    done = asyncio.Event()
+
+    async def handler(message: Message) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise Transient("database restarting")
+        done.set()
+
+    sent = form_message(3)
+    await bus.publish("inbound", sent.routing_key, sent.model_dump_json().encode())
+    bus.consume("router", handler, Message)
+    await asyncio.wait_for(done.wait(), 15)
+    await bus.stop_consumers()
+    assert attempts == 3
+    assert await bus.browse_dead() == []
+
+
+async def test_failure_beyond_the_delivery_limit_is_dead_lettered(bus: Bus) -> None:
+    attempts = 0
+
+    async def handler(message: Message) -> None:
+        nonlocal attempts
+        attempts += 1
+        raise RuntimeError("bug in handler")
+
+    sent = form_message(4)
+    await bus.publish("inbound", sent.routing_key, sent.model_dump_json().encode())
+    bus.consume("router", handler, Message)
+    letters = await eventually(lambda: bus.browse_dead(), timeout=20)
+    assert attempts == bus.settings.delivery_limit
+    assert letters[0].reason == "retries_exhausted"
+    assert "bug in handler" in letters[0].error
+
+
+async def test_replay_brings_a_dead_letter_back_exactly_once(bus: Bus) -> None:
+    fail = True
+    seen: list[str] = []
+
+    async def handler(message: Message) -> None:
+        if fail:
+            raise Rejected("poison", reason="poison")
+        seen.append(message.idempotency_key)
+
+    sent = form_message(5)
+    await bus.publish("inbound", sent.routing_key, sent.model_dump_json().encode())
+    bus.consume("router", handler, Message)
+    letters = await eventually(lambda: bus.browse_dead())
+    fail = False
+    replayed = await bus.replay_dead([letters[0].id])
+    assert replayed == [letters[0].id]
+    await eventually(lambda: seen == [sent.idempotency_key])
+    assert await bus.browse_dead() == []
+    assert await bus.replay_dead([letters[0].id]) == []
+    await asyncio.sleep(0.3)
+    assert seen == [sent.idempotency_key]
+
+
+async def test_unroutable_publish_is_not_confirmed(bus: Bus) -> None:
+    assert bus._connection is not None
+    channel = await bus._connection.channel()
+    queue = await channel.get_queue(bus.names("router"))
+    await queue.unbind(bus.names("inbound"), "#")
+    await channel.close()
+    with pytest.raises(Transient):
+        await bus.publish("inbound", "webform.contact", form_message(6).model_dump_json().encode())
+
+
+async def test_consumer_resumes_after_the_broker_connection_drops(
+        settings: IntakeSettings) -> None:
+    proxy = BrokerProxy()
+    await proxy.start()
+    bus = Bus(settings.model_copy(update={"amqp_url": proxy.url}), "test")
+    seen: list[str] = []
+
+    async def handler(message: Message) -> None:
+        seen.append(message.idempotency_key)
+
+    try:
+        await bus.connect(timeout=10)
+        bus.consume("router", handler, Message)
+        first = form_message("before")
+        await bus.publish("inbound", first.routing_key, first.model_dump_json().encode())
+        await eventually(lambda: len(seen) == 1)
+        await proxy.stop()  # the broker "goes away"
+        await eventually(lambda: not bus.connected)
+        await proxy.start()  # and comes back on the same port
+        assert await bus.wait_connected(20)
+        second = form_message("after")
+        await bus.publish("inbound", second.routing_key, second.model_dump_json().encode())
+        await eventually(lambda: "webform:contact:after" in seen, timeout=15)
+    finally:
+        await delete_topology(bus)
+        await bus.close()
+        await proxy.stop()
