@@ -156,8 +156,15 @@ class RouteDecision(Strict):
     explanation: str | None = None
 
 
+def _require_envelope(schema: dict[str, Any]) -> None:
+    # Python producers get these filled in; producers in other languages must send them.
+    schema["required"] = ["schema_version", "id", *schema.get("required", [])]
+
+
 class Message(Strict):
     """The common message every connector publishes to `intake.inbound`."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_require_envelope)
 
     schema_version: Literal[1] = SCHEMA_VERSION
     id: uuid.UUID = Field(default_factory=uuid.uuid4)
@@ -203,6 +210,8 @@ class Message(Strict):
 
 class OutboundMessage(Strict):
     """An agent reply (or an automatic one) travelling back out through its channel."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_require_envelope)
 
     schema_version: Literal[1] = SCHEMA_VERSION
     id: uuid.UUID = Field(default_factory=uuid.uuid4)

@@ -1,0 +1,40 @@
+# The two commands a new machine needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: install run test lint services test-tools schema clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+services:
+	@deploy/local/ensure-services.sh rabbitmq
+
+test-tools:
+	@deploy/local/install-test-tools.sh
+
+run: install services
+	@$(BIN)/intake config check
+	@$(BIN)/intake migrate
+	exec $(BIN)/intake run all
+
+test: install test-tools
+	@deploy/local/ensure-services.sh rabbitmq postgres
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: install
+	$(BIN)/ruff check .
+
+schema: install
+	$(BIN)/intake schema --write
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,109 @@
+"""The YAML config loader: line numbers in every error, `${ENV}` secrets, unknown keys refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from intake.config import load_document, merge_rules, validate
+from intake.errors import ConfigInvalid
+
+
+class Mailbox(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    password: str
+    port: int = 993
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    accounts: list[Mailbox]
+
+
+def write(tmp_path: Path, text: str, name: str = "intake.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_validation_errors_name_file_line_and_field(tmp_path: Path) -> None:
+    path = write(tmp_path, "channels:\n  email:\n    accounts:\n      - id: a\n"
+                           "        password: x\n        port: many\n")
+    doc = load_document(path)
+    with pytest.raises(ConfigInvalid) as caught:
+        validate(doc, Section, doc.section("channels", "email"), prefix=("channels", "email"))
+    assert caught.value.problems == [
+        f"{path}:6: channels.email.accounts.0.port: "
+        "Input should be a valid integer, unable to parse string as an integer"]
+
+
+def test_unknown_keys_are_errors_with_their_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "channels:\n  email:\n    accounts:\n      - id: a\n"
+                           "        password: x\n        pasword: y\n")
+    doc = load_document(path)
+    with pytest.raises(ConfigInvalid) as caught:
+        validate(doc, Section, doc.section("channels", "email"), prefix=("channels", "email"))
+    assert f"{path}:6: channels.email.accounts.0.pasword: Extra inputs" in caught.value.problems[0]
+
+
+def test_unknown_top_level_section_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "desks: []\nroutse: []\n")
+    with pytest.raises(ConfigInvalid) as caught:
+        load_document(path)
+    assert caught.value.problems[0].startswith(f"{path}:2: routse: unknown section")
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "desks:\n  - id: a\n  name: [unclosed\n")
+    with pytest.raises(ConfigInvalid) as caught:
+        load_document(path)
+    assert caught.value.problems[0].startswith(f"{path}:")
+    assert "YAML syntax" in caught.value.problems[0]
+
+
+def test_duplicate_keys_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "desks: []\ndesks: []\n")
+    with pytest.raises(ConfigInvalid, match="duplicate key"):
+        load_document(path)
+
+
+def test_secrets_come_from_the_environment(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILBOX_PASSWORD", "s3cret")
+    path = write(tmp_path, "channels:\n  email:\n    accounts:\n      - id: a\n"
+                           "        password: ${MAILBOX_PASSWORD}\n")
+    doc = load_document(path)
+    section = validate(doc, Section, doc.section("channels", "email"))
+    assert section.accounts[0].password == "s3cret"
+
+
+def test_a_missing_environment_variable_is_named(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
+    path = write(tmp_path, "channels:\n  email:\n    accounts:\n      - id: a\n"
+                           "        password: ${NOT_SET_ANYWHERE}\n")
+    with pytest.raises(ConfigInvalid) as caught:
+        load_document(path)
+    assert f"{path}:5" in caught.value.problems[0]
+    assert "NOT_SET_ANYWHERE is not set" in caught.value.problems[0]
+
+
+def test_rules_file_sections_replace_the_config_and_keep_their_own_lines(tmp_path: Path) -> None:
+    config = load_document(write(tmp_path, "desks:\n  - id: a\nchannels: {}\n"))
+    rules_path = write(tmp_path, "\n\ndesks:\n  - id: b\n", "rules.yaml")
+    merged = merge_rules(config, load_document(rules_path))
+    assert merged.data["desks"] == [{"id": "b"}]
+
+    class Desk(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        id: int
+
+    class Desks(BaseModel):
+        desks: list[Desk]
+
+    with pytest.raises(ConfigInvalid) as caught:
+        validate(merged, Desks, merged.data)
+    assert caught.value.problems[0].startswith(f"{rules_path}:4: desks.0.id")

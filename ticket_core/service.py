@@ -1,0 +1,79 @@
+"""The ticket core service: storage, the routed-message consumer and the agent API."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from intake import BUS, SETTINGS, ConfigDocument, IntakeSettings, Message, Service, get_logger
+from intake.service import bus_context
+
+from .api import api_routes, auth_middleware
+from .consume import persist_routed
+from .db import make_engine, migrate
+from .settings import TicketCoreSettings
+from .store import TicketStore
+
+STORE = web.AppKey("store", TicketStore)
+log = get_logger(service="ticket-core")
+
+
+def api_token(settings: IntakeSettings) -> str:
+    """`INTAKE_API_TOKEN`, else a token generated once and kept in the data dir (mode 0600)."""
+    if settings.api_token is not None:
+        return settings.api_token.get_secret_value()
+    path: Path = settings.data_dir / "api-token"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token
+
+
+def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
+    own = TicketCoreSettings()
+    url = settings.effective_database_url
+    engine = make_engine(url)
+    store = TicketStore(engine)
+
+    async def storage(app: web.Application) -> AsyncIterator[None]:
+        if url.startswith("sqlite"):
+            app[SETTINGS].data_dir.mkdir(parents=True, exist_ok=True)
+        if own.migrate_on_start:
+            await migrate(url)
+        yield
+        await engine.dispose()
+
+    async def consumer(app: web.Application) -> AsyncIterator[None]:
+        app[BUS].consume("ticket_core", persist_routed(store), Message,
+                         prefetch=own.prefetch)
+        yield  # bus_context's exit stops the consumer and waits for in-flight commits
+
+    async def database_ready(app: web.Application) -> str | None:
+        try:
+            await store.ping()
+        except Exception as exc:
+            return f"database unreachable: {exc.__class__.__name__}"
+        return None
+
+    async def broker_ready(app: web.Application) -> str | None:
+        return None if app[BUS].connected else "broker unreachable"
+
+    return Service(
+        name="ticket-core",
+        port=own.port,
+        settings=settings,
+        routes=list(api_routes(store)),
+        middlewares=[auth_middleware(api_token(settings))],
+        contexts=[storage, bus_context, consumer],
+        ready_checks=[broker_ready, database_ready],
+        state={STORE: store},
+    )
+

@@ -1,0 +1,15 @@
+"""The ticket core's own settings (`INTAKE_TICKET_CORE_*`)."""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TicketCoreSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INTAKE_TICKET_CORE_", extra="ignore",
+                                      frozen=True)
+
+    port: int = 8000
+    # Apply pending migrations at start, so `intake run ticket-core` works on a fresh SQLite.
+    migrate_on_start: bool = True
+    prefetch: int = 64
