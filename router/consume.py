@@ -1,0 +1,48 @@
+"""The router's consumer: an inbound message in, the same message stamped with its route out."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from intake.message import Message, RouteDecision
+
+from .reload import RulesHolder
+from .rules import RuleSet
+
+ROUTED_EXCHANGE = "routed"
+
+
+class Publishing(Protocol):
+    """The part of `intake.bus.Bus` the router uses."""
+
+    async def publish(self, exchange: str, routing_key: str, body: bytes,
+                      headers: dict[str, str] | None = None) -> None: ...
+
+
+def owning_desk(decision: RouteDecision) -> str:
+    """The desk that owns the ticket: the routed message's routing key."""
+    for delivery in decision.deliveries:
+        if delivery.role in ("owner", "primary"):
+            return delivery.desk
+    return decision.deliveries[0].desk
+
+
+async def route_message(message: Message, rules: RuleSet) -> tuple[str, Message]:
+    """Decide; return (routing key = owning desk, the message with `route` set)."""
+    decision = rules.decide(message)
+    return owning_desk(decision), message.model_copy(update={"route": decision})
+
+
+def route_handler(holder: RulesHolder, bus: Publishing) -> Callable[[Message], Awaitable[None]]:
+    """The `intake.router` queue handler: route, publish to `intake.routed`, then return (ack).
+
+    A publish that is not confirmed raises (Transient) and the message is redelivered; a
+    redelivery is decided again under the rules then in force, which is harmless.
+    """
+    async def handle(message: Message) -> None:
+        desk, routed = await route_message(message, holder.current)
+        await bus.publish(ROUTED_EXCHANGE, desk, routed.model_dump_json().encode("utf-8"),
+                          headers={"x-intake-route": routed.route.route if routed.route else ""})
+
+    return handle

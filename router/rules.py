@@ -1,0 +1,831 @@
+"""The routing rules: models of the config's routing sections, their checks, the compiled RuleSet.
+
+`load_rules(doc, source_bytes)` validates the routing sections of a loaded `ConfigDocument`
+(structure through `intake.config.validate`, then the cross-references: desks, skill groups,
+categories, SLA policies, message field paths), every problem naming `file:line: field`. The
+result is a `RuleSet`: immutable, compiled once per revision into closures, so `decide` reads the
+message without parsing anything (tens of microseconds at a few hundred routes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+import types
+import typing
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from intake.config import ROUTING_SECTIONS, ConfigDocument, validate
+from intake.errors import ConfigInvalid
+from intake.message import (
+    Channel,
+    Kind,
+    Message,
+    Priority,
+    Role,
+    RouteDecision,
+    RouteDelivery,
+    RouteTrial,
+    Sla,
+)
+
+DEFAULT_ROUTE_ID = "default"
+# Decisions stamped on messages keep `tried` short; /explain asks for all of it.
+MAX_TRIED = 20
+# `saw` shows what a condition read; a long text is cut so the decision record stays small.
+SAW_MAX_CHARS = 200
+SAW_MAX_ITEMS = 20
+
+CHANNELS: tuple[str, ...] = typing.get_args(Channel)
+OPERATORS = ("equals", "not_equals", "in", "contains", "matches", "exists", "gt", "lt")
+# Ids end up in routing keys (`intake.routed` is a topic exchange keyed by desk): no dots,
+# no wildcards, no spaces.
+ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+RouteMode = Literal["single", "multi", "primary_secondary"]
+MODE_ROLES: dict[str, tuple[Role, Role, frozenset[str]]] = {
+    # mode: (role of the first delivery, role of the others, roles allowed)
+    "multi": ("owner", "copy", frozenset({"owner", "copy", "collaborator"})),
+    "primary_secondary": ("primary", "collaborator",
+                          frozenset({"primary", "collaborator", "overflow"})),
+}
+LEAD_ROLE = {"single": "owner", "multi": "owner", "primary_secondary": "primary"}
+
+
+class _Missing:
+    """A path that leads nowhere in the message (as opposed to a field that is null)."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+
+
+# --------------------------------------------------------------------------- config models
+
+
+def _none_as_list(value: Any) -> Any:
+    # `routes:` with nothing under it is YAML null; read it as an empty section.
+    return [] if value is None else value
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+Id = Annotated[str, Field(min_length=1, max_length=100, pattern=ID_PATTERN)]
+Section = BeforeValidator(_none_as_list)
+OneOrMany = BeforeValidator(_one_or_many)
+
+
+class RulesModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Declared(BaseModel):
+    """An entry of a section a later issue deepens (calendars, SLA policies, escalations)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: Id
+
+
+class Desk(RulesModel):
+    id: Id
+    name: str = Field(min_length=1)
+    calendar: str | None = None
+    # 单服务台 / 多服务台 / 主从服务台: how this desk shares work; read by later issues.
+    mode: Literal["single", "multi", "primary_secondary", "split"] | None = None
+
+
+class SkillGroup(RulesModel):
+    id: Id
+    desk: str
+    name: str | None = None
+    skills: list[str] = Field(default_factory=list)
+    # TODO(issue: skill groups in depth): a closed vocabulary of strategies.
+    strategy: str = "round_robin"
+
+
+class Category(RulesModel):
+    id: Id
+    name: str = Field(min_length=1)
+
+
+class Condition(RulesModel):
+    """`{field: <dotted path into the message>, <one operator>: <operand>}`."""
+
+    field: str = Field(pattern=r"^[^.\s]+(\.[^.\s]+)*$")
+    equals: Any = None
+    not_equals: Any = None
+    in_: list[Any] | None = Field(default=None, alias="in")
+    contains: Any = None
+    matches: str | None = None
+    exists: bool | None = None
+    gt: float | None = None
+    lt: float | None = None
+
+    @field_validator("matches")
+    @classmethod
+    def regex_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def one_operator(self) -> Condition:
+        given = self.operators_given()
+        if len(given) != 1:
+            got = " and ".join(given) if given else "none"
+            raise ValueError(f"needs exactly one operator of {', '.join(OPERATORS)} (got {got})")
+        return self
+
+    def operators_given(self) -> list[str]:
+        fields_set = self.model_fields_set
+        return [op for op in OPERATORS if (op if op != "in" else "in_") in fields_set]
+
+    @property
+    def operator(self) -> str:
+        return self.operators_given()[0]
+
+    @property
+    def operand(self) -> Any:
+        op = self.operator
+        return getattr(self, op if op != "in" else "in_")
+
+
+class Match(RulesModel):
+    """All conditions must hold; a route without `match` matches every message."""
+
+    channel: Annotated[list[Channel], OneOrMany, Field(min_length=1)] | None = None
+    account: Annotated[list[str], OneOrMany, Field(min_length=1)] | None = None
+    kind: Annotated[list[Kind], OneOrMany, Field(min_length=1)] | None = None
+    where: Annotated[list[Condition], Section] = Field(default_factory=list)
+
+
+class Delivery(RulesModel):
+    desk: str
+    skill_group: str | None = None
+    role: Role | None = None
+
+
+class Target(RulesModel):
+    """Where a matched message goes: one desk (`mode: single`) or several (`deliveries`)."""
+
+    desk: str | None = None
+    skill_group: str | None = None
+    mode: RouteMode = "single"
+    deliveries: list[Delivery] | None = None
+    priority: Priority = "normal"
+    category: str | None = None
+    tags: Annotated[list[str], Section] = Field(default_factory=list)
+    sla: str | None = None
+
+
+class Route(Target):
+    id: Id
+    description: str | None = None
+    match: Match = Field(default_factory=Match)
+
+
+class DefaultRoute(Target):
+    description: str | None = None
+
+
+class RoutingConfig(RulesModel):
+    """The routing sections of the config (or of the `INTAKE_RULES` file)."""
+
+    calendars: Annotated[list[Declared], Section] = Field(default_factory=list)
+    desks: Annotated[list[Desk], Section] = Field(default_factory=list)
+    skill_groups: Annotated[list[SkillGroup], Section] = Field(default_factory=list)
+    categories: Annotated[list[Category], Section] = Field(default_factory=list)
+    sla_policies: Annotated[list[Declared], Section] = Field(default_factory=list)
+    escalations: Annotated[list[Declared], Section] = Field(default_factory=list)
+    routes: Annotated[list[Route], Section] = Field(default_factory=list)
+    default_route: DefaultRoute
+
+
+# --------------------------------------------------------------------------- compiled form
+
+Loc = tuple[str | int, ...]
+Reader = Callable[[Message], Any]
+Test = Callable[[Message], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledCondition:
+    """One sub-expression: its text for people, what it reads, and its test."""
+
+    label: str  # the field it reads, the key in `saw`
+    text: str  # e.g. "form.fields.topic == complaint"
+    read: Reader
+    test: Test
+    show_saw: bool  # whether the explanation repeats the value (not for ==, in, exists)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledTarget:
+    mode: str
+    deliveries: tuple[tuple[str, str | None, str], ...]  # (desk, skill_group, role)
+    priority: str
+    category: str | None
+    tags: tuple[str, ...]
+    sla: str | None
+
+    @property
+    def desk(self) -> str:
+        """The owning desk: the routing key of the routed message."""
+        return self.deliveries[0][0]
+
+    def describe(self) -> str:
+        if self.mode == "single":
+            desk, group, _ = self.deliveries[0]
+            where = f"desk {desk}" + (f", skill group {group}" if group else "")
+        else:
+            where = f"{self.mode} to " + ", ".join(
+                f"{desk}{'/' + group if group else ''} ({role})"
+                for desk, group, role in self.deliveries)
+        extras = [f"priority {self.priority}"]
+        if self.category:
+            extras.append(f"category {self.category}")
+        if self.sla:
+            extras.append(f"SLA {self.sla}")
+        return f"{where}, {', '.join(extras)}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "deliveries": [{"desk": d, "skill_group": g, "role": r}
+                           for d, g, r in self.deliveries],
+            "priority": self.priority,
+            "category": self.category,
+            "tags": list(self.tags),
+            "sla": {"policy": self.sla} if self.sla else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    id: str
+    description: str | None
+    position: int  # index in `routes`; the default route comes after all of them
+    conditions: tuple[CompiledCondition, ...]
+    channels: frozenset[str] | None  # None: any channel
+    target: CompiledTarget
+    # Index of the first condition that is false (channel excluded: the index checked it), or -1.
+    first_failure: Callable[[Message], int]
+
+
+def _noop_first_failure(message: Message) -> int:
+    return -1
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """The validated, compiled rules of one config revision; `decide` is pure and fast."""
+
+    revision: str
+    config: RoutingConfig
+    routes: tuple[CompiledRoute, ...]
+    default: CompiledRoute
+    # channel -> the routes whose channel condition admits it, in order
+    by_channel: dict[str, tuple[CompiledRoute, ...]]
+    loaded_at: datetime
+    source: str  # the file(s) it came from, for /rules
+
+    def decide(self, message: Message, *, max_tried: int | None = MAX_TRIED) -> RouteDecision:
+        """First matching route wins, else the default route; the record explains why."""
+        cap = len(self.routes) + 1 if max_tried is None else max(1, max_tried)
+        # Routes failed in evaluation order; only the first `cap - 1` are reported.
+        keep_before = cap - 1
+        failed_at: dict[int, int] = {}
+        matched = self.default
+        for route in self.by_channel.get(message.channel, ()):
+            failed = route.first_failure(message)
+            if failed < 0:
+                matched = route
+                break
+            if route.position < keep_before:
+                failed_at[route.position] = failed
+        tried: list[RouteTrial] = []
+        for route in self.routes[:min(matched.position, keep_before)]:
+            # A route absent from the channel index failed on its channel condition (index 0).
+            condition = route.conditions[failed_at.get(route.position, 0)]
+            tried.append(RouteTrial.model_construct(
+                route=route.id, matched=False, failed=condition.text,
+                saw={condition.label: _saw(condition.read(message))}))
+        saw = {c.label: _saw(c.read(message)) for c in matched.conditions}
+        tried.append(RouteTrial.model_construct(route=matched.id, matched=True, failed=None,
+                                                saw=saw))
+        target = matched.target
+        return RouteDecision.model_construct(
+            decision_id=new_decision_id(),
+            revision=self.revision,
+            route=matched.id,
+            tried=tried,
+            mode=target.mode,
+            deliveries=[RouteDelivery.model_construct(desk=d, skill_group=g, role=r)
+                        for d, g, r in target.deliveries],
+            priority=target.priority,
+            category=target.category,
+            tags=list(target.tags),
+            sla=Sla.model_construct(policy=target.sla) if target.sla else None,
+            explanation=self._explain(matched, saw),
+        )
+
+    def _explain(self, route: CompiledRoute, saw: dict[str, Any]) -> str:
+        if route is self.default:
+            before = len(self.routes)
+            why = ("no route matched" if before else "no routes are declared") + (
+                f" ({before} tried)" if before else "") + "; the default route applies"
+        else:
+            if route.conditions:
+                parts = [c.text + (f" (saw {_render(saw[c.label])})" if c.show_saw else "")
+                         for c in route.conditions]
+                why = f"route '{route.id}' matched because " + " and ".join(parts)
+            else:
+                why = f"route '{route.id}' matched: it has no conditions"
+            if route.position:
+                why += (f", after {route.position} earlier route"
+                        f"{'s' if route.position > 1 else ''} did not match")
+        return f"{why} → {route.target.describe()}"
+
+    def summary(self) -> dict[str, Any]:
+        """What `GET /rules` shows: the revision and every route as people read it."""
+        def route_dict(route: CompiledRoute) -> dict[str, Any]:
+            return {"id": route.id, "description": route.description,
+                    "when": [c.text for c in route.conditions], **route.target.as_dict()}
+
+        config = self.config
+        return {
+            "revision": self.revision,
+            "loaded_at": self.loaded_at.isoformat(),
+            "source": self.source,
+            "desks": [d.model_dump(exclude_none=True) for d in config.desks],
+            "skill_groups": [g.model_dump(exclude_none=True) for g in config.skill_groups],
+            "categories": [c.model_dump() for c in config.categories],
+            "sla_policies": [p.id for p in config.sla_policies],
+            "routes": [route_dict(r) for r in self.routes],
+            "default_route": route_dict(self.default),
+        }
+
+
+def new_decision_id() -> str:
+    """A UUIDv7 (RFC 9562): time-ordered, so decision ids sort by when they were made."""
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = ((millis & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | ((rand >> 62) & 0xFFF) << 64
+             | 0b10 << 62 | rand & ((1 << 62) - 1))
+    return str(uuid.UUID(int=value))
+
+
+def _saw(value: Any) -> Any:
+    """The value a condition read, small and JSON-ready for the decision record."""
+    if value is MISSING or value is None or isinstance(value, bool | int | float):
+        return None if value is MISSING else value
+    if isinstance(value, str):
+        return value if len(value) <= SAW_MAX_CHARS else value[:SAW_MAX_CHARS] + "…"
+    if isinstance(value, list | tuple):
+        return [_saw(item) for item in value[:SAW_MAX_ITEMS]]
+    if isinstance(value, BaseModel):
+        return _saw(value.model_dump(mode="json", exclude_none=True))
+    if isinstance(value, dict):
+        return {str(k): _saw(v) for k, v in list(value.items())[:SAW_MAX_ITEMS]}
+    return str(value)
+
+
+def _render(value: Any) -> str:
+    """A value as people write it in the rules: bare words, [a, b], null, true."""
+    if value is None or value is MISSING:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list | tuple | set | frozenset):
+        return "[" + ", ".join(_render(v) for v in value) + "]"
+    return str(value)
+
+
+# --------------------------------------------------------------------------- field paths
+
+
+Step = tuple[str, int | None]  # (attribute or key, list index when the segment is a number)
+
+
+def _unwrap_optional(tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0] if len(args) == 1 else Any
+    return tp
+
+
+def resolve_path(path: str) -> tuple[tuple[Step, ...], str | None]:
+    """Check a dotted path against the message model; return its steps or the problem.
+
+    Lists fan out (`sender.identities.kind` reads the kind of every identity) unless the
+    segment is a number (`attachments.0.size`); free-form objects (`form.fields`,
+    `channel_data`, `event.data`) accept any key.
+    """
+    parts = path.split(".")
+    steps: list[Step] = []
+    tp: Any = Message
+    free = False
+    for depth, part in enumerate(parts):
+        index = int(part) if part.isdigit() else None
+        if free:
+            steps.append((part, index))
+            continue
+        tp = _unwrap_optional(tp)
+        if typing.get_origin(tp) is list:
+            tp = _unwrap_optional(typing.get_args(tp)[0])
+            if index is not None:
+                steps.append((part, index))
+                continue
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            names = {(info.alias or name): name for name, info in tp.model_fields.items()}
+            names.update({name: name for name in tp.model_fields})
+            if part not in names:
+                known = ", ".join(sorted(k for k in names if not k.endswith("_")))
+                where = ".".join(parts[:depth]) or "the message"
+                return (), f"'{part}' is not a field of {where} (fields: {known})"
+            steps.append((names[part], None))
+            tp = tp.model_fields[names[part]].annotation
+        elif tp is Any or typing.get_origin(tp) is dict or tp is dict:
+            free = True
+            steps.append((part, index))
+        else:
+            return (), f"'{'.'.join(parts[:depth])}' has no field '{part}'"
+    return tuple(steps), None
+
+
+def _step(value: Any, attr: str, index: int | None) -> Any:
+    if isinstance(value, BaseModel):
+        return getattr(value, attr, MISSING)
+    if isinstance(value, dict):
+        return value.get(attr, MISSING)
+    if isinstance(value, list):
+        if index is not None:
+            return value[index] if index < len(value) else MISSING
+        out: list[Any] = []
+        for item in value:
+            got = _step(item, attr, None)
+            if got is MISSING or got is None:
+                continue
+            if isinstance(got, list):
+                out.extend(got)
+            else:
+                out.append(got)
+        return out
+    return MISSING
+
+
+def _reader(steps: tuple[Step, ...]) -> Reader:
+    if len(steps) == 1 and steps[0][1] is None:
+        attr = steps[0][0]
+
+        def read_top(message: Message) -> Any:
+            return getattr(message, attr)
+
+        return read_top
+
+    def read(message: Message) -> Any:
+        value: Any = message
+        for attr, index in steps:
+            value = _step(value, attr, index)
+            if value is MISSING or value is None:
+                return value
+        return value
+
+    return read
+
+
+# --------------------------------------------------------------------------- compiling
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _scalar_equals(operand: Any) -> Callable[[Any], bool]:
+    if isinstance(operand, bool) or operand is None:
+        return lambda v: v is operand
+    if isinstance(operand, int | float):
+        # Form fields arrive as text: "3" equals 3.
+        return lambda v: _number(v) == operand
+    if isinstance(operand, str):
+        return lambda v: v == operand if type(v) is str else str(v) == operand
+    return lambda v: v == operand
+
+
+def _any_of(predicate: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """Apply to a scalar, or to any element of a list (a fanned-out path or a list field)."""
+    def holds(value: Any) -> bool:
+        if value is MISSING:
+            return False
+        if type(value) is list:
+            return any(predicate(v) for v in value)
+        return predicate(value)
+
+    return holds
+
+
+def _compile_where(condition: Condition) -> CompiledCondition:
+    steps, problem = resolve_path(condition.field)
+    assert problem is None, problem  # checked in _cross_check
+    read = _reader(steps)
+    op, operand = condition.operator, condition.operand
+    label = condition.field
+    holds: Callable[[Any], bool]
+    if op == "equals":
+        holds = _any_of(_scalar_equals(operand))
+        if operand is None:
+            holds = lambda v: v is None or v is MISSING or v == []  # noqa: E731
+        text = f"{label} == {_render(operand)}"
+    elif op == "not_equals":
+        equals = _any_of(_scalar_equals(operand))
+        if operand is None:
+            equals = lambda v: v is None or v is MISSING or v == []  # noqa: E731
+        holds = lambda v: not equals(v)  # noqa: E731
+        text = f"{label} != {_render(operand)}"
+    elif op == "in":
+        members = list(operand)
+        words = frozenset(m for m in members if isinstance(m, str))
+        others = [_scalar_equals(m) for m in members if not isinstance(m, str)]
+
+        has_null = None in members
+
+        def is_member(value: Any) -> bool:
+            if value is None:
+                return has_null
+            word = value if type(value) is str else str(value)
+            return word in words or any(t(value) for t in others)
+
+        holds = _any_of(is_member)
+        text = f"{label} in {_render(members)}"
+    elif op == "contains":
+        def contains(value: Any, operand: Any = operand) -> bool:
+            if isinstance(value, str):
+                return isinstance(operand, str) and operand in value
+            if isinstance(value, list | dict):
+                return operand in value
+            return False
+
+        holds = contains
+        text = f"{label} contains {_render(operand)}"
+    elif op == "matches":
+        pattern = re.compile(operand)
+        holds = _any_of(lambda v: isinstance(v, str) and pattern.search(v) is not None)
+        text = f"{label} matches /{operand}/"
+    elif op == "exists":
+        def present(value: Any) -> bool:
+            return value is not MISSING and value is not None and value != []
+
+        holds = present if operand else (lambda v: not present(v))
+        text = f"{label} exists" if operand else f"{label} does not exist"
+    elif op in ("gt", "lt"):
+        bound = float(operand)
+
+        def compare(value: Any, gt: bool = op == "gt") -> bool:
+            number = _number(value)
+            return number is not None and (number > bound if gt else number < bound)
+
+        holds = _any_of(compare)
+        text = f"{label} {'>' if op == 'gt' else '<'} {_render(operand)}"
+    else:  # pragma: no cover - the model allows no other operator
+        raise AssertionError(op)
+
+    def test(message: Message) -> bool:
+        return holds(read(message))
+
+    return CompiledCondition(label=label, text=text, read=read, test=test,
+                             show_saw=op not in ("equals", "in", "exists"))
+
+
+def _compile_attr_in(attr: str, values: Sequence[str]) -> CompiledCondition:
+    allowed = frozenset(values)
+
+    def read(message: Message) -> Any:
+        return getattr(message, attr)
+
+    def test(message: Message) -> bool:
+        return getattr(message, attr) in allowed
+
+    return CompiledCondition(label=attr, text=f"{attr} in {_render(list(values))}",
+                             read=read, test=test, show_saw=False)
+
+
+def _compile_first_failure(tests: tuple[Test, ...], offset: int) -> Callable[[Message], int]:
+    if not tests:
+        return _noop_first_failure
+    if len(tests) == 1:
+        (only,) = tests
+
+        def first_failure_one(message: Message) -> int:
+            return -1 if only(message) else offset
+
+        return first_failure_one
+    numbered = tuple(enumerate(tests, start=offset))
+
+    def first_failure(message: Message) -> int:
+        for i, test in numbered:
+            if not test(message):
+                return i
+        return -1
+
+    return first_failure
+
+
+def _compile_target(target: Target) -> CompiledTarget:
+    if target.mode == "single":
+        assert target.desk is not None
+        deliveries: tuple[tuple[str, str | None, str], ...] = (
+            (target.desk, target.skill_group, "owner"),)
+    else:
+        first_role, other_role, _ = MODE_ROLES[target.mode]
+        deliveries = tuple(
+            (d.desk, d.skill_group, d.role or (first_role if i == 0 else other_role))
+            for i, d in enumerate(target.deliveries or ()))
+        # The owning desk (the routing key) comes first.
+        lead = LEAD_ROLE[target.mode]
+        deliveries = tuple(sorted(deliveries, key=lambda d: d[2] != lead))
+    return CompiledTarget(mode=target.mode, deliveries=deliveries, priority=target.priority,
+                          category=target.category, tags=tuple(target.tags), sla=target.sla)
+
+
+def _compile_route(route: Route | DefaultRoute, route_id: str, position: int) -> CompiledRoute:
+    conditions: list[CompiledCondition] = []
+    match = route.match if isinstance(route, Route) else Match()
+    if match.channel is not None:
+        conditions.append(_compile_attr_in("channel", match.channel))
+    if match.account is not None:
+        conditions.append(_compile_attr_in("account", match.account))
+    if match.kind is not None:
+        conditions.append(_compile_attr_in("kind", match.kind))
+    conditions.extend(_compile_where(c) for c in match.where)
+    # The channel index already checked the channel; evaluate the rest.
+    offset = 1 if match.channel is not None else 0
+    tests = tuple(c.test for c in conditions[offset:])
+    return CompiledRoute(
+        id=route_id, description=route.description, position=position,
+        conditions=tuple(conditions),
+        channels=frozenset(match.channel) if match.channel is not None else None,
+        target=_compile_target(route), first_failure=_compile_first_failure(tests, offset))
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _cross_check(config: RoutingConfig) -> list[tuple[Loc, str]]:
+    """What the models cannot see alone: references between sections, paths, modes."""
+    problems: list[tuple[Loc, str]] = []
+    for section in ("calendars", "desks", "skill_groups", "categories", "sla_policies",
+                    "escalations", "routes"):
+        seen: set[str] = set()
+        for i, entry in enumerate(getattr(config, section)):
+            if entry.id in seen:
+                problems.append(((section, i, "id"), f"duplicate id '{entry.id}'"))
+            seen.add(entry.id)
+    desks = {d.id for d in config.desks}
+    groups = {g.id: g.desk for g in config.skill_groups}
+    categories = {c.id for c in config.categories}
+    calendars = {c.id for c in config.calendars}
+    policies = {p.id for p in config.sla_policies}
+
+    def known(kind: str, value: str, names: set[str] | dict[str, str]) -> str:
+        listed = ", ".join(sorted(names)) or "none"
+        return f"unknown {kind} '{value}' (declared: {listed})"
+
+    for i, desk in enumerate(config.desks):
+        if desk.calendar and calendars and desk.calendar not in calendars:
+            problems.append((("desks", i, "calendar"), known("calendar", desk.calendar,
+                                                              calendars)))
+    for i, group in enumerate(config.skill_groups):
+        if group.desk not in desks:
+            problems.append((("skill_groups", i, "desk"), known("desk", group.desk, desks)))
+
+    def check_desk(loc: Loc, desk: str | None, group: str | None) -> None:
+        if desk is None:
+            problems.append(((*loc, "desk"), "required with mode single"))
+            return
+        if desk not in desks:
+            problems.append(((*loc, "desk"), known("desk", desk, desks)))
+        if group is not None:
+            if group not in groups:
+                problems.append(((*loc, "skill_group"), known("skill group", group, groups)))
+            elif desk in desks and groups[group] != desk:
+                problems.append(((*loc, "skill_group"), f"skill group '{group}' belongs to "
+                                 f"desk '{groups[group]}', not '{desk}'"))
+
+    def check_target(loc: Loc, target: Target) -> None:
+        if target.mode == "single":
+            if target.deliveries is not None:
+                problems.append(((*loc, "deliveries"),
+                                 "deliveries need mode multi or primary_secondary; "
+                                 "mode single takes desk and skill_group"))
+            else:
+                check_desk(loc, target.desk, target.skill_group)
+        else:
+            for name in ("desk", "skill_group"):
+                if getattr(target, name) is not None:
+                    problems.append(((*loc, name), f"with mode {target.mode}, name each desk "
+                                     "under deliveries"))
+            if not target.deliveries or len(target.deliveries) < 2:
+                problems.append(((*loc, "deliveries"),
+                                 f"mode {target.mode} needs at least two deliveries"))
+            else:
+                first_role, other_role, allowed = MODE_ROLES[target.mode]
+                roles: list[str] = []
+                seen_desks: set[str] = set()
+                for j, delivery in enumerate(target.deliveries):
+                    dloc = (*loc, "deliveries", j)
+                    check_desk(dloc, delivery.desk, delivery.skill_group)
+                    if delivery.desk in seen_desks:
+                        problems.append(((*dloc, "desk"), f"desk '{delivery.desk}' is named "
+                                         "twice"))
+                    seen_desks.add(delivery.desk)
+                    role = delivery.role or (first_role if j == 0 else other_role)
+                    if role not in allowed:
+                        problems.append(((*dloc, "role"), f"role {role} does not fit mode "
+                                         f"{target.mode} (use {', '.join(sorted(allowed))})"))
+                    roles.append(role)
+                lead = LEAD_ROLE[target.mode]
+                if roles.count(lead) != 1:
+                    problems.append(((*loc, "deliveries"), f"mode {target.mode} needs exactly "
+                                     f"one delivery with role {lead} (got {roles.count(lead)})"))
+        if target.category is not None and categories and target.category not in categories:
+            problems.append(((*loc, "category"), known("category", target.category,
+                                                       categories)))
+        if target.sla is not None and target.sla not in policies:
+            problems.append(((*loc, "sla"), known("SLA policy", target.sla, policies)))
+
+    for i, route in enumerate(config.routes):
+        if route.id == DEFAULT_ROUTE_ID:
+            problems.append((("routes", i, "id"), f"'{DEFAULT_ROUTE_ID}' names the default "
+                             "route; choose another id"))
+        check_target(("routes", i), route)
+        for j, condition in enumerate(route.match.where):
+            _, problem = resolve_path(condition.field)
+            if problem:
+                problems.append((("routes", i, "match", "where", j, "field"), problem))
+    check_target(("default_route",), config.default_route)
+    return problems
+
+
+def _where(doc: ConfigDocument, loc: Loc) -> str:
+    source = doc.sources.get(str(loc[0])) if loc else None
+    return (source or doc).where(loc)
+
+
+def load_rules(doc: ConfigDocument, source_bytes: bytes | str) -> RuleSet:
+    """Validate and compile the routing sections of `doc`; raise ConfigInvalid naming lines.
+
+    `source_bytes` are the bytes of the file(s) the sections came from: the revision is their
+    sha256, so ops can compare it with `sha256sum rules.yaml`.
+    """
+    data = {key: doc.data[key] for key in ROUTING_SECTIONS if key in doc.data}
+    config = validate(doc, RoutingConfig, data)
+    problems = _cross_check(config)
+    if problems:
+        raise ConfigInvalid([f"{_where(doc, loc)}: {'.'.join(map(str, loc))}: {message}"
+                             for loc, message in problems])
+    raw = source_bytes.encode("utf-8") if isinstance(source_bytes, str) else source_bytes
+    routes = tuple(_compile_route(route, route.id, i) for i, route in enumerate(config.routes))
+    default = _compile_route(config.default_route, DEFAULT_ROUTE_ID, len(routes))
+    by_channel = {
+        channel: tuple(r for r in routes if r.channels is None or channel in r.channels)
+        for channel in CHANNELS
+    }
+    sources = sorted({str(s.path) for s in doc.sources.values()} | (
+        {str(doc.path)} if len(doc.sources) < len(data) else set()))
+    return RuleSet(revision=hashlib.sha256(raw).hexdigest(), config=config, routes=routes,
+                   default=default, by_channel=by_channel, loaded_at=datetime.now(UTC),
+                   source=", ".join(sources))
