@@ -1,0 +1,11 @@
+"""The web form channel's declaration: hosted forms whose submissions become messages."""
+
+from __future__ import annotations
+
+from intake.channel import Channel
+
+from . import inbound
+from .settings import WebformAccounts, WebformSettings
+
+CHANNEL = Channel(name="webform", settings=WebformSettings, accounts=WebformAccounts,
+                  routes=inbound.routes)
