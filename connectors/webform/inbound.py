@@ -22,6 +22,7 @@ import jinja2
 import orjson
 import segno
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from intake.errors import IntakeError, Rejected, Transient
 from intake.logging import get_logger
@@ -299,7 +300,7 @@ async def _parse_multipart(request: web.Request, settings: WebformSettings) -> P
                 content_type=content_type if _CONTENT_TYPE.match(content_type)
                 else "application/octet-stream",
                 data=bytes(data)))
-    except (ValueError, AssertionError) as exc:
+    except (ValueError, AssertionError, BadHttpMessage) as exc:
         raise BodyMalformed(f"The multipart body is malformed: {exc}") from exc
     return parsed
 
