@@ -89,8 +89,10 @@ class RulesHolder:
         if built_from != fingerprint:
             return False  # written again while we parsed it: take it on the next poll
         old = self._current
-        self._current, self._fingerprint = rules, fingerprint
-        self._refused, self.last_error = None, None
+        self._fingerprint, self._refused, self.last_error = fingerprint, None, None
+        if old is not None and old.revision == rules.revision:
+            return False  # only the part of the config the router does not read changed
+        self._current = rules
         _log().info("rules_reloaded", old_revision=old.revision if old else None,
                  new_revision=rules.revision, routes=len(rules.routes))
         return True

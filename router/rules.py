@@ -15,7 +15,6 @@ import re
 import time
 import types
 import typing
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,7 +44,7 @@ from intake.message import (
 )
 
 DEFAULT_ROUTE_ID = "default"
-# Decisions stamped on messages keep `tried` short; /explain asks for all of it.
+# Decisions stamped on messages keep `tried` short; /explain asks for all of it (`full`).
 MAX_TRIED = 20
 # `saw` shows what a condition read; a long text is cut so the decision record stays small.
 SAW_MAX_CHARS = 200
@@ -239,6 +238,9 @@ class CompiledCondition:
     read: Reader
     test: Test
     show_saw: bool  # whether the explanation repeats the value (not for ==, in, exists)
+    # For `==`/`in` on words: the words for which it holds (read through `_word`), so the
+    # RuleSet can look routes up by value instead of testing each one.
+    key: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,13 +291,62 @@ class CompiledRoute:
     position: int  # index in `routes`; the default route comes after all of them
     conditions: tuple[CompiledCondition, ...]
     channels: frozenset[str] | None  # None: any channel
+    # The condition the index answers (None: the route is tried for every message of a channel).
+    key: CompiledCondition | None
     target: CompiledTarget
-    # Index of the first condition that is false (channel excluded: the index checked it), or -1.
+    # One trial per condition, `failed` on it (no `saw`), for the short decision record.
+    failures: tuple[RouteTrial, ...]
+    # The index of the first false condition, or -1; skips what the index already answered.
     first_failure: Callable[[Message], int]
 
+    def failing_condition(self, message: Message) -> int:
+        """The first false condition, all of them evaluated (for routes the index skipped)."""
+        for i, condition in enumerate(self.conditions):
+            if not condition.test(message):
+                return i
+        return -1
 
-def _noop_first_failure(message: Message) -> int:
-    return -1
+
+@dataclass(frozen=True, slots=True)
+class ChannelPlan:
+    """The routes that can match one channel: tried always, or found by a field's value."""
+
+    always: tuple[CompiledRoute, ...]
+    # (reader of a field, value -> the routes keyed on that field and value), one per field
+    lookups: tuple[tuple[Reader, dict[str, tuple[CompiledRoute, ...]]], ...]
+
+    def candidates(self, message: Message) -> Sequence[CompiledRoute]:
+        """The routes worth testing, in order; every other route is certainly false."""
+        if not self.lookups:
+            return self.always
+        found: list[CompiledRoute] = list(self.always)
+        for read, index in self.lookups:
+            value = read(message)
+            if type(value) is str:
+                hit = index.get(value)
+                if hit:
+                    found.extend(hit)
+            elif type(value) is list:
+                for item in value:
+                    hit = index.get(_word(item))
+                    if hit:
+                        found.extend(hit)
+            elif value is not None and value is not MISSING:
+                hit = index.get(_word(value))
+                if hit:
+                    found.extend(hit)
+        if len(found) > len(self.always):
+            found.sort(key=_position)
+        return found
+
+
+def _position(route: CompiledRoute) -> int:
+    return route.position
+
+
+def _word(value: Any) -> str:
+    """How `==` and `in` compare a value with a word in the rules: as its text."""
+    return value if type(value) is str else str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,19 +357,24 @@ class RuleSet:
     config: RoutingConfig
     routes: tuple[CompiledRoute, ...]
     default: CompiledRoute
-    # channel -> the routes whose channel condition admits it, in order
-    by_channel: dict[str, tuple[CompiledRoute, ...]]
+    # channel -> the routes that can match its messages
+    plans: dict[str, ChannelPlan]
     loaded_at: datetime
     source: str  # the file(s) it came from, for /rules
 
-    def decide(self, message: Message, *, max_tried: int | None = MAX_TRIED) -> RouteDecision:
-        """First matching route wins, else the default route; the record explains why."""
-        cap = len(self.routes) + 1 if max_tried is None else max(1, max_tried)
-        # Routes failed in evaluation order; only the first `cap - 1` are reported.
-        keep_before = cap - 1
+    def decide(self, message: Message, *, full: bool = False) -> RouteDecision:
+        """First matching route wins, else the default route; the record explains why.
+
+        `tried` ends with the route that matched and what its conditions saw. Before it, the
+        routes that did not match, each with the first condition that was false: at most
+        MAX_TRIED entries in all and without `saw` for the decision stamped on a message;
+        every route, each with the value its failed condition saw, when `full` (/explain).
+        """
+        keep_before = len(self.routes) if full else MAX_TRIED - 1
         failed_at: dict[int, int] = {}
         matched = self.default
-        for route in self.by_channel.get(message.channel, ()):
+        plan = self.plans.get(message.channel)
+        for route in plan.candidates(message) if plan else ():
             failed = route.first_failure(message)
             if failed < 0:
                 matched = route
@@ -327,11 +383,17 @@ class RuleSet:
                 failed_at[route.position] = failed
         tried: list[RouteTrial] = []
         for route in self.routes[:min(matched.position, keep_before)]:
-            # A route absent from the channel index failed on its channel condition (index 0).
-            condition = route.conditions[failed_at.get(route.position, 0)]
-            tried.append(RouteTrial.model_construct(
-                route=route.id, matched=False, failed=condition.text,
-                saw={condition.label: _saw(condition.read(message))}))
+            index = failed_at.get(route.position)
+            if index is None:  # skipped by the channel or a lookup: find what was false
+                index = max(route.failing_condition(message), 0)
+            if full:
+                condition = route.conditions[index]
+                tried.append(RouteTrial.model_construct(
+                    route=route.id, matched=False, failed=condition.text,
+                    saw={condition.label: _saw(condition.read(message))}))
+            else:
+                # Built once at load, shared by decisions: a decision record is read-only.
+                tried.append(route.failures[index])
         saw = {c.label: _saw(c.read(message)) for c in matched.conditions}
         tried.append(RouteTrial.model_construct(route=matched.id, matched=True, failed=None,
                                                 saw=saw))
@@ -394,7 +456,8 @@ def new_decision_id() -> str:
     rand = int.from_bytes(os.urandom(10), "big")
     value = ((millis & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | ((rand >> 62) & 0xFFF) << 64
              | 0b10 << 62 | rand & ((1 << 62) - 1))
-    return str(uuid.UUID(int=value))
+    digits = f"{value:032x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 def _saw(value: Any) -> Any:
@@ -427,8 +490,11 @@ def _render(value: Any) -> str:
 
 # --------------------------------------------------------------------------- field paths
 
-
-Step = tuple[str, int | None]  # (attribute or key, list index when the segment is a number)
+ATTR, EACH, INDEX, FREE = range(4)
+# (how to take the step, attribute or key, list index when the segment is a number):
+# ATTR reads a model's attribute, EACH the attribute of every model in a list (fan-out),
+# INDEX one element of a list, FREE a key of a free-form object (`form.fields`, `channel_data`).
+Step = tuple[int, str, int | None]
 
 
 def _unwrap_optional(tp: Any) -> Any:
@@ -453,14 +519,16 @@ def resolve_path(path: str) -> tuple[tuple[Step, ...], str | None]:
     for depth, part in enumerate(parts):
         index = int(part) if part.isdigit() else None
         if free:
-            steps.append((part, index))
+            steps.append((FREE, part, index))
             continue
         tp = _unwrap_optional(tp)
+        fan_out = False
         if typing.get_origin(tp) is list:
             tp = _unwrap_optional(typing.get_args(tp)[0])
             if index is not None:
-                steps.append((part, index))
+                steps.append((INDEX, part, index))
                 continue
+            fan_out = True
         if isinstance(tp, type) and issubclass(tp, BaseModel):
             names = {(info.alias or name): name for name, info in tp.model_fields.items()}
             names.update({name: name for name in tp.model_fields})
@@ -468,40 +536,42 @@ def resolve_path(path: str) -> tuple[tuple[Step, ...], str | None]:
                 known = ", ".join(sorted(k for k in names if not k.endswith("_")))
                 where = ".".join(parts[:depth]) or "the message"
                 return (), f"'{part}' is not a field of {where} (fields: {known})"
-            steps.append((names[part], None))
+            steps.append((EACH if fan_out else ATTR, names[part], None))
             tp = tp.model_fields[names[part]].annotation
-        elif tp is Any or typing.get_origin(tp) is dict or tp is dict:
+        elif not fan_out and (tp is Any or tp is dict or typing.get_origin(tp) is dict):
             free = True
-            steps.append((part, index))
+            steps.append((FREE, part, index))
         else:
             return (), f"'{'.'.join(parts[:depth])}' has no field '{part}'"
     return tuple(steps), None
 
 
-def _step(value: Any, attr: str, index: int | None) -> Any:
-    if isinstance(value, BaseModel):
-        return getattr(value, attr, MISSING)
-    if isinstance(value, dict):
-        return value.get(attr, MISSING)
-    if isinstance(value, list):
+def _flat(values: Any) -> list[Any]:
+    out: list[Any] = []
+    for value in values:
+        if value is None or value is MISSING:
+            continue
+        if type(value) is list:
+            out.extend(value)
+        else:
+            out.append(value)
+    return out
+
+
+def _free_step(value: Any, key: str, index: int | None) -> Any:
+    if type(value) is dict:
+        return value.get(key, MISSING)
+    if type(value) is list:
         if index is not None:
             return value[index] if index < len(value) else MISSING
-        out: list[Any] = []
-        for item in value:
-            got = _step(item, attr, None)
-            if got is MISSING or got is None:
-                continue
-            if isinstance(got, list):
-                out.extend(got)
-            else:
-                out.append(got)
-        return out
+        return _flat(_free_step(item, key, None) for item in value)
     return MISSING
 
 
 def _reader(steps: tuple[Step, ...]) -> Reader:
-    if len(steps) == 1 and steps[0][1] is None:
-        attr = steps[0][0]
+    """A closure reading one path; MISSING when it leads nowhere, None when a field is null."""
+    if len(steps) == 1 and steps[0][0] == ATTR:
+        attr = steps[0][1]
 
         def read_top(message: Message) -> Any:
             return getattr(message, attr)
@@ -510,16 +580,27 @@ def _reader(steps: tuple[Step, ...]) -> Reader:
 
     def read(message: Message) -> Any:
         value: Any = message
-        for attr, index in steps:
-            value = _step(value, attr, index)
-            if value is MISSING or value is None:
+        for how, key, index in steps:
+            if value is None or value is MISSING:
                 return value
+            if how == ATTR:
+                value = getattr(value, key)
+            elif how == FREE:
+                value = _free_step(value, key, index)
+            elif how == EACH:
+                value = _flat(getattr(item, key) for item in value)
+            else:
+                value = value[index] if index is not None and index < len(value) else MISSING
         return value
 
     return read
 
 
 # --------------------------------------------------------------------------- compiling
+
+
+def _noop_first_failure(message: Message) -> int:
+    return -1
 
 
 def _number(value: Any) -> float | None:
@@ -535,21 +616,27 @@ def _number(value: Any) -> float | None:
     return None
 
 
+def _present(value: Any) -> bool:
+    return value is not MISSING and value is not None and value != []
+
+
 def _scalar_equals(operand: Any) -> Callable[[Any], bool]:
-    if isinstance(operand, bool) or operand is None:
+    """`value == operand` as the rules mean it: words compare as text, "3" equals 3."""
+    if operand is None:
+        return lambda v: not _present(v)
+    if isinstance(operand, bool):
         return lambda v: v is operand
     if isinstance(operand, int | float):
-        # Form fields arrive as text: "3" equals 3.
         return lambda v: _number(v) == operand
     if isinstance(operand, str):
-        return lambda v: v == operand if type(v) is str else str(v) == operand
+        return lambda v: v == operand if type(v) is str else _present(v) and str(v) == operand
     return lambda v: v == operand
 
 
 def _any_of(predicate: Callable[[Any], bool]) -> Callable[[Any], bool]:
     """Apply to a scalar, or to any element of a list (a fanned-out path or a list field)."""
     def holds(value: Any) -> bool:
-        if value is MISSING:
+        if value is MISSING or value is None:
             return False
         if type(value) is list:
             return any(predicate(v) for v in value)
@@ -564,52 +651,45 @@ def _compile_where(condition: Condition) -> CompiledCondition:
     read = _reader(steps)
     op, operand = condition.operator, condition.operand
     label = condition.field
+    key: frozenset[str] | None = None
     holds: Callable[[Any], bool]
-    if op == "equals":
-        holds = _any_of(_scalar_equals(operand))
-        if operand is None:
-            holds = lambda v: v is None or v is MISSING or v == []  # noqa: E731
-        text = f"{label} == {_render(operand)}"
-    elif op == "not_equals":
-        equals = _any_of(_scalar_equals(operand))
-        if operand is None:
-            equals = lambda v: v is None or v is MISSING or v == []  # noqa: E731
-        holds = lambda v: not equals(v)  # noqa: E731
-        text = f"{label} != {_render(operand)}"
+    if op in ("equals", "not_equals"):
+        equals = _scalar_equals(operand) if operand is None else _any_of(_scalar_equals(operand))
+        if op == "equals":
+            holds = equals
+            key = frozenset({operand}) if isinstance(operand, str) else None
+        else:
+            holds = lambda v: not equals(v)  # noqa: E731
+        text = f"{label} {'==' if op == 'equals' else '!='} {_render(operand)}"
     elif op == "in":
         members = list(operand)
         words = frozenset(m for m in members if isinstance(m, str))
-        others = [_scalar_equals(m) for m in members if not isinstance(m, str)]
-
-        has_null = None in members
+        others = [_scalar_equals(m) for m in members if not isinstance(m, str) and m is not None]
 
         def is_member(value: Any) -> bool:
-            if value is None:
-                return has_null
-            word = value if type(value) is str else str(value)
-            return word in words or any(t(value) for t in others)
+            return _word(value) in words or any(t(value) for t in others)
 
         holds = _any_of(is_member)
+        if None in members:
+            holds = lambda v, member=holds: member(v) or not _present(v)  # noqa: E731
+        key = words if len(words) == len(members) else None
         text = f"{label} in {_render(members)}"
     elif op == "contains":
         def contains(value: Any, operand: Any = operand) -> bool:
-            if isinstance(value, str):
+            if type(value) is str:
                 return isinstance(operand, str) and operand in value
-            if isinstance(value, list | dict):
+            if type(value) is list or type(value) is dict:
                 return operand in value
             return False
 
         holds = contains
         text = f"{label} contains {_render(operand)}"
     elif op == "matches":
-        pattern = re.compile(operand)
-        holds = _any_of(lambda v: isinstance(v, str) and pattern.search(v) is not None)
+        search = re.compile(operand).search
+        holds = _any_of(lambda v: type(v) is str and search(v) is not None)
         text = f"{label} matches /{operand}/"
     elif op == "exists":
-        def present(value: Any) -> bool:
-            return value is not MISSING and value is not None and value != []
-
-        holds = present if operand else (lambda v: not present(v))
+        holds = _present if operand else (lambda v: not _present(v))
         text = f"{label} exists" if operand else f"{label} does not exist"
     elif op in ("gt", "lt"):
         bound = float(operand)
@@ -623,11 +703,16 @@ def _compile_where(condition: Condition) -> CompiledCondition:
     else:  # pragma: no cover - the model allows no other operator
         raise AssertionError(op)
 
-    def test(message: Message) -> bool:
-        return holds(read(message))
+    if op == "equals" and isinstance(operand, str):
+        def test(message: Message) -> bool:
+            value = read(message)
+            return value == operand if type(value) is str else holds(value)
+    else:
+        def test(message: Message) -> bool:
+            return holds(read(message))
 
     return CompiledCondition(label=label, text=text, read=read, test=test,
-                             show_saw=op not in ("equals", "in", "exists"))
+                             show_saw=op not in ("equals", "in", "exists"), key=key)
 
 
 def _compile_attr_in(attr: str, values: Sequence[str]) -> CompiledCondition:
@@ -640,7 +725,7 @@ def _compile_attr_in(attr: str, values: Sequence[str]) -> CompiledCondition:
         return getattr(message, attr) in allowed
 
     return CompiledCondition(label=attr, text=f"{attr} in {_render(list(values))}",
-                             read=read, test=test, show_saw=False)
+                             read=read, test=test, show_saw=False, key=allowed)
 
 
 def _compile_first_failure(tests: tuple[Test, ...], offset: int) -> Callable[[Message], int]:
@@ -690,15 +775,41 @@ def _compile_route(route: Route | DefaultRoute, route_id: str, position: int) ->
         conditions.append(_compile_attr_in("account", match.account))
     if match.kind is not None:
         conditions.append(_compile_attr_in("kind", match.kind))
-    conditions.extend(_compile_where(c) for c in match.where)
-    # The channel index already checked the channel; evaluate the rest.
+    where = [_compile_where(c) for c in match.where]
+    # The route is looked up by its most telling word condition: a field of `where`, else the
+    # account, else the kind (few values, so it narrows least).
+    keyed = [c for c in (*where, *reversed(conditions)) if c.key is not None
+             and c.label != "channel"]
+    conditions.extend(where)
+    # The channel was checked by the plan; the key condition is tested again, which keeps
+    # the lookup a pre-filter that can only ever let through too much, never too little.
     offset = 1 if match.channel is not None else 0
     tests = tuple(c.test for c in conditions[offset:])
     return CompiledRoute(
         id=route_id, description=route.description, position=position,
         conditions=tuple(conditions),
         channels=frozenset(match.channel) if match.channel is not None else None,
-        target=_compile_target(route), first_failure=_compile_first_failure(tests, offset))
+        key=keyed[0] if keyed else None,
+        target=_compile_target(route),
+        failures=tuple(RouteTrial(route=route_id, matched=False, failed=c.text)
+                       for c in conditions), first_failure=_compile_first_failure(tests, offset))
+
+
+def _plan(routes: Sequence[CompiledRoute], channel: str) -> ChannelPlan:
+    always: list[CompiledRoute] = []
+    lookups: dict[str, tuple[Reader, dict[str, list[CompiledRoute]]]] = {}
+    for route in routes:
+        if route.channels is not None and channel not in route.channels:
+            continue
+        if route.key is None or route.key.key is None:
+            always.append(route)
+            continue
+        _, index = lookups.setdefault(route.key.label, (route.key.read, {}))
+        for word in route.key.key:
+            index.setdefault(word, []).append(route)
+    return ChannelPlan(always=tuple(always), lookups=tuple(
+        (read, {word: tuple(found) for word, found in index.items()})
+        for read, index in lookups.values()))
 
 
 # --------------------------------------------------------------------------- loading
@@ -820,12 +931,9 @@ def load_rules(doc: ConfigDocument, source_bytes: bytes | str) -> RuleSet:
     raw = source_bytes.encode("utf-8") if isinstance(source_bytes, str) else source_bytes
     routes = tuple(_compile_route(route, route.id, i) for i, route in enumerate(config.routes))
     default = _compile_route(config.default_route, DEFAULT_ROUTE_ID, len(routes))
-    by_channel = {
-        channel: tuple(r for r in routes if r.channels is None or channel in r.channels)
-        for channel in CHANNELS
-    }
+    plans = {channel: _plan(routes, channel) for channel in CHANNELS}
     sources = sorted({str(s.path) for s in doc.sources.values()} | (
         {str(doc.path)} if len(doc.sources) < len(data) else set()))
     return RuleSet(revision=hashlib.sha256(raw).hexdigest(), config=config, routes=routes,
-                   default=default, by_channel=by_channel, loaded_at=datetime.now(UTC),
+                   default=default, plans=plans, loaded_at=datetime.now(UTC),
                    source=", ".join(sources))

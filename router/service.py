@@ -1,0 +1,71 @@
+"""The router service: consume `intake.router`, decide, publish to `intake.routed`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import orjson
+from aiohttp import web
+from pydantic import ValidationError
+
+from intake import BUS, ConfigDocument, IntakeSettings, Message, Service
+from intake.service import bus_context
+
+from .consume import route_handler
+from .reload import RulesHolder
+from .settings import RouterSettings
+
+RULES = web.AppKey("rules", RulesHolder)
+
+
+async def get_rules(request: web.Request) -> web.Response:
+    holder = request.app[RULES]
+    body = holder.current.summary()
+    body["refused"] = holder.last_error  # the problems of a newer file that was refused
+    return web.json_response(body, dumps=lambda o: orjson.dumps(o).decode())
+
+
+async def post_explain(request: web.Request) -> web.Response:
+    """The decision the rules in force would make for this message; nothing is published."""
+    try:
+        message = Message.model_validate_json(await request.read())
+    except ValidationError as exc:
+        return web.json_response(
+            {"error": "invalid_message", "message": "the body is not a valid common message",
+             "fields": {".".join(map(str, e["loc"])): e["msg"] for e in exc.errors()}},
+            status=422)
+    decision = request.app[RULES].current.decide(message, max_tried=None)
+    return web.Response(body=decision.model_dump_json(), content_type="application/json")
+
+
+def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
+    own = RouterSettings()
+    holder = RulesHolder.from_settings(settings)
+    holder.load()  # a wrong config stops the start with its problems
+
+    async def rules_watcher(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(holder.watch(own.reload_interval_s), name="rules-watch")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def consumer(app: web.Application) -> AsyncIterator[None]:
+        bus = app[BUS]
+        bus.consume("router", route_handler(holder, bus), Message, prefetch=own.prefetch)
+        yield
+
+    async def broker_ready(app: web.Application) -> str | None:
+        return None if app[BUS].connected else "broker unreachable"
+
+    return Service(
+        name="router",
+        port=own.port,
+        settings=settings,
+        routes=[web.get("/rules", get_rules), web.post("/explain", post_explain)],
+        contexts=[rules_watcher, bus_context, consumer],
+        ready_checks=[broker_ready],
+        state={RULES: holder},
+    )

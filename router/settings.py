@@ -1,0 +1,15 @@
+"""The router's own settings (`INTAKE_ROUTER_*`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RouterSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INTAKE_ROUTER_", extra="ignore", frozen=True)
+
+    port: int = 8006
+    # How often the rules file is checked for changes.
+    reload_interval_s: float = Field(default=1.0, gt=0)
+    prefetch: int = 128
