@@ -233,8 +233,9 @@ def _identities(form: FormDefinition, fields: Mapping[str, Any]) -> list[Identit
     identities = []
     email_field, phone_field = form.email_field, form.phone_field
     if email_field and fields.get(email_field.name):
-        local, _, domain = str(fields[email_field.name]).rpartition("@")
-        identities.append(Identity(kind="email", value=f"{local}@{domain.lower()}"))
+        # Lower-cased whole: local parts are case-sensitive in theory only, and one customer
+        # must not become two because they typed a capital once. form.fields keeps the case.
+        identities.append(Identity(kind="email", value=str(fields[email_field.name]).lower()))
     if phone_field and fields.get(phone_field.name):
         identities.append(Identity(kind="phone", value=str(fields[phone_field.name])))
     return identities
@@ -265,7 +266,7 @@ def render_text(form: FormDefinition, fields: Mapping[str, Any]) -> str:
             continue
         shown = _display(field, fields.get(field.name))
         if shown is not None:
-            lines.append(f"{field.label}: {shown}")
+            lines.append(f"{field.label.rstrip('.。:：')}: {shown}")
     if main and lines:
         return main + "\n\n" + "\n".join(lines)
     return main or "\n".join(lines)

@@ -80,7 +80,8 @@ async def test_schema_lists_fields_options_and_submit_url(client: TestClient) ->
     assert list(fields) == ["name", "email", "phone", "topic", "subject", "message",
                             "attachment", "consent"]
     assert fields["email"] == {"name": "email", "type": "email", "label": "电子邮箱 Email",
-                               "required": True, "help": "我们会通过此邮箱回复您。We reply to this address."}
+                               "required": True,
+                               "help": "我们会通过此邮箱回复您。We reply to this address."}
     assert [o["value"] for o in fields["topic"]["options"]] == [
         "enquiry", "after_sales", "complaint", "suggestion"]
     assert fields["topic"]["options"][1]["label"] == "售后 After-sales"
@@ -134,7 +135,7 @@ async def test_json_submission_becomes_a_message(client: TestClient,
     assert message.kind == "form_submission"
     assert message.sender.name == "王芳"
     assert [(i.kind, i.value, i.verified) for i in message.sender.identities] == [
-        ("email", "Wang.Fang@example.cn", False), ("phone", "+8613800138000", False)]
+        ("email", "wang.fang@example.cn", False), ("phone", "+8613800138000", False)]
     assert message.subject == "快递损坏"
     assert message.text.startswith("收到的包裹破了。\n商品有划痕。\n\n")
     assert "类别 Topic: 投诉 Complaint" in message.text
@@ -246,15 +247,15 @@ async def test_invalid_fields_answer_422_per_field_in_json(client: TestClient,
                                                            publisher: RecordingPublisher
                                                            ) -> None:
     bad = dict(CONTACT, email="not-an-address", phone="12", topic="refund", consent="",
-               subject="", extra="?")
+               message="", extra="?")
     response = await client.post("/forms/contact/submissions", json=bad)
     assert response.status == 422
     body = await response.json()
     assert body["error"] == "validation_failed"
-    assert set(body["fields"]) == {"email", "phone", "topic", "consent", "subject", "extra"}
+    assert set(body["fields"]) == {"email", "phone", "topic", "consent", "message", "extra"}
     assert body["fields"]["topic"] == "Choose one of the listed options."
     assert body["fields"]["consent"] == "Tick this box to continue."
-    assert body["fields"]["subject"] == "This field is required."
+    assert body["fields"]["message"] == "This field is required."
     assert publisher.messages == []
 
 
