@@ -1,0 +1,1 @@
+"""The ticket core: storage, threading, identities and the agent API."""

@@ -1,0 +1,213 @@
+"""The agent API under /api/v1: tickets, customers, the OpenAPI document; bearer-token auth.
+
+Every answer under /api/v1 is JSON, errors included: `{"error", "message", "fields"}` with a
+stable snake_case `error`. `auth_middleware` checks the token and turns aiohttp's own 404/405
+for unknown paths into that shape; handlers raise `ApiError`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any, get_args
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel
+
+from intake.errors import StorageUnavailable
+from intake.logging import get_logger
+from intake.message import Channel, IdentityKind, Priority
+
+from .openapi import build_openapi
+from .schemas import STATUSES, CustomerPage, TicketPage
+from .store import MAX_LIMIT, CursorInvalid, TicketFilter, TicketStore
+
+PREFIX = "/api/v1"
+OPENAPI_PATH = f"{PREFIX}/openapi.json"
+
+CHANNELS = frozenset(get_args(Channel))
+PRIORITIES = frozenset(get_args(Priority))
+IDENTITY_KINDS = frozenset(get_args(IdentityKind))
+TICKET_FILTERS = ("channel", "account", "desk", "skill_group", "status", "customer_id",
+                  "priority", "category", "idempotency_key", "reference")
+TICKET_PARAMS = frozenset((*TICKET_FILTERS, "limit", "cursor"))
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+log = get_logger(component="agent_api")
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, stable code, a sentence for people, the fields at fault."""
+
+    def __init__(self, status: int, code: str, message: str,
+                 fields: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.fields = fields or {}
+
+
+def error_response(status: int, code: str, message: str, fields: dict[str, str] | None = None,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    body = orjson.dumps({"error": code, "message": message, "fields": fields or {}})
+    return web.Response(status=status, body=body, content_type="application/json",
+                        headers=headers)
+
+
+def json_response(model: BaseModel | dict[str, Any]) -> web.Response:
+    body = (model.model_dump_json().encode() if isinstance(model, BaseModel)
+            else orjson.dumps(model))
+    return web.Response(body=body, content_type="application/json")
+
+
+def _answers_errors(handler: Handler) -> Handler:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return error_response(exc.status, exc.code, exc.message, exc.fields)
+        except StorageUnavailable as exc:
+            log.warning("storage_unavailable", path=request.path, error=str(exc))
+            return error_response(503, "storage_unavailable",
+                                  "The ticket database is not reachable; try again shortly.",
+                                  headers={"Retry-After": "2"})
+    return wrapped
+
+
+def _ticket_query(query: Any) -> tuple[TicketFilter, int, str | None]:
+    """Validate `GET /api/v1/tickets` parameters; an empty value counts as absent."""
+    problems: dict[str, str] = {}
+    for name in query:
+        if name not in TICKET_PARAMS:
+            problems[name] = "unknown parameter; known: " + ", ".join(sorted(TICKET_PARAMS))
+        elif len(query.getall(name)) > 1:
+            problems[name] = "given more than once"
+    values = {name: (query.get(name) or "").strip() or None for name in TICKET_PARAMS}
+
+    if values["channel"] is not None and values["channel"] not in CHANNELS:
+        problems["channel"] = "one of " + ", ".join(sorted(CHANNELS))
+    if values["priority"] is not None and values["priority"] not in PRIORITIES:
+        problems["priority"] = "one of " + ", ".join(sorted(PRIORITIES))
+    statuses: tuple[str, ...] = ()
+    if values["status"] is not None:
+        statuses = tuple(s.strip() for s in values["status"].split(",") if s.strip())
+        unknown = [s for s in statuses if s not in STATUSES]
+        if unknown or not statuses:
+            problems["status"] = ("one or more (comma-separated) of " + ", ".join(STATUSES)
+                                  + "; `open` means not resolved, closed or merged")
+    limit = 50
+    if values["limit"] is not None:
+        try:
+            limit = int(values["limit"])
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= MAX_LIMIT:
+            problems["limit"] = f"an integer from 1 to {MAX_LIMIT}"
+    if problems:
+        raise ApiError(400, "invalid_parameter", "Some query parameters are not valid.",
+                       problems)
+    plain = {name: values[name] for name in TICKET_FILTERS if name != "status"}
+    return TicketFilter(status=statuses, **plain), limit, values["cursor"]
+
+
+def api_routes(store: TicketStore) -> list[web.RouteDef]:
+    """The routes of the agent API; mount with `auth_middleware(token)` on the app."""
+    openapi_body = orjson.dumps(build_openapi())
+
+    @_answers_errors
+    async def list_tickets(request: web.Request) -> web.StreamResponse:
+        filters, limit, cursor = _ticket_query(request.query)
+        try:
+            page = await store.list_tickets(filters, limit=limit, cursor=cursor)
+        except CursorInvalid as exc:
+            raise ApiError(400, "invalid_parameter", "The cursor is not valid.",
+                           {"cursor": "use the `next` value of a previous page"}) from exc
+        return json_response(TicketPage(items=page.items, next=page.next))
+
+    @_answers_errors
+    async def get_ticket(request: web.Request) -> web.StreamResponse:
+        ticket_id = request.match_info["ticket_id"]
+        ticket = await store.get_ticket(ticket_id)
+        if ticket is None:
+            raise ApiError(404, "ticket_not_found", f"No ticket {ticket_id}.")
+        return json_response(ticket)
+
+    @_answers_errors
+    async def get_customer(request: web.Request) -> web.StreamResponse:
+        customer_id = request.match_info["customer_id"]
+        customer = await store.get_customer(customer_id)
+        if customer is None:
+            raise ApiError(404, "customer_not_found", f"No customer {customer_id}.")
+        return json_response(customer)
+
+    @_answers_errors
+    async def find_customers(request: web.Request) -> web.StreamResponse:
+        unknown = {name: "unknown parameter; known: identity"
+                   for name in request.query if name != "identity"}
+        identity = (request.query.get("identity") or "").strip()
+        kind, _, value = identity.partition(":")
+        if not identity:
+            unknown["identity"] = "required, as <kind>:<value>, e.g. email:li.wei@example.cn"
+        elif kind not in IDENTITY_KINDS or not value:
+            unknown["identity"] = ("<kind>:<value> with kind one of "
+                                   + ", ".join(sorted(IDENTITY_KINDS)))
+        if unknown:
+            raise ApiError(400, "invalid_parameter", "Some query parameters are not valid.",
+                           unknown)
+        customers = await store.find_customers(kind, value)
+        return json_response(CustomerPage(items=customers, next=None))
+
+    async def openapi(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=openapi_body, content_type="application/json")
+
+    return [
+        web.get(f"{PREFIX}/tickets", list_tickets),
+        web.get(f"{PREFIX}/tickets/{{ticket_id}}", get_ticket),
+        web.get(f"{PREFIX}/customers", find_customers),
+        web.get(f"{PREFIX}/customers/{{customer_id}}", get_customer),
+        web.get(OPENAPI_PATH, openapi),
+    ]
+
+
+def _bearer(request: web.Request) -> str | None:
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
+
+
+def auth_middleware(token: str) -> Any:
+    """Bearer-token auth for /api/v1 (except the OpenAPI document) and JSON 404/405 there.
+
+    An empty `token` refuses every call: the API never runs open by accident.
+    """
+    expected = token.encode()
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path
+        if path != PREFIX and not path.startswith(PREFIX + "/"):
+            return await handler(request)
+        if path != OPENAPI_PATH:
+            given = _bearer(request)
+            if not expected or given is None or not hmac.compare_digest(given.encode(),
+                                                                        expected):
+                return error_response(
+                    401, "unauthorized",
+                    "Send `Authorization: Bearer <token>` with the agent API token.",
+                    headers={"WWW-Authenticate": 'Bearer realm="intake"'})
+        try:
+            return await handler(request)
+        except web.HTTPMethodNotAllowed as exc:
+            return error_response(405, "method_not_allowed", f"{request.method} is not allowed "
+                                  f"on {path}.", headers={"Allow": ", ".join(
+                                      sorted(exc.allowed_methods))})
+        except web.HTTPNotFound:
+            return error_response(404, "not_found", f"No such endpoint: {path}.")
+        except StorageUnavailable:
+            return error_response(503, "storage_unavailable",
+                                  "The ticket database is not reachable; try again shortly.",
+                                  headers={"Retry-After": "2"})
+
+    return middleware

@@ -1,0 +1,285 @@
+"""The ticket core's tables, the engine factory and the programmatic Alembic upgrade."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import DateTime, TypeDecorator
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+# Execution option asking for a write transaction. SQLite then opens it with BEGIN IMMEDIATE:
+# a deferred transaction that reads first and writes later fails at once with SQLITE_BUSY when
+# another connection committed in between (WAL snapshots cannot be upgraded), whatever the
+# busy timeout; taking the write lock up front makes writers queue instead.
+WRITE = "intake_write"
+
+# The sequence of human-friendly ticket numbers lives in `counters`, bumped inside the
+# transaction that creates the ticket: no gaps from rolled back transactions, no duplicates.
+TICKET_COUNTER = "ticket_number"
+FIRST_TICKET_NUMBER = 1001
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend.
+
+    PostgreSQL keeps `timestamptz`. SQLite has no time zones: values are stored as naive UTC
+    text in one fixed format (so that text order is time order) and come back tagged UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: store aware UTC datetimes only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+Id = String(36)
+AutoId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER only
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Counter(Base):
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+
+class CustomerIdentity(Base):
+    __tablename__ = "customer_identities"
+    __table_args__ = (UniqueConstraint("kind", "value"),)
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(
+        Id, ForeignKey("customers.id", ondelete="CASCADE"), nullable=False, index=True)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    value: Mapped[str] = mapped_column(String(512), nullable=False)
+    verified: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+
+class Ticket(Base):
+    __tablename__ = "tickets"
+    __table_args__ = (
+        Index("ix_tickets_created_at_id", "created_at", "id"),
+        Index("ix_tickets_customer_id_channel_status", "customer_id", "channel", "status"),
+        Index("ix_tickets_conversation_id", "conversation_id"),
+        Index("ix_tickets_desk_status", "desk", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    number: Mapped[int] = mapped_column(BigInteger, nullable=False, unique=True)
+    channel: Mapped[str] = mapped_column(String(32), nullable=False)
+    account: Mapped[str] = mapped_column(String(320), nullable=False)
+    desk: Mapped[str | None] = mapped_column(String(128))
+    skill_group: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    priority: Mapped[str] = mapped_column(String(16), nullable=False)
+    category: Mapped[str | None] = mapped_column(String(128))
+    tags: Mapped[list[str]] = mapped_column(Json, nullable=False)
+    subject: Mapped[str | None] = mapped_column(Text)
+    customer_id: Mapped[str] = mapped_column(
+        Id, ForeignKey("customers.id"), nullable=False)
+    route: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    conversation_id: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("ix_messages_ticket_id", "ticket_id"),
+        Index("ix_messages_customer_id", "customer_id"),
+        Index("ix_messages_message_id", "message_id"),
+        Index("ix_messages_reference", "reference"),
+    )
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    # NULL for an event: it sits on the customer's timeline and never opens a ticket.
+    ticket_id: Mapped[str | None] = mapped_column(Id, ForeignKey("tickets.id"))
+    customer_id: Mapped[str] = mapped_column(Id, ForeignKey("customers.id"), nullable=False)
+    direction: Mapped[str] = mapped_column(String(3), nullable=False)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    channel: Mapped[str] = mapped_column(String(32), nullable=False)
+    account: Mapped[str] = mapped_column(String(320), nullable=False)
+    subject: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    html: Mapped[str | None] = mapped_column(Text)
+    flags: Mapped[list[str]] = mapped_column(Json, nullable=False)
+    form: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    call: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    event: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    channel_data: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    thread: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    idempotency_key: Mapped[str] = mapped_column(String(1024), nullable=False, unique=True)
+    message_id: Mapped[str | None] = mapped_column(String(998))
+    reference: Mapped[str | None] = mapped_column(String(128))
+    occurred_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    persisted_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    raw: Mapped[str | None] = mapped_column(String(128))
+    trace_id: Mapped[str | None] = mapped_column(String(128))
+    sender_name: Mapped[str | None] = mapped_column(String(512))
+
+
+class Attachment(Base):
+    __tablename__ = "attachments"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(
+        Id, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False, index=True)
+    filename: Mapped[str] = mapped_column(String(1024), nullable=False)
+    original_filename: Mapped[str | None] = mapped_column(String(1024))
+    content_type: Mapped[str] = mapped_column(String(255), nullable=False)
+    size: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    blob: Mapped[str] = mapped_column(String(128), nullable=False)
+    content_id: Mapped[str | None] = mapped_column(String(998))
+    inline: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def make_engine(url: str, **options: Any) -> AsyncEngine:
+    """An async engine for `sqlite+aiosqlite://…` or `postgresql+asyncpg://…`.
+
+    SQLite connections get WAL (readers never block the writer), a busy timeout, foreign keys
+    and synchronous=FULL (a commit survives a power cut: the consumer acks after it). SQLAlchemy
+    issues BEGIN itself so transactions hold DDL and writes can ask for IMMEDIATE (see WRITE).
+    """
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.drivername != "sqlite+aiosqlite":
+            parsed = parsed.set(drivername="sqlite+aiosqlite")
+        engine = create_async_engine(parsed, json_serializer=_json_dumps, **options)
+        _configure_sqlite(engine)
+        return engine
+    if backend == "postgresql":
+        if parsed.drivername != "postgresql+asyncpg":
+            parsed = parsed.set(drivername="postgresql+asyncpg")
+        options.setdefault("pool_pre_ping", True)
+        options.setdefault("pool_size", 10)
+        return create_async_engine(parsed, json_serializer=_json_dumps, **options)
+    raise ValueError(f"unsupported database URL {parsed.render_as_string(hide_password=True)}; "
+                     "use sqlite+aiosqlite:///path or postgresql+asyncpg://…")
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Stop the driver from issuing its own BEGIN; on_begin below does it.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in ("journal_mode=WAL", f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+                       "foreign_keys=ON", "synchronous=FULL"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def on_begin(connection: Connection) -> None:
+        immediate = connection.get_execution_options().get(WRITE, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def alembic_config(url: str | None = None) -> Any:
+    """An Alembic `Config` built in code: no alembic.ini needed."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url is not None:
+        # configparser interpolates '%'; URL-encoded passwords contain it.
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+async def migrate(url: str) -> None:
+    """Apply every migration (`upgrade head`); creates a SQLite file's parent directory."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        await asyncio.to_thread(Path(parsed.database).parent.mkdir, parents=True, exist_ok=True)
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as connection:
+            await connection.execution_options(**{WRITE: True})
+            async with connection.begin():
+                await connection.run_sync(_upgrade)
+    finally:
+        await engine.dispose()
+
+
+def _upgrade(connection: Connection) -> None:
+    from alembic import command
+
+    if connection.dialect.name == "postgresql":
+        # Two services starting together must not both run the same migration.
+        connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7316540872)")
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")

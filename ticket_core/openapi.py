@@ -1,0 +1,137 @@
+"""The OpenAPI 3.1 document of the agent API, its schemas derived from the response models."""
+
+from __future__ import annotations
+
+from typing import Any, get_args
+
+from pydantic.json_schema import models_json_schema
+
+from intake.message import Channel, IdentityKind, Priority
+
+from .schemas import STATUSES, CustomerPage, CustomerView, ErrorBody, TicketDetail, TicketPage
+
+REF = "#/components/schemas/{model}"
+
+
+def _error(description: str, codes: list[str]) -> dict[str, Any]:
+    return {
+        "description": f"{description} (`error`: {', '.join(f'`{c}`' for c in codes)})",
+        "content": {"application/json": {
+            "schema": {"$ref": REF.format(model="ErrorBody")},
+            "example": {"error": codes[0], "message": description, "fields": {}},
+        }},
+    }
+
+
+def _ok(model: str, description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": REF.format(model=model)}}}}
+
+
+def _query(name: str, description: str, schema: dict[str, Any] | None = None,
+           required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "description": description,
+            "schema": schema or {"type": "string"}}
+
+
+UNAUTHORIZED = _error("Missing or wrong bearer token", ["unauthorized"])
+UNAVAILABLE = _error("The database is not reachable; retry later", ["storage_unavailable"])
+BAD_PARAMETER = _error("A query parameter is not valid; `fields` names each one and why",
+                       ["invalid_parameter"])
+
+
+def build_openapi() -> dict[str, Any]:
+    """The document served at GET /api/v1/openapi.json."""
+    _, defs = models_json_schema(
+        [(m, "serialization") for m in (TicketPage, TicketDetail, CustomerView, CustomerPage,
+                                        ErrorBody)],
+        ref_template=REF)
+    list_tickets_params = [
+        _query("channel", "Only tickets opened on this channel.",
+               {"type": "string", "enum": list(get_args(Channel))}),
+        _query("account", "Only tickets opened on this channel account."),
+        _query("desk", "Only tickets owned by this desk."),
+        _query("skill_group", "Only tickets of this skill group."),
+        _query("status", "One status, or several comma-separated. `open` means not "
+               "resolved, closed or merged.",
+               {"type": "string", "pattern": "^(" + "|".join(STATUSES) + ")(,("
+                + "|".join(STATUSES) + "))*$"}),
+        _query("customer_id", "Only this customer's tickets."),
+        _query("priority", "Only tickets of this priority.",
+               {"type": "string", "enum": list(get_args(Priority))}),
+        _query("category", "Only tickets of this category."),
+        _query("idempotency_key", "The ticket holding the message with this idempotency key."),
+        _query("reference", "The ticket holding the message with this customer-quotable "
+               "reference (e.g. a web form confirmation)."),
+        _query("limit", "Page size.",
+               {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
+        _query("cursor", "The `next` value of the previous page (opaque)."),
+    ]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Intake gateway agent API",
+            "version": "1",
+            "description": "Tickets, their messages and customers with their identities. "
+                           "Every call needs `Authorization: Bearer <token>` except this "
+                           "document. Errors are `{error, message, fields}` with a stable "
+                           "`error` code. Lists are `{items, next}`; fetch the next page with "
+                           "`?cursor=<next>` and the same filters. Unknown query parameters "
+                           "are refused; an empty parameter counts as absent. Any other path "
+                           "under /api/v1 answers 404 `not_found` (405 `method_not_allowed` "
+                           "for a known path with another method).",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearerAuth": []}],
+        "paths": {
+            "/api/v1/tickets": {"get": {
+                "operationId": "listTickets",
+                "summary": "List tickets, newest first",
+                "parameters": list_tickets_params,
+                "responses": {"200": _ok("TicketPage", "A page of tickets"),
+                              "400": BAD_PARAMETER, "401": UNAUTHORIZED, "503": UNAVAILABLE},
+            }},
+            "/api/v1/tickets/{ticket_id}": {"get": {
+                "operationId": "getTicket",
+                "summary": "A ticket with its messages in source order",
+                "parameters": [{"name": "ticket_id", "in": "path", "required": True,
+                                "description": "The ticket's id, or its number (digits)",
+                                "schema": {"type": "string"}}],
+                "responses": {"200": _ok("TicketDetail", "The ticket"),
+                              "401": UNAUTHORIZED,
+                              "404": _error("No such ticket", ["ticket_not_found"]),
+                              "503": UNAVAILABLE},
+            }},
+            "/api/v1/customers": {"get": {
+                "operationId": "findCustomers",
+                "summary": "Find customers by identity",
+                "parameters": [_query(
+                    "identity", "`<kind>:<value>`, e.g. `email:li.wei@example.cn`; kind one "
+                    "of " + ", ".join(get_args(IdentityKind)), required=True)],
+                "responses": {"200": _ok("CustomerPage", "The customers owning the identity"),
+                              "400": BAD_PARAMETER, "401": UNAUTHORIZED, "503": UNAVAILABLE},
+            }},
+            "/api/v1/customers/{customer_id}": {"get": {
+                "operationId": "getCustomer",
+                "summary": "A customer with their identities",
+                "parameters": [{"name": "customer_id", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": _ok("CustomerView", "The customer"),
+                              "401": UNAUTHORIZED,
+                              "404": _error("No such customer", ["customer_not_found"]),
+                              "503": UNAVAILABLE},
+            }},
+            "/api/v1/openapi.json": {"get": {
+                "operationId": "getOpenApi",
+                "summary": "This document",
+                "security": [],
+                "responses": {"200": {"description": "The OpenAPI document",
+                                      "content": {"application/json": {
+                                          "schema": {"type": "object"}}}}},
+            }},
+        },
+        "components": {
+            "schemas": defs["$defs"],
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        },
+    }

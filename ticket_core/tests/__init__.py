@@ -1,0 +1,1 @@
+"""Tests of the ticket core: storage on SQLite and PostgreSQL, the agent API."""

@@ -1,0 +1,81 @@
+"""Fixtures: a ticket store on SQLite (a temp file) and on a fresh PostgreSQL database per session.
+
+PostgreSQL: `INTAKE_TEST_POSTGRES` (default `postgresql+asyncpg://postgres@127.0.0.1:5432`);
+each session creates `intake_t_<hex>` from the `test` database and drops it at the end, so
+parallel runs never meet. Unreachable: the PostgreSQL half is skipped with the reason, or fails
+under CI=true.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from ticket_core.db import make_engine, migrate
+from ticket_core.store import TicketStore
+
+IN_CI = os.environ.get("CI") == "true"
+PG_SERVER = os.environ.get("INTAKE_TEST_POSTGRES",
+                           "postgresql+asyncpg://postgres@127.0.0.1:5432").rstrip("/")
+
+
+async def _admin(statement: str) -> None:
+    engine = create_async_engine(f"{PG_SERVER}/test", isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    name = f"intake_t_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(asyncio.wait_for(_admin(f'CREATE DATABASE "{name}"'), 15))
+    except Exception as exc:
+        reason = f"PostgreSQL is not reachable at {PG_SERVER}: {exc!r}"
+        if IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    url = f"{PG_SERVER}/{name}"
+    try:
+        asyncio.run(migrate(url))
+        yield url
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/var/intake.sqlite3"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[TicketStore]:
+    """A store on an empty, migrated database (PostgreSQL: the session's, emptied)."""
+    if database_url.startswith("sqlite"):
+        await migrate(database_url)
+    engine = make_engine(database_url)
+    if engine.dialect.name == "postgresql":
+        async with engine.begin() as connection:
+            await connection.execute(text(
+                "TRUNCATE attachments, messages, tickets, customer_identities, customers "
+                "RESTART IDENTITY CASCADE"))
+            await connection.execute(text(
+                "UPDATE counters SET value = 1000 WHERE name = 'ticket_number'"))
+    yield TicketStore(engine)
+    await engine.dispose()
