@@ -57,7 +57,7 @@ OPERATORS = ("equals", "not_equals", "in", "contains", "matches", "exists", "gt"
 ID_PATTERN = r"^[A-Za-z0-9_-]+$"
 RouteMode = Literal["single", "multi", "primary_secondary"]
 MODE_ROLES: dict[str, tuple[Role, Role, frozenset[str]]] = {
-    # mode: (role of the first delivery, role of the others, roles allowed)
+    # mode: (the owning role, the default role of the others, roles allowed)
     "multi": ("owner", "copy", frozenset({"owner", "copy", "collaborator"})),
     "primary_secondary": ("primary", "collaborator",
                           frozenset({"primary", "collaborator", "overflow"})),
@@ -513,6 +513,8 @@ def resolve_path(path: str) -> tuple[tuple[Step, ...], str | None]:
     `channel_data`, `event.data`) accept any key.
     """
     parts = path.split(".")
+    if parts[0] == "route":
+        return (), "'route' is what the router writes; rules cannot read it"
     steps: list[Step] = []
     tp: Any = Message
     free = False
@@ -533,7 +535,8 @@ def resolve_path(path: str) -> tuple[tuple[Step, ...], str | None]:
             names = {(info.alias or name): name for name, info in tp.model_fields.items()}
             names.update({name: name for name in tp.model_fields})
             if part not in names:
-                known = ", ".join(sorted(k for k in names if not k.endswith("_")))
+                known = ", ".join(sorted(k for k in names if not k.endswith("_")
+                                         and k not in ("route", "schema_version")))
                 where = ".".join(parts[:depth]) or "the message"
                 return (), f"'{part}' is not a field of {where} (fields: {known})"
             steps.append((EACH if fan_out else ATTR, names[part], None))
@@ -652,6 +655,7 @@ def _compile_where(condition: Condition) -> CompiledCondition:
     op, operand = condition.operator, condition.operand
     label = condition.field
     key: frozenset[str] | None = None
+    search: Callable[[str], re.Match[str] | None] = re.compile("").search
     holds: Callable[[Any], bool]
     if op in ("equals", "not_equals"):
         equals = _scalar_equals(operand) if operand is None else _any_of(_scalar_equals(operand))
@@ -703,10 +707,19 @@ def _compile_where(condition: Condition) -> CompiledCondition:
     else:  # pragma: no cover - the model allows no other operator
         raise AssertionError(op)
 
+    # Text is what most conditions read: test it without the general path's extra calls.
     if op == "equals" and isinstance(operand, str):
         def test(message: Message) -> bool:
             value = read(message)
             return value == operand if type(value) is str else holds(value)
+    elif op == "matches":
+        def test(message: Message) -> bool:
+            value = read(message)
+            return search(value) is not None if type(value) is str else holds(value)
+    elif op == "in" and key is not None:
+        def test(message: Message) -> bool:
+            value = read(message)
+            return value in key if type(value) is str else holds(value)
     else:
         def test(message: Message) -> bool:
             return holds(read(message))
@@ -749,16 +762,32 @@ def _compile_first_failure(tests: tuple[Test, ...], offset: int) -> Callable[[Me
     return first_failure
 
 
+def delivery_roles(mode: str, deliveries: Sequence[Delivery]) -> list[str]:
+    """Roles as given; unset ones: the lead role (owner, primary) to the first of them when
+    no delivery claims it, the other role (copy, collaborator) to the rest."""
+    lead_role, other_role, _ = MODE_ROLES[mode]
+    lead_free = all(d.role != lead_role for d in deliveries)
+    roles: list[str] = []
+    for delivery in deliveries:
+        if delivery.role:
+            roles.append(delivery.role)
+        elif lead_free:
+            roles.append(lead_role)
+            lead_free = False
+        else:
+            roles.append(other_role)
+    return roles
+
+
 def _compile_target(target: Target) -> CompiledTarget:
     if target.mode == "single":
         assert target.desk is not None
         deliveries: tuple[tuple[str, str | None, str], ...] = (
             (target.desk, target.skill_group, "owner"),)
     else:
-        first_role, other_role, _ = MODE_ROLES[target.mode]
-        deliveries = tuple(
-            (d.desk, d.skill_group, d.role or (first_role if i == 0 else other_role))
-            for i, d in enumerate(target.deliveries or ()))
+        deliveries = tuple((d.desk, d.skill_group, role) for d, role in zip(
+            target.deliveries or (), delivery_roles(target.mode, target.deliveries or ()),
+            strict=True))
         # The owning desk (the routing key) comes first.
         lead = LEAD_ROLE[target.mode]
         deliveries = tuple(sorted(deliveries, key=lambda d: d[2] != lead))
@@ -873,8 +902,8 @@ def _cross_check(config: RoutingConfig) -> list[tuple[Loc, str]]:
                 problems.append(((*loc, "deliveries"),
                                  f"mode {target.mode} needs at least two deliveries"))
             else:
-                first_role, other_role, allowed = MODE_ROLES[target.mode]
-                roles: list[str] = []
+                allowed = MODE_ROLES[target.mode][2]
+                roles = delivery_roles(target.mode, target.deliveries)
                 seen_desks: set[str] = set()
                 for j, delivery in enumerate(target.deliveries):
                     dloc = (*loc, "deliveries", j)
@@ -883,11 +912,9 @@ def _cross_check(config: RoutingConfig) -> list[tuple[Loc, str]]:
                         problems.append(((*dloc, "desk"), f"desk '{delivery.desk}' is named "
                                          "twice"))
                     seen_desks.add(delivery.desk)
-                    role = delivery.role or (first_role if j == 0 else other_role)
-                    if role not in allowed:
-                        problems.append(((*dloc, "role"), f"role {role} does not fit mode "
+                    if roles[j] not in allowed:
+                        problems.append(((*dloc, "role"), f"role {roles[j]} does not fit mode "
                                          f"{target.mode} (use {', '.join(sorted(allowed))})"))
-                    roles.append(role)
                 lead = LEAD_ROLE[target.mode]
                 if roles.count(lead) != 1:
                     problems.append(((*loc, "deliveries"), f"mode {target.mode} needs exactly "

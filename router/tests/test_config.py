@@ -103,8 +103,12 @@ def test_missing_default_route_is_refused(rules_from: RulesFrom, tmp_path: Path)
      "mode multi needs at least two deliveries"),
     ("- id: r\n  mode: multi\n  deliveries: [{desk: general}, {desk: mars}]",
      "routes.0.deliveries.1.desk", "unknown desk 'mars'"),
-    ("- id: r\n  mode: multi\n  deliveries: [{desk: general}, {desk: sales, role: owner}]",
-     "routes.0.deliveries", "exactly one delivery with role owner (got 2)"),
+    ("- id: r\n  mode: multi\n  deliveries: [{desk: general, role: owner}, "
+     "{desk: sales, role: owner}]", "routes.0.deliveries",
+     "exactly one delivery with role owner (got 2)"),
+    ("- id: r\n  mode: multi\n  deliveries: [{desk: general, role: copy}, "
+     "{desk: sales, role: copy}]", "routes.0.deliveries",
+     "exactly one delivery with role owner (got 0)"),
     ("- id: r\n  mode: primary_secondary\n  deliveries: [{desk: general}, "
      "{desk: sales, role: copy}]", "routes.0.deliveries.1.role",
      "role copy does not fit mode primary_secondary"),
