@@ -179,8 +179,6 @@ def render_form(form: FormDefinition, *, token: str, values: dict[str, Any] | No
     summary = [{"href": f"#f-{name}" if name in known else None, "message": message,
                 "label": form.field(name).label if name in known else name}  # type: ignore[union-attr]
                for name, message in errors.items()]
-    if errors and any(f.type == "file" for f in form.fields) and not notice:
-        notice = ui["files_again"]
     return templates().get_template("form.html").render(
         form=form, ui=ui, token=token, values=values or {}, errors=errors, summary=summary,
         notice=notice, theme_text=theme_text_colour(form.theme_color),
@@ -468,10 +466,13 @@ class WebformHandlers:
                      fields=sorted(exc.fields))
             if html and parsed is not None:
                 token = str((parsed.values.get(TOKEN_FIELD) or [""])[-1])
+                # A browser cannot be handed its files back: ask for them again.
+                notice = (_ui(form)["files_again"] if parsed.uploads or parsed.oversize
+                          else None)
                 return _html(render_form(
                     form, token=token if _TOKEN.match(token) else uuid.uuid4().hex,
-                    values=_form_values(parsed), errors=exc.fields or {"_": str(exc)}),
-                    status=status)
+                    values=_form_values(parsed), errors=exc.fields or {"_": str(exc)},
+                    notice=notice), status=status)
             if html:
                 return self._error_page(form, str(exc), status)
             return _error_json(exc, status, exc.fields)
