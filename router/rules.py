@@ -362,15 +362,18 @@ class RuleSet:
     loaded_at: datetime
     source: str  # the file(s) it came from, for /rules
 
-    def decide(self, message: Message, *, full: bool = False) -> RouteDecision:
+    def decide(self, message: Message, *, full: bool = False,
+               max_tried: int | None = MAX_TRIED) -> RouteDecision:
         """First matching route wins, else the default route; the record explains why.
 
         `tried` ends with the route that matched and what its conditions saw. Before it, the
         routes that did not match, each with the first condition that was false: at most
-        MAX_TRIED entries in all and without `saw` for the decision stamped on a message;
-        every route, each with the value its failed condition saw, when `full` (/explain).
+        `max_tried` entries in all and without `saw` for the decision stamped on a message;
+        every route, each with the value its failed condition saw, when `full` or
+        `max_tried=None` (/explain).
         """
-        keep_before = len(self.routes) if full else MAX_TRIED - 1
+        full = full or max_tried is None
+        keep_before = len(self.routes) if full else max(1, max_tried or MAX_TRIED) - 1
         failed_at: dict[int, int] = {}
         matched = self.default
         plan = self.plans.get(message.channel)

@@ -215,6 +215,8 @@ def test_tried_is_capped_but_keeps_the_match(rules_from: RulesFrom) -> None:
     assert [t.route for t in decision.tried[:2]] == ["r0", "r1"]
     assert decision.tried[-1].route == "default" and decision.tried[-1].matched
     assert decision.tried[0].saw == {}  # the short record: no values for failed routes
+    assert len(rules.decide(make_message(), max_tried=5).tried) == 5
+    assert rules.decide(make_message(), max_tried=None).tried[0].saw == {"account": "contact"}
     full = rules.decide(make_message(), full=True)
     assert len(full.tried) == 31
     assert full.tried[29].failed == "account in [a29]"
