@@ -64,9 +64,9 @@ class MemoryBlobStore:
         return ref in self.blobs
 
 
-def comparable(message: Message) -> dict[str, Any]:
+def comparable(message: Message | dict[str, Any]) -> dict[str, Any]:
     """The message as the bus carries it, with the parts that change per run fixed."""
-    data = json.loads(message.model_dump_json())
+    data = dict(message) if isinstance(message, dict) else json.loads(message.model_dump_json())
     for key, placeholder in VOLATILE.items():
         if data.get(key) is not None:
             data[key] = placeholder
@@ -107,7 +107,8 @@ class ConnectorContract:
     @classmethod
     def fixtures(cls) -> list[Path]:
         return sorted(p for p in (cls.folder() / "fixtures").iterdir()
-                      if p.is_file() and not p.name.endswith((".expected.json",
+                      if p.is_file() and not p.name.startswith(".")
+                      and not p.name.endswith((".expected.json",
                                                               ".headers.json",
                                                               ".ignored.txt")))
 
@@ -153,7 +154,7 @@ class ConnectorContract:
             if os.environ.get("INTAKE_GOLDEN") == "1":
                 expected_path.write_text(
                     json.dumps(actual, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-            expected = json.loads(expected_path.read_text(encoding="utf-8"))
+            expected = comparable(json.loads(expected_path.read_text(encoding="utf-8")))
             assert actual == expected, f"{fixture.name} (INTAKE_GOLDEN=1 rewrites)"
 
     async def test_keys_are_stable_and_scoped_to_channel_and_account(
