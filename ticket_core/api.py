@@ -13,6 +13,7 @@ from typing import Any, get_args
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from pydantic import BaseModel
 
 from intake.errors import StorageUnavailable
@@ -172,12 +173,25 @@ def api_routes(store: TicketStore) -> list[web.RouteDef]:
     ]
 
 
+def ready_check(store: TicketStore) -> Callable[[web.Application], Awaitable[str | None]]:
+    """A `Service` ready check: None when the database answers, else the reason."""
+
+    async def database_ready(app: web.Application) -> str | None:
+        try:
+            await store.ping()
+        except StorageUnavailable as exc:
+            return f"database: {exc}"
+        return None
+
+    return database_ready
+
+
 def _bearer(request: web.Request) -> str | None:
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
     return credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
 
 
-def auth_middleware(token: str) -> Any:
+def auth_middleware(token: str) -> Middleware:
     """Bearer-token auth for /api/v1 (except the OpenAPI document) and JSON 404/405 there.
 
     An empty `token` refuses every call: the API never runs open by accident.

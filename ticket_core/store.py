@@ -7,6 +7,18 @@ earlier one created), then write with one bulk statement per table. A single mes
 of one, about eight statements. Writers that race on PostgreSQL (same idempotency key, same new
 identity) meet a unique constraint; the loser rolls back and plans again against the winner's
 rows, which turns a repeated key into `duplicate=True`.
+
+Threading, first hint that leads somewhere wins (events never join or open a ticket):
+`thread.ticket_id`, then `thread.ticket_number` (digits taken from e.g. "#1042"), then
+`in_reply_to` and `references` (newest first) against stored Message-IDs, then
+`conversation_id` (the latest ticket of that conversation on the same channel that is not
+closed or merged), then `join_latest_open` (the customer's latest ticket on the same channel that
+is not resolved, closed or merged); otherwise a new ticket. An inbound message appended to a
+pending or resolved ticket reopens it (status `open`).
+
+Identities: e-mail addresses are stored lower-cased. The sender's customer is the oldest one
+owning any of the message's identities; the others are added to it unless another customer owns
+them already (never taken away); a verified identity upgrades a stored unverified one.
 """
 
 from __future__ import annotations

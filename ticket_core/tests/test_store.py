@@ -6,7 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import event, func, select, text, update
 
 from intake.errors import StorageUnavailable, Transient
 from intake.message import Attachment, Call, Event, Form, Identity, RouteDelivery, Thread
@@ -468,6 +468,9 @@ async def test_unopenable_sqlite_is_storage_unavailable(tmp_path: object) -> Non
             await store.ping()
     finally:
         await engine.dispose()
+        # aiosqlite stops a failed connection's worker thread without awaiting it; let it
+        # finish while this test's loop still runs, or it reports "Event loop is closed".
+        await asyncio.sleep(0.2)
 
 
 async def test_counter_row_is_recreated_if_missing(store: TicketStore) -> None:
@@ -478,3 +481,27 @@ async def test_counter_row_is_recreated_if_missing(store: TicketStore) -> None:
     async with store.engine.connect() as connection:
         value = (await connection.execute(select(func.max(db.Counter.value)))).scalar_one()
     assert value == 1001
+
+
+async def test_persisting_takes_a_constant_handful_of_statements(store: TicketStore) -> None:
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if not statement.lstrip().upper().startswith(("BEGIN", "PRAGMA", "SELECT 1")):
+            statements.append(statement)
+
+    event.listen(store.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        await store.persist(message(email="first@example.com"))
+        single = len(statements)
+        statements.clear()
+        await store.persist_many([message(email=f"m{i}@example.com",
+                                          thread=Thread(in_reply_to=f"<{i}@x>"))
+                                  for i in range(50)])
+        batch = len(statements)
+    finally:
+        event.remove(store.engine.sync_engine, "before_cursor_execute", record)
+    # Dedup check, identities, customer, identity, counter, ticket, message.
+    assert single <= 7
+    # Fifty messages: the same statements plus one thread lookup, not fifty times as many.
+    assert batch <= single + 2
