@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient
 from intake.message import Attachment, Identity
 from ticket_core.api import api_routes, auth_middleware, ready_check
 from ticket_core.db import make_engine
+from ticket_core.openapi import build_openapi
 from ticket_core.schemas import CustomerPage, CustomerView, ErrorBody, TicketDetail, TicketPage
 from ticket_core.store import TicketStore
 
@@ -273,3 +274,8 @@ async def test_ready_check_reports_the_database(store: TicketStore) -> None:
         assert reason is not None and reason.startswith("database")
     finally:
         await engine.dispose()
+
+
+def test_openapi_document_passes_the_spec_validator() -> None:
+    validator = pytest.importorskip("openapi_spec_validator")  # dev dependency, when present
+    validator.validate(build_openapi())
