@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: install run test lint services test-tools schema clean
+.PHONY: install run test lint services test-tools schema golden clean
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ lint: install
 
 schema: install
 	$(BIN)/intake schema --write
+
+# Rewrites a connector's fixtures/*.expected.json from what it produces now: review the diff.
+golden: install
+	INTAKE_GOLDEN=1 $(BIN)/python -m pytest -q connectors/$(CHANNEL)
 
 clean:
 	rm -rf var .pytest_cache

@@ -197,9 +197,24 @@ class Bus:
 
     async def declare_queue(self, logical: str, channel: AbstractChannel | None = None,
                             ) -> AbstractQueue:
+        """Declare a quorum queue; if it exists with other arguments, use it as it is.
+
+        RabbitMQ refuses a redeclaration with different arguments (say, another delivery
+        limit) by closing the channel; a service must still start, so it warns and goes on.
+        """
+        assert self._connection is not None
         channel = channel or self._require_channel()
-        return await channel.declare_queue(
-            self.names(logical), durable=True, arguments=self.queue_arguments())
+        name = self.names(logical)
+        probe = await self._connection.channel()
+        try:
+            await probe.declare_queue(name, durable=True, arguments=self.queue_arguments())
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            self.log.warning("queue_arguments_differ", queue=name, error=str(exc),
+                             hint="the queue keeps its arguments; set them by policy")
+        finally:
+            if not probe.is_closed:
+                await probe.close()
+        return await channel.get_queue(name, ensure=True)
 
     def _require_channel(self) -> AbstractChannel:
         if not self.connected and self._publish_channel is None:

@@ -18,7 +18,7 @@ def configure_logging(level: str = "info") -> None:
     _configured = True
     logging.basicConfig(format="%(message)s", stream=sys.stderr,
                         level=getattr(logging, level.upper(), logging.INFO))
-    for noisy in ("aiormq", "aio_pika", "aiohttp.access"):
+    for noisy in ("aiormq", "aio_pika", "aiohttp.access", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     structlog.configure(
         processors=[

@@ -23,5 +23,5 @@ class TestWebformContract(ConnectorContract):
         form_id = fixture.stem.split("_", 1)[0]
         headers_file = fixture.with_name(fixture.stem + ".headers.json")
         headers = json.loads(headers_file.read_bytes())
-        body = fixture.read_bytes()  # noqa: ASYNC240
+        body = fixture.read_bytes()
         return await client.post(f"/forms/{form_id}/submissions", data=body, headers=headers)
