@@ -201,10 +201,6 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def is_sqlite(url: str) -> bool:
-    return make_url(url).get_backend_name() == "sqlite"
-
-
 def make_engine(url: str, **options: Any) -> AsyncEngine:
     """An async engine for `sqlite+aiosqlite://…` or `postgresql+asyncpg://…`.
 
