@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 import pytest
 
+from intake.bus import Bus
 from intake.cli import load_config, service_builders
 from intake.message import Form
 from intake.service import serve
 from intake.settings import IntakeSettings
 from tests.conftest import delete_topology
 from tests.factories import form_message
-from tests.support import eventually
+from tests.support import BrokerProxy, eventually
 
 
 def free_port() -> int:
@@ -38,17 +39,23 @@ class Gateway:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-@pytest.fixture
-async def gateway(settings: IntakeSettings, tmp_path: Path,
-                  monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Gateway]:
+@contextlib.asynccontextmanager
+async def running_gateway(settings: IntakeSettings, monkeypatch: pytest.MonkeyPatch,
+                          webform_amqp_url: str | None = None) -> AsyncIterator[Gateway]:
+    """Ticket core, router and web form in this process, on free ports, until the block ends."""
     ports = {name: free_port() for name in ("TICKET_CORE", "ROUTER", "WEBFORM")}
     for name, port in ports.items():
         monkeypatch.setenv(f"INTAKE_{name}_PORT", str(port))
     monkeypatch.setenv("INTAKE_WEBFORM_PUBLIC_URL", f"http://127.0.0.1:{ports['WEBFORM']}")
+    # Every request comes from 127.0.0.1 here; the rate limit has its own tests.
+    monkeypatch.setenv("INTAKE_WEBFORM_RATE_LIMIT_BURST", "1000")
     settings = settings.model_copy(update={"api_token": None})
     doc = load_config(settings)
     builders = service_builders()
-    services = [builders[name](settings, doc) for name in ("ticket-core", "router", "webform")]
+    webform_settings = (settings.model_copy(update={"amqp_url": webform_amqp_url})
+                        if webform_amqp_url else settings)
+    services = [builders["ticket-core"](settings, doc), builders["router"](settings, doc),
+                builders["webform"](webform_settings, doc)]
     stop = asyncio.Event()
     started = asyncio.Event()
     task = asyncio.create_task(serve(services, stop=stop, started=lambda _: started.set()))
@@ -56,22 +63,29 @@ async def gateway(settings: IntakeSettings, tmp_path: Path,
     gw = Gateway(api=f"http://127.0.0.1:{ports['TICKET_CORE']}",
                  form=f"http://127.0.0.1:{ports['WEBFORM']}",
                  router=f"http://127.0.0.1:{ports['ROUTER']}",
-                 token=(tmp_path / "api-token").read_text().strip(), settings=settings)
-    async with aiohttp.ClientSession() as http:
-        for base in (gw.api, gw.router, gw.form):
-            async def ready(base: str = base) -> bool:
-                async with http.get(f"{base}/readyz") as response:
-                    return response.status == 200
-            await eventually(ready, timeout=30)
-    yield gw
-    stop.set()
-    await asyncio.wait_for(task, 60)
-    from intake.bus import Bus
+                 token=(settings.data_dir / "api-token").read_text().strip(), settings=settings)
+    try:
+        async with aiohttp.ClientSession() as http:
+            for base in (gw.api, gw.router, gw.form):
+                async def ready(base: str = base) -> bool:
+                    async with http.get(f"{base}/readyz") as response:
+                        return response.status == 200
+                await eventually(ready, timeout=30)
+        yield gw
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+        cleanup = Bus(settings, "cleanup")
+        await cleanup.connect()
+        await delete_topology(cleanup)
+        await cleanup.close()
 
-    cleanup = Bus(settings, "cleanup")
-    await cleanup.connect()
-    await delete_topology(cleanup)
-    await cleanup.close()
+
+@pytest.fixture
+async def gateway(settings: IntakeSettings,
+                  monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Gateway]:
+    async with running_gateway(settings, monkeypatch) as gw:
+        yield gw
 
 
 async def find_ticket(http: aiohttp.ClientSession, gw: Gateway, **query: str) -> dict:
@@ -159,3 +173,73 @@ async def test_router_explains_a_decision(gateway: Gateway) -> None:
             assert response.status == 200, decision
         assert decision["route"] == "complaints"
         assert decision["deliveries"][0]["desk"] == "aftersales"
+
+
+async def test_submissions_made_while_the_broker_is_away_become_tickets_once_in_order(
+        settings: IntakeSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    proxy = BrokerProxy()
+    await proxy.reserve_port()  # the web form's broker refuses connections
+    async with running_gateway(settings, monkeypatch, webform_amqp_url=proxy.url) as gw:
+        async with aiohttp.ClientSession() as http:
+            keys = [f"outage-{i:02d}" for i in range(15)]
+            for i, key in enumerate(keys):
+                body = {"name": "Chen Jing", "email": "chen.jing@example.cn",
+                        "topic": "enquiry", "message": f"question {i}", "consent": True}
+                async with http.post(f"{gw.form}/forms/contact/submissions", json=body,
+                                     headers={"Idempotency-Key": key}) as response:
+                    assert response.status == 201, await response.text()
+            async with http.get(f"{gw.form}/readyz") as response:
+                readiness = await response.json()
+            assert response.status == 200
+            assert readiness["broker"] == "down" and readiness["outbox_depth"] == 15
+            async with http.get(f"{gw.api}/api/v1/tickets", headers=gw.headers()) as response:
+                assert (await response.json())["items"] == []
+
+            await proxy.start()  # the broker is reachable again: the outbox drains
+
+            async def all_persisted() -> list[dict] | None:
+                async with http.get(f"{gw.api}/api/v1/tickets", params={"limit": "100"},
+                                    headers=gw.headers()) as response:
+                    items = (await response.json())["items"]
+                return items if len(items) >= len(keys) else None
+
+            tickets = await eventually(all_persisted, timeout=30)
+            await asyncio.sleep(0.5)  # anything doubled would show up now
+            async with http.get(f"{gw.api}/api/v1/tickets", params={"limit": "100"},
+                                headers=gw.headers()) as response:
+                tickets = (await response.json())["items"]
+            assert len(tickets) == len(keys)
+            by_number = sorted(tickets, key=lambda t: t["number"])
+            texts = []
+            for ticket in by_number:
+                async with http.get(f"{gw.api}/api/v1/tickets/{ticket['id']}",
+                                    headers=gw.headers()) as response:
+                    [message] = (await response.json())["messages"]
+                texts.append(message["idempotency_key"])
+            assert texts == [f"webform:contact:{key}" for key in keys]
+            async with http.get(f"{gw.form}/readyz") as response:
+                readiness = await response.json()
+            assert readiness["broker"] == "up" and readiness["outbox_depth"] == 0
+    await proxy.stop()
+
+
+async def test_a_redelivered_message_is_stored_once(gateway: Gateway) -> None:
+    bus = Bus(gateway.settings, "redeliver")
+    await bus.connect()
+    try:
+        message = form_message("twice")
+        body = message.model_dump_json().encode()
+        for _ in range(3):  # a connector retrying, or the broker redelivering
+            await bus.publish("inbound", message.routing_key, body)
+        async with aiohttp.ClientSession() as http:
+            ticket = await find_ticket(http, gateway, idempotency_key=message.idempotency_key)
+            await asyncio.sleep(0.5)
+            async with http.get(f"{gateway.api}/api/v1/tickets",
+                                params={"customer_id": ticket["customer_id"]},
+                                headers=gateway.headers()) as response:
+                assert len((await response.json())["items"]) == 1
+            async with http.get(f"{gateway.api}/api/v1/tickets/{ticket['id']}",
+                                headers=gateway.headers()) as response:
+                assert len((await response.json())["messages"]) == 1
+    finally:
+        await bus.close()

@@ -170,3 +170,30 @@ async def test_consumer_resumes_after_the_broker_connection_drops(
         await delete_topology(bus)
         await bus.close()
         await proxy.stop()
+
+
+async def test_close_finishes_in_flight_work_and_acks_it(settings: IntakeSettings) -> None:
+    bus = Bus(settings, "test")
+    await bus.connect()
+    started = asyncio.Event()
+    finished: list[str] = []
+
+    async def slow_handler(message: Message) -> None:
+        started.set()
+        await asyncio.sleep(0.5)
+        finished.append(message.idempotency_key)
+
+    sent = form_message("slow")
+    await bus.publish("inbound", sent.routing_key, sent.model_dump_json().encode())
+    bus.consume("router", slow_handler, Message)
+    await asyncio.wait_for(started.wait(), 10)
+    await bus.close()  # what SIGTERM does: stop taking, finish what is in hand
+    assert finished == ["webform:contact:slow"]
+
+    check = Bus(settings, "check")
+    await check.connect()
+    try:
+        assert await queue_depth(check, "router") == 0  # acked, not redelivered
+    finally:
+        await delete_topology(check)
+        await check.close()
