@@ -27,6 +27,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 from intake.errors import IntakeError, Rejected, Transient
 from intake.logging import get_logger
 from intake.message import Attachment, utcnow
+from intake.metrics import ERRORS, HANDLER_SECONDS, MESSAGES_IN
 from intake.service import ACCOUNTS, BLOBS, PUBLISHER, SERVICE_SETTINGS
 
 from .errors import (
@@ -448,6 +449,14 @@ class WebformHandlers:
 
     async def submit(self, request: web.Request) -> web.Response:
         """Validate, store files and raw body, publish durably, then answer."""
+        started = time.perf_counter()
+        try:
+            return await self._submit(request)
+        finally:
+            HANDLER_SECONDS.labels("webform", "submission").observe(
+                time.perf_counter() - started)
+
+    async def _submit(self, request: web.Request) -> web.Response:
         settings = self._settings(request)
         html = _wants_html(request)
         form: FormDefinition | None = None
@@ -458,9 +467,11 @@ class WebformHandlers:
             parsed = await self._parse(request, settings)
             return await self._accept(request, settings, form, parsed, html)
         except FormUnknown as exc:
+            ERRORS.labels("webform", exc.reason).inc()
             return self._not_found(request, exc)
         except (SubmissionInvalid, PayloadTooLarge) as exc:
             assert form is not None
+            ERRORS.labels("webform", exc.reason).inc()
             status = exc.status
             log.info("submission_refused", form=form.id, reason=exc.reason,
                      fields=sorted(exc.fields))
@@ -477,6 +488,7 @@ class WebformHandlers:
                 return self._error_page(form, str(exc), status)
             return _error_json(exc, status, exc.fields)
         except RateLimited as exc:
+            ERRORS.labels("webform", exc.reason).inc()
             headers = {"Retry-After": str(exc.retry_after_s)}
             if html and form is not None:
                 return self._error_page(form, str(exc), 429, headers)
@@ -484,6 +496,7 @@ class WebformHandlers:
         except Transient as exc:
             assert form is not None
             headers = {"Retry-After": str(settings.retry_after_s)}
+            ERRORS.labels("webform", exc.reason).inc()
             log.warning("submission_deferred", form=form.id, reason=exc.reason, error=str(exc))
             if html and parsed is not None:
                 return _html(render_form(
@@ -493,6 +506,7 @@ class WebformHandlers:
             return _error_json(Transient("The message could not be stored; retry shortly.",
                                          reason="unavailable"), 503, headers=headers)
         except Rejected as exc:
+            ERRORS.labels("webform", exc.reason).inc()
             status = getattr(exc, "status", 400)
             if html and form is not None:
                 return self._error_page(form, str(exc), status)
@@ -579,6 +593,7 @@ class WebformHandlers:
             flags=flags, client_ip=client_ip(request, settings),
             user_agent=request.headers.get("User-Agent"))
         await request.app[PUBLISHER].publish(message)
+        MESSAGES_IN.labels("webform", "webform").inc()
         log.info("submission_received", form=form.id, idempotency_key=key, reference=reference,
                  trace_id=message.trace_id, flags=flags, attachments=len(attachments))
         if html:

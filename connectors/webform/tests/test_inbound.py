@@ -467,3 +467,19 @@ async def test_broker_and_outbox_down_is_503_and_nothing_claimed(make_client: Ma
     assert html.status == 503
     page = await html.text()
     assert "暂时无法保存您的留言" in page and 'value="王芳"' in page
+
+
+async def test_submissions_and_refusals_are_counted_in_metrics(client: TestClient) -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    received = sample("intake_messages_in_total", service="webform", channel="webform")
+    refused = sample("intake_errors_total", service="webform", reason="validation_failed")
+    assert (await client.post("/forms/contact/submissions", json=CONTACT)).status == 201
+    assert (await client.post("/forms/contact/submissions", json={"name": "x"})).status == 422
+    assert sample("intake_messages_in_total", service="webform",
+                  channel="webform") == received + 1
+    assert sample("intake_errors_total", service="webform",
+                  reason="validation_failed") == refused + 1
