@@ -34,6 +34,7 @@ from .settings import IntakeSettings
 
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[M], Awaitable[None]]
+BatchHandler = Callable[[list[M]], Awaitable[None]]
 
 EXCHANGES = ("inbound", "routed", "outbound", "delivery", "events", "dead")
 # queue -> (exchange it is bound to, binding key)
@@ -60,16 +61,21 @@ class Names:
 @dataclass
 class _ConsumerSpec(Generic[M]):
     queue: str
-    handler: Handler[M]
+    handler: Callable[..., Awaitable[None]]  # Handler[M], or BatchHandler[M] when batch > 1
     model: type[M]
     prefetch: int
     binding: tuple[str, str] | None
     tag: str | None = None
     channel: AbstractChannel | None = None
     amqp_queue: AbstractQueue | None = None
+    batch: int = 1
+    max_wait_s: float = 0.0
     inflight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     stopped: bool = False
+    buffer: list[tuple[AbstractIncomingMessage, M]] = field(default_factory=list)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    flusher: asyncio.Task[None] | None = None
 
 
 class Bus:
@@ -290,8 +296,27 @@ class Bus:
         `binding` (exchange, key) declares and binds a queue beyond the core topology,
         e.g. a connector's `outbound.<channel>` queue.
         """
-        spec: _ConsumerSpec[M] = _ConsumerSpec(queue, handler, model,
-                                               prefetch or self.settings.prefetch, binding)
+        return self._register(_ConsumerSpec(queue, handler, model,
+                                            prefetch or self.settings.prefetch, binding))
+
+    def consume_batches(self, queue: str, handler: BatchHandler[M], model: type[M], *,
+                        max_batch: int = 100, max_wait_s: float = 0.002,
+                        prefetch: int | None = None,
+                        binding: tuple[str, str] | None = None) -> _ConsumerSpec[M]:
+        """Like `consume`, but the handler takes a list (one transaction for many messages).
+
+        Each message is acked only after the handler returned for its batch. When a batch
+        fails, its messages are handled again one by one, so a poison message is dead-lettered
+        alone and the others go through.
+        """
+        spec: _ConsumerSpec[M] = _ConsumerSpec(
+            queue, handler, model, prefetch or max(self.settings.prefetch, 2 * max_batch),
+            binding, batch=max(1, max_batch), max_wait_s=max_wait_s)
+        if spec.batch > 1:
+            spec.flusher = asyncio.create_task(self._flush_forever(spec), name=f"flush-{queue}")
+        return self._register(spec)
+
+    def _register(self, spec: _ConsumerSpec[M]) -> _ConsumerSpec[M]:
         spec.idle.set()
         self._consumers.append(spec)
         if self.connected:
@@ -319,49 +344,117 @@ class Bus:
     async def _handle(self, spec: _ConsumerSpec[Any], incoming: AbstractIncomingMessage) -> None:
         spec.inflight += 1
         spec.idle.clear()
+        try:
+            model = spec.model.model_validate_json(incoming.body)
+        except ValidationError as exc:
+            error = Rejected(_short_validation(exc), reason="schema_invalid")
+            await self._settle(spec, incoming, error)
+            return
+        if spec.batch > 1:
+            spec.buffer.append((incoming, model))
+            spec.wakeup.set()
+            return  # the flusher settles it
+        started = time.perf_counter()
+        bind_message(getattr(model, "trace_id", None), getattr(model, "idempotency_key", None))
+        try:
+            await spec.handler(model)
+        except asyncio.CancelledError:
+            await self._settle(spec, incoming, None, requeue=True)
+            raise
+        except Exception as exc:
+            await self._settle(spec, incoming, exc)
+        else:
+            await self._settle(spec, incoming, None)
+        HANDLER_SECONDS.labels(self.service, spec.queue).observe(time.perf_counter() - started)
+
+    async def _flush_forever(self, spec: _ConsumerSpec[Any]) -> None:
+        """Hands the batch handler what arrived, one batch at a time (so order is kept).
+
+        While a batch is being handled the next one fills up, so batches grow with the load
+        and stay at one message when it is light.
+        """
+        while True:
+            await spec.wakeup.wait()
+            if len(spec.buffer) < spec.batch and spec.max_wait_s:
+                await asyncio.sleep(spec.max_wait_s)
+            batch, spec.buffer = spec.buffer[:spec.batch], spec.buffer[spec.batch:]
+            if not spec.buffer:
+                spec.wakeup.clear()
+            if not batch:
+                continue
+            try:
+                await self._handle_batch(spec, batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a flusher that dies would stall the queue for good
+                self.log.exception("batch_handling_crashed", size=len(batch))
+
+    async def _handle_batch(self, spec: _ConsumerSpec[Any],
+                            batch: list[tuple[AbstractIncomingMessage, Any]]) -> None:
         started = time.perf_counter()
         try:
-            await self._process(spec, incoming)
+            await spec.handler([model for _, model in batch])
+        except asyncio.CancelledError:
+            for incoming, _ in batch:
+                await self._settle(spec, incoming, None, requeue=True)
+            raise
+        except Exception as exc:
+            if len(batch) == 1:
+                await self._settle(spec, batch[0][0], exc)
+                return
+            # One bad message must not fail the others: retry them one by one, each with the
+            # usual outcome (ack, dead letter, or redelivery).
+            self.log.warning("batch_failed", size=len(batch), error=repr(exc)[:300])
+            for incoming, model in batch:
+                bind_message(getattr(model, "trace_id", None),
+                             getattr(model, "idempotency_key", None))
+                try:
+                    await spec.handler([model])
+                except Exception as one_exc:
+                    await self._settle(spec, incoming, one_exc)
+                else:
+                    await self._settle(spec, incoming, None)
+            return
+        for incoming, _ in batch:
+            await self._settle(spec, incoming, None)
+        HANDLER_SECONDS.labels(self.service, spec.queue).observe(time.perf_counter() - started)
+
+    async def _settle(self, spec: _ConsumerSpec[Any], incoming: AbstractIncomingMessage,
+                      outcome: BaseException | None, *, requeue: bool = False) -> None:
+        """Ack, dead-letter or send back one message after its handling; then count it done."""
+        try:
+            if requeue:
+                await _quietly(incoming.nack(requeue=True))
+            elif outcome is None:
+                await _quietly(incoming.ack())
+            else:
+                await self._settle_failure(spec, incoming, outcome)
         finally:
             spec.inflight -= 1
             if spec.inflight == 0:
                 spec.idle.set()
-            HANDLER_SECONDS.labels(self.service, spec.queue).observe(time.perf_counter() - started)
 
-    async def _process(self, spec: _ConsumerSpec[Any], incoming: AbstractIncomingMessage) -> None:
+    async def _settle_failure(self, spec: _ConsumerSpec[Any], incoming: AbstractIncomingMessage,
+                              exc: BaseException) -> None:
         origin = {"queue": self.names(spec.queue), "exchange": incoming.exchange,
                   "routing_key": incoming.routing_key or "",
                   "headers": {k: v for k, v in (incoming.headers or {}).items()
                               if not str(k).startswith("x-")}}
-        try:
-            try:
-                model = spec.model.model_validate_json(incoming.body)
-            except ValidationError as exc:
-                raise Rejected(_short_validation(exc), reason="schema_invalid") from exc
-            bind_message(getattr(model, "trace_id", None), getattr(model, "idempotency_key", None))
-            await spec.handler(model)
-        except Rejected as exc:
-            ERRORS.labels(self.service, exc.reason).inc()
-            await self._dead_letter_or_requeue(incoming, exc.reason, str(exc), origin)
+        reason = getattr(exc, "reason", "handler_failed")
+        ERRORS.labels(self.service, reason).inc()
+        if isinstance(exc, Rejected):
+            await self._dead_letter_or_requeue(incoming, reason, str(exc), origin)
             return
-        except asyncio.CancelledError:
-            await _quietly(incoming.nack(requeue=True))
-            raise
-        except Exception as exc:
-            reason = getattr(exc, "reason", "handler_failed")
-            ERRORS.labels(self.service, reason).inc()
-            deliveries = int((incoming.headers or {}).get("x-delivery-count", 0) or 0) + 1
-            if deliveries >= self.settings.delivery_limit:
-                await self._dead_letter_or_requeue(
-                    incoming, "retries_exhausted", f"{reason}: {exc!r}", origin)
-                return
-            self.log.warning("message_retried", reason=reason, error=repr(exc)[:500],
-                             delivery=deliveries)
-            # Back off before the redelivery so an outage does not become a hot loop.
-            await asyncio.sleep(min(0.1 * 2 ** deliveries, 5.0))
-            await _quietly(incoming.nack(requeue=True))
+        deliveries = int((incoming.headers or {}).get("x-delivery-count", 0) or 0) + 1
+        if deliveries >= self.settings.delivery_limit:
+            await self._dead_letter_or_requeue(
+                incoming, "retries_exhausted", f"{reason}: {exc!r}", origin)
             return
-        await _quietly(incoming.ack())
+        self.log.warning("message_retried", reason=reason, error=repr(exc)[:500],
+                         delivery=deliveries)
+        # Back off before the redelivery so an outage does not become a hot loop.
+        await asyncio.sleep(min(0.1 * 2 ** deliveries, 5.0))
+        await _quietly(incoming.nack(requeue=True))
 
     async def _dead_letter_or_requeue(self, incoming: AbstractIncomingMessage, reason: str,
                                       error: str, origin: dict[str, Any]) -> None:
@@ -387,6 +480,10 @@ class Bus:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*waits), timeout)
         for spec in self._consumers:
+            if spec.flusher is not None:
+                spec.flusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await spec.flusher
             if spec.channel is not None:
                 with contextlib.suppress(Exception):
                     await spec.channel.close()

@@ -52,8 +52,9 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
         await engine.dispose()
 
     async def consumer(app: web.Application) -> AsyncIterator[None]:
-        app[BUS].consume("ticket_core", persist_routed(store), Message,
-                         prefetch=own.prefetch)
+        app[BUS].consume_batches("ticket_core", persist_routed(store), Message,
+                                 max_batch=own.max_batch, max_wait_s=own.max_batch_wait_s,
+                                 prefetch=own.prefetch)
         yield  # bus_context's exit stops the consumer and waits for in-flight commits
 
     async def database_ready(app: web.Application) -> str | None:

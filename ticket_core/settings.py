@@ -12,4 +12,8 @@ class TicketCoreSettings(BaseSettings):
     port: int = 8000
     # Apply pending migrations at start, so `intake run ticket-core` works on a fresh SQLite.
     migrate_on_start: bool = True
-    prefetch: int = 64
+    # Messages persisted in one transaction at most; batches grow only under load.
+    max_batch: int = 100
+    # How long a first message waits for company before its batch is written.
+    max_batch_wait_s: float = 0.002
+    prefetch: int = 256

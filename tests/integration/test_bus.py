@@ -197,3 +197,29 @@ async def test_close_finishes_in_flight_work_and_acks_it(settings: IntakeSetting
     finally:
         await delete_topology(check)
         await check.close()
+
+
+async def test_batches_are_handled_together_and_a_poison_message_alone(bus: Bus) -> None:
+    batches: list[list[str]] = []
+    stored: list[str] = []
+
+    async def handler(messages: list[Message]) -> None:
+        keys = [m.idempotency_key for m in messages]
+        batches.append(keys)
+        if "webform:contact:poison" in keys:
+            raise Rejected("cannot be persisted", reason="poison")
+        stored.extend(keys)
+
+    sent = [form_message(f"b{i:02d}") for i in range(30)]
+    sent.insert(17, form_message("poison"))
+    for message in sent:  # all queued before the consumer starts, so batches fill up
+        await bus.publish("inbound", message.routing_key, message.model_dump_json().encode())
+    bus.consume_batches("router", handler, Message, max_batch=10, max_wait_s=0.01)
+    letters = await eventually(lambda: bus.browse_dead())
+    await eventually(lambda: len(stored) == 30)
+    assert [letter.reason for letter in letters] == ["poison"]
+    assert b"webform:contact:poison" in letters[0].body
+    assert max(len(b) for b in batches) == 10  # messages really were handled together
+    assert stored == [m.idempotency_key for m in sent if "poison" not in m.idempotency_key]
+    await bus.stop_consumers()
+    assert await queue_depth(bus, "router") == 0
