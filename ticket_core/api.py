@@ -205,8 +205,10 @@ def auth_middleware(token: str) -> Middleware:
             return await handler(request)
         if path != OPENAPI_PATH:
             given = _bearer(request)
-            if not expected or given is None or not hmac.compare_digest(given.encode(),
-                                                                        expected):
+            # aiohttp decodes header bytes that are not UTF-8 as surrogates: encode them back
+            # the same way rather than fail (a 500) on a stranger's garbage.
+            if not expected or given is None or not hmac.compare_digest(
+                    given.encode("utf-8", "surrogateescape"), expected):
                 return error_response(
                     401, "unauthorized",
                     "Send `Authorization: Bearer <token>` with the agent API token.",
