@@ -31,6 +31,8 @@ TOP_LEVEL_SECTIONS = (
 )
 ROUTING_SECTIONS = tuple(s for s in TOP_LEVEL_SECTIONS if s != "channels")
 
+# No real config comes near this many values; a file that expands past it is refused.
+MAX_VALUES = 100_000
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -67,7 +69,13 @@ class ConfigDocument:
 
 
 def _construct(node: yaml.Node, loc: tuple[str | int, ...], doc: ConfigDocument,
-               problems: list[str]) -> Any:
+               problems: list[str], budget: list[int]) -> Any:
+    # Aliases make the node graph a DAG: nine aliases of nine aliases ... expand exponentially
+    # ("billion laughs"). Count what is built and stop long before that matters.
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ConfigInvalid([f"{doc.path}:{node.start_mark.line + 1}: the config expands to "
+                             f"more than {MAX_VALUES} values (YAML aliases?)"])
     doc.lines[loc] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         result: dict[str, Any] = {}
@@ -76,11 +84,12 @@ def _construct(node: yaml.Node, loc: tuple[str | int, ...], doc: ConfigDocument,
             if key in result:
                 problems.append(f"{doc.path}:{key_node.start_mark.line + 1}: "
                                 f"{'.'.join(map(str, (*loc, key)))}: duplicate key")
-            result[key] = _construct(value_node, (*loc, key), doc, problems)
+            result[key] = _construct(value_node, (*loc, key), doc, problems, budget)
             doc.lines[(*loc, key)] = key_node.start_mark.line + 1
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, (*loc, i), doc, problems) for i, item in enumerate(node.value)]
+        return [_construct(item, (*loc, i), doc, problems, budget)
+                for i, item in enumerate(node.value)]
     value = yaml.SafeLoader("").construct_object(node, deep=True)
     if isinstance(value, str):
         value = _substitute_env(value, doc, loc, problems)
@@ -106,15 +115,17 @@ def load_document(path: Path) -> ConfigDocument:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigInvalid([f"{path}: cannot read: {exc.strerror}"]) from exc
+    doc = ConfigDocument(path=path, data={})
+    problems: list[str] = []
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
+        data = _construct(node, (), doc, problems, [MAX_VALUES]) if node is not None else {}
+    except yaml.YAMLError as exc:  # syntax, and tags SafeLoader refuses (!!python/object)
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise ConfigInvalid([f"{where}: YAML syntax: {getattr(exc, 'problem', exc)}"]) from exc
-    doc = ConfigDocument(path=path, data={})
-    problems: list[str] = []
-    data = _construct(node, (), doc, problems) if node is not None else {}
+    except RecursionError as exc:
+        raise ConfigInvalid([f"{path}: the config is nested too deeply"]) from exc
     if not isinstance(data, dict):
         raise ConfigInvalid([f"{path}:1: the config must be a mapping of sections"])
     doc.data = data
