@@ -42,3 +42,25 @@ golden: install
 
 clean:
 	rm -rf var .pytest_cache
+
+# The benchmark (bench/README.md). Variables: SCENARIO (all, or names/groups: raw,
+# router-decision, router-service, webform, mixed, memory), N (messages), RATE (open loop, per
+# second; default 0.2 × the raw hop), C (closed-loop clients), DB (sqlite or postgres),
+# BASELINE (a previous JSON to compare with), PROFILE=1 (py-spy flame graphs per service).
+SCENARIO ?= all
+DB ?= sqlite
+C ?= 32
+BENCH_STAMP := $(VENV)/.bench-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
+	@rm -f $(VENV)/.bench-*
+	@touch $@
+
+bench: install $(BENCH_STAMP)
+	@deploy/local/ensure-services.sh rabbitmq $(if $(filter postgres,$(DB)),postgres)
+	$(BIN)/python -m bench --scenario '$(SCENARIO)' --db $(DB) -c $(C) \
+	  $(if $(N),-n $(N)) $(if $(RATE),--rate $(RATE)) $(if $(BASELINE),--baseline $(BASELINE)) \
+	  $(if $(filter 1 true yes,$(PROFILE)),--profile)

@@ -24,6 +24,9 @@ class Options:
     profile: bool = False
     sweep_step_s: float = 3.0
     knee_p99_ms: float = 50.0
+    # A scenario waits this long for the next message to be persisted before it counts the
+    # rest as lost.
+    stall_s: float = 15.0
 
 
 @dataclass

@@ -94,7 +94,7 @@ async def settle(ctx: Context, traffic: Traffic, stats: LoopStats, *, scenario: 
     for load in traffic.loads:
         prefix = load.key_prefix(traffic.tag)
         expected = sum(1 for s in traffic.sent.values() if s.ok and s.key.startswith(prefix))
-        await wait_stored(ctx.engine, prefix, expected)
+        await wait_stored(ctx.engine, prefix, expected, stall_s=ctx.options.stall_s)
         stored_rows.extend(await read_persisted(ctx.engine, prefix))
     rss = ctx.rss.peaks()
     check = check_exactly_once(acked, failed, [row.key for row in stored_rows])
