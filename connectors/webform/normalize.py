@@ -27,6 +27,10 @@ REFERENCE = re.compile(r"^WF-[0-9A-HJKMNP-TV-Z]{8}$")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _LINE_BREAKS = re.compile(r"[\r\n\t]+")
 _FILENAME_UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"|?*]')
+# In a file name these only deceive: C1 controls, line separators, and the bidi marks that make
+# `invoice\u202efdp.exe` display as `invoiceexe.pdf` (Unicode TR#36 section 3.1).
+_NAME_DECEPTIVE = re.compile("[\x80-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
+                             "\u2066-\u2069]")
 _TRUE = {"on", "true", "1", "yes", "y"}
 _FALSE = {"", "off", "false", "0", "no", "n"}
 
@@ -60,7 +64,7 @@ def sanitize_filename(name: str) -> str:
     """The last path part, without control or shell-hostile characters, at most 200 bytes."""
     name = unicodedata.normalize("NFC", name)
     name = re.split(r"[\\/]", name)[-1]
-    name = _FILENAME_UNSAFE.sub("_", name).strip().lstrip(".").strip()
+    name = _FILENAME_UNSAFE.sub("_", _NAME_DECEPTIVE.sub("", name)).strip().lstrip(".").strip()
     if len(name.encode()) > 200:
         stem, dot, ext = name.rpartition(".")
         ext = ext[:20] if dot and stem else ""
@@ -73,7 +77,8 @@ def sanitize_filename(name: str) -> str:
 
 def clean_original_filename(name: str) -> str:
     """The name as sent, kept for the agent, but never with NUL or control characters."""
-    return _CONTROL.sub("\ufffd", name.replace("\x00", ""))[:1024] or "attachment"
+    name = _NAME_DECEPTIVE.sub("\ufffd", _CONTROL.sub("\ufffd", name.replace("\x00", "")))
+    return name[:1024] or "attachment"
 
 
 def content_digest(values: Mapping[str, Any], uploads: Iterable[Upload]) -> str:
