@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: install run test lint services test-tools schema golden clean
+.PHONY: install run test lint services test-tools schema golden clean fuzz
 
 install: $(STAMP)
 
@@ -29,6 +29,12 @@ run: install services
 test: install test-tools
 	@deploy/local/ensure-services.sh rabbitmq postgres
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# Every parser and entry point under hypothesis, FUZZ_N inputs each (100,000: about 40 minutes
+# on 2 cores); a crash leaves its input in tests/fuzz/crashes/ (see tests/fuzz/README.md).
+FUZZ_N ?= 100000
+fuzz: install
+	FUZZ_N=$(FUZZ_N) $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=0 tests/fuzz
 
 lint: install
 	$(BIN)/ruff check .
