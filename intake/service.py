@@ -55,8 +55,8 @@ class Service:
     client_max_size: int = 1024**2
 
     def build_app(self) -> web.Application:
-        app = web.Application(middlewares=list(self.middlewares),
-                              client_max_size=self.client_max_size)
+        middlewares = [body_deadline(self.settings.http_read_timeout_s), *self.middlewares]
+        app = web.Application(middlewares=middlewares, client_max_size=self.client_max_size)
         app[SERVICE_NAME] = self.name
         app[SETTINGS] = self.settings
         for key, value in self.state.items():
@@ -67,6 +67,45 @@ class Service:
         app.router.add_routes(list(self.routes))
         app.cleanup_ctx.extend(self.contexts)
         return app
+
+
+class BodyReadTimeout(Exception):
+    """The client did not send its whole body in time (raised inside the handler's reads)."""
+
+
+def body_deadline(timeout_s: float) -> Any:
+    """Middleware: a body not fully received `timeout_s` after the head ends the request (408).
+
+    The head itself is bounded by aiohttp's keep-alive timer, which `serve` sets to the same
+    value: in aiohttp 3.14 it runs from the connection's start and is not reset by partial data.
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        content = request.content
+        if not request.body_exists or content.is_eof():
+            return await handler(request)
+
+        def expire() -> None:
+            if not content.is_eof() and content.exception() is None:
+                content.set_exception(BodyReadTimeout())
+
+        timer = asyncio.get_running_loop().call_later(timeout_s, expire)
+        try:
+            return await handler(request)
+        except BodyReadTimeout:
+            get_logger(service=request.app[SERVICE_NAME]).info(
+                "request_body_timed_out", path=request.path, peer=request.remote)
+            response = web.json_response(
+                {"error": "request_timeout", "fields": {},
+                 "message": f"The request body did not arrive within {timeout_s:g} s."},
+                status=408)
+            response.force_close()
+            return response
+        finally:
+            timer.cancel()
+
+    return middleware
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -167,8 +206,10 @@ async def serve(services: Sequence[Service], *, shutdown_timeout: float = 30.0,
     listening: list[tuple[Service, str]] = []
     try:
         for service in services:
+            # keepalive_timeout also bounds the wait for a request head (slow-loris clients).
             runner = web.AppRunner(service.build_app(), access_log=None,
-                                   handle_signals=False, shutdown_timeout=shutdown_timeout)
+                                   handle_signals=False, shutdown_timeout=shutdown_timeout,
+                                   keepalive_timeout=service.settings.http_read_timeout_s)
             await runner.setup()
             runners.append((service, runner))
             host = service.host or service.settings.host

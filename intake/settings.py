@@ -28,6 +28,10 @@ class IntakeSettings(BaseSettings):
     # Deliveries of one message before it is dead-lettered (the quorum queue's x-delivery-limit).
     delivery_limit: int = 5
     prefetch: int = 64
+    # A client has this long to send a whole request head (from connecting, or from the end of
+    # its previous request) and then this long again for the body; slower ones are dropped
+    # (slow-loris). aiohttp has no such limit of its own.
+    http_read_timeout_s: float = 60.0
     # Test-only fault hooks (issue 5), honoured only when set.
     fault: str | None = None
 
