@@ -133,6 +133,10 @@ def load_document(path: Path) -> ConfigDocument:
         if key not in TOP_LEVEL_SECTIONS:
             problems.append(f"{doc.where((key,))}: {key}: unknown section "
                             f"(expected one of {', '.join(TOP_LEVEL_SECTIONS)})")
+    # Every service looks up `channels.<name>`: anything but a mapping there is refused here.
+    if data.get("channels") is not None and not isinstance(data["channels"], dict):
+        problems.append(f"{doc.where(('channels',))}: channels: must be a mapping of channel "
+                        "names (webform: {forms: [...]})")
     if problems:
         raise ConfigInvalid(problems)
     return doc

@@ -61,3 +61,12 @@ def test_a_tag_on_a_list_builds_plain_data_and_runs_nothing(tmp_path: Path) -> N
     assert load_document(path).data == {"desks": ["touch pwned"]}
     assert check_config(IntakeSettings(config=path))  # refused by the desks model
     assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+
+
+@pytest.mark.parametrize("value", ["true", "[webform]", "[{webform: {}}]", "1", "x"])
+def test_a_channels_section_that_is_not_a_mapping_is_a_problem(tmp_path: Path,
+                                                               value: str) -> None:
+    # Found by `make fuzz` (config_check): `channels: true` was a TypeError out of config check.
+    problems = problems_of(tmp_path, f"desks: []\nchannels: {value}\n")
+    assert problems == [f"{tmp_path / 'intake.yaml'}:2: channels: must be a mapping of channel "
+                        "names (webform: {forms: [...]})"]
