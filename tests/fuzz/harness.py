@@ -86,6 +86,7 @@ def run_target(target: Target) -> None:
     """Feed `fuzz_n()` inputs to the target; the first crash fails the test with its file."""
     TARGETS[target.name] = target
     count = 0
+    failing: list[tuple[Any, BaseException]] = []
 
     @settings(max_examples=fuzz_n(target.scale), deadline=None, database=None,
               derandomize=os.environ.get("FUZZ_SEED") is None and fuzz_n() <= DEFAULT_N,
@@ -98,12 +99,17 @@ def run_target(target: Target) -> None:
         try:
             target.check(value)
         except Exception as exc:
-            path = write_reproducer(target.name, value, exc)
-            raise AssertionError(f"{target.name} crashed; reproducer: {path}") from exc
+            failing.append((value, exc))  # hypothesis replays the smallest failing input last
+            raise
 
     began = time.monotonic()
     try:
         fuzz()
+    except Exception as exc:
+        if not failing:
+            raise
+        path = write_reproducer(target.name, *failing[-1])
+        raise AssertionError(f"{target.name} crashed; reproducer: {path}") from exc
     finally:
         seconds = time.monotonic() - began
         RESULTS[target.name] = (count, seconds)
