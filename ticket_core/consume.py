@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import random
 from collections.abc import Awaitable, Callable
+
+from sqlalchemy import exc as sa_exc
 
 from intake import Message, Rejected, get_logger
 from intake.metrics import MESSAGES_IN, MESSAGES_OUT
@@ -12,19 +16,42 @@ from .store import TicketStore
 log = get_logger(service="ticket-core")
 
 
-def persist_routed(store: TicketStore) -> Callable[[list[Message]], Awaitable[None]]:
+def crash_probability(fault: str | None) -> float:
+    """The chance of the `crash_after_commit:<p>` test hook (`INTAKE_FAULT`); 0 when unset.
+
+    The chaos suite (tests/chaos) sets it to kill the process between the commit and the ack,
+    the moment at-least-once delivery turns into a redelivery of stored messages.
+    """
+    name, _, value = (fault or "").partition(":")
+    return float(value or 1) if name == "crash_after_commit" else 0.0
+
+
+def persist_routed(store: TicketStore, fault: str | None = None,
+                   ) -> Callable[[list[Message]], Awaitable[None]]:
     """One transaction per batch; returns only after the commit, so acks follow durability.
 
     A batch that fails is handed back one message at a time by the bus, so an unroutable or
     impossible message is dead-lettered alone.
     """
+    crash = crash_probability(fault)
 
     async def persist(messages: list[Message]) -> None:
         for message in messages:
             if message.route is None:
                 raise Rejected("message reached the ticket core without a routing decision",
                                reason="not_routed")
-        results = await store.persist_many(messages)
+        try:
+            results = await store.persist_many(messages)
+        except sa_exc.DBAPIError as exc:
+            # A value the database refuses (SQLSTATE class 22, e.g. a string over its column's
+            # length) fails the same way at every delivery: dead-letter it now instead of
+            # retrying it to the delivery limit.
+            if not (isinstance(exc, sa_exc.DataError) or _sqlstate(exc).startswith("22")):
+                raise
+            raise Rejected(f"the database refused a value: {exc.orig}",
+                           reason="unpersistable") from exc
+        if crash and random.random() < crash:
+            os._exit(137)  # test-only fault hook: committed, not acked
         for message, result in zip(messages, results, strict=True):
             MESSAGES_IN.labels("ticket-core", message.channel).inc()
             if not result.duplicate:
@@ -40,3 +67,7 @@ def persist_routed(store: TicketStore) -> Callable[[list[Message]], Awaitable[No
                      tickets_created=sum(r.created_ticket for r in results))
 
     return persist
+
+
+def _sqlstate(exc: sa_exc.DBAPIError) -> str:
+    return str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")

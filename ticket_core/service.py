@@ -52,7 +52,7 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
         await engine.dispose()
 
     async def consumer(app: web.Application) -> AsyncIterator[None]:
-        app[BUS].consume_batches("ticket_core", persist_routed(store), Message,
+        app[BUS].consume_batches("ticket_core", persist_routed(store, settings.fault), Message,
                                  max_batch=own.max_batch, max_wait_s=own.max_batch_wait_s,
                                  prefetch=own.prefetch)
         yield  # bus_context's exit stops the consumer and waits for in-flight commits
