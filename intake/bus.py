@@ -506,9 +506,15 @@ class Bus:
             await channel.close()
         return letters
 
-    async def replay_dead(self, dead_ids: Iterable[str] | None = None) -> list[str]:
-        """Republish dead letters to where they came from, then remove them; `None` = all."""
+    async def replay_dead(self, dead_ids: Iterable[str] | None = None,
+                          bodies: dict[str, bytes] | None = None) -> list[str]:
+        """Republish dead letters to where they came from, then remove them; `None` = all.
+
+        `bodies` replaces the body of a dead letter by its id: the repaired message (a field
+        cut to size, a schema mistake fixed) goes back instead of the one that failed.
+        """
         wanted = set(dead_ids) if dead_ids is not None else None
+        bodies = bodies or {}
         assert self._connection is not None
         channel = await self._connection.channel()
         replayed: list[str] = []
@@ -529,7 +535,8 @@ class Bus:
                 headers = {k: v for k, v in (incoming.headers or {}).items()
                            if not str(k).startswith("x-")}
                 headers["x-intake-replayed-from"] = letter.id
-                await self.publish(exchange, letter.routing_key or "", incoming.body, headers)
+                await self.publish(exchange, letter.routing_key or "",
+                                   bodies.get(letter.id, incoming.body), headers)
                 await incoming.ack()
                 replayed.append(letter.id)
                 if wanted is not None and wanted <= set(replayed):

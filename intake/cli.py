@@ -173,7 +173,13 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             print("usage: intake dlq replay ID | --all", file=sys.stderr)
             return 2
         ids = None if args.all else [args.id]
-        replayed = asyncio.run(_with_bus(settings, lambda bus: bus.replay_dead(ids)))
+        bodies = {}
+        if args.body:
+            if not args.id:
+                print("--body needs the ID of one dead letter", file=sys.stderr)
+                return 2
+            bodies[args.id] = Path(args.body).read_bytes()
+        replayed = asyncio.run(_with_bus(settings, lambda bus: bus.replay_dead(ids, bodies)))
         print(f"replayed {len(replayed)} dead letter(s)")
         for dead_id in replayed:
             print(f"  {dead_id}")
@@ -269,6 +275,8 @@ def parser() -> argparse.ArgumentParser:
     dlq.add_argument("action", choices=["list", "show", "replay"])
     dlq.add_argument("id", nargs="?")
     dlq.add_argument("--all", action="store_true", help="replay every dead letter")
+    dlq.add_argument("--body", metavar="FILE",
+                     help="replay ID with this repaired body (e.g. edited from `dlq show`)")
     dlq.add_argument("--json", action="store_true")
     dlq.add_argument("--limit", type=int, default=1000)
     dlq.set_defaults(func=cmd_dlq)

@@ -63,6 +63,32 @@ async def test_dlq_list_show_and_replay(bus: Bus) -> None:
     assert code == 1 and "no dead letter" in err
 
 
+async def test_dlq_replay_with_a_repaired_body(bus: Bus, tmp_path: Path) -> None:
+    broken = form_message("dlq-2").model_dump(mode="json")
+    broken["channel"] = "carrier-pigeon"
+    await bus.dead_letter(json.dumps(broken).encode(), "schema_invalid", "channel: bad value",
+                          queue=bus.names("router"), exchange=bus.names("inbound"),
+                          routing_key="webform.contact")
+    [letter] = await bus.browse_dead()
+    repaired = tmp_path / "repaired.json"
+    repaired.write_text(json.dumps({**broken, "channel": "webform"}))
+    prefix = bus.settings.bus_prefix
+
+    code, out, _ = await intake("dlq", "replay", letter.id, "--body", str(repaired),
+                                prefix=prefix)
+    assert code == 0 and "replayed 1 dead letter(s)" in out
+    seen: list[Message] = []
+
+    async def handler(message: Message) -> None:
+        seen.append(message)
+
+    bus.consume("router", handler, Message)
+    await eventually(lambda: len(seen) == 1)
+    assert seen[0].channel == "webform" and seen[0].idempotency_key == "webform:contact:dlq-2"
+    code, _, err = await intake("dlq", "replay", "--body", str(repaired), prefix=prefix)
+    assert code == 2 and "usage" in err
+
+
 async def test_config_check_names_file_line_and_field(tmp_path: Path) -> None:
     config = tmp_path / "intake.yaml"
     config.write_text(
