@@ -22,7 +22,7 @@ class Options:
     db: str = "sqlite"
     quick: bool = False  # the smoke test's tiny run
     profile: bool = False
-    sweep_step_s: float = 3.0
+    sweep_step_s: float = 4.0
     knee_p99_ms: float = 50.0
     # A scenario waits this long for the next message to be persisted before it counts the
     # rest as lost.

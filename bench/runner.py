@@ -106,7 +106,7 @@ async def run(options: Options, results_dir: Path, baseline: Path | None) -> int
     prefix = f"bench{run_id}"
     all_scenarios, loads = discover()
     scenarios = select(all_scenarios, options.scenarios)
-    results_dir.mkdir(parents=True, exist_ok=True)
+    results_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (before any load)
     out_dir = results_dir / stamp
     out_dir.mkdir(exist_ok=True)
     data_dir = Path(tempfile.mkdtemp(prefix="intake-bench-"))
@@ -194,9 +194,15 @@ async def run(options: Options, results_dir: Path, baseline: Path | None) -> int
     print(render(report["results"]))
     if baseline is not None:
         print()
-        print(compare(report, json.loads(baseline.read_text(encoding="utf-8"))))
+        previous = json.loads(baseline.read_text(encoding="utf-8"))  # noqa: ASYNC240
+        print(compare(report, previous))
     if gateway.profiles:
-        print("flame graphs: " + ", ".join(gateway.profiles))
+        from .flame import summary
+
+        print("\nflame graphs (where the time goes):")
+        for svg in gateway.profiles:
+            if Path(svg).exists():  # noqa: ASYNC240 (the run is over)
+                print(summary(Path(svg)))
     print(f"\nresults: {path} ({report['seconds']} s)")
     if failures:
         print("\nBENCHMARK FAILED:\n  " + "\n  ".join(failures), file=sys.stderr)

@@ -136,7 +136,7 @@ class ClosedLoop(Scenario):
         self.name = f"{load.channel}-closed"
 
     async def run(self, ctx: Context) -> list[Result]:
-        n = ctx.n(5000, 150)
+        n = ctx.n(10000, 150)
         c = ctx.options.concurrency
         ctx.log(f"{self.name}: {n} messages from {c} concurrent clients")
         return [await drive(ctx, [self.load], "closed", n, concurrency=c,

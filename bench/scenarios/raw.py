@@ -33,7 +33,7 @@ class Raw(Scenario):
         connection = await aio_pika.connect(ctx.amqp_url)
         try:
             channel = await connection.channel(publisher_confirms=True)
-            queue = await channel.declare_queue(
+            await channel.declare_queue(
                 queue_name, durable=True, arguments={"x-queue-type": "quorum"})
             window = asyncio.Semaphore(WINDOW)
             confirm_ms: list[float] = []

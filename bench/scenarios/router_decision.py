@@ -7,12 +7,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.result import Context, Result, Scenario
+from bench.stats import summarize
 from intake.config import load_document
 from intake.message import Message
 from router.rules import RuleSet, load_rules
-
-from bench.result import Context, Result, Scenario
-from bench.stats import summarize
 
 DECLARATIONS = """\
 desks:

@@ -10,18 +10,18 @@ and the ticket core is started again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import UTC, datetime
 
 import aio_pika
 import orjson
 
+from bench.check import ExactlyOnceFailed, check_exactly_once
+from bench.result import Context, Result, Scenario
 from intake.bus import Bus
 from intake.message import Message
 from intake.settings import IntakeSettings
-
-from bench.check import ExactlyOnceFailed, check_exactly_once
-from bench.result import Context, Result, Scenario
 
 WINDOW = 256
 
@@ -116,20 +116,17 @@ async def drain_keys(connection: aio_pika.abc.AbstractConnection, queue_name: st
     await channel.set_qos(prefetch_count=1000)
     queue = await channel.get_queue(queue_name)
     keys: list[str] = []
-    idle = asyncio.Event()
-    last = time.monotonic()
+    complete = asyncio.Event()
 
     async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        nonlocal last
         keys.append(orjson.loads(message.body)["idempotency_key"])
-        last = time.monotonic()
         if len(keys) >= expected:
-            idle.set()
+            complete.set()
 
     tag = await queue.consume(on_message, no_ack=True)
     # Wait for the expected count, then a moment more so a duplicate would be seen too.
-    while not idle.is_set() and time.monotonic() - last < 5:
-        await asyncio.sleep(0.05)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(complete.wait(), timeout=30)
     await asyncio.sleep(0.3)
     await queue.cancel(tag)
     await channel.close()

@@ -107,7 +107,8 @@ async def test_read_back_finds_only_the_scenarios_keys_even_with_like_wildcards(
 
 
 class FakeRss:
-    last: dict[str, float] = {}
+    def __init__(self) -> None:
+        self.last: dict[str, float] = {}
 
     def peaks(self) -> dict[str, float]:
         return {"webform": 80.0}
