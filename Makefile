@@ -36,6 +36,15 @@ FUZZ_N ?= 100000
 fuzz: install
 	FUZZ_N=$(FUZZ_N) $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=0 tests/fuzz
 
+# The fault scenarios on a RabbitMQ node and a PostgreSQL of their own (tests/chaos/README.md):
+# CHAOS_N submissions each, about 10 minutes; fails if any accepted submission is lost or
+# doubled. CHAOS_ONLY=poison,broker_outage runs some of them.
+CHAOS_N ?= 10000
+CHAOS_ONLY ?=
+.PHONY: chaos
+chaos: install
+	$(BIN)/python -m tests.chaos.run --count $(CHAOS_N) $(if $(CHAOS_ONLY),--only $(CHAOS_ONLY))
+
 lint: install
 	$(BIN)/ruff check .
 

@@ -79,6 +79,16 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     return options, args
 
 
+def busy_warning() -> str | None:
+    """Other work on the cores skews every figure: say so in the output and the JSON."""
+    load = os.getloadavg()[0]
+    cores = os.cpu_count() or 1
+    if load > 0.5 * cores:
+        return (f"note: load average {load:.1f} on {cores} cores from other processes: the "
+                "figures of this run are not comparable with a run on an idle machine")
+    return None
+
+
 def raise_file_limit() -> None:
     import resource
 
@@ -113,6 +123,9 @@ async def run(options: Options, results_dir: Path, baseline: Path | None) -> int
     connectors = tuple(discover_channels())
     print(f"bench {stamp}: {', '.join(s.name for s in scenarios)} on {options.db} "
           f"(prefix {prefix}; logs in {out_dir})", flush=True)
+    busy = busy_warning()
+    if busy:
+        print(busy, file=sys.stderr, flush=True)
 
     report: dict[str, Any] = {
         "started_at": started.isoformat(), "machine": machine_facts(),
@@ -185,6 +198,8 @@ async def run(options: Options, results_dir: Path, baseline: Path | None) -> int
     report["results"] = [r.as_dict() for r in results]
     report["failures"] = failures
     report["profiles"] = gateway.profiles
+    report["machine"]["load_average_at_end"] = list(os.getloadavg())
+    report["machine"]["busy_warning"] = busy or busy_warning()
     report["finished_at"] = datetime.now(UTC).isoformat()
     report["seconds"] = round((datetime.now(UTC) - started).total_seconds(), 1)
     path = results_dir / f"{stamp}.json"
@@ -204,6 +219,8 @@ async def run(options: Options, results_dir: Path, baseline: Path | None) -> int
             if Path(svg).exists():  # noqa: ASYNC240 (the run is over)
                 print(summary(Path(svg)))
     print(f"\nresults: {path} ({report['seconds']} s)")
+    if report["machine"]["busy_warning"]:
+        print(report["machine"]["busy_warning"])
     if failures:
         print("\nBENCHMARK FAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
         return 1
