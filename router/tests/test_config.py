@@ -56,6 +56,24 @@ def test_bad_regex_is_a_config_error(rules_from: RulesFrom, tmp_path: Path) -> N
     assert "invalid regular expression: missing ), unterminated subpattern" in problem
 
 
+@pytest.mark.parametrize("pattern", ["(a+)+$", "(a*)*", "(.*a)*", "(\\w+\\s?)+$",
+                                     "(?:x(?:y+)z){2,9}"])
+def test_a_regex_that_can_backtrack_exponentially_is_a_config_error(
+        rules_from: RulesFrom, tmp_path: Path, pattern: str) -> None:
+    (problem,) = problems_of(rules_from, f"""
+        - id: r
+          match:
+            where:
+              - field: subject
+                matches: '{pattern}'
+          desk: sales
+    """)
+    path = tmp_path / "rules.yaml"
+    assert problem.startswith(f"{path}:{line_of(path, 'matches:')}: "
+                              "routes.0.match.where.0.matches: ")
+    assert "can take exponential time" in problem and "holds an unbounded repeat" in problem
+
+
 def test_unknown_key_is_refused(rules_from: RulesFrom, tmp_path: Path) -> None:
     (problem,) = problems_of(rules_from, "- id: r\n  desk: sales\n  priorty: high")
     path = tmp_path / "rules.yaml"

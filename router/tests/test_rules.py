@@ -80,6 +80,22 @@ def test_each_where_operator(rules_from: RulesFrom, condition: str, expected: bo
     assert matches(rules_from, f"where:\n  - {condition}", message) is expected
 
 
+def test_safe_nested_forms_still_load(rules_from: RulesFrom) -> None:
+    # Possessive and atomic inner repeats never backtrack; a bounded inner repeat is linear.
+    for pattern in ("(a++)+$", "(?>a+)+$", "(ab{1,3})+", "(foo|bar)+"):
+        assert not matches(rules_from, f"where:\n  - {{field: subject, matches: '{pattern}'}}",
+                           make_message(subject="!"))
+
+
+def test_matches_reads_only_the_first_10000_characters(rules_from: RulesFrom) -> None:
+    condition = "where:\n  - {field: text, matches: 'needle'}"
+    assert matches(rules_from, condition, make_message(text="x" * 9_990 + "needle"))
+    assert not matches(rules_from, condition, make_message(text="x" * 10_000 + "needle"))
+    # `$` holds where the read stops: the cut is the end of the subject.
+    assert matches(rules_from, "where:\n  - {field: text, matches: 'x$'}",
+                   make_message(text="x" * 10_000 + "tail"))
+
+
 def test_all_conditions_of_a_route_must_hold(rules_from: RulesFrom) -> None:
     match = ("channel: webform\nwhere:\n  - {field: form.fields.topic, equals: complaint}\n"
              "  - {field: subject, contains: 退款}")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from intake.config import load_document, merge_rules, validate
+from intake.config import SafeRegex, check_regex, load_document, merge_rules, validate
 from intake.errors import ConfigInvalid
 
 
@@ -107,3 +107,35 @@ def test_rules_file_sections_replace_the_config_and_keep_their_own_lines(tmp_pat
     with pytest.raises(ConfigInvalid) as caught:
         validate(merged, Desks, merged.data)
     assert caught.value.problems[0].startswith(f"{rules_path}:4: desks.0.id")
+
+
+@pytest.mark.parametrize("pattern", [
+    "(a+)+$", "(a*)*", "(.*a)*", "(a+?)+", "(a|b+)+", "(?:x(?:y+)z)*", "(a+){2,5}",
+    "[a-z]+(\\.[a-z]+)*@", "(?=(a+)+)b", "(?i)(\\w+\\s?)+$",
+])
+def test_check_regex_refuses_nested_unbounded_repeats(pattern: str) -> None:
+    with pytest.raises(ValueError, match=r"exponential time.*holds an unbounded repeat"):
+        check_regex(pattern)
+
+
+@pytest.mark.parametrize("pattern", [
+    "a+b+", "(ab)+", "(foo|bar)+", "(?>a+)+", "(a++)+", "^\\d{3}-\\d{4}$", "(a{1,3})+",
+    "(ab*){1}", "^[\\w.+-]+@[\\w-]+\\.[\\w.]+$", "订单|order",
+])
+def test_check_regex_accepts_linear_patterns(pattern: str) -> None:
+    check_regex(pattern)
+
+
+@pytest.mark.parametrize("pattern", ["(", "a{2,1}", "[z-a]", "(?P<x>a)(?P<x>b)"])
+def test_check_regex_refuses_what_does_not_compile(pattern: str) -> None:
+    with pytest.raises(ValueError, match=r"^invalid regular expression: "):
+        check_regex(pattern)
+
+
+def test_safe_regex_is_a_pydantic_type() -> None:
+    class Rule(BaseModel):
+        pattern: SafeRegex
+
+    assert Rule(pattern="^ok$").pattern == "^ok$"
+    with pytest.raises(ValidationError, match="exponential"):
+        Rule(pattern="(a+)+")
