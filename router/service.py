@@ -30,7 +30,14 @@ async def get_rules(request: web.Request) -> web.Response:
 async def post_explain(request: web.Request) -> web.Response:
     """The decision the rules in force would make for this message; nothing is published."""
     try:
-        message = Message.model_validate_json(await request.read())
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        # aiohttp's own answer is plain text; every refusal here is JSON.
+        return web.json_response(
+            {"error": "payload_too_large", "fields": {},
+             "message": f"the body is over {request.client_max_size} bytes"}, status=413)
+    try:
+        message = Message.model_validate_json(body)
     except ValidationError as exc:
         return web.json_response(
             {"error": "invalid_message", "message": "the body is not a valid common message",

@@ -49,18 +49,38 @@ async def test_duplicate_json_keys_keep_the_last_value_only() -> None:
     assert [i.value for i in message.sender.identities] == ["other@example.cn"]
 
 
-@pytest.mark.parametrize("body", list(BOMBS.values()), ids=list(BOMBS))
-async def test_json_bombs_at_explain_are_422(body: bytes) -> None:
+def explain_app(client_max_size: int = 1024**2) -> web.Application:
     holder = RulesHolder(REPO_ROOT / "deploy" / "intake.example.yaml")
     holder.load()
-    app = web.Application()
+    app = web.Application(client_max_size=client_max_size)
     app[RULES] = holder
     app.router.add_post("/explain", post_explain)
-    async with TestServer(app) as server:
+    return app
+
+
+@pytest.mark.parametrize("body", list(BOMBS.values()), ids=list(BOMBS))
+async def test_json_bombs_at_explain_are_422(body: bytes) -> None:
+    async with TestServer(explain_app()) as server:
         answer = await send_raw(server.port, b"POST /explain HTTP/1.1\r\nHost: t\r\n"
                                 b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
                                 + body)
     assert status_of(answer) == 422, answer[:300]
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content_length", "chunked"])
+async def test_an_oversized_body_at_explain_is_a_json_413(chunked: bool) -> None:
+    body = b'{"text": "' + b"x" * (64 * 1024) + b'"}'
+    framing = (b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+               if chunked else b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    async with TestServer(explain_app(client_max_size=16 * 1024)) as server:
+        answer = await send_raw(server.port, b"POST /explain HTTP/1.1\r\nHost: t\r\n"
+                                b"Content-Type: application/json\r\nConnection: close\r\n"
+                                + framing)
+    assert status_of(answer) == 413, answer[:300]
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert b"application/json" in head.lower()
+    error = json.loads(payload)
+    assert error["error"] == "payload_too_large" and "16384 bytes" in error["message"]
 
 
 async def test_an_oversized_submission_is_413_before_it_is_read() -> None:
