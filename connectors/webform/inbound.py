@@ -49,6 +49,7 @@ from .normalize import (
     reference_for,
     to_message,
 )
+from .openapi import OPENAPI_PATH, build_openapi
 from .settings import HONEYPOT_FIELD, TOKEN_FIELD, FormDefinition, WebformAccounts, WebformSettings
 
 HERE = Path(__file__).resolve().parent
@@ -333,6 +334,7 @@ class WebformHandlers:
 
     def __init__(self) -> None:
         self.limiter: RateLimiter | None = None
+        self.openapi_body: bytes | None = None
 
     @staticmethod
     def _form(request: web.Request) -> FormDefinition:
@@ -353,6 +355,12 @@ class WebformHandlers:
                 theme_text="#ffffff")
             return _html(body, status=404)
         return _error_json(exc, 404)
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        if self.openapi_body is None:  # settings and forms are frozen for the app's life
+            accounts: WebformAccounts = request.app[ACCOUNTS]  # type: ignore[assignment]
+            self.openapi_body = orjson.dumps(build_openapi(self._settings(request), accounts))
+        return web.Response(body=self.openapi_body, content_type="application/json")
 
     async def page(self, request: web.Request) -> web.Response:
         try:
@@ -611,6 +619,8 @@ def routes() -> list[web.RouteDef]:
     """The web form's routes; each built app gets its own handlers (and rate limiter)."""
     handlers = WebformHandlers()
     table: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
+        # Before /forms/{form_id}: aiohttp tries routes in the order they were added.
+        ("GET", OPENAPI_PATH, handlers.openapi),
         ("GET", "/forms/{form_id}", handlers.page),
         ("GET", "/forms/{form_id}/thanks", handlers.thanks),
         ("GET", "/forms/{form_id}/schema", handlers.schema),
