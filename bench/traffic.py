@@ -176,10 +176,12 @@ class Sweep(Scenario):
             round(0.02 * 1.4 ** k, 4) for k in range(13)]
         steps: list[dict[str, object]] = []
         knee: Result | None = None
+        first: Result | None = None
         first_fail: float | None = None
         for k, fraction in enumerate(fractions):
             rate = round(fraction * base, 1)
             result = await self._step(ctx, k, rate, step_s, steps, bound)
+            first = first or result
             if result.ok:
                 knee = result
             else:
@@ -193,9 +195,12 @@ class Sweep(Scenario):
                 knee = result
         messages = sum(int(s["messages"]) for s in steps)  # type: ignore[call-overload]
         if knee is None:
-            return [Result(scenario=self.name, messages=messages, load="none held",
-                           throughput=None, ok=True, extra={"steps": steps, "knee": None,
-                                                            "p99_bound_ms": bound})]
+            # Even the lowest rate was over the bound: report that step's figures, no knee.
+            assert first is not None
+            first.scenario, first.messages, first.ok = self.name, messages, True
+            first.load = f"none held ({first.load})"
+            first.extra = {"steps": steps, "knee_rate": None, "p99_bound_ms": bound}
+            return [first]
         knee_rate = float(knee.load.rstrip("/s"))
         knee.scenario = self.name
         knee.messages = messages
