@@ -32,6 +32,8 @@ test: install test-tools
 
 # Every parser and entry point under hypothesis, FUZZ_N inputs each (100,000: about 50 minutes
 # on 2 cores); a crash leaves its input in tests/fuzz/crashes/ (see tests/fuzz/README.md).
+# schemathesis runs FUZZ_N / 20 requests per operation of the agent API and the web form
+# (5,000 each at the default: about 7 minutes more).
 FUZZ_N ?= 100000
 fuzz: install
 	FUZZ_N=$(FUZZ_N) $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=0 tests/fuzz

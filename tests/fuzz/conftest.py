@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .edge import close_all
-from .harness import RESULTS
+from .harness import RESULTS, STATUSES
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -13,7 +13,10 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         return
     terminalreporter.section("fuzz")
     for name, (count, seconds) in sorted(RESULTS.items()):
-        terminalreporter.write_line(f"{name:<24} {count:>8} inputs  {seconds:8.1f} s")
+        answers = STATUSES.get(name)
+        by_status = ("  " + " ".join(f"{status}:{n}" for status, n in sorted(answers.items()))
+                     if answers else "")
+        terminalreporter.write_line(f"{name:<24} {count:>8} inputs  {seconds:8.1f} s{by_status}")
 
 
 def pytest_sessionfinish() -> None:

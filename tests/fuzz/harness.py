@@ -27,6 +27,8 @@ CRASHES = Path(__file__).resolve().parent / "crashes"
 DEFAULT_N = 200
 # Targets that ran in this process: name -> (inputs, seconds); the summary prints them.
 RESULTS: dict[str, tuple[int, float]] = {}
+# HTTP targets that count their answers: name -> {status: answers}; the summary prints them.
+STATUSES: dict[str, dict[int, int]] = {}
 TARGETS: dict[str, Target] = {}
 
 

@@ -1,0 +1,266 @@
+"""schemathesis against the agent API and the web form, each on a real local port.
+
+Every operation of each OpenAPI document gets generated requests, valid and invalid (and the
+document's own examples); every answer must pass `not_a_server_error`,
+`status_code_conformance`, `content_type_conformance`, `response_headers_conformance` and
+`response_schema_conformance`. `make test` sends a few dozen requests per operation;
+`make fuzz` sends `FUZZ_N` / 20 each (5,000 at the default 100,000).
+
+The servers run in a thread of their own with their own event loop: schemathesis calls them
+synchronously (requests), as any outside client would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from aiohttp import web
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from connectors.webform import CHANNEL
+from connectors.webform.openapi import build_openapi as webform_openapi
+from connectors.webform.settings import WebformAccounts, WebformSettings
+from intake.config import load_document
+from intake.message import Attachment, Identity, Thread, utcnow
+from intake.service import ACCOUNTS, BLOBS, PUBLISHER, SERVICE_SETTINGS, Service
+from intake.settings import REPO_ROOT, IntakeSettings
+from intake.testing import MemoryBlobStore, RecordingPublisher, RefusingPublisher
+from ticket_core.api import api_routes, auth_middleware
+from ticket_core.db import make_engine, migrate
+from ticket_core.openapi import build_openapi as agent_openapi
+from ticket_core.store import TicketStore
+from ticket_core.tests.builders import message, route
+
+from .harness import DEFAULT_N, RESULTS, STATUSES, fuzz_n
+
+TOKEN = "schemathesis-" + uuid.uuid4().hex
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
+          response_headers_conformance, response_schema_conformance]
+EXAMPLE = REPO_ROOT / "deploy" / "intake.example.yaml"
+
+
+def nothing_received_while_down(ctx: Any, response: Any, case: Any) -> bool | None:
+    """With neither broker nor outbox, a submission is never acknowledged; 503 says retry."""
+    status = response.status_code
+    assert status not in (201, 303), f"{status}: acknowledged though nothing is durable"
+    assert status < 500 or status == 503, f"{status}: a server error other than 503"
+    if status == 503:
+        assert response.headers.get("retry-after"), "503 without Retry-After"
+    return None
+
+
+def examples_per_operation(scale: float = 1.0) -> int:
+    """40 per operation in `make test`; FUZZ_N / 20 in `make fuzz`."""
+    n = fuzz_n()
+    return max(1, int((40 if n <= DEFAULT_N else n // 20) * scale))
+
+
+class ServerThread:
+    """An aiohttp app on 127.0.0.1:<free port>, served by an event loop in its own thread."""
+
+    def __init__(self, build: Callable[[], Awaitable[web.Application]]) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True,
+                                       name="schemathesis-server")
+        self.thread.start()
+        self.runner: web.AppRunner | None = None
+        self.port = self.call(self._start(build))
+
+    def call(self, coro: Awaitable[Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)  # type: ignore[arg-type]
+
+    async def _start(self, build: Callable[[], Awaitable[web.Application]]) -> int:
+        self.runner = web.AppRunner(await build(), access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        return int(self.runner.addresses[0][1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.call(self.runner.cleanup())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+# -- the agent API on a migrated SQLite database with a few tickets --------------------------
+
+
+def seed_messages() -> list[Any]:
+    """Tickets on several channels and desks: one with attachments and a thread, an event."""
+    now = utcnow()
+    blob = "sha256:" + "0" * 64
+    return [
+        message("first", routed=route("aftersales", priority="high", category="complaint",
+                                      tags=["vip"]),
+                attachments=[Attachment(filename="invoice.pdf", original_filename="发票.pdf",
+                                        content_type="application/pdf", size=10,
+                                        sha256="0" * 64, blob=blob)],
+                thread=Thread(message_id="<m1@example.cn>"), raw=blob),
+        message("second", email="zhang.san@example.cn", name=None, subject=None,
+                routed=route("sales", skill_group=None), received_at=now - timedelta(days=1)),
+        message("third", channel="email", account="support@example.cn",
+                kind="message", routed=route("general", priority="low"),
+                identities=[Identity(kind="email", value="wang@example.cn", verified=True),
+                            Identity(kind="phone", value="+8613800138000")]),
+        message("tl", kind="event", routed=route(), event={"type": "subscribe", "key": None,
+                                                         "data": {}}),
+    ]
+
+
+async def agent_api_app(folder: Path) -> web.Application:
+    url = f"sqlite+aiosqlite:///{folder}/intake.sqlite3"
+    await migrate(url)
+    store = TicketStore(make_engine(url))
+    await store.persist_many(seed_messages())
+    return Service(name="ticket_core", port=0, settings=IntakeSettings(),
+                   routes=list(api_routes(store)),
+                   middlewares=[auth_middleware(TOKEN)]).build_app()
+
+
+# -- the web form with a recording publisher -------------------------------------------------
+
+
+def webform_accounts() -> WebformAccounts:
+    accounts = CHANNEL.load_accounts(load_document(EXAMPLE))
+    assert isinstance(accounts, WebformAccounts)
+    return accounts
+
+
+def webform_app(publisher: Any, **overrides: Any) -> Callable[[], Awaitable[web.Application]]:
+    async def build() -> web.Application:
+        own = WebformSettings(**{"max_body_bytes": 256 * 1024, "max_file_bytes": 64 * 1024,
+                                 "rate_limit_per_minute": 1_000_000,
+                                 "rate_limit_burst": 1_000_000, **overrides})
+        return Service(
+            name="webform", port=0, settings=IntakeSettings(), routes=list(CHANNEL.routes()),
+            state={SERVICE_SETTINGS: own, ACCOUNTS: webform_accounts(), PUBLISHER: publisher,
+                   BLOBS: MemoryBlobStore()},
+            client_max_size=own.max_body_bytes + 64 * 1024).build_app()
+
+    return build
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ServerThread]]:
+    folder = tmp_path_factory.mktemp("schemathesis")
+    started = {
+        "agent_api": ServerThread(lambda: agent_api_app(folder)),
+        "webform": ServerThread(webform_app(RecordingPublisher())),
+        # Every submission past the third is rate limited; every one is refused by the broker.
+        "webform_limited": ServerThread(webform_app(RecordingPublisher(), rate_limit_burst=3,
+                                                    rate_limit_per_minute=1)),
+        "webform_down": ServerThread(webform_app(RefusingPublisher())),
+    }
+    yield started
+    for server in started.values():
+        server.close()
+
+
+def known_values(server: ServerThread, name: str, path: str) -> list[dict[str, Any]]:
+    """Path and query values that exist on `server`, for the operation at `path`."""
+    if name.startswith("webform"):
+        return [{"path_parameters": {"form_id": "contact"}}] if "{form_id}" in path else []
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    tickets = requests.get(f"{server.url}/api/v1/tickets", headers=auth, timeout=10).json()
+    if "{ticket_id}" in path:
+        return [{"path_parameters": {"ticket_id": value}} for t in tickets["items"]
+                for value in (t["id"], str(t["number"]))]
+    if "{customer_id}" in path:
+        return [{"path_parameters": {"customer_id": t["customer_id"]}}
+                for t in tickets["items"]]
+    if path == "/api/v1/customers":
+        return [{"query": {"identity": identity}} for identity in (
+            "email:li.wei@example.cn", "phone:+8613800138000", "email:WANG@example.cn")]
+    if path == "/api/v1/tickets":
+        return [{"query": {"status": "open", "desk": "aftersales", "limit": "1"}},
+                {"query": {"channel": "email", "priority": "low"}}]
+    return []
+
+
+def documents() -> dict[str, dict[str, Any]]:
+    webform = webform_openapi(WebformSettings(), webform_accounts())
+    return {"agent_api": agent_openapi(), "webform": webform,
+            "webform_limited": webform, "webform_down": webform}
+
+
+def cases() -> list[Any]:
+    """(server, method, path, share of the examples): the submission alone on the variants."""
+    found = []
+    for server, doc in documents().items():
+        for path, item in doc["paths"].items():
+            for method in item:
+                if server.startswith("webform_"):
+                    if path.endswith("/submissions"):
+                        found.append(pytest.param(server, method, path, 0.25,
+                                                  id=f"{server}-{method}-{path}"))
+                else:
+                    found.append(pytest.param(server, method, path, 1.0,
+                                              id=f"{server}-{method}-{path}"))
+    return found
+
+
+@pytest.mark.parametrize(("server", "method", "path", "scale"), cases())
+def test_answers_conform_to_the_document(servers: dict[str, ServerThread], server: str,
+                                         method: str, path: str, scale: float) -> None:
+    schema = schemathesis.openapi.from_dict(documents()[server])
+    operation = schema[path][method.upper()]
+    strategies = [operation.as_strategy(generation_mode=mode)
+                  for mode in schemathesis.GenerationMode]
+    strategies += schema.get_strategies_from_examples(operation)
+    # Random ids mostly miss: also aim at what exists (forms, tickets, customers).
+    strategies += [operation.as_strategy(generation_mode=mode, **known)
+                   for known in known_values(servers[server], server, path)
+                   for mode in schemathesis.GenerationMode]
+    base_url = servers[server].url
+    headers = {"Authorization": f"Bearer {TOKEN}"} if server == "agent_api" else {}
+    checks = CHECKS
+    if server == "webform_down":  # 503 is the right answer there, and a 201 the wrong one
+        checks = [nothing_received_while_down, *CHECKS[1:]]
+    session = requests.Session()
+    count = 0
+    name = f"schemathesis {server} {method.upper()} {path}"
+    seen = STATUSES.setdefault(name, {})
+
+    @settings(max_examples=examples_per_operation(scale), deadline=None, database=None,
+              derandomize=fuzz_n() <= DEFAULT_N,
+              phases=[Phase.explicit, Phase.generate, Phase.shrink],
+              suppress_health_check=list(HealthCheck))
+    @given(case=st.one_of(strategies))
+    def call(case: schemathesis.Case) -> None:
+        nonlocal count
+        count += 1
+        response = case.call_and_validate(base_url=base_url, session=session, headers=headers,
+                                          checks=checks, timeout=30, allow_redirects=False)
+        seen[response.status_code] = seen.get(response.status_code, 0) + 1
+
+    began = time.monotonic()
+    try:
+        call()
+    finally:
+        session.close()
+        RESULTS[name] = (count, time.monotonic() - began)
+
