@@ -131,7 +131,9 @@ def api_routes(store: TicketStore) -> list[web.RouteDef]:
     @_answers_errors
     async def get_ticket(request: web.Request) -> web.StreamResponse:
         ticket_id = request.match_info["ticket_id"]
-        ticket = await store.get_ticket(ticket_id)
+        # Ids and numbers are ASCII; `str.isdigit` also holds for '¹' or '①', which int()
+        # refuses (found by schemathesis: a 500).
+        ticket = await store.get_ticket(ticket_id) if ticket_id.isascii() else None
         if ticket is None:
             raise ApiError(404, "ticket_not_found", f"No ticket {ticket_id}.")
         return json_response(ticket)

@@ -223,6 +223,16 @@ def cases() -> list[Any]:
     return found
 
 
+@pytest.mark.parametrize("ticket_id", ["¹", "①", "٣", "1²", "%C2%B9"])
+def test_a_ticket_id_of_other_digits_is_404(servers: dict[str, ServerThread],
+                                             ticket_id: str) -> None:
+    """Found by schemathesis: `str.isdigit` holds for '¹', `int` refuses it (was a 500)."""
+    response = requests.get(f"{servers['agent_api'].url}/api/v1/tickets/{ticket_id}",
+                            headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    assert response.status_code == 404
+    assert response.json()["error"] == "ticket_not_found"
+
+
 @pytest.mark.parametrize(("server", "method", "path", "scale"), cases())
 def test_answers_conform_to_the_document(servers: dict[str, ServerThread], server: str,
                                          method: str, path: str, scale: float) -> None:
