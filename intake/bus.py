@@ -44,6 +44,7 @@ CORE_QUEUES: dict[str, tuple[str, str]] = {
     "ticket_core.delivery": ("delivery", "#"),
 }
 REASON_HEADER = "x-intake-reason"
+HOLD_FIRST_RETRY_S = 0.2
 _AMQP_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, RuntimeError)
 
 
@@ -357,7 +358,7 @@ class Bus:
         started = time.perf_counter()
         bind_message(getattr(model, "trace_id", None), getattr(model, "idempotency_key", None))
         try:
-            await spec.handler(model)
+            await self._call(spec, model)
         except asyncio.CancelledError:
             await self._settle(spec, incoming, None, requeue=True)
             raise
@@ -393,12 +394,16 @@ class Bus:
                             batch: list[tuple[AbstractIncomingMessage, Any]]) -> None:
         started = time.perf_counter()
         try:
-            await spec.handler([model for _, model in batch])
+            await self._call(spec, [model for _, model in batch])
         except asyncio.CancelledError:
             for incoming, _ in batch:
                 await self._settle(spec, incoming, None, requeue=True)
             raise
         except Exception as exc:
+            if getattr(exc, "hold", False):  # stopping during an outage: give them back
+                for incoming, _ in batch:
+                    await self._settle(spec, incoming, None, requeue=True)
+                return
             if len(batch) == 1:
                 await self._settle(spec, batch[0][0], exc)
                 return
@@ -409,7 +414,7 @@ class Bus:
                 bind_message(getattr(model, "trace_id", None),
                              getattr(model, "idempotency_key", None))
                 try:
-                    await spec.handler([model])
+                    await self._call(spec, [model])
                 except Exception as one_exc:
                     await self._settle(spec, incoming, one_exc)
                 else:
@@ -418,6 +423,33 @@ class Bus:
         for incoming, _ in batch:
             await self._settle(spec, incoming, None)
         HANDLER_SECONDS.labels(self.service, spec.queue).observe(time.perf_counter() - started)
+
+    async def _call(self, spec: _ConsumerSpec[Any], argument: Any) -> None:
+        """Run the handler; during an outage of what it needs, hold the message and retry.
+
+        A redelivery would spend the quorum queue's delivery limit, and a database that is
+        down for a minute would then dead-letter everything in flight. The message stays
+        unacked instead (a crash meanwhile still gets it redelivered).
+        """
+        delay = HOLD_FIRST_RETRY_S
+        down_since: float | None = None
+        while True:
+            try:
+                await spec.handler(argument)
+            except Exception as exc:
+                if not getattr(exc, "hold", False) or spec.stopped:
+                    raise
+                if down_since is None:
+                    down_since = time.monotonic()
+                    self.log.warning("dependency_unavailable", reason=exc.reason,  # type: ignore[attr-defined]
+                                     error=str(exc)[:300], queue=self.names(spec.queue))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if down_since is not None:
+                self.log.info("dependency_recovered", queue=self.names(spec.queue),
+                              seconds=round(time.monotonic() - down_since, 1))
+            return
 
     async def _settle(self, spec: _ConsumerSpec[Any], incoming: AbstractIncomingMessage,
                       outcome: BaseException | None, *, requeue: bool = False) -> None:

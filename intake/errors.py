@@ -36,6 +36,9 @@ class Unsupported(IntakeError):
 
 class Transient(IntakeError):
     reason = "transient"
+    # True for an outage of something every message needs (the database): the consumer then
+    # holds the message and retries in place instead of spending its delivery limit.
+    hold = False
 
 
 class SchemaInvalid(Rejected):
@@ -58,3 +61,4 @@ class BrokerUnavailable(Transient):
 
 class StorageUnavailable(Transient):
     reason = "storage_unavailable"
+    hold = True

@@ -61,31 +61,31 @@ class Identity(Strict):
 
 
 class Sender(Strict):
-    name: str | None = None
+    name: str | None = Field(default=None, max_length=512)
     identities: list[Identity] = Field(default_factory=list)
 
 
 class Thread(Strict):
     """Hints for joining an existing ticket; the ticket core decides."""
 
-    message_id: str | None = None
-    in_reply_to: str | None = None
+    message_id: str | None = Field(default=None, max_length=998)  # RFC 5322 line limit
+    in_reply_to: str | None = Field(default=None, max_length=998)
     references: list[str] = Field(default_factory=list)
     subject: str | None = None
-    conversation_id: str | None = None
+    conversation_id: str | None = Field(default=None, max_length=512)
     ticket_number: str | None = None
     ticket_id: str | None = None
     join_latest_open: bool | None = None
 
 
 class Attachment(Strict):
-    filename: str
-    original_filename: str | None = None
-    content_type: str = "application/octet-stream"
+    filename: str = Field(min_length=1, max_length=1024)
+    original_filename: str | None = Field(default=None, max_length=1024)
+    content_type: str = Field(default="application/octet-stream", max_length=255)
     size: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    blob: str
-    content_id: str | None = None
+    blob: str = Field(max_length=128)
+    content_id: str | None = Field(default=None, max_length=998)
     inline: bool = False
 
 
@@ -185,8 +185,8 @@ class Message(Strict):
     channel_data: dict[str, Any] | None = None
     occurred_at: datetime | None = None
     received_at: datetime
-    raw: str | None = None
-    trace_id: str | None = None
+    raw: str | None = Field(default=None, max_length=128)
+    trace_id: str | None = Field(default=None, max_length=128)
     route: RouteDecision | None = None
 
     @field_validator("idempotency_key")

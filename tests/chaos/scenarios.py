@@ -378,6 +378,13 @@ def _message(ref: str, run_id: str, **update: Any) -> Any:
         **update)
 
 
+def _route(desk: str) -> Any:
+    from intake.message import RouteDecision, RouteDelivery
+
+    return RouteDecision(decision_id=uuid.uuid4().hex, revision="0" * 64, route="chaos",
+                         deliveries=[RouteDelivery(desk=desk)])
+
+
 async def _publish(lab: Lab, prefix: str, exchange: str, key: str, body: bytes) -> None:
     from intake.bus import Bus
     from intake.settings import IntakeSettings
@@ -408,16 +415,16 @@ async def poison(lab: Lab, count: int) -> Result:
         load = _background(driver.run(run.http))
         await driver.reached(0.3)
         prefix = run.gateway.prefix
-        # trace_id has no length limit in the model; the column holds 128 characters.
-        too_long = _message("too-long", run.run_id, trace_id="t" * 300)
-        await _publish(lab, prefix, "inbound", "webform.contact",
-                       too_long.model_dump_json().encode())
+        # A valid routed message whose desk (from a misconfigured router) is over its column's
+        # 128 characters: PostgreSQL refuses it on every delivery.
+        too_long = _message("too-long", run.run_id, route=_route("d" * 300))
+        await _publish(lab, prefix, "routed", "general", too_long.model_dump_json().encode())
         invalid = _message("invalid", run.run_id).model_dump(mode="json")
         invalid["channel"] = "carrier-pigeon"
         await _publish(lab, prefix, "inbound", "webform.contact", json.dumps(invalid).encode())
         unrouted = _message("unrouted", run.run_id)
         await _publish(lab, prefix, "routed", "general", unrouted.model_dump_json().encode())
-        run.fault("published a too-long trace_id, a schema-invalid channel, an unrouted message")
+        run.fault("published a too-long desk, a schema-invalid channel, an unrouted message")
         await load
         result = await run.finish(driver, "poison, schema-invalid and unrouted messages "
                                           "mid-stream, then repaired and replayed")
@@ -432,9 +439,10 @@ async def poison(lab: Lab, count: int) -> Result:
                 result.problems.append(f"{key} is not in intake.dead")
             elif letter.reason != reason:
                 result.problems.append(f"{key} dead-lettered as {letter.reason}, not {reason}")
-        # Repair and replay: the trace id cut to size, the channel corrected.
+        # Repair and replay: the desk corrected, the channel corrected.
         repaired = {key: json.dumps({**json.loads(letters[key].body), **fix})
-                    for key, fix in ((too_long.idempotency_key, {"trace_id": "t" * 32}),
+                    for key, fix in ((too_long.idempotency_key,
+                                      {"route": _route("general").model_dump(mode="json")}),
                                      (invalid["idempotency_key"], {"channel": "webform"}))
                     if key in letters}
         replayed = 0

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from intake.bus import Bus
-from intake.errors import Rejected, Transient
+from intake.errors import Rejected, StorageUnavailable, Transient
 from intake.message import Message
 from intake.settings import IntakeSettings
 from tests.conftest import delete_topology
@@ -221,5 +221,29 @@ async def test_batches_are_handled_together_and_a_poison_message_alone(bus: Bus)
     assert b"webform:contact:poison" in letters[0].body
     assert max(len(b) for b in batches) == 10  # messages really were handled together
     assert stored == [m.idempotency_key for m in sent if "poison" not in m.idempotency_key]
+    await bus.stop_consumers()
+    assert await queue_depth(bus, "router") == 0
+
+
+async def test_a_database_outage_holds_messages_instead_of_spending_the_delivery_limit(
+        bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+    import intake.bus
+
+    monkeypatch.setattr(intake.bus, "HOLD_FIRST_RETRY_S", 0.01)
+    attempts = 0
+    stored: list[str] = []
+
+    async def handler(messages: list[Message]) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts <= bus.settings.delivery_limit + 2:  # longer than redeliveries could last
+            raise StorageUnavailable("database restarting")
+        stored.extend(m.idempotency_key for m in messages)
+
+    sent = form_message("held")
+    await bus.publish("inbound", sent.routing_key, sent.model_dump_json().encode())
+    bus.consume_batches("router", handler, Message, max_batch=10)
+    await eventually(lambda: stored == ["webform:contact:held"], timeout=30)
+    assert await bus.browse_dead() == []
     await bus.stop_consumers()
     assert await queue_depth(bus, "router") == 0
