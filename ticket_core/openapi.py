@@ -79,7 +79,9 @@ def build_openapi() -> dict[str, Any]:
                            "`?cursor=<next>` and the same filters. Unknown query parameters "
                            "are refused; an empty parameter counts as absent. Any other path "
                            "under /api/v1 answers 404 `not_found` (405 `method_not_allowed` "
-                           "for a known path with another method).",
+                           "for a known path with another method). A request line or header over "
+                           "8,190 bytes is refused by the HTTP server itself with a plain-text "
+                           "400 before any of this applies.",
         },
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],

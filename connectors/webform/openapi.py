@@ -242,7 +242,9 @@ def build_openapi(settings: WebformSettings | None = None,
             "version": "1",
             "description": "Hosted and embeddable forms and their submissions. Errors are "
                            "`{error, message, fields}` with a stable `error` code, or an HTML "
-                           "page for a browser (a request whose `Accept` has `text/html`).",
+                           "page for a browser (a request whose `Accept` has `text/html`). A "
+                           "request line or header over 8,190 bytes is refused by the HTTP "
+                           "server itself with a plain-text 400 before any handler runs.",
         },
         "servers": [{"url": settings.public_url}],
         "paths": {

@@ -28,7 +28,7 @@ DEFAULT_N = 200
 # Targets that ran in this process: name -> (inputs, seconds); the summary prints them.
 RESULTS: dict[str, tuple[int, float]] = {}
 # HTTP targets that count their answers: name -> {status: answers}; the summary prints them.
-STATUSES: dict[str, dict[int, int]] = {}
+STATUSES: dict[str, dict[str, int]] = {}
 TARGETS: dict[str, Target] = {}
 
 

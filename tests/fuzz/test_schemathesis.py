@@ -55,6 +55,7 @@ TOKEN = "schemathesis-" + uuid.uuid4().hex
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance]
 EXAMPLE = REPO_ROOT / "deploy" / "intake.example.yaml"
+MAX_LINE = 8190  # aiohttp's max_line_size and max_field_size
 
 
 def nothing_received_while_down(ctx: Any, response: Any, case: Any) -> bool | None:
@@ -65,6 +66,20 @@ def nothing_received_while_down(ctx: Any, response: Any, case: Any) -> bool | No
     if status == 503:
         assert response.headers.get("retry-after"), "503 without Retry-After"
     return None
+
+
+def refused_by_http_parser(response: Any) -> bool:
+    """aiohttp's plain-text 400 for a request line or header over its 8,190 bytes.
+
+    The HTTP server answers it before any handler runs (both documents say so); only a
+    request that really came near the limit may get it.
+    """
+    request = response.request
+    lines = [f"{request.method} {request.path_url} HTTP/1.1",
+             *(f"{name}: {value}" for name, value in request.headers.items())]
+    near = max(len(line.encode("utf-8", "surrogateescape")) for line in lines) > MAX_LINE - 200
+    return (near and response.status_code == 400
+            and response.headers.get("Content-Type", "").startswith("text/plain"))
 
 
 def examples_per_operation(scale: float = 1.0) -> int:
@@ -263,9 +278,15 @@ def test_answers_conform_to_the_document(servers: dict[str, ServerThread], serve
     def call(case: schemathesis.Case) -> None:
         nonlocal count
         count += 1
-        response = case.call_and_validate(base_url=base_url, session=session, headers=headers,
-                                          checks=checks, timeout=30, allow_redirects=False)
-        seen[response.status_code] = seen.get(response.status_code, 0) + 1
+        response = case.call(base_url=base_url, session=session, headers=headers, timeout=30,
+                             allow_redirects=False)
+        if refused_by_http_parser(response):
+            seen["400 (aiohttp)"] = seen.get("400 (aiohttp)", 0) + 1
+            return
+        case.validate_response(response, checks=checks, headers=headers, transport_kwargs={
+            "base_url": base_url, "session": session, "headers": headers})
+        status = str(response.status_code)
+        seen[status] = seen.get(status, 0) + 1
 
     began = time.monotonic()
     try:
