@@ -534,9 +534,11 @@ class TicketStore:
 
     async def get_ticket(self, ticket: str | int) -> TicketDetail | None:
         """A ticket by id, or by number (an int or a string of digits), with its messages."""
-        if isinstance(ticket, str) and ticket.isdigit() and len(ticket) > 18:
+        # ASCII digits only: str.isdigit() also accepts '¹', which int() refuses.
+        is_number = isinstance(ticket, str) and ticket.isascii() and ticket.isdigit()
+        if is_number and len(ticket) > 18:
             return None
-        if isinstance(ticket, int) or ticket.isdigit():
+        if isinstance(ticket, int) or is_number:
             condition = TICKETS.c.number == int(ticket)
         else:
             condition = TICKETS.c.id == ticket

@@ -505,3 +505,8 @@ async def test_persisting_takes_a_constant_handful_of_statements(store: TicketSt
     assert single <= 7
     # Fifty messages: the same statements plus one thread lookup, not fifty times as many.
     assert batch <= single + 2
+
+
+async def test_a_non_ascii_digit_is_not_taken_for_a_ticket_number(store: TicketStore) -> None:
+    assert await store.get_ticket("¹") is None
+    assert await store.get_ticket("١٠٠١") is None  # Arabic-Indic digits
