@@ -72,6 +72,7 @@ class _ConsumerSpec(Generic[M]):
     batch: int = 1
     max_wait_s: float = 0.0
     inflight: int = 0
+    settling: int = 0  # messages being settled outside the batch order (dead letters)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     stopped: bool = False
     buffer: list[tuple[AbstractIncomingMessage, M]] = field(default_factory=list)
@@ -349,7 +350,11 @@ class Bus:
             model = spec.model.model_validate_json(incoming.body)
         except ValidationError as exc:
             error = Rejected(_short_validation(exc), reason="schema_invalid")
-            await self._settle(spec, incoming, error)
+            spec.settling += 1
+            try:
+                await self._settle(spec, incoming, error)
+            finally:
+                spec.settling -= 1
             return
         if spec.batch > 1:
             spec.buffer.append((incoming, model))
@@ -420,9 +425,30 @@ class Bus:
                 else:
                     await self._settle(spec, incoming, None)
             return
-        for incoming, _ in batch:
-            await self._settle(spec, incoming, None)
+        await self._ack_batch(spec, [incoming for incoming, _ in batch])
         HANDLER_SECONDS.labels(self.service, spec.queue).observe(time.perf_counter() - started)
+
+    async def _ack_batch(self, spec: _ConsumerSpec[Any],
+                         batch: list[AbstractIncomingMessage]) -> None:
+        """One `multiple` ack for the whole batch when that is safe, else one ack each.
+
+        Safe means every earlier delivery on the channel is settled already: batches are
+        prefixes of the buffer and are handled one at a time, so only a message still being
+        dead-lettered on the side (schema-invalid) could be an unsettled earlier one.
+        """
+        last = batch[-1]
+        same_channel = all(incoming.channel is last.channel for incoming in batch)
+        if len(batch) > 1 and same_channel and spec.settling == 0:
+            try:
+                await last.ack(multiple=True)
+            except Exception:  # the channel is gone: the broker redelivers them all
+                pass
+            spec.inflight -= len(batch)
+            if spec.inflight == 0:
+                spec.idle.set()
+            return
+        for incoming in batch:
+            await self._settle(spec, incoming, None)
 
     async def _call(self, spec: _ConsumerSpec[Any], argument: Any) -> None:
         """Run the handler; during an outage of what it needs, hold the message and retry.

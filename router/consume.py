@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -44,5 +45,27 @@ def route_handler(holder: RulesHolder, bus: Publishing) -> Callable[[Message], A
         desk, routed = await route_message(message, holder.current)
         await bus.publish(ROUTED_EXCHANGE, desk, routed.model_dump_json().encode("utf-8"),
                           headers={"x-intake-route": routed.route.route if routed.route else ""})
+
+    return handle
+
+
+def route_batch_handler(holder: RulesHolder,
+                        bus: Publishing) -> Callable[[list[Message]], Awaitable[None]]:
+    """The same for a batch: every message decided and published, confirms awaited together.
+
+    If any publish is not confirmed the batch fails and the bus hands the messages back one by
+    one; the ones already published then go out twice, which the ticket core absorbs.
+    """
+    async def handle(messages: list[Message]) -> None:
+        rules = holder.current  # one rules revision for the whole batch
+        publishes = []
+        for message in messages:
+            desk, routed = await route_message(message, rules)
+            publishes.append(bus.publish(
+                ROUTED_EXCHANGE, desk, routed.model_dump_json().encode("utf-8"),
+                headers={"x-intake-route": routed.route.route if routed.route else ""}))
+        for outcome in await asyncio.gather(*publishes, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     return handle

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from intake import BUS, ConfigDocument, IntakeSettings, Message, Service
 from intake.service import bus_context
 
-from .consume import route_handler
+from .consume import route_batch_handler
 from .reload import RulesHolder
 from .settings import RouterSettings
 
@@ -61,7 +61,10 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
 
     async def consumer(app: web.Application) -> AsyncIterator[None]:
         bus = app[BUS]
-        bus.consume("router", route_handler(holder, bus), Message, prefetch=own.prefetch)
+        # Batches form only under load (no waiting for company): each is decided, published
+        # with its confirms awaited together, and acked with one frame.
+        bus.consume_batches("router", route_batch_handler(holder, bus), Message,
+                            max_batch=own.max_batch, max_wait_s=0, prefetch=own.prefetch)
         yield
 
     async def broker_ready(app: web.Application) -> str | None:

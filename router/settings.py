@@ -12,4 +12,6 @@ class RouterSettings(BaseSettings):
     port: int = 8006
     # How often the rules file is checked for changes.
     reload_interval_s: float = Field(default=1.0, gt=0)
-    prefetch: int = 128
+    prefetch: int = 256
+    # Messages decided and published together at most (batches form only under load).
+    max_batch: int = 100
