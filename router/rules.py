@@ -9,7 +9,6 @@ message without parsing anything (tens of microseconds at a few hundred routes).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import re
@@ -652,7 +651,7 @@ def _compile_where(condition: Condition) -> CompiledCondition:
     op, operand = condition.operator, condition.operand
     label = condition.field
     key: frozenset[str] | None = None
-    search: Callable[[str], re.Match[str] | None] = re.compile("").search
+    search: Callable[[str, int, int], re.Match[str] | None] = re.compile("").search
     holds: Callable[[Any], bool]
     if op in ("equals", "not_equals"):
         equals = _scalar_equals(operand) if operand is None else _any_of(_scalar_equals(operand))
@@ -686,8 +685,9 @@ def _compile_where(condition: Condition) -> CompiledCondition:
         holds = contains
         text = f"{label} contains {_render(operand)}"
     elif op == "matches":
-        search = functools.partial(re.compile(operand).search, pos=0, endpos=MATCH_MAX_CHARS)
-        holds = _any_of(lambda v: type(v) is str and search(v) is not None)
+        search = re.compile(operand).search
+        # Positional pos/endpos: keyword arguments on this hot call cost measurably.
+        holds = _any_of(lambda v: type(v) is str and search(v, 0, MATCH_MAX_CHARS) is not None)
         text = f"{label} matches /{operand}/"
     elif op == "exists":
         holds = _present if operand else (lambda v: not _present(v))
@@ -712,7 +712,8 @@ def _compile_where(condition: Condition) -> CompiledCondition:
     elif op == "matches":
         def test(message: Message) -> bool:
             value = read(message)
-            return search(value) is not None if type(value) is str else holds(value)
+            return (search(value, 0, MATCH_MAX_CHARS) is not None if type(value) is str
+                    else holds(value))
     elif op == "in" and key is not None:
         def test(message: Message) -> bool:
             value = read(message)
