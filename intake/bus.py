@@ -470,7 +470,8 @@ class Bus:
                     self.log.warning("dependency_unavailable", reason=exc.reason,  # type: ignore[attr-defined]
                                      error=str(exc)[:300], queue=self.names(spec.queue))
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                # Capped low: once the database is back, work resumes within two seconds.
+                delay = min(delay * 2, 2.0)
                 continue
             if down_since is not None:
                 self.log.info("dependency_recovered", queue=self.names(spec.queue),

@@ -11,7 +11,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from intake import BUS, ConfigDocument, IntakeSettings, Message, Service
-from intake.service import bus_context
+from intake.service import broker_ready, bus_context
 
 from .consume import route_batch_handler
 from .reload import RulesHolder
@@ -66,9 +66,6 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
         bus.consume_batches("router", route_batch_handler(holder, bus), Message,
                             max_batch=own.max_batch, max_wait_s=0, prefetch=own.prefetch)
         yield
-
-    async def broker_ready(app: web.Application) -> str | None:
-        return None if app[BUS].connected else "broker unreachable"
 
     return Service(
         name="router",

@@ -10,9 +10,9 @@ from pathlib import Path
 from aiohttp import web
 
 from intake import BUS, SETTINGS, ConfigDocument, IntakeSettings, Message, Service, get_logger
-from intake.service import bus_context
+from intake.service import broker_ready, bus_context
 
-from .api import api_routes, auth_middleware
+from .api import api_routes, auth_middleware, ready_check
 from .consume import persist_routed
 from .db import make_engine, migrate
 from .settings import TicketCoreSettings
@@ -57,16 +57,6 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
                                  prefetch=own.prefetch)
         yield  # bus_context's exit stops the consumer and waits for in-flight commits
 
-    async def database_ready(app: web.Application) -> str | None:
-        try:
-            await store.ping()
-        except Exception as exc:
-            return f"database unreachable: {exc.__class__.__name__}"
-        return None
-
-    async def broker_ready(app: web.Application) -> str | None:
-        return None if app[BUS].connected else "broker unreachable"
-
     return Service(
         name="ticket-core",
         port=own.port,
@@ -74,7 +64,7 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
         routes=list(api_routes(store)),
         middlewares=[auth_middleware(api_token(settings))],
         contexts=[storage, bus_context, consumer],
-        ready_checks=[broker_ready, database_ready],
+        ready_checks=[broker_ready, ready_check(store)],
         state={STORE: store},
     )
 
