@@ -254,13 +254,16 @@ class Bus:
         if not self.connected:
             raise BrokerUnavailable("not connected to the broker")
         target = self._exchanges[exchange]
-        message = aio_pika.Message(
-            body, headers=headers or {}, message_id=message_id,
-            content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+        properties = aiormq.spec.Basic.Properties(
+            headers=headers or {}, message_id=message_id,
+            content_type="application/json", delivery_mode=2)  # persistent
         try:
-            await target.publish(message, routing_key, mandatory=True,
-                                 timeout=timeout or self.settings.publish_timeout_s)
+            channel = await target.channel.get_underlay_channel()
+            # wait=False: aio-pika would await each frame's drain while holding the channel's
+            # lock, which serialises concurrent publishes; the confirm is what we wait for.
+            await channel.basic_publish(
+                body, exchange=target.name, routing_key=routing_key, properties=properties,
+                mandatory=True, timeout=timeout or self.settings.publish_timeout_s, wait=False)
         except aio_pika.exceptions.DeliveryError as exc:
             raise BrokerUnavailable(f"broker refused the message: {exc}") from exc
         except (TimeoutError, *_AMQP_ERRORS) as exc:
