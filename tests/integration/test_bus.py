@@ -247,3 +247,18 @@ async def test_a_database_outage_holds_messages_instead_of_spending_the_delivery
     assert await bus.browse_dead() == []
     await bus.stop_consumers()
     assert await queue_depth(bus, "router") == 0
+
+
+async def test_several_broker_urls_are_tried_in_turn(settings: IntakeSettings) -> None:
+    dead = BrokerProxy()
+    await dead.reserve_port()  # a cluster node that is down
+    urls = f"{dead.url},amqp://guest:guest@127.0.0.1:5672/"
+    bus = Bus(settings.model_copy(update={"amqp_url": urls}), "test")
+    try:
+        await bus.connect(timeout=20)
+        sent = form_message("cluster")
+        await bus.publish("inbound", sent.routing_key, sent.model_dump_json().encode())
+        assert await queue_depth(bus, "router") == 1
+    finally:
+        await delete_topology(bus)
+        await bus.close()
