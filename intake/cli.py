@@ -241,6 +241,17 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_connectors(args: argparse.Namespace) -> int:
+    if args.action == "check":
+        from .conformance import check_all
+
+        report = check_all()
+        failed = False
+        for name, problems in report.items():
+            print(f"{name}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+            for problem in problems:
+                print(f"  {problem}")
+            failed = failed or bool(problems)
+        return 1 if failed else 0
     for name, channel in discover_channels().items():
         print(f"{name:<12} settings={channel.settings.__name__} "
               f"accounts={channel.accounts.__name__}")
@@ -292,8 +303,9 @@ def parser() -> argparse.ArgumentParser:
     config.add_argument("path", nargs="?", help="default: INTAKE_CONFIG")
     config.set_defaults(func=cmd_config)
 
-    connectors = sub.add_parser("connectors", help="list the connectors found")
-    connectors.add_argument("action", choices=["list"])
+    connectors = sub.add_parser("connectors",
+                                help="list the connectors found, or check them all alike")
+    connectors.add_argument("action", choices=["list", "check"])
     connectors.set_defaults(func=cmd_connectors)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
