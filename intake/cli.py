@@ -258,6 +258,21 @@ def cmd_connectors(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new_connector(args: argparse.Namespace) -> int:
+    from .channel import CONNECTORS_DIR
+    from .scaffold import new_connector
+
+    try:
+        folder = new_connector(args.name, CONNECTORS_DIR, port=args.port)
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    print(f"wrote {folder}; next: capture real payloads into {folder / 'fixtures'}, then\n"
+          f"  .venv/bin/python -m pytest {folder}   # the contract passes from the start\n"
+          f"  .venv/bin/intake connectors check")
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from ticket_core.db import migrate
 
@@ -307,6 +322,13 @@ def parser() -> argparse.ArgumentParser:
                                 help="list the connectors found, or check them all alike")
     connectors.add_argument("action", choices=["list", "check"])
     connectors.set_defaults(func=cmd_connectors)
+
+    scaffold = sub.add_parser("new-connector",
+                              help="write a connector folder that passes the contract")
+    scaffold.add_argument("name", help="a channel of the common message not built yet")
+    scaffold.add_argument("--port", type=int, default=None,
+                          help="default: the channel's port in DESIGN.md")
+    scaffold.set_defaults(func=cmd_new_connector)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.set_defaults(func=cmd_migrate)
