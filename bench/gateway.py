@@ -55,6 +55,30 @@ def read_rss_mb(pid: int) -> float | None:
     return None
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def read_cpu_s(pid: int) -> float | None:
+    """User plus system CPU seconds the process has used (all its threads), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def broker_pid() -> int | None:
+    """The local RabbitMQ node's Erlang VM (beam.smp), so its CPU share can be shown too."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == "beam.smp" and b"rabbit" in (
+                        entry / "cmdline").read_bytes():
+                    return int(entry.name)
+    return None
+
+
 # -- the database --------------------------------------------------------------------------
 
 
@@ -226,7 +250,11 @@ class Gateway:
 
 
 class RssSampler:
-    """Samples VmRSS of every running service; `peaks()` since the last `reset()`."""
+    """Samples VmRSS of every running service; `peaks()` since the last `reset()`.
+
+    It also notes the CPU time each service, the broker and the load generator (this process)
+    used since `reset()`: `cpu_ms_per_message(n)` says where the machine's two cores went.
+    """
 
     def __init__(self, gateway: Gateway, interval_s: float = 0.1) -> None:
         self.gateway = gateway
@@ -234,9 +262,29 @@ class RssSampler:
         self._peaks: dict[str, float] = {}
         self.last: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
+        self._broker = broker_pid()
+        self._cpu_start: dict[str, float] = {}
+
+    def _cpu_now(self) -> dict[str, float]:
+        pids = dict(self.gateway.pids())
+        if self._broker:
+            pids["rabbitmq"] = self._broker
+        now = {name: cpu for name, pid in pids.items() if (cpu := read_cpu_s(pid)) is not None}
+        times = os.times()
+        now["load"] = times.user + times.system
+        return now
 
     def reset(self) -> None:
         self._peaks = {}
+        self._cpu_start = self._cpu_now()
+
+    def cpu_ms_per_message(self, messages: int) -> dict[str, float]:
+        """CPU milliseconds per message of each process since `reset()`, and their total."""
+        now = self._cpu_now()
+        used = {name: (now[name] - start) * 1000 / max(messages, 1)
+                for name, start in self._cpu_start.items() if name in now}
+        used["total"] = sum(used.values())
+        return {name: round(value, 3) for name, value in used.items()}
 
     def sample(self) -> None:
         for name, pid in self.gateway.pids().items():

@@ -47,6 +47,11 @@ def render(results: list[dict[str, Any]]) -> str:
     lines = ["  ".join(cell.ljust(widths[i]) if i in (0, 2, 11, 12) else cell.rjust(widths[i])
                        for i, cell in enumerate(row)) for row in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    for r in results:
+        cpu = (r.get("extra") or {}).get("cpu_ms_per_message")
+        if cpu:
+            lines.append(f"CPU ms per message, {r['scenario']}: " + ", ".join(
+                f"{name} {value:.2f}" for name, value in cpu.items()))
     lines.append("latency: request → persisted in ms (raw: publish → confirm; router-decision: "
                  "per decision in µs); http: request → HTTP answer in ms; "
                  "×hop: throughput / the raw hop")

@@ -97,6 +97,7 @@ async def settle(ctx: Context, traffic: Traffic, stats: LoopStats, *, scenario: 
         await wait_stored(ctx.engine, prefix, expected, stall_s=ctx.options.stall_s)
         stored_rows.extend(await read_persisted(ctx.engine, prefix))
     rss = ctx.rss.peaks()
+    cpu = ctx.rss.cpu_ms_per_message(len(traffic.sent))
     check = check_exactly_once(acked, failed, [row.key for row in stored_rows])
     by_key = {s.key: s for s in traffic.sent.values()}
     persisted_ms = [(row.persisted_at.timestamp() - by_key[row.key].scheduled) * 1000
@@ -115,7 +116,7 @@ async def settle(ctx: Context, traffic: Traffic, stats: LoopStats, *, scenario: 
                                        1),
                "failed_requests": len(failed), "errors": errors[:5],
                "max_send_lag_ms": round(stats.max_lag_s * 1000, 1),
-               "seconds": round(elapsed, 2)})
+               "seconds": round(elapsed, 2), "cpu_ms_per_message": cpu})
     if not check.ok or (failed and raise_on_loss):
         result.ok = False
         result.failure = (f"exactly-once check failed: {check.describe()}" if not check.ok

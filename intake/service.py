@@ -150,8 +150,10 @@ async def bus_context(app: web.Application) -> AsyncIterator[None]:
 
 
 async def blobs_context(app: web.Application) -> AsyncIterator[None]:
-    app[BLOBS] = FileBlobStore(app[SETTINGS].data_dir / "blobs")
+    blobs = FileBlobStore(app[SETTINGS].data_dir / "blobs")
+    app[BLOBS] = blobs
     yield
+    await blobs.close()
 
 
 async def publisher_context(app: web.Application) -> AsyncIterator[None]:

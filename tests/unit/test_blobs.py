@@ -1,13 +1,15 @@
-"""The content-addressed blob store on the filesystem."""
+"""The content-addressed blob store: a SQLite pack for small blobs, files for large ones."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from intake.blobs import FileBlobStore
+from intake.blobs import PACK_NAME, FileBlobStore
 
 
 async def test_blobs_are_named_by_their_sha256_and_read_back(tmp_path: Path) -> None:
@@ -17,14 +19,66 @@ async def test_blobs_are_named_by_their_sha256_and_read_back(tmp_path: Path) -> 
     assert ref == f"sha256:{hashlib.sha256(data).hexdigest()}"
     assert await store.get(ref) == data
     assert await store.exists(ref)
+    assert not await store.exists("sha256:" + "0" * 64)
+    await store.close()
+
+
+async def test_a_put_is_committed_before_it_returns(tmp_path: Path) -> None:
+    """What put returned is in the pack for any other reader (another process, after a crash)."""
+    store = FileBlobStore(tmp_path)
+    ref = await store.put(b"raw form body")
+    with sqlite3.connect(tmp_path / PACK_NAME) as other:
+        (data,) = other.execute("SELECT data FROM blobs WHERE digest = ?",
+                                (ref.split(":")[1],)).fetchone()
+    assert data == b"raw form body"
+    await store.close()
+
+
+async def test_large_blobs_are_files_of_their_own(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path, pack_max_bytes=1024)
+    data = b"%PDF" + b"x" * 4096
+    ref = await store.put(data)
     digest = ref.split(":")[1]
     assert (tmp_path / digest[:2] / digest[2:4] / digest).read_bytes() == data
+    assert await store.get(ref) == data
+    assert await store.exists(ref)
+    await store.close()
+
+
+async def test_concurrent_puts_share_commits(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path)
+    blobs = [f"submission {i}".encode() for i in range(200)]
+    refs = await asyncio.gather(*(store.put(b) for b in blobs))
+    assert 1 <= store.commits < 20  # group commit: not one per blob
+    fresh = FileBlobStore(tmp_path)
+    assert [await fresh.get(r) for r in refs] == blobs
+    await asyncio.gather(store.close(), fresh.close())
 
 
 async def test_the_same_bytes_are_stored_once(tmp_path: Path) -> None:
     store = FileBlobStore(tmp_path)
-    assert await store.put(b"x") == await store.put(b"x")
-    assert len([p for p in tmp_path.rglob("*") if p.is_file()]) == 1
+    first, second, third = await asyncio.gather(store.put(b"x"), store.put(b"x"), store.put(b"x"))
+    assert first == second == third == await store.put(b"x")
+    with sqlite3.connect(tmp_path / PACK_NAME) as other:
+        assert other.execute("SELECT count(*) FROM blobs").fetchone() == (1,)
+    await store.close()
+
+
+async def test_a_storage_failure_is_an_oserror_for_every_waiter(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_bytes(b"")
+    store = FileBlobStore(blocker / "blobs")
+    results = await asyncio.gather(store.put(b"a"), store.put(b"b"), return_exceptions=True)
+    assert all(isinstance(r, OSError) for r in results)
+    await store.close()
+
+
+async def test_a_missing_blob_is_file_not_found(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path)
+    await store.put(b"something")
+    with pytest.raises(FileNotFoundError):
+        await store.get("sha256:" + "1" * 64)
+    await store.close()
 
 
 @pytest.mark.parametrize("ref", ["../../etc/passwd", "sha256:../../x", "sha256:" + "A" * 64,
