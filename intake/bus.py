@@ -27,6 +27,7 @@ from aio_pika.abc import (
 )
 from pydantic import BaseModel, ValidationError
 
+from . import amqp
 from .errors import BrokerUnavailable, Rejected
 from .logging import bind_message, get_logger
 from .metrics import BROKER_CONNECTED, DEAD_LETTERED, ERRORS, HANDLER_SECONDS
@@ -46,6 +47,7 @@ CORE_QUEUES: dict[str, tuple[str, str]] = {
 REASON_HEADER = "x-intake-reason"
 HOLD_FIRST_RETRY_S = 0.2
 _AMQP_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, RuntimeError)
+COALESCED_WRITES = amqp.install()
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,9 @@ class Bus:
         self._lost = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self.on_connected: list[Callable[[], Awaitable[None]]] = []
+        if not COALESCED_WRITES:
+            self.log.warning("amqp_writes_not_coalesced", hint="aiormq is not the pinned "
+                             "version: one socket write per frame, slower under load")
 
     # -- connection -------------------------------------------------------------------------
 
