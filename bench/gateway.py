@@ -205,7 +205,10 @@ class Gateway:
         self.profiles.append(str(svg))
         return subprocess.Popen(
             [spy, "record", "--pid", str(pid), "--rate", "200", "--nonblocking",
-             "--format", "flamegraph", "--output", str(svg)],
+             # INTAKE_BENCH_PROFILE_RAW=1: collapsed stacks (.txt) for scripts instead of SVG
+             *(["--format", "raw", "--output", str(svg.with_suffix(".txt"))]
+               if os.environ.get("INTAKE_BENCH_PROFILE_RAW")
+               else ["--format", "flamegraph", "--output", str(svg)])],
             stdout=subprocess.DEVNULL, stderr=open(self.out_dir / f"{name}{suffix}.py-spy.log",
                                                    "wb"))
 

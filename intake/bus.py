@@ -61,6 +61,44 @@ class Names:
         return f"{self.prefix}.{name}" if self.prefix else name
 
 
+class Delivery:
+    """One delivered message, straight from aiormq.
+
+    aio-pika would wrap each delivery in an IncomingMessage (and a second task); the bus needs
+    only the body, a few properties and ack/nack, so it consumes from aiormq directly.
+    """
+
+    __slots__ = ("_message", "body", "channel", "delivery_tag")
+
+    def __init__(self, message: aiormq.abc.DeliveredMessage) -> None:
+        self._message = message
+        self.body: bytes = message.body
+        self.channel: aiormq.abc.AbstractChannel = message.channel
+        self.delivery_tag: int = message.delivery.delivery_tag  # type: ignore[union-attr]
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        return dict(self._message.header.properties.headers or {})
+
+    @property
+    def exchange(self) -> str | None:
+        return self._message.exchange
+
+    @property
+    def routing_key(self) -> str | None:
+        return self._message.routing_key
+
+    @property
+    def message_id(self) -> str | None:
+        return self._message.header.properties.message_id
+
+    async def ack(self, multiple: bool = False) -> None:
+        await self.channel.basic_ack(self.delivery_tag, multiple=multiple, wait=False)
+
+    async def nack(self, requeue: bool = True) -> None:
+        await self.channel.basic_nack(self.delivery_tag, requeue=requeue, wait=False)
+
+
 @dataclass
 class _ConsumerSpec(Generic[M]):
     queue: str
@@ -70,14 +108,15 @@ class _ConsumerSpec(Generic[M]):
     binding: tuple[str, str] | None
     tag: str | None = None
     channel: AbstractChannel | None = None
-    amqp_queue: AbstractQueue | None = None
+    underlay: aiormq.abc.AbstractChannel | None = None
     batch: int = 1
     max_wait_s: float = 0.0
+    pipeline: int = 1  # batches handled at once (settled in order)
     inflight: int = 0
     settling: int = 0  # messages being settled outside the batch order (dead letters)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     stopped: bool = False
-    buffer: list[tuple[AbstractIncomingMessage, M]] = field(default_factory=list)
+    buffer: list[tuple[Delivery, M]] = field(default_factory=list)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     flusher: asyncio.Task[None] | None = None
 
@@ -256,19 +295,44 @@ class Bus:
                       headers: dict[str, Any] | None = None,
                       message_id: str | None = None, timeout: float | None = None) -> None:
         """Publish persistently and return once the broker confirmed it (or raise)."""
+        await self._confirmed(self._send(exchange, routing_key, body, headers, message_id,
+                                         timeout or self.settings.publish_timeout_s))
+
+    async def publish_many(self, exchange: str,
+                           items: Iterable[tuple[str, bytes, dict[str, Any] | None]],
+                           timeout: float | None = None) -> None:
+        """Publish (routing key, body, headers) items; return once all are confirmed.
+
+        One deadline for the lot instead of one timer per message; the first failure raises
+        (the others may be confirmed: the caller's redelivery makes them duplicates, harmless).
+        """
+        sends = [self._send(exchange, key, body, headers, None, None)
+                 for key, body, headers in items]
+        if not sends:
+            return
+        async with asyncio.timeout(timeout or self.settings.publish_timeout_s):
+            await self._confirmed(asyncio.gather(*sends))
+
+    async def _send(self, exchange: str, routing_key: str, body: bytes,
+                    headers: dict[str, Any] | None, message_id: str | None,
+                    timeout: float | None) -> Any:
         if not self.connected:
             raise BrokerUnavailable("not connected to the broker")
         target = self._exchanges[exchange]
         properties = aiormq.spec.Basic.Properties(
             headers=headers or {}, message_id=message_id,
             content_type="application/json", delivery_mode=2)  # persistent
+        channel = await target.channel.get_underlay_channel()
+        # wait=False: aio-pika would await each frame's drain while holding the channel's
+        # lock, which serialises concurrent publishes; the confirm is what we wait for.
+        return await channel.basic_publish(
+            body, exchange=target.name, routing_key=routing_key, properties=properties,
+            mandatory=True, timeout=timeout, wait=False)
+
+    @staticmethod
+    async def _confirmed(sending: Awaitable[Any]) -> None:
         try:
-            channel = await target.channel.get_underlay_channel()
-            # wait=False: aio-pika would await each frame's drain while holding the channel's
-            # lock, which serialises concurrent publishes; the confirm is what we wait for.
-            await channel.basic_publish(
-                body, exchange=target.name, routing_key=routing_key, properties=properties,
-                mandatory=True, timeout=timeout or self.settings.publish_timeout_s, wait=False)
+            await sending
         except aio_pika.exceptions.DeliveryError as exc:
             raise BrokerUnavailable(f"broker refused the message: {exc}") from exc
         except (TimeoutError, *_AMQP_ERRORS) as exc:
@@ -311,17 +375,22 @@ class Bus:
 
     def consume_batches(self, queue: str, handler: BatchHandler[M], model: type[M], *,
                         max_batch: int = 100, max_wait_s: float = 0.002,
-                        prefetch: int | None = None,
+                        prefetch: int | None = None, pipeline: int = 1,
                         binding: tuple[str, str] | None = None) -> _ConsumerSpec[M]:
         """Like `consume`, but the handler takes a list (one transaction for many messages).
 
         Each message is acked only after the handler returned for its batch. When a batch
         fails, its messages are handled again one by one, so a poison message is dead-lettered
         alone and the others go through.
+
+        `pipeline` > 1 lets the next batches start while earlier ones wait (for confirms, say);
+        handlers start in arrival order and batches are still settled in order. Only for
+        handlers whose batches may overlap (the router's; not a database writer's).
         """
         spec: _ConsumerSpec[M] = _ConsumerSpec(
             queue, handler, model, prefetch or max(self.settings.prefetch, 2 * max_batch),
-            binding, batch=max(1, max_batch), max_wait_s=max_wait_s)
+            binding, batch=max(1, max_batch), max_wait_s=max_wait_s,
+            pipeline=max(1, pipeline))
         if spec.batch > 1:
             spec.flusher = asyncio.create_task(self._flush_forever(spec), name=f"flush-{queue}")
         return self._register(spec)
@@ -343,15 +412,16 @@ class Bus:
             exchange, key = spec.binding
             await queue.bind(self.names(exchange), key)
         spec.channel = channel
-        spec.amqp_queue = queue
+        underlay = await channel.get_underlay_channel()
+        spec.underlay = underlay
 
-        async def on_message(incoming: AbstractIncomingMessage) -> None:
-            await self._handle(spec, incoming)
+        async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
+            await self._handle(spec, Delivery(message))
 
-        spec.tag = await queue.consume(on_message)
+        spec.tag = (await underlay.basic_consume(queue.name, on_message)).consumer_tag
         self.log.info("consumer_started", queue=self.names(spec.queue), prefetch=spec.prefetch)
 
-    async def _handle(self, spec: _ConsumerSpec[Any], incoming: AbstractIncomingMessage) -> None:
+    async def _handle(self, spec: _ConsumerSpec[Any], incoming: Delivery) -> None:
         spec.inflight += 1
         spec.idle.clear()
         try:
@@ -385,26 +455,56 @@ class Bus:
         """Hands the batch handler what arrived, one batch at a time (so order is kept).
 
         While a batch is being handled the next one fills up, so batches grow with the load
-        and stay at one message when it is light.
+        and stay at one message when it is light. With `pipeline` > 1, up to that many
+        batches are under way at once; each settles only after the one before it.
         """
-        while True:
-            await spec.wakeup.wait()
-            if len(spec.buffer) < spec.batch and spec.max_wait_s:
-                await asyncio.sleep(spec.max_wait_s)
-            batch, spec.buffer = spec.buffer[:spec.batch], spec.buffer[spec.batch:]
-            if not spec.buffer:
-                spec.wakeup.clear()
-            if not batch:
-                continue
-            try:
-                await self._handle_batch(spec, batch)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a flusher that dies would stall the queue for good
-                self.log.exception("batch_handling_crashed", size=len(batch))
+        slots = asyncio.Semaphore(spec.pipeline)
+        previous: asyncio.Future[None] | None = None
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await spec.wakeup.wait()
+                if len(spec.buffer) < spec.batch and spec.max_wait_s:
+                    await asyncio.sleep(spec.max_wait_s)
+                if spec.pipeline > 1:
+                    await slots.acquire()
+                batch, spec.buffer = spec.buffer[:spec.batch], spec.buffer[spec.batch:]
+                if not spec.buffer:
+                    spec.wakeup.clear()
+                if not batch:
+                    if spec.pipeline > 1:
+                        slots.release()
+                    continue
+                if spec.pipeline == 1:
+                    await self._guarded_batch(spec, batch, None)
+                    continue
+                settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                task = asyncio.create_task(self._guarded_batch(spec, batch, previous, settled))
+                previous = settled
+                running.add(task)
+                task.add_done_callback(running.discard)
+                task.add_done_callback(lambda _: slots.release())
+        finally:
+            for task in list(running):
+                task.cancel()
+
+    async def _guarded_batch(self, spec: _ConsumerSpec[Any],
+                             batch: list[tuple[Delivery, Any]],
+                             after: asyncio.Future[None] | None,
+                             settled: asyncio.Future[None] | None = None) -> None:
+        try:
+            await self._handle_batch(spec, batch, after)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a flusher that dies would stall the queue for good
+            self.log.exception("batch_handling_crashed", size=len(batch))
+        finally:
+            if settled is not None and not settled.done():
+                settled.set_result(None)
 
     async def _handle_batch(self, spec: _ConsumerSpec[Any],
-                            batch: list[tuple[AbstractIncomingMessage, Any]]) -> None:
+                            batch: list[tuple[Delivery, Any]],
+                            after: asyncio.Future[None] | None = None) -> None:
         started = time.perf_counter()
         try:
             await self._call(spec, [model for _, model in batch])
@@ -413,6 +513,8 @@ class Bus:
                 await self._settle(spec, incoming, None, requeue=True)
             raise
         except Exception as exc:
+            if after is not None:
+                await asyncio.shield(after)
             if getattr(exc, "hold", False):  # stopping during an outage: give them back
                 for incoming, _ in batch:
                     await self._settle(spec, incoming, None, requeue=True)
@@ -433,11 +535,13 @@ class Bus:
                 else:
                     await self._settle(spec, incoming, None)
             return
+        if after is not None:
+            await asyncio.shield(after)  # a multiple ack must not cover an unsettled batch
         await self._ack_batch(spec, [incoming for incoming, _ in batch])
         HANDLER_SECONDS.labels(self.service, spec.queue).observe(time.perf_counter() - started)
 
     async def _ack_batch(self, spec: _ConsumerSpec[Any],
-                         batch: list[AbstractIncomingMessage]) -> None:
+                         batch: list[Delivery]) -> None:
         """One `multiple` ack for the whole batch when that is safe, else one ack each.
 
         Safe means every earlier delivery on the channel is settled already: batches are
@@ -486,7 +590,7 @@ class Bus:
                               seconds=round(time.monotonic() - down_since, 1))
             return
 
-    async def _settle(self, spec: _ConsumerSpec[Any], incoming: AbstractIncomingMessage,
+    async def _settle(self, spec: _ConsumerSpec[Any], incoming: Delivery,
                       outcome: BaseException | None, *, requeue: bool = False) -> None:
         """Ack, dead-letter or send back one message after its handling; then count it done."""
         try:
@@ -501,7 +605,7 @@ class Bus:
             if spec.inflight == 0:
                 spec.idle.set()
 
-    async def _settle_failure(self, spec: _ConsumerSpec[Any], incoming: AbstractIncomingMessage,
+    async def _settle_failure(self, spec: _ConsumerSpec[Any], incoming: Delivery,
                               exc: BaseException) -> None:
         origin = {"queue": self.names(spec.queue), "exchange": incoming.exchange,
                   "routing_key": incoming.routing_key or "",
@@ -523,7 +627,7 @@ class Bus:
         await asyncio.sleep(min(0.1 * 2 ** deliveries, 5.0))
         await _quietly(incoming.nack(requeue=True))
 
-    async def _dead_letter_or_requeue(self, incoming: AbstractIncomingMessage, reason: str,
+    async def _dead_letter_or_requeue(self, incoming: Delivery, reason: str,
                                       error: str, origin: dict[str, Any]) -> None:
         try:
             await self.dead_letter(incoming.body, reason, error, queue=origin["queue"],
@@ -539,9 +643,9 @@ class Bus:
         """Stop taking new messages and wait for in-flight handlers to finish."""
         for spec in self._consumers:
             spec.stopped = True
-            if spec.amqp_queue is not None and spec.tag is not None:
+            if spec.underlay is not None and spec.tag is not None:
                 with contextlib.suppress(Exception):
-                    await spec.amqp_queue.cancel(spec.tag)
+                    await spec.underlay.basic_cancel(spec.tag)
         waits = [spec.idle.wait() for spec in self._consumers]
         if waits:
             with contextlib.suppress(TimeoutError):
@@ -632,7 +736,7 @@ class DeadLetter:
     headers: dict[str, Any]
 
     @classmethod
-    def from_incoming(cls, incoming: AbstractIncomingMessage) -> DeadLetter:
+    def from_incoming(cls, incoming: AbstractIncomingMessage | Delivery) -> DeadLetter:
         headers = dict(incoming.headers or {})
         exchange = headers.get("x-intake-exchange")
         routing_key = headers.get("x-intake-routing-key")

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol
 
 from intake.message import Message, RouteDecision
 
@@ -19,6 +18,10 @@ class Publishing(Protocol):
 
     async def publish(self, exchange: str, routing_key: str, body: bytes,
                       headers: dict[str, str] | None = None) -> None: ...
+
+    async def publish_many(self, exchange: str,
+                           items: Iterable[tuple[str, bytes, dict[str, Any] | None]],
+                           ) -> None: ...
 
 
 def owning_desk(decision: RouteDecision) -> str:
@@ -58,14 +61,11 @@ def route_batch_handler(holder: RulesHolder,
     """
     async def handle(messages: list[Message]) -> None:
         rules = holder.current  # one rules revision for the whole batch
-        publishes = []
+        items: list[tuple[str, bytes, dict[str, Any] | None]] = []
         for message in messages:
             desk, routed = await route_message(message, rules)
-            publishes.append(bus.publish(
-                ROUTED_EXCHANGE, desk, routed.model_dump_json().encode("utf-8"),
-                headers={"x-intake-route": routed.route.route if routed.route else ""}))
-        for outcome in await asyncio.gather(*publishes, return_exceptions=True):
-            if isinstance(outcome, BaseException):
-                raise outcome
+            items.append((desk, routed.model_dump_json().encode("utf-8"),
+                          {"x-intake-route": routed.route.route if routed.route else ""}))
+        await bus.publish_many(ROUTED_EXCHANGE, items)
 
     return handle

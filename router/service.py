@@ -62,9 +62,11 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
     async def consumer(app: web.Application) -> AsyncIterator[None]:
         bus = app[BUS]
         # Batches form only under load (no waiting for company): each is decided, published
-        # with its confirms awaited together, and acked with one frame.
+        # with its confirms awaited together, and acked with one frame. While one batch waits
+        # for its confirms the next ones are decided and published (`pipeline`).
         bus.consume_batches("router", route_batch_handler(holder, bus), Message,
-                            max_batch=own.max_batch, max_wait_s=0, prefetch=own.prefetch)
+                            max_batch=own.max_batch, max_wait_s=0, prefetch=own.prefetch,
+                            pipeline=own.pipeline)
         yield
 
     return Service(

@@ -15,3 +15,5 @@ class RouterSettings(BaseSettings):
     prefetch: int = 256
     # Messages decided and published together at most (batches form only under load).
     max_batch: int = 100
+    # Batches under way at once: the next is published while earlier ones await confirms.
+    pipeline: int = Field(default=4, ge=1, le=64)

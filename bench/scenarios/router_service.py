@@ -79,6 +79,10 @@ class RouterService(Scenario):
 
             ctx.rss.reset()
             await gateway.start("router")
+            # CPU is counted from here: the router's start-up (imports) is not routing.
+            cpu_from = (await channel.declare_queue(routed, passive=True)
+                        ).declaration_result.message_count or 0
+            ctx.rss.reset()
             # The clock starts at the last poll that still saw nothing routed: the router
             # batches, so a small run can go from 0 to N between two polls.
             first_at: float | None = None
@@ -96,6 +100,7 @@ class RouterService(Scenario):
                     await asyncio.sleep(0.02)
             finished = time.perf_counter()
             rss = ctx.rss.peaks()
+            cpu = ctx.rss.cpu_ms_per_message(depth - cpu_from) if depth > cpu_from else {}
             rate = (depth / (finished - first_at)
                     if first_at is not None and finished > first_at else None)
 
@@ -107,7 +112,8 @@ class RouterService(Scenario):
         throughput = round(rate, 1) if rate else None
         result = Result(scenario=self.name, messages=n, load="pre-filled queue",
                         throughput=throughput, rss_mb=rss, ratio=ctx.ratio(throughput),
-                        check=check.as_dict(), extra={"routed": depth})
+                        check=check.as_dict(),
+                        extra={"routed": depth, "cpu_ms_per_message": cpu})
         ctx.log(f"router-service: {throughput} messages/s")
         if not check.ok:
             result.ok, result.failure = False, f"exactly-once check failed: {check.describe()}"

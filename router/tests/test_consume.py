@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from intake.message import Message
-from router.consume import route_handler, route_message
+from router.consume import route_batch_handler, route_handler, route_message
 from router.reload import RulesHolder
 
 from .conftest import RulesFrom, make_message
@@ -33,6 +34,12 @@ class RecordingBus:
     async def publish(self, exchange: str, routing_key: str, body: bytes,
                       headers: dict[str, str] | None = None) -> None:
         self.published.append((exchange, routing_key, body, headers))
+
+    async def publish_many(self, exchange: str,
+                           items: Iterable[tuple[str, bytes, dict[str, Any] | None]],
+                           ) -> None:
+        for routing_key, body, headers in items:
+            await self.publish(exchange, routing_key, body, headers)
 
 
 async def test_route_message_keys_by_owning_desk(rules_from: RulesFrom) -> None:
@@ -63,3 +70,16 @@ async def test_handler_publishes_the_stamped_message(write_rules: Callable[..., 
     assert routed.route is not None
     assert routed.route.revision == holder.current.revision
     assert routed.route.priority == "high"
+
+
+async def test_batch_handler_publishes_each_message_with_its_desk(
+        write_rules: Callable[..., Path]) -> None:
+    holder = RulesHolder(write_rules(COMPLAINTS))
+    holder.load()
+    bus = RecordingBus()
+    email = make_message(channel="email", idempotency_key="email:a:b", form=None)
+    await route_batch_handler(holder, bus)([make_message(), email])
+    assert [(e, k) for e, k, _, _ in bus.published] == [("routed", "aftersales"),
+                                                       ("routed", "sales")]
+    keys = [Message.model_validate_json(body).idempotency_key for _, _, body, _ in bus.published]
+    assert keys[1] == "email:a:b"

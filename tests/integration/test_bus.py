@@ -262,3 +262,33 @@ async def test_several_broker_urls_are_tried_in_turn(settings: IntakeSettings) -
     finally:
         await delete_topology(bus)
         await bus.close()
+
+
+async def test_pipelined_batches_overlap_but_settle_in_order(bus: Bus) -> None:
+    """With pipeline=3 a slow batch does not hold up the next one's work, only its ack."""
+    started: list[str] = []
+    finished: list[str] = []
+    running = 0
+    overlapped = 0
+
+    async def handler(messages: list[Message]) -> None:
+        nonlocal running, overlapped
+        running += 1
+        overlapped = max(overlapped, running)
+        started.extend(m.idempotency_key for m in messages)
+        # The first batch is the slowest: later ones finish first but must wait to be acked.
+        await asyncio.sleep(0.3 if messages[0].idempotency_key.endswith(":p0") else 0.01)
+        finished.extend(m.idempotency_key for m in messages)
+        running -= 1
+
+    sent = [form_message(f"p{i}") for i in range(40)]
+    for message in sent:
+        await bus.publish("inbound", message.routing_key, message.model_dump_json().encode())
+    bus.consume_batches("router", handler, Message, max_batch=5, max_wait_s=0, pipeline=3)
+    await eventually(lambda: len(finished) == 40)
+    await bus.stop_consumers()
+    assert started == [m.idempotency_key for m in sent]  # handlers start in arrival order
+    assert overlapped > 1  # batches really were under way together
+    assert finished != started  # the slow first batch finished after later ones
+    assert await queue_depth(bus, "router") == 0  # every message acked once all settled
+    assert await bus.browse_dead() == []
