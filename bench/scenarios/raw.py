@@ -31,6 +31,7 @@ class Raw(Scenario):
         ctx.log(f"raw: {n} persistent messages through a quorum queue")
         queue_name = f"{ctx.prefix}.bench.raw"
         body = (b'{"bench":"' + b"x" * (BODY_BYTES - 12) + b'"}')
+        ctx.rss.reset()  # for the broker's (and this process's) CPU per message
         # Stock aio-pika/aiormq, as when the targets were set: the yardstick must not move
         # with the gateway's own client tuning (intake/amqp.py), or ratios would not compare.
         with stock_writes():
@@ -86,6 +87,7 @@ class Raw(Scenario):
             await connection.close()
         hop = n / (publish_s + consume_s)
         ctx.hop = hop
+        cpu = ctx.rss.cpu_ms_per_message(n)
         ok = count == n and len(seen) == n
         return [Result(
             scenario="raw", messages=n, load=f"window {WINDOW}, prefetch {PREFETCH}",
@@ -95,7 +97,7 @@ class Raw(Scenario):
             extra={"publish_per_s": round(n / publish_s, 1),
                    "consume_per_s": round(n / consume_s, 1),
                    "hop_per_s": round(hop, 1), "body_bytes": len(body),
-                   "latency_is": "publish → confirm"})]
+                   "latency_is": "publish → confirm", "cpu_ms_per_message": cpu})]
 
 
 SCENARIOS = [Raw()]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+
 from bench.result import Context
 from bench.traffic import connector_scenarios
 
@@ -22,8 +24,11 @@ class WebformLoad:
                 "topic": TOPICS[i % len(TOPICS)], "subject": f"Bench {tag} {i}",
                 "message": "我的订单还没有到，请帮忙查一下。" * 4, "consent": True}
         url = f"{ctx.gateway.url('webform')}/forms/{self.form}/submissions"
-        async with ctx.http.post(url, json=body,
-                                 headers={"Idempotency-Key": f"bench-{tag}-{i}"}) as response:
+        # Encoded here with orjson: the load generator shares the machine's two cores, so its
+        # own CPU per request is kept small.
+        async with ctx.http.post(url, data=orjson.dumps(body), headers={
+                "Content-Type": "application/json",
+                "Idempotency-Key": f"bench-{tag}-{i}"}) as response:
             await response.read()
             return response.status == 201
 
