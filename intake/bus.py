@@ -323,11 +323,10 @@ class Bus:
             headers=headers or {}, message_id=message_id,
             content_type="application/json", delivery_mode=2)  # persistent
         channel = await target.channel.get_underlay_channel()
-        # wait=False: aio-pika would await each frame's drain while holding the channel's
-        # lock, which serialises concurrent publishes; the confirm is what we wait for.
-        return await channel.basic_publish(
-            body, exchange=target.name, routing_key=routing_key, properties=properties,
-            mandatory=True, timeout=timeout, wait=False)
+        # Not aio-pika's publish: it awaits each frame's drain under the channel's lock,
+        # which serialises concurrent publishes; the confirm is what we wait for.
+        return await amqp.publish(channel, body, exchange=target.name, routing_key=routing_key,
+                                  properties=properties, mandatory=True, timeout=timeout)
 
     @staticmethod
     async def _confirmed(sending: Awaitable[Any]) -> None:

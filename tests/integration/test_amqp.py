@@ -1,0 +1,82 @@
+"""intake/amqp.py on the real RabbitMQ: coalesced writes and the lean confirmed publish."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiormq
+import pytest
+
+from intake import amqp
+from intake.bus import Bus
+from intake.errors import BrokerUnavailable
+from intake.message import Message
+from tests.factories import form_message
+from tests.support import eventually
+
+
+def test_the_pinned_aiormq_gets_coalesced_writes() -> None:
+    assert amqp.installed()
+    assert aiormq.connection.Connection.FRAME_BUFFER_SIZE == amqp.FRAME_BUFFER_SIZE
+
+
+async def test_many_concurrent_publishes_are_confirmed_and_arrive_once(
+        bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+    stock_calls = 0
+    stock = aiormq.Channel.basic_publish
+
+    async def counting(self: aiormq.Channel, *args: Any, **kwargs: Any) -> Any:
+        nonlocal stock_calls
+        stock_calls += 1
+        return await stock(self, *args, **kwargs)
+
+    monkeypatch.setattr(aiormq.Channel, "basic_publish", counting)
+    merged = 0
+    original_of = amqp.MergedFrame.of
+
+    def counting_merge(parts: list[Any]) -> amqp.MergedFrame:
+        nonlocal merged
+        merged += 1
+        return original_of(parts)
+
+    monkeypatch.setattr(amqp.MergedFrame, "of", staticmethod(counting_merge))
+    sent = [form_message(f"c{i}") for i in range(600)]
+    await asyncio.gather(*(bus.publish("inbound", m.routing_key, m.model_dump_json().encode())
+                           for m in sent))
+    assert stock_calls < len(sent) // 2  # the lean path took most of them
+    assert merged > 0  # frames queued together went out in one write
+
+    seen: list[str] = []
+
+    async def handler(message: Message) -> None:
+        seen.append(message.idempotency_key)
+
+    bus.consume("router", handler, Message)
+    await eventually(lambda: len(seen) == len(sent))
+    await bus.stop_consumers()
+    assert sorted(seen) == sorted(m.idempotency_key for m in sent)  # each once, none mixed up
+
+
+async def test_a_publish_that_is_not_confirmed_in_time_is_broker_unavailable(
+        bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Confirms never arrive: the broker's acks are dropped on the floor.
+    monkeypatch.setattr(aiormq.Channel, "_confirm_delivery", lambda *args, **kwargs: None)
+    sent = form_message("late")
+    with pytest.raises(BrokerUnavailable, match="not confirmed"):
+        await bus.publish("inbound", sent.routing_key, sent.model_dump_json().encode(),
+                          timeout=0.2)
+
+
+async def test_a_channel_closed_under_a_waiting_publish_fails_it_without_cancelling(
+        bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aiormq.Channel, "_confirm_delivery", lambda *args, **kwargs: None)
+    sent = form_message("closed")
+    publishing = asyncio.create_task(
+        bus.publish("inbound", sent.routing_key, sent.model_dump_json().encode(), timeout=10))
+    await asyncio.sleep(0.1)
+    channel = await bus._require_channel().get_underlay_channel()
+    await channel.close()
+    with pytest.raises(BrokerUnavailable):
+        await publishing
+    assert not publishing.cancelled()
