@@ -52,19 +52,30 @@ def persist_routed(store: TicketStore, fault: str | None = None,
                            reason="unpersistable") from exc
         if crash and random.random() < crash:
             os._exit(137)  # test-only fault hook: committed, not acked
+        # Counted per channel, one metric update per channel and batch instead of per message.
+        received: dict[str, int] = {}
+        stored: dict[str, int] = {}
+        duplicates = tickets_created = 0
         for message, result in zip(messages, results, strict=True):
-            MESSAGES_IN.labels("ticket-core", message.channel).inc()
-            if not result.duplicate:
-                MESSAGES_OUT.labels("ticket-core", message.channel).inc()
+            channel = message.channel
+            received[channel] = received.get(channel, 0) + 1
+            if result.duplicate:
+                duplicates += 1
+            else:
+                stored[channel] = stored.get(channel, 0) + 1
+            tickets_created += result.created_ticket
+        for channel, count in received.items():
+            MESSAGES_IN.labels("ticket-core", channel).inc(count)
+        for channel, count in stored.items():
+            MESSAGES_OUT.labels("ticket-core", channel).inc(count)
         if len(messages) == 1:
             result = results[0]
             log.info("message_persisted", ticket_number=result.ticket_number,
                      ticket_id=result.ticket_id, duplicate=result.duplicate,
                      created_ticket=result.created_ticket)
         else:
-            log.info("batch_persisted", size=len(messages),
-                     duplicates=sum(r.duplicate for r in results),
-                     tickets_created=sum(r.created_ticket for r in results))
+            log.info("batch_persisted", size=len(messages), duplicates=duplicates,
+                     tickets_created=tickets_created)
 
     return persist
 

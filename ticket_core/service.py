@@ -49,6 +49,7 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
         if own.migrate_on_start:
             await migrate(url)
         yield
+        await store.close()
         await engine.dispose()
 
     async def consumer(app: web.Application) -> AsyncIterator[None]:

@@ -113,6 +113,9 @@ class FakeRss:
     def peaks(self) -> dict[str, float]:
         return {"webform": 80.0}
 
+    def cpu_ms_per_message(self, messages: int) -> dict[str, float]:
+        return {"webform": 0.5, "total": 0.5}
+
 
 class FakeContext:
     def __init__(self, engine) -> None:  # type: ignore[no-untyped-def]
@@ -160,3 +163,19 @@ def test_baseline_comparison_shows_the_change_in_per_cent() -> None:
     text = compare(run(110.0, 20.0), run(100.0, 40.0))
     assert "webform-closed.throughput" in text and "+10.0%" in text
     assert "webform-closed.latency.p99" in text and "-50.0%" in text
+
+
+def test_cpu_time_of_a_process_is_read_from_proc() -> None:
+    import os
+    import time
+
+    from bench.gateway import read_cpu_s
+
+    before = read_cpu_s(os.getpid())
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:  # burn 50 ms of CPU
+        pass
+    after = read_cpu_s(os.getpid())
+    assert before is not None and after is not None
+    assert after - before >= 0.03
+    assert read_cpu_s(2**22 + 7) is None  # no such process

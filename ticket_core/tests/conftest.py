@@ -77,5 +77,7 @@ async def store(database_url: str) -> AsyncIterator[TicketStore]:
                 "RESTART IDENTITY CASCADE"))
             await connection.execute(text(
                 "UPDATE counters SET value = 1000 WHERE name = 'ticket_number'"))
-    yield TicketStore(engine)
+    store = TicketStore(engine)
+    yield store
+    await store.close()
     await engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -467,6 +468,7 @@ async def test_unopenable_sqlite_is_storage_unavailable(tmp_path: object) -> Non
         with pytest.raises(StorageUnavailable):
             await store.ping()
     finally:
+        await store.close()
         await engine.dispose()
         # aiosqlite stops a failed connection's worker thread without awaiting it; let it
         # finish while this test's loop still runs, or it reports "Event loop is closed".
@@ -490,7 +492,7 @@ async def test_persisting_takes_a_constant_handful_of_statements(store: TicketSt
         if not statement.lstrip().upper().startswith(("BEGIN", "PRAGMA", "SELECT 1")):
             statements.append(statement)
 
-    event.listen(store.engine.sync_engine, "before_cursor_execute", record)
+    event.listen(store.write_engine, "before_cursor_execute", record)
     try:
         await store.persist(message(email="first@example.com"))
         single = len(statements)
@@ -500,11 +502,43 @@ async def test_persisting_takes_a_constant_handful_of_statements(store: TicketSt
                                   for i in range(50)])
         batch = len(statements)
     finally:
-        event.remove(store.engine.sync_engine, "before_cursor_execute", record)
+        event.remove(store.write_engine, "before_cursor_execute", record)
     # Dedup check, identities, customer, identity, counter, ticket, message.
     assert single <= 7
     # Fifty messages: the same statements plus one thread lookup, not fifty times as many.
     assert batch <= single + 2
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_sqlite_batches_run_whole_on_one_writer_thread(store: TicketStore) -> None:
+    seen: list[tuple[str, str]] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        seen.append((threading.current_thread().name, statement.strip().upper()))
+
+    event.listen(store.write_engine, "before_cursor_execute", record)
+    try:
+        await store.persist_many([message(email=f"w{i}@example.com") for i in range(3)])
+        await store.close()  # the thread ends; the next write starts another
+        await store.persist(message(email="after@example.com"))
+    finally:
+        event.remove(store.write_engine, "before_cursor_execute", record)
+    threads = {name for name, _ in seen}
+    assert threads and all(name.startswith("ticket-store-writer") for name in threads)
+    assert threading.current_thread().name not in threads
+    # Each transaction takes the write lock first: BEGIN IMMEDIATE, never a deferred BEGIN.
+    begins = [statement for _, statement in seen if statement.startswith("BEGIN")]
+    assert begins == ["BEGIN IMMEDIATE", "BEGIN IMMEDIATE"]
+    assert seen[0][1] == "BEGIN IMMEDIATE"
+    assert await count(store, "messages") == 4
+
+
+def test_only_a_sqlite_file_gets_a_writer_thread() -> None:
+    assert db.sqlite_file("sqlite+aiosqlite:////var/lib/intake/intake.sqlite3")
+    assert not db.sqlite_file("sqlite+aiosqlite://")
+    assert not db.sqlite_file("sqlite+aiosqlite:///:memory:")
+    assert not db.sqlite_file("sqlite+aiosqlite:///file:x?mode=memory&uri=true")
+    assert not db.sqlite_file("postgresql+asyncpg://postgres@127.0.0.1/test")
 
 
 async def test_a_non_ascii_digit_is_not_taken_for_a_ticket_number(store: TicketStore) -> None:
