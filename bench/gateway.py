@@ -203,12 +203,13 @@ class Gateway:
             return None
         svg = self.out_dir / f"{name}{suffix}.svg"
         self.profiles.append(str(svg))
+        raw = bool(os.environ.get("INTAKE_BENCH_PROFILE_RAW"))
         return subprocess.Popen(
             [spy, "record", "--pid", str(pid), "--rate", "200", "--nonblocking",
+             *(["--gil"] if raw else []),
              # INTAKE_BENCH_PROFILE_RAW=1: collapsed stacks (.txt) for scripts instead of SVG
              *(["--format", "raw", "--output", str(svg.with_suffix(".txt"))]
-               if os.environ.get("INTAKE_BENCH_PROFILE_RAW")
-               else ["--format", "flamegraph", "--output", str(svg)])],
+               if raw else ["--format", "flamegraph", "--output", str(svg)])],
             stdout=subprocess.DEVNULL, stderr=open(self.out_dir / f"{name}{suffix}.py-spy.log",
                                                    "wb"))
 

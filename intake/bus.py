@@ -460,14 +460,19 @@ class Bus:
         slots = asyncio.Semaphore(spec.pipeline)
         previous: asyncio.Future[None] | None = None
         running: set[asyncio.Task[None]] = set()
+        last_size = 0
         try:
             while True:
                 await spec.wakeup.wait()
-                if len(spec.buffer) < spec.batch and spec.max_wait_s:
+                # Waiting for company pays only under load: a lone message (the last batch
+                # was one message too) goes at once, so a quiet gateway adds no delay.
+                if len(spec.buffer) < spec.batch and spec.max_wait_s and (
+                        last_size > 1 or len(spec.buffer) > 1):
                     await asyncio.sleep(spec.max_wait_s)
                 if spec.pipeline > 1:
                     await slots.acquire()
                 batch, spec.buffer = spec.buffer[:spec.batch], spec.buffer[spec.batch:]
+                last_size = len(batch)
                 if not spec.buffer:
                     spec.wakeup.clear()
                 if not batch:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -190,6 +191,19 @@ async def outbox_ready(app: web.Application) -> Any:
 # -- running -------------------------------------------------------------------------------
 
 
+def settle_garbage_collector() -> None:
+    """Keep the start-up heap out of every later garbage collection.
+
+    A service holds hundreds of thousands of long-lived objects once its imports, schemas and
+    SQL statements are loaded; each full collection walked them all, which cost tens of
+    microseconds per message at a thousand messages a second. `gc.freeze` moves them to a
+    generation the collector never visits; what the service allocates afterwards is still
+    collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(services: Sequence[Service], *, shutdown_timeout: float = 30.0,
                 stop: asyncio.Event | None = None,
                 started: Callable[[list[tuple[Service, str]]], None] | None = None) -> None:
@@ -221,6 +235,7 @@ async def serve(services: Sequence[Service], *, shutdown_timeout: float = 30.0,
             log.info("service_started", name=service.name, url=f"http://{host}:{service.port}")
         if started:
             started(listening)
+        settle_garbage_collector()
         await stop.wait()
     finally:
         began = time.monotonic()

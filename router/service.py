@@ -65,7 +65,8 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
         # with its confirms awaited together, and acked with one frame. While one batch waits
         # for its confirms the next ones are decided and published (`pipeline`).
         bus.consume_batches("router", route_batch_handler(holder, bus), Message,
-                            max_batch=own.max_batch, max_wait_s=0, prefetch=own.prefetch,
+                            max_batch=own.max_batch, max_wait_s=own.max_batch_wait_s,
+                            prefetch=own.prefetch,
                             pipeline=own.pipeline)
         yield
 

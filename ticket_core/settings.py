@@ -14,6 +14,8 @@ class TicketCoreSettings(BaseSettings):
     migrate_on_start: bool = True
     # Messages persisted in one transaction at most; batches grow only under load.
     max_batch: int = 100
-    # How long a first message waits for company before its batch is written.
-    max_batch_wait_s: float = 0.002
+    # Under load, how long a batch waits for company before it is written (a lone message
+    # never waits). Bigger batches share one commit: 5 ms took the closed-loop benchmark from
+    # ~1,000 to ~1,200 messages/s on 2 cores.
+    max_batch_wait_s: float = 0.005
     prefetch: int = 256

@@ -292,3 +292,20 @@ async def test_pipelined_batches_overlap_but_settle_in_order(bus: Bus) -> None:
     assert finished != started  # the slow first batch finished after later ones
     assert await queue_depth(bus, "router") == 0  # every message acked once all settled
     assert await bus.browse_dead() == []
+
+
+async def test_a_lone_message_does_not_wait_for_company(bus: Bus) -> None:
+    handled_at: list[float] = []
+
+    async def handler(messages: list[Message]) -> None:
+        handled_at.extend(asyncio.get_running_loop().time() for _ in messages)
+
+    bus.consume_batches("router", handler, Message, max_batch=10, max_wait_s=2.0)
+    await eventually(lambda: bus.connected)
+    await asyncio.sleep(0.3)  # the consumer is up
+    sent = form_message("lone")
+    published_at = asyncio.get_running_loop().time()
+    await bus.publish("inbound", sent.routing_key, sent.model_dump_json().encode())
+    await eventually(lambda: len(handled_at) == 1)
+    assert handled_at[0] - published_at < 1.0  # not the 2 s a batch may wait under load
+    await bus.stop_consumers()
