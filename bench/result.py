@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .lean_http import LeanHttp
+
 if TYPE_CHECKING:
     import aiohttp
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -41,6 +43,13 @@ class Context:
     http: aiohttp.ClientSession
     loads: list[Any] = field(default_factory=list)
     hop: float | None = None  # the raw hop in messages per second, measured first
+    lean: dict[str, LeanHttp] = field(default_factory=dict)
+
+    def client(self, service: str) -> LeanHttp:
+        """The load generator's lean HTTP client for a service (bench/lean_http.py)."""
+        if service not in self.lean:
+            self.lean[service] = LeanHttp("127.0.0.1", self.gateway.ports[service])
+        return self.lean[service]
 
     def n(self, default: int, quick: int) -> int:
         return self.options.n or (quick if self.options.quick else default)

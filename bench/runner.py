@@ -182,6 +182,8 @@ async def run(options: Options, results_dir: Path, baseline: Path | None) -> int
             results.extend(produced)
     finally:
         await http.close()
+        for client in ctx.lean.values():
+            await client.close()
         await gateway.stop()
         await rss.stop()
         await engine.dispose()
