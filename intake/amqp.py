@@ -86,25 +86,23 @@ def install() -> bool:
     return True
 
 
-async def publish(channel: Channel, body: bytes, *, exchange: str, routing_key: str,
-                  properties: spec.Basic.Properties, mandatory: bool = True,
-                  timeout: float | None = None) -> ConfirmationFrameType | None:
-    """A confirmed publish with aiormq's bookkeeping, minus its per-call overheads.
+def start_publish(channel: Channel, body: bytes, *, exchange: str, routing_key: str,
+                  properties: spec.Basic.Properties,
+                  mandatory: bool = True) -> asyncio.Future[ConfirmationFrameType] | None:
+    """The lean publish's synchronous half: frames queued, the confirmation future returned.
 
     `Channel.basic_publish` takes a lock, enters two context managers, builds a timeout and
     a countdown, and awaits a queue put for every message: about half of a web form request's
     AMQP cost. Here the delivery tag, the confirmation future and the frames are set up in one
-    synchronous step (nothing can interleave on the event loop), and the deadline is one timer.
-    Whenever that shortcut is not clearly safe (another version of aiormq, a publish of the
-    stock path under way, a full write queue, no confirms) the stock path is taken.
+    synchronous step (nothing can interleave on the event loop). Returns None whenever that
+    shortcut is not clearly safe (another version of aiormq, a publish of the stock path under
+    way, a full write queue, no confirms): the caller then takes the stock path.
     """
     queue = channel.write_queue
     lock: asyncio.Lock | None = getattr(channel, "_Channel__lock", None)  # basic_publish's
     if (not installed() or lock is None or lock.locked() or not channel.publisher_confirms
             or queue.full()):
-        return await channel.basic_publish(
-            body, exchange=exchange, routing_key=routing_key, properties=properties,
-            mandatory=mandatory, timeout=timeout, wait=False)
+        return None
     if channel.is_closed:
         raise ChannelInvalidStateError(f"{channel!r} closed")
     if not properties.message_id:  # returned messages are matched by it
@@ -127,8 +125,21 @@ async def publish(channel: Channel, body: bytes, *, exchange: str, routing_key: 
             channel.message_id_delivery_tag.pop(message_id)
 
     confirmation.add_done_callback(forget)
+    return confirmation
+
+
+async def publish(channel: Channel, body: bytes, *, exchange: str, routing_key: str,
+                  properties: spec.Basic.Properties, mandatory: bool = True,
+                  timeout: float | None = None) -> ConfirmationFrameType | None:
+    """A confirmed publish: the lean path when it applies, else aiormq's own; one timer."""
+    confirmation = start_publish(channel, body, exchange=exchange, routing_key=routing_key,
+                                 properties=properties, mandatory=mandatory)
+    if confirmation is None:
+        return await channel.basic_publish(
+            body, exchange=exchange, routing_key=routing_key, properties=properties,
+            mandatory=mandatory, timeout=timeout, wait=False)
     if timeout is None:
-        return await confirmation  # type: ignore[no-any-return]
+        return await confirmation
     expired = False
 
     def expire() -> None:
@@ -139,7 +150,7 @@ async def publish(channel: Channel, body: bytes, *, exchange: str, routing_key: 
 
     timer = asyncio.get_running_loop().call_later(timeout, expire)
     try:
-        return await confirmation  # type: ignore[no-any-return]
+        return await confirmation
     except asyncio.CancelledError:
         if expired:
             raise TimeoutError(f"publish not confirmed within {timeout} s") from None
@@ -165,4 +176,4 @@ def stock_writes() -> Iterator[None]:
 
 
 __all__ = ["CoalescingFrameGenerator", "MergedFrame", "install", "installed", "publish",
-           "stock_writes"]
+           "start_publish", "stock_writes"]

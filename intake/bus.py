@@ -301,17 +301,36 @@ class Bus:
     async def publish_many(self, exchange: str,
                            items: Iterable[tuple[str, bytes, dict[str, Any] | None]],
                            timeout: float | None = None) -> None:
-        """Publish (routing key, body, headers) items; return once all are confirmed.
+        """Publish (routing key, body, headers) items in order; return once all are confirmed.
 
-        One deadline for the lot instead of one timer per message; the first failure raises
-        (the others may be confirmed: the caller's redelivery makes them duplicates, harmless).
+        One deadline for the lot instead of one timer per message, and no task per message:
+        the frames are queued at once and the confirmations awaited together. The first
+        failure raises (others may be confirmed: the caller's redelivery makes them
+        duplicates, which are harmless).
         """
-        sends = [self._send(exchange, key, body, headers, None, None)
-                 for key, body, headers in items]
-        if not sends:
+        if not self.connected:
+            raise BrokerUnavailable("not connected to the broker")
+        target = self._exchanges[exchange]
+        channel = await target.channel.get_underlay_channel()
+        waits: list[Awaitable[Any]] = []
+        stock = False  # once one publish takes the stock path, the rest follow it (order)
+        for routing_key, body, headers in items:
+            properties = aiormq.spec.Basic.Properties(
+                headers=headers or {}, content_type="application/json", delivery_mode=2)
+            confirmation = None if stock else amqp.start_publish(
+                channel, body, exchange=target.name, routing_key=routing_key,
+                properties=properties)
+            if confirmation is None:
+                stock = True
+                waits.append(channel.basic_publish(
+                    body, exchange=target.name, routing_key=routing_key,
+                    properties=properties, mandatory=True, wait=False))
+            else:
+                waits.append(confirmation)
+        if not waits:
             return
         async with asyncio.timeout(timeout or self.settings.publish_timeout_s):
-            await self._confirmed(asyncio.gather(*sends))
+            await self._confirmed(asyncio.gather(*waits))
 
     async def _send(self, exchange: str, routing_key: str, body: bytes,
                     headers: dict[str, Any] | None, message_id: str | None,

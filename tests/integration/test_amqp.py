@@ -80,3 +80,29 @@ async def test_a_channel_closed_under_a_waiting_publish_fails_it_without_cancell
     with pytest.raises(BrokerUnavailable):
         await publishing
     assert not publishing.cancelled()
+
+
+@pytest.mark.parametrize("stock_from", [None, 5])
+async def test_publish_many_keeps_the_order_even_when_the_stock_path_takes_over(
+        bus: Bus, monkeypatch: pytest.MonkeyPatch, stock_from: int | None) -> None:
+    calls = 0
+    lean = amqp.start_publish
+
+    def sometimes_lean(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return None if stock_from is not None and calls > stock_from else lean(*args, **kwargs)
+
+    monkeypatch.setattr(amqp, "start_publish", sometimes_lean)
+    sent = [form_message(f"o{i:03d}") for i in range(120)]
+    await bus.publish_many("inbound", [(m.routing_key, m.model_dump_json().encode(), None)
+                                       for m in sent])
+    seen: list[str] = []
+
+    async def handler(message: Message) -> None:
+        seen.append(message.idempotency_key)
+
+    bus.consume("router", handler, Message, prefetch=1)
+    await eventually(lambda: len(seen) == len(sent))
+    await bus.stop_consumers()
+    assert seen == [m.idempotency_key for m in sent]
