@@ -223,7 +223,11 @@ class Gateway:
                                        f"{process.log_path.read_text()[-2000:]}")
                 with contextlib.suppress(aiohttp.ClientError, OSError):
                     async with http.get(f"{self.url(name)}/readyz") as response:
-                        if response.status == 200:
+                        # A connector is ready while its outbox takes messages; the benchmark
+                        # also waits for its broker connection, or the first requests would
+                        # measure the outbox.
+                        if response.status == 200 and (
+                                await response.json()).get("broker", "up") == "up":
                             return
                 await asyncio.sleep(0.1)
         raise TimeoutError(f"{name} not ready within {timeout} s; see {process.log_path}")

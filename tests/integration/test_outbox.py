@@ -68,3 +68,56 @@ async def test_publish_fails_loudly_when_neither_broker_nor_outbox_can_take_it(
     with pytest.raises(Transient) as caught:
         await publisher.publish(form_message("x"))
     assert caught.value.reason == "outbox_unwritable"
+
+
+async def test_after_a_short_outage_new_messages_wait_for_the_drain_and_then_go_direct(
+        settings: IntakeSettings, tmp_path: Path) -> None:
+    """Under steady load a small backlog must end: new messages do not queue behind it."""
+    import asyncio
+
+    proxy = BrokerProxy()
+    await proxy.reserve_port()
+    edge_bus = Bus(settings.model_copy(update={"amqp_url": proxy.url}), "webform")
+    edge_bus.start()
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    publisher = Publisher(edge_bus, outbox, "webform", "webform")
+    publisher.start()
+    appended = 0
+    append = outbox.append
+
+    async def counting_append(*args: object, **kwargs: object) -> None:
+        nonlocal appended
+        appended += 1
+        await append(*args, **kwargs)  # type: ignore[arg-type]
+
+    outbox.append = counting_append  # type: ignore[method-assign]
+    consumer_bus = Bus(settings, "router-test")
+    received: list[str] = []
+
+    async def handler(message: Message) -> None:
+        received.append(message.idempotency_key)
+
+    try:
+        backlog = [form_message(f"b{i:03d}") for i in range(50)]
+        for message in backlog:
+            await publisher.publish(message)
+        assert appended == 50
+        await proxy.start()
+        await edge_bus.wait_connected(20)
+        # Steady load right as the broker returns: 200 publishes, 20 at a time.
+        later = [form_message(f"n{i:03d}") for i in range(200)]
+        for start in range(0, len(later), 20):
+            await asyncio.gather(*(publisher.publish(m) for m in later[start:start + 20]))
+        assert appended == 50  # none of the new ones paid for the outbox
+        assert outbox.depth == 0
+        await consumer_bus.connect()
+        consumer_bus.consume("router", handler, Message)
+        await eventually(lambda: len(received) == 250, timeout=30)
+        assert received[:50] == [m.idempotency_key for m in backlog]  # the backlog first
+        assert sorted(received[50:]) == sorted(m.idempotency_key for m in later)
+    finally:
+        await publisher.stop()
+        await delete_topology(consumer_bus)
+        await consumer_bus.close()
+        await edge_bus.close()
+        await proxy.stop()
