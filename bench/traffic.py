@@ -71,6 +71,23 @@ class Traffic:
         record.answered = time.time()
 
 
+def latency_timeline(points: Sequence[tuple[float, float]],
+                     window_s: float = 1.0) -> list[dict[str, float]]:
+    """Request → persisted per window of send time: when in the run the tail happened."""
+    if not points:
+        return []
+    start = min(t for t, _ in points)
+    windows: dict[int, list[float]] = {}
+    for sent, ms in points:
+        windows.setdefault(int((sent - start) / window_s), []).append(ms)
+    out = []
+    for index in sorted(windows):
+        figures = summarize(windows[index])
+        out.append({"t": index * window_s, "n": len(windows[index]), "p50": figures["p50"],
+                    "p99": figures["p99"], "max": figures["max"]})
+    return out
+
+
 async def drive(ctx: Context, loads: Sequence[ConnectorLoad], tag: str, n: int, *,
                 rate: float | None = None, concurrency: int | None = None,
                 scenario: str, load_label: str, raise_on_loss: bool = True) -> Result:
@@ -104,6 +121,8 @@ async def settle(ctx: Context, traffic: Traffic, stats: LoopStats, *, scenario: 
                     for row in stored_rows if row.key in by_key]
     http_ms = [(s.answered - s.scheduled) * 1000 for s in traffic.sent.values()
                if s.ok and s.answered is not None]
+    timeline = latency_timeline([(by_key[row.key].scheduled, ms) for row, ms in zip(
+        (r for r in stored_rows if r.key in by_key), persisted_ms, strict=True)])
     last = max((row.persisted_at.timestamp() for row in stored_rows), default=stats.finished)
     elapsed = max(last - stats.started, 1e-9)
     throughput = round(len(stored_rows) / elapsed, 1)
@@ -116,7 +135,8 @@ async def settle(ctx: Context, traffic: Traffic, stats: LoopStats, *, scenario: 
                                        1),
                "failed_requests": len(failed), "errors": errors[:5],
                "max_send_lag_ms": round(stats.max_lag_s * 1000, 1),
-               "seconds": round(elapsed, 2), "cpu_ms_per_message": cpu})
+               "seconds": round(elapsed, 2), "cpu_ms_per_message": cpu,
+               "timeline": timeline})
     if not check.ok or (failed and raise_on_loss):
         result.ok = False
         result.failure = (f"exactly-once check failed: {check.describe()}" if not check.ok

@@ -48,3 +48,14 @@ def test_summarize_reports_count_percentiles_max_and_mean() -> None:
     assert summary == {"count": 200, "p50": 100.0, "p95": 190.0, "p99": 198.0,
                        "max": 200.0, "mean": 100.5}
     assert summarize([])["count"] == 0
+
+
+def test_the_latency_timeline_groups_by_send_second() -> None:
+    from bench.traffic import latency_timeline
+
+    points = [(100.0, 10.0), (100.5, 30.0), (101.2, 200.0), (103.9, 5.0)]
+    timeline = latency_timeline(points)
+    assert [w["t"] for w in timeline] == [0.0, 1.0, 3.0]
+    assert [w["n"] for w in timeline] == [2, 1, 1]
+    assert timeline[0]["max"] == 30.0 and timeline[1]["p99"] == 200.0
+    assert latency_timeline([]) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import io
@@ -24,6 +25,7 @@ import segno
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
+from intake.blobs import blob_ref
 from intake.errors import IntakeError, Rejected, Transient
 from intake.logging import get_logger
 from intake.message import Attachment, utcnow
@@ -578,29 +580,39 @@ class WebformHandlers:
         key = idempotency_key(form.id, external)
         reference = reference_for(key)
 
-        blobs = request.app[BLOBS]
-        try:
-            attachments = []
-            for upload in parsed.uploads:
-                ref = await blobs.put(upload.data)
-                attachments.append(Attachment(
-                    filename=upload.filename,
-                    original_filename=clean_original_filename(upload.original_filename),
-                    content_type=upload.content_type, size=len(upload.data),
-                    sha256=hashlib.sha256(upload.data).hexdigest(), blob=ref))
-            raw = await blobs.put(parsed.raw if parsed.raw is not None
-                                  else _raw_of_multipart(parsed))
-        except OSError as exc:
-            raise Transient(f"blob store: {exc}", reason="blob_store_unavailable") from exc
+        # Blobs are named by their content, so the message can be built (and published) while
+        # they are being committed: the answer waits for both, in the time of the slower one.
+        raw_bytes = parsed.raw if parsed.raw is not None else _raw_of_multipart(parsed)
+        attachments = [Attachment(
+            filename=upload.filename,
+            original_filename=clean_original_filename(upload.original_filename),
+            content_type=upload.content_type, size=len(upload.data),
+            sha256=hashlib.sha256(upload.data).hexdigest(), blob=blob_ref(upload.data))
+            for upload in parsed.uploads]
         fields = {name: ([a.filename for a, u in zip(attachments, parsed.uploads, strict=True)
                           if u.field == name] if isinstance(value, list) else value)
                   for name, value in clean.items()}
         message = to_message(
             form, fields, message_id=uuid.uuid4(), idempotency_key=key, reference=reference,
-            received_at=utcnow(), trace_id=uuid.uuid4().hex, attachments=attachments, raw=raw,
-            flags=flags, client_ip=client_ip(request, settings),
+            received_at=utcnow(), trace_id=uuid.uuid4().hex, attachments=attachments,
+            raw=blob_ref(raw_bytes), flags=flags, client_ip=client_ip(request, settings),
             user_agent=request.headers.get("User-Agent"))
-        await request.app[PUBLISHER].publish(message)
+        blobs = request.app[BLOBS]
+        storing = asyncio.gather(*(blobs.put(data) for data in
+                                   (*(u.data for u in parsed.uploads), raw_bytes)))
+        publishing = asyncio.ensure_future(request.app[PUBLISHER].publish(message))
+        try:
+            await storing
+        except OSError as exc:
+            # Answered 503, so the sender retries with the same key: a message already out
+            # is a harmless duplicate, and the retry stores its blobs.
+            with contextlib.suppress(Exception):
+                await publishing
+            raise Transient(f"blob store: {exc}", reason="blob_store_unavailable") from exc
+        except BaseException:
+            publishing.cancel()
+            raise
+        await publishing
         MESSAGES_IN.labels("webform", "webform").inc()
         log.info("submission_received", form=form.id, idempotency_key=key, reference=reference,
                  trace_id=message.trace_id, flags=flags, attachments=len(attachments))

@@ -6,6 +6,8 @@ import hashlib
 import io
 import re
 import urllib.parse
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import segno
@@ -483,3 +485,33 @@ async def test_submissions_and_refusals_are_counted_in_metrics(client: TestClien
                   channel="webform") == received + 1
     assert sample("intake_errors_total", service="webform",
                   reason="validation_failed") == refused + 1
+
+
+async def test_a_blob_store_that_fails_is_503_and_the_retry_stores_everything(
+        aiohttp_client: Any, tmp_path: Path) -> None:
+    from .conftest import build_app, make_settings
+
+    class FlakyBlobs(FileBlobStore):
+        failures = 1
+
+        async def put(self, data: bytes) -> str:
+            if self.failures:
+                self.failures -= 1
+                raise OSError("disk unavailable")
+            return await super().put(data)
+
+    publisher = RecordingPublisher()
+    blobs = FlakyBlobs(tmp_path / "blobs")
+    client = await aiohttp_client(build_app(make_settings(), publisher, blobs))
+    headers = {"Idempotency-Key": "retry-after-blob-failure"}
+    first = await client.post("/forms/contact/submissions", json=CONTACT, headers=headers)
+    assert first.status == 503
+    assert (await first.json())["error"] == "unavailable"
+    again = await client.post("/forms/contact/submissions", json=CONTACT, headers=headers)
+    assert again.status == 201
+    # The same key both times (the first copy, if out, is a harmless duplicate), and the raw
+    # body the message names is in the store now.
+    keys = {m.idempotency_key for m in publisher.messages}
+    assert keys == {"webform:contact:retry-after-blob-failure"}
+    raw = publisher.messages[-1].raw
+    assert raw is not None and await blobs.exists(raw)
