@@ -89,3 +89,15 @@ async def test_references_that_are_not_ours_never_become_paths(tmp_path: Path, r
         await store.get(ref)
     with pytest.raises(ValueError):
         await store.exists(ref)
+
+
+async def test_puts_within_the_gather_window_share_one_commit(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path, gather_s=0.05)
+
+    async def later(delay: float, data: bytes) -> str:
+        await asyncio.sleep(delay)
+        return await store.put(data)
+
+    await asyncio.gather(later(0, b"first"), later(0.01, b"second"), later(0.02, b"third"))
+    assert store.commits == 1
+    await store.close()
