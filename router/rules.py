@@ -234,6 +234,8 @@ class CompiledCondition:
     # For `==`/`in` on words: the words for which it holds (read through `_word`), so the
     # RuleSet can look routes up by value instead of testing each one.
     key: frozenset[str] | None = None
+    # For `matches`: the regular expression, so runs of such routes can share one screen.
+    pattern: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,18 +303,58 @@ class CompiledRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class Screen:
+    """A run of `always` routes that each test one field against a regular expression.
+
+    One search with their patterns joined says whether any of them can match: when none can
+    (the common case, a message for the default route), the run is skipped at once instead
+    of searching route by route.
+    """
+
+    read: Reader
+    search: Callable[[str, int, int], re.Match[str] | None]
+    start: int  # the run is always[start:stop]
+    stop: int
+
+    def rules_out(self, message: Message) -> bool:
+        value = self.read(message)
+        if type(value) is str:
+            return self.search(value, 0, MATCH_MAX_CHARS) is None
+        return value is None or value is MISSING  # `matches` holds only for text
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelPlan:
     """The routes that can match one channel: tried always, or found by a field's value."""
 
     always: tuple[CompiledRoute, ...]
     # (reader of a field, value -> the routes keyed on that field and value), one per field
     lookups: tuple[tuple[Reader, dict[str, tuple[CompiledRoute, ...]]], ...]
+    screens: tuple[Screen, ...] = ()
+
+    def screened(self, message: Message) -> Sequence[CompiledRoute]:
+        """`always` without the runs a screen rules out."""
+        if not self.screens:
+            return self.always
+        kept: list[CompiledRoute] | None = None
+        done = 0
+        for screen in self.screens:
+            if screen.rules_out(message):
+                if kept is None:
+                    kept = []
+                kept.extend(self.always[done:screen.start])
+                done = screen.stop
+        if kept is None:
+            return self.always
+        kept.extend(self.always[done:])
+        return kept
 
     def candidates(self, message: Message) -> Sequence[CompiledRoute]:
         """The routes worth testing, in order; every other route is certainly false."""
+        always = self.screened(message)
         if not self.lookups:
-            return self.always
-        found: list[CompiledRoute] = list(self.always)
+            return always
+        found: list[CompiledRoute] = list(always)
         for read, index in self.lookups:
             value = read(message)
             if type(value) is str:
@@ -328,7 +370,7 @@ class ChannelPlan:
                 hit = index.get(_word(value))
                 if hit:
                     found.extend(hit)
-        if len(found) > len(self.always):
+        if len(found) > len(always):
             found.sort(key=_position)
         return found
 
@@ -723,7 +765,8 @@ def _compile_where(condition: Condition) -> CompiledCondition:
             return holds(read(message))
 
     return CompiledCondition(label=label, text=text, read=read, test=test,
-                             show_saw=op not in ("equals", "in", "exists"), key=key)
+                             show_saw=op not in ("equals", "in", "exists"), key=key,
+                             pattern=operand if op == "matches" else None)
 
 
 def _compile_attr_in(attr: str, values: Sequence[str]) -> CompiledCondition:
@@ -836,7 +879,52 @@ def _plan(routes: Sequence[CompiledRoute], channel: str) -> ChannelPlan:
             index.setdefault(word, []).append(route)
     return ChannelPlan(always=tuple(always), lookups=tuple(
         (read, {word: tuple(found) for word, found in index.items()})
-        for read, index in lookups.values()))
+        for read, index in lookups.values()), screens=_screens(always))
+
+
+SCREEN_MIN_ROUTES = 4  # below this, testing the routes one by one is as cheap
+_GLOBAL_FLAGS = re.compile(r"^\(\?([aiLmsux]+)\)")
+# Group numbers shift when patterns are joined: no screen for patterns that refer to them.
+_NUMBERED = re.compile(r"\\[1-9]|\(\?\(|\(\?P=|\\g<")
+
+
+def _screen_condition(route: CompiledRoute) -> tuple[CompiledCondition, str] | None:
+    """A `matches` test the route needs (its conditions all must hold), with the pattern
+    scoped to its own flags so that it can be joined with others."""
+    for condition in route.conditions:
+        pattern = condition.pattern
+        if pattern is None or _NUMBERED.search(pattern):
+            continue
+        flags = _GLOBAL_FLAGS.match(pattern)
+        if flags:  # "(?i)abc" may only start a pattern; joined, it becomes "(?i:abc)"
+            pattern = f"(?{flags.group(1)}:{pattern[flags.end():]})"
+        return condition, pattern
+    return None
+
+
+def _screens(always: Sequence[CompiledRoute]) -> tuple[Screen, ...]:
+    """Screens for the runs of consecutive routes that each need a pattern on one field."""
+    screens: list[Screen] = []
+    i = 0
+    while i < len(always):
+        first = _screen_condition(always[i])
+        j = i + 1
+        if first is not None:
+            patterns = [first[1]]
+            while j < len(always) and (later := _screen_condition(always[j])) is not None \
+                    and later[0].label == first[0].label:
+                patterns.append(later[1])
+                j += 1
+            if j - i >= SCREEN_MIN_ROUTES:
+                try:
+                    joined = re.compile("|".join(f"(?:{p})" for p in patterns))
+                except re.error:  # e.g. two patterns naming the same group: no screen
+                    joined = None
+                if joined is not None:
+                    screens.append(Screen(read=first[0].read, search=joined.search,
+                                          start=i, stop=j))
+        i = j
+    return tuple(screens)
 
 
 # --------------------------------------------------------------------------- loading

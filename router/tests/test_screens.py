@@ -1,0 +1,72 @@
+"""Screens (one joined search for a run of pattern routes) only skip what cannot match."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+from router.rules import RuleSet
+
+from .conftest import RulesFrom, make_message
+from .test_index import naive_route
+
+PATTERNS = ["订单", "(?i)refund", "^about keyword\\d+$", "发票|invoice", "(?i)(urgent|asap)",
+            "(a)\\1", "(?P<x>quote)", "(?P<x>price)", "^\\s*$", "退[货款]"]
+SUBJECTS = ["订单问题", "REFUND please", "about keyword7", "about keyword", "invoice 2026",
+            "URGENT", "aa", "quote", "price", "   ", "退货", "hello", "", "Asap!"]
+
+
+def unscreened(rules: RuleSet) -> RuleSet:
+    return dataclasses.replace(rules, plans={
+        channel: dataclasses.replace(plan, screens=()) for channel, plan in rules.plans.items()})
+
+
+def routes_text(rng: random.Random, count: int) -> str:
+    lines = []
+    for i in range(count):
+        lines += [f"- id: r{i}", "  match:", "    where:"]
+        lines.append(f"      - {{field: subject, matches: '{rng.choice(PATTERNS)}'}}")
+        if rng.random() < 0.4:
+            lines.append("      - {field: form.fields.topic, not_equals: spam}")
+        lines.append("  desk: sales")
+    return "\n".join(lines)
+
+
+def test_screened_decisions_equal_route_by_route_ones(rules_from: RulesFrom) -> None:
+    rng = random.Random(7)
+    screened_any = False
+    for _ in range(30):
+        rules = rules_from(routes_text(rng, rng.randint(1, 40)))
+        screened_any |= any(plan.screens for plan in rules.plans.values())
+        plain = unscreened(rules)
+        for subject in SUBJECTS:
+            for topic in ("complaint", "spam"):
+                message = make_message(subject=subject, form={
+                    "form_id": "contact", "fields": {"topic": topic}})
+                decided = rules.decide(message, full=True)
+                assert decided.route == naive_route(rules, message), subject
+                expected = plain.decide(message, full=True)
+                assert [t.model_dump() for t in decided.tried] == [
+                    t.model_dump() for t in expected.tried]
+    assert screened_any  # the test really exercised screens
+
+
+def test_patterns_that_number_their_groups_get_no_screen(rules_from: RulesFrom) -> None:
+    backrefs = "\n".join(f"- id: r{i}\n  match:\n    where:\n"
+                         f"      - {{field: subject, matches: '(x{i})\\1'}}\n  desk: sales"
+                         for i in range(6))
+    rules = rules_from(backrefs)
+    assert all(not plan.screens for plan in rules.plans.values())
+    assert rules.decide(make_message(subject="x3x3")).route == "r3"
+
+
+def test_a_message_with_no_text_in_the_field_skips_the_whole_run(rules_from: RulesFrom) -> None:
+    rules = rules_from("\n".join(f"- id: r{i}\n  match:\n    where:\n"
+                                 f"      - {{field: subject, matches: 'k{i}'}}\n  desk: sales"
+                                 for i in range(8)))
+    plan = rules.plans["webform"]
+    assert len(plan.screens) == 1
+    assert list(plan.screened(make_message(subject=None))) == []
+    assert [r.id for r in plan.screened(make_message(subject="k5"))] == [
+        f"r{i}" for i in range(8)]  # a hit: every route of the run is tried in order
+    assert rules.decide(make_message(subject="k5")).route == "r5"
