@@ -286,6 +286,21 @@ class RssSampler:
         self._peaks = {}
         self._cpu_start = self._cpu_now()
 
+    async def wait_quiet(self, busy_share: float = 0.1, window_s: float = 0.5,
+                         timeout_s: float = 20.0) -> float:
+        """Wait until the services and the broker together use under `busy_share` of a core
+        over `window_s` (or `timeout_s` passed); returns the seconds waited."""
+        began = time.monotonic()
+        while time.monotonic() - began < timeout_s:
+            before = self._cpu_now()
+            before.pop("load", None)
+            await asyncio.sleep(window_s)
+            after = self._cpu_now()
+            used = sum(after[name] - value for name, value in before.items() if name in after)
+            if used < busy_share * window_s:
+                break
+        return time.monotonic() - began
+
     def cpu_ms_per_message(self, messages: int) -> dict[str, float]:
         """CPU milliseconds per message of each process since `reset()`, and their total."""
         now = self._cpu_now()

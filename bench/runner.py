@@ -167,6 +167,11 @@ async def run(options: Options, results_dir: Path, baseline: Path | None) -> int
             try:
                 if scenario.needs_gateway:
                     await gateway.start()
+                    # What the last scenario left behind (a database checkpoint, the broker
+                    # compacting its log) must not be counted against this one.
+                    quiet_after = await rss.wait_quiet()
+                    if quiet_after > 1.0:
+                        ctx.log(f"waited {quiet_after:.1f} s for the machine to settle")
                 produced = await scenario.run(ctx)
             except ExactlyOnceFailed as exc:
                 failures.append(str(exc.args[0]))
