@@ -74,6 +74,9 @@ def figures(report: dict[str, Any]) -> dict[str, float]:
             value = (r.get("extra") or {}).get(name)
             if isinstance(value, int | float):
                 flat[f"{key}.{name}"] = float(value)
+        for name, value in ((r.get("extra") or {}).get("cpu_ms_per_message") or {}).items():
+            if isinstance(value, int | float):
+                flat[f"{key}.cpu_ms.{name}"] = float(value)
     return flat
 
 

@@ -157,12 +157,14 @@ async def test_settle_measures_request_to_persisted_and_fails_on_a_lost_message(
 def test_baseline_comparison_shows_the_change_in_per_cent() -> None:
     def run(throughput: float, p99: float) -> dict[str, object]:
         return {"results": [Result(scenario="webform-closed", messages=10, load="C=1",
-                                   throughput=throughput,
-                                   latency={"p50": 1.0, "p99": p99}).as_dict()]}
+                                   throughput=throughput, latency={"p50": 1.0, "p99": p99},
+                                   extra={"cpu_ms_per_message": {"webform": p99 / 40}}
+                                   ).as_dict()]}
 
     text = compare(run(110.0, 20.0), run(100.0, 40.0))
     assert "webform-closed.throughput" in text and "+10.0%" in text
     assert "webform-closed.latency.p99" in text and "-50.0%" in text
+    assert "webform-closed.cpu_ms.webform" in text
 
 
 def test_cpu_time_of_a_process_is_read_from_proc() -> None:
