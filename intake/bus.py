@@ -46,6 +46,8 @@ CORE_QUEUES: dict[str, tuple[str, str]] = {
 }
 REASON_HEADER = "x-intake-reason"
 HOLD_FIRST_RETRY_S = 0.2
+# With `pipeline` > 1, a new batch overlaps the one under way only once this many wait.
+PIPELINE_MIN = 16
 _AMQP_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, RuntimeError)
 COALESCED_WRITES = amqp.install()
 
@@ -118,6 +120,7 @@ class _ConsumerSpec(Generic[M]):
     stopped: bool = False
     buffer: list[tuple[Delivery, M]] = field(default_factory=list)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    crowded: asyncio.Event = field(default_factory=asyncio.Event)  # PIPELINE_MIN are waiting
     flusher: asyncio.Task[None] | None = None
 
 
@@ -455,6 +458,8 @@ class Bus:
         if spec.batch > 1:
             spec.buffer.append((incoming, model))
             spec.wakeup.set()
+            if len(spec.buffer) >= PIPELINE_MIN:
+                spec.crowded.set()
             return  # the flusher settles it
         started = time.perf_counter()
         bind_message(getattr(model, "trace_id", None), getattr(model, "idempotency_key", None))
@@ -489,6 +494,16 @@ class Bus:
                         last_size > 1 or len(spec.buffer) > 1):
                     await asyncio.sleep(spec.max_wait_s)
                 if spec.pipeline > 1:
+                    if (running and previous is not None and not previous.done()
+                            and len(spec.buffer) < PIPELINE_MIN):
+                        # A few messages do not need a batch of their own: they wait for the
+                        # one under way and join what arrives meanwhile (fewer acks, writes
+                        # and wake-ups at moderate rates); a queue starts one at once.
+                        spec.crowded.clear()
+                        crowded = asyncio.ensure_future(spec.crowded.wait())
+                        await asyncio.wait([previous, crowded],
+                                           return_when=asyncio.FIRST_COMPLETED)
+                        crowded.cancel()
                     await slots.acquire()
                 batch, spec.buffer = spec.buffer[:spec.batch], spec.buffer[spec.batch:]
                 last_size = len(batch)

@@ -309,3 +309,27 @@ async def test_a_lone_message_does_not_wait_for_company(bus: Bus) -> None:
     await eventually(lambda: len(handled_at) == 1)
     assert handled_at[0] - published_at < 1.0  # not the 2 s a batch may wait under load
     await bus.stop_consumers()
+
+
+async def test_at_a_moderate_rate_pipelined_batches_gather_instead_of_overlapping(
+        bus: Bus) -> None:
+    """A trickle does not start a batch per message: it joins the batch after the one under
+    way (fewer acks and writes); only a queue of PIPELINE_MIN makes batches overlap."""
+    batches: list[list[str]] = []
+
+    async def handler(messages: list[Message]) -> None:
+        batches.append([m.idempotency_key for m in messages])
+        await asyncio.sleep(0.05)
+
+    bus.consume_batches("router", handler, Message, max_batch=50, max_wait_s=0, pipeline=4)
+    await eventually(lambda: bus.connected)
+    await asyncio.sleep(0.3)
+    sent = [form_message(f"t{i:02d}") for i in range(20)]
+    for message in sent:  # one every 10 ms: five arrive while a batch is handled
+        await bus.publish("inbound", message.routing_key, message.model_dump_json().encode())
+        await asyncio.sleep(0.01)
+    await eventually(lambda: sum(map(len, batches)) == 20)
+    await bus.stop_consumers()
+    assert [key for batch in batches for key in batch] == [m.idempotency_key for m in sent]
+    assert len(batches) <= 10  # a batch per message would be 20
+    assert await queue_depth(bus, "router") == 0
