@@ -137,6 +137,13 @@ async def settle(ctx: Context, traffic: Traffic, stats: LoopStats, *, scenario: 
                "max_send_lag_ms": round(stats.max_lag_s * 1000, 1),
                "seconds": round(elapsed, 2), "cpu_ms_per_message": cpu,
                "timeline": timeline})
+    # One clock serves both sides: a message persisted before it was sent means its key was
+    # stored by an earlier run, and its latency would be a lie.
+    early = sum(1 for ms in persisted_ms if ms < -5.0)
+    if early:
+        result.ok = False
+        result.failure = f"{early} messages were persisted before they were sent (keys reused)"
+        raise ExactlyOnceFailed(f"{scenario}: {result.failure}", result)
     if not check.ok or (failed and raise_on_loss):
         result.ok = False
         result.failure = (f"exactly-once check failed: {check.describe()}" if not check.ok
@@ -199,9 +206,10 @@ class Sweep(Scenario):
         knee: Result | None = None
         first: Result | None = None
         first_fail: float | None = None
-        for k, fraction in enumerate(fractions):
+        for fraction in fractions:
             rate = round(fraction * base, 1)
-            result = await self._step(ctx, k, rate, step_s, steps, bound)
+            # Every step its own tag (the count so far): a repeated step must not reuse keys.
+            result = await self._step(ctx, len(steps), rate, step_s, steps, bound)
             if not result.ok and not ctx.options.quick:
                 # One stall (a checkpoint, a neighbour on the host) must not set the knee:
                 # a rate fails only if it fails twice running.

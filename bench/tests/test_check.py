@@ -154,6 +154,19 @@ async def test_settle_measures_request_to_persisted_and_fails_on_a_lost_message(
     assert "FAILED" in render([result.as_dict()])
 
 
+async def test_a_key_stored_before_it_was_sent_fails_the_scenario(engine) -> None:  # type: ignore[no-untyped-def]
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    traffic = Traffic([FakeLoad()], "t")
+    traffic.sent[0] = Sent(key="webform:contact:bench-t-0", scheduled=start.timestamp(),
+                           answered=start.timestamp() + 0.002, ok=True)
+    # An earlier run with the same tag left this key, stored a second before this send.
+    await insert(engine, ["webform:contact:bench-t-0"], start - timedelta(seconds=1))
+    stats = LoopStats(started=start.timestamp(), finished=start.timestamp() + 0.01)
+    with pytest.raises(ExactlyOnceFailed, match="persisted before they were sent"):
+        await settle(FakeContext(engine), traffic, stats,  # type: ignore[arg-type]
+                     scenario="webform-sweep", load_label="10/s", raise_on_loss=False)
+
+
 def test_baseline_comparison_shows_the_change_in_per_cent() -> None:
     def run(throughput: float, p99: float) -> dict[str, object]:
         return {"results": [Result(scenario="webform-closed", messages=10, load="C=1",
