@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterable, Iterator
 from importlib.metadata import version
 from typing import Any
 
@@ -159,6 +159,29 @@ async def publish(channel: Channel, body: bytes, *, exchange: str, routing_key: 
         timer.cancel()
 
 
+def start_publishes(channel: Channel, exchange: str,
+                    items: Iterable[tuple[str, bytes, spec.Basic.Properties]],
+                    ) -> list[Awaitable[ConfirmationFrameType | None]]:
+    """Queue several publishes in order; returns what to await for each one's confirm.
+
+    The lean path while it applies; once one publish needs the stock path, the rest take it
+    too, so that none overtakes it (the stock path queues its frames later, under the lock).
+    """
+    confirmations: list[Awaitable[ConfirmationFrameType | None]] = []
+    stock = False
+    for routing_key, body, properties in items:
+        confirmation = None if stock else start_publish(
+            channel, body, exchange=exchange, routing_key=routing_key, properties=properties)
+        if confirmation is None:
+            stock = True
+            confirmations.append(channel.basic_publish(
+                body, exchange=exchange, routing_key=routing_key, properties=properties,
+                mandatory=True, wait=False))
+        else:
+            confirmations.append(confirmation)
+    return confirmations
+
+
 def installed() -> bool:
     return aiormq_connection.FrameGenerator is CoalescingFrameGenerator
 
@@ -176,4 +199,4 @@ def stock_writes() -> Iterator[None]:
 
 
 __all__ = ["CoalescingFrameGenerator", "MergedFrame", "install", "installed", "publish",
-           "start_publish", "stock_writes"]
+           "start_publish", "start_publishes", "stock_writes"]

@@ -314,26 +314,17 @@ class Bus:
         if not self.connected:
             raise BrokerUnavailable("not connected to the broker")
         target = self._exchanges[exchange]
-        channel = await target.channel.get_underlay_channel()
-        waits: list[Awaitable[Any]] = []
-        stock = False  # once one publish takes the stock path, the rest follow it (order)
-        for routing_key, body, headers in items:
-            properties = aiormq.spec.Basic.Properties(
-                headers=headers or {}, content_type="application/json", delivery_mode=2)
-            confirmation = None if stock else amqp.start_publish(
-                channel, body, exchange=target.name, routing_key=routing_key,
-                properties=properties)
-            if confirmation is None:
-                stock = True
-                waits.append(channel.basic_publish(
-                    body, exchange=target.name, routing_key=routing_key,
-                    properties=properties, mandatory=True, wait=False))
-            else:
-                waits.append(confirmation)
-        if not waits:
-            return
-        async with asyncio.timeout(timeout or self.settings.publish_timeout_s):
-            await self._confirmed(asyncio.gather(*waits))
+        batch = [(routing_key, body, _properties(headers))
+                 for routing_key, body, headers in items]
+
+        async def confirm_all() -> None:
+            channel = await target.channel.get_underlay_channel()
+            waits = amqp.start_publishes(channel, target.name, batch)
+            async with asyncio.timeout(timeout or self.settings.publish_timeout_s):
+                await asyncio.gather(*waits)
+
+        if batch:
+            await self._confirmed(confirm_all())
 
     async def _send(self, exchange: str, routing_key: str, body: bytes,
                     headers: dict[str, Any] | None, message_id: str | None,
@@ -341,9 +332,7 @@ class Bus:
         if not self.connected:
             raise BrokerUnavailable("not connected to the broker")
         target = self._exchanges[exchange]
-        properties = aiormq.spec.Basic.Properties(
-            headers=headers or {}, message_id=message_id,
-            content_type="application/json", delivery_mode=2)  # persistent
+        properties = _properties(headers, message_id)
         channel = await target.channel.get_underlay_channel()
         # Not aio-pika's publish: it awaits each frame's drain under the channel's lock,
         # which serialises concurrent publishes; the confirm is what we wait for.
@@ -795,6 +784,13 @@ class DeadLetter:
                    error=_text(headers.get("x-intake-error", "")), queue=_opt(queue),
                    exchange=_opt(exchange), routing_key=_opt(routing_key),
                    dead_at=headers.get("x-intake-dead-at"), body=incoming.body, headers=headers)
+
+
+def _properties(headers: dict[str, Any] | None,
+                message_id: str | None = None) -> aiormq.spec.Basic.Properties:
+    return aiormq.spec.Basic.Properties(headers=headers or {}, message_id=message_id,
+                                        content_type="application/json",
+                                        delivery_mode=2)  # persistent
 
 
 def _text(value: Any) -> str:
