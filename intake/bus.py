@@ -48,6 +48,8 @@ REASON_HEADER = "x-intake-reason"
 HOLD_FIRST_RETRY_S = 0.2
 # With `pipeline` > 1, a new batch overlaps the one under way only once this many wait.
 PIPELINE_MIN = 16
+# Batches' acks go out together, one `multiple` ack per this interval (see Bus._ack_later).
+ACK_DELAY_S = 0.005
 _AMQP_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, RuntimeError)
 COALESCED_WRITES = amqp.install()
 
@@ -122,14 +124,20 @@ class _ConsumerSpec(Generic[M]):
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     crowded: asyncio.Event = field(default_factory=asyncio.Event)  # PIPELINE_MIN are waiting
     flusher: asyncio.Task[None] | None = None
+    # A multiple ack waiting to go out (see Bus._ack_later): its last delivery and its count.
+    ack_pending: Delivery | None = None
+    ack_count: int = 0
+    ack_timer: asyncio.TimerHandle | None = None
 
 
 class Bus:
     """One connection per process: a confirmed publish channel and a channel per consumer."""
 
-    def __init__(self, settings: IntakeSettings, service: str) -> None:
+    def __init__(self, settings: IntakeSettings, service: str, *,
+                 write_window_s: float = 0.0) -> None:
         self.settings = settings
         self.service = service
+        self.write_window_s = write_window_s  # see amqp.set_write_window
         self.names = Names(settings.bus_prefix)
         self.log = get_logger(service=service, component="bus")
         self._connection: AbstractConnection | None = None
@@ -210,6 +218,8 @@ class Bus:
             raise last or ConnectionError("no AMQP URL configured")
         self._lost = asyncio.Event()
         connection.close_callbacks.add(lambda *_: self._lost.set())
+        if self.write_window_s:
+            amqp.set_write_window(connection, self.write_window_s)
         try:
             self._connection = connection
             self._publish_channel = await connection.channel(
@@ -569,25 +579,60 @@ class Bus:
 
     async def _ack_batch(self, spec: _ConsumerSpec[Any],
                          batch: list[Delivery]) -> None:
-        """One `multiple` ack for the whole batch when that is safe, else one ack each.
+        """One `multiple` ack for this and the next batches when that is safe, else one each.
 
         Safe means every earlier delivery on the channel is settled already: batches are
-        prefixes of the buffer and are handled one at a time, so only a message still being
+        prefixes of the buffer and are settled in order, so only a message still being
         dead-lettered on the side (schema-invalid) could be an unsettled earlier one.
         """
         last = batch[-1]
-        same_channel = all(incoming.channel is last.channel for incoming in batch)
-        if len(batch) > 1 and same_channel and spec.settling == 0:
+        if spec.settling == 0 and all(incoming.channel is last.channel for incoming in batch):
+            self._ack_later(spec, last, len(batch))
+            return
+        for incoming in batch:
+            await self._settle(spec, incoming, None)
+
+    def _ack_later(self, spec: _ConsumerSpec[Any], last: Delivery, count: int) -> None:
+        """Ack `count` messages up to `last` within ACK_DELAY_S, with whatever settles meanwhile.
+
+        On a quorum queue every ack is a command in the broker's replicated log. At moderate
+        rates a batch is one to three messages, so acking each batch at once cost the broker
+        (and us) a log write, a socket write and a wake-up per message or two. The messages are
+        done already (forwarded or committed), so waiting adds nothing to their latency; a
+        crash in between only has the broker deliver them again, which is harmless. In-flight
+        counts drop when the ack is out, so a graceful stop waits for it.
+        """
+        pending = spec.ack_pending
+        if pending is not None and pending.channel is not last.channel:
+            self._flush_ack(spec)
+        spec.ack_pending = last
+        spec.ack_count += count
+        if spec.stopped:  # a stop waits for nothing it need not
+            self._flush_ack(spec)
+        elif spec.ack_timer is None:
+            spec.ack_timer = asyncio.get_running_loop().call_later(
+                ACK_DELAY_S, self._flush_ack, spec)
+
+    def _flush_ack(self, spec: _ConsumerSpec[Any]) -> None:
+        if spec.ack_timer is not None:
+            spec.ack_timer.cancel()
+            spec.ack_timer = None
+        last, count = spec.ack_pending, spec.ack_count
+        spec.ack_pending, spec.ack_count = None, 0
+        if last is None:
+            return
+
+        async def ack() -> None:
             try:
                 await last.ack(multiple=True)
             except Exception:  # the channel is gone: the broker redelivers them all
                 pass
-            spec.inflight -= len(batch)
+            spec.inflight -= count
             if spec.inflight == 0:
                 spec.idle.set()
-            return
-        for incoming in batch:
-            await self._settle(spec, incoming, None)
+
+        self._tasks.add(task := asyncio.ensure_future(ack()))
+        task.add_done_callback(self._tasks.discard)
 
     async def _call(self, spec: _ConsumerSpec[Any], argument: Any) -> None:
         """Run the handler; during an outage of what it needs, hold the message and retry.
@@ -670,6 +715,7 @@ class Bus:
         """Stop taking new messages and wait for in-flight handlers to finish."""
         for spec in self._consumers:
             spec.stopped = True
+            self._flush_ack(spec)
             if spec.underlay is not None and spec.tag is not None:
                 with contextlib.suppress(Exception):
                     await spec.underlay.basic_cancel(spec.tag)

@@ -46,7 +46,7 @@ class Channel:
             SERVICE_SETTINGS,
             Service,
             blobs_context,
-            bus_context,
+            connector_bus_context,
             outbox_ready,
             publisher_context,
         )
@@ -58,7 +58,7 @@ class Channel:
             port=int(own.port),  # type: ignore[attr-defined]
             settings=settings,
             routes=list(self.routes()),
-            contexts=[bus_context, blobs_context, publisher_context, *self.contexts],
+            contexts=[connector_bus_context, blobs_context, publisher_context, *self.contexts],
             ready_checks=[outbox_ready],
             state={SERVICE_SETTINGS: own, ACCOUNTS: accounts},
             client_max_size=max(self.client_max_size,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +28,10 @@ class IntakeSettings(BaseSettings):
     # Deliveries of one message before it is dead-lettered (the quorum queue's x-delivery-limit).
     delivery_limit: int = 5
     prefetch: int = 64
+    # A connector holds each AMQP write this long, so that the publishes of concurrent requests
+    # go out (and wake the broker) together; 0 writes at once. Router and ticket core write at
+    # once: each hop's window adds to every message's latency.
+    connector_write_window_ms: float = Field(default=2.0, ge=0, le=50)
     # A client has this long to send a whole request head (from connecting, or from the end of
     # its previous request) and then this long again for the body; slower ones are dropped
     # (slow-loris). aiohttp has no such limit of its own.

@@ -12,6 +12,8 @@ from intake import amqp
 from intake.bus import Bus
 from intake.errors import BrokerUnavailable
 from intake.message import Message
+from intake.settings import IntakeSettings
+from tests.conftest import delete_topology
 from tests.factories import form_message
 from tests.support import eventually
 
@@ -106,3 +108,46 @@ async def test_publish_many_keeps_the_order_even_when_the_stock_path_takes_over(
     await eventually(lambda: len(seen) == len(sent))
     await bus.stop_consumers()
     assert seen == [m.idempotency_key for m in sent]
+
+
+@pytest.mark.parametrize("window_s", [0.0, 0.05])
+async def test_a_write_window_gathers_the_publishes_of_separate_tasks_into_one_write(
+        settings: IntakeSettings, monkeypatch: pytest.MonkeyPatch, window_s: float) -> None:
+    writes = 0
+    frames = amqp.CoalescingFrameGenerator.__anext__
+
+    async def counting(self: amqp.CoalescingFrameGenerator) -> Any:
+        nonlocal writes
+        frame = await frames(self)
+        writes += 1
+        return frame
+
+    windowed = Bus(settings, "test-window", write_window_s=window_s)
+    await windowed.connect(timeout=15)
+    try:
+        monkeypatch.setattr(amqp.CoalescingFrameGenerator, "__anext__", counting)
+        sent = [form_message(f"w{i}") for i in range(10)]
+
+        async def publish_later(delay: float, message: Message) -> None:
+            await asyncio.sleep(delay)
+            await windowed.publish("inbound", message.routing_key,
+                                   message.model_dump_json().encode())
+
+        # Ten requests 3 ms apart, each publishing on its own: 30 ms in all.
+        await asyncio.gather(*(publish_later(i * 0.003, m) for i, m in enumerate(sent)))
+        if window_s:
+            assert writes <= 3  # held 50 ms: they went out together
+        else:
+            assert writes >= 8  # at once: about one write each
+        seen: list[str] = []
+
+        async def handler(message: Message) -> None:
+            seen.append(message.idempotency_key)
+
+        windowed.consume("router", handler, Message)
+        await eventually(lambda: len(seen) == len(sent))
+        await windowed.stop_consumers()
+        assert sorted(seen) == sorted(m.idempotency_key for m in sent)
+    finally:
+        await delete_topology(windowed)
+        await windowed.close()

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from intake.bus import Bus
+from intake.bus import Bus, Delivery
 from intake.errors import Rejected, StorageUnavailable, Transient
 from intake.message import Message
 from intake.settings import IntakeSettings
@@ -333,3 +333,66 @@ async def test_at_a_moderate_rate_pipelined_batches_gather_instead_of_overlappin
     assert [key for batch in batches for key in batch] == [m.idempotency_key for m in sent]
     assert len(batches) <= 10  # a batch per message would be 20
     assert await queue_depth(bus, "router") == 0
+
+
+async def test_acks_of_small_batches_go_out_together(
+        bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trickle makes batches of one; their acks still leave as a few `multiple` acks."""
+    import intake.bus
+
+    monkeypatch.setattr(intake.bus, "ACK_DELAY_S", 0.05)
+    acks: list[bool] = []
+    ack = Delivery.ack
+
+    async def counting(self: Delivery, multiple: bool = False) -> None:
+        acks.append(multiple)
+        await ack(self, multiple=multiple)
+
+    monkeypatch.setattr(Delivery, "ack", counting)
+    batches: list[int] = []
+
+    async def handler(messages: list[Message]) -> None:
+        batches.append(len(messages))
+
+    bus.consume_batches("router", handler, Message, max_batch=10, max_wait_s=0)
+    sent = [form_message(f"a{i}") for i in range(20)]
+    for message in sent:  # one every 5 ms: each its own batch
+        await bus.publish("inbound", message.routing_key, message.model_dump_json().encode())
+        await asyncio.sleep(0.005)
+    await eventually(lambda: sum(batches) == 20)
+    assert len(batches) > 10
+    await bus.stop_consumers()  # waits for the acks still pending
+    assert acks and all(acks) and len(acks) < len(batches) / 2
+    assert await queue_depth(bus, "router") == 0  # every one of them acked
+
+
+async def test_a_message_whose_ack_was_pending_when_the_connection_broke_comes_again(
+        settings: IntakeSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import intake.bus
+
+    monkeypatch.setattr(intake.bus, "ACK_DELAY_S", 30)  # not sent before the break
+    proxy = BrokerProxy()
+    await proxy.start()
+    bus = Bus(settings.model_copy(update={"amqp_url": proxy.url}), "test")
+    seen: list[str] = []
+
+    async def handler(messages: list[Message]) -> None:
+        seen.extend(m.idempotency_key for m in messages)
+
+    try:
+        await bus.connect(timeout=10)
+        bus.consume_batches("router", handler, Message, max_batch=10)
+        sent = form_message("pending-ack")
+        await bus.publish("inbound", sent.routing_key, sent.model_dump_json().encode())
+        await eventually(lambda: seen == [sent.idempotency_key])
+        await proxy.stop()  # the connection breaks with the ack still waiting
+        await proxy.start()
+        # The bus reconnects and the broker delivers the message again: a harmless duplicate.
+        await eventually(lambda: seen == [sent.idempotency_key] * 2, timeout=30)
+        monkeypatch.setattr(intake.bus, "ACK_DELAY_S", 0.005)
+    finally:
+        await bus.stop_consumers()  # sends the pending ack at once, not in 30 s
+        assert await queue_depth(bus, "router") == 0
+        await delete_topology(bus)
+        await bus.close()
+        await proxy.stop()
