@@ -197,7 +197,8 @@ class Attachment(Base):
     inline: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
 
 
-def _json_dumps(value: Any) -> str:
+def json_dumps(value: Any) -> str:
+    """The JSON text both backends store (the engines' `json_serializer`)."""
     return orjson.dumps(value).decode()
 
 
@@ -213,7 +214,7 @@ def make_engine(url: str, **options: Any) -> AsyncEngine:
     if backend == "sqlite":
         if parsed.drivername != "sqlite+aiosqlite":
             parsed = parsed.set(drivername="sqlite+aiosqlite")
-        engine = create_async_engine(parsed, json_serializer=_json_dumps, **options)
+        engine = create_async_engine(parsed, json_serializer=json_dumps, **options)
         _configure_sqlite(engine.sync_engine)
         return engine
     if backend == "postgresql":
@@ -221,7 +222,7 @@ def make_engine(url: str, **options: Any) -> AsyncEngine:
             parsed = parsed.set(drivername="postgresql+asyncpg")
         options.setdefault("pool_pre_ping", True)
         options.setdefault("pool_size", 10)
-        return create_async_engine(parsed, json_serializer=_json_dumps, **options)
+        return create_async_engine(parsed, json_serializer=json_dumps, **options)
     raise ValueError(f"unsupported database URL {parsed.render_as_string(hide_password=True)}; "
                      "use sqlite+aiosqlite:///path or postgresql+asyncpg://…")
 
@@ -237,13 +238,14 @@ def make_sqlite_write_engine(url: str | URL) -> Engine:
     """A synchronous engine (the stdlib sqlite3 driver) on the same file as `make_engine(url)`.
 
     The ticket store runs each write transaction whole on one thread with it: one hop from the
-    event loop per batch instead of one per statement. Same pragmas and JSON as the async engine,
+    event loop per batch instead of one per statement (`writes.SqliteWriter`, which by default
+    runs the statements on the raw sqlite3 connection). Same pragmas and JSON as the async engine,
     but no "begin" listener (any engine event makes SQLAlchemy dispatch events around every
     statement): SQLAlchemy's BEGIN is a no-op here, so the caller issues `BEGIN IMMEDIATE` as
     the transaction's first statement.
     """
     parsed = make_url(url).set(drivername="sqlite+pysqlite")
-    engine = create_engine(parsed, json_serializer=_json_dumps)
+    engine = create_engine(parsed, json_serializer=json_dumps)
     _sqlite_pragmas(engine)
     return engine
 

@@ -28,29 +28,15 @@ import base64
 import contextlib
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import (
-    Select,
-    and_,
-    bindparam,
-    func,
-    insert,
-    literal,
-    or_,
-    select,
-    tuple_,
-    update,
-)
+from sqlalchemy import Select, and_, func, literal, or_, select
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from intake.errors import StorageUnavailable
@@ -67,16 +53,19 @@ from .schemas import (
     TicketDetail,
     TicketView,
 )
+from .writes import (
+    ATTACHMENTS,
+    COUNTERS,
+    CUSTOMERS,
+    IDENTITIES,
+    MESSAGES,
+    TICKETS,
+    UNJOINABLE_STATUSES,
+    CoreWriteStatements,
+    SqliteWriter,
+    WriteStatements,
+)
 
-CUSTOMERS = db.Customer.__table__
-IDENTITIES = db.CustomerIdentity.__table__
-TICKETS = db.Ticket.__table__
-MESSAGES = db.Message.__table__
-ATTACHMENTS = db.Attachment.__table__
-COUNTERS = db.Counter.__table__
-
-# A conversation stays joinable until the ticket is closed or merged away.
-UNJOINABLE_STATUSES = ("closed", "merged")
 # An inbound message on a ticket waiting for the customer, or already solved, reopens it.
 REOPENED_BY_CUSTOMER = ("pending", "resolved")
 OWNING_ROLES = ("owner", "primary")
@@ -90,64 +79,6 @@ RETRYABLE_SQLSTATES = {"40001", "40P01"}
 UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P")
 
 log = get_logger(component="ticket_store")
-
-# The write path's statements, built once: a batch then builds no SQL expression and SQLAlchemy
-# reuses their memoized cache keys and compiled forms. Lists go in as expanding parameters.
-_TICKET_COLUMNS = (TICKETS.c.id, TICKETS.c.number, TICKETS.c.status, TICKETS.c.customer_id,
-                   TICKETS.c.channel, TICKETS.c.conversation_id)
-_STORED_KEYS = (
-    select(MESSAGES.c.id, MESSAGES.c.idempotency_key, MESSAGES.c.ticket_id,
-           MESSAGES.c.customer_id, TICKETS.c.number)
-    .select_from(MESSAGES.outerjoin(TICKETS, TICKETS.c.id == MESSAGES.c.ticket_id))
-    .where(or_(MESSAGES.c.idempotency_key.in_(bindparam("keys", expanding=True)),
-               MESSAGES.c.id.in_(bindparam("ids", expanding=True)))))
-_KNOWN_IDENTITIES = (
-    select(IDENTITIES.c.kind, IDENTITIES.c.value, IDENTITIES.c.customer_id,
-           IDENTITIES.c.verified, CUSTOMERS.c.created_at)
-    .select_from(IDENTITIES.join(CUSTOMERS, CUSTOMERS.c.id == IDENTITIES.c.customer_id))
-    .where(tuple_(IDENTITIES.c.kind, IDENTITIES.c.value)
-           .in_(bindparam("pairs", expanding=True))))
-_TICKETS_NAMED = select(*_TICKET_COLUMNS).where(
-    or_(TICKETS.c.id.in_(bindparam("ids", expanding=True)),
-        TICKETS.c.number.in_(bindparam("numbers", expanding=True))))
-_TICKETS_BY_MESSAGE_ID = (
-    select(*_TICKET_COLUMNS, MESSAGES.c.message_id)
-    .select_from(MESSAGES.join(TICKETS, TICKETS.c.id == MESSAGES.c.ticket_id))
-    .where(MESSAGES.c.message_id.in_(bindparam("message_ids", expanding=True)))
-    .order_by(MESSAGES.c.persisted_at))
-_TICKETS_BY_CONVERSATION = (
-    select(*_TICKET_COLUMNS)
-    .where(TICKETS.c.conversation_id.in_(bindparam("conversations", expanding=True)),
-           TICKETS.c.status.not_in(UNJOINABLE_STATUSES))
-    .order_by(TICKETS.c.created_at, TICKETS.c.id))
-_TICKETS_OPEN_FOR = (
-    select(*_TICKET_COLUMNS)
-    .where(TICKETS.c.customer_id.in_(bindparam("customers", expanding=True)),
-           TICKETS.c.status.not_in(DONE_STATUSES))
-    .order_by(TICKETS.c.created_at, TICKETS.c.id))
-_INSERT_CUSTOMERS = insert(CUSTOMERS)
-_INSERT_IDENTITIES = insert(IDENTITIES)
-# Identities added to a found customer: one a concurrent writer added first is left alone.
-_INSERT_IDENTITIES_IGNORING_PG = (
-    pg_insert(IDENTITIES).on_conflict_do_nothing(index_elements=["kind", "value"]))
-_INSERT_IDENTITIES_IGNORING_SQLITE = (
-    sqlite_insert(IDENTITIES).on_conflict_do_nothing(index_elements=["kind", "value"]))
-_VERIFY_IDENTITIES = (
-    update(IDENTITIES)
-    .where(tuple_(IDENTITIES.c.kind, IDENTITIES.c.value).in_(bindparam("pairs", expanding=True)),
-           IDENTITIES.c.verified.is_(False))
-    .values(verified=True))
-_INSERT_TICKETS = insert(TICKETS)
-_INSERT_MESSAGES = insert(MESSAGES)
-_INSERT_ATTACHMENTS = insert(ATTACHMENTS)
-_TOUCH_TICKETS = (
-    update(TICKETS).where(TICKETS.c.id == bindparam("b_id"))
-    .values(status=bindparam("b_status"), updated_at=bindparam("b_updated_at")))
-_BUMP_COUNTER = (
-    update(COUNTERS).where(COUNTERS.c.name == db.TICKET_COUNTER)
-    .values(value=COUNTERS.c.value + bindparam("count", type_=COUNTERS.c.value.type))
-    .returning(COUNTERS.c.value))
-_INSERT_COUNTER = insert(COUNTERS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,23 +204,27 @@ class _Plan:
 class TicketStore:
     """The only writer of the ticket core database, and its reader for the agent API."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, sqlite_fast_path: bool = True) -> None:
+        """`sqlite_fast_path=False` writes a SQLite file through SQLAlchemy Core statements,
+        as PostgreSQL is written, instead of raw sqlite3 ones (see writes.py): same rows."""
         self.engine = engine
         self._dialect = engine.dialect.name
         self._write_engine = engine.execution_options(**{db.WRITE: True})
-        self._insert_identities_ignoring = (
-            _INSERT_IDENTITIES_IGNORING_PG if self._dialect == "postgresql"
-            else _INSERT_IDENTITIES_IGNORING_SQLITE)
         # A SQLite file is written from one thread of our own, a transaction per hop (see
-        # _SqliteWriter); PostgreSQL (and an in-memory SQLite) through the async engine.
-        self._writer = _SqliteWriter(engine.url) if db.sqlite_file(engine.url) else None
+        # SqliteWriter); PostgreSQL (and an in-memory SQLite) through the async engine.
+        self._writer = (SqliteWriter(engine.url, fast_path=sqlite_fast_path)
+                        if db.sqlite_file(engine.url) else None)
         # SQLite has one writer at a time anyway; queueing here is cheaper than busy-waiting.
         self._write_lock: asyncio.Lock | contextlib.nullcontext[None] = (
             asyncio.Lock() if self._dialect == "sqlite" else contextlib.nullcontext())
 
     @property
     def write_engine(self) -> Engine:
-        """The synchronous engine that write transactions run on (for event listeners)."""
+        """The synchronous engine that write transactions run on (for event listeners).
+
+        On a SQLite file's fast path only its pool events ("connect") fire: the statements run
+        on the raw sqlite3 connection, not through SQLAlchemy.
+        """
         return self._writer.engine if self._writer is not None else self.engine.sync_engine
 
     async def close(self) -> None:
@@ -311,7 +246,7 @@ class TicketStore:
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
                 async with self._write_lock:
-                    return await self._in_transaction(self._persist_batch, messages)
+                    return await self._in_transaction(messages)
             except sa_exc.IntegrityError as exc:
                 # Another writer committed the same idempotency key or a new identity first.
                 last = exc
@@ -330,16 +265,18 @@ class TicketStore:
         raise StorageUnavailable(f"conflicting writers, gave up after {WRITE_ATTEMPTS} attempts: "
                                  f"{last}") from last
 
-    async def _in_transaction(
-            self, fn: Callable[[Connection, Sequence[Message]], list[PersistResult]],
-            messages: Sequence[Message]) -> list[PersistResult]:
-        """`fn(connection, messages)` in one write transaction, committed if it returns."""
-        if self._writer is not None:
-            return await self._writer.run(fn, messages)
-        async with self._write_engine.begin() as connection:
-            return await connection.run_sync(fn, messages)
+    async def _in_transaction(self, messages: Sequence[Message]) -> list[PersistResult]:
+        """The batch in one write transaction, committed if planning and writing succeed."""
+        def persist(statements: WriteStatements) -> list[PersistResult]:
+            return self._persist_batch(statements, messages)
 
-    def _persist_batch(self, conn: Connection,
+        if self._writer is not None:
+            return await self._writer.run(persist)
+        async with self._write_engine.begin() as connection:
+            return await connection.run_sync(
+                lambda sync: persist(CoreWriteStatements(sync)))
+
+    def _persist_batch(self, statements: WriteStatements,
                        messages: Sequence[Message]) -> list[PersistResult]:
         now = utcnow()
         plan = _Plan(results=[None] * len(messages))
@@ -349,14 +286,14 @@ class TicketStore:
         ids = {str(m.id) for m in messages}
         stored: dict[str, PersistResult] = {}
         taken_ids: set[str] = set()
-        rows = conn.execute(_STORED_KEYS, {"keys": sorted(keys), "ids": sorted(ids)})
-        for row in rows:
-            taken_ids.add(row.id)
-            if row.idempotency_key in stored or row.idempotency_key not in keys:
+        rows = statements.stored_messages(sorted(keys), sorted(ids))
+        for message_id, key, ticket_id, customer_id, ticket_number in rows:
+            taken_ids.add(message_id)
+            if key in stored or key not in keys:
                 continue
-            stored[row.idempotency_key] = PersistResult(
-                ticket_id=row.ticket_id, ticket_number=row.number, message_id=row.id,
-                customer_id=row.customer_id, created_ticket=False, duplicate=True)
+            stored[key] = PersistResult(
+                ticket_id=ticket_id, ticket_number=ticket_number, message_id=message_id,
+                customer_id=customer_id, created_ticket=False, duplicate=True)
 
         fresh: list[Message] = []
         seen: set[str] = set()
@@ -365,8 +302,8 @@ class TicketStore:
                 seen.add(m.idempotency_key)
                 fresh.append(m)
 
-        known = self._load_identities(conn, fresh)
-        threads = _ThreadIndex.load(conn, fresh, known)
+        known = self._load_identities(statements, fresh)
+        threads = _ThreadIndex.load(statements, fresh, known)
 
         # 2. Plan, message by message.
         batch_first: dict[str, int] = {}
@@ -381,7 +318,7 @@ class TicketStore:
             self._plan_message(plan, index, m, now, known, threads, taken_ids)
 
         # 3. Write, parents before children.
-        self._write(conn, plan, now)
+        self._write(statements, plan, now)
 
         for index, ref, message_id, customer_id, created in plan.pending:
             plan.results[index] = PersistResult(
@@ -398,14 +335,15 @@ class TicketStore:
                     created_ticket=False, duplicate=True)
         return [r for r in plan.results if r is not None]
 
-    def _load_identities(self, conn: Connection,
+    def _load_identities(self, statements: WriteStatements,
                          messages: Iterable[Message]) -> dict[tuple[str, str], _Known]:
         pairs = {(i.kind, normalize_identity(i.kind, i.value))
                  for m in messages for i in m.sender.identities}
         if not pairs:
             return {}
-        rows = conn.execute(_KNOWN_IDENTITIES, {"pairs": sorted(pairs)})
-        return {(r.kind, r.value): _Known(r.customer_id, r.verified, r.created_at) for r in rows}
+        return {(kind, value): _Known(customer_id, verified, created_at)
+                for kind, value, customer_id, verified, created_at
+                in statements.known_identities(sorted(pairs))}
 
     def _plan_message(self, plan: _Plan, index: int, m: Message, now: datetime,
                       known: dict[tuple[str, str], _Known], threads: _ThreadIndex,
@@ -520,40 +458,39 @@ class TicketStore:
         plan.new_ticket_refs.append(ref)
         return ref
 
-    def _write(self, conn: Connection, plan: _Plan, now: datetime) -> None:
+    def _write(self, statements: WriteStatements, plan: _Plan, now: datetime) -> None:
         if plan.customers:
-            conn.execute(_INSERT_CUSTOMERS, plan.customers)
+            statements.insert(CUSTOMERS, plan.customers)
         # Sorted, so two writers adding the same identities lock them in the same order.
         if plan.identities_new:
             # Plain insert: if a concurrent writer created one of them, retry and find it.
-            conn.execute(_INSERT_IDENTITIES, _sorted(plan.identities_new))
+            statements.insert(IDENTITIES, _sorted(plan.identities_new))
         if plan.identities_added:
-            conn.execute(self._insert_identities_ignoring, _sorted(plan.identities_added))
+            statements.add_identities(_sorted(plan.identities_added))
         if plan.verify:
-            conn.execute(_VERIFY_IDENTITIES, {"pairs": sorted(plan.verify)})
+            statements.verify_identities(sorted(plan.verify))
         if plan.tickets:
             # Allocated last-but-one: on PostgreSQL the counter row stays locked until commit.
-            numbers = self._allocate_numbers(conn, len(plan.tickets))
+            numbers = self._allocate_numbers(statements, len(plan.tickets))
             for row, ref, number in zip(plan.tickets, plan.new_ticket_refs, numbers,
                                         strict=True):
                 row["number"] = ref.number = number
                 row["status"] = ref.status
-            conn.execute(_INSERT_TICKETS, plan.tickets)
+            statements.insert(TICKETS, plan.tickets)
         if plan.messages:
-            conn.execute(_INSERT_MESSAGES, plan.messages)
+            statements.insert(MESSAGES, plan.messages)
         if plan.attachments:
-            conn.execute(_INSERT_ATTACHMENTS, plan.attachments)
+            statements.insert(ATTACHMENTS, plan.attachments)
         if plan.touched:
-            conn.execute(
-                _TOUCH_TICKETS,
-                [{"b_id": ref.id, "b_status": ref.status, "b_updated_at": now}
+            statements.touch_tickets(
+                [(ref.id, ref.status, now)
                  for ref in sorted(plan.touched.values(), key=lambda r: r.id)])
 
-    def _allocate_numbers(self, conn: Connection, count: int) -> list[int]:
-        last = conn.execute(_BUMP_COUNTER, {"count": count}).scalar_one_or_none()
+    def _allocate_numbers(self, statements: WriteStatements, count: int) -> list[int]:
+        last = statements.bump_ticket_counter(count)
         if last is None:  # a schema made without the migration's seed row
             last = db.FIRST_TICKET_NUMBER - 1 + count
-            conn.execute(_INSERT_COUNTER, {"name": db.TICKET_COUNTER, "value": last})
+            statements.insert(COUNTERS, [{"name": db.TICKET_COUNTER, "value": last}])
         return list(range(last - count + 1, last + 1))
 
     # ---- reading -------------------------------------------------------------------------
@@ -684,7 +621,7 @@ class _ThreadIndex:
         self.latest_open: dict[tuple[str, str], _TicketRef] = {}
 
     @classmethod
-    def load(cls, conn: Connection, messages: Sequence[Message],
+    def load(cls, statements: WriteStatements, messages: Sequence[Message],
              known: dict[tuple[str, str], _Known]) -> _ThreadIndex:
         index = cls()
         hinted = [m.thread for m in messages if m.kind != "event" and m.thread is not None]
@@ -698,32 +635,31 @@ class _ThreadIndex:
                    if (i.kind, normalize_identity(i.kind, i.value)) in known}
 
         if ticket_ids or numbers:
-            rows = conn.execute(_TICKETS_NAMED, {"ids": sorted(ticket_ids),
-                                                 "numbers": sorted(numbers)})
-            for row in rows:
+            for row in statements.tickets_named(sorted(ticket_ids), sorted(numbers)):
                 index._add(row)
         if message_ids:
-            rows = conn.execute(_TICKETS_BY_MESSAGE_ID, {"message_ids": sorted(message_ids)})
-            for row in rows:  # the latest stored copy of a Message-ID wins
-                index.by_message_id[row.message_id] = index._add(row)
+            for *row, message_id in statements.tickets_replied_to(sorted(message_ids)):
+                # The latest stored copy of a Message-ID wins.
+                index.by_message_id[message_id] = index._add(row)
         if conversations:
-            rows = conn.execute(_TICKETS_BY_CONVERSATION,
-                                {"conversations": sorted(conversations)})
-            for row in rows:
-                index.by_conversation[(row.channel, row.conversation_id)] = index._add(row)
+            for row in statements.joinable_tickets(sorted(conversations)):
+                *_, channel, conversation_id = row
+                index.by_conversation[(channel, conversation_id)] = index._add(row)
         if joiners:
-            rows = conn.execute(_TICKETS_OPEN_FOR, {"customers": sorted(joiners)})
-            for row in rows:
-                index.latest_open[(row.customer_id, row.channel)] = index._add(row)
+            for row in statements.open_tickets(sorted(joiners)):
+                ref = index._add(row)
+                index.latest_open[(ref.customer_id, ref.channel)] = ref
         return index
 
-    def _add(self, row: Any) -> _TicketRef:
-        ref = self.by_id.get(row.id)
+    def _add(self, row: Sequence[Any]) -> _TicketRef:
+        """Index a TicketRow once (several hints may lead to the same ticket)."""
+        ticket_id, number, status, customer_id, channel, _conversation_id = row
+        ref = self.by_id.get(ticket_id)
         if ref is None:
-            ref = _TicketRef(id=row.id, number=row.number, status=row.status,
-                             customer_id=row.customer_id, channel=row.channel)
-            self.by_id[ref.id] = ref
-            self.by_number[row.number] = ref
+            ref = _TicketRef(id=ticket_id, number=number, status=status,
+                             customer_id=customer_id, channel=channel)
+            self.by_id[ticket_id] = ref
+            self.by_number[number] = ref
         return ref
 
     def find(self, m: Message, customer_id: str) -> _TicketRef | None:
@@ -760,40 +696,6 @@ class _ThreadIndex:
             self.by_conversation[(m.channel, t.conversation_id)] = ticket
         if ticket.status not in DONE_STATUSES and ticket.channel == m.channel:
             self.latest_open[(customer_id, m.channel)] = ticket
-
-
-class _SqliteWriter:
-    """SQLite write transactions, each run whole (BEGIN IMMEDIATE … COMMIT) on one thread.
-
-    Over aiosqlite every statement is a hop to its thread and back, plus SQLAlchemy's greenlet
-    switches around each: ten or so per batch, most of a small batch's CPU. Here a batch is one
-    hop, to a thread of our own with a synchronous engine (stdlib sqlite3) on the same file and
-    pragmas. The thread starts with the first write; exceptions come back as raised there.
-    """
-
-    def __init__(self, url: URL) -> None:
-        self.engine = db.make_sqlite_write_engine(url)
-        self._thread: ThreadPoolExecutor | None = None
-
-    async def run(self, fn: Callable[[Connection, Sequence[Message]], list[PersistResult]],
-                  messages: Sequence[Message]) -> list[PersistResult]:
-        if self._thread is None:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="ticket-store-writer")
-        return await asyncio.get_running_loop().run_in_executor(
-            self._thread, self._transaction, fn, messages)
-
-    def _transaction(self, fn: Callable[[Connection, Sequence[Message]], list[PersistResult]],
-                     messages: Sequence[Message]) -> list[PersistResult]:
-        with self.engine.connect() as connection, connection.begin():
-            connection.exec_driver_sql("BEGIN IMMEDIATE")  # see db.WRITE
-            return fn(connection, messages)
-
-    async def close(self) -> None:
-        """After the writes already queued: close the connection there, then end the thread."""
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            await asyncio.get_running_loop().run_in_executor(thread, self.engine.dispose)
-            thread.shutdown(wait=False)
 
 
 def _filtered(query: Select[Any], f: TicketFilter) -> Select[Any]:

@@ -1,0 +1,520 @@
+"""The statements a batch write runs: SQLAlchemy Core for PostgreSQL, raw sqlite3 for SQLite files.
+
+`TicketStore` plans a batch in memory and runs a fixed set of statements, each a method of
+`WriteStatements`. `CoreWriteStatements` runs them as SQLAlchemy Core statements (PostgreSQL,
+an in-memory SQLite). `SqliteWriteStatements` is the fast path for a SQLite file: the same
+statements written out as SQL for the stdlib sqlite3 connection, with the values converted
+here exactly as SQLAlchemy would store them (`_sqlite_conversion`), so the rows, and what the
+readers (still SQLAlchemy) get back, are the same either way; sqlite3's exceptions are wrapped
+as SQLAlchemy wraps them. Why: per statement SQLAlchemy sets up an execution context, expands
+IN lists and runs a type processor per value, and a batch runs eight or so statements: on a
+small batch that was most of the ticket core's CPU per message. `SqliteWriter` runs each batch
+whole on a thread of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Integer,
+    String,
+    Table,
+    bindparam,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.pool import PoolProxiedConnection
+
+from . import db
+from .schemas import DONE_STATUSES
+
+CUSTOMERS = db.Customer.__table__
+IDENTITIES = db.CustomerIdentity.__table__
+TICKETS = db.Ticket.__table__
+MESSAGES = db.Message.__table__
+ATTACHMENTS = db.Attachment.__table__
+COUNTERS = db.Counter.__table__
+
+# A conversation stays joinable until the ticket is closed or merged away.
+UNJOINABLE_STATUSES = ("closed", "merged")
+
+# What the selects return: plain tuples on the fast path, SQLAlchemy Rows (which unpack the
+# same way) on the Core path.
+StoredMessageRow = tuple[str, str, str | None, str, int | None]
+"""id, idempotency_key, ticket_id, customer_id, the ticket's number."""
+KnownIdentityRow = tuple[str, str, str, bool, datetime]
+"""kind, value, customer_id, verified, the customer's created_at (aware UTC)."""
+TicketRow = tuple[str, int, str, str, str, str | None]
+"""id, number, status, customer_id, channel, conversation_id."""
+RepliedTicketRow = tuple[str, int, str, str, str, str | None, str]
+"""A TicketRow, then the stored Message-ID that leads to it."""
+
+T = TypeVar("T")
+
+
+class WriteStatements(Protocol):
+    """The statements of one write transaction. Rows to insert are dicts keyed by column name.
+
+    Lists in arguments are non-empty unless said otherwise.
+    """
+
+    def stored_messages(self, keys: Sequence[str],
+                        ids: Sequence[str]) -> Iterable[StoredMessageRow]:
+        """Messages stored under any of `keys`, or with any of the message `ids`."""
+        ...
+
+    def known_identities(self, pairs: Sequence[tuple[str, str]]) -> Iterable[KnownIdentityRow]:
+        """The stored identities among (kind, value) `pairs`, with their customer's age."""
+        ...
+
+    def tickets_named(self, ids: Sequence[str], numbers: Sequence[int]) -> Iterable[TicketRow]:
+        """Tickets by id or number (either list may be empty)."""
+        ...
+
+    def tickets_replied_to(self, message_ids: Sequence[str]) -> Iterable[RepliedTicketRow]:
+        """Tickets holding a message with one of these Message-IDs, oldest message first."""
+        ...
+
+    def joinable_tickets(self, conversations: Sequence[str]) -> Iterable[TicketRow]:
+        """Tickets of these conversation ids not closed or merged, oldest first."""
+        ...
+
+    def open_tickets(self, customer_ids: Sequence[str]) -> Iterable[TicketRow]:
+        """Tickets of these customers not resolved, closed or merged, oldest first."""
+        ...
+
+    def insert(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        """Plain inserts: a unique conflict raises IntegrityError."""
+        ...
+
+    def add_identities(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert identities, leaving alone any (kind, value) stored meanwhile."""
+        ...
+
+    def verify_identities(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Mark these stored identities verified."""
+        ...
+
+    def bump_ticket_counter(self, count: int) -> int | None:
+        """Add `count` to the ticket number counter: its new value, None if the row is missing."""
+        ...
+
+    def touch_tickets(self, changes: Sequence[tuple[str, str, datetime]]) -> None:
+        """Set (ticket id, status, updated_at) on tickets a batch appended to."""
+        ...
+
+
+# ---- SQLAlchemy Core (PostgreSQL) ----------------------------------------------------------
+
+# Built once: a batch then builds no SQL expression and SQLAlchemy reuses their memoized cache
+# keys and compiled forms. Lists go in as expanding parameters.
+_TICKET_COLUMNS = (TICKETS.c.id, TICKETS.c.number, TICKETS.c.status, TICKETS.c.customer_id,
+                   TICKETS.c.channel, TICKETS.c.conversation_id)
+_STORED_KEYS = (
+    select(MESSAGES.c.id, MESSAGES.c.idempotency_key, MESSAGES.c.ticket_id,
+           MESSAGES.c.customer_id, TICKETS.c.number)
+    .select_from(MESSAGES.outerjoin(TICKETS, TICKETS.c.id == MESSAGES.c.ticket_id))
+    .where(or_(MESSAGES.c.idempotency_key.in_(bindparam("keys", expanding=True)),
+               MESSAGES.c.id.in_(bindparam("ids", expanding=True)))))
+_KNOWN_IDENTITIES = (
+    select(IDENTITIES.c.kind, IDENTITIES.c.value, IDENTITIES.c.customer_id,
+           IDENTITIES.c.verified, CUSTOMERS.c.created_at)
+    .select_from(IDENTITIES.join(CUSTOMERS, CUSTOMERS.c.id == IDENTITIES.c.customer_id))
+    .where(tuple_(IDENTITIES.c.kind, IDENTITIES.c.value)
+           .in_(bindparam("pairs", expanding=True))))
+_TICKETS_NAMED = select(*_TICKET_COLUMNS).where(
+    or_(TICKETS.c.id.in_(bindparam("ids", expanding=True)),
+        TICKETS.c.number.in_(bindparam("numbers", expanding=True))))
+_TICKETS_BY_MESSAGE_ID = (
+    select(*_TICKET_COLUMNS, MESSAGES.c.message_id)
+    .select_from(MESSAGES.join(TICKETS, TICKETS.c.id == MESSAGES.c.ticket_id))
+    .where(MESSAGES.c.message_id.in_(bindparam("message_ids", expanding=True)))
+    .order_by(MESSAGES.c.persisted_at))
+_TICKETS_BY_CONVERSATION = (
+    select(*_TICKET_COLUMNS)
+    .where(TICKETS.c.conversation_id.in_(bindparam("conversations", expanding=True)),
+           TICKETS.c.status.not_in(UNJOINABLE_STATUSES))
+    .order_by(TICKETS.c.created_at, TICKETS.c.id))
+_TICKETS_OPEN_FOR = (
+    select(*_TICKET_COLUMNS)
+    .where(TICKETS.c.customer_id.in_(bindparam("customers", expanding=True)),
+           TICKETS.c.status.not_in(DONE_STATUSES))
+    .order_by(TICKETS.c.created_at, TICKETS.c.id))
+_INSERTS = {table.name: insert(table)
+            for table in (CUSTOMERS, IDENTITIES, TICKETS, MESSAGES, ATTACHMENTS, COUNTERS)}
+# Identities added to a found customer: one a concurrent writer added first is left alone.
+_INSERT_IDENTITIES_IGNORING_PG = (
+    pg_insert(IDENTITIES).on_conflict_do_nothing(index_elements=["kind", "value"]))
+_INSERT_IDENTITIES_IGNORING_SQLITE = (
+    sqlite_insert(IDENTITIES).on_conflict_do_nothing(index_elements=["kind", "value"]))
+_VERIFY_IDENTITIES = (
+    update(IDENTITIES)
+    .where(tuple_(IDENTITIES.c.kind, IDENTITIES.c.value).in_(bindparam("pairs", expanding=True)),
+           IDENTITIES.c.verified.is_(False))
+    .values(verified=True))
+_TOUCH_TICKETS = (
+    update(TICKETS).where(TICKETS.c.id == bindparam("b_id"))
+    .values(status=bindparam("b_status"), updated_at=bindparam("b_updated_at")))
+_BUMP_COUNTER = (
+    update(COUNTERS).where(COUNTERS.c.name == db.TICKET_COUNTER)
+    .values(value=COUNTERS.c.value + bindparam("count", type_=COUNTERS.c.value.type))
+    .returning(COUNTERS.c.value))
+
+
+class CoreWriteStatements:
+    """WriteStatements on a SQLAlchemy connection: PostgreSQL, an in-memory SQLite, and a
+    SQLite file when the store is made with `sqlite_fast_path=False`."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._insert_identities_ignoring = (
+            _INSERT_IDENTITIES_IGNORING_PG if connection.dialect.name == "postgresql"
+            else _INSERT_IDENTITIES_IGNORING_SQLITE)
+
+    def stored_messages(self, keys: Sequence[str],
+                        ids: Sequence[str]) -> Iterable[StoredMessageRow]:
+        return self._connection.execute(_STORED_KEYS, {"keys": keys, "ids": ids})
+
+    def known_identities(self, pairs: Sequence[tuple[str, str]]) -> Iterable[KnownIdentityRow]:
+        return self._connection.execute(_KNOWN_IDENTITIES, {"pairs": pairs})
+
+    def tickets_named(self, ids: Sequence[str], numbers: Sequence[int]) -> Iterable[TicketRow]:
+        return self._connection.execute(_TICKETS_NAMED, {"ids": ids, "numbers": numbers})
+
+    def tickets_replied_to(self, message_ids: Sequence[str]) -> Iterable[RepliedTicketRow]:
+        return self._connection.execute(_TICKETS_BY_MESSAGE_ID, {"message_ids": message_ids})
+
+    def joinable_tickets(self, conversations: Sequence[str]) -> Iterable[TicketRow]:
+        return self._connection.execute(_TICKETS_BY_CONVERSATION,
+                                        {"conversations": conversations})
+
+    def open_tickets(self, customer_ids: Sequence[str]) -> Iterable[TicketRow]:
+        return self._connection.execute(_TICKETS_OPEN_FOR, {"customers": customer_ids})
+
+    def insert(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        self._connection.execute(_INSERTS[table.name], rows)
+
+    def add_identities(self, rows: Sequence[dict[str, Any]]) -> None:
+        self._connection.execute(self._insert_identities_ignoring, rows)
+
+    def verify_identities(self, pairs: Sequence[tuple[str, str]]) -> None:
+        self._connection.execute(_VERIFY_IDENTITIES, {"pairs": pairs})
+
+    def bump_ticket_counter(self, count: int) -> int | None:
+        return self._connection.execute(_BUMP_COUNTER, {"count": count}).scalar_one_or_none()
+
+    def touch_tickets(self, changes: Sequence[tuple[str, str, datetime]]) -> None:
+        self._connection.execute(_TOUCH_TICKETS, [
+            {"b_id": ticket_id, "b_status": status, "b_updated_at": updated_at}
+            for ticket_id, status, updated_at in changes])
+
+
+# ---- raw sqlite3 (SQLite files) -----------------------------------------------------------
+
+def _sqlite_datetime(value: datetime | None) -> str | None:
+    """A `db.UtcDateTime` as SQLAlchemy stores it in SQLite: naive UTC text, always with
+    microseconds ('2025-03-01 01:30:15.000000'), so that text order is time order."""
+    if value is None:
+        return None
+    if value.tzinfo is None:  # as UtcDateTime.process_bind_param refuses it
+        raise ValueError("naive datetime: store aware UTC datetimes only")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _from_sqlite_datetime(text: str) -> datetime:
+    """What SQLAlchemy reads back from `_sqlite_datetime`'s text: an aware UTC datetime."""
+    value = datetime.fromisoformat(text)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _sqlite_boolean(value: bool | None) -> int | None:
+    """SQLite has no BOOLEAN: SQLAlchemy stores 0 and 1."""
+    return None if value is None else int(value)
+
+
+def _sqlite_conversion(table: Table, column: str) -> Callable[[Any], Any] | None:
+    """How a Python value of `table.column` becomes what SQLAlchemy stores; None: as it is."""
+    column_type = table.c[column].type
+    if isinstance(column_type, db.UtcDateTime):
+        return _sqlite_datetime
+    if isinstance(column_type, JSON):
+        # None too: SQLAlchemy stores the JSON text 'null', not NULL (JSON.none_as_null).
+        return db.json_dumps
+    if isinstance(column_type, Boolean):
+        return _sqlite_boolean
+    if isinstance(column_type, String | Integer | BigInteger):
+        return None
+    raise TypeError(f"{table.name}.{column}: no SQLite conversion for {column_type!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class _SqliteInsert:
+    """An INSERT into one table: its SQL and how a planned row becomes its parameters."""
+
+    sql: str
+    columns: tuple[str, ...]
+    conversions: tuple[tuple[int, Callable[[Any], Any]], ...]  # (position, conversion)
+
+    @classmethod
+    def of(cls, table: Table, suffix: str = "") -> _SqliteInsert:
+        # Every column but an autoincrementing id, as SQLAlchemy's insert with these rows.
+        columns = tuple(c.name for c in table.columns if c is not table.autoincrement_column)
+        conversions = tuple((position, conversion) for position, column in enumerate(columns)
+                            if (conversion := _sqlite_conversion(table, column)) is not None)
+        sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "
+               f"VALUES ({_marks(len(columns))}){suffix}")
+        return cls(sql, columns, conversions)
+
+    def parameters(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        values = [row[column] for column in self.columns]
+        for position, conversion in self.conversions:
+            values[position] = conversion(values[position])
+        return tuple(values)
+
+
+@functools.cache
+def _marks(count: int) -> str:
+    """'?, ?, ?': the placeholders of an IN list."""
+    return ", ".join("?" * count)
+
+
+def _identities_condition(pairs: Sequence[tuple[str, str]]) -> tuple[str, list[str]]:
+    """`(kind = ? AND value IN (?, …)) OR …`, a term per kind, and its parameters.
+
+    The Core statements' `(kind, value) IN (VALUES …)` makes SQLite (3.40) scan the whole
+    table once there are two pairs or more; this form searches the (kind, value) unique index
+    for each pair. One term per kind, not per pair: SQLite refuses an expression deeper than
+    1,000, and a batch may carry that many identities.
+    """
+    values_by_kind: dict[str, list[str]] = {}
+    for kind, value in pairs:
+        values_by_kind.setdefault(kind, []).append(value)
+    condition = " OR ".join(
+        f"(customer_identities.kind = ? AND customer_identities.value IN ({_marks(len(values))}))"
+        for values in values_by_kind.values())
+    return condition, [part for kind, values in values_by_kind.items()
+                       for part in (kind, *values)]
+
+
+def _sql_strings(values: Iterable[str]) -> str:
+    return ", ".join("'" + value.replace("'", "''") + "'" for value in values)
+
+
+_SQLITE_INSERTS = {table.name: _SqliteInsert.of(table)
+                   for table in (CUSTOMERS, IDENTITIES, TICKETS, MESSAGES, ATTACHMENTS, COUNTERS)}
+_SQLITE_ADD_IDENTITIES = _SqliteInsert.of(IDENTITIES, " ON CONFLICT (kind, value) DO NOTHING")
+# The selects and updates of the Core statements above, in SQLite's SQL. {…}: placeholders.
+_TICKET_SELECT = ("SELECT tickets.id, tickets.number, tickets.status, tickets.customer_id, "
+                  "tickets.channel, tickets.conversation_id")
+_SQLITE_STORED_MESSAGES = (
+    "SELECT messages.id, messages.idempotency_key, messages.ticket_id, messages.customer_id, "
+    "tickets.number FROM messages LEFT OUTER JOIN tickets ON tickets.id = messages.ticket_id "
+    "WHERE messages.idempotency_key IN ({keys}) OR messages.id IN ({ids})")
+_SQLITE_KNOWN_IDENTITIES = (
+    "SELECT customer_identities.kind, customer_identities.value, "
+    "customer_identities.customer_id, customer_identities.verified, customers.created_at "
+    "FROM customer_identities JOIN customers ON customers.id = customer_identities.customer_id "
+    "WHERE {identities}")
+_SQLITE_TICKETS_NAMED = _TICKET_SELECT + " FROM tickets WHERE {named}"
+_SQLITE_TICKETS_REPLIED_TO = (
+    _TICKET_SELECT + ", messages.message_id FROM messages "
+    "JOIN tickets ON tickets.id = messages.ticket_id "
+    "WHERE messages.message_id IN ({message_ids}) ORDER BY messages.persisted_at")
+_SQLITE_JOINABLE_TICKETS = (
+    _TICKET_SELECT + " FROM tickets WHERE tickets.conversation_id IN ({conversations}) "
+    f"AND tickets.status NOT IN ({_sql_strings(UNJOINABLE_STATUSES)}) "
+    "ORDER BY tickets.created_at, tickets.id")
+_SQLITE_OPEN_TICKETS = (
+    _TICKET_SELECT + " FROM tickets WHERE tickets.customer_id IN ({customers}) "
+    f"AND tickets.status NOT IN ({_sql_strings(DONE_STATUSES)}) "
+    "ORDER BY tickets.created_at, tickets.id")
+_SQLITE_VERIFY_IDENTITIES = (
+    "UPDATE customer_identities SET verified = 1 WHERE ({identities}) AND verified IS 0")
+_SQLITE_BUMP_COUNTER = "UPDATE counters SET value = value + ? WHERE name = ? RETURNING value"
+_SQLITE_TOUCH_TICKETS = "UPDATE tickets SET status = ?, updated_at = ? WHERE id = ?"
+
+
+def _as_sqlalchemy_error(exc: Exception, sql: str | None, parameters: Any,
+                         many: bool = False) -> Exception:
+    """`exc` wrapped as SQLAlchemy wraps it: sqlite3.IntegrityError → sa_exc.IntegrityError
+    (and OperationalError, DataError…, with `.orig`), anything else → sa_exc.StatementError.
+
+    The store's retries and StorageUnavailable and the consumer's dead-lettering classify
+    SQLAlchemy's exceptions; the fast path raises the same ones.
+    """
+    return sa_exc.DBAPIError.instance(sql, parameters, exc, sqlite3.Error, ismulti=many)
+
+
+class SqliteWriteStatements:
+    """WriteStatements on the raw sqlite3 connection of `SqliteWriter` (the fast path)."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._cursor = connection.cursor()
+
+    def _run(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._cursor.execute(sql, parameters).fetchall()
+        except sqlite3.Error as exc:
+            raise _as_sqlalchemy_error(exc, sql, parameters) from exc
+
+    def _run_many(self, sql: str, parameters: list[tuple[Any, ...]]) -> None:
+        try:
+            self._cursor.executemany(sql, parameters)
+        except sqlite3.Error as exc:
+            raise _as_sqlalchemy_error(exc, sql, parameters, many=True) from exc
+
+    def _insert(self, statement: _SqliteInsert, rows: Sequence[dict[str, Any]]) -> None:
+        try:
+            parameters = [statement.parameters(row) for row in rows]
+        except (TypeError, ValueError) as exc:  # a value UtcDateTime or JSON refuses
+            raise _as_sqlalchemy_error(exc, statement.sql, rows, many=True) from exc
+        self._run_many(statement.sql, parameters)
+
+    def begin(self) -> None:
+        self._run("BEGIN IMMEDIATE")  # see db.WRITE
+
+    def commit(self) -> None:
+        self._run("COMMIT")
+
+    def stored_messages(self, keys: Sequence[str],
+                        ids: Sequence[str]) -> Iterable[StoredMessageRow]:
+        sql = _SQLITE_STORED_MESSAGES.format(keys=_marks(len(keys)), ids=_marks(len(ids)))
+        return self._run(sql, (*keys, *ids))
+
+    def known_identities(self, pairs: Sequence[tuple[str, str]]) -> Iterable[KnownIdentityRow]:
+        condition, parameters = _identities_condition(pairs)
+        rows = self._run(_SQLITE_KNOWN_IDENTITIES.format(identities=condition), parameters)
+        return [(kind, value, customer_id, bool(verified), _from_sqlite_datetime(created_at))
+                for kind, value, customer_id, verified, created_at in rows]
+
+    def tickets_named(self, ids: Sequence[str], numbers: Sequence[int]) -> Iterable[TicketRow]:
+        # Only the lists given: next to an empty `IN ()`, SQLite scans the table.
+        conditions = []
+        if ids:
+            conditions.append(f"tickets.id IN ({_marks(len(ids))})")
+        if numbers:
+            conditions.append(f"tickets.number IN ({_marks(len(numbers))})")
+        sql = _SQLITE_TICKETS_NAMED.format(named=" OR ".join(conditions))
+        return self._run(sql, (*ids, *numbers))
+
+    def tickets_replied_to(self, message_ids: Sequence[str]) -> Iterable[RepliedTicketRow]:
+        return self._run(_SQLITE_TICKETS_REPLIED_TO.format(message_ids=_marks(len(message_ids))),
+                         message_ids)
+
+    def joinable_tickets(self, conversations: Sequence[str]) -> Iterable[TicketRow]:
+        return self._run(_SQLITE_JOINABLE_TICKETS.format(
+            conversations=_marks(len(conversations))), conversations)
+
+    def open_tickets(self, customer_ids: Sequence[str]) -> Iterable[TicketRow]:
+        return self._run(_SQLITE_OPEN_TICKETS.format(customers=_marks(len(customer_ids))),
+                         customer_ids)
+
+    def insert(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        self._insert(_SQLITE_INSERTS[table.name], rows)
+
+    def add_identities(self, rows: Sequence[dict[str, Any]]) -> None:
+        self._insert(_SQLITE_ADD_IDENTITIES, rows)
+
+    def verify_identities(self, pairs: Sequence[tuple[str, str]]) -> None:
+        condition, parameters = _identities_condition(pairs)
+        self._run(_SQLITE_VERIFY_IDENTITIES.format(identities=condition), parameters)
+
+    def bump_ticket_counter(self, count: int) -> int | None:
+        rows = self._run(_SQLITE_BUMP_COUNTER, (count, db.TICKET_COUNTER))
+        return rows[0][0] if rows else None
+
+    def touch_tickets(self, changes: Sequence[tuple[str, str, datetime]]) -> None:
+        self._run_many(_SQLITE_TOUCH_TICKETS, [
+            (status, _sqlite_datetime(updated_at), ticket_id)
+            for ticket_id, status, updated_at in changes])
+
+
+class SqliteWriter:
+    """SQLite write transactions, each run whole (BEGIN IMMEDIATE … COMMIT) on one thread.
+
+    Over aiosqlite every statement is a hop to its thread and back, plus SQLAlchemy's greenlet
+    switches around each: ten or so per batch, most of a small batch's CPU. Here a batch is one
+    hop, to a thread of our own with a connection (stdlib sqlite3, from a synchronous engine
+    with the same pragmas) on the same file. The fast path keeps that connection checked out
+    between batches and runs `SqliteWriteStatements` on it; `fast_path=False` runs
+    `CoreWriteStatements` on an engine connection instead. The thread starts with the first
+    write; exceptions come back as raised there, as SQLAlchemy's on both paths.
+    """
+
+    def __init__(self, url: URL, *, fast_path: bool = True) -> None:
+        self.engine = db.make_sqlite_write_engine(url)
+        self.fast_path = fast_path
+        self._thread: ThreadPoolExecutor | None = None
+        self._connection: PoolProxiedConnection | None = None
+
+    async def run(self, work: Callable[[WriteStatements], T]) -> T:
+        """`work(statements)` in one write transaction, committed if it returns."""
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="ticket-store-writer")
+        transaction = self._fast_transaction if self.fast_path else self._core_transaction
+        return await asyncio.get_running_loop().run_in_executor(self._thread, transaction, work)
+
+    def _core_transaction(self, work: Callable[[WriteStatements], T]) -> T:
+        with self.engine.connect() as connection, connection.begin():
+            connection.exec_driver_sql("BEGIN IMMEDIATE")  # see db.WRITE
+            return work(CoreWriteStatements(connection))
+
+    def _fast_transaction(self, work: Callable[[WriteStatements], T]) -> T:
+        if self._connection is None:
+            try:
+                self._connection = self.engine.raw_connection()
+            except sqlite3.Error as exc:
+                raise _as_sqlalchemy_error(exc, None, None) from exc
+        connection = self._connection.driver_connection
+        statements = SqliteWriteStatements(connection)
+        statements.begin()
+        try:
+            result = work(statements)
+            statements.commit()
+        except BaseException:
+            self._roll_back(connection)
+            raise
+        return result
+
+    def _roll_back(self, connection: sqlite3.Connection) -> None:
+        try:
+            connection.rollback()  # a no-op when SQLite rolled back by itself (disk full…)
+        except sqlite3.Error:
+            # A connection that cannot roll back is not trusted again; the next batch opens one.
+            assert self._connection is not None
+            self._connection.invalidate()
+            self._release()
+
+    def _release(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+    def _close_connections(self) -> None:
+        self._release()
+        self.engine.dispose()
+
+    async def close(self) -> None:
+        """After the writes already queued: close the connection there, then end the thread."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.get_running_loop().run_in_executor(thread, self._close_connections)
+            thread.shutdown(wait=False)
