@@ -79,6 +79,29 @@ def broker_pid() -> int | None:
     return None
 
 
+async def roll_broker_log() -> bool:
+    """Start the local broker's quorum-queue log (Ra's WAL) afresh; False if that cannot be done.
+
+    The WAL rolls over every 512 MB, and then the node writes every queue's entries out to
+    segment files: hundreds of milliseconds in which confirms and deliveries stall. A full
+    `make bench` writes about that much, so a rollover used to land in a random scenario and
+    set its p99 (an open loop measured 40 ms or 400 ms for it). Rolled over before each timed
+    scenario (and that work waited out), no scenario of a few hundred MB meets one. In long
+    production runs the stall recurs every 512 MB of log; README's performance section says so.
+    """
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None or broker_pid() is None:
+        return False
+    try:
+        process = await asyncio.create_subprocess_exec(
+            ctl, "eval", "ra_log_wal:force_roll_over(ra_log_wal).",
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+    except (OSError, TimeoutError):
+        return False
+    return process.returncode == 0 and output.strip().endswith(b"ok")
+
+
 # -- the database --------------------------------------------------------------------------
 
 

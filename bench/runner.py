@@ -25,7 +25,7 @@ import aiohttp
 from intake.channel import discover_channels
 
 from .check import ExactlyOnceFailed
-from .gateway import Database, Gateway, RssSampler, delete_topology
+from .gateway import Database, Gateway, RssSampler, delete_topology, roll_broker_log
 from .machine import machine_facts, rabbitmq_version
 from .report import compare, render
 from .result import Context, Options, Result, Scenario
@@ -161,12 +161,17 @@ async def run(options: Options, results_dir: Path, baseline: Path | None) -> int
         report["versions"] = {"python": sys.version.split()[0],
                               "rabbitmq": await rabbitmq_version(AMQP_URL),
                               "database": await database.version()}
+        warned_roll = False
         for scenario in scenarios:
             began = time.monotonic()
             print(f"{scenario.name} …", flush=True)
             try:
                 if scenario.needs_gateway:
                     await gateway.start()
+                    if not await roll_broker_log() and not warned_roll:
+                        warned_roll = True
+                        ctx.log("could not roll the broker's log over (rabbitmqctl): a WAL "
+                                "rollover may stall a scenario")
                     # What the last scenario left behind (a database checkpoint, the broker
                     # compacting its log) must not be counted against this one.
                     quiet_after = await rss.wait_quiet()

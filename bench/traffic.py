@@ -9,6 +9,7 @@ every load at once, each with its weight.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -94,11 +95,19 @@ async def drive(ctx: Context, loads: Sequence[ConnectorLoad], tag: str, n: int, 
     """Run one load shape, then read back, check and summarise it."""
     ctx.rss.reset()
     traffic = Traffic(loads, tag)
-    if rate is not None:
-        stats = await open_loop(lambda i, due: traffic.send(ctx, i, due), n, rate)
-    else:
-        stats = await closed_loop(lambda i, due: traffic.send(ctx, i, due), n,
-                                  concurrency or ctx.options.concurrency)
+    # A collection in this process would pause sending, and the pause would count as the
+    # gateway's latency: what exists now is frozen, and nothing is collected until the end.
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        if rate is not None:
+            stats = await open_loop(lambda i, due: traffic.send(ctx, i, due), n, rate)
+        else:
+            stats = await closed_loop(lambda i, due: traffic.send(ctx, i, due), n,
+                                      concurrency or ctx.options.concurrency)
+    finally:
+        gc.enable()
     return await settle(ctx, traffic, stats, scenario=scenario, load_label=load_label,
                         raise_on_loss=raise_on_loss)
 

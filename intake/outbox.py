@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+from prometheus_client import Counter
 
 from .bus import Bus
 from .errors import BrokerUnavailable, Transient
@@ -102,7 +103,15 @@ class Publisher:
         self._draining: asyncio.Task[None] | None = None
         self._stopping = False
         self._empty: asyncio.Event | None = None  # set when the drain empties the outbox
+        self._counters: dict[str, Counter] = {}
         OUTBOX_DEPTH.labels(service).set(outbox.depth)
+
+    def _published(self, channel: str) -> Counter:
+        """The messages-out counter of a channel (looked up once, not per message)."""
+        counter = self._counters.get(channel)
+        if counter is None:
+            counter = self._counters[channel] = MESSAGES_OUT.labels(self.service, channel)
+        return counter
 
     async def publish(self, message: Message, exchange: str = "inbound") -> None:
         body = message.model_dump_json().encode()
@@ -117,7 +126,7 @@ class Publisher:
             try:
                 await self.bus.publish(exchange, routing_key, body,
                                        message_id=str(message.id))
-                MESSAGES_OUT.labels(self.service, message.channel).inc()
+                self._published(message.channel).inc()
                 return
             except BrokerUnavailable as exc:
                 self.log.warning("publish_deferred", error=str(exc),

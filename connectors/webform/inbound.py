@@ -61,6 +61,9 @@ _HEADER_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 _TOKEN = re.compile(r"^[0-9a-f]{32}$")
 _CONTENT_TYPE = re.compile(r"^[\w.+-]+/[\w.+-]+$")
 log = get_logger(service="webform")
+# Per-submission metrics, looked up once (a `labels()` call takes a lock and builds a key).
+_SUBMISSION_SECONDS = HANDLER_SECONDS.labels("webform", "submission")
+_RECEIVED = MESSAGES_IN.labels("webform", "webform")
 
 UI = {
     "en": {
@@ -463,7 +466,7 @@ class WebformHandlers:
         try:
             return await self._submit(request)
         finally:
-            HANDLER_SECONDS.labels("webform", "submission").observe(
+            _SUBMISSION_SECONDS.observe(
                 time.perf_counter() - started)
 
     async def _submit(self, request: web.Request) -> web.Response:
@@ -613,13 +616,18 @@ class WebformHandlers:
             publishing.cancel()
             raise
         await publishing
-        MESSAGES_IN.labels("webform", "webform").inc()
+        _RECEIVED.inc()
         log.info("submission_received", form=form.id, idempotency_key=key, reference=reference,
                  trace_id=message.trace_id, flags=flags, attachments=len(attachments))
         if html:
             raise web.HTTPSeeOther(f"/forms/{form.id}/thanks?ref={reference}")
         return web.json_response({"id": str(message.id), "reference": reference,
-                                  "idempotency_key": key, "status": "received"}, status=201)
+                                  "idempotency_key": key, "status": "received"},
+                                 status=201, dumps=_json_text)
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _js(value: str) -> str:

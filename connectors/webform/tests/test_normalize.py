@@ -11,10 +11,15 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from email_validator import EmailNotValidError, validate_email
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors.webform.errors import SubmissionInvalid
 from connectors.webform.normalize import (
     REFERENCE,
+    _plain_email,
+    clean_email,
     clean_fields,
     reference_for,
     render_text,
@@ -139,3 +144,36 @@ def test_to_message_builds_subject_from_title_when_there_is_no_subject() -> None
     text = render_text(form, fields)
     assert text.endswith("类别 Topic: 建议 Suggestion\n我同意为处理本次请求而保存我的联系方式。"
                          "I agree that my contact details are stored to handle this request: yes")
+
+
+_EMAIL_PIECES = st.sampled_from([
+    "a", "Z", "0", "9", ".", "..", "-", "--", "_", "+", "'", "!", "#", "~", "é", "中", "\"",
+    " ", "@", "xn--", "bench", "Example", "COM", "org", "test", "local", "localhost",
+    "invalid", "x" * 63, "y" * 64, "1", "123"])
+
+
+@settings(max_examples=3000, deadline=None)
+@given(local=st.lists(_EMAIL_PIECES, min_size=0, max_size=6),
+       domain=st.lists(_EMAIL_PIECES, min_size=0, max_size=8),
+       tld=st.sampled_from(["com", "COM", "org", "c1", "c", "test", "local", "中国", "de", ""]))
+def test_the_plain_email_shortcut_never_disagrees_with_email_validator(
+        local: list[str], domain: list[str], tld: str) -> None:
+    text = "".join(local) + "@" + "".join(domain) + ("." + tld if tld else "")
+    try:
+        expected: str | None = validate_email(text, check_deliverability=False).normalized
+    except EmailNotValidError:
+        expected = None
+    shortcut = _plain_email(text)
+    assert shortcut is None or shortcut == expected, text
+    if expected is None:
+        with pytest.raises(ValueError, match="valid email address"):
+            clean_email(text)
+    else:
+        assert clean_email(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "bench1@example.com", "Bench.Name+tag@Sub.Example.COM", "o'brien@example.ie",
+    "a-b_c@ex-ample.co.uk", "x" * 64 + "@example.com"])
+def test_everyday_addresses_take_the_shortcut(text: str) -> None:
+    assert _plain_email(text) == validate_email(text, check_deliverability=False).normalized
