@@ -23,7 +23,7 @@ _REF = re.compile(r"^sha256:([0-9a-f]{64})$")
 PACK_NAME = "pack.sqlite3"
 PACK_MAX_BYTES = 256 * 1024  # larger blobs are files: a pack keeps small rows cheap
 BATCH_MAX = 256
-GATHER_S = 0.0015  # a commit waits this long for more puts
+GATHER_S = 0.003  # a commit waits this long for more puts (under load a confirm takes longer)
 
 
 class BlobStore(Protocol):
