@@ -173,7 +173,9 @@ async def run(options: Options, results_dir: Path, baseline: Path | None) -> int
                         ctx.log("could not roll the broker's log over (rabbitmqctl): a WAL "
                                 "rollover may stall a scenario")
                     # What the last scenario left behind (a database checkpoint, the broker
-                    # compacting its log) must not be counted against this one.
+                    # compacting its log, the kernel writing their dirty pages back, which
+                    # stalls every fsync meanwhile) must not be counted against this one.
+                    await asyncio.to_thread(os.sync)
                     quiet_after = await rss.wait_quiet()
                     if quiet_after > 1.0:
                         ctx.log(f"waited {quiet_after:.1f} s for the machine to settle")
