@@ -175,8 +175,9 @@ async def run(options: Options, results_dir: Path, baseline: Path | None) -> int
                     # What the last scenario left behind (a database checkpoint, the broker
                     # compacting its log, the kernel writing their dirty pages back, which
                     # stalls every fsync meanwhile) must not be counted against this one.
-                    await asyncio.to_thread(os.sync)
                     quiet_after = await rss.wait_quiet()
+                    await asyncio.to_thread(os.sync)  # after the broker's segment writes too
+                    quiet_after += await rss.wait_quiet()
                     if quiet_after > 1.0:
                         ctx.log(f"waited {quiet_after:.1f} s for the machine to settle")
                 produced = await scenario.run(ctx)

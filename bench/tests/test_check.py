@@ -194,3 +194,14 @@ def test_cpu_time_of_a_process_is_read_from_proc() -> None:
     assert before is not None and after is not None
     assert after - before >= 0.03
     assert read_cpu_s(2**22 + 7) is None  # no such process
+
+
+async def test_the_local_brokers_log_is_rolled_over_before_a_scenario() -> None:
+    import shutil
+
+    from bench.gateway import broker_pid, roll_broker_log
+
+    if shutil.which("rabbitmqctl") is None or broker_pid() is None:
+        pytest.skip("no local RabbitMQ node with rabbitmqctl")
+    assert await roll_broker_log()
+    assert await roll_broker_log()  # a fresh log rolls over again without complaint
