@@ -27,7 +27,7 @@ GATHER_S = 0.003  # a commit waits this long for more puts (under load a confirm
 
 
 class BlobStore(Protocol):
-    async def put(self, data: bytes) -> str: ...
+    async def put(self, data: bytes, ref: str | None = None) -> str: ...
     async def get(self, ref: str) -> bytes: ...
     async def exists(self, ref: str) -> bool: ...
 
@@ -134,10 +134,14 @@ class FileBlobStore:
 
     # -- the event loop side ---------------------------------------------------------------
 
-    async def put(self, data: bytes) -> str:
-        """Store `data` durably (once per content) and return its reference."""
-        ref = blob_ref(data)
-        digest = ref[7:]
+    async def put(self, data: bytes, ref: str | None = None) -> str:
+        """Store `data` durably (once per content) and return its reference.
+
+        `ref` is `blob_ref(data)` when the caller computed it already: hashing a large upload
+        again would cost milliseconds on the event loop.
+        """
+        ref = ref or blob_ref(data)
+        digest = digest_of(ref)
         waiting = self._inflight.get(digest)
         if waiting is None:
             waiting = asyncio.get_running_loop().create_future()

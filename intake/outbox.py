@@ -191,7 +191,7 @@ class Publisher:
             if confirmed:
                 await self.outbox.delete_through(entries[confirmed - 1].seq)
                 sent += confirmed
-                MESSAGES_OUT.labels(self.service, self.channel).inc(confirmed)
+                self._published(self.channel).inc(confirmed)
                 self._note_depth()
             if confirmed < len(entries):
                 failure = results[confirmed]

@@ -143,22 +143,25 @@ async def _metrics(request: web.Request) -> web.Response:
 
 async def bus_context(app: web.Application) -> AsyncIterator[None]:
     """Connects in the background (a service starts even while the broker is down)."""
-    async for _ in _bus(app, write_window_s=0.0):
+    async with _running_bus(app, 0.0):
         yield
 
 
 async def connector_bus_context(app: web.Application) -> AsyncIterator[None]:
     """A connector's bus: its writes are held briefly to go out together (see the setting)."""
-    async for _ in _bus(app, write_window_s=app[SETTINGS].connector_write_window_ms / 1000):
+    async with _running_bus(app, app[SETTINGS].connector_write_window_ms / 1000):
         yield
 
 
-async def _bus(app: web.Application, *, write_window_s: float) -> AsyncIterator[None]:
+@contextlib.asynccontextmanager
+async def _running_bus(app: web.Application, write_window_s: float) -> AsyncIterator[None]:
     bus = Bus(app[SETTINGS], app[SERVICE_NAME], write_window_s=write_window_s)
     app[BUS] = bus
     bus.start()
-    yield
-    await bus.close()
+    try:
+        yield
+    finally:
+        await bus.close()
 
 
 async def blobs_context(app: web.Application) -> AsyncIterator[None]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import io
 import json
 import math
@@ -25,7 +24,7 @@ import segno
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
-from intake.blobs import blob_ref
+from intake.blobs import blob_ref, digest_of
 from intake.errors import IntakeError, Rejected, Transient
 from intake.logging import get_logger
 from intake.message import Attachment, utcnow
@@ -314,14 +313,15 @@ def _size(n: int) -> str:
     return f"{n / 1024 / 1024:g} MiB" if n >= 1024 * 1024 else f"{n / 1024:g} KiB"
 
 
-def _raw_of_multipart(parsed: Parsed) -> bytes:
+def _raw_of_multipart(parsed: Parsed, upload_refs: list[str]) -> bytes:
     """Multipart bodies are not kept as sent: a JSON account of values and stored files."""
     return orjson.dumps({
         "content_type": "multipart/form-data",
         "fields": {name: [str(v) for v in values] for name, values in parsed.values.items()},
         "files": [{"field": u.field, "filename": u.original_filename,
                    "content_type": u.content_type, "size": len(u.data),
-                   "sha256": hashlib.sha256(u.data).hexdigest()} for u in parsed.uploads],
+                   "sha256": digest_of(ref)}
+                  for u, ref in zip(parsed.uploads, upload_refs, strict=True)],
     }, option=orjson.OPT_INDENT_2)
 
 
@@ -585,24 +585,30 @@ class WebformHandlers:
 
         # Blobs are named by their content, so the message can be built (and published) while
         # they are being committed: the answer waits for both, in the time of the slower one.
-        raw_bytes = parsed.raw if parsed.raw is not None else _raw_of_multipart(parsed)
+        # Each blob is hashed once: a large upload costs milliseconds per pass on the loop.
+        upload_refs = [blob_ref(upload.data) for upload in parsed.uploads]
+        raw_bytes = (parsed.raw if parsed.raw is not None
+                     else _raw_of_multipart(parsed, upload_refs))
+        raw_ref = blob_ref(raw_bytes)
         attachments = [Attachment(
             filename=upload.filename,
             original_filename=clean_original_filename(upload.original_filename),
             content_type=upload.content_type, size=len(upload.data),
-            sha256=hashlib.sha256(upload.data).hexdigest(), blob=blob_ref(upload.data))
-            for upload in parsed.uploads]
+            sha256=digest_of(ref), blob=ref)
+            for upload, ref in zip(parsed.uploads, upload_refs, strict=True)]
         fields = {name: ([a.filename for a, u in zip(attachments, parsed.uploads, strict=True)
                           if u.field == name] if isinstance(value, list) else value)
                   for name, value in clean.items()}
         message = to_message(
             form, fields, message_id=uuid.uuid4(), idempotency_key=key, reference=reference,
             received_at=utcnow(), trace_id=uuid.uuid4().hex, attachments=attachments,
-            raw=blob_ref(raw_bytes), flags=flags, client_ip=client_ip(request, settings),
+            raw=raw_ref, flags=flags, client_ip=client_ip(request, settings),
             user_agent=request.headers.get("User-Agent"))
         blobs = request.app[BLOBS]
-        storing = asyncio.gather(*(blobs.put(data) for data in
-                                   (*(u.data for u in parsed.uploads), raw_bytes)))
+        storing = asyncio.gather(
+            *(blobs.put(upload.data, ref) for upload, ref in zip(parsed.uploads, upload_refs,
+                                                                  strict=True)),
+            blobs.put(raw_bytes, raw_ref))
         publishing = asyncio.ensure_future(request.app[PUBLISHER].publish(message))
         try:
             await storing

@@ -101,3 +101,19 @@ async def test_puts_within_the_gather_window_share_one_commit(tmp_path: Path) ->
     await asyncio.gather(later(0, b"first"), later(0.01, b"second"), later(0.02, b"third"))
     assert store.commits == 1
     await store.close()
+
+
+async def test_a_reference_the_caller_computed_is_used_as_given(tmp_path: Path) -> None:
+    from intake.blobs import blob_ref
+    from intake.testing import MemoryBlobStore
+
+    store = FileBlobStore(tmp_path)
+    data = b"an upload hashed once by the connector"
+    assert await store.put(data, blob_ref(data)) == blob_ref(data)
+    assert await store.get(blob_ref(data)) == data
+    with pytest.raises(ValueError, match="not a blob reference"):
+        await store.put(data, "../../etc/passwd")  # never becomes a path
+    await store.close()
+    # The contract suite's in-memory store catches a connector that names content wrongly.
+    with pytest.raises(ValueError, match="was given"):
+        await MemoryBlobStore().put(data, blob_ref(b"something else"))

@@ -494,11 +494,11 @@ async def test_a_blob_store_that_fails_is_503_and_the_retry_stores_everything(
     class FlakyBlobs(FileBlobStore):
         failures = 1
 
-        async def put(self, data: bytes) -> str:
+        async def put(self, data: bytes, ref: str | None = None) -> str:
             if self.failures:
                 self.failures -= 1
                 raise OSError("disk unavailable")
-            return await super().put(data)
+            return await super().put(data, ref)
 
     publisher = RecordingPublisher()
     blobs = FlakyBlobs(tmp_path / "blobs")
