@@ -59,6 +59,16 @@ class BrokerUnavailable(Transient):
     reason = "broker_unavailable"
 
 
+class Unroutable(Transient):
+    """The broker returned a `mandatory` publish: no queue is bound for its routing key.
+
+    Transient because a consumer's queue may be declared again in a moment; the publisher
+    retries it and, once its attempts are spent, dead-letters it with this reason.
+    """
+
+    reason = "unroutable"
+
+
 class StorageUnavailable(Transient):
     reason = "storage_unavailable"
     hold = True
