@@ -28,7 +28,7 @@ from aio_pika.abc import (
 from pydantic import BaseModel, ValidationError
 
 from . import amqp
-from .errors import BrokerUnavailable, Rejected
+from .errors import BrokerUnavailable, Rejected, Unroutable
 from .logging import bind_message, get_logger
 from .metrics import BROKER_CONNECTED, DEAD_LETTERED, ERRORS, HANDLER_SECONDS
 from .settings import IntakeSettings
@@ -306,10 +306,15 @@ class Bus:
 
     async def publish(self, exchange: str, routing_key: str, body: bytes,
                       headers: dict[str, Any] | None = None,
-                      message_id: str | None = None, timeout: float | None = None) -> None:
-        """Publish persistently and return once the broker confirmed it (or raise)."""
+                      message_id: str | None = None, timeout: float | None = None,
+                      mandatory: bool = True) -> None:
+        """Publish persistently and return once the broker confirmed it (or raise).
+
+        `mandatory` (every exchange but `events`): a message no queue takes comes back and
+        raises `Unroutable` instead of vanishing.
+        """
         await self._confirmed(self._send(exchange, routing_key, body, headers, message_id,
-                                         timeout or self.settings.publish_timeout_s))
+                                         timeout or self.settings.publish_timeout_s, mandatory))
 
     async def publish_many(self, exchange: str,
                            items: Iterable[tuple[str, bytes, dict[str, Any] | None]],
@@ -338,7 +343,7 @@ class Bus:
 
     async def _send(self, exchange: str, routing_key: str, body: bytes,
                     headers: dict[str, Any] | None, message_id: str | None,
-                    timeout: float | None) -> Any:
+                    timeout: float | None, mandatory: bool = True) -> Any:
         if not self.connected:
             raise BrokerUnavailable("not connected to the broker")
         target = self._exchanges[exchange]
@@ -347,12 +352,14 @@ class Bus:
         # Not aio-pika's publish: it awaits each frame's drain under the channel's lock,
         # which serialises concurrent publishes; the confirm is what we wait for.
         return await amqp.publish(channel, body, exchange=target.name, routing_key=routing_key,
-                                  properties=properties, mandatory=True, timeout=timeout)
+                                  properties=properties, mandatory=mandatory, timeout=timeout)
 
     @staticmethod
     async def _confirmed(sending: Awaitable[Any]) -> None:
         try:
             await sending
+        except aiormq.exceptions.PublishError as exc:  # basic.return: no queue is bound
+            raise Unroutable(f"no queue took the message: {exc}") from exc
         except aio_pika.exceptions.DeliveryError as exc:
             raise BrokerUnavailable(f"broker refused the message: {exc}") from exc
         except (TimeoutError, *_AMQP_ERRORS) as exc:

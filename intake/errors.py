@@ -59,7 +59,7 @@ class BrokerUnavailable(Transient):
     reason = "broker_unavailable"
 
 
-class Unroutable(Transient):
+class Unroutable(BrokerUnavailable):
     """The broker returned a `mandatory` publish: no queue is bound for its routing key.
 
     Transient because a consumer's queue may be declared again in a moment; the publisher
