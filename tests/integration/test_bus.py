@@ -227,9 +227,9 @@ async def test_batches_are_handled_together_and_a_poison_message_alone(bus: Bus)
 
 async def test_a_database_outage_holds_messages_instead_of_spending_the_delivery_limit(
         bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
-    import intake.bus
+    import intake.bus.consumer
 
-    monkeypatch.setattr(intake.bus, "HOLD_FIRST_RETRY_S", 0.01)
+    monkeypatch.setattr(intake.bus.consumer, "HOLD_FIRST_RETRY_S", 0.01)
     attempts = 0
     stored: list[str] = []
 
@@ -338,9 +338,9 @@ async def test_at_a_moderate_rate_pipelined_batches_gather_instead_of_overlappin
 async def test_acks_of_small_batches_go_out_together(
         bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
     """A trickle makes batches of one; their acks still leave as a few `multiple` acks."""
-    import intake.bus
+    import intake.bus.consumer
 
-    monkeypatch.setattr(intake.bus, "ACK_DELAY_S", 0.05)
+    monkeypatch.setattr(intake.bus.consumer, "ACK_DELAY_S", 0.05)
     acks: list[bool] = []
     ack = Delivery.ack
 
@@ -368,9 +368,9 @@ async def test_acks_of_small_batches_go_out_together(
 
 async def test_a_message_whose_ack_was_pending_when_the_connection_broke_comes_again(
         settings: IntakeSettings, monkeypatch: pytest.MonkeyPatch) -> None:
-    import intake.bus
+    import intake.bus.consumer
 
-    monkeypatch.setattr(intake.bus, "ACK_DELAY_S", 30)  # not sent before the break
+    monkeypatch.setattr(intake.bus.consumer, "ACK_DELAY_S", 30)  # not sent before the break
     proxy = BrokerProxy()
     await proxy.start()
     bus = Bus(settings.model_copy(update={"amqp_url": proxy.url}), "test")
@@ -389,7 +389,7 @@ async def test_a_message_whose_ack_was_pending_when_the_connection_broke_comes_a
         await proxy.start()
         # The bus reconnects and the broker delivers the message again: a harmless duplicate.
         await eventually(lambda: seen == [sent.idempotency_key] * 2, timeout=30)
-        monkeypatch.setattr(intake.bus, "ACK_DELAY_S", 0.005)
+        monkeypatch.setattr(intake.bus.consumer, "ACK_DELAY_S", 0.005)
     finally:
         await bus.stop_consumers()  # sends the pending ack at once, not in 30 s
         assert await queue_depth(bus, "router") == 0

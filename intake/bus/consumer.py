@@ -1,68 +1,37 @@
-"""The bus on RabbitMQ: topology, confirmed publish, ack-after-work consume, dead letters.
+"""Consuming: deliveries, consumer specs, one-by-one and batched handling, acks and settling.
 
-Channel code never touches aio-pika; it publishes through `Publisher` (intake.outbox) and
-consumes by handing `Bus.consume` an async function that takes a model and returns, or raises a
-kernel error: `Rejected` dead-letters at once, anything else is retried up to the delivery limit.
+A handler is an async function that takes a model and returns, or raises a kernel error:
+`Rejected` dead-letters at once, anything else is retried up to the delivery limit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-import aio_pika
 import aiormq
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractConnection,
-    AbstractExchange,
-    AbstractIncomingMessage,
-    AbstractQueue,
-)
+from aio_pika.abc import AbstractChannel
 from pydantic import BaseModel, ValidationError
 
-from . import amqp
-from .errors import BrokerUnavailable, Rejected, Unroutable
-from .logging import bind_message, get_logger
-from .metrics import BROKER_CONNECTED, DEAD_LETTERED, ERRORS, HANDLER_SECONDS
-from .settings import IntakeSettings
+from ..errors import BrokerUnavailable, Rejected
+from ..logging import bind_message
+from ..metrics import ERRORS, HANDLER_SECONDS
+from ..settings import IntakeSettings
+from .publish import BusPublish
 
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[M], Awaitable[None]]
 BatchHandler = Callable[[list[M]], Awaitable[None]]
 
-EXCHANGES = ("inbound", "routed", "outbound", "delivery", "events", "dead")
-# queue -> (exchange it is bound to, binding key)
-CORE_QUEUES: dict[str, tuple[str, str]] = {
-    "router": ("inbound", "#"),
-    "ticket_core": ("routed", "#"),
-    "ticket_core.delivery": ("delivery", "#"),
-}
-REASON_HEADER = "x-intake-reason"
 HOLD_FIRST_RETRY_S = 0.2
 # With `pipeline` > 1, a new batch overlaps the one under way only once this many wait.
 PIPELINE_MIN = 16
 # Batches' acks go out together, one `multiple` ack per this interval (see Bus._ack_later).
 ACK_DELAY_S = 0.005
-_AMQP_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, RuntimeError)
-COALESCED_WRITES = amqp.install()
-
-
-@dataclass(frozen=True)
-class Names:
-    """Exchange and queue names, with the test run's prefix (`INTAKE_BUS_PREFIX`)."""
-
-    prefix: str = ""
-
-    def __call__(self, logical: str) -> str:
-        name = f"intake.{logical}"
-        return f"{self.prefix}.{name}" if self.prefix else name
 
 
 class Delivery:
@@ -78,7 +47,7 @@ class Delivery:
         self._message = message
         self.body: bytes = message.body
         self.channel: aiormq.abc.AbstractChannel = message.channel
-        self.delivery_tag: int = message.delivery.delivery_tag  # type: ignore[union-attr]
+        self.delivery_tag: int = message.delivery.delivery_tag  # type: ignore[union-attr,assignment]
 
     @property
     def headers(self) -> dict[str, Any]:
@@ -130,264 +99,25 @@ class _ConsumerSpec(Generic[M]):
     ack_timer: asyncio.TimerHandle | None = None
 
 
-class Bus:
-    """One connection per process: a confirmed publish channel and a channel per consumer."""
+class BusConsumers(BusPublish):
+    """Consumers, each on a channel of its own, started again on every connect."""
 
     def __init__(self, settings: IntakeSettings, service: str, *,
                  write_window_s: float = 0.0) -> None:
-        self.settings = settings
-        self.service = service
-        self.write_window_s = write_window_s  # see amqp.set_write_window
-        self.names = Names(settings.bus_prefix)
-        self.log = get_logger(service=service, component="bus")
-        self._connection: AbstractConnection | None = None
-        self._publish_channel: AbstractChannel | None = None
-        self._exchanges: dict[str, AbstractExchange] = {}
+        super().__init__(settings, service, write_window_s=write_window_s)
         self._consumers: list[_ConsumerSpec[Any]] = []
-        self._connected = asyncio.Event()
-        self._closing = False
-        self._supervisor: asyncio.Task[None] | None = None
-        self._lost = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.on_connected: list[Callable[[], Awaitable[None]]] = []
-        if not COALESCED_WRITES:
-            self.log.warning("amqp_writes_not_coalesced", hint="aiormq is not the pinned "
-                             "version: one socket write per frame, slower under load")
 
-    # -- connection -------------------------------------------------------------------------
-
-    @property
-    def connected(self) -> bool:
-        return self._connected.is_set()
-
-    def start(self) -> None:
-        """Connect in the background and keep reconnecting until `close`."""
-        if self._supervisor is None:
-            self._supervisor = asyncio.create_task(self._supervise(), name=f"bus-{self.service}")
-
-    async def wait_connected(self, timeout: float | None = None) -> bool:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._connected.wait(), timeout)
-        return self.connected
-
-    async def connect(self, timeout: float = 30.0) -> None:
-        """Start and wait for the first connection (for tools and tests)."""
-        self.start()
-        if not await self.wait_connected(timeout):
-            raise BrokerUnavailable(f"no broker reachable at {self._safe_urls()}")
-
-    def _safe_urls(self) -> str:
-        return ", ".join(url.split("@")[-1] for url in self.settings.amqp_urls)
-
-    async def _supervise(self) -> None:
-        delay = 0.2
-        was_up = False
-        reported_down = False
-        while not self._closing:
-            try:
-                await self._connect_once()
-            except (*_AMQP_ERRORS, TimeoutError) as exc:
-                if not reported_down:
-                    self.log.warning("broker_unreachable", urls=self._safe_urls(), error=str(exc))
-                    reported_down = True
-                await asyncio.sleep(delay + random.random() * delay / 2)
-                delay = min(delay * 2, 5.0)
-                continue
-            delay = 0.2
-            if was_up or reported_down:
-                self.log.info("broker_reconnected", urls=self._safe_urls())
-            was_up, reported_down = True, False
-            await self._lost.wait()
-            self._connected.clear()
-            BROKER_CONNECTED.labels(self.service).set(0)
-            if not self._closing:
-                self.log.warning("broker_connection_lost")
-                reported_down = True
-
-    async def _connect_once(self) -> None:
-        last: BaseException | None = None
-        for url in self.settings.amqp_urls:
-            try:
-                connection = await asyncio.wait_for(
-                    aio_pika.connect(url, client_properties={"connection_name": self.service}),
-                    timeout=10)
-                break
-            except (*_AMQP_ERRORS, TimeoutError) as exc:
-                last = exc
-        else:
-            raise last or ConnectionError("no AMQP URL configured")
-        self._lost = asyncio.Event()
-        connection.close_callbacks.add(lambda *_: self._lost.set())
-        if self.write_window_s:
-            amqp.set_write_window(connection, self.write_window_s)
-        try:
-            self._connection = connection
-            self._publish_channel = await connection.channel(
-                publisher_confirms=True, on_return_raises=True)
-            self._publish_channel.close_callbacks.add(lambda *_: self._lost.set())
-            await self._declare(self._publish_channel)
-            for spec in self._consumers:
-                if not spec.stopped:
-                    await self._start_consumer(spec)
-            for callback in self.on_connected:
-                await callback()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await connection.close()
-            raise
-        self._connected.set()
-        BROKER_CONNECTED.labels(self.service).set(1)
-
-    async def _declare(self, channel: AbstractChannel) -> None:
-        self._exchanges = {}
-        for logical in EXCHANGES:
-            self._exchanges[logical] = await channel.declare_exchange(
-                self.names(logical), aio_pika.ExchangeType.TOPIC, durable=True)
-        dead = await channel.declare_queue(
-            self.names("dead"), durable=True, arguments={"x-queue-type": "quorum"})
-        await dead.bind(self._exchanges["dead"], "#")
-        for logical, (exchange, key) in CORE_QUEUES.items():
-            queue = await self.declare_queue(logical, channel)
-            await queue.bind(self._exchanges[exchange], key)
-
-    def queue_arguments(self) -> dict[str, Any]:
-        return {
-            "x-queue-type": "quorum",
-            # A poison message ends in intake.dead instead of looping forever.
-            "x-delivery-limit": self.settings.delivery_limit,
-            "x-dead-letter-exchange": self.names("dead"),
-            "x-dead-letter-strategy": "at-least-once",
-            "x-overflow": "reject-publish",
-        }
-
-    async def declare_queue(self, logical: str, channel: AbstractChannel | None = None,
-                            ) -> AbstractQueue:
-        """Declare a quorum queue; if it exists with other arguments, use it as it is.
-
-        RabbitMQ refuses a redeclaration with different arguments (say, another delivery
-        limit) by closing the channel; a service must still start, so it warns and goes on.
-        """
-        assert self._connection is not None
-        channel = channel or self._require_channel()
-        name = self.names(logical)
-        probe = await self._connection.channel()
-        try:
-            await probe.declare_queue(name, durable=True, arguments=self.queue_arguments())
-        except aiormq.exceptions.ChannelPreconditionFailed as exc:
-            self.log.warning("queue_arguments_differ", queue=name, error=str(exc),
-                             hint="the queue keeps its arguments; set them by policy")
-        finally:
-            if not probe.is_closed:
-                await probe.close()
-        return await channel.get_queue(name, ensure=True)
-
-    def _require_channel(self) -> AbstractChannel:
-        if not self.connected and self._publish_channel is None:
-            raise BrokerUnavailable("not connected to the broker")
-        assert self._publish_channel is not None
-        return self._publish_channel
+    async def _on_connect(self) -> None:
+        await super()._on_connect()
+        for spec in self._consumers:
+            if not spec.stopped:
+                await self._start_consumer(spec)
 
     async def close(self) -> None:
         """Stop consumers (finishing in-flight work), then close the connection."""
         await self.stop_consumers()
-        self._closing = True
-        self._lost.set()
-        if self._supervisor:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._supervisor
-        if self._connection is not None:
-            with contextlib.suppress(Exception):
-                await self._connection.close()
-        self._connected.clear()
-        BROKER_CONNECTED.labels(self.service).set(0)
-
-    # -- publish ----------------------------------------------------------------------------
-
-    async def publish(self, exchange: str, routing_key: str, body: bytes,
-                      headers: dict[str, Any] | None = None,
-                      message_id: str | None = None, timeout: float | None = None,
-                      mandatory: bool = True) -> None:
-        """Publish persistently and return once the broker confirmed it (or raise).
-
-        `mandatory` (every exchange but `events`): a message no queue takes comes back and
-        raises `Unroutable` instead of vanishing.
-        """
-        await self._confirmed(self._send(exchange, routing_key, body, headers, message_id,
-                                         timeout or self.settings.publish_timeout_s, mandatory))
-
-    async def publish_many(self, exchange: str,
-                           items: Iterable[tuple[str, bytes, dict[str, Any] | None]],
-                           timeout: float | None = None) -> None:
-        """Publish (routing key, body, headers) items in order; return once all are confirmed.
-
-        One deadline for the lot instead of one timer per message, and no task per message:
-        the frames are queued at once and the confirmations awaited together. The first
-        failure raises (others may be confirmed: the caller's redelivery makes them
-        duplicates, which are harmless).
-        """
-        if not self.connected:
-            raise BrokerUnavailable("not connected to the broker")
-        target = self._exchanges[exchange]
-        batch = [(routing_key, body, _properties(headers))
-                 for routing_key, body, headers in items]
-
-        async def confirm_all() -> None:
-            channel = await target.channel.get_underlay_channel()
-            waits = amqp.start_publishes(channel, target.name, batch)
-            async with asyncio.timeout(timeout or self.settings.publish_timeout_s):
-                await asyncio.gather(*waits)
-
-        if batch:
-            await self._confirmed(confirm_all())
-
-    async def _send(self, exchange: str, routing_key: str, body: bytes,
-                    headers: dict[str, Any] | None, message_id: str | None,
-                    timeout: float | None, mandatory: bool = True) -> Any:
-        if not self.connected:
-            raise BrokerUnavailable("not connected to the broker")
-        target = self._exchanges[exchange]
-        properties = _properties(headers, message_id)
-        channel = await target.channel.get_underlay_channel()
-        # Not aio-pika's publish: it awaits each frame's drain under the channel's lock,
-        # which serialises concurrent publishes; the confirm is what we wait for.
-        return await amqp.publish(channel, body, exchange=target.name, routing_key=routing_key,
-                                  properties=properties, mandatory=mandatory, timeout=timeout)
-
-    @staticmethod
-    async def _confirmed(sending: Awaitable[Any]) -> None:
-        try:
-            await sending
-        except aiormq.exceptions.PublishError as exc:  # basic.return: no queue is bound
-            raise Unroutable(f"no queue took the message: {exc}") from exc
-        except aio_pika.exceptions.DeliveryError as exc:
-            raise BrokerUnavailable(f"broker refused the message: {exc}") from exc
-        except (TimeoutError, *_AMQP_ERRORS) as exc:
-            raise BrokerUnavailable(f"publish not confirmed: {exc!r}") from exc
-
-    async def dead_letter(self, body: bytes, reason: str, error: str, *, queue: str,
-                          exchange: str | None = None, routing_key: str | None = None,
-                          headers: dict[str, Any] | None = None) -> str:
-        """Publish to `intake.dead` with the reason in headers; returns the dead letter's id."""
-        dead_id = uuid.uuid4().hex
-        all_headers = dict(headers or {})
-        all_headers.update({
-            REASON_HEADER: reason,
-            "x-intake-error": error[:2000],
-            "x-intake-dead-id": dead_id,
-            "x-intake-queue": queue,
-            "x-intake-service": self.service,
-            "x-intake-dead-at": time.time(),
-        })
-        if exchange is not None:
-            all_headers["x-intake-exchange"] = exchange
-            all_headers["x-intake-routing-key"] = routing_key or ""
-        await self.publish("dead", reason, body, all_headers, message_id=dead_id)
-        DEAD_LETTERED.labels(self.service, reason).inc()
-        self.log.warning("message_dead_lettered", reason=reason, error=error[:500], queue=queue)
-        return dead_id
-
-    # -- consume ----------------------------------------------------------------------------
+        await super().close()
 
     def consume(self, queue: str, handler: Handler[M], model: type[M], *,
                 prefetch: int | None = None,
@@ -507,8 +237,8 @@ class Bus:
                         # and wake-ups at moderate rates); a queue starts one at once.
                         spec.crowded.clear()
                         crowded = asyncio.ensure_future(spec.crowded.wait())
-                        await asyncio.wait([previous, crowded],
-                                           return_when=asyncio.FIRST_COMPLETED)
+                        either: list[asyncio.Future[Any]] = [previous, crowded]
+                        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
                         crowded.cancel()
                     await slots.acquire()
                 batch, spec.buffer = spec.buffer[:spec.batch], spec.buffer[spec.batch:]
@@ -738,120 +468,6 @@ class Bus:
             if spec.channel is not None:
                 with contextlib.suppress(Exception):
                     await spec.channel.close()
-
-    # -- dead letters (ops) -----------------------------------------------------------------
-
-    async def browse_dead(self, limit: int = 1000) -> list[DeadLetter]:
-        """Read dead letters without removing them (they return to the queue on close)."""
-        assert self._connection is not None
-        channel = await self._connection.channel()
-        letters = []
-        try:
-            queue = await channel.get_queue(self.names("dead"))
-            while len(letters) < limit:
-                incoming = await queue.get(no_ack=False, fail=False)
-                if incoming is None:
-                    break
-                letters.append(DeadLetter.from_incoming(incoming))
-        finally:
-            await channel.close()
-        return letters
-
-    async def replay_dead(self, dead_ids: Iterable[str] | None = None,
-                          bodies: dict[str, bytes] | None = None) -> list[str]:
-        """Republish dead letters to where they came from, then remove them; `None` = all.
-
-        `bodies` replaces the body of a dead letter by its id: the repaired message (a field
-        cut to size, a schema mistake fixed) goes back instead of the one that failed.
-        """
-        wanted = set(dead_ids) if dead_ids is not None else None
-        bodies = bodies or {}
-        assert self._connection is not None
-        channel = await self._connection.channel()
-        replayed: list[str] = []
-        try:
-            queue = await channel.get_queue(self.names("dead"))
-            while True:
-                incoming = await queue.get(no_ack=False, fail=False)
-                if incoming is None:
-                    break
-                letter = DeadLetter.from_incoming(incoming)
-                if wanted is not None and letter.id not in wanted:
-                    continue
-                if letter.exchange is None:
-                    continue
-                exchange = self._logical_exchange(letter.exchange)
-                if exchange is None:
-                    continue
-                headers = {k: v for k, v in (incoming.headers or {}).items()
-                           if not str(k).startswith("x-")}
-                headers["x-intake-replayed-from"] = letter.id
-                await self.publish(exchange, letter.routing_key or "",
-                                   bodies.get(letter.id, incoming.body), headers)
-                await incoming.ack()
-                replayed.append(letter.id)
-                if wanted is not None and wanted <= set(replayed):
-                    break
-        finally:
-            await channel.close()
-        return replayed
-
-    def _logical_exchange(self, name: str) -> str | None:
-        for logical in EXCHANGES:
-            if self.names(logical) == name:
-                return logical
-        return None
-
-
-@dataclass
-class DeadLetter:
-    id: str
-    reason: str
-    error: str
-    queue: str | None
-    exchange: str | None
-    routing_key: str | None
-    dead_at: float | None
-    body: bytes
-    headers: dict[str, Any]
-
-    @classmethod
-    def from_incoming(cls, incoming: AbstractIncomingMessage | Delivery) -> DeadLetter:
-        headers = dict(incoming.headers or {})
-        exchange = headers.get("x-intake-exchange")
-        routing_key = headers.get("x-intake-routing-key")
-        reason = headers.get(REASON_HEADER)
-        queue = headers.get("x-intake-queue")
-        deaths = headers.get("x-death") or []
-        if reason is None and deaths:
-            # Dead-lettered by the broker itself (delivery limit reached, e.g. a crash loop).
-            first = deaths[0]
-            reason = f"broker_{first.get('reason', 'unknown')}"
-            queue = first.get("queue")
-            exchange = first.get("exchange")
-            keys = first.get("routing-keys") or [incoming.routing_key]
-            routing_key = keys[0]
-        dead_id = headers.get("x-intake-dead-id") or incoming.message_id or (
-            uuid.uuid5(uuid.NAMESPACE_OID, incoming.body.hex()[:4096]).hex)
-        return cls(id=_text(dead_id), reason=_text(reason or "unknown"),
-                   error=_text(headers.get("x-intake-error", "")), queue=_opt(queue),
-                   exchange=_opt(exchange), routing_key=_opt(routing_key),
-                   dead_at=headers.get("x-intake-dead-at"), body=incoming.body, headers=headers)
-
-
-def _properties(headers: dict[str, Any] | None,
-                message_id: str | None = None) -> aiormq.spec.Basic.Properties:
-    return aiormq.spec.Basic.Properties(headers=headers or {}, message_id=message_id,
-                                        content_type="application/json",
-                                        delivery_mode=2)  # persistent
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _opt(value: Any) -> str | None:
-    return None if value is None else _text(value)
 
 
 def _short_validation(exc: ValidationError) -> str:

@@ -1,0 +1,37 @@
+"""The bus on RabbitMQ: topology, confirmed publish, ack-after-work consume, dead letters.
+
+Channel code never touches aio-pika; it publishes through `Publisher` (intake.outbox) and
+consumes by handing `Bus.consume` an async function that takes a model and returns, or raises a
+kernel error: `Rejected` dead-letters at once, anything else is retried up to the delivery limit.
+
+`Bus` is assembled from one part per module: `connection` (connect, reconnect), `topology`
+(names, exchanges, queues), `publish` (confirmed publishes, dead-lettering), `consumer`
+(consume, batches, acks) and `dead` (browse and replay `intake.dead`).
+"""
+
+from __future__ import annotations
+
+from .connection import COALESCED_WRITES, BusConnection
+from .consumer import (
+    ACK_DELAY_S,
+    HOLD_FIRST_RETRY_S,
+    PIPELINE_MIN,
+    BatchHandler,
+    BusConsumers,
+    Delivery,
+    Handler,
+)
+from .dead import BusDeadLetters, DeadLetter
+from .publish import BusPublish
+from .topology import CORE_QUEUES, EXCHANGES, REASON_HEADER, Names
+
+
+class Bus(BusConsumers, BusDeadLetters):
+    """One connection per process: a confirmed publish channel and a channel per consumer."""
+
+
+__all__ = [
+    "ACK_DELAY_S", "COALESCED_WRITES", "CORE_QUEUES", "EXCHANGES", "HOLD_FIRST_RETRY_S",
+    "PIPELINE_MIN", "REASON_HEADER", "BatchHandler", "Bus", "BusConnection", "BusConsumers",
+    "BusDeadLetters", "BusPublish", "DeadLetter", "Delivery", "Handler", "Names",
+]

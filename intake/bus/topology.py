@@ -1,0 +1,76 @@
+"""The bus's names and topology: exchanges, core queues, queue arguments and declaring them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractQueue
+
+EXCHANGES = ("inbound", "routed", "outbound", "delivery", "events", "dead")
+# queue -> (exchange it is bound to, binding key)
+CORE_QUEUES: dict[str, tuple[str, str]] = {
+    "router": ("inbound", "#"),
+    "ticket_core": ("routed", "#"),
+    "ticket_core.delivery": ("delivery", "#"),
+}
+REASON_HEADER = "x-intake-reason"
+
+
+@dataclass(frozen=True)
+class Names:
+    """Exchange and queue names, with the test run's prefix (`INTAKE_BUS_PREFIX`)."""
+
+    prefix: str = ""
+
+    def __call__(self, logical: str) -> str:
+        name = f"intake.{logical}"
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+
+def queue_arguments(names: Names, delivery_limit: int) -> dict[str, Any]:
+    return {
+        "x-queue-type": "quorum",
+        # A poison message ends in intake.dead instead of looping forever.
+        "x-delivery-limit": delivery_limit,
+        "x-dead-letter-exchange": names("dead"),
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
+async def declare_queue(connection: AbstractConnection, channel: AbstractChannel, name: str,
+                        arguments: dict[str, Any], log: Any) -> AbstractQueue:
+    """Declare a quorum queue; if it exists with other arguments, use it as it is.
+
+    RabbitMQ refuses a redeclaration with different arguments (say, another delivery
+    limit) by closing the channel; a service must still start, so it warns and goes on.
+    """
+    probe = await connection.channel()
+    try:
+        await probe.declare_queue(name, durable=True, arguments=arguments)
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        log.warning("queue_arguments_differ", queue=name, error=str(exc),
+                    hint="the queue keeps its arguments; set them by policy")
+    finally:
+        if not probe.is_closed:
+            await probe.close()
+    return await channel.get_queue(name, ensure=True)
+
+
+async def declare_core(connection: AbstractConnection, channel: AbstractChannel, names: Names,
+                       arguments: dict[str, Any], log: Any) -> dict[str, AbstractExchange]:
+    """Declare the exchanges, `intake.dead` and the core queues; returns the exchanges."""
+    exchanges: dict[str, AbstractExchange] = {}
+    for logical in EXCHANGES:
+        exchanges[logical] = await channel.declare_exchange(
+            names(logical), aio_pika.ExchangeType.TOPIC, durable=True)
+    dead = await channel.declare_queue(
+        names("dead"), durable=True, arguments={"x-queue-type": "quorum"})
+    await dead.bind(exchanges["dead"], "#")
+    for logical, (exchange, key) in CORE_QUEUES.items():
+        queue = await declare_queue(connection, channel, names(logical), arguments, log)
+        await queue.bind(exchanges[exchange], key)
+    return exchanges
