@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from typing import Any
 
 import aiormq
@@ -18,7 +20,28 @@ from tests.factories import form_message
 from tests.support import eventually
 
 
+def test_importing_the_kernel_changes_nothing_in_aiormq_until_a_bus_starts() -> None:
+    script = ("import aiormq.connection, intake, intake.bus, intake.service\n"
+              "from intake import amqp\n"
+              "from intake.bus import Bus\n"
+              "from intake.settings import IntakeSettings\n"
+              "print(amqp.installed(), aiormq.connection.Connection.FRAME_BUFFER_SIZE)\n"
+              "import asyncio\n"
+              "async def main():\n"
+              "    bus = Bus(IntakeSettings(amqp_url='amqp://guest:guest@127.0.0.1:1/'), 't')\n"
+              "    bus.start()\n"
+              "    await bus.close()\n"
+              "asyncio.run(main())\n"
+              "print(amqp.installed(), aiormq.connection.Connection.FRAME_BUFFER_SIZE)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, check=True)
+    before, after = result.stdout.split("\n")[:2]
+    assert before.split()[0] == "False"
+    assert after == f"True {amqp.FRAME_BUFFER_SIZE}"
+
+
 def test_the_pinned_aiormq_gets_coalesced_writes() -> None:
+    assert amqp.install()
     assert amqp.installed()
     assert aiormq.connection.Connection.FRAME_BUFFER_SIZE == amqp.FRAME_BUFFER_SIZE
 
