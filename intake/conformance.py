@@ -75,7 +75,7 @@ def check_all(connectors_dir: Path = CONNECTORS_DIR) -> dict[str, list[str]]:
                          if p.is_dir() and (p / "__init__.py").exists()):
         problems = check_folder(folder)
         channel = next((c for c in channels.values()
-                        if c.routes.__module__.split(".")[1] == folder.name), None)
+                        if c.settings.__module__.split(".")[1] == folder.name), None)
         if channel is None:
             problems.append(f"{folder.name}: __init__.py does not export CHANNEL")
         else:

@@ -82,7 +82,7 @@ async def connector_client(channel: Channel, config: Path, publisher: Any,
     own = channel.settings()
     service = Service(
         name=channel.name, port=0, settings=IntakeSettings(),
-        routes=list(channel.routes()),
+        routes=channel.http_routes(),
         state={SERVICE_SETTINGS: own, ACCOUNTS: channel.load_accounts(doc),
                PUBLISHER: publisher, BLOBS: blobs or MemoryBlobStore()},
         client_max_size=int(getattr(own, "max_body_bytes", 1024**2)) + 64 * 1024,
@@ -103,7 +103,7 @@ class ConnectorContract:
 
     @classmethod
     def folder(cls) -> Path:
-        module = sys.modules[cls.channel.routes.__module__]
+        module = sys.modules[cls.channel.settings.__module__]
         return Path(module.__file__ or ".").resolve().parent
 
     @classmethod
