@@ -87,7 +87,7 @@ class Service:
         app.router.add_get("/metrics", _metrics)
         app.router.add_routes(list(self.routes))
         # The supervisor is stopped last (its context is the outermost), the components first.
-        app.cleanup_ctx.append(_supervisor_context)
+        app.cleanup_ctx.append(_outermost_context)
         app.cleanup_ctx.extend(self.contexts)
         app.cleanup_ctx.append(self._components_context)
         return app
@@ -100,26 +100,24 @@ class Service:
                                "add bus_context (or connector_bus_context) to its contexts")
         for consumer in self.consumers:
             consumer.register(app, app[BUS])
-        senders: list[SenderHook] = []
-        app[SENDERS] = senders
+        for make_sender in self.senders:
+            sender = make_sender(app)
+            await sender.start()
+            # Closed by the outermost context, once the bus stopped delivering to it.
+            app[SENDERS].append(sender)
+        for listener in self.listeners:
+            supervisor.start(listener.component, _bind(listener.run, app),
+                             critical=listener.critical)
+        for task in self.tasks:
+            supervisor.start(task.component, _bind(task.supervised, app),
+                             critical=task.critical)
         try:
-            for make_sender in self.senders:
-                sender = make_sender(app)
-                await sender.start()
-                senders.append(sender)
-            for listener in self.listeners:
-                supervisor.start(listener.component, _bind(listener.run, app),
-                                 critical=listener.critical)
-            for task in self.tasks:
-                supervisor.start(task.component, _bind(task.supervised, app),
-                                 critical=task.critical)
             yield
         finally:
+            # Edges first: listeners and tasks stop taking work before the resources go.
             for name in [*(t.component for t in reversed(self.tasks)),
                          *(li.component for li in reversed(self.listeners))]:
                 await supervisor.remove(name)
-            for sender in reversed(senders):
-                await sender.close()
 
 
 def _bind(run: Callable[[web.Application, Any], Awaitable[None]],
@@ -130,9 +128,16 @@ def _bind(run: Callable[[web.Application, Any], Awaitable[None]],
     return supervised
 
 
-async def _supervisor_context(app: web.Application) -> AsyncIterator[None]:
-    yield
-    await app[SUPERVISOR].stop()
+async def _outermost_context(app: web.Application) -> AsyncIterator[None]:
+    """Stops what must outlive every resource: senders (after the bus), the supervisor."""
+    app[SENDERS] = []
+    try:
+        yield
+    finally:
+        senders: list[SenderHook] = app[SENDERS]
+        for sender in reversed(senders):
+            await sender.close()
+        await app[SUPERVISOR].stop()
 
 
 class BodyReadTimeout(Exception):

@@ -241,6 +241,9 @@ async def test_a_channel_command_runs_with_its_own_arguments(tmp_path: Path) -> 
     assert code == 2 and "--name" in err  # argparse's own usage error
     code, _, err = await intake_with(env, "nosuchthing")
     assert code == 2 and "invalid choice" in err
+    code, out, _ = await intake_with(env, "connectors", "list")
+    assert code == 1 and "echoer " in out and "webform " in out
+    assert "broken       BROKEN: ImportError: the vendor SDK is not installed" in out
 
 
 async def test_the_fault_hook_is_refused_outside_the_test_harness(tmp_path: Path) -> None:

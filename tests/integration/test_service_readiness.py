@@ -7,7 +7,7 @@ from typing import Any
 import aio_pika
 from aiohttp.test_utils import TestClient, TestServer
 
-from intake import Consumer, Message, Service
+from intake import BUS, Consumer, Identity, Message, OutboundMessage, Service
 from intake.bus import Bus
 from intake.service import bus_context
 from tests.factories import form_message
@@ -63,3 +63,50 @@ async def test_a_consumer_that_cannot_consume_makes_the_service_unready_naming_i
         cleanup = await bus._connection.channel()  # type: ignore[union-attr]
         await cleanup.queue_delete(bus.names("probe"))
         await cleanup.close()
+
+
+async def test_a_sender_starts_once_the_bus_is_up_and_is_closed_after_the_bus(
+        bus: Bus) -> None:
+    events: list[tuple[str, Any]] = []
+
+    class RecordingSender:
+        """The shape of intake.sending.SenderRunner: start() registers its outbound consumer."""
+
+        def __init__(self, app: Any) -> None:
+            self.bus: Bus = app[BUS]
+
+        async def start(self) -> None:
+            events.append(("start", self.bus is not None))
+            self.bus.consume("outbound.api", self.handle, OutboundMessage,
+                             binding=("outbound", "api.#"))
+
+        async def handle(self, message: OutboundMessage) -> None:
+            events.append(("sent", message.text))
+
+        async def close(self) -> None:
+            events.append(("close", self.bus.connected))
+
+    service = Service(name="sends", port=0, settings=bus.settings,
+                      senders=[RecordingSender], contexts=[bus_context])
+    client = TestClient(TestServer(service.build_app()))
+    await client.start_server()
+    try:
+        async def consuming() -> bool:
+            response = await client.get("/readyz")
+            body = await response.json()
+            state = body["components"].get("consumer:outbound.api", {}).get("state")
+            return response.status == 200 and state == "up"
+
+        await eventually(consuming, timeout=20)  # its queue is declared and bound
+        reply = OutboundMessage(idempotency_key="reply-1", ticket_id="t1", channel="api",
+                                account="acme", to=Identity(kind="api_user", value="u1"),
+                                text="hello back")
+        await bus.publish("outbound", "api.acme", reply.model_dump_json().encode())
+        await eventually(lambda: ("sent", "hello back") in events, timeout=20)
+    finally:
+        await client.close()
+        cleanup = await bus._connection.channel()  # type: ignore[union-attr]
+        await cleanup.queue_delete(bus.names("outbound.api"))
+        await cleanup.close()
+    # Closed last: the bus had stopped delivering to it (disconnected) before.
+    assert events[0] == ("start", True) and events[-1] == ("close", False)
