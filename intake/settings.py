@@ -102,10 +102,23 @@ def existing_path(variable: str, path: Path) -> Path:
     return path
 
 
-def settings_problems(exc: ValidationError, prefix: str = "INTAKE_") -> list[str]:
+def settings_problems(exc: ValidationError) -> list[str]:
     """One line per problem of a settings class that failed to load, naming the variable."""
+    prefix = _env_prefix_of(exc.title)
     problems = []
     for error in exc.errors():
         location = "_".join(str(part) for part in error.get("loc", ())).upper()
         problems.append(f"{prefix}{location}: {error['msg']}" if location else error["msg"])
     return problems
+
+
+def _env_prefix_of(class_name: str) -> str:
+    """The environment prefix of the settings class named `class_name` (a ValidationError's
+    title), found among the loaded subclasses of BaseSettings; `INTAKE_` if none matches."""
+    pending: list[type[BaseSettings]] = [BaseSettings]
+    while pending:
+        klass = pending.pop()
+        if klass.__name__ == class_name and klass is not BaseSettings:
+            return str(klass.model_config.get("env_prefix", ""))
+        pending.extend(klass.__subclasses__())
+    return "INTAKE_"

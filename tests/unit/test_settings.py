@@ -60,3 +60,12 @@ def test_a_missing_relative_config_is_an_error_naming_its_variable(
     assert IntakeSettings(config=Path("mine.yaml")).config_path == Path("mine.yaml")
     # The shipped example is still found from another working directory.
     assert IntakeSettings().config_path.is_file()
+
+
+def test_a_bad_value_of_a_service_setting_names_its_variable() -> None:
+    from router.settings import RouterSettings
+
+    with pytest.raises(ValidationError) as caught:
+        RouterSettings(pipeline=0)
+    [problem] = settings_problems(caught.value)
+    assert problem.startswith("INTAKE_ROUTER_PIPELINE: ")
