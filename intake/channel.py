@@ -75,16 +75,24 @@ class Channel:
     contexts: Sequence[Callable[[web.Application], Any]] = field(default_factory=tuple)
     client_max_size: int = 1024**2
 
+    def __post_init__(self) -> None:
+        # `routes` always answers every HTTP route, whichever way they were declared, so that
+        # callers (tests, the contract suite) may call `CHANNEL.routes()` on any channel.
+        declared = [make for make in (self.routes, self.inbound.routes) if make is not None]
+        if len(declared) == 1:
+            object.__setattr__(self, "routes", declared[0])
+        elif len(declared) == 2:
+            def every_route() -> list[web.AbstractRouteDef]:
+                return [route for make in declared for route in make()]
+
+            object.__setattr__(self, "routes", every_route)
+
     def load_accounts(self, doc: ConfigDocument) -> BaseModel:
         return validate(doc, self.accounts, doc.section("channels", self.name),
                         prefix=("channels", self.name))
 
     def http_routes(self) -> list[web.AbstractRouteDef]:
-        routes: list[web.AbstractRouteDef] = []
-        for make in (self.routes, self.inbound.routes):
-            if make is not None:
-                routes.extend(make())
-        return routes
+        return list(self.routes()) if self.routes is not None else []
 
     def build_service(self, settings: IntakeSettings, doc: ConfigDocument) -> Service:
         from .service import (
