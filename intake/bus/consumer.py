@@ -213,7 +213,7 @@ class BusConsumers(BusPublish):
         channel.close_callbacks.add(closed)
         try:
             await channel.set_qos(prefetch_count=spec.prefetch)
-            queue = await self.declare_queue(spec.queue, channel)
+            queue = await self._declare_queue(spec.queue, channel)
             # A core queue's binding too: a queue deleted by hand comes back bound.
             binding = spec.binding or CORE_QUEUES.get(spec.queue)
             if binding:
