@@ -40,9 +40,8 @@ async def queue_type(bus: Bus, logical: str) -> str:
     try:
         await channel.declare_queue(bus.names(logical), durable=True,
                                     arguments={"x-queue-type": "stream"})
-    except Exception as exc:  # inequivalent arg 'x-queue-type' ... received 'stream' but current is ...
-        return "classic" if "'classic'" in str(exc) else "quorum" if "'quorum'" in str(
-            exc) else str(exc)
+    except Exception as exc:  # "inequivalent arg 'x-queue-type' ... current is 'classic'"
+        return str(exc).rsplit("current is", 1)[-1].strip(" '\")")
     await channel.close()
     return "stream"
 
