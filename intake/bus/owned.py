@@ -103,5 +103,8 @@ class BusOwned(BusConnection):
         else:
             queue = await super()._declare_queue(logical, channel)
         for exchange, key in owned.bindings:
+            if exchange in self._owned_exchanges:  # it may be gone too (deleted by hand)
+                await self._declare_owned_exchange(channel, exchange,
+                                                   self._owned_exchanges[exchange])
             await queue.bind(self.names(exchange), key)
         return queue
