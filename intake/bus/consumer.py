@@ -518,6 +518,9 @@ class BusConsumers(BusPublish):
             await self._wait_for_broker(incoming)
             await _quietly(incoming.nack(requeue=True))  # not an attempt of the message's
             return
+        if getattr(exc, "hold", False):  # stopping during an outage: not the message's fault
+            await _quietly(incoming.nack(requeue=True))
+            return
         attempt = attempt_of(headers)
         if attempt >= self.settings.delivery_limit:
             await self._dead_letter_or_requeue(
