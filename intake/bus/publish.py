@@ -14,11 +14,12 @@ import aiormq
 from .. import amqp
 from ..errors import BrokerUnavailable, Unroutable
 from ..metrics import DEAD_LETTERED
-from .connection import _AMQP_ERRORS, BusConnection
+from .connection import _AMQP_ERRORS
+from .owned import BusOwned
 from .topology import REASON_HEADER
 
 
-class BusPublish(BusConnection):
+class BusPublish(BusOwned):
     """Publishes persistently and returns once the broker confirmed (or raises)."""
 
     async def publish(self, exchange: str, routing_key: str, body: bytes,
