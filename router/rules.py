@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import time
 import types
 import typing
@@ -28,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from intake.config import ROUTING_SECTIONS, ConfigDocument, SafeRegex, validate
+from intake.config import ROUTING_SECTIONS, ConfigDocument, ConfigPattern, validate
 from intake.errors import ConfigInvalid
 from intake.message import (
     Channel,
@@ -41,6 +40,7 @@ from intake.message import (
     RouteTrial,
     Sla,
 )
+from intake.patterns import Pattern, PatternSet
 
 DEFAULT_ROUTE_ID = "default"
 # Decisions stamped on messages keep `tried` short; /explain asks for all of it (`full`).
@@ -136,8 +136,8 @@ class Condition(RulesModel):
     not_equals: Any = None
     in_: list[Any] | None = Field(default=None, alias="in")
     contains: Any = None
-    # Refused at load when it can backtrack catastrophically (`(a+)+`): see check_regex.
-    matches: SafeRegex | None = None
+    # An RE2 pattern (linear in the text); what RE2 cannot run is refused at load.
+    matches: ConfigPattern | None = None
     exists: bool | None = None
     gt: float | None = None
     lt: float | None = None
@@ -234,7 +234,7 @@ class CompiledCondition:
     # For `==`/`in` on words: the words for which it holds (read through `_word`), so the
     # RuleSet can look routes up by value instead of testing each one.
     key: frozenset[str] | None = None
-    # For `matches`: the regular expression, so runs of such routes can share one screen.
+    # For `matches`: the pattern, so runs of such routes can share one screen.
     pattern: str | None = None
 
 
@@ -304,23 +304,33 @@ class CompiledRoute:
 
 @dataclass(frozen=True, slots=True)
 class Screen:
-    """A run of `always` routes that each test one field against a regular expression.
+    """A run of `always` routes that each test one field against a pattern.
 
     One search with their patterns joined says whether any of them can match: when none can
     (the common case, a message for the default route), the run is skipped at once instead
-    of searching route by route.
+    of searching route by route. When some can, RE2's set search names them, and only those
+    routes of the run are tried.
     """
 
     read: Reader
-    search: Callable[[str, int, int], re.Match[str] | None]
+    patterns: PatternSet
     start: int  # the run is always[start:stop]
     stop: int
+    routes: tuple[CompiledRoute, ...]  # always[start:stop]
 
-    def rules_out(self, message: Message) -> bool:
+    def narrow(self, message: Message) -> Sequence[CompiledRoute] | None:
+        """The routes of the run worth trying (those whose pattern is found); None: all."""
         value = self.read(message)
-        if type(value) is str:
-            return self.search(value, 0, MATCH_MAX_CHARS) is None
-        return value is None or value is MISSING  # `matches` holds only for text
+        if type(value) is not str:
+            # `matches` holds only for text: nothing or MISSING rules the run out.
+            return () if value is None or value is MISSING else None
+        if not self.patterns.any(value, MATCH_MAX_CHARS):
+            return ()
+        found = self.patterns.which(value, MATCH_MAX_CHARS)
+        if not found:  # RE2's set search gave up on this text: try every route of the run
+            return None
+        routes = self.routes
+        return [routes[i] for i in found]
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,16 +343,18 @@ class ChannelPlan:
     screens: tuple[Screen, ...] = ()
 
     def screened(self, message: Message) -> Sequence[CompiledRoute]:
-        """`always` without the runs a screen rules out."""
+        """`always` without the routes a screen rules out."""
         if not self.screens:
             return self.always
         kept: list[CompiledRoute] | None = None
         done = 0
         for screen in self.screens:
-            if screen.rules_out(message):
+            narrowed = screen.narrow(message)
+            if narrowed is not None:
                 if kept is None:
                     kept = []
                 kept.extend(self.always[done:screen.start])
+                kept.extend(narrowed)
                 done = screen.stop
         if kept is None:
             return self.always
@@ -693,7 +705,6 @@ def _compile_where(condition: Condition) -> CompiledCondition:
     op, operand = condition.operator, condition.operand
     label = condition.field
     key: frozenset[str] | None = None
-    search: Callable[[str, int, int], re.Match[str] | None] = re.compile("").search
     holds: Callable[[Any], bool]
     if op in ("equals", "not_equals"):
         equals = _scalar_equals(operand) if operand is None else _any_of(_scalar_equals(operand))
@@ -727,9 +738,8 @@ def _compile_where(condition: Condition) -> CompiledCondition:
         holds = contains
         text = f"{label} contains {_render(operand)}"
     elif op == "matches":
-        search = re.compile(operand).search
-        # Positional pos/endpos: keyword arguments on this hot call cost measurably.
-        holds = _any_of(lambda v: type(v) is str and search(v, 0, MATCH_MAX_CHARS) is not None)
+        search = Pattern(operand).search
+        holds = _any_of(lambda v: type(v) is str and search(v, MATCH_MAX_CHARS))
         text = f"{label} matches /{operand}/"
     elif op == "exists":
         holds = _present if operand else (lambda v: not _present(v))
@@ -754,8 +764,7 @@ def _compile_where(condition: Condition) -> CompiledCondition:
     elif op == "matches":
         def test(message: Message) -> bool:
             value = read(message)
-            return (search(value, 0, MATCH_MAX_CHARS) is not None if type(value) is str
-                    else holds(value))
+            return search(value, MATCH_MAX_CHARS) if type(value) is str else holds(value)
     elif op == "in" and key is not None:
         def test(message: Message) -> bool:
             value = read(message)
@@ -883,22 +892,13 @@ def _plan(routes: Sequence[CompiledRoute], channel: str) -> ChannelPlan:
 
 
 SCREEN_MIN_ROUTES = 4  # below this, testing the routes one by one is as cheap
-_GLOBAL_FLAGS = re.compile(r"^\(\?([aiLmsux]+)\)")
-# Group numbers shift when patterns are joined: no screen for patterns that refer to them.
-_NUMBERED = re.compile(r"\\[1-9]|\(\?\(|\(\?P=|\\g<")
 
 
-def _screen_condition(route: CompiledRoute) -> tuple[CompiledCondition, str] | None:
-    """A `matches` test the route needs (its conditions all must hold), with the pattern
-    scoped to its own flags so that it can be joined with others."""
+def _screen_condition(route: CompiledRoute) -> CompiledCondition | None:
+    """A `matches` test the route needs (its conditions all must hold)."""
     for condition in route.conditions:
-        pattern = condition.pattern
-        if pattern is None or _NUMBERED.search(pattern):
-            continue
-        flags = _GLOBAL_FLAGS.match(pattern)
-        if flags:  # "(?i)abc" may only start a pattern; joined, it becomes "(?i:abc)"
-            pattern = f"(?{flags.group(1)}:{pattern[flags.end():]})"
-        return condition, pattern
+        if condition.pattern is not None:
+            return condition
     return None
 
 
@@ -910,19 +910,16 @@ def _screens(always: Sequence[CompiledRoute]) -> tuple[Screen, ...]:
         first = _screen_condition(always[i])
         j = i + 1
         if first is not None:
-            patterns = [first[1]]
+            patterns = [first.pattern]
             while j < len(always) and (later := _screen_condition(always[j])) is not None \
-                    and later[0].label == first[0].label:
-                patterns.append(later[1])
+                    and later.label == first.label:
+                patterns.append(later.pattern)
                 j += 1
             if j - i >= SCREEN_MIN_ROUTES:
-                try:
-                    joined = re.compile("|".join(f"(?:{p})" for p in patterns))
-                except re.error:  # e.g. two patterns naming the same group: no screen
-                    joined = None
-                if joined is not None:
-                    screens.append(Screen(read=first[0].read, search=joined.search,
-                                          start=i, stop=j))
+                # RE2 scopes flags to the group, so `(?i)` patterns join as they are.
+                screens.append(Screen(read=first.read, patterns=PatternSet(
+                    [p for p in patterns if p is not None]), start=i, stop=j,
+                    routes=tuple(always[i:j])))
         i = j
     return tuple(screens)
 

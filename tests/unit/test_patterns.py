@@ -1,0 +1,87 @@
+"""Config patterns on RE2: what `Pattern` and `PatternSet` answer; where RE2 differs from `re`."""
+
+from __future__ import annotations
+
+import pytest
+
+from intake.patterns import Pattern, PatternInvalid, PatternSet, compile_pattern, utf8_prefix
+
+
+def test_search_finds_the_pattern_anywhere_and_fullmatch_needs_all_of_the_text() -> None:
+    pattern = Pattern("[0-9]{6}")
+    assert pattern.search("order 123456 please")
+    assert not pattern.fullmatch("order 123456 please")
+    assert pattern.fullmatch("123456")
+    assert not pattern.search("12345")
+
+
+def test_search_reads_only_the_first_characters_and_dollar_holds_where_it_stops() -> None:
+    assert not Pattern("needle").search("x" * 100 + "needle", 100)
+    assert Pattern("needle").search("x" * 94 + "needle", 100)
+    assert Pattern("x$").search("x" * 100 + "tail", 100)
+    # Characters, not bytes: a cut never splits a character.
+    assert Pattern("^订{3}$").search("订订订单", 3)
+
+
+def test_dot_star_patterns_on_a_hostile_text_decide_correctly() -> None:
+    hostile = ("refund " * 1500)[:10_000]
+    assert not Pattern(".*refund.*order").search(hostile, 10_000)
+    assert Pattern(".*refund.*order").search(hostile[:9_000] + " order", 10_000)
+    assert not Pattern("(a+)+$").search("a" * 10_000 + "!")
+    assert not Pattern("(x+x+)+y").fullmatch("x" * 5_000)
+
+
+def test_a_pattern_set_names_every_pattern_found_in_order() -> None:
+    patterns = PatternSet(["^about keyword1$", "(?i)refund", "k1", "^\\s*$", "(?P<x>quote)",
+                           "(?P<x>price)"])
+    assert patterns.which("REFUND k1") == [1, 2]
+    assert patterns.which("about keyword1") == [0]
+    assert patterns.which("price quote") == [4, 5]  # one group name twice: fine, no captures
+    assert patterns.which("") == [3]
+    assert patterns.which("xyz") == []
+    assert patterns.any("xyz k1") and not patterns.any("xyz")
+
+
+def test_flags_in_a_pattern_set_stay_with_their_pattern() -> None:
+    patterns = PatternSet(["(?i)abc", "def"])
+    assert patterns.any("ABC") and patterns.which("ABC") == [0]
+    assert not patterns.any("DEF")
+
+
+def test_lone_surrogates_in_a_text_are_read_not_raised() -> None:
+    assert Pattern("a.b").search("a\ud800b")
+    assert utf8_prefix("a\ud800b") == b"a?b"
+
+
+def test_a_pattern_with_a_lone_surrogate_is_refused() -> None:
+    with pytest.raises(PatternInvalid, match="lone surrogate"):
+        Pattern("\ud800")
+    with pytest.raises(PatternInvalid, match="lone surrogate"):
+        compile_pattern("\ud800")
+
+
+def test_the_encoded_text_is_reused_only_for_the_same_text_and_cut() -> None:
+    text = "订单" * 10
+    assert utf8_prefix(text, 3) == "订单订".encode()
+    assert utf8_prefix(text) == text.encode()
+    assert utf8_prefix(text, 3) == "订单订".encode()
+    other = "".join(["订单"] * 10)  # equal, not the same object
+    assert utf8_prefix(other, 1) == "订".encode()
+
+
+# Where RE2 differs from Python's `re` (router/README.md, "Patterns"): pinned here so that a
+# change in google-re2 shows up as a failing test, not as rules that quietly decide otherwise.
+@pytest.mark.parametrize(("pattern", "text", "found"), [
+    ("\\d", "１", False),  # full-width digit: `\d` is ASCII in RE2 (Python: Unicode)
+    ("\\p{Nd}", "１", True),
+    ("\\w", "订", False),  # `\w` is ASCII in RE2
+    ("\\p{Han}", "订", True),
+    ("\\s", "\u3000", False),  # ideographic space
+    ("[\\s\\x{3000}]", "\u3000", True),
+    ("(?i)é", "É", True),  # case folding is Unicode
+    ("com$", "a.com\n", False),  # `$` is the end of the text only (Python: also before a \n)
+    ("(?m)com$", "a.com\n", True),
+    ("a{,3}", "a{,3}", True),  # no `{,n}` in RE2: literal text (Python: {0,3})
+])
+def test_re2_semantics_that_differ_from_python(pattern: str, text: str, found: bool) -> None:
+    assert Pattern(pattern).search(text) is found
