@@ -112,23 +112,42 @@ def utf8_prefix(text: str, max_chars: int | None = None) -> bytes:
     return data
 
 
-class Pattern:
-    """A config pattern compiled for yes/no tests: `search` (found anywhere) and `fullmatch`."""
+# Plain text, or plain texts separated by `|` (`订单|order`): no character RE2 reads specially.
+_LITERALS = re.compile(r"[^\\^$.|?*+()\[\]{}]+(\|[^\\^$.|?*+()\[\]{}]+)*")
 
-    __slots__ = ("_match", "text")
+
+class Pattern:
+    """A config pattern compiled for yes/no tests: `search` (found anywhere) and `fullmatch`.
+
+    A pattern that is plain text or plain alternatives (`订单|order`, common in rules) is
+    answered by Python's substring search: the same answer, without a call into RE2 (whose
+    binding costs several times a short search).
+    """
+
+    __slots__ = ("_literals", "_match", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text
         self._match = _binding(text).Match
+        self._literals = tuple(text.split("|")) if _LITERALS.fullmatch(text) else None
 
     def search(self, text: str, max_chars: int | None = None) -> bool:
         """Whether the pattern is found in `text` (its first `max_chars` characters, as if
         they were all of it: `$` holds where the read stops)."""
+        literals = self._literals
+        if literals is not None:
+            cut = text if max_chars is None or len(text) <= max_chars else text[:max_chars]
+            for literal in literals:
+                if literal in cut:
+                    return True
+            return False
         data = utf8_prefix(text, max_chars)
         return bool(self._match(_UNANCHORED, data, 0, len(data))[0][0] != _NO_MATCH)
 
     def fullmatch(self, text: str) -> bool:
         """Whether the whole of `text` matches the pattern."""
+        if self._literals is not None:
+            return text in self._literals
         data = utf8_prefix(text)
         return bool(self._match(_ANCHOR_BOTH, data, 0, len(data))[0][0] != _NO_MATCH)
 

@@ -94,11 +94,14 @@ class CompiledRoute:
     failures: tuple[RouteTrial, ...]
     # The index of the first false condition, or -1; skips what the index already answered.
     first_failure: Callable[[Message], int]
+    # The index of its first `matches` condition (-1: none): the one a screen answers.
+    pattern_at: int = -1
 
-    def failing_condition(self, message: Message) -> int:
-        """The first false condition, all of them evaluated (for routes the index skipped)."""
+    def failing_condition(self, message: Message, known_false: int = -1) -> int:
+        """The first false condition, all of them evaluated (for routes the index skipped);
+        `known_false` is one a screen already found false, so it is not searched again."""
         for i, condition in enumerate(self.conditions):
-            if not condition.test(message):
+            if i == known_false or not condition.test(message):
                 return i
         return -1
 
@@ -323,4 +326,5 @@ def compile_route(route: Route | DefaultRoute, route_id: str, position: int) -> 
         key=keyed[0] if keyed else None,
         target=_compile_target(route),
         failures=tuple(RouteTrial(route=route_id, matched=False, failed=c.text)
-                       for c in conditions), first_failure=_compile_first_failure(tests, offset))
+                       for c in conditions), first_failure=_compile_first_failure(tests, offset),
+        pattern_at=next((i for i, c in enumerate(conditions) if c.pattern is not None), -1))

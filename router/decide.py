@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from intake.message import Message, RouteDecision, RouteDelivery, RouteTrial, Sla
 
 from .compile import CompiledRoute, render_value
-from .index import ChannelPlan
+from .index import ChannelPlan, Narrowed, screened_false
 from .models import RoutingConfig
 from .paths import MISSING
 
@@ -50,9 +50,10 @@ class RuleSet:
         full = full or max_tried is None
         keep_before = len(self.routes) if full else max(1, max_tried or MAX_TRIED) - 1
         failed_at: dict[int, int] = {}
+        ruled_out: list[Narrowed] = []
         matched = self.default
         plan = self.plans.get(message.channel)
-        for route in plan.candidates(message) if plan else ():
+        for route in plan.candidates(message, ruled_out) if plan else ():
             failed = route.first_failure(message)
             if failed < 0:
                 matched = route
@@ -60,10 +61,13 @@ class RuleSet:
             if route.position < keep_before:
                 failed_at[route.position] = failed
         tried: list[RouteTrial] = []
-        for route in self.routes[:min(matched.position, keep_before)]:
+        before = min(matched.position, keep_before)
+        known_false = screened_false(ruled_out) if ruled_out and before else None
+        for route in self.routes[:before]:
             index = failed_at.get(route.position)
-            if index is None:  # skipped by the channel or a lookup: find what was false
-                index = max(route.failing_condition(message), 0)
+            if index is None:  # skipped by the channel, a lookup or a screen: find what was false
+                known = known_false.get(route.position, -1) if known_false else -1
+                index = max(route.failing_condition(message, known), 0)
             if full:
                 condition = route.conditions[index]
                 tried.append(RouteTrial.model_construct(

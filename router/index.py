@@ -34,6 +34,8 @@ class Screen:
     start: int  # the run is always[start:stop]
     stop: int
     routes: tuple[CompiledRoute, ...]  # always[start:stop]
+    # position in the RuleSet's `routes` -> the index of the condition the screen answers
+    pattern_at: dict[int, int]
 
     def narrow(self, message: Message) -> Sequence[CompiledRoute] | None:
         """The routes of the run worth trying (those whose pattern is found); None: all."""
@@ -59,8 +61,10 @@ class ChannelPlan:
     lookups: tuple[tuple[Reader, dict[str, tuple[CompiledRoute, ...]]], ...]
     screens: tuple[Screen, ...] = ()
 
-    def screened(self, message: Message) -> Sequence[CompiledRoute]:
-        """`always` without the routes a screen rules out."""
+    def screened(self, message: Message,
+                 ruled_out: list[Narrowed] | None = None) -> Sequence[CompiledRoute]:
+        """`always` without the routes a screen rules out (each screen that did so and the
+        routes it kept are added to `ruled_out`, when given)."""
         if not self.screens:
             return self.always
         kept: list[CompiledRoute] | None = None
@@ -68,6 +72,8 @@ class ChannelPlan:
         for screen in self.screens:
             narrowed = screen.narrow(message)
             if narrowed is not None:
+                if ruled_out is not None:
+                    ruled_out.append((screen, narrowed))
                 if kept is None:
                     kept = []
                 kept.extend(self.always[done:screen.start])
@@ -78,9 +84,10 @@ class ChannelPlan:
         kept.extend(self.always[done:])
         return kept
 
-    def candidates(self, message: Message) -> Sequence[CompiledRoute]:
+    def candidates(self, message: Message,
+                   ruled_out: list[Narrowed] | None = None) -> Sequence[CompiledRoute]:
         """The routes worth testing, in order; every other route is certainly false."""
-        always = self.screened(message)
+        always = self.screened(message, ruled_out)
         if not self.lookups:
             return always
         found: list[CompiledRoute] = list(always)
@@ -104,8 +111,22 @@ class ChannelPlan:
         return found
 
 
+# A screen that ruled routes out, and the routes of its run it kept.
+Narrowed = tuple[Screen, Sequence[CompiledRoute]]
+
+
 def _position(route: CompiledRoute) -> int:
     return route.position
+
+
+def screened_false(ruled_out: Sequence[Narrowed]) -> dict[int, int]:
+    """Route position -> the condition (its `matches`) a screen found false for that route."""
+    known: dict[int, int] = {}
+    for screen, kept in ruled_out:
+        known.update(screen.pattern_at)
+        for route in kept:
+            del known[route.position]
+    return known
 
 
 def plan_channel(routes: Sequence[CompiledRoute], channel: str) -> ChannelPlan:
@@ -127,10 +148,7 @@ def plan_channel(routes: Sequence[CompiledRoute], channel: str) -> ChannelPlan:
 
 def _screen_condition(route: CompiledRoute) -> CompiledCondition | None:
     """A `matches` test the route needs (its conditions all must hold)."""
-    for condition in route.conditions:
-        if condition.pattern is not None:
-            return condition
-    return None
+    return route.conditions[route.pattern_at] if route.pattern_at >= 0 else None
 
 
 def _screens(always: Sequence[CompiledRoute]) -> tuple[Screen, ...]:
@@ -150,6 +168,7 @@ def _screens(always: Sequence[CompiledRoute]) -> tuple[Screen, ...]:
                 # RE2 scopes flags to the group, so `(?i)` patterns join as they are.
                 screens.append(Screen(read=first.read, patterns=PatternSet(
                     [p for p in patterns if p is not None]), start=i, stop=j,
-                    routes=tuple(always[i:j])))
+                    routes=tuple(always[i:j]),
+                    pattern_at={r.position: r.pattern_at for r in always[i:j]}))
         i = j
     return tuple(screens)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import uuid
@@ -220,11 +221,15 @@ def check_screens(value: tuple[list[str], list[str]]) -> None:
         rules = load_rules(load_document(path), text.encode("utf-8", "surrogatepass"))
     except ConfigInvalid:
         return
+    unscreened = dataclasses.replace(rules, plans={
+        channel: dataclasses.replace(plan, screens=()) for channel, plan in rules.plans.items()})
     for subject in subjects:
         message = Message.model_validate({**MESSAGE, "subject": subject})
         one_by_one = next((route.id for route in rules.routes
                            if all(c.test(message) for c in route.conditions)), "default")
-        assert rules.decide(message).route == one_by_one, (subject, patterns)
+        decided = rules.decide(message, full=True)
+        assert decided.route == one_by_one, (subject, patterns)
+        assert decided.tried == unscreened.decide(message, full=True).tried, (subject, patterns)
 
 
 async def _router_client() -> Any:

@@ -85,3 +85,22 @@ def test_the_encoded_text_is_reused_only_for_the_same_text_and_cut() -> None:
 ])
 def test_re2_semantics_that_differ_from_python(pattern: str, text: str, found: bool) -> None:
     assert Pattern(pattern).search(text) is found
+
+
+@pytest.mark.parametrize("pattern", ["订单", "订单|order", "refund my order", "a|b|c", "#1 x",
+                                     "end\n"])
+def test_plain_text_patterns_answer_as_re2_does(pattern: str) -> None:
+    fast = Pattern(pattern)
+    assert fast._literals is not None  # the substring path is the one under test
+    slow = compile_pattern(pattern)
+    for text in ["", "订单", "我的订单还没到", "ORDER", "an order", "x" * 20 + "order", "c",
+                 "#1 x", "end\nnow", "refund my order!", "a|b"]:
+        for cut in (None, 3, 20):
+            read = text if cut is None else text[:cut]
+            assert fast.search(text, cut) is (slow.search(read) is not None), (text, cut)
+        assert fast.fullmatch(text) is (slow.fullmatch(text) is not None), text
+
+
+@pytest.mark.parametrize("pattern", ["订单.", "a||b", "(?i)order", "x{2}", "a\\|b", "^a", "a$"])
+def test_patterns_with_any_special_character_go_to_re2(pattern: str) -> None:
+    assert Pattern(pattern)._literals is None
