@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,43 @@ def test_config_pattern_is_a_pydantic_type() -> None:
     assert Rule(pattern="(a+)+$").pattern == "(a+)+$"
     with pytest.raises(ValidationError, match="lookahead"):
         Rule(pattern="(?=x)")
+
+
+EXAMPLES = ("deploy/intake.example.yaml", "router/example-rules.yaml",
+            "connectors/webform/example.yaml")
+
+
+def _patterns_in(value: object) -> list[str]:
+    """Every `matches:` (rule conditions) and `pattern:` (form fields) string in a document."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in ("matches", "pattern") and isinstance(item, str):
+                found.append(item)
+            else:
+                found.extend(_patterns_in(item))
+    elif isinstance(value, list):
+        for item in value:
+            found.extend(_patterns_in(item))
+    return found
+
+
+def test_every_example_config_loads_and_its_patterns_run_on_re2() -> None:
+    from intake.cli import check_config
+    from intake.patterns import Pattern
+    from intake.settings import REPO_ROOT, IntakeSettings
+
+    deploy, rules, webform = (REPO_ROOT / name for name in EXAMPLES)
+    assert check_config(IntakeSettings(config=deploy)) == []
+    assert check_config(IntakeSettings(config=deploy, rules=rules)) == []
+    # The web form's example is the `channels` part alone: its routing comes from the rules.
+    assert check_config(IntakeSettings(config=webform, rules=rules)) == []
+    patterns = [p for path in (deploy, rules, webform)
+                for p in _patterns_in(load_document(path).data)]
+    assert "(?i)报价|价格|购买|quote|pricing" in patterns
+    # They decide as they did on Python's `re` (checked here on our own short texts).
+    texts = ["我想了解报价", "QUOTE please", "Pricing?", "购买", "订单还没到", "", "quot e"]
+    for pattern in patterns:
+        compiled = Pattern(pattern)
+        for text in texts:
+            assert compiled.search(text) is bool(re.search(pattern, text)), (pattern, text)
