@@ -76,6 +76,8 @@ def test_the_encoded_text_is_reused_only_for_the_same_text_and_cut() -> None:
     ("\\p{Nd}", "１", True),
     ("\\w", "订", False),  # `\w` is ASCII in RE2
     ("\\p{Han}", "订", True),
+    ("\\b订\\b", "订", False),  # `\b` is between ASCII word characters and others
+    ("\\bok\\b", "订ok订", True),
     ("\\s", "\u3000", False),  # ideographic space
     ("[\\s\\x{3000}]", "\u3000", True),
     ("(?i)é", "É", True),  # case folding is Unicode
