@@ -195,3 +195,35 @@ def test_every_example_config_loads_and_its_patterns_run_on_re2() -> None:
         compiled = Pattern(pattern)
         for text in texts:
             assert compiled.search(text) is bool(re.search(pattern, text)), (pattern, text)
+
+
+def test_config_check_names_file_line_and_reason_of_a_pattern_re2_cannot_run(
+        tmp_path: Path) -> None:
+    from intake.cli import check_config
+    from intake.settings import IntakeSettings
+
+    path = tmp_path / "intake.yaml"
+    path.write_text("""\
+desks:
+  - {id: general, name: General}
+routes:
+  - id: refunds
+    match:
+      where:
+        - {field: text, matches: "refund(?=.*order)"}
+    desk: general
+default_route: {desk: general}
+channels:
+  webform:
+    forms:
+      - id: contact
+        title: Contact
+        fields:
+          - {name: order, label: Order, pattern: "(\\\\d)\\\\1{5}"}
+""", encoding="utf-8")
+    problems = check_config(IntakeSettings(config=path))
+    assert len(problems) == 2, problems
+    rule, form = problems
+    assert rule.startswith(f"{path}:7: routes.0.match.where.0.matches: ")
+    assert "not a pattern RE2 can run" in rule and "lookahead" in rule
+    assert form.startswith(f"{path}:16: ") and "backreferences are not supported" in form
