@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from intake.message import Message
-from intake.patterns import PatternSet
+from intake.patterns import PatternInvalid, PatternSet
 
 from .compile import MATCH_MAX_CHARS, CompiledCondition, CompiledRoute, as_word
 from .paths import MISSING, Reader
@@ -165,10 +165,15 @@ def _screens(always: Sequence[CompiledRoute]) -> tuple[Screen, ...]:
                 patterns.append(later.pattern)
                 j += 1
             if j - i >= SCREEN_MIN_ROUTES:
-                # RE2 scopes flags to the group, so `(?i)` patterns join as they are.
-                screens.append(Screen(read=first.read, patterns=PatternSet(
-                    [p for p in patterns if p is not None]), start=i, stop=j,
-                    routes=tuple(always[i:j]),
-                    pattern_at={r.position: r.pattern_at for r in always[i:j]}))
+                try:
+                    # RE2 scopes flags to the group, so `(?i)` patterns join as they are.
+                    joined = PatternSet([p for p in patterns if p is not None])
+                except PatternInvalid:  # together past RE2's memory budget: no screen
+                    joined = None
+                if joined is not None:
+                    screens.append(Screen(
+                        read=first.read, patterns=joined, start=i, stop=j,
+                        routes=tuple(always[i:j]),
+                        pattern_at={r.position: r.pattern_at for r in always[i:j]}))
         i = j
     return tuple(screens)

@@ -77,3 +77,14 @@ def test_a_message_with_no_text_in_the_field_skips_the_whole_run(rules_from: Rul
     assert [r.id for r in plan.screened(make_message(subject="k6 k2"))] == ["r2", "r6"]
     assert rules.decide(make_message(subject="k6 k2")).route == "r2"
     assert rules.decide(make_message(subject="k5")).route == "r5"
+
+
+def test_patterns_too_large_to_join_get_no_screen_and_still_decide(rules_from: RulesFrom) -> None:
+    # Each fits RE2's memory budget alone; four joined do not: the routes are tried one by one.
+    big = "(?:" + "|".join(f"{c}.{{999}}" for c in "abcde") + ")"
+    rules = rules_from("\n".join(f"- id: r{i}\n  match:\n    where:\n"
+                                 f"      - {{field: text, matches: '{big}x{i}'}}\n  desk: sales"
+                                 for i in range(4)))
+    assert all(not plan.screens for plan in rules.plans.values())
+    assert rules.decide(make_message(text="c" * 1000 + "x2")).route == "r2"
+    assert rules.decide(make_message(text="c" * 999 + "x2")).route == "default"
