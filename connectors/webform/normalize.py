@@ -174,7 +174,7 @@ def _clean_one(form: FormDefinition, field: FormField, raw: list[Any],
         if text not in {option.value for option in field.options or []}:
             raise ValueError("Choose one of the listed options.")
         return text
-    if field.pattern and not re.fullmatch(field.pattern, text):
+    if not field.pattern_holds(text):
         raise ValueError("This is not in the expected format.")
     return text
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Literal
 
@@ -9,7 +10,8 @@ import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from intake.config import SafeRegex
+from intake.config import ConfigPattern
+from intake.patterns import Pattern
 
 MIB = 1024 * 1024
 HONEYPOT_FIELD = "website"
@@ -57,6 +59,12 @@ class FieldOption(Strict):
     label: str = Field(min_length=1, max_length=200)
 
 
+@functools.lru_cache(maxsize=1024)
+def _compiled(pattern: str) -> Pattern:
+    # Compiled once per pattern, not per submission; the forms of a config reload share it.
+    return Pattern(pattern)
+
+
 class FormField(Strict):
     """One input of a form; `options` for selects, `multiple` and `accept` for files."""
 
@@ -68,8 +76,9 @@ class FormField(Strict):
     help: str | None = None
     options: list[FieldOption] | None = None
     max_length: int | None = Field(default=None, ge=1)
-    # Run on customer text: refused when it can backtrack catastrophically (`(a+)+`).
-    pattern: SafeRegex | None = None
+    # Run on customer text, so an RE2 pattern (linear in the text); what RE2 cannot run is
+    # refused at load.
+    pattern: ConfigPattern | None = None
     multiple: bool = False
     # MIME types (`image/*`, `application/pdf`) or extensions (`.pdf`); a string may list
     # several separated by commas, as in HTML.
@@ -98,6 +107,10 @@ class FormField(Strict):
                 raise ValueError(f"{entry!r} is neither a MIME type (image/*) nor an extension"
                                  " (.pdf)")
         return [entry.lower() for entry in value] if value else value
+
+    def pattern_holds(self, text: str) -> bool:
+        """Whether `text` is in the field's format: all of it matches `pattern`, if any."""
+        return self.pattern is None or _compiled(self.pattern).fullmatch(text)
 
     @model_validator(mode="after")
     def options_fit_type(self) -> FormField:
