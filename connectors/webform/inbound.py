@@ -12,7 +12,6 @@ import re
 import time
 import urllib.parse
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import segno
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
+from intake import RateLimiter, clean_original_filename, client_address
 from intake.blobs import blob_ref, digest_of
 from intake.errors import IntakeError, Rejected, Transient
 from intake.logging import get_logger
@@ -44,7 +44,6 @@ from .normalize import (
     REFERENCE,
     Upload,
     clean_fields,
-    clean_original_filename,
     content_digest,
     idempotency_key,
     reference_for,
@@ -94,33 +93,6 @@ HTML_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
-
-
-class RateLimiter:
-    """A token bucket per client address, in memory; the table forgets the least recent."""
-
-    def __init__(self, per_minute: int, burst: int, max_entries: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = per_minute / 60.0
-        self.burst = float(burst)
-        self.max_entries = max_entries
-        self.clock = clock
-        self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def take(self, key: str) -> float:
-        """Spend one token; 0 when allowed, else the seconds until the next token."""
-        now = self.clock()
-        tokens, then = self.buckets.pop(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - then) * self.rate)
-        wait = 0.0
-        if tokens >= 1.0:
-            tokens -= 1.0
-        else:
-            wait = (1.0 - tokens) / self.rate
-        self.buckets[key] = (tokens, now)
-        while len(self.buckets) > self.max_entries:
-            self.buckets.popitem(last=False)
-        return wait
 
 
 @dataclass
@@ -202,13 +174,8 @@ def _wants_html(request: web.Request) -> bool:
 
 
 def client_ip(request: web.Request, settings: WebformSettings) -> str:
-    if settings.trust_forwarded_for:
-        # The last hop is the one our own proxy appended; the ones before it are the client's
-        # word and can be forged.
-        hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",")]
-        if hops and hops[-1]:
-            return hops[-1]
-    return request.remote or "unknown"
+    return client_address(request.remote, request.headers,
+                          trust_forwarded_for=settings.trust_forwarded_for)
 
 
 def _error_json(exc: IntakeError, status: int, fields: dict[str, str] | None = None,
