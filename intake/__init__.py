@@ -58,13 +58,15 @@ __all__ = [
     "get_logger", "load_document", "merge_rules", "serve", "utcnow", "validate",
 ]
 
-# -- edge helpers every connector shares (kernel-kit) -------------------------------------------
+# -- what every connector needs from the kernel (kernel-kit) -----------------------------------
 from .fields import clean_email, clean_phone, clean_text, plain_email
 from .filenames import clean_original_filename, sanitize_filename
 from .ratelimit import RateLimiter, client_address
 from .references import reference_for, reference_pattern
+from .state import QueuedItem, StateNamespace, StateQueue, StateStore
 
 __all__ += [
-    "RateLimiter", "clean_email", "clean_original_filename", "clean_phone", "clean_text",
-    "client_address", "plain_email", "reference_for", "reference_pattern", "sanitize_filename",
+    "QueuedItem", "RateLimiter", "StateNamespace", "StateQueue", "StateStore", "clean_email",
+    "clean_original_filename", "clean_phone", "clean_text", "client_address", "plain_email",
+    "reference_for", "reference_pattern", "sanitize_filename",
 ]

@@ -17,6 +17,8 @@ class IntakeSettings(BaseSettings):
     bus_prefix: str = ""
     data_dir: Path = Path("var")
     database_url: str | None = None
+    # The connectors' state store (intake.state): a SQLite file under data_dir when unset.
+    state_url: str | None = None
     config: Path = Path("deploy/intake.example.yaml")
     rules: Path | None = None
     api_token: SecretStr | None = None
