@@ -63,10 +63,39 @@ from .fields import clean_email, clean_phone, clean_text, plain_email
 from .filenames import clean_original_filename, sanitize_filename
 from .ratelimit import RateLimiter, client_address
 from .references import reference_for, reference_pattern
+from .sending import (
+    Failed,
+    OutboundSender,
+    RetryLater,
+    SenderKit,
+    SenderRunner,
+    SendOutcome,
+    Sent,
+    Taken,
+)
 from .state import QueuedItem, StateNamespace, StateQueue, StateStore
 
 __all__ += [
-    "QueuedItem", "RateLimiter", "StateNamespace", "StateQueue", "StateStore", "clean_email",
-    "clean_original_filename", "clean_phone", "clean_text", "client_address", "plain_email",
-    "reference_for", "reference_pattern", "sanitize_filename",
+    "Failed",
+    "OutboundSender",
+    "QueuedItem",
+    "RateLimiter",
+    "RetryLater",
+    "SendOutcome",
+    "SenderKit",
+    "SenderRunner",
+    "Sent",
+    "StateNamespace",
+    "StateQueue",
+    "StateStore",
+    "Taken",
+    "clean_email",
+    "clean_original_filename",
+    "clean_phone",
+    "clean_text",
+    "client_address",
+    "plain_email",
+    "reference_for",
+    "reference_pattern",
+    "sanitize_filename",
 ]
