@@ -59,6 +59,7 @@ __all__ = [
 ]
 
 # -- what every connector needs from the kernel (kernel-kit) -----------------------------------
+from .blobs import BlobTooLarge, StoredBlob
 from .fields import clean_email, clean_phone, clean_text, plain_email
 from .filenames import clean_original_filename, sanitize_filename
 from .ratelimit import RateLimiter, client_address
@@ -76,6 +77,7 @@ from .sending import (
 from .state import QueuedItem, StateNamespace, StateQueue, StateStore
 
 __all__ += [
+    "BlobTooLarge",
     "Failed",
     "OutboundSender",
     "QueuedItem",
@@ -88,6 +90,7 @@ __all__ += [
     "StateNamespace",
     "StateQueue",
     "StateStore",
+    "StoredBlob",
     "Taken",
     "clean_email",
     "clean_original_filename",

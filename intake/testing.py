@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,7 +19,7 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
-from .blobs import blob_ref
+from .blobs import BlobTooLarge, StoredBlob, blob_ref
 from .channel import Channel
 from .config import load_document
 from .errors import Transient
@@ -58,6 +58,15 @@ class MemoryBlobStore:
             raise ValueError(f"put() was given {ref} for content that is {actual}")
         self.blobs[actual] = data
         return actual
+
+    async def put_stream(self, chunks: AsyncIterable[bytes], *,
+                         max_bytes: int | None = None) -> StoredBlob:
+        data = bytearray()
+        async for chunk in chunks:
+            data.extend(chunk)
+            if max_bytes is not None and len(data) > max_bytes:
+                raise BlobTooLarge(f"the blob is over {max_bytes} bytes")
+        return StoredBlob(await self.put(bytes(data)), len(data))
 
     async def get(self, ref: str) -> bytes:
         return self.blobs[ref]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import io
 import json
@@ -24,7 +23,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from intake import RateLimiter, clean_original_filename, client_address
-from intake.blobs import blob_ref, digest_of
+from intake.blobs import digest_of
 from intake.errors import IntakeError, Rejected, Transient
 from intake.logging import get_logger
 from intake.message import Attachment, utcnow
@@ -550,13 +549,20 @@ class WebformHandlers:
         key = idempotency_key(form.id, external)
         reference = reference_for(key)
 
-        # Blobs are named by their content, so the message can be built (and published) while
-        # they are being committed: the answer waits for both, in the time of the slower one.
-        # Each blob is hashed once: a large upload costs milliseconds per pass on the loop.
-        upload_refs = [blob_ref(upload.data) for upload in parsed.uploads]
-        raw_bytes = (parsed.raw if parsed.raw is not None
-                     else _raw_of_multipart(parsed, upload_refs))
-        raw_ref = blob_ref(raw_bytes)
+        # Blobs first, the message after: a blob failure is answered (503) before anything is
+        # published, so a client's retry is the only copy, whatever its key. The store hashes
+        # each blob once, on its writer thread, and names it.
+        blobs = request.app[BLOBS]
+        try:
+            if parsed.raw is not None:  # no uploads: one commit for the raw body
+                upload_refs: list[str] = []
+                raw_ref = await blobs.put(parsed.raw)
+            else:  # the multipart account names its files, so they are stored first
+                upload_refs = list(await asyncio.gather(
+                    *(blobs.put(upload.data) for upload in parsed.uploads)))
+                raw_ref = await blobs.put(_raw_of_multipart(parsed, upload_refs))
+        except OSError as exc:
+            raise Transient(f"blob store: {exc}", reason="blob_store_unavailable") from exc
         attachments = [Attachment(
             filename=upload.filename,
             original_filename=clean_original_filename(upload.original_filename),
@@ -571,24 +577,7 @@ class WebformHandlers:
             received_at=utcnow(), trace_id=uuid.uuid4().hex, attachments=attachments,
             raw=raw_ref, flags=flags, client_ip=client_ip(request, settings),
             user_agent=request.headers.get("User-Agent"))
-        blobs = request.app[BLOBS]
-        storing = asyncio.gather(
-            *(blobs.put(upload.data, ref) for upload, ref in zip(parsed.uploads, upload_refs,
-                                                                  strict=True)),
-            blobs.put(raw_bytes, raw_ref))
-        publishing = asyncio.ensure_future(request.app[PUBLISHER].publish(message))
-        try:
-            await storing
-        except OSError as exc:
-            # Answered 503, so the sender retries with the same key: a message already out
-            # is a harmless duplicate, and the retry stores its blobs.
-            with contextlib.suppress(Exception):
-                await publishing
-            raise Transient(f"blob store: {exc}", reason="blob_store_unavailable") from exc
-        except BaseException:
-            publishing.cancel()
-            raise
-        await publishing
+        await request.app[PUBLISHER].publish(message)
         _RECEIVED.inc()
         log.info("submission_received", form=form.id, idempotency_key=key, reference=reference,
                  trace_id=message.trace_id, flags=flags, attachments=len(attachments))
