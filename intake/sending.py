@@ -372,9 +372,9 @@ class SenderRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
-    async def retry_due(self, limit: int = 16) -> int:
-        """Send the retries that are due; returns how many were handled."""
-        claimed = await self.retries.claim(limit, lease_s=RETRY_LEASE_S)
+    async def retry_due(self, limit: int = 16, *, due_by: float | None = None) -> int:
+        """Send the retries that are due (by `due_by`, default now); returns how many."""
+        claimed = await self.retries.claim(limit, lease_s=RETRY_LEASE_S, due_by=due_by)
         for queued in claimed:
             message = OutboundMessage.model_validate(queued.item["message"])
             attempt = int(queued.item["attempt"])

@@ -238,16 +238,19 @@ class StateQueue:
                 created_at=now).returning(queue_table.c.id))
             return int(result.scalar_one())
 
-    async def claim(self, limit: int = 10, *, lease_s: float = 300.0) -> list[QueuedItem]:
+    async def claim(self, limit: int = 10, *, lease_s: float = 300.0,
+                    due_by: float | None = None) -> list[QueuedItem]:
         """Up to `limit` due items, oldest first, each hidden from other claims for `lease_s`.
 
         Finish each with `done` or `retry`; one left alone (its claimer died) is due again
-        when its lease ends.
+        when its lease ends. `due_by` (a time.time() value) claims what is due by then instead
+        of now: tests use it to skip a retry's wait.
         """
         now = time.time()
         due = (select(queue_table.c.id, queue_table.c.item, queue_table.c.attempts,
                       queue_table.c.created_at)
-               .where(queue_table.c.namespace == self.name, queue_table.c.due_at <= now)
+               .where(queue_table.c.namespace == self.name,
+                      queue_table.c.due_at <= (now if due_by is None else due_by))
                .order_by(queue_table.c.due_at, queue_table.c.id).limit(limit))
         if self.store.dialect == "postgresql":
             due = due.with_for_update(skip_locked=True)  # replicas claim different items

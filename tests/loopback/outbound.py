@@ -2,7 +2,8 @@
 
 Its text drives the transport, for tests: `fail:<reason>` is refused for good, `retry:<n>:…`
 is refused `n` times as transient then sent. `fail_next` and `after_send` let a test break the
-transport or cut the process between the send and its acknowledgement.
+transport (`retry_next` once, transient) or cut the process between the send and its
+acknowledgement.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class LoopbackSender:
             LoopbackSettings())
         self.sink: Path = settings.sink_path
         self.fail_next: str | None = None  # a reason: the next send fails for good
+        self.retry_next: str | None = None  # a reason: the next send is refused, transient
         self.after_send: Callable[[OutboundMessage], Awaitable[None]] | None = None
         self.attempts: Counter[str] = Counter()
 
@@ -37,6 +39,9 @@ class LoopbackSender:
         if self.fail_next is not None:
             reason, self.fail_next = self.fail_next, None
             return Failed(reason)
+        if self.retry_next is not None:
+            reason, self.retry_next = self.retry_next, None
+            return RetryLater(reason)
         if message.text.startswith("fail:"):
             return Failed(message.text.split(":", 2)[1] or "refused")
         if message.text.startswith("retry:"):
