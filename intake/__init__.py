@@ -59,9 +59,11 @@ __all__ = [
 ]
 
 # -- what every connector needs from the kernel (kernel-kit) -----------------------------------
-from .blobs import BlobTooLarge, StoredBlob
+from .blobs import BlobTooLarge, StoredBlob, digest_of
+from .config import SafeRegex
 from .fields import clean_email, clean_phone, clean_text, plain_email
 from .filenames import clean_original_filename, sanitize_filename
+from .metrics import ERRORS, HANDLER_SECONDS, IGNORED, MESSAGES_IN
 from .ratelimit import RateLimiter, client_address
 from .references import reference_for, reference_pattern
 from .sending import (
@@ -77,12 +79,17 @@ from .sending import (
 from .state import QueuedItem, StateNamespace, StateQueue, StateStore
 
 __all__ += [
+    "ERRORS",
+    "HANDLER_SECONDS",
+    "IGNORED",
+    "MESSAGES_IN",
     "BlobTooLarge",
     "Failed",
     "OutboundSender",
     "QueuedItem",
     "RateLimiter",
     "RetryLater",
+    "SafeRegex",
     "SendOutcome",
     "SenderKit",
     "SenderRunner",
@@ -97,6 +104,7 @@ __all__ += [
     "clean_phone",
     "clean_text",
     "client_address",
+    "digest_of",
     "plain_email",
     "reference_for",
     "reference_pattern",

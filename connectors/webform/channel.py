@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from intake.channel import Channel
+from intake import Channel
 
 from . import inbound
 from .settings import WebformAccounts, WebformSettings

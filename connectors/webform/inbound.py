@@ -22,13 +22,25 @@ import segno
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
-from intake import RateLimiter, clean_original_filename, client_address
-from intake.blobs import digest_of
-from intake.errors import IntakeError, Rejected, Transient
-from intake.logging import get_logger
-from intake.message import Attachment, utcnow
-from intake.metrics import ERRORS, HANDLER_SECONDS, MESSAGES_IN
-from intake.service import ACCOUNTS, BLOBS, PUBLISHER, SERVICE_SETTINGS
+from intake import (
+    ACCOUNTS,
+    BLOBS,
+    ERRORS,
+    HANDLER_SECONDS,
+    MESSAGES_IN,
+    PUBLISHER,
+    SERVICE_SETTINGS,
+    Attachment,
+    IntakeError,
+    RateLimiter,
+    Rejected,
+    Transient,
+    clean_original_filename,
+    client_address,
+    digest_of,
+    get_logger,
+    utcnow,
+)
 
 from .errors import (
     BodyMalformed,

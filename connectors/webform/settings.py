@@ -9,7 +9,7 @@ import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from intake.config import SafeRegex
+from intake import SafeRegex
 
 MIB = 1024 * 1024
 HONEYPOT_FIELD = "website"
