@@ -37,6 +37,7 @@ from pydantic import BaseModel
 from .errors import Rejected, Transient
 from .logging import get_logger
 from .message import DeliveryResult, OutboundMessage, utcnow
+from .settings import IntakeSettings
 from .state import StateNamespace, StateQueue, StateStore
 
 __all__ = [
@@ -167,6 +168,17 @@ class SenderRunner:
 
     # -- life --------------------------------------------------------------------------------
 
+    @classmethod
+    def for_service(cls, bus: Any, channel: str, sender_factory: Callable[[SenderKit], Any],
+                    settings: IntakeSettings, *, channel_settings: Any = None,
+                    accounts: Any = None) -> SenderRunner:
+        """The runner a service wires for `Channel.sender`: the state store of `settings`
+        (`INTAKE_STATE_URL`, else `var/state.sqlite3`). Then `await runner.start()` once the
+        bus exists (the bus restarts the consumer after a reconnect) and `await runner.close()`
+        at shutdown, after the bus stopped its consumers."""
+        return cls(bus, channel, sender_factory, StateStore.from_settings(settings),
+                   settings=channel_settings, accounts=accounts)
+
     def consumer(self) -> ConsumerSpec:
         return ConsumerSpec(queue=f"outbound.{self.channel}", handler=self.handle,
                             model=OutboundMessage, binding=("outbound", f"{self.channel}.#"),
@@ -201,6 +213,7 @@ class SenderRunner:
         close = getattr(self.sender, "close", None)
         if close is not None:
             await close()
+        await self.state.close()
 
     # -- the consumer --------------------------------------------------------------------------
 
