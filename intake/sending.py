@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -178,6 +178,25 @@ class SenderRunner:
         at shutdown, after the bus stopped its consumers."""
         return cls(bus, channel, sender_factory, StateStore.from_settings(settings),
                    settings=channel_settings, accounts=accounts)
+
+    @staticmethod
+    def context(channel: str, sender_factory: Callable[[SenderKit], Any],
+                ) -> Callable[[Any], AsyncIterator[None]]:
+        """An aiohttp cleanup context running the channel's sender in a service, after the
+        bus context: `Service(contexts=[connector_bus_context, …,
+        SenderRunner.context("email", EmailSender)])`."""
+
+        async def run_sender(app: Any) -> AsyncIterator[None]:
+            from .service import ACCOUNTS, BUS, SERVICE_SETTINGS, SETTINGS
+
+            runner = SenderRunner.for_service(
+                app[BUS], channel, sender_factory, app[SETTINGS],
+                channel_settings=app.get(SERVICE_SETTINGS), accounts=app.get(ACCOUNTS))
+            await runner.start()
+            yield
+            await runner.close()
+
+        return run_sender
 
     def consumer(self) -> ConsumerSpec:
         return ConsumerSpec(queue=f"outbound.{self.channel}", handler=self.handle,

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from intake.bus import Bus
-from intake.errors import BrokerUnavailable
+from intake.errors import BrokerUnavailable, Unroutable
 from intake.message import DeliveryResult, Identity, OutboundMessage
 from intake.sending import SenderRunner
 from intake.settings import IntakeSettings
@@ -274,3 +274,32 @@ async def test_retries_that_never_succeed_end_failed_with_the_transport_reason(
     [result] = await results.wait_for(1)
     assert (result.status, result.reason, result.attempt) == ("failed", "sink_busy", 3)
     assert delivered(sink) == []
+
+
+async def test_a_service_runs_its_channel_sender_from_a_cleanup_context(
+        bus: Bus, settings: IntakeSettings, results: Results, sink: Path) -> None:
+    """How a connector's service runs its sender: the bus context, then the sender's."""
+    from aiohttp.test_utils import TestServer
+
+    from intake.service import SERVICE_SETTINGS, Service, bus_context
+
+    service = Service(name="api", port=0, settings=settings,
+                      contexts=[bus_context, SenderRunner.context("api", LoopbackSender)],
+                      state={SERVICE_SETTINGS: LoopbackSettings(sink_path=sink)})
+    server = TestServer(service.build_app())
+    await server.start_server()
+    try:
+        message = outbound()
+        async with asyncio.timeout(15):
+            while True:  # until the service's bus has declared and bound its queue
+                try:
+                    await publish(bus, message)
+                    break
+                except Unroutable:
+                    await asyncio.sleep(0.1)
+        [result] = await results.wait_for(1)
+        assert (result.outbound_id, result.status) == (message.id, "sent")
+        assert delivered(sink) == [str(message.id)]
+    finally:
+        await server.close()
+        await drop_queues(bus, "outbound.api", "test_results")
