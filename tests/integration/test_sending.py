@@ -54,11 +54,19 @@ class Results:
         return self.items
 
 
-@pytest.fixture
-async def results(bus: Bus) -> AsyncIterator[Results]:
+async def listen_for_results(bus: Bus) -> Results:
+    """Results from now on: the queue is bound before this returns (a result published
+    earlier would have gone to the ticket core's queue only)."""
+    queue = await bus.declare_queue("test_results")
+    await queue.bind(bus.names("delivery"), "#")
     results = Results()
     bus.consume("test_results", results.take, DeliveryResult, binding=("delivery", "#"))
-    yield results
+    return results
+
+
+@pytest.fixture
+async def results(bus: Bus) -> Results:
+    return await listen_for_results(bus)
 
 
 @pytest.fixture
@@ -80,13 +88,19 @@ async def start_runner(bus: Bus, settings: IntakeSettings, sink: Path) -> Sender
     runner = SenderRunner(bus, "api", LoopbackSender, StateStore.from_settings(settings),
                           settings=LoopbackSettings(sink_path=sink), poll_s=0.1)
     await runner.start()
-    await asyncio.sleep(0.3)  # the consumer declares and binds its queue
     return runner
 
 
 async def publish(bus: Bus, message: OutboundMessage) -> None:
-    await bus.publish("outbound", f"{message.channel}.{message.account}",
-                      message.model_dump_json().encode(), message_id=str(message.id))
+    """As the ticket core's relay does (mandatory); until the runner's queue is bound."""
+    async with asyncio.timeout(15):
+        while True:
+            try:
+                await bus.publish("outbound", f"{message.channel}.{message.account}",
+                                  message.model_dump_json().encode(), message_id=str(message.id))
+                return
+            except Unroutable:
+                await asyncio.sleep(0.1)
 
 
 async def drop_queues(bus: Bus, *logical: str) -> None:
@@ -150,13 +164,11 @@ class Replica:
 
     def __init__(self, settings: IntakeSettings, sink: Path) -> None:
         self.settings, self.sink = settings, sink
-        self.results = Results()
 
     async def __aenter__(self) -> Replica:
         self.bus = Bus(self.settings, "replica")
         await self.bus.connect(timeout=15)
-        self.bus.consume("test_results", self.results.take, DeliveryResult,
-                         binding=("delivery", "#"))
+        self.results = await listen_for_results(self.bus)
         self.runner = await start_runner(self.bus, self.settings, self.sink)
         return self
 
@@ -290,13 +302,7 @@ async def test_a_service_runs_its_channel_sender_from_a_cleanup_context(
     await server.start_server()
     try:
         message = outbound()
-        async with asyncio.timeout(15):
-            while True:  # until the service's bus has declared and bound its queue
-                try:
-                    await publish(bus, message)
-                    break
-                except Unroutable:
-                    await asyncio.sleep(0.1)
+        await publish(bus, message)
         [result] = await results.wait_for(1)
         assert (result.outbound_id, result.status) == (message.id, "sent")
         assert delivered(sink) == [str(message.id)]
