@@ -64,3 +64,59 @@ __all__ = [
     "error_response", "get_logger", "load_document", "merge_rules", "run_in_thread", "serve",
     "smtp_reply", "utcnow", "validate",
 ]
+
+# -- what every connector needs from the kernel (kernel-kit) -----------------------------------
+from .blobs import BlobTooLarge, StoredBlob, digest_of
+from .config import ConfigPattern
+from .fields import clean_email, clean_phone, clean_text, plain_email
+from .filenames import clean_original_filename, sanitize_filename
+from .metrics import ERRORS, HANDLER_SECONDS, IGNORED, MESSAGES_IN
+from .patterns import Pattern, PatternInvalid
+from .ratelimit import RateLimiter, client_address
+from .references import reference_for, reference_pattern
+from .sending import (
+    Failed,
+    OutboundSender,
+    RetryLater,
+    SenderKit,
+    SenderRunner,
+    SendOutcome,
+    Sent,
+    Taken,
+)
+from .state import QueuedItem, StateNamespace, StateQueue, StateStore
+
+__all__ += [
+    "ERRORS",
+    "HANDLER_SECONDS",
+    "IGNORED",
+    "MESSAGES_IN",
+    "BlobTooLarge",
+    "ConfigPattern",
+    "Failed",
+    "OutboundSender",
+    "Pattern",
+    "PatternInvalid",
+    "QueuedItem",
+    "RateLimiter",
+    "RetryLater",
+    "SendOutcome",
+    "SenderKit",
+    "SenderRunner",
+    "Sent",
+    "StateNamespace",
+    "StateQueue",
+    "StateStore",
+    "StoredBlob",
+    "Taken",
+    "clean_email",
+    "clean_original_filename",
+    "clean_phone",
+    "clean_text",
+    "client_address",
+    "digest_of",
+    "plain_email",
+    "reference_for",
+    "reference_pattern",
+    "sanitize_filename",
+]

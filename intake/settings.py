@@ -29,6 +29,9 @@ class IntakeSettings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="the ticket core's database; unset: SQLite "
         "`<data dir>/intake.sqlite3`; e.g. `postgresql+asyncpg://user@host/db`")
+    state_url: str | None = Field(
+        default=None, description="the connectors' state store (sent-ledger, cursors, "
+        "journals); unset: SQLite `<data dir>/state.sqlite3`; or a PostgreSQL URL")
     config: Path = Field(default=DEFAULT_CONFIG, description="the deployment's YAML (desks, "
                          "routes, channels); a relative path is taken from the working "
                          "directory and must exist")

@@ -10,8 +10,7 @@ import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from intake.config import ConfigPattern
-from intake.patterns import Pattern
+from intake import ConfigPattern, Pattern
 
 MIB = 1024 * 1024
 HONEYPOT_FIELD = "website"
