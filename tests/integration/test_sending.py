@@ -57,10 +57,9 @@ class Results:
 async def listen_for_results(bus: Bus) -> Results:
     """Results from now on: the queue is bound before this returns (a result published
     earlier would have gone to the ticket core's queue only)."""
-    queue = await bus.declare_queue("test_results")
-    await queue.bind(bus.names("delivery"), "#")
+    await bus.declare_queue(f"{bus.service}.results", bindings=[("delivery", "#")])
     results = Results()
-    bus.consume("test_results", results.take, DeliveryResult, binding=("delivery", "#"))
+    bus.consume(f"{bus.service}.results", results.take, DeliveryResult, binding=("delivery", "#"))
     return results
 
 
@@ -81,7 +80,7 @@ async def runner(bus: Bus, settings: IntakeSettings, sink: Path,
     yield runner
     await runner.close()
     await runner.state.close()
-    await drop_queues(bus, "outbound.api", "test_results")
+    await drop_queues(bus, "outbound.api", f"{bus.service}.results")
 
 
 async def start_runner(bus: Bus, settings: IntakeSettings, sink: Path) -> SenderRunner:
@@ -222,7 +221,7 @@ async def test_a_process_that_died_after_the_send_is_replaced_without_a_second_s
             [result] = await replica.results.wait_for(1, timeout=30)
             assert (result.status, result.outbound_id) == ("sent", message.id)
             assert delivered(sink) == [str(message.id)]
-            await drop_queues(replica.bus, "outbound.api", "test_results")
+            await drop_queues(replica.bus, "outbound.api", f"{replica.bus.service}.results")
     finally:
         await first.close()
         await first.state.close()
@@ -253,7 +252,7 @@ async def test_a_send_cut_before_its_outcome_was_recorded_is_reported_unknown_no
             assert (result.status, result.reason) == ("failed", "outcome_unknown")
             assert delivered(sink) == [str(message.id)]
             assert replica.runner.sender.attempts[str(message.id)] == 0
-            await drop_queues(replica.bus, "outbound.api", "test_results")
+            await drop_queues(replica.bus, "outbound.api", f"{replica.bus.service}.results")
     finally:
         release.set()
         await first.close()
@@ -308,4 +307,4 @@ async def test_a_service_runs_its_channel_sender_from_a_cleanup_context(
         assert delivered(sink) == [str(message.id)]
     finally:
         await server.close()
-        await drop_queues(bus, "outbound.api", "test_results")
+        await drop_queues(bus, "outbound.api", f"{bus.service}.results")
