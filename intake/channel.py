@@ -124,20 +124,13 @@ class Channel:
         )
 
     def _sender_runner(self, app: web.Application) -> SenderHook:
-        """The kernel's runner around this channel's sender (intake/sending.py, kernel-kit).
-
-        Imported by name: the runner and the state store arrive on another branch of issue 10;
-        once merged, import `SenderRunner` and `StateStore` at the top instead.
-        """
+        """The kernel's runner around this channel's sender (intake/sending.py)."""
+        from .sending import SenderRunner
         from .service import ACCOUNTS, BUS, SERVICE_SETTINGS, SETTINGS
 
-        sending = importlib.import_module("intake.sending")
-        state = importlib.import_module("intake.state")
-        runner: SenderHook = sending.SenderRunner(
-            bus=app[BUS], channel=self.name, sender_factory=self.sender,
-            state=state.StateStore.from_settings(app[SETTINGS]),
-            settings=app[SERVICE_SETTINGS], accounts=app[ACCOUNTS])
-        return runner
+        return SenderRunner.for_service(
+            app[BUS], self.name, self.sender, app[SETTINGS],
+            channel_settings=app[SERVICE_SETTINGS], accounts=app[ACCOUNTS])
 
 
 class ConnectorBroken(Exception):
