@@ -72,6 +72,7 @@ from .fields import clean_email, clean_phone, clean_text, plain_email
 from .filenames import clean_original_filename, sanitize_filename
 from .metrics import ERRORS, HANDLER_SECONDS, IGNORED, MESSAGES_IN
 from .patterns import Pattern, PatternInvalid
+from .patterns import compiled as compiled_pattern
 from .ratelimit import RateLimiter, client_address
 from .references import reference_for, reference_pattern
 from .sending import (

@@ -17,7 +17,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ValidationError
 
 from .errors import ConfigInvalid
-from .patterns import Pattern
+from .patterns import compiled
 
 TOP_LEVEL_SECTIONS = (
     "calendars",
@@ -182,7 +182,7 @@ def check_pattern(pattern: str) -> None:
     text, so no customer's text can make them slow; backreferences and lookaround, which need
     a backtracking engine, are what RE2 refuses.
     """
-    Pattern(pattern)
+    compiled(pattern)
 
 
 def _config_pattern(value: str) -> str:

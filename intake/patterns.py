@@ -14,6 +14,7 @@ rely on.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -153,6 +154,13 @@ class Pattern:
 
     def __repr__(self) -> str:
         return f"Pattern({self.text!r})"
+
+
+@functools.lru_cache(maxsize=4096)
+def compiled(text: str) -> Pattern:
+    """`Pattern(text)`, compiled once: validating the config, compiling the rules and every
+    reload of an unchanged pattern share it (a Pattern is immutable and RE2 is thread-safe)."""
+    return Pattern(text)
 
 
 class PatternSet:

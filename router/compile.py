@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from intake.message import Message, RouteTrial
-from intake.patterns import Pattern
+from intake.patterns import compiled
 
 from .models import LEAD_ROLE, Condition, DefaultRoute, Match, Route, Target, delivery_roles
 from .paths import MISSING, Reader, reader, resolve_path
@@ -210,7 +210,7 @@ def compile_where(condition: Condition) -> CompiledCondition:
         holds = contains
         text = f"{label} contains {render_value(operand)}"
     elif op == "matches":
-        search = Pattern(operand).search
+        search = compiled(operand).search
         holds = _any_of(lambda v: type(v) is str and search(v, MATCH_MAX_CHARS))
         text = f"{label} matches /{operand}/"
     elif op == "exists":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 from typing import Any, Literal
 
@@ -10,7 +9,7 @@ import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from intake import ConfigPattern, Pattern
+from intake import ConfigPattern, compiled_pattern
 
 MIB = 1024 * 1024
 HONEYPOT_FIELD = "website"
@@ -58,12 +57,6 @@ class FieldOption(Strict):
     label: str = Field(min_length=1, max_length=200)
 
 
-@functools.lru_cache(maxsize=1024)
-def _compiled(pattern: str) -> Pattern:
-    # Compiled once per pattern, not per submission; the forms of a config reload share it.
-    return Pattern(pattern)
-
-
 class FormField(Strict):
     """One input of a form; `options` for selects, `multiple` and `accept` for files."""
 
@@ -109,7 +102,7 @@ class FormField(Strict):
 
     def pattern_holds(self, text: str) -> bool:
         """Whether `text` is in the field's format: all of it matches `pattern`, if any."""
-        return self.pattern is None or _compiled(self.pattern).fullmatch(text)
+        return self.pattern is None or compiled_pattern(self.pattern).fullmatch(text)
 
     @model_validator(mode="after")
     def options_fit_type(self) -> FormField:
