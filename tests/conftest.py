@@ -54,8 +54,14 @@ async def bus(settings: IntakeSettings) -> AsyncIterator[Bus]:
 
 
 async def delete_topology(bus: Bus) -> None:
-    """Remove a test run's exchanges and queues from the shared broker."""
-    if not bus.connected or bus._connection is None:
+    """Remove a test run's exchanges and queues from the shared broker.
+
+    The bus's consumers stop first: a consumer whose queue is deleted under it declares the
+    queue again (that is its recovery), which would leave the queue behind.
+    """
+    await bus.stop_consumers()
+    # A test may have just cost the bus its publish channel (reopened in a moment).
+    if not await bus.wait_connected(10) or bus._connection is None:
         return
     channel = await bus._connection.channel()
     try:

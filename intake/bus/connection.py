@@ -163,9 +163,9 @@ class BusConnection:
     def queue_arguments(self) -> dict[str, Any]:
         return topology.queue_arguments(self.names, self.settings.delivery_limit)
 
-    async def declare_queue(self, logical: str, channel: AbstractChannel | None = None,
-                            ) -> AbstractQueue:
-        """Declare a quorum queue; if it exists with other arguments, use it as it is."""
+    async def _declare_queue(self, logical: str, channel: AbstractChannel | None = None,
+                             ) -> AbstractQueue:
+        """Declare a consumer's quorum queue; if it exists with other arguments, use it."""
         assert self._connection is not None
         channel = channel or self._require_channel()
         return await topology.declare_queue(self._connection, channel, self.names(logical),

@@ -213,7 +213,7 @@ class BusConsumers(BusPublish):
         channel.close_callbacks.add(closed)
         try:
             await channel.set_qos(prefetch_count=spec.prefetch)
-            queue = await self.declare_queue(spec.queue, channel)
+            queue = await self._declare_queue(spec.queue, channel)
             # A core queue's binding too: a queue deleted by hand comes back bound.
             binding = spec.binding or CORE_QUEUES.get(spec.queue)
             if binding:
@@ -517,6 +517,9 @@ class BusConsumers(BusPublish):
         if self._broker_gone(exc, incoming):
             await self._wait_for_broker(incoming)
             await _quietly(incoming.nack(requeue=True))  # not an attempt of the message's
+            return
+        if getattr(exc, "hold", False):  # stopping during an outage: not the message's fault
+            await _quietly(incoming.nack(requeue=True))
             return
         attempt = attempt_of(headers)
         if attempt >= self.settings.delivery_limit:
