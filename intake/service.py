@@ -34,7 +34,7 @@ from .http import error_answer
 from .logging import get_logger
 from .outbox import Outbox, Publisher
 from .settings import IntakeSettings
-from .supervisor import Supervisor
+from .supervisor import Ready, Supervisor
 
 SETTINGS = web.AppKey("settings", IntakeSettings)
 CONFIG = web.AppKey("config", ConfigDocument)
@@ -120,9 +120,11 @@ class Service:
                 await supervisor.remove(name)
 
 
-def _bind(run: Callable[[web.Application, Any], Awaitable[None]],
-          app: web.Application) -> Callable[[Any], Awaitable[None]]:
-    async def supervised(ready: Any) -> None:
+def _bind(run: Callable[[web.Application, Ready], Awaitable[None]],
+          app: web.Application) -> Callable[[Ready], Awaitable[None]]:
+    """A component's `run(app, ready)` as the supervisor's `run(ready)`."""
+
+    async def supervised(ready: Ready) -> None:
         await run(app, ready)
 
     return supervised

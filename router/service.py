@@ -7,6 +7,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from intake import BUS, ConfigDocument, Consumer, IntakeSettings, Message, Service, Task
+from intake.http import error_response
 from intake.service import bus_context
 
 from .consume import route_batch_handler
@@ -29,16 +30,14 @@ async def post_explain(request: web.Request) -> web.Response:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         # aiohttp's own answer is plain text; every refusal here is JSON.
-        return web.json_response(
-            {"error": "payload_too_large", "fields": {},
-             "message": f"the body is over {request.client_max_size} bytes"}, status=413)
+        return error_response(413, "payload_too_large",
+                              f"the body is over {request.client_max_size} bytes")
     try:
         message = Message.model_validate_json(body)
     except ValidationError as exc:
-        return web.json_response(
-            {"error": "invalid_message", "message": "the body is not a valid common message",
-             "fields": {".".join(map(str, e["loc"])): e["msg"] for e in exc.errors()}},
-            status=422)
+        return error_response(
+            422, "invalid_message", "the body is not a valid common message",
+            {".".join(map(str, e["loc"])): e["msg"] for e in exc.errors()})
     decision = request.app[RULES].current.decide(message, max_tried=None)
     return web.Response(body=decision.model_dump_json(), content_type="application/json")
 
