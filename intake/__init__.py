@@ -115,6 +115,7 @@ __all__ += [
     "clean_phone",
     "clean_text",
     "client_address",
+    "compiled_pattern",
     "digest_of",
     "plain_email",
     "reference_for",
