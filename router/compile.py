@@ -196,7 +196,10 @@ def compile_where(condition: Condition) -> CompiledCondition:
 
         holds = _any_of(is_member)
         if None in members:
-            holds = lambda v, member=holds: member(v) or not _present(v)  # noqa: E731
+            held_by_members = holds
+
+            def holds(v: Any) -> bool:
+                return held_by_members(v) or not _present(v)
         key = words if len(words) == len(members) else None
         text = f"{label} in {render_value(members)}"
     elif op == "contains":
