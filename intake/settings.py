@@ -25,6 +25,10 @@ class IntakeSettings(BaseSettings):
     log_level: str = "info"
     # A publish that is not confirmed within this time goes to the outbox instead.
     publish_timeout_s: float = 5.0
+    # The largest message body a service publishes; a bigger one is refused at the edge (413).
+    # Below RabbitMQ's max_message_size (128 MiB by default) so that the broker never refuses
+    # one that an outbox already holds; attachments live in the blob store, not in the message.
+    max_message_bytes: int = Field(default=16 * 1024**2, gt=0)
     # Deliveries of one message before it is dead-lettered (the quorum queue's x-delivery-limit).
     delivery_limit: int = 5
     prefetch: int = 64
