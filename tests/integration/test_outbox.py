@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from connectors.webform import CHANNEL as WEBFORM
 from intake.bus import Bus
 from intake.errors import MessageTooLarge, Transient
 from intake.message import Message
 from intake.outbox import Outbox, Publisher
+from intake.service import BUS, PUBLISHER, outbox_ready
 from intake.settings import IntakeSettings
 from intake.testing import connector_client
 from tests.conftest import IN_CI, delete_topology
@@ -136,6 +138,12 @@ async def test_after_a_short_outage_new_messages_wait_for_the_drain_and_then_go_
         assert sorted(edge.received[50:]) == sorted(m.idempotency_key for m in later)
 
 
+def service_app(edge: Edge) -> web.Application:
+    app = web.Application()
+    app[BUS], app[PUBLISHER] = edge.bus, edge.publisher
+    return app
+
+
 # -- a full disk ---------------------------------------------------------------------------
 
 
@@ -192,12 +200,14 @@ async def test_drain_survives_a_full_disk_after_the_publish_and_publishes_each_o
             await eventually(lambda: len(edge.received) >= 40, timeout=30)
             problem = await eventually(edge.publisher.problem, timeout=30)
             assert "full" in problem, problem
+            assert await outbox_ready(service_app(edge)) == problem  # /readyz: 503 with it
             assert edge.outbox.depth == 40  # published, but the delete failed
             assert not edge.publisher._draining.done()  # type: ignore[union-attr]
 
             filler.unlink()
             await eventually(lambda: edge.outbox.depth == 0, timeout=30)
             assert edge.publisher.problem() is None
+            assert (await outbox_ready(service_app(edge)))["outbox_depth"] == 0
             late = form_message("f999")
             await edge.publisher.publish(late)
             await eventually(lambda: late.idempotency_key in edge.received, timeout=10)
