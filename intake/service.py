@@ -192,7 +192,12 @@ def _wake(publisher: Publisher) -> Callable[[], Awaitable[None]]:
 
 
 async def broker_ready(app: web.Application) -> str | None:
-    return None if app[BUS].connected else "broker unreachable"
+    """The broker connection and every consumer: one down (or holding messages) is named."""
+    bus = app[BUS]
+    problems = bus.problems()
+    if not bus.connected:
+        problems.setdefault("broker", "broker unreachable")
+    return "; ".join(f"{name}: {reason}" for name, reason in sorted(problems.items())) or None
 
 
 async def outbox_ready(app: web.Application) -> Any:

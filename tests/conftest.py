@@ -54,7 +54,12 @@ async def bus(settings: IntakeSettings) -> AsyncIterator[Bus]:
 
 
 async def delete_topology(bus: Bus) -> None:
-    """Remove a test run's exchanges and queues from the shared broker."""
+    """Remove a test run's exchanges and queues from the shared broker.
+
+    The bus's consumers stop first: a consumer whose queue is deleted under it declares the
+    queue again (that is its recovery), which would leave the queue behind.
+    """
+    await bus.stop_consumers()
     if not bus.connected or bus._connection is None:
         return
     channel = await bus._connection.channel()

@@ -11,15 +11,18 @@ kernel error: `Rejected` dead-letters at once, anything else is retried up to th
 
 from __future__ import annotations
 
-from .connection import COALESCED_WRITES, BusConnection
+from .connection import BROKER_COMPONENT, BusConnection, ConnectionLost
 from .consumer import (
     ACK_DELAY_S,
+    ATTEMPT_HEADER,
     HOLD_FIRST_RETRY_S,
     PIPELINE_MIN,
     BatchHandler,
     BusConsumers,
+    ConsumerLost,
     Delivery,
     Handler,
+    attempt_of,
 )
 from .dead import BusDeadLetters, DeadLetter
 from .publish import BusPublish
@@ -31,7 +34,8 @@ class Bus(BusConsumers, BusDeadLetters):
 
 
 __all__ = [
-    "ACK_DELAY_S", "COALESCED_WRITES", "CORE_QUEUES", "EXCHANGES", "HOLD_FIRST_RETRY_S",
-    "PIPELINE_MIN", "REASON_HEADER", "BatchHandler", "Bus", "BusConnection", "BusConsumers",
-    "BusDeadLetters", "BusPublish", "DeadLetter", "Delivery", "Handler", "Names",
+    "ACK_DELAY_S", "ATTEMPT_HEADER", "BROKER_COMPONENT", "CORE_QUEUES", "EXCHANGES",
+    "HOLD_FIRST_RETRY_S", "PIPELINE_MIN", "REASON_HEADER", "BatchHandler", "Bus",
+    "BusConnection", "BusConsumers", "BusDeadLetters", "BusPublish", "ConnectionLost",
+    "ConsumerLost", "DeadLetter", "Delivery", "Handler", "Names", "attempt_of",
 ]

@@ -1,10 +1,15 @@
-"""The bus's connection: connect to the first reachable node, reconnect until closed."""
+"""The bus's connection: the first reachable node, kept under the supervisor until closed.
+
+The connection is the supervised component `broker`: when it drops, the supervisor opens a new
+one (closing the old one first) with backoff. When only the publish channel is lost (a publish
+to a missing exchange, a channel the broker closed) it is reopened on the same connection and
+the topology declared again, without touching the consumers.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,34 +22,38 @@ from ..errors import BrokerUnavailable
 from ..logging import get_logger
 from ..metrics import BROKER_CONNECTED
 from ..settings import IntakeSettings
+from ..supervisor import Ready, Supervisor
 from . import topology
 from .topology import Names
 
 _AMQP_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, RuntimeError)
-COALESCED_WRITES = amqp.install()
+BROKER_COMPONENT = "broker"
+
+
+class ConnectionLost(ConnectionError):
+    """The broker connection closed under the bus (the supervisor opens a new one)."""
 
 
 class BusConnection:
     """One connection per process, its confirmed publish channel, and the topology on it."""
 
     def __init__(self, settings: IntakeSettings, service: str, *,
-                 write_window_s: float = 0.0) -> None:
+                 write_window_s: float = 0.0, supervisor: Supervisor | None = None) -> None:
         self.settings = settings
         self.service = service
         self.write_window_s = write_window_s  # see amqp.set_write_window
         self.names = Names(settings.bus_prefix)
         self.log = get_logger(service=service, component="bus")
+        # A service passes its own supervisor so that /readyz sees every component in one place.
+        self.supervisor = supervisor or Supervisor(service)
         self._connection: AbstractConnection | None = None
         self._publish_channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
         self._connected = asyncio.Event()
         self._closing = False
-        self._supervisor: asyncio.Task[None] | None = None
-        self._lost = asyncio.Event()
+        self._started = False
+        self._changed = asyncio.Event()  # the connection or the publish channel closed
         self.on_connected: list[Callable[[], Awaitable[None]]] = []
-        if not COALESCED_WRITES:
-            self.log.warning("amqp_writes_not_coalesced", hint="aiormq is not the pinned "
-                             "version: one socket write per frame, slower under load")
 
     @property
     def connected(self) -> bool:
@@ -52,8 +61,14 @@ class BusConnection:
 
     def start(self) -> None:
         """Connect in the background and keep reconnecting until `close`."""
-        if self._supervisor is None:
-            self._supervisor = asyncio.create_task(self._supervise(), name=f"bus-{self.service}")
+        if not self._started:
+            self._started = True
+            # Explicit, not a side effect of `import intake`: the connections made from now on
+            # get the coalesced writes and the lean publish's bigger write queue.
+            if not amqp.install():
+                self.log.warning("amqp_writes_not_coalesced", hint="aiormq is not the pinned "
+                                 "version: one socket write per frame, slower under load")
+            self.supervisor.start(BROKER_COMPONENT, self._run_connection)
 
     async def wait_connected(self, timeout: float | None = None) -> bool:
         with contextlib.suppress(TimeoutError):
@@ -66,68 +81,79 @@ class BusConnection:
         if not await self.wait_connected(timeout):
             raise BrokerUnavailable(f"no broker reachable at {self._safe_urls()}")
 
+    def problems(self) -> dict[str, str]:
+        """This bus's components that are not up (broker, consumers), name -> reason."""
+        return {name: reason for name, reason in self.supervisor.problems().items()
+                if name in self._component_names()}
+
+    def _component_names(self) -> set[str]:
+        return {BROKER_COMPONENT} if self._started else set()
+
     def _safe_urls(self) -> str:
         return ", ".join(url.split("@")[-1] for url in self.settings.amqp_urls)
 
-    async def _supervise(self) -> None:
-        delay = 0.2
-        was_up = False
-        reported_down = False
-        while not self._closing:
-            try:
-                await self._connect_once()
-            except (*_AMQP_ERRORS, TimeoutError) as exc:
-                if not reported_down:
-                    self.log.warning("broker_unreachable", urls=self._safe_urls(), error=str(exc))
-                    reported_down = True
-                await asyncio.sleep(delay + random.random() * delay / 2)
-                delay = min(delay * 2, 5.0)
-                continue
-            delay = 0.2
-            if was_up or reported_down:
-                self.log.info("broker_reconnected", urls=self._safe_urls())
-            was_up, reported_down = True, False
-            await self._lost.wait()
-            self._connected.clear()
-            BROKER_CONNECTED.labels(self.service).set(0)
-            if not self._closing:
-                self.log.warning("broker_connection_lost")
-                reported_down = True
-
-    async def _connect_once(self) -> None:
+    async def _open(self) -> AbstractConnection:
         last: BaseException | None = None
         for url in self.settings.amqp_urls:
             try:
-                connection = await asyncio.wait_for(
+                return await asyncio.wait_for(
                     aio_pika.connect(url, client_properties={"connection_name": self.service}),
                     timeout=10)
-                break
             except (*_AMQP_ERRORS, TimeoutError) as exc:
                 last = exc
-        else:
-            raise last or ConnectionError("no AMQP URL configured")
-        self._lost = asyncio.Event()
-        connection.close_callbacks.add(lambda *_: self._lost.set())
+        raise BrokerUnavailable(f"no broker reachable at {self._safe_urls()}: {last!r}")
+
+    async def _run_connection(self, ready: Ready) -> None:
+        """The `broker` component: connect, declare, serve until the connection closes."""
+        old, self._connection = self._connection, None
+        if old is not None and not old.is_closed:  # never two connections at once
+            with contextlib.suppress(Exception):
+                await old.close()
+        connection = await self._open()
+        changed = self._changed = asyncio.Event()
+
+        def lost(*_: Any) -> None:
+            self._connected.clear()
+            changed.set()
+
+        connection.close_callbacks.add(lost)
         if self.write_window_s:
             amqp.set_write_window(connection, self.write_window_s)
+        self._connection = connection
         try:
-            self._connection = connection
-            self._publish_channel = await connection.channel(
-                publisher_confirms=True, on_return_raises=True)
-            self._publish_channel.close_callbacks.add(lambda *_: self._lost.set())
-            await self._declare(self._publish_channel)
+            await self._open_publish_channel(connection)
             await self._on_connect()
             for callback in self.on_connected:
                 await callback()
-        except BaseException:
+            self._connected.set()
+            BROKER_CONNECTED.labels(self.service).set(1)
+            ready()
+            while True:
+                await changed.wait()
+                changed.clear()
+                if connection.is_closed:
+                    raise ConnectionLost("the broker connection closed")
+                if self._publish_channel is None or self._publish_channel.is_closed:
+                    self.log.warning("publish_channel_lost")
+                    self._connected.clear()
+                    await self._open_publish_channel(connection)
+                    self._connected.set()
+                    self.log.info("publish_channel_reopened")
+        finally:
+            self._connected.clear()
+            BROKER_CONNECTED.labels(self.service).set(0)
             with contextlib.suppress(Exception):
-                await connection.close()
-            raise
-        self._connected.set()
-        BROKER_CONNECTED.labels(self.service).set(1)
+                await asyncio.shield(connection.close())
+
+    async def _open_publish_channel(self, connection: AbstractConnection) -> None:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        changed = self._changed
+        channel.close_callbacks.add(lambda *_: changed.set())
+        self._publish_channel = channel
+        await self._declare(channel)
 
     async def _on_connect(self) -> None:
-        """Hook for the parts built on the connection (the consumers start here)."""
+        """Hook for the parts built on the connection (a connector's own topology)."""
 
     async def _declare(self, channel: AbstractChannel) -> None:
         assert self._connection is not None
@@ -137,9 +163,9 @@ class BusConnection:
     def queue_arguments(self) -> dict[str, Any]:
         return topology.queue_arguments(self.names, self.settings.delivery_limit)
 
-    async def declare_queue(self, logical: str, channel: AbstractChannel | None = None,
-                            ) -> AbstractQueue:
-        """Declare a quorum queue; if it exists with other arguments, use it as it is."""
+    async def _declare_queue(self, logical: str, channel: AbstractChannel | None = None,
+                             ) -> AbstractQueue:
+        """Declare a consumer's quorum queue; if it exists with other arguments, use it."""
         assert self._connection is not None
         channel = channel or self._require_channel()
         return await topology.declare_queue(self._connection, channel, self.names(logical),
@@ -154,11 +180,9 @@ class BusConnection:
     async def close(self) -> None:
         """Close the connection and stop reconnecting."""
         self._closing = True
-        self._lost.set()
-        if self._supervisor:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._supervisor
+        if self._started:
+            await self.supervisor.remove(BROKER_COMPONENT)
+            self._started = False
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 await self._connection.close()

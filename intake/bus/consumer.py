@@ -2,6 +2,18 @@
 
 A handler is an async function that takes a model and returns, or raises a kernel error:
 `Rejected` dead-letters at once, anything else is retried up to the delivery limit.
+
+Each consumer is the supervised component `consumer:<queue>`: it watches its AMQP channel and
+the broker's `basic.cancel` (queue deleted, channel closed by `consumer_timeout` or a
+precondition failure) and, when either happens, the supervisor declares its queue and binding
+again on a new channel and consumes anew, without a process restart.
+
+Retries are counted by the gateway, not read from `x-delivery-count` (which classic queues never
+set, and whose counting changed between RabbitMQ versions): a transient failure republishes a
+copy of the message to the same queue through the default exchange with `x-intake-attempt`
+raised by one, confirmed, and only then acks the one delivered. After `INTAKE_DELIVERY_LIMIT`
+attempts the message is dead-lettered `retries_exhausted`. A quorum queue's own
+`x-delivery-limit` stays above that, as a safety net for crash loops.
 """
 
 from __future__ import annotations
@@ -17,11 +29,13 @@ import aiormq
 from aio_pika.abc import AbstractChannel
 from pydantic import BaseModel, ValidationError
 
-from ..errors import BrokerUnavailable, Rejected
+from ..errors import BrokerUnavailable, Rejected, Unroutable
 from ..logging import bind_message
 from ..metrics import ERRORS, HANDLER_SECONDS
 from ..settings import IntakeSettings
+from ..supervisor import Ready, Supervisor
 from .publish import BusPublish
+from .topology import CORE_QUEUES
 
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[M], Awaitable[None]]
@@ -32,6 +46,20 @@ HOLD_FIRST_RETRY_S = 0.2
 PIPELINE_MIN = 16
 # Batches' acks go out together, one `multiple` ack per this interval (see Bus._ack_later).
 ACK_DELAY_S = 0.005
+# Before attempt n+1 of a failed message: RETRY_FIRST_DELAY_S * 2**n, at most RETRY_MAX_DELAY_S.
+RETRY_FIRST_DELAY_S = 0.1
+RETRY_MAX_DELAY_S = 5.0
+ATTEMPT_HEADER = "x-intake-attempt"
+# Where a retried copy first came from (the copy itself arrives through the default exchange).
+FIRST_EXCHANGE_HEADER = "x-intake-first-exchange"
+FIRST_ROUTING_KEY_HEADER = "x-intake-first-routing-key"
+# Set by the broker; not carried over to a retried copy.
+_BROKER_HEADERS = ("x-death", "x-delivery-count", "x-first-death-exchange",
+                   "x-first-death-queue", "x-first-death-reason")
+
+
+class ConsumerLost(ConnectionError):
+    """The broker cancelled a consumer or closed its channel (the supervisor starts it again)."""
 
 
 class Delivery:
@@ -97,22 +125,23 @@ class _ConsumerSpec(Generic[M]):
     ack_pending: Delivery | None = None
     ack_count: int = 0
     ack_timer: asyncio.TimerHandle | None = None
+    component: str = ""  # its name under the supervisor: consumer:<queue>
+    holding: int = 0  # handlers holding a message during an outage (see Bus._call)
 
 
 class BusConsumers(BusPublish):
     """Consumers, each on a channel of its own, started again on every connect."""
 
     def __init__(self, settings: IntakeSettings, service: str, *,
-                 write_window_s: float = 0.0) -> None:
-        super().__init__(settings, service, write_window_s=write_window_s)
+                 write_window_s: float = 0.0, supervisor: Supervisor | None = None) -> None:
+        super().__init__(settings, service, write_window_s=write_window_s,
+                         supervisor=supervisor)
         self._consumers: list[_ConsumerSpec[Any]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def _on_connect(self) -> None:
-        await super()._on_connect()
-        for spec in self._consumers:
-            if not spec.stopped:
-                await self._start_consumer(spec)
+    def _component_names(self) -> set[str]:
+        return super()._component_names() | {
+            spec.component for spec in self._consumers if not spec.stopped}
 
     async def close(self) -> None:
         """Stop consumers (finishing in-flight work), then close the connection."""
@@ -154,29 +183,61 @@ class BusConsumers(BusPublish):
 
     def _register(self, spec: _ConsumerSpec[M]) -> _ConsumerSpec[M]:
         spec.idle.set()
+        taken = self.supervisor.states()
+        spec.component = name = f"consumer:{spec.queue}"
+        serial = 1
+        while spec.component in taken:  # the same queue consumed twice in one process
+            serial += 1
+            spec.component = f"{name}#{serial}"
         self._consumers.append(spec)
-        if self.connected:
-            self._tasks.add(task := asyncio.create_task(self._start_consumer(spec)))
-            task.add_done_callback(self._tasks.discard)
+        self.supervisor.start(spec.component, lambda ready: self._run_consumer(spec, ready))
         return spec
 
-    async def _start_consumer(self, spec: _ConsumerSpec[Any]) -> None:
-        assert self._connection is not None
-        channel = await self._connection.channel()
-        await channel.set_qos(prefetch_count=spec.prefetch)
-        queue = await self.declare_queue(spec.queue, channel)
-        if spec.binding:
-            exchange, key = spec.binding
-            await queue.bind(self.names(exchange), key)
-        spec.channel = channel
-        underlay = await channel.get_underlay_channel()
-        spec.underlay = underlay
+    async def _run_consumer(self, spec: _ConsumerSpec[Any], ready: Ready) -> None:
+        """The `consumer:<queue>` component: declare, bind, consume until the broker stops it."""
+        await self._connected.wait()
+        connection = self._connection
+        assert connection is not None
+        channel = await connection.channel()
+        lost = asyncio.Event()
+        why: list[str] = []
 
-        async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
-            await self._handle(spec, Delivery(message))
+        def closed(_: Any, exc: BaseException | None = None) -> None:
+            why.append(f"channel closed: {exc!r}")
+            lost.set()
 
-        spec.tag = (await underlay.basic_consume(queue.name, on_message)).consumer_tag
-        self.log.info("consumer_started", queue=self.names(spec.queue), prefetch=spec.prefetch)
+        def cancelled(_: Any) -> None:
+            why.append("consumer cancelled by the broker (queue deleted?)")
+            lost.set()
+
+        channel.close_callbacks.add(closed)
+        try:
+            await channel.set_qos(prefetch_count=spec.prefetch)
+            queue = await self._declare_queue(spec.queue, channel)
+            # A core queue's binding too: a queue deleted by hand comes back bound.
+            binding = spec.binding or CORE_QUEUES.get(spec.queue)
+            if binding:
+                exchange, key = binding
+                await queue.bind(self.names(exchange), key)
+            underlay = await channel.get_underlay_channel()
+            underlay.on_consumer_cancel_callbacks.add(cancelled)
+            spec.channel, spec.underlay = channel, underlay
+
+            async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
+                await self._handle(spec, Delivery(message))
+
+            spec.tag = (await underlay.basic_consume(queue.name, on_message)).consumer_tag
+            self.log.info("consumer_started", queue=self.names(spec.queue),
+                          prefetch=spec.prefetch)
+            ready()
+            await lost.wait()
+            if spec.stopped:  # stop_consumers closed it: wait to be removed, not restarted
+                await asyncio.Event().wait()
+            raise ConsumerLost(why[0] if why else "consumer lost")
+        finally:
+            if not channel.is_closed:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(channel.close())
 
     async def _handle(self, spec: _ConsumerSpec[Any], incoming: Delivery) -> None:
         spec.inflight += 1
@@ -200,7 +261,7 @@ class BusConsumers(BusPublish):
         started = time.perf_counter()
         bind_message(getattr(model, "trace_id", None), getattr(model, "idempotency_key", None))
         try:
-            await self._call(spec, model)
+            await self._call(spec, model, incoming.channel)
         except asyncio.CancelledError:
             await self._settle(spec, incoming, None, requeue=True)
             raise
@@ -281,7 +342,7 @@ class BusConsumers(BusPublish):
                             after: asyncio.Future[None] | None = None) -> None:
         started = time.perf_counter()
         try:
-            await self._call(spec, [model for _, model in batch])
+            await self._call(spec, [model for _, model in batch], batch[0][0].channel)
         except asyncio.CancelledError:
             for incoming, _ in batch:
                 await self._settle(spec, incoming, None, requeue=True)
@@ -290,6 +351,14 @@ class BusConsumers(BusPublish):
             if after is not None:
                 await asyncio.shield(after)
             if getattr(exc, "hold", False):  # stopping during an outage: give them back
+                for incoming, _ in batch:
+                    await self._settle(spec, incoming, None, requeue=True)
+                return
+            if self._broker_gone(exc, batch[0][0]):
+                # Retrying one by one on a dead channel only sleeps: give the batch back (the
+                # broker redelivers it) and spend none of its attempts.
+                self.log.warning("batch_abandoned", size=len(batch), error=repr(exc)[:300])
+                await self._wait_for_broker(batch[0][0])
                 for incoming, _ in batch:
                     await self._settle(spec, incoming, None, requeue=True)
                 return
@@ -371,33 +440,49 @@ class BusConsumers(BusPublish):
         self._tasks.add(task := asyncio.ensure_future(ack()))
         task.add_done_callback(self._tasks.discard)
 
-    async def _call(self, spec: _ConsumerSpec[Any], argument: Any) -> None:
+    async def _call(self, spec: _ConsumerSpec[Any], argument: Any,
+                    channel: aiormq.abc.AbstractChannel | None = None) -> None:
         """Run the handler; during an outage of what it needs, hold the message and retry.
 
         A redelivery would spend the quorum queue's delivery limit, and a database that is
         down for a minute would then dead-letter everything in flight. The message stays
-        unacked instead (a crash meanwhile still gets it redelivered).
+        unacked instead (a crash meanwhile still gets it redelivered). While it holds, the
+        consumer is degraded under the supervisor (so /readyz names it); once the broker
+        closed the channel the message came on (`consumer_timeout`), holding it is pointless
+        and the failure is raised.
         """
         delay = HOLD_FIRST_RETRY_S
         down_since: float | None = None
-        while True:
-            try:
-                await spec.handler(argument)
-            except Exception as exc:
-                if not getattr(exc, "hold", False) or spec.stopped:
-                    raise
-                if down_since is None:
-                    down_since = time.monotonic()
-                    self.log.warning("dependency_unavailable", reason=exc.reason,  # type: ignore[attr-defined]
-                                     error=str(exc)[:300], queue=self.names(spec.queue))
-                await asyncio.sleep(delay)
-                # Capped low: once the database is back, work resumes within two seconds.
-                delay = min(delay * 2, 2.0)
-                continue
+        try:
+            while True:
+                try:
+                    await spec.handler(argument)
+                except Exception as exc:
+                    if (not getattr(exc, "hold", False) or spec.stopped
+                            or (channel is not None and channel.is_closed)):
+                        raise
+                    if down_since is None:
+                        down_since = time.monotonic()
+                        reason = getattr(exc, "reason", "dependency_unavailable")
+                        self.log.warning("dependency_unavailable", reason=reason,
+                                         error=str(exc)[:300], queue=self.names(spec.queue))
+                        spec.holding += 1
+                        if spec.holding == 1 and spec.component:
+                            self.supervisor.degrade(spec.component,
+                                                    f"holding messages: {reason}")
+                    await asyncio.sleep(delay)
+                    # Capped low: once the database is back, work resumes within two seconds.
+                    delay = min(delay * 2, 2.0)
+                    continue
+                if down_since is not None:
+                    self.log.info("dependency_recovered", queue=self.names(spec.queue),
+                                  seconds=round(time.monotonic() - down_since, 1))
+                return
+        finally:
             if down_since is not None:
-                self.log.info("dependency_recovered", queue=self.names(spec.queue),
-                              seconds=round(time.monotonic() - down_since, 1))
-            return
+                spec.holding -= 1
+                if spec.holding == 0 and spec.component in self.supervisor.states():
+                    self.supervisor.restore(spec.component)
 
     async def _settle(self, spec: _ConsumerSpec[Any], incoming: Delivery,
                       outcome: BaseException | None, *, requeue: bool = False) -> None:
@@ -416,25 +501,68 @@ class BusConsumers(BusPublish):
 
     async def _settle_failure(self, spec: _ConsumerSpec[Any], incoming: Delivery,
                               exc: BaseException) -> None:
-        origin = {"queue": self.names(spec.queue), "exchange": incoming.exchange,
-                  "routing_key": incoming.routing_key or "",
-                  "headers": {k: v for k, v in (incoming.headers or {}).items()
-                              if not str(k).startswith("x-")}}
+        headers = incoming.headers or {}
+        first_exchange = headers.get(FIRST_EXCHANGE_HEADER)
+        origin = {"queue": self.names(spec.queue),
+                  "exchange": incoming.exchange if first_exchange is None
+                  else _text(first_exchange),
+                  "routing_key": _text(headers.get(FIRST_ROUTING_KEY_HEADER,
+                                                   incoming.routing_key or "")),
+                  "headers": {k: v for k, v in headers.items() if not str(k).startswith("x-")}}
         reason = getattr(exc, "reason", "handler_failed")
         ERRORS.labels(self.service, reason).inc()
         if isinstance(exc, Rejected):
             await self._dead_letter_or_requeue(incoming, reason, str(exc), origin)
             return
-        deliveries = int((incoming.headers or {}).get("x-delivery-count", 0) or 0) + 1
-        if deliveries >= self.settings.delivery_limit:
+        if self._broker_gone(exc, incoming):
+            await self._wait_for_broker(incoming)
+            await _quietly(incoming.nack(requeue=True))  # not an attempt of the message's
+            return
+        if getattr(exc, "hold", False):  # stopping during an outage: not the message's fault
+            await _quietly(incoming.nack(requeue=True))
+            return
+        attempt = attempt_of(headers)
+        if attempt >= self.settings.delivery_limit:
             await self._dead_letter_or_requeue(
                 incoming, "retries_exhausted", f"{reason}: {exc!r}", origin)
             return
         self.log.warning("message_retried", reason=reason, error=repr(exc)[:500],
-                         delivery=deliveries)
-        # Back off before the redelivery so an outage does not become a hot loop.
-        await asyncio.sleep(min(0.1 * 2 ** deliveries, 5.0))
-        await _quietly(incoming.nack(requeue=True))
+                         attempt=attempt)
+        # Back off before the next attempt so an outage does not become a hot loop.
+        await asyncio.sleep(min(RETRY_FIRST_DELAY_S * 2 ** attempt, RETRY_MAX_DELAY_S))
+        if incoming.channel.is_closed:
+            return  # the broker delivers it again, this attempt not counted
+        try:
+            await self._publish_retry(spec, incoming, attempt + 1, origin)
+        except BrokerUnavailable:
+            # The broker's own count (a quorum queue's delivery limit) is the safety net here.
+            await _quietly(incoming.nack(requeue=True))
+            return
+        await _quietly(incoming.ack())
+
+    async def _publish_retry(self, spec: _ConsumerSpec[Any], incoming: Delivery, attempt: int,
+                             origin: dict[str, Any]) -> None:
+        """A copy of the message to the back of its own queue, with its attempt number."""
+        headers = {k: v for k, v in (incoming.headers or {}).items()
+                   if k not in _BROKER_HEADERS}
+        headers[ATTEMPT_HEADER] = attempt
+        headers.setdefault(FIRST_EXCHANGE_HEADER, origin["exchange"] or "")
+        headers.setdefault(FIRST_ROUTING_KEY_HEADER, origin["routing_key"])
+        await self.publish_to("", self.names(spec.queue), incoming.body, headers,
+                              message_id=incoming.message_id)
+
+    def _broker_gone(self, exc: BaseException, incoming: Delivery) -> bool:
+        """The failure is the broker's (channel or connection gone), not the message's."""
+        if incoming.channel.is_closed:
+            return True
+        return isinstance(exc, BrokerUnavailable) and not isinstance(exc, Unroutable)
+
+    async def _wait_for_broker(self, incoming: Delivery) -> None:
+        # With the consumer's channel still open (only the publish channel went), a requeue at
+        # once would come straight back and fail again, each time spending the quorum queue's
+        # delivery count: wait (bounded) until the bus can publish again.
+        if not incoming.channel.is_closed and not self.connected:
+            await self.wait_connected(self.settings.publish_timeout_s)
 
     async def _dead_letter_or_requeue(self, incoming: Delivery, reason: str,
                                       error: str, origin: dict[str, Any]) -> None:
@@ -465,9 +593,23 @@ class BusConsumers(BusPublish):
                 spec.flusher.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await spec.flusher
+            # Removing the component cancels its run, which closes the channel.
+            await self.supervisor.remove(spec.component)
             if spec.channel is not None:
                 with contextlib.suppress(Exception):
                     await spec.channel.close()
+
+
+def attempt_of(headers: dict[str, Any]) -> int:
+    """Which attempt a delivery is: 1 for the first, as counted in `x-intake-attempt`."""
+    try:
+        return max(1, int(headers.get(ATTEMPT_HEADER, 1)))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _short_validation(exc: ValidationError) -> str:

@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
 import aiormq
@@ -14,11 +14,12 @@ import aiormq
 from .. import amqp
 from ..errors import BrokerUnavailable, Unroutable
 from ..metrics import DEAD_LETTERED
-from .connection import _AMQP_ERRORS, BusConnection
+from .connection import _AMQP_ERRORS
+from .owned import BusOwned
 from .topology import REASON_HEADER
 
 
-class BusPublish(BusConnection):
+class BusPublish(BusOwned):
     """Publishes persistently and returns once the broker confirmed (or raises)."""
 
     async def publish(self, exchange: str, routing_key: str, body: bytes,
@@ -43,14 +44,15 @@ class BusPublish(BusConnection):
         failure raises (others may be confirmed: the caller's redelivery makes them
         duplicates, which are harmless).
         """
-        if not self.connected:
+        if not self.connected or self._publish_channel is None:
             raise BrokerUnavailable("not connected to the broker")
         target = self._exchanges[exchange]
+        publish_channel = self._publish_channel
         batch = [(routing_key, body, _properties(headers))
                  for routing_key, body, headers in items]
 
         async def confirm_all() -> None:
-            channel = await target.channel.get_underlay_channel()  # type: ignore[attr-defined]
+            channel = cast(aiormq.Channel, await publish_channel.get_underlay_channel())
             waits = amqp.start_publishes(channel, target.name, batch)
             async with asyncio.timeout(timeout or self.settings.publish_timeout_s):
                 await asyncio.gather(*waits)
@@ -58,18 +60,36 @@ class BusPublish(BusConnection):
         if batch:
             await self._confirmed(confirm_all())
 
+    async def publish_to(self, exchange_name: str, routing_key: str, body: bytes,
+                         headers: dict[str, Any] | None = None,
+                         message_id: str | None = None, timeout: float | None = None,
+                         mandatory: bool = True) -> None:
+        """`publish` by the exchange's full name ("" is the default exchange, key = queue)."""
+        await self._confirmed(self._send_named(
+            exchange_name, routing_key, body, headers, message_id,
+            timeout or self.settings.publish_timeout_s, mandatory))
+
     async def _send(self, exchange: str, routing_key: str, body: bytes,
                     headers: dict[str, Any] | None, message_id: str | None,
                     timeout: float | None, mandatory: bool = True) -> Any:
         if not self.connected:
             raise BrokerUnavailable("not connected to the broker")
         target = self._exchanges[exchange]
+        return await self._send_named(target.name, routing_key, body, headers, message_id,
+                                      timeout, mandatory)
+
+    async def _send_named(self, exchange_name: str, routing_key: str, body: bytes,
+                          headers: dict[str, Any] | None, message_id: str | None,
+                          timeout: float | None, mandatory: bool = True) -> Any:
+        if not self.connected or self._publish_channel is None:
+            raise BrokerUnavailable("not connected to the broker")
         properties = _properties(headers, message_id)
-        channel = await target.channel.get_underlay_channel()  # type: ignore[attr-defined]
+        channel = cast(aiormq.Channel, await self._publish_channel.get_underlay_channel())
         # Not aio-pika's publish: it awaits each frame's drain under the channel's lock,
         # which serialises concurrent publishes; the confirm is what we wait for.
-        return await amqp.publish(channel, body, exchange=target.name, routing_key=routing_key,
-                                  properties=properties, mandatory=mandatory, timeout=timeout)
+        return await amqp.publish(channel, body, exchange=exchange_name,
+                                  routing_key=routing_key, properties=properties,
+                                  mandatory=mandatory, timeout=timeout)
 
     @staticmethod
     async def _confirmed(sending: Awaitable[Any]) -> None:

@@ -30,11 +30,21 @@ class Names:
         return f"{self.prefix}.{name}" if self.prefix else name
 
 
+def broker_delivery_limit(delivery_limit: int) -> int:
+    """The quorum queue's own limit: a safety net above the gateway's count of attempts.
+
+    The gateway counts attempts itself (`x-intake-attempt`, see intake.bus.consumer); the
+    broker's count grows only with what the gateway does not see: a crash loop, deliveries
+    returned by closed channels. It must not cut the gateway's retries short.
+    """
+    return delivery_limit * 2 + 1
+
+
 def queue_arguments(names: Names, delivery_limit: int) -> dict[str, Any]:
     return {
         "x-queue-type": "quorum",
-        # A poison message ends in intake.dead instead of looping forever.
-        "x-delivery-limit": delivery_limit,
+        # A poison message that crashes the process ends in intake.dead instead of looping.
+        "x-delivery-limit": broker_delivery_limit(delivery_limit),
         "x-dead-letter-exchange": names("dead"),
         "x-dead-letter-strategy": "at-least-once",
         "x-overflow": "reject-publish",

@@ -271,13 +271,19 @@ async def test_pipelined_batches_overlap_but_settle_in_order(bus: Bus) -> None:
     running = 0
     overlapped = 0
 
+    later_finished = asyncio.Event()
+
     async def handler(messages: list[Message]) -> None:
         nonlocal running, overlapped
         running += 1
         overlapped = max(overlapped, running)
         started.extend(m.idempotency_key for m in messages)
         # The first batch is the slowest: later ones finish first but must wait to be acked.
-        await asyncio.sleep(0.3 if messages[0].idempotency_key.endswith(":p0") else 0.01)
+        if messages[0].idempotency_key.endswith(":p0"):
+            await asyncio.wait_for(later_finished.wait(), 20)
+        else:
+            await asyncio.sleep(0.01)
+            later_finished.set()
         finished.extend(m.idempotency_key for m in messages)
         running -= 1
 
@@ -295,19 +301,17 @@ async def test_pipelined_batches_overlap_but_settle_in_order(bus: Bus) -> None:
 
 
 async def test_a_lone_message_does_not_wait_for_company(bus: Bus) -> None:
-    handled_at: list[float] = []
+    batches: list[int] = []
 
     async def handler(messages: list[Message]) -> None:
-        handled_at.extend(asyncio.get_running_loop().time() for _ in messages)
+        batches.append(len(messages))
 
-    bus.consume_batches("router", handler, Message, max_batch=10, max_wait_s=2.0)
-    await eventually(lambda: bus.connected)
-    await asyncio.sleep(0.3)  # the consumer is up
+    # A batch may wait an hour for company under load; a lone message does not wait at all.
+    bus.consume_batches("router", handler, Message, max_batch=10, max_wait_s=3600)
+    assert await bus.supervisor.wait_up("consumer:router", 15)
     sent = form_message("lone")
-    published_at = asyncio.get_running_loop().time()
     await bus.publish("inbound", sent.routing_key, sent.model_dump_json().encode())
-    await eventually(lambda: len(handled_at) == 1)
-    assert handled_at[0] - published_at < 1.0  # not the 2 s a batch may wait under load
+    await eventually(lambda: batches == [1])
     await bus.stop_consumers()
 
 
@@ -315,23 +319,32 @@ async def test_at_a_moderate_rate_pipelined_batches_gather_instead_of_overlappin
         bus: Bus) -> None:
     """A trickle does not start a batch per message: it joins the batch after the one under
     way (fewer acks and writes); only a queue of PIPELINE_MIN makes batches overlap."""
+    import intake.bus.consumer
+
     batches: list[list[str]] = []
+    release = asyncio.Event()
 
     async def handler(messages: list[Message]) -> None:
         batches.append([m.idempotency_key for m in messages])
-        await asyncio.sleep(0.05)
+        if len(batches) == 1:
+            await asyncio.wait_for(release.wait(), 20)
 
-    bus.consume_batches("router", handler, Message, max_batch=50, max_wait_s=0, pipeline=4)
-    await eventually(lambda: bus.connected)
-    await asyncio.sleep(0.3)
-    sent = [form_message(f"t{i:02d}") for i in range(20)]
-    for message in sent:  # one every 10 ms: five arrive while a batch is handled
+    spec = bus.consume_batches("router", handler, Message, max_batch=50, max_wait_s=0,
+                               pipeline=4)
+    assert await bus.supervisor.wait_up("consumer:router", 15)
+    first = form_message("t-first")
+    await bus.publish("inbound", first.routing_key, first.model_dump_json().encode())
+    await eventually(lambda: len(batches) == 1)
+    # Fewer than PIPELINE_MIN arrive while the first batch is under way.
+    trickle = [form_message(f"t{i:02d}") for i in range(intake.bus.consumer.PIPELINE_MIN - 6)]
+    for message in trickle:
         await bus.publish("inbound", message.routing_key, message.model_dump_json().encode())
-        await asyncio.sleep(0.01)
-    await eventually(lambda: sum(map(len, batches)) == 20)
+    await eventually(lambda: len(spec.buffer) == len(trickle))
+    release.set()
+    await eventually(lambda: sum(map(len, batches)) == 1 + len(trickle))
     await bus.stop_consumers()
-    assert [key for batch in batches for key in batch] == [m.idempotency_key for m in sent]
-    assert len(batches) <= 10  # a batch per message would be 20
+    # They waited for the batch under way and then went as one batch, not one each.
+    assert batches == [[first.idempotency_key], [m.idempotency_key for m in trickle]]
     assert await queue_depth(bus, "router") == 0
 
 
@@ -340,7 +353,7 @@ async def test_acks_of_small_batches_go_out_together(
     """A trickle makes batches of one; their acks still leave as a few `multiple` acks."""
     import intake.bus.consumer
 
-    monkeypatch.setattr(intake.bus.consumer, "ACK_DELAY_S", 0.05)
+    monkeypatch.setattr(intake.bus.consumer, "ACK_DELAY_S", 30)  # only a stop sends them
     acks: list[bool] = []
     ack = Delivery.ack
 
@@ -356,13 +369,13 @@ async def test_acks_of_small_batches_go_out_together(
 
     bus.consume_batches("router", handler, Message, max_batch=10, max_wait_s=0)
     sent = [form_message(f"a{i}") for i in range(20)]
-    for message in sent:  # one every 5 ms: each its own batch
+    for number, message in enumerate(sent, 1):  # each handled before the next: a batch each
         await bus.publish("inbound", message.routing_key, message.model_dump_json().encode())
-        await asyncio.sleep(0.005)
-    await eventually(lambda: sum(batches) == 20)
-    assert len(batches) > 10
-    await bus.stop_consumers()  # waits for the acks still pending
-    assert acks and all(acks) and len(acks) < len(batches) / 2
+        await eventually(lambda n=number: sum(batches) == n)  # type: ignore[misc]
+    assert batches == [1] * 20
+    assert acks == []  # none sent one by one
+    await bus.stop_consumers()  # sends the acks still pending
+    assert acks == [True]  # twenty batches, one `multiple` ack
     assert await queue_depth(bus, "router") == 0  # every one of them acked
 
 
