@@ -704,7 +704,7 @@ async def dead_letters(amqp_url: str, prefix: str) -> list[Any]:
     bus = Bus(IntakeSettings(amqp_url=amqp_url, bus_prefix=prefix), "chaos-check")
     await bus.connect(timeout=30)
     try:
-        return await bus.browse_dead(100_000)
+        return await bus.browse_dead(None, replayed=True)  # every letter, replayed or not
     finally:
         await bus.close()
 
