@@ -150,8 +150,11 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 def _dlq(args: argparse.Namespace, settings: IntakeSettings) -> int:
     if args.action == "list":
-        letters = asyncio.run(_with_bus(settings, lambda bus: bus.browse_dead(
-            args.limit, replayed=args.all)))
+        every = asyncio.run(_with_bus(settings, lambda bus: bus.browse_dead(
+            None, replayed=True)))
+        letters = [letter for letter in every if args.all or letter.replayed_at is None]
+        hidden = len(every) - len(letters)
+        letters = letters[:args.limit]
         if args.json:
             print(json.dumps([_letter_summary(letter) for letter in letters], indent=2,
                              ensure_ascii=False))
@@ -163,8 +166,8 @@ def _dlq(args: argparse.Namespace, settings: IntakeSettings) -> int:
             replayed = f"  replayed {summary['replayed_at']}" if summary["replayed_at"] else ""
             print(f"{summary['id']}  {summary['dead_at'] or '-':<25}  {summary['reason']:<22} "
                   f"{summary['queue'] or '-':<28} {summary['idempotency_key'] or '-'}{replayed}")
-        if not args.all:
-            print("(replayed letters are kept: `intake dlq list --all` shows them too)",
+        if hidden:
+            print(f"({hidden} replayed letter(s) not shown: `intake dlq list --all`)",
                   file=sys.stderr)
         return 0
     if args.action == "show":
