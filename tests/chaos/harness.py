@@ -87,9 +87,14 @@ class RabbitNode:
         self.base = _owned_tempdir("intake-chaos-rmq-", "rabbitmq")
         self.node = f"chaos{self.port}@localhost"
         self.proc: subprocess.Popen[bytes] | None = None
-        self._write_config()
+        (self.base / "rabbitmq.conf").write_text(
+            f"listeners.tcp.local = 127.0.0.1:{self.port}\n"
+            "disk_free_limit.absolute = 50MB\n"
+            "log.console = false\n"
+            "log.file.level = warning\n")
         (self.base / "enabled_plugins").write_text("[].\n")
-        shutil.chown(self.base / "enabled_plugins", "rabbitmq", "rabbitmq")
+        for path in (self.base / "rabbitmq.conf", self.base / "enabled_plugins"):
+            shutil.chown(path, "rabbitmq", "rabbitmq")
 
     @property
     def url(self) -> str:
@@ -109,23 +114,16 @@ class RabbitNode:
         })
         return env
 
-    def _write_config(self, memory_alarm: bool = False) -> None:
-        lines = [f"listeners.tcp.local = 127.0.0.1:{self.port}",
-                 "disk_free_limit.absolute = 50MB", "log.console = false",
-                 "log.file.level = warning"]
-        if memory_alarm:  # the node needs far more: it boots with its memory alarm raised
-            lines.append("vm_memory_high_watermark.absolute = 1MB")
-        path = self.base / "rabbitmq.conf"
-        path.write_text("\n".join(lines) + "\n")
-        shutil.chown(path, "rabbitmq", "rabbitmq")
-
     def start(self, timeout: float = 90.0, *, memory_alarm: bool = False) -> None:
         """Start (again, on the same port and data); `memory_alarm` boots it blocking publishers.
 
         With the alarm, clients connect and consume, but the broker stops reading from any
         connection that publishes until `clear_memory_alarm`: publishes hang unconfirmed.
         """
-        self._write_config(memory_alarm)
+        config = self.base / "rabbitmq.conf"
+        plain = config.read_text()
+        if memory_alarm:  # the node needs far more: it boots with its memory alarm raised
+            config.write_text(plain + "vm_memory_high_watermark.absolute = 1MB\n")
         (self.base / "beam.pid").unlink(missing_ok=True)
         log = open(self.base / "server.out", "ab")
         self.proc = subprocess.Popen(
@@ -136,7 +134,7 @@ class RabbitNode:
         try:
             self.wait_ready(timeout)
         finally:
-            self._write_config()  # the alarm lasts for this boot only
+            config.write_text(plain)  # the alarm lasts for this boot only
 
     def clear_memory_alarm(self) -> None:
         result = self.ctl("set_vm_memory_high_watermark", "0.4")

@@ -220,8 +220,9 @@ async def test_the_dlq_commands(bus: Bus, tmp_path: Path) -> None:
     code, out, err = await intake("dlq", "replay", ids[1], prefix=prefix)
     assert code == 1 and "replayed 0 dead letter(s)" in out and "not a dead letter" in err
 
-    code, out, _ = await intake("dlq", "list", prefix=prefix)
+    code, out, err = await intake("dlq", "list", prefix=prefix)
     assert code == 0 and ids[0] in out and ids[1] not in out
+    assert "1 replayed letter(s) not shown" in err
     code, out, _ = await intake("dlq", "list", "--all", prefix=prefix)
     assert code == 0 and ids[0] in out and f"{ids[1]}" in out and "replayed 20" in out
     code, out, _ = await intake("dlq", "show", ids[1], prefix=prefix)
