@@ -13,7 +13,7 @@ from typing import Any
 
 from .channel import discover_channels
 from .config import ConfigDocument, load_document, merge_rules
-from .errors import ConfigInvalid
+from .errors import ConfigInvalid, IntakeError
 from .logging import configure_logging
 from .message import SCHEMAS
 from .settings import REPO_ROOT, IntakeSettings
@@ -137,14 +137,12 @@ async def _with_bus(settings: IntakeSettings, work: Callable[[Any], Any]) -> Any
 
 def cmd_dlq(args: argparse.Namespace) -> int:
     """`intake dlq list|show|replay|migrate`: list and show change nothing on the broker."""
-    from .bus.dead import DeadQueueOutdated, ReplayRunning
-
     settings = IntakeSettings()
     configure_logging("warning")
     try:
         return _dlq(args, settings)
-    except (DeadQueueOutdated, ReplayRunning) as exc:
-        print(str(exc), file=sys.stderr)
+    except IntakeError as exc:  # an old dead queue, a replay running, a broker refusal
+        print(f"{exc.reason}: {exc}", file=sys.stderr)
         return 1
 
 
