@@ -184,7 +184,7 @@ async def publish(channel: Channel, body: bytes, *, exchange: str, routing_key: 
 
 def start_publishes(channel: Channel, exchange: str,
                     items: Iterable[tuple[str, bytes, spec.Basic.Properties]],
-                    ) -> list[Awaitable[ConfirmationFrameType | None]]:
+                    mandatory: bool = True) -> list[Awaitable[ConfirmationFrameType | None]]:
     """Queue several publishes in order; returns what to await for each one's confirm.
 
     The lean path while it applies; once one publish needs the stock path, the rest take it
@@ -194,12 +194,13 @@ def start_publishes(channel: Channel, exchange: str,
     stock = False
     for routing_key, body, properties in items:
         confirmation = None if stock else start_publish(
-            channel, body, exchange=exchange, routing_key=routing_key, properties=properties)
+            channel, body, exchange=exchange, routing_key=routing_key, properties=properties,
+            mandatory=mandatory)
         if confirmation is None:
             stock = True
             confirmations.append(channel.basic_publish(
                 body, exchange=exchange, routing_key=routing_key, properties=properties,
-                mandatory=True, wait=False))
+                mandatory=mandatory, wait=False))
         else:
             confirmations.append(confirmation)
     return confirmations

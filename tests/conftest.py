@@ -60,7 +60,8 @@ async def delete_topology(bus: Bus) -> None:
     queue again (that is its recovery), which would leave the queue behind.
     """
     await bus.stop_consumers()
-    if not bus.connected or bus._connection is None:
+    # A test may have just cost the bus its publish channel (reopened in a moment).
+    if not await bus.wait_connected(10) or bus._connection is None:
         return
     channel = await bus._connection.channel()
     try:

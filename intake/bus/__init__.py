@@ -4,9 +4,12 @@ Channel code never touches aio-pika; it publishes through `Publisher` (intake.ou
 consumes by handing `Bus.consume` an async function that takes a model and returns, or raises a
 kernel error: `Rejected` dead-letters at once, anything else is retried up to the delivery limit.
 
-`Bus` is assembled from one part per module: `connection` (connect, reconnect), `topology`
-(names, exchanges, queues), `publish` (confirmed publishes, dead-lettering), `consumer`
-(consume, batches, acks) and `dead` (browse and replay `intake.dead`).
+`Bus` is assembled from one part per module: `connection` (connect, reconnect, the publish
+channel, under the supervisor), `topology` (names, exchanges, queues), `owned` (a connector's
+own exchanges and queues), `publish` (confirmed publishes, dead-lettering), `consumer`
+(consume, batches, acks, retries counted by the gateway) and `dead` (browse and replay
+`intake.dead`). `Bus.problems()` names the broker connection or a consumer that is down,
+starting or holding messages, for /readyz.
 """
 
 from __future__ import annotations

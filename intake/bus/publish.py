@@ -36,13 +36,14 @@ class BusPublish(BusOwned):
 
     async def publish_many(self, exchange: str,
                            items: Iterable[tuple[str, bytes, dict[str, Any] | None]],
-                           timeout: float | None = None) -> None:
+                           timeout: float | None = None, mandatory: bool = True) -> None:
         """Publish (routing key, body, headers) items in order; return once all are confirmed.
 
         One deadline for the lot instead of one timer per message, and no task per message:
         the frames are queued at once and the confirmations awaited together. The first
         failure raises (others may be confirmed: the caller's redelivery makes them
-        duplicates, which are harmless).
+        duplicates, which are harmless): `Unroutable` when the broker returned one
+        (`mandatory`, every exchange but `events`), `BrokerUnavailable` otherwise.
         """
         if not self.connected or self._publish_channel is None:
             raise BrokerUnavailable("not connected to the broker")
@@ -53,7 +54,7 @@ class BusPublish(BusOwned):
 
         async def confirm_all() -> None:
             channel = cast(aiormq.Channel, await publish_channel.get_underlay_channel())
-            waits = amqp.start_publishes(channel, target.name, batch)
+            waits = amqp.start_publishes(channel, target.name, batch, mandatory=mandatory)
             async with asyncio.timeout(timeout or self.settings.publish_timeout_s):
                 await asyncio.gather(*waits)
 

@@ -143,6 +143,8 @@ async def test_publish_and_publish_many_raise_unroutable_when_nothing_is_bound(
         await bus.publish_many("outbound", [("fax.a", body, None), ("fax.b", body, None)])
     # Without `mandatory` (intake.events) nobody listening is fine.
     await bus.publish("events", "ticket.created.support", body, mandatory=False)
+    await bus.publish_many("events", [("ticket.created.support", body, None)] * 3,
+                           mandatory=False)
 
 
 async def test_a_republish_that_routes_nowhere_fails_the_handler_and_ends_dead_lettered(

@@ -14,6 +14,7 @@ from intake.errors import BrokerUnavailable, StorageUnavailable
 from intake.message import Message
 from intake.service import BUS, Service, broker_ready
 from intake.settings import IntakeSettings
+from intake.supervisor import Ready, Supervisor
 from tests.conftest import delete_topology
 from tests.factories import form_message
 from tests.support import BrokerProxy, eventually
@@ -265,3 +266,31 @@ async def test_readyz_is_503_naming_the_consumer_that_is_down(
     await eventually(lambda: bus.problems() == {})
     response = await client.get("/readyz")
     assert response.status == 200
+
+
+async def test_a_shared_supervisor_runs_the_bus_beside_other_components(
+        settings: IntakeSettings) -> None:
+    """A service hands its supervisor to the bus; the bus reports only its own components."""
+    supervisor = Supervisor("shared")
+
+    async def broken_listener(ready: Ready) -> None:
+        raise OSError("port 2525 in use")
+
+    supervisor.start("smtp", broken_listener)
+    bus = Bus(settings, "shared", supervisor=supervisor)
+    try:
+        await bus.connect(timeout=15)
+
+        async def handler(message: Message) -> None:
+            pass
+
+        bus.consume("router", handler, Message)
+        assert await supervisor.wait_up("consumer:router", 15)
+        await eventually(lambda: "smtp" in supervisor.problems())
+        assert bus.problems() == {}
+        assert set(supervisor.states()) == {"smtp", "broker", "consumer:router"}
+    finally:
+        await delete_topology(bus)
+        await bus.close()
+        assert set(supervisor.states()) == {"smtp"}  # the bus took away only its own
+        await supervisor.stop()
