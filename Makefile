@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: install run test lint services test-tools schema golden clean fuzz
+.PHONY: install run test lint settings services test-tools schema golden clean fuzz
 
 install: $(STAMP)
 
@@ -47,8 +47,14 @@ CHAOS_ONLY ?=
 chaos: install
 	$(BIN)/python -m tests.chaos.run --count $(CHAOS_N) $(if $(CHAOS_ONLY),--only $(CHAOS_ONLY))
 
+# ruff everywhere; mypy strict on intake/ (configured in pyproject.toml).
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy intake
+
+# Rewrites the settings table in README.md from the settings models (a test fails while stale).
+settings: install
+	$(BIN)/intake settings --write
 
 schema: install
 	$(BIN)/intake schema --write

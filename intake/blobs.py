@@ -5,6 +5,11 @@ being made durable the next ones queue, and the whole queue is written by the ne
 Small blobs (raw form bodies, chat texts, most images) go into one SQLite pack file, so a
 batch costs one WAL fsync instead of a file, a rename and an fsync each: on this machine
 that is 0.05 ms of CPU per blob instead of 0.3 ms. Larger blobs are files of their own.
+
+The store names what it stores: the digest is computed on the writer thread (hashlib releases
+the GIL), once, and a reference a caller passes is checked against it, never trusted. A blob
+too large to hold in memory (a call recording, a 40 MiB mail) is written with `put_stream`,
+chunk by chunk, hashed as it is written.
 """
 
 from __future__ import annotations
@@ -15,19 +20,42 @@ import hashlib
 import os
 import re
 import sqlite3
+import uuid
+from collections.abc import AsyncIterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 _REF = re.compile(r"^sha256:([0-9a-f]{64})$")
 PACK_NAME = "pack.sqlite3"
 PACK_MAX_BYTES = 256 * 1024  # larger blobs are files: a pack keeps small rows cheap
 BATCH_MAX = 256
 GATHER_S = 0.003  # a commit waits this long for more puts (under load a confirm takes longer)
+STREAM_BUFFER = 1024 * 1024  # a stream's chunks go to its thread in pieces of about this size
+INCOMING = "incoming"  # streams being written, under the root (same file system: rename)
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    """What `put_stream` stored: its reference, size and sha256 (for an Attachment)."""
+
+    ref: str
+    size: int
+
+    @property
+    def sha256(self) -> str:
+        return digest_of(self.ref)
+
+
+class BlobTooLarge(ValueError):
+    """A stream went over the `max_bytes` its caller allowed; nothing was stored."""
 
 
 class BlobStore(Protocol):
     async def put(self, data: bytes, ref: str | None = None) -> str: ...
+    async def put_stream(self, chunks: AsyncIterable[bytes], *,
+                         max_bytes: int | None = None) -> StoredBlob: ...
     async def get(self, ref: str) -> bytes: ...
     async def exists(self, ref: str) -> bool: ...
 
@@ -58,9 +86,11 @@ class FileBlobStore:
         self.gather_s = gather_s
         # One thread owns the SQLite connection; it also serialises the commits.
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="blobs")
+        # Streams write and hash on threads of their own, so a 200 MiB recording never holds
+        # up the commits of small puts.
+        self._streams = ThreadPoolExecutor(2, thread_name_prefix="blob-streams")
         self._db: sqlite3.Connection | None = None
-        self._pending: list[tuple[str, bytes]] = []
-        self._inflight: dict[str, asyncio.Future[None]] = {}
+        self._pending: list[_Put] = []
         self._flusher: asyncio.Task[None] | None = None
         self.commits = 0  # batches made durable (tests and metrics read it)
 
@@ -71,7 +101,7 @@ class FileBlobStore:
 
     def _pack(self) -> sqlite3.Connection:
         if self._db is None:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self._make_dirs(self.root)
             db = sqlite3.connect(self.root / PACK_NAME, isolation_level=None,
                                  check_same_thread=False, timeout=30)
             db.execute("PRAGMA journal_mode=WAL")
@@ -85,24 +115,42 @@ class FileBlobStore:
         path = self._path(digest)
         if path.exists():
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._make_dirs(path.parent)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         with open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # the rename itself must survive a crash
-        finally:
-            os.close(directory)
+        _fsync_dir(path.parent)  # the rename itself must survive a crash
 
-    def _write_batch(self, batch: list[tuple[str, bytes]]) -> None:
-        small = [(d, data) for d, data in batch if len(data) <= self.pack_max_bytes]
-        for digest, data in batch:
-            if len(data) > self.pack_max_bytes:
-                self._write_file(digest, data)
+    def _make_dirs(self, directory: Path) -> None:
+        """Create `directory` and its missing parents, each new entry made durable.
+
+        A file fsynced in a directory whose own entry is not on disk can vanish with it after
+        a crash: each directory this creates is fsynced in its parent.
+        """
+        missing: list[Path] = []
+        while not directory.exists():
+            missing.append(directory)
+            directory = directory.parent
+        for new in reversed(missing):
+            with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+                new.mkdir()
+            _fsync_dir(new.parent)
+
+    def _write_batch(self, batch: list[_Put]) -> None:
+        """Name each put by its content, refuse one whose caller named it otherwise, commit."""
+        for put in batch:
+            put.digest = hashlib.sha256(put.data).hexdigest()
+            if put.expected is not None and put.expected != put.digest:
+                put.error = ValueError(f"put() was given sha256:{put.expected} for content "
+                                       f"that is sha256:{put.digest}")
+        good = [put for put in batch if put.error is None]
+        small = [(put.digest, put.data) for put in good if len(put.data) <= self.pack_max_bytes]
+        for put in good:
+            if len(put.data) > self.pack_max_bytes:
+                self._write_file(put.digest, put.data)
         if small:
             db = self._pack()
             db.execute("BEGIN IMMEDIATE")
@@ -120,7 +168,11 @@ class FileBlobStore:
         if path.exists():
             return path.read_bytes()
         row = self._select("SELECT data FROM blobs WHERE digest = ?", digest)
-        return bytes(row[0]) if row else None  # type: ignore[arg-type]
+        if row is None:
+            return None
+        data = row[0]
+        assert isinstance(data, bytes)  # a BLOB column reads back as bytes
+        return data
 
     def _contains(self, digest: str) -> bool:
         return self._path(digest).exists() or self._select(
@@ -137,47 +189,95 @@ class FileBlobStore:
     async def put(self, data: bytes, ref: str | None = None) -> str:
         """Store `data` durably (once per content) and return its reference.
 
-        `ref` is `blob_ref(data)` when the caller computed it already: hashing a large upload
-        again would cost milliseconds on the event loop.
+        The digest is computed on the writer thread; `ref`, if given, is checked against it
+        (ValueError when they differ). Hashing on the event loop first would hash twice.
         """
-        ref = ref or blob_ref(data)
-        digest = digest_of(ref)
-        waiting = self._inflight.get(digest)
-        if waiting is None:
-            waiting = asyncio.get_running_loop().create_future()
-            self._inflight[digest] = waiting
-            self._pending.append((digest, data))
-            if self._flusher is None or self._flusher.done():
-                self._flusher = asyncio.create_task(self._flush(), name="blob-commit")
+        expected = digest_of(ref) if ref is not None else None
+        put = _Put(data, expected, asyncio.get_running_loop().create_future())
+        self._pending.append(put)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="blob-commit")
         # Shielded: a caller that gives up does not cancel the commit the others wait for.
-        await asyncio.shield(waiting)
-        return ref
+        await asyncio.shield(put.done)
+        return f"sha256:{put.digest}"
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
         while self._pending:
             if self.gather_s and len(self._pending) < BATCH_MAX:
-                # Callers publish their message while their blobs commit, and the broker's
-                # confirm takes longer than this: waiting for company costs them nothing and
-                # shares one commit (a thread hop and an fsync) among more puts.
+                # Several requests' blobs arrive within a few milliseconds under load: waiting
+                # for company shares one commit (a thread hop and an fsync) among more puts.
                 await asyncio.sleep(self.gather_s)
             batch, self._pending = self._pending[:BATCH_MAX], self._pending[BATCH_MAX:]
             try:
                 await loop.run_in_executor(self._thread, self._write_batch, batch)
             except BaseException as exc:  # every waiter of the batch learns of it
-                for digest, _ in batch:
-                    future = self._inflight.pop(digest)
-                    if not future.done():
+                for put in batch:
+                    if not put.done.done():
                         # OSError for every storage failure: callers answer "retry later".
-                        future.set_exception(exc if isinstance(exc, OSError)
-                                             else OSError(f"blob store: {exc}"))
+                        put.done.set_exception(exc if isinstance(exc, OSError)
+                                               else OSError(f"blob store: {exc}"))
                 if not isinstance(exc, Exception):
                     raise
                 continue
-            for digest, _ in batch:
-                future = self._inflight.pop(digest)
-                if not future.done():
-                    future.set_result(None)
+            for put in batch:
+                if put.done.done():
+                    continue
+                if put.error is not None:
+                    put.done.set_exception(put.error)
+                else:
+                    put.done.set_result(None)
+
+    async def put_stream(self, chunks: AsyncIterable[bytes], *,
+                         max_bytes: int | None = None) -> StoredBlob:
+        """Store a blob from its chunks without holding it whole; durable when it returns.
+
+        Chunks are gathered into pieces of about a MiB and each piece is written and hashed on
+        a stream thread. A blob small enough for the pack goes there; a larger one is renamed
+        into place. Over `max_bytes`, nothing is kept and `BlobTooLarge` is raised.
+        """
+        loop = asyncio.get_running_loop()
+        incoming = self.root / INCOMING
+        writer = await loop.run_in_executor(self._streams, self._open_incoming, incoming)
+        size = 0
+        try:
+            piece: list[bytes] = []
+            pending = 0
+            async for chunk in chunks:
+                size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    raise BlobTooLarge(f"the blob is over {max_bytes} bytes")
+                piece.append(chunk)
+                pending += len(chunk)
+                if pending >= STREAM_BUFFER:
+                    await loop.run_in_executor(self._streams, writer.write, b"".join(piece))
+                    piece, pending = [], 0
+            if piece:
+                await loop.run_in_executor(self._streams, writer.write, b"".join(piece))
+            digest = await loop.run_in_executor(self._streams, writer.finish)
+        except BaseException:
+            await loop.run_in_executor(self._streams, writer.discard)
+            raise
+        if size <= self.pack_max_bytes:
+            data = await loop.run_in_executor(self._streams, writer.read_and_discard)
+            await self.put(data, f"sha256:{digest}")
+        else:
+            await loop.run_in_executor(self._thread, self._adopt, writer, digest)
+        return StoredBlob(f"sha256:{digest}", size)
+
+    def _open_incoming(self, incoming: Path) -> _Incoming:
+        self._make_dirs(incoming)
+        return _Incoming(incoming / f"{uuid.uuid4().hex}.part")
+
+    def _adopt(self, writer: _Incoming, digest: str) -> None:
+        """Move a finished stream into its place (or drop it: the content is there)."""
+        path = self._path(digest)
+        if path.exists():
+            writer.discard()
+            return
+        self._make_dirs(path.parent)
+        os.replace(writer.path, path)
+        _fsync_dir(path.parent)
 
     async def get(self, ref: str) -> bytes:
         digest = digest_of(ref)
@@ -199,8 +299,62 @@ class FileBlobStore:
                 await self._flusher
         await asyncio.get_running_loop().run_in_executor(self._thread, self._close_db)
         self._thread.shutdown(wait=False)
+        self._streams.shutdown(wait=False)
 
     def _close_db(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+@dataclass
+class _Put:
+    """One `put` waiting for its commit; the writer thread fills in `digest` (or `error`)."""
+
+    data: bytes
+    expected: str | None
+    done: asyncio.Future[None]
+    digest: str = ""
+    error: Exception | None = None
+
+
+class _Incoming:
+    """A stream's temporary file, written and hashed on a stream thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.hash = hashlib.sha256()
+        self.handle: IO[bytes] | None = open(path, "wb")  # closed by finish or discard
+
+    def write(self, piece: bytes) -> None:
+        assert self.handle is not None
+        self.handle.write(piece)
+        self.hash.update(piece)  # releases the GIL for large pieces
+
+    def finish(self) -> str:
+        assert self.handle is not None
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        self.handle = None
+        return self.hash.hexdigest()
+
+    def read_and_discard(self) -> bytes:
+        data = self.path.read_bytes()
+        self.discard()
+        return data
+
+    def discard(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+def _fsync_dir(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import sys
 from collections.abc import Callable
@@ -11,12 +12,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .channel import discover_channels
+from pydantic import ValidationError
+
+from .channel import (
+    Channel,
+    ConnectorBroken,
+    connector_names,
+    discover_channels,
+    find_channels,
+    load_channel,
+)
 from .config import ConfigDocument, load_document, merge_rules
-from .errors import ConfigInvalid, IntakeError
+from .errors import ConfigInvalid, IntakeError, SettingInvalid
 from .logging import configure_logging
 from .message import SCHEMAS
-from .settings import REPO_ROOT, IntakeSettings
+from .settings import REPO_ROOT, IntakeSettings, settings_problems
 
 SCHEMA_DIR = REPO_ROOT / "schemas"
 Builder = Callable[[IntakeSettings, ConfigDocument], Any]
@@ -28,12 +38,33 @@ def load_config(settings: IntakeSettings) -> ConfigDocument:
     return merge_rules(doc, rules)
 
 
-def service_builders() -> dict[str, Builder]:
-    """Core services first, then every connector found under `connectors/`."""
-    from router.service import build_service as build_router
-    from ticket_core.service import build_service as build_ticket_core
+CORE_SERVICES = {"ticket-core": "ticket_core.service", "router": "router.service"}
 
-    builders: dict[str, Builder] = {"ticket-core": build_ticket_core, "router": build_router}
+
+def builder_for(name: str) -> Builder:
+    """The builder of one service, importing only what it needs (its package, the kernel).
+
+    A core service imports no connector; a connector imports only its own package. Raises
+    `LookupError` for a name that is neither.
+    """
+    if name in CORE_SERVICES:
+        module = importlib.import_module(CORE_SERVICES[name])
+        build: Builder = module.build_service
+        return build
+    if name not in connector_names():
+        raise LookupError(name)
+    channel = load_channel(name)
+    if channel is None:
+        raise LookupError(name)
+    return channel.build_service
+
+
+def service_builders() -> dict[str, Builder]:
+    """Core services first, then every connector found under `connectors/`.
+
+    Raises `ConnectorBroken` naming every connector that fails to import.
+    """
+    builders: dict[str, Builder] = {name: builder_for(name) for name in CORE_SERVICES}
     for name, channel in discover_channels().items():
         builders[name] = channel.build_service
     return builders
@@ -47,12 +78,16 @@ def check_config(settings: IntakeSettings) -> list[str]:
         doc = load_config(settings)
     except ConfigInvalid as exc:
         return exc.problems
+    except SettingInvalid as exc:
+        return [str(exc)]
     problems: list[str] = []
     try:
         load_rules(doc, _rules_bytes(settings))
     except ConfigInvalid as exc:
         problems.extend(exc.problems)
-    channels = discover_channels()
+    channels, broken = find_channels()
+    problems.extend(f"connector {name!r} cannot be loaded: {error}"
+                    for name, error in sorted(broken.items()))
     for name in (doc.section("channels") or {}):
         if name not in channels:
             problems.append(f"{doc.where(('channels', name))}: channels.{name}: unknown channel "
@@ -76,36 +111,43 @@ def _rules_bytes(settings: IntakeSettings) -> bytes:
 def cmd_run(args: argparse.Namespace) -> int:
     from .service import serve
 
-    settings = IntakeSettings()
-    configure_logging(settings.log_level)
     try:
+        settings = IntakeSettings()
+        configure_logging(settings.log_level)
+        token_existed = (settings.data_dir / "api-token").exists()
         doc = load_config(settings)
+        if args.service == "all":
+            builders = service_builders()
+        else:
+            builders = {args.service: builder_for(args.service)}
+        services = [build(settings, doc) for build in builders.values()]
+    except LookupError:
+        known = ", ".join([*CORE_SERVICES, *connector_names()])
+        print(f"unknown service {args.service!r}; known: all, {known}", file=sys.stderr)
+        return 2
+    except ConnectorBroken as exc:
+        _print_problems([str(exc)], what="intake run all")
+        return 2
     except ConfigInvalid as exc:
         _print_problems(exc.problems)
         return 2
-    builders = service_builders()
-    names = list(builders) if args.service == "all" else [args.service]
-    unknown = [n for n in names if n not in builders]
-    if unknown:
-        print(f"unknown service {unknown[0]!r}; known: all, {', '.join(builders)}",
-              file=sys.stderr)
+    except SettingInvalid as exc:
+        _print_problems([str(exc)], what="settings")
         return 2
-    try:
-        services = [builders[name](settings, doc) for name in names]
-    except ConfigInvalid as exc:
-        _print_problems(exc.problems)
+    except ValidationError as exc:  # a settings class refused the environment
+        _print_problems(settings_problems(exc), what="settings")
         return 2
+    names = list(builders)
+    token_line = (api_token_line(settings, generated=not token_existed)
+                  if "ticket-core" in names else None)
 
     def banner(listening: list[tuple[Any, str]]) -> None:
         lines = ["intake is running:"]
         for service, url in listening:
             extra = " (SMTP on its own port)" if service.name == "email" else ""
             lines.append(f"  {service.name:<12} {url}{extra}")
-        token_file = settings.data_dir / "api-token"
-        if "ticket-core" in names:
-            token = (settings.api_token.get_secret_value() if settings.api_token
-                     else token_file.read_text().strip() if token_file.exists() else "?")
-            lines.append(f"  agent API token: {token}")
+        if token_line:
+            lines.append(f"  {token_line}")
         if "webform" in names:
             lines.append("  try the contact form: "
                          f"{dict((s.name, u) for s, u in listening)['webform']}/forms/contact")
@@ -113,6 +155,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _run_async(serve(services, started=banner))
     return 0
+
+
+def api_token_line(settings: IntakeSettings, *, generated: bool) -> str:
+    """Where the agent API token comes from; the token itself only if this run generated it.
+
+    `generated`: the token file did not exist before the ticket core's service was built
+    (which writes a missing one). A token from the environment or from an earlier run is never
+    printed, only where to find it.
+    """
+    token_file = settings.data_dir / "api-token"
+    if settings.api_token is not None:
+        return "agent API token: from INTAKE_API_TOKEN"
+    if generated and token_file.exists():
+        return (f"agent API token: {token_file.read_text().strip()} "
+                f"(generated now, kept in {token_file})")
+    return f"agent API token: in {token_file}"
 
 
 def _run_async(coro: Any) -> Any:
@@ -280,10 +338,13 @@ def cmd_connectors(args: argparse.Namespace) -> int:
                 print(f"  {problem}")
             failed = failed or bool(problems)
         return 1 if failed else 0
-    for name, channel in discover_channels().items():
+    channels, broken = find_channels()
+    for name, channel in channels.items():
         print(f"{name:<12} settings={channel.settings.__name__} "
               f"accounts={channel.accounts.__name__}")
-    return 0
+    for name, error in sorted(broken.items()):
+        print(f"{name:<12} BROKEN: {error}")
+    return 1 if broken else 0
 
 
 def cmd_new_connector(args: argparse.Namespace) -> int:
@@ -311,8 +372,25 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_problems(problems: list[str]) -> None:
-    print(f"config has {len(problems)} problem(s):", file=sys.stderr)
+def cmd_settings(args: argparse.Namespace) -> int:
+    from .settings_table import README, markdown, readme_block, rewrite_readme
+
+    if args.write:
+        changed = rewrite_readme()
+        print(f"{README}: {'settings table rewritten' if changed else 'already current'}")
+        return 0
+    if args.check:
+        if readme_block(README.read_text(encoding="utf-8")) != markdown():
+            print(f"{README}: the settings table is stale; run `make settings`", file=sys.stderr)
+            return 1
+        print(f"{README}: settings table current")
+        return 0
+    print(markdown(), end="")
+    return 0
+
+
+def _print_problems(problems: list[str], what: str = "config") -> None:
+    print(f"{what} has {len(problems)} problem(s):", file=sys.stderr)
     for problem in problems:
         print(f"  {problem}", file=sys.stderr)
 
@@ -362,11 +440,54 @@ def parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.set_defaults(func=cmd_migrate)
+
+    settings = sub.add_parser("settings",
+                              help="print the table of every environment variable (markdown)")
+    settings.add_argument("--markdown", action="store_true", help="the default output")
+    settings.add_argument("--write", action="store_true",
+                          help="rewrite the table in README.md between its markers")
+    settings.add_argument("--check", action="store_true",
+                          help="exit 1 when README.md's table is stale")
+    settings.set_defaults(func=cmd_settings)
+    root.epilog = ("A connector's own commands: intake <channel> <command> … "
+                   "(`intake <channel> --help` lists them).")
     return root
 
 
+def channel_parser(channel: Channel) -> argparse.ArgumentParser:
+    """`intake <channel> …`: the subcommands the channel declares in `commands`."""
+    root = argparse.ArgumentParser(prog=f"intake {channel.name}",
+                                   description=f"commands of the {channel.name} channel")
+    sub = root.add_subparsers(dest="command", required=True)
+    for command in channel.commands:
+        parser_ = sub.add_parser(command.name, help=command.help, description=command.help)
+        if command.arguments is not None:
+            command.arguments(parser_)
+        parser_.set_defaults(func=command.run)
+    return root
+
+
+def builtin_commands(root: argparse.ArgumentParser) -> set[str]:
+    # argparse keeps its subcommands in the subparsers action; there is no public accessor.
+    return {name for action in root._actions
+            if isinstance(action, argparse._SubParsersAction) for name in action.choices}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    root = parser()
+    builtin = builtin_commands(root)
+    first = argv[0] if argv else ""
+    # `intake <channel> …` imports that one connector only, so a broken one stops nothing else.
+    if first and not first.startswith("-") and first not in builtin:
+        if first in connector_names():
+            channel = load_channel(first)
+            if channel is not None and channel.commands:
+                args = channel_parser(channel).parse_args(argv[1:])
+                return int(args.func(args) or 0)
+            print(f"the {first} channel has no commands", file=sys.stderr)
+            return 2
+    args = root.parse_args(argv)
     return int(args.func(args) or 0)
 
 

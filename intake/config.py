@@ -11,14 +11,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from re import _constants as sre_constants  # the parser's opcodes (sre_constants)
-from re import _parser as sre_parse  # the stdlib's own regex parser (sre_parse)
 from typing import Annotated, Any, TypeVar
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ValidationError
 
 from .errors import ConfigInvalid
+from .patterns import compiled
 
 TOP_LEVEL_SECTIONS = (
     "calendars",
@@ -37,8 +36,6 @@ ROUTING_SECTIONS = tuple(s for s in TOP_LEVEL_SECTIONS if s != "channels")
 MAX_VALUES = 100_000
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 Model = TypeVar("Model", bound=BaseModel)
-# Repeats the backtracking engine can split in many ways; possessive ones (`a++`) never give back.
-_REPEATS = (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT)
 
 
 @dataclass
@@ -178,76 +175,20 @@ def validate(doc: ConfigDocument, model: type[Model], data: Any,
         raise ConfigInvalid(problems) from exc
 
 
-def _nested_repeat(items: Any, outer: str | None) -> str | None:
-    """The first unbounded repeat found inside a repeat (`outer` is that repeat's text)."""
-    for op, av in items:
-        if op in _REPEATS:
-            low, high, body = av
-            unbounded = high == sre_constants.MAXREPEAT
-            if outer is not None and unbounded:
-                return f"{outer} repeats a group that itself holds an unbounded repeat"
-            if outer is None and high > 1:
-                found = _nested_repeat(body, _quantifier(low, high))
-                if found:
-                    return found
-            else:
-                found = _nested_repeat(body, outer)
-                if found:
-                    return found
-        elif op == sre_constants.SUBPATTERN:
-            found = _nested_repeat(av[-1], outer)
-            if found:
-                return found
-        elif op == sre_constants.BRANCH:
-            for branch in av[1]:
-                found = _nested_repeat(branch, outer)
-                if found:
-                    return found
-        elif op in (sre_constants.ASSERT, sre_constants.ASSERT_NOT):
-            found = _nested_repeat(av[1], outer)
-            if found:
-                return found
-        elif op == sre_constants.GROUPREF_EXISTS:
-            for branch in av[1:]:
-                if branch is not None:
-                    found = _nested_repeat(branch, outer)
-                    if found:
-                        return found
-        # ATOMIC_GROUP and POSSESSIVE_REPEAT never backtrack into themselves: safe as they are.
-    return None
+def check_pattern(pattern: str) -> None:
+    """Refuse a pattern RE2 cannot run (PatternInvalid, a ValueError, with RE2's reason).
 
-
-def _quantifier(low: int, high: int) -> str:
-    if high == sre_constants.MAXREPEAT:
-        return {0: "*", 1: "+"}.get(low, f"{{{low},}}")
-    return f"{{{low},{high}}}"
-
-
-def check_regex(pattern: str) -> None:
-    """Refuse a pattern that does not compile or can backtrack catastrophically (ValueError).
-
-    Nested unbounded repeats (`(a+)+`, `(a*)*`, `(.*a)*`, `(\\w+\\s?)+`) take exponential
-    time on a subject that almost matches: a rule or a form field must not let a customer's
-    text hang the router or the web form. The check walks the stdlib's own parse tree, so what
-    it sees is exactly what `re` runs. Overlapping alternatives under a repeat (`(a|aa)+`) are
-    not detected; callers also bound the subject's length.
+    Patterns in the config (rule conditions, form fields) run on RE2, in time linear in the
+    text, so no customer's text can make them slow; backreferences and lookaround, which need
+    a backtracking engine, are what RE2 refuses.
     """
-    try:
-        parsed = sre_parse.parse(pattern)
-        re.compile(pattern)
-    except (re.error, OverflowError, RecursionError) as exc:
-        raise ValueError(f"invalid regular expression: {exc}") from None
-    problem = _nested_repeat(parsed, None)
-    if problem:
-        raise ValueError(f"regular expression /{pattern}/ can take exponential time on some "
-                         f"text: {problem}; drop the inner repeat, or make it possessive "
-                         "(`a++`) or atomic (`(?>a+)`)")
+    compiled(pattern)
 
 
-def _safe_regex(value: str) -> str:
-    check_regex(value)
+def _config_pattern(value: str) -> str:
+    check_pattern(value)
     return value
 
 
-# A config string that must be a regular expression safe to run on customer text.
-SafeRegex = Annotated[str, AfterValidator(_safe_regex)]
+# A config string that must be a pattern RE2 runs (on customer text, in linear time).
+ConfigPattern = Annotated[str, AfterValidator(_config_pattern)]

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
-from .channel import CONNECTORS_DIR, Channel, discover_channels
+from .channel import CONNECTORS_DIR, Channel
 
 REQUIRED_FILES = ("__init__.py", "channel.py", "settings.py", "inbound.py", "normalize.py",
                   "errors.py", "README.md")
+# A connector with several transports (or several payload kinds) makes these packages, one
+# module each: `inbound/smtp.py`, `inbound/imap.py`, `normalize/mime.py`.
+MODULES_OR_PACKAGES = ("inbound", "normalize")
 # Optional modules, under these names only (openapi.py: an HTTP edge's own API document).
 OPTIONAL_FILES = ("outbound.py", "client.py", "state.py", "openapi.py", "example.yaml")
-OPTIONAL_FOLDERS = ("inbound", "templates", "static", "fixtures", "tests", "__pycache__")
-# Channel code talks to the bus and the database only through the kernel.
+OPTIONAL_FOLDERS = (*MODULES_OR_PACKAGES, "templates", "static", "fixtures", "tests",
+                    "__pycache__")
+# Channel code talks to the bus and the database only through the kernel's facade (`intake`,
+# the names in its __all__), never a kernel module, a broker or database library, or another
+# service.
 FORBIDDEN_IMPORTS = ("aio_pika", "aiormq", "pamqp", "sqlalchemy", "alembic", "asyncpg",
-                     "aiosqlite", "router", "ticket_core")
+                     "aiosqlite", "psycopg", "psycopg2", "router", "ticket_core")
 FIXTURE_COMPANIONS = (".expected.json", ".headers.json", ".ignored.txt")
 
 
@@ -23,6 +30,9 @@ def check_folder(folder: Path) -> list[str]:
     name = folder.name
     problems: list[str] = []
     for required in REQUIRED_FILES:
+        stem = required.removesuffix(".py")
+        if stem in MODULES_OR_PACKAGES and (folder / stem / "__init__.py").is_file():
+            continue
         if not (folder / required).is_file():
             problems.append(f"{name}: {required} is missing")
     for entry in sorted(folder.iterdir()):
@@ -69,14 +79,18 @@ def check_channel(folder: Path, channel: Channel) -> list[str]:
 
 
 def check_all(connectors_dir: Path = CONNECTORS_DIR) -> dict[str, list[str]]:
-    channels = discover_channels()
     report: dict[str, list[str]] = {}
     for folder in sorted(p for p in connectors_dir.iterdir()
                          if p.is_dir() and (p / "__init__.py").exists()):
         problems = check_folder(folder)
-        channel = next((c for c in channels.values()
-                        if c.routes.__module__.split(".")[1] == folder.name), None)
-        if channel is None:
+        try:
+            module = importlib.import_module(f"{connectors_dir.name}.{folder.name}")
+        except Exception as exc:  # one broken connector is reported, the others still checked
+            problems.append(f"{folder.name}: importing it failed: {exc!r}")
+            report[folder.name] = problems
+            continue
+        channel = getattr(module, "CHANNEL", None)
+        if not isinstance(channel, Channel):
             problems.append(f"{folder.name}: __init__.py does not export CHANNEL")
         else:
             problems += check_channel(folder, channel)
@@ -104,24 +118,48 @@ def _check_fixtures(folder: Path) -> list[str]:
 
 
 def _check_imports(folder: Path) -> list[str]:
+    """Channel code imports the kernel's facade, the standard library and its protocol's
+    library: never `intake.<module>`, a broker or database library, a service, or another
+    connector (absolute, or relative beyond its own folder)."""
     problems = []
     others = {p.name for p in folder.parent.iterdir() if p.is_dir()} - {folder.name}
     for source in sorted(folder.rglob("*.py")):
-        if "tests" in source.relative_to(folder).parts:
+        relative = source.relative_to(folder)
+        if "tests" in relative.parts:
             continue  # tests may set up real brokers and databases
         tree = ast.parse(source.read_text(encoding="utf-8"), filename=str(source))
+        # How deep the module sits below the connector's folder: `from ..x` in inbound/smtp.py
+        # stays inside, `from ...x` leaves it.
+        depth = len(relative.parts) - 1
         for node in ast.walk(tree):
             modules: list[str] = []
+            if not isinstance(node, ast.Import | ast.ImportFrom):
+                continue
             if isinstance(node, ast.Import):
                 modules = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                modules = [node.module]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level > depth + 1:
+                    modules = [f"{'.' * node.level}{node.module or ''}"]
+                elif node.module and node.level == 0:
+                    modules = [node.module]
             for module in modules:
-                top = module.split(".")[0]
-                parts = module.split(".")
-                if top in FORBIDDEN_IMPORTS or (
-                        top == "connectors" and len(parts) > 1 and parts[1] in others):
+                problem = _forbidden(module, others)
+                if problem:
                     where = source.relative_to(folder.parent)
                     problems.append(f"{folder.name}: {where}:{node.lineno} imports {module}; "
-                                    "channel code imports only the kernel (`intake`)")
+                                    f"{problem}")
     return problems
+
+
+def _forbidden(module: str, others: set[str]) -> str | None:
+    parts = module.split(".")
+    if module.startswith("."):
+        return "a relative import may not leave the connector's folder"
+    if parts[0] == "intake" and len(parts) > 1:
+        return ("channel code imports the kernel's facade only (`from intake import …`); "
+                "if a name is missing, the kernel exports it")
+    if parts[0] in FORBIDDEN_IMPORTS:
+        return "channel code reaches the bus, databases and services only through `intake`"
+    if parts[0] == "connectors" and len(parts) > 1 and parts[1] in others:
+        return "a connector never imports another connector"
+    return None

@@ -36,7 +36,13 @@ def configure_logging(level: str = "info") -> None:
 
 
 def get_logger(**bind: Any) -> Any:
-    return structlog.get_logger().bind(**bind)
+    """A logger bound lazily: its configuration is taken at its first line, not now.
+
+    So a module may keep `log = get_logger(...)` at import time, before `configure_logging`
+    runs, and every line is still JSON (structlog's proxy builds the real logger on first use,
+    and caches it only once the configuration says so).
+    """
+    return structlog.get_logger(**bind)
 
 
 def bind_message(trace_id: str | None, idempotency_key: str | None) -> None:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 Channel = Literal["email", "wechat", "webform", "sdk", "telephony", "api"]
 Kind = Literal["message", "form_submission", "call", "event"]

@@ -3,7 +3,9 @@
 The folder is the shape of STYLE.md section 1 with the smallest working edge (a signed-off JSON
 webhook: `POST /<name>/{account}/events`), one captured fixture with its expected message, and
 the contract test. A developer then replaces the fixture with real captured payloads and
-`normalize.py` and `inbound.py` with the channel's protocol.
+`normalize.py` and `inbound.py` with the channel's protocol. The README it writes says how the
+folder grows: `inbound/` and `normalize/` packages for several transports, a non-HTTP edge
+driven by the contract's `submit` hook, `outbound.py` with a sender and its `SenderContract`.
 """
 
 from __future__ import annotations
@@ -198,6 +200,31 @@ fixture with real captured payloads, then `normalize.py`, then `inbound.py`.
 | `INTAKE_{NAME}_MAX_BODY_BYTES` | 1048576 | larger bodies get 413 |
 
 Accounts come from `channels.{name}.accounts` in the config (`id`, `name`).
+
+## Growing this folder
+
+- **Several transports or payload kinds**: turn `inbound.py` into `inbound/` (one module per
+  transport: `inbound/smtp.py`, `inbound/imap.py`) and `normalize.py` into `normalize/`;
+  `intake connectors check` accepts either.
+- **Not HTTP** (an SMTP listener, a TCP frame protocol): in `tests/test_contract.py`, override
+  `submit(edge, fixture)` to call the entry point your transport calls (an SMTP handler, a frame
+  parser) with `edge.publisher`, `edge.blobs` and `edge.accounts`, and return an `EdgeAnswer`
+  (`accepted`, `deferred`). An edge that drops a repeat itself (answers success without
+  publishing again) passes the key-stability check.
+- **Replies** (agent answers going out): write `outbound.py` with `{Name}Sender`, a class taking
+  an `intake.SenderKit` whose `async send(OutboundMessage)` returns `Sent`, `Failed(reason)`,
+  `RetryLater(reason)` or `Taken()`; declare `CHANNEL = Channel(..., sender={Name}Sender)`. The
+  kernel consumes `intake.outbound.{name}`, sends each message at most once and publishes its
+  `DeliveryResult`. Add `tests/test_outbound.py` with a subclass of
+  `intake.testing.SenderContract`.
+- **State that outlives the process** (cursors, pending replies): `kit.state` (an
+  `intake.StateStore`): `namespace(name)` for key/values, `queue(name)` for durable work.
+- **Edge helpers**: `intake.RateLimiter` and `client_address`, `clean_text`, `clean_email`,
+  `clean_phone`, `sanitize_filename` and `clean_original_filename` for attachments,
+  `blobs.put_stream` for large payloads, `reference_for("XY", key)` for a quotable reference.
+- **Imports**: only `intake` (its `__all__`), the standard library and your protocol's
+  library; never `intake.<module>`, `aio_pika`, `sqlalchemy`, `router`, `ticket_core` or
+  another connector (`intake connectors check` refuses them).
 ''',
     "example.yaml": '''# The {name} section of the config: merge it into INTAKE_CONFIG.
 channels:
@@ -219,6 +246,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from typing import Any
+
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
@@ -232,7 +261,7 @@ class Test{Name}Contract(ConnectorContract):
     channel = CHANNEL
     config = EXAMPLE
 
-    async def send_fixture(self, client: TestClient, fixture: Path) -> ClientResponse:
+    async def send_fixture(self, client: TestClient[Any, Any], fixture: Path) -> ClientResponse:
         headers = json.loads(fixture.with_name(fixture.stem + ".headers.json").read_bytes())
         return await client.post("/{name}/main/events", data=fixture.read_bytes(),
                                  headers=headers)

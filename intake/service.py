@@ -1,7 +1,11 @@
 """The service skeleton: health, readiness, metrics, logs and graceful shutdown, composed.
 
-A service is handed its parts (routes, cleanup contexts that start and stop resources, readiness
-checks); it is never subclassed. `serve` runs one or several services in one event loop.
+A service is declared, never subclassed: `Service(name, port, settings, routes=…,
+listeners=…, tasks=…, consumers=…, senders=…, ready_checks=…, contexts=…, state=…)`.
+`contexts` are aiohttp cleanup contexts for resources (database, bus, blob store), started in
+order and stopped in reverse; listeners, tasks, consumers and senders (intake/components.py)
+start once every resource is up and run under the service's one `Supervisor`, whose states
+`/readyz` reports. `serve` runs one or several services in one event loop.
 """
 
 from __future__ import annotations
@@ -16,16 +20,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 
 from .blobs import BlobStore, FileBlobStore
-from .bus import Bus
+from .bus import BROKER_COMPONENT, Bus
+from .components import Consumer, Listener, SenderFactory, SenderHook, Task
 from .config import ConfigDocument
+from .errors import BodyTimedOut
+from .http import error_answer
 from .logging import get_logger
 from .outbox import Outbox, Publisher
 from .settings import IntakeSettings
+from .supervisor import Ready, Supervisor
 
 SETTINGS = web.AppKey("settings", IntakeSettings)
 CONFIG = web.AppKey("config", ConfigDocument)
@@ -35,6 +44,8 @@ ACCOUNTS = web.AppKey("accounts", BaseModel)
 BUS = web.AppKey("bus", Bus)
 PUBLISHER = web.AppKey("publisher", Publisher)
 BLOBS = web.AppKey("blobs", BlobStore)
+SUPERVISOR = web.AppKey("supervisor", Supervisor)
+SENDERS = web.AppKey("senders", list)
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 ReadyCheck = Callable[[web.Application], Awaitable[str | None]]
@@ -42,12 +53,20 @@ ReadyCheck = Callable[[web.Application], Awaitable[str | None]]
 
 @dataclass
 class Service:
-    """One HTTP-facing process part: its routes, resources and readiness checks."""
+    """One process part: HTTP routes, resources, and the components its supervisor runs.
+
+    `consumers` and `senders` need a bus: put `bus_context` (or `connector_bus_context`) in
+    `contexts`. Health, readiness and metrics endpoints come with every service.
+    """
 
     name: str
     port: int
     settings: IntakeSettings
     routes: Sequence[web.AbstractRouteDef] = ()
+    listeners: Sequence[Listener] = ()
+    tasks: Sequence[Task] = ()
+    consumers: Sequence[Consumer] = ()
+    senders: Sequence[SenderFactory] = ()
     contexts: Sequence[CleanupContext] = ()
     ready_checks: Sequence[ReadyCheck] = ()
     middlewares: Sequence[Any] = ()
@@ -60,21 +79,78 @@ class Service:
         app = web.Application(middlewares=middlewares, client_max_size=self.client_max_size)
         app[SERVICE_NAME] = self.name
         app[SETTINGS] = self.settings
+        app[SUPERVISOR] = Supervisor(self.name)
         for key, value in self.state.items():
             app[key] = value
         app.router.add_get("/healthz", _healthz)
         app.router.add_get("/readyz", _make_readyz(list(self.ready_checks)))
         app.router.add_get("/metrics", _metrics)
         app.router.add_routes(list(self.routes))
+        # The supervisor is stopped last (its context is the outermost), the components first.
+        app.cleanup_ctx.append(_outermost_context)
         app.cleanup_ctx.extend(self.contexts)
+        app.cleanup_ctx.append(self._components_context)
         return app
+
+    async def _components_context(self, app: web.Application) -> AsyncIterator[None]:
+        """Start consumers, senders, listeners and tasks once every resource is up."""
+        supervisor = app[SUPERVISOR]
+        if (self.consumers or self.senders) and BUS not in app:
+            raise RuntimeError(f"service {self.name!r} has consumers or senders but no bus: "
+                               "add bus_context (or connector_bus_context) to its contexts")
+        for consumer in self.consumers:
+            consumer.register(app, app[BUS])
+        for make_sender in self.senders:
+            sender = make_sender(app)
+            await sender.start()
+            # Closed by the outermost context, once the bus stopped delivering to it.
+            app[SENDERS].append(sender)
+        for listener in self.listeners:
+            supervisor.start(listener.component, _bind(listener.run, app),
+                             critical=listener.critical)
+        for task in self.tasks:
+            supervisor.start(task.component, _bind(task.supervised, app),
+                             critical=task.critical)
+        try:
+            yield
+        finally:
+            # Edges first: listeners and tasks stop taking work before the resources go.
+            for name in [*(t.component for t in reversed(self.tasks)),
+                         *(li.component for li in reversed(self.listeners))]:
+                await supervisor.remove(name)
+
+
+def _bind(run: Callable[[web.Application, Ready], Awaitable[None]],
+          app: web.Application) -> Callable[[Ready], Awaitable[None]]:
+    """A component's `run(app, ready)` as the supervisor's `run(ready)`."""
+
+    async def supervised(ready: Ready) -> None:
+        await run(app, ready)
+
+    return supervised
+
+
+async def _outermost_context(app: web.Application) -> AsyncIterator[None]:
+    """Stops what must outlive every resource: senders (after the bus), the supervisor."""
+    app[SENDERS] = []
+    try:
+        yield
+    finally:
+        senders: list[SenderHook] = app[SENDERS]
+        for sender in reversed(senders):
+            await sender.close()
+        await app[SUPERVISOR].stop()
 
 
 class BodyReadTimeout(Exception):
-    """The client did not send its whole body in time (raised inside the handler's reads)."""
+    """The client did not send its whole body in time (raised inside the handler's reads).
+
+    Not an IntakeError: it must pass through a handler's own error mapping untouched, up to
+    the middleware that answers it (408, as `BodyTimedOut`).
+    """
 
 
-def body_deadline(timeout_s: float) -> Any:
+def body_deadline(timeout_s: float) -> Middleware:
     """Middleware: a body not fully received `timeout_s` after the head ends the request (408).
 
     The head itself is bounded by aiohttp's keep-alive timer, which `serve` sets to the same
@@ -82,7 +158,7 @@ def body_deadline(timeout_s: float) -> Any:
     """
 
     @web.middleware
-    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         content = request.content
         if not request.body_exists or content.is_eof():
             return await handler(request)
@@ -97,10 +173,8 @@ def body_deadline(timeout_s: float) -> Any:
         except BodyReadTimeout:
             get_logger(service=request.app[SERVICE_NAME]).info(
                 "request_body_timed_out", path=request.path, peer=request.remote)
-            response = web.json_response(
-                {"error": "request_timeout", "fields": {},
-                 "message": f"The request body did not arrive within {timeout_s:g} s."},
-                status=408)
+            response = error_answer(BodyTimedOut(
+                f"The request body did not arrive within {timeout_s:g} s."))
             response.force_close()
             return response
         finally:
@@ -114,9 +188,19 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 def _make_readyz(checks: list[ReadyCheck]) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """503 when a check or a critical component (consumer, listener, task) has a problem.
+
+    The body names each problem and lists every supervised component with its state, the
+    non-critical ones included.
+    """
+
     async def readyz(request: web.Request) -> web.Response:
-        problems: dict[str, str] = {}
-        details: dict[str, Any] = {}
+        supervisor = request.app[SUPERVISOR]
+        problems: dict[str, str] = dict(supervisor.problems())
+        details: dict[str, Any] = {"components": {
+            name: {"state": state.state, "critical": state.critical, "error": state.error,
+                   "degraded": state.degraded, "restarts": state.restarts}
+            for name, state in sorted(supervisor.states().items())}}
         for check in checks:
             try:
                 outcome = await asyncio.wait_for(check(request.app), timeout=5)
@@ -148,14 +232,24 @@ async def bus_context(app: web.Application) -> AsyncIterator[None]:
 
 
 async def connector_bus_context(app: web.Application) -> AsyncIterator[None]:
-    """A connector's bus: its writes are held briefly to go out together (see the setting)."""
+    """A connector's bus: its writes are held briefly to go out together (see the setting).
+
+    The broker connection is not critical to a connector's readiness: its outbox accepts
+    durably while the broker is away (`outbox_ready` reports both). Its consumers (a sender's
+    outbound queue) stay critical.
+    """
     async with _running_bus(app, app[SETTINGS].connector_write_window_ms / 1000):
+        broker = app[SUPERVISOR].states().get(BROKER_COMPONENT)
+        if broker is not None:
+            broker.critical = False
         yield
 
 
 @contextlib.asynccontextmanager
 async def _running_bus(app: web.Application, write_window_s: float) -> AsyncIterator[None]:
-    bus = Bus(app[SETTINGS], app[SERVICE_NAME], write_window_s=write_window_s)
+    # The service's supervisor: the broker and every consumer are its components.
+    bus = Bus(app[SETTINGS], app[SERVICE_NAME], write_window_s=write_window_s,
+              supervisor=app[SUPERVISOR])
     app[BUS] = bus
     bus.start()
     try:

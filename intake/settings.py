@@ -4,44 +4,81 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .errors import SettingInvalid
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The example config that ships: found from the repository root when the working directory is
+# elsewhere, so that `intake run …` works from a clone. Only this default is looked up there.
+DEFAULT_CONFIG = Path("deploy/intake.example.yaml")
 
 
 class IntakeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INTAKE_", extra="ignore", frozen=True)
 
-    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
-    bus_prefix: str = ""
-    data_dir: Path = Path("var")
-    database_url: str | None = None
-    config: Path = Path("deploy/intake.example.yaml")
-    rules: Path | None = None
-    api_token: SecretStr | None = None
-    ticket_core_url: str = "http://127.0.0.1:8000"
-    host: str = "127.0.0.1"
-    log_level: str = "info"
-    # A publish that is not confirmed within this time goes to the outbox instead.
-    publish_timeout_s: float = 5.0
-    # The largest message body a service publishes; a bigger one is refused at the edge (413).
-    # Below RabbitMQ's max_message_size (128 MiB by default) so that the broker never refuses
-    # one that an outbox already holds; attachments live in the blob store, not in the message.
-    max_message_bytes: int = Field(default=16 * 1024**2, gt=0)
-    # Deliveries of one message before it is dead-lettered (the quorum queue's x-delivery-limit).
-    delivery_limit: int = 5
-    prefetch: int = 64
-    # A connector holds each AMQP write this long, so that the publishes of concurrent requests
-    # go out (and wake the broker) together; 0 writes at once. Router and ticket core write at
-    # once: each hop's window adds to every message's latency.
-    connector_write_window_ms: float = Field(default=2.0, ge=0, le=50)
-    # A client has this long to send a whole request head (from connecting, or from the end of
-    # its previous request) and then this long again for the body; slower ones are dropped
-    # (slow-loris). aiohttp has no such limit of its own.
-    http_read_timeout_s: float = 60.0
-    # Test-only fault hooks (issue 5), honoured only when set.
-    fault: str | None = None
+    amqp_url: str = Field(
+        default="amqp://guest:guest@127.0.0.1:5672/",
+        description="the broker; several comma-separated URLs (a cluster's nodes) are tried "
+                    "in turn at every connect and reconnect")
+    bus_prefix: str = Field(default="", description="prefix of every exchange and queue name "
+                            "(`p` gives `p.intake.inbound`); the tests use their own")
+    data_dir: Path = Field(default=Path("var"), description="SQLite file, blob store, "
+                           "outboxes, connector state, the generated API token")
+    database_url: str | None = Field(
+        default=None, description="the ticket core's database; unset: SQLite "
+        "`<data dir>/intake.sqlite3`; e.g. `postgresql+asyncpg://user@host/db`")
+    state_url: str | None = Field(
+        default=None, description="the connectors' state store (sent-ledger, cursors, "
+        "journals); unset: SQLite `<data dir>/state.sqlite3`; or a PostgreSQL URL")
+    config: Path = Field(default=DEFAULT_CONFIG, description="the deployment's YAML (desks, "
+                         "routes, channels); a relative path is taken from the working "
+                         "directory and must exist")
+    rules: Path | None = Field(default=None, description="a separate YAML with the routing "
+                               "sections (they replace those of `INTAKE_CONFIG`); relative "
+                               "paths as for `INTAKE_CONFIG`")
+    api_token: SecretStr | None = Field(
+        default=None, description="bearer token of the agent API; unset: generated once into "
+        "`<data dir>/api-token` (mode 0600) and printed by `intake run` when generated")
+    ticket_core_url: str = Field(default="http://127.0.0.1:8000", description="where services "
+                                 "that look something up reach the ticket core")
+    host: str = Field(default="127.0.0.1", description="the address every service binds; set "
+                      "`0.0.0.0` in a container, or nothing outside it can connect")
+    log_level: str = Field(default="info", description="JSON log lines on stderr: debug, info, "
+                           "warning, error")
+    publish_timeout_s: float = Field(default=5.0, description="a publish not confirmed within "
+                                     "this goes to the outbox instead")
+    # Below RabbitMQ's max_message_size (128 MiB by default), so that the broker never refuses
+    # a message an outbox already holds; attachments live in the blob store, not in messages.
+    max_message_bytes: int = Field(
+        default=16 * 1024**2, gt=0, description="the largest message a service publishes; a "
+        "bigger one is refused at the edge (`message_too_large`, HTTP 413); keep it below "
+        "RabbitMQ's `max_message_size` (128 MiB by default)")
+    delivery_limit: int = Field(default=5, description="attempts at one message before it is "
+                                "dead-lettered (the quorum queues' own limit is the safety net)")
+    prefetch: int = Field(default=64, description="unacknowledged messages a consumer holds")
+    # Router and ticket core write at once: each hop's window adds to every message's latency.
+    connector_write_window_ms: float = Field(
+        default=2.0, ge=0, le=50, description="a connector holds each AMQP write this long so "
+        "that the publishes of concurrent requests reach the broker together; 0 writes at once")
+    # aiohttp has no limit of its own on a slow client (slow-loris).
+    http_read_timeout_s: float = Field(
+        default=60.0, description="every HTTP service: a client has this long for its request "
+        "head, then as long again for the body (408 `request_timeout`)")
+    fault: str | None = Field(default=None, description="test only: a fault hook of the chaos "
+                              "tests (e.g. `crash_after_commit:N`); refused unless "
+                              "`INTAKE_TEST_HARNESS=1`")
+    test_harness: bool = Field(default=False, description="test only: the process runs under "
+                               "the test harness, which allows `INTAKE_FAULT`")
+
+    @model_validator(mode="after")
+    def fault_only_under_the_harness(self) -> IntakeSettings:
+        # A stray INTAKE_FAULT must not crash a production ticket core after its commits.
+        if self.fault and not self.test_harness:
+            raise ValueError("INTAKE_FAULT is set but INTAKE_TEST_HARNESS is not: the fault "
+                             "hook only runs under the test harness; unset INTAKE_FAULT")
+        return self
 
     @property
     def amqp_urls(self) -> list[str]:
@@ -49,11 +86,13 @@ class IntakeSettings(BaseSettings):
 
     @property
     def config_path(self) -> Path:
-        return resolve_path(self.config)
+        if self.config == DEFAULT_CONFIG and not self.config.exists():
+            return REPO_ROOT / DEFAULT_CONFIG
+        return existing_path("INTAKE_CONFIG", self.config)
 
     @property
     def rules_path(self) -> Path | None:
-        return resolve_path(self.rules) if self.rules else None
+        return existing_path("INTAKE_RULES", self.rules) if self.rules else None
 
     @property
     def sqlite_url(self) -> str:
@@ -64,9 +103,31 @@ class IntakeSettings(BaseSettings):
         return self.database_url or self.sqlite_url
 
 
-def resolve_path(path: Path) -> Path:
-    """Relative paths are taken from the working directory, else from the repository root."""
-    if path.is_absolute() or path.exists():
-        return path
-    candidate = REPO_ROOT / path
-    return candidate if candidate.exists() else path
+def existing_path(variable: str, path: Path) -> Path:
+    """`path` as given (relative to the working directory); missing is an error naming it."""
+    if not path.exists():
+        where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+        raise SettingInvalid(f"{variable}: {path} does not exist{where}")
+    return path
+
+
+def settings_problems(exc: ValidationError) -> list[str]:
+    """One line per problem of a settings class that failed to load, naming the variable."""
+    prefix = _env_prefix_of(exc.title)
+    problems = []
+    for error in exc.errors():
+        location = "_".join(str(part) for part in error.get("loc", ())).upper()
+        problems.append(f"{prefix}{location}: {error['msg']}" if location else error["msg"])
+    return problems
+
+
+def _env_prefix_of(class_name: str) -> str:
+    """The environment prefix of the settings class named `class_name` (a ValidationError's
+    title), found among the loaded subclasses of BaseSettings; `INTAKE_` if none matches."""
+    pending: list[type[BaseSettings]] = [BaseSettings]
+    while pending:
+        klass = pending.pop()
+        if klass.__name__ == class_name and klass is not BaseSettings:
+            return str(klass.model_config.get("env_prefix", ""))
+        pending.extend(klass.__subclasses__())
+    return "INTAKE_"

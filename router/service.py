@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-
 import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from intake import BUS, ConfigDocument, IntakeSettings, Message, Service
-from intake.service import broker_ready, bus_context
+from intake import BUS, ConfigDocument, Consumer, IntakeSettings, Message, Service, Task
+from intake.http import error_response
+from intake.service import bus_context
 
 from .consume import route_batch_handler
 from .reload import RulesHolder
@@ -33,16 +30,14 @@ async def post_explain(request: web.Request) -> web.Response:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         # aiohttp's own answer is plain text; every refusal here is JSON.
-        return web.json_response(
-            {"error": "payload_too_large", "fields": {},
-             "message": f"the body is over {request.client_max_size} bytes"}, status=413)
+        return error_response(413, "payload_too_large",
+                              f"the body is over {request.client_max_size} bytes")
     try:
         message = Message.model_validate_json(body)
     except ValidationError as exc:
-        return web.json_response(
-            {"error": "invalid_message", "message": "the body is not a valid common message",
-             "fields": {".".join(map(str, e["loc"])): e["msg"] for e in exc.errors()}},
-            status=422)
+        return error_response(
+            422, "invalid_message", "the body is not a valid common message",
+            {".".join(map(str, e["loc"])): e["msg"] for e in exc.errors()})
     decision = request.app[RULES].current.decide(message, max_tried=None)
     return web.Response(body=decision.model_dump_json(), content_type="application/json")
 
@@ -52,30 +47,23 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
     holder = RulesHolder.from_settings(settings)
     holder.load()  # a wrong config stops the start with its problems
 
-    async def rules_watcher(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(holder.watch(own.reload_interval_s), name="rules-watch")
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    async def consumer(app: web.Application) -> AsyncIterator[None]:
-        bus = app[BUS]
-        # Batches form only under load (no waiting for company): each is decided, published
-        # with its confirms awaited together, and acked with one frame. While one batch waits
-        # for its confirms the next ones are decided and published (`pipeline`).
-        bus.consume_batches("router", route_batch_handler(holder, bus), Message,
-                            max_batch=own.max_batch, max_wait_s=own.max_batch_wait_s,
-                            prefetch=own.prefetch,
-                            pipeline=own.pipeline)
-        yield
+    async def watch_rules(app: web.Application) -> None:
+        await holder.watch(own.reload_interval_s)
 
     return Service(
         name="router",
         port=own.port,
         settings=settings,
         routes=[web.get("/rules", get_rules), web.post("/explain", post_explain)],
-        contexts=[rules_watcher, bus_context, consumer],
-        ready_checks=[broker_ready],
+        # Batches form only under load (no waiting for company): each is decided, published
+        # with its confirms awaited together, and acked with one frame. While one batch waits
+        # for its confirms the next ones are decided and published (`pipeline`).
+        consumers=[Consumer("router", Message,
+                            lambda app: route_batch_handler(holder, app[BUS]), batch=True,
+                            max_batch=own.max_batch, max_wait_s=own.max_batch_wait_s,
+                            prefetch=own.prefetch, pipeline=own.pipeline)],
+        # Not critical: without it the rules in force stay in force; the router still routes.
+        tasks=[Task("rules-watch", watch_rules, critical=False)],
+        contexts=[bus_context],
         state={RULES: holder},
     )

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from intake import BUS, SETTINGS, ConfigDocument, IntakeSettings, Message, Service, get_logger
-from intake.service import broker_ready, bus_context
+from intake import SETTINGS, ConfigDocument, Consumer, IntakeSettings, Message, Service, get_logger
+from intake.service import bus_context
 
 from .api import api_routes, auth_middleware, ready_check
 from .consume import persist_routed
@@ -52,20 +52,19 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
         await store.close()
         await engine.dispose()
 
-    async def consumer(app: web.Application) -> AsyncIterator[None]:
-        app[BUS].consume_batches("ticket_core", persist_routed(store, settings.fault), Message,
-                                 max_batch=own.max_batch, max_wait_s=own.max_batch_wait_s,
-                                 prefetch=own.prefetch)
-        yield  # bus_context's exit stops the consumer and waits for in-flight commits
-
     return Service(
         name="ticket-core",
         port=own.port,
         settings=settings,
         routes=list(api_routes(store)),
         middlewares=[auth_middleware(api_token(settings))],
-        contexts=[storage, bus_context, consumer],
-        ready_checks=[broker_ready, ready_check(store)],
+        # bus_context's exit stops the consumer and waits for in-flight commits.
+        consumers=[Consumer("ticket_core", Message,
+                            lambda app: persist_routed(store, settings.fault), batch=True,
+                            max_batch=own.max_batch, max_wait_s=own.max_batch_wait_s,
+                            prefetch=own.prefetch)],
+        contexts=[storage, bus_context],
+        ready_checks=[ready_check(store)],
         state={STORE: store},
     )
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from intake.channel import Channel
+from intake import Channel, Inbound
 
 from . import inbound
 from .settings import WebformAccounts, WebformSettings
 
 CHANNEL = Channel(name="webform", settings=WebformSettings, accounts=WebformAccounts,
-                  routes=inbound.routes)
+                  inbound=Inbound(routes=inbound.routes))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from intake.errors import Rejected
+from intake import Rejected
 
 
 class FormUnknown(Rejected):

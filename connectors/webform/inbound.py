@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import io
 import json
@@ -12,7 +11,6 @@ import re
 import time
 import urllib.parse
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +22,25 @@ import segno
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
-from intake.blobs import blob_ref, digest_of
-from intake.errors import IntakeError, Rejected, Transient
-from intake.logging import get_logger
-from intake.message import Attachment, utcnow
-from intake.metrics import ERRORS, HANDLER_SECONDS, MESSAGES_IN
-from intake.service import ACCOUNTS, BLOBS, PUBLISHER, SERVICE_SETTINGS
+from intake import (
+    ACCOUNTS,
+    BLOBS,
+    ERRORS,
+    HANDLER_SECONDS,
+    MESSAGES_IN,
+    PUBLISHER,
+    SERVICE_SETTINGS,
+    Attachment,
+    IntakeError,
+    RateLimiter,
+    Rejected,
+    Transient,
+    clean_original_filename,
+    client_address,
+    digest_of,
+    get_logger,
+    utcnow,
+)
 
 from .errors import (
     BodyMalformed,
@@ -44,7 +55,6 @@ from .normalize import (
     REFERENCE,
     Upload,
     clean_fields,
-    clean_original_filename,
     content_digest,
     idempotency_key,
     reference_for,
@@ -94,33 +104,6 @@ HTML_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
-
-
-class RateLimiter:
-    """A token bucket per client address, in memory; the table forgets the least recent."""
-
-    def __init__(self, per_minute: int, burst: int, max_entries: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = per_minute / 60.0
-        self.burst = float(burst)
-        self.max_entries = max_entries
-        self.clock = clock
-        self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def take(self, key: str) -> float:
-        """Spend one token; 0 when allowed, else the seconds until the next token."""
-        now = self.clock()
-        tokens, then = self.buckets.pop(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - then) * self.rate)
-        wait = 0.0
-        if tokens >= 1.0:
-            tokens -= 1.0
-        else:
-            wait = (1.0 - tokens) / self.rate
-        self.buckets[key] = (tokens, now)
-        while len(self.buckets) > self.max_entries:
-            self.buckets.popitem(last=False)
-        return wait
 
 
 @dataclass
@@ -202,13 +185,8 @@ def _wants_html(request: web.Request) -> bool:
 
 
 def client_ip(request: web.Request, settings: WebformSettings) -> str:
-    if settings.trust_forwarded_for:
-        # The last hop is the one our own proxy appended; the ones before it are the client's
-        # word and can be forged.
-        hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",")]
-        if hops and hops[-1]:
-            return hops[-1]
-    return request.remote or "unknown"
+    return client_address(request.remote, request.headers,
+                          trust_forwarded_for=settings.trust_forwarded_for)
 
 
 def _error_json(exc: IntakeError, status: int, fields: dict[str, str] | None = None,
@@ -583,13 +561,20 @@ class WebformHandlers:
         key = idempotency_key(form.id, external)
         reference = reference_for(key)
 
-        # Blobs are named by their content, so the message can be built (and published) while
-        # they are being committed: the answer waits for both, in the time of the slower one.
-        # Each blob is hashed once: a large upload costs milliseconds per pass on the loop.
-        upload_refs = [blob_ref(upload.data) for upload in parsed.uploads]
-        raw_bytes = (parsed.raw if parsed.raw is not None
-                     else _raw_of_multipart(parsed, upload_refs))
-        raw_ref = blob_ref(raw_bytes)
+        # Blobs first, the message after: a blob failure is answered (503) before anything is
+        # published, so a client's retry is the only copy, whatever its key. The store hashes
+        # each blob once, on its writer thread, and names it.
+        blobs = request.app[BLOBS]
+        try:
+            if parsed.raw is not None:  # no uploads: one commit for the raw body
+                upload_refs: list[str] = []
+                raw_ref = await blobs.put(parsed.raw)
+            else:  # the multipart account names its files, so they are stored first
+                upload_refs = list(await asyncio.gather(
+                    *(blobs.put(upload.data) for upload in parsed.uploads)))
+                raw_ref = await blobs.put(_raw_of_multipart(parsed, upload_refs))
+        except OSError as exc:
+            raise Transient(f"blob store: {exc}", reason="blob_store_unavailable") from exc
         attachments = [Attachment(
             filename=upload.filename,
             original_filename=clean_original_filename(upload.original_filename),
@@ -604,24 +589,7 @@ class WebformHandlers:
             received_at=utcnow(), trace_id=uuid.uuid4().hex, attachments=attachments,
             raw=raw_ref, flags=flags, client_ip=client_ip(request, settings),
             user_agent=request.headers.get("User-Agent"))
-        blobs = request.app[BLOBS]
-        storing = asyncio.gather(
-            *(blobs.put(upload.data, ref) for upload, ref in zip(parsed.uploads, upload_refs,
-                                                                  strict=True)),
-            blobs.put(raw_bytes, raw_ref))
-        publishing = asyncio.ensure_future(request.app[PUBLISHER].publish(message))
-        try:
-            await storing
-        except OSError as exc:
-            # Answered 503, so the sender retries with the same key: a message already out
-            # is a harmless duplicate, and the retry stores its blobs.
-            with contextlib.suppress(Exception):
-                await publishing
-            raise Transient(f"blob store: {exc}", reason="blob_store_unavailable") from exc
-        except BaseException:
-            publishing.cancel()
-            raise
-        await publishing
+        await request.app[PUBLISHER].publish(message)
         _RECEIVED.inc()
         log.info("submission_received", form=form.id, idempotency_key=key, reference=reference,
                  trace_id=message.trace_id, flags=flags, attachments=len(attachments))

@@ -3,38 +3,40 @@
 from __future__ import annotations
 
 import hashlib
-import re
-import unicodedata
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import phonenumbers
-from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
-
-from intake.message import Attachment, Form, Identity, Message, Sender
+from intake import (
+    Attachment,
+    Form,
+    Identity,
+    Message,
+    Sender,
+    clean_email,
+    clean_original_filename,
+    clean_phone,
+    clean_text,
+    plain_email,
+    reference_pattern,
+    sanitize_filename,
+)
+from intake import reference_for as kernel_reference_for
 
 from .errors import SubmissionInvalid
 from .settings import FormDefinition, FormField
 
+__all__ = ["REFERENCE", "Upload", "clean_email", "clean_fields", "clean_original_filename",
+           "content_digest", "idempotency_key", "reference_for", "render_text",
+           "sanitize_filename", "to_message"]
+
 CHANNEL = "webform"
+REFERENCE_PREFIX = "WF"
 SUBJECT_CHARS = 120
-# Crockford's base32: no I, L, O or U, so a reference read over the phone is unambiguous.
-CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-REFERENCE = re.compile(r"^WF-[0-9A-HJKMNP-TV-Z]{8}$")
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_PLAIN_EMAIL = re.compile(
-    rf"(?P<local>{_ATOM}(?:\.{_ATOM})*)@(?P<domain>(?:{_LABEL}\.)+[A-Za-z]{{2,63}})")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_LINE_BREAKS = re.compile(r"[\r\n\t]+")
-_FILENAME_UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"|?*]')
-# In a file name these only deceive: C1 controls, line separators, and the bidi marks that make
-# `invoice\u202efdp.exe` display as `invoiceexe.pdf` (Unicode TR#36 section 3.1).
-_NAME_DECEPTIVE = re.compile("[\x80-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
-                             "\u2066-\u2069]")
+REFERENCE = reference_pattern(REFERENCE_PREFIX)
+_plain_email = plain_email  # the property test compares it with email_validator
 _TRUE = {"on", "true", "1", "yes", "y"}
 _FALSE = {"", "off", "false", "0", "no", "n"}
 
@@ -55,34 +57,11 @@ class Upload:
 
 def reference_for(idempotency_key: str) -> str:
     """`WF-` and 8 Crockford base32 characters of the key's sha256: a retry shows the same one."""
-    number = int.from_bytes(hashlib.sha256(idempotency_key.encode()).digest()[:5], "big")
-    chars = [CROCKFORD[(number >> shift) & 31] for shift in range(35, -1, -5)]
-    return "WF-" + "".join(chars)
+    return kernel_reference_for(REFERENCE_PREFIX, idempotency_key)
 
 
 def idempotency_key(form_id: str, key: str) -> str:
     return f"{CHANNEL}:{form_id}:{key}"
-
-
-def sanitize_filename(name: str) -> str:
-    """The last path part, without control or shell-hostile characters, at most 200 bytes."""
-    name = unicodedata.normalize("NFC", name)
-    name = re.split(r"[\\/]", name)[-1]
-    name = _FILENAME_UNSAFE.sub("_", _NAME_DECEPTIVE.sub("", name)).strip().lstrip(".").strip()
-    if len(name.encode()) > 200:
-        stem, dot, ext = name.rpartition(".")
-        ext = ext[:20] if dot and stem else ""
-        stem = stem if ext else name
-        while len((stem + "." + ext if ext else stem).encode()) > 200:
-            stem = stem[:-1]
-        name = stem + ("." + ext if ext else "")
-    return name or "attachment"
-
-
-def clean_original_filename(name: str) -> str:
-    """The name as sent, kept for the agent, but never with NUL or control characters."""
-    name = _NAME_DECEPTIVE.sub("\ufffd", _CONTROL.sub("\ufffd", name.replace("\x00", "")))
-    return name[:1024] or "attachment"
 
 
 def content_digest(values: Mapping[str, Any], uploads: Iterable[Upload]) -> str:
@@ -93,19 +72,8 @@ def content_digest(values: Mapping[str, Any], uploads: Iterable[Upload]) -> str:
 
 
 def _text(value: Any, field: FormField, max_chars: int) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        value = "true" if value else "false"
-    if not isinstance(value, str | int | float):
-        raise ValueError("expected text")
-    text = _CONTROL.sub("", str(value).replace("\r\n", "\n").replace("\r", "\n")).strip()
-    if field.type != "textarea":
-        text = _LINE_BREAKS.sub(" ", text)
-    limit = min(field.max_length or max_chars, max_chars)
-    if len(text) > limit:
-        raise ValueError(f"Use at most {limit} characters (this has {len(text)}).")
-    return text
+    return clean_text(value, max_chars=min(field.max_length or max_chars, max_chars),
+                      multiline=field.type == "textarea")
 
 
 def _checkbox(value: Any) -> bool:
@@ -169,56 +137,14 @@ def _clean_one(form: FormDefinition, field: FormField, raw: list[Any],
     if field.type == "email":
         return clean_email(text)
     if field.type == "phone":
-        return _phone(text, form.default_region)
+        return clean_phone(text, form.default_region)
     if field.type == "select":
         if text not in {option.value for option in field.options or []}:
             raise ValueError("Choose one of the listed options.")
         return text
-    if field.pattern and not re.fullmatch(field.pattern, text):
+    if not field.pattern_holds(text):
         raise ValueError("This is not in the expected format.")
     return text
-
-
-def clean_email(text: str) -> str:
-    """The address as email_validator normalizes it, or ValueError with its explanation."""
-    plain = _plain_email(text)
-    if plain is not None:
-        return plain
-    try:
-        return validate_email(text, check_deliverability=False).normalized
-    except EmailNotValidError as exc:
-        raise ValueError(f"Enter a valid email address ({exc}).") from exc
-
-
-def _plain_email(text: str) -> str | None:
-    """A plain ASCII address email_validator would accept, normalized as it would; else None.
-
-    Nearly every address is plain (dot-atom local part, letters-digits-hyphens domain with a
-    letters-only top-level domain), and email_validator's full check cost ~8% of a submission's
-    CPU. Anything else (quoted, internationalized, xn-- labels, special-use domains, overlong,
-    or invalid) returns None and gets the library's verdict and message. A property test
-    checks that this never disagrees with the library.
-    """
-    match = _PLAIN_EMAIL.fullmatch(text) if len(text) <= 254 else None
-    if match is None:
-        return None
-    local, domain = match.group("local"), match.group("domain").lower()
-    if len(local) > 64 or len(domain) > 253 or "--" in domain:
-        return None
-    if any(domain.endswith("." + special) for special in SPECIAL_USE_DOMAIN_NAMES):
-        return None
-    return f"{local}@{domain}"
-
-
-def _phone(text: str, region: str | None) -> str:
-    try:
-        number = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException as exc:
-        hint = "" if region else " with its country code, e.g. +44 20 7946 0000"
-        raise ValueError(f"Enter a valid phone number{hint}.") from exc
-    if not phonenumbers.is_valid_number(number):
-        raise ValueError("Enter a valid phone number.")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def clean_fields(form: FormDefinition, values: Mapping[str, list[Any]],

@@ -9,7 +9,7 @@ import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from intake.config import SafeRegex
+from intake import ConfigPattern, compiled_pattern
 
 MIB = 1024 * 1024
 HONEYPOT_FIELD = "website"
@@ -68,8 +68,9 @@ class FormField(Strict):
     help: str | None = None
     options: list[FieldOption] | None = None
     max_length: int | None = Field(default=None, ge=1)
-    # Run on customer text: refused when it can backtrack catastrophically (`(a+)+`).
-    pattern: SafeRegex | None = None
+    # Run on customer text, so an RE2 pattern (linear in the text); what RE2 cannot run is
+    # refused at load.
+    pattern: ConfigPattern | None = None
     multiple: bool = False
     # MIME types (`image/*`, `application/pdf`) or extensions (`.pdf`); a string may list
     # several separated by commas, as in HTML.
@@ -98,6 +99,10 @@ class FormField(Strict):
                 raise ValueError(f"{entry!r} is neither a MIME type (image/*) nor an extension"
                                  " (.pdf)")
         return [entry.lower() for entry in value] if value else value
+
+    def pattern_holds(self, text: str) -> bool:
+        """Whether `text` is in the field's format: all of it matches `pattern`, if any."""
+        return self.pattern is None or compiled_pattern(self.pattern).fullmatch(text)
 
     @model_validator(mode="after")
     def options_fit_type(self) -> FormField:

@@ -1,29 +1,25 @@
-"""A guard so decisions stay fast: the benchmark's 200-route workload, with generous bounds."""
+"""A guard so decisions stay fast, counted, not timed: on the benchmark's 200-route workload the
+index and the screens leave at most one route to test (the figures are in `make bench
+SCENARIO=router-decision`)."""
 
 from __future__ import annotations
 
-import statistics
-import time
-
 # The same rules and messages `make bench` measures (router-decision): the last keyed route,
-# the last route that needs its regex tried, and the default.
-from bench.scenarios.router_decision import build_rules, messages
+# the last route that needs its pattern tried, and the default; then the hostile texts.
+from bench.scenarios.router_decision import build_rules, hostile_cases, messages
 
 
-def test_decide_is_fast_at_200_routes() -> None:
+def test_at_200_routes_the_index_and_screens_leave_at_most_the_route_that_matches() -> None:
     rules = build_rules(200)
+    plan = rules.plans["webform"]
+    assert len(plan.always) == 100 and len(plan.screens) == 1  # the scanned half, one screen
     for expected, message in messages(200):
         assert rules.decide(message).route == expected
-        timings = []
-        for _ in range(2000):
-            start = time.perf_counter_ns()
-            rules.decide(message)
-            timings.append(time.perf_counter_ns() - start)
-        timings.sort()
-        median_us = statistics.median(timings) / 1000
-        p99_us = timings[int(len(timings) * 0.99)] / 1000
-        print(f"decide at 200 routes → {expected}: median {median_us:.1f} µs, "
-              f"p99 {p99_us:.1f} µs")
-        # Generous bounds so a slow CI machine passes; the target is 50 µs / 200 µs.
-        assert median_us < 500
-        assert p99_us < 2000
+        assert [route.id for route in plan.candidates(message)] == (
+            [] if expected == "default" else [expected])
+
+
+def test_each_hostile_text_decides_the_default_route() -> None:
+    for label, rules, message in hostile_cases():
+        assert rules.decide(message).route == "default", label
+        assert rules.decide(message, full=True).route == "default", label

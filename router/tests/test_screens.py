@@ -1,4 +1,4 @@
-"""Screens (one joined search for a run of pattern routes) only skip what cannot match."""
+"""Screens (one RE2 search for a run of pattern routes) only skip what cannot match."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from .conftest import RulesFrom, make_message
 from .test_index import naive_route
 
 PATTERNS = ["订单", "(?i)refund", "^about keyword\\d+$", "发票|invoice", "(?i)(urgent|asap)",
-            "(a)\\1", "(?P<x>quote)", "(?P<x>price)", "^\\s*$", "退[货款]"]
+            "(?s)a.a", "(?P<x>quote)", "(?P<x>price)", "^\\s*$", "退[货款]", "(?m)^end$",
+            "(?i)élan", ".*refund.*order"]
 SUBJECTS = ["订单问题", "REFUND please", "about keyword7", "about keyword", "invoice 2026",
-            "URGENT", "aa", "quote", "price", "   ", "退货", "hello", "", "Asap!"]
+            "URGENT", "a\na", "quote", "price", "   ", "退货", "hello", "", "Asap!",
+            "the\nend\nnow", "ÉLAN", "refund my order", "Refund my order"]
 
 
 def unscreened(rules: RuleSet) -> RuleSet:
@@ -51,13 +53,15 @@ def test_screened_decisions_equal_route_by_route_ones(rules_from: RulesFrom) -> 
     assert screened_any  # the test really exercised screens
 
 
-def test_patterns_that_number_their_groups_get_no_screen(rules_from: RulesFrom) -> None:
-    backrefs = "\n".join(f"- id: r{i}\n  match:\n    where:\n"
-                         f"      - {{field: subject, matches: '(x{i})\\1'}}\n  desk: sales"
-                         for i in range(6))
-    rules = rules_from(backrefs)
-    assert all(not plan.screens for plan in rules.plans.values())
-    assert rules.decide(make_message(subject="x3x3")).route == "r3"
+def test_flags_stay_with_their_own_pattern_in_a_joined_screen(rules_from: RulesFrom) -> None:
+    rules = rules_from("\n".join(f"- id: r{i}\n  match:\n    where:\n"
+                                 f"      - {{field: subject, matches: '{pattern}'}}\n  desk: sales"
+                                 for i, pattern in enumerate(["(?i)abc", "def", "^ghi", "jkl$"])))
+    assert rules.plans["webform"].screens
+    assert rules.decide(make_message(subject="ABC")).route == "r0"
+    assert rules.decide(make_message(subject="DEF")).route == "default"  # `def` ignores no case
+    assert rules.decide(make_message(subject="x ghi")).route == "default"
+    assert rules.decide(make_message(subject="jkl x")).route == "default"
 
 
 def test_a_message_with_no_text_in_the_field_skips_the_whole_run(rules_from: RulesFrom) -> None:
@@ -67,6 +71,20 @@ def test_a_message_with_no_text_in_the_field_skips_the_whole_run(rules_from: Rul
     plan = rules.plans["webform"]
     assert len(plan.screens) == 1
     assert list(plan.screened(make_message(subject=None))) == []
-    assert [r.id for r in plan.screened(make_message(subject="k5"))] == [
-        f"r{i}" for i in range(8)]  # a hit: every route of the run is tried in order
+    assert list(plan.screened(make_message(subject="nothing"))) == []
+    # A hit: only the routes whose pattern is found are tried, in order.
+    assert [r.id for r in plan.screened(make_message(subject="k5"))] == ["r5"]
+    assert [r.id for r in plan.screened(make_message(subject="k6 k2"))] == ["r2", "r6"]
+    assert rules.decide(make_message(subject="k6 k2")).route == "r2"
     assert rules.decide(make_message(subject="k5")).route == "r5"
+
+
+def test_patterns_too_large_to_join_get_no_screen_and_still_decide(rules_from: RulesFrom) -> None:
+    # Each fits RE2's memory budget alone; four joined do not: the routes are tried one by one.
+    big = "(?:" + "|".join(f"{c}.{{999}}" for c in "abcde") + ")"
+    rules = rules_from("\n".join(f"- id: r{i}\n  match:\n    where:\n"
+                                 f"      - {{field: text, matches: '{big}x{i}'}}\n  desk: sales"
+                                 for i in range(4)))
+    assert all(not plan.screens for plan in rules.plans.values())
+    assert rules.decide(make_message(text="c" * 1000 + "x2")).route == "r2"
+    assert rules.decide(make_message(text="c" * 999 + "x2")).route == "default"

@@ -391,6 +391,7 @@ class Gateway:
             "INTAKE_DATABASE_URL": database_url,
             "INTAKE_API_TOKEN": self.token,
             "INTAKE_LOG_LEVEL": "warning",
+            "INTAKE_TEST_HARNESS": "1",  # allows INTAKE_FAULT (refused anywhere else)
             "INTAKE_TICKET_CORE_PORT": str(ports["ticket-core"]),
             "INTAKE_ROUTER_PORT": str(ports["router"]),
             "INTAKE_WEBFORM_PORT": str(ports["webform"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import uuid
@@ -35,7 +36,9 @@ PATHS = ("subject", "text", "channel", "account", "kind", "form.fields.topic", "
          "thread.subject", "channel_data.x", "route.tried", "a..b", "", " ", "subject.x",
          "form.fields.0", "attachments.0.size", "nonsense", "call.duration_s")
 REGEXES = ("(", "[", "(?P<x>a)(?P<x>b)", "\\", "(a+)+$", "(a|a)*$", ".*", "(?i)报价|quote",
-           "^$", "\\d{3,}", "(?<=a)b", "a{1000000}", "[^\\x00-\\x7f]", "(?x) # comment")
+           "^$", "\\d{3,}", "(?<=a)b", "a{1000000}", "[^\\x00-\\x7f]", "(?x) # comment",
+           ".*refund.*order", "(a)\\1", "a++", "(?>a)", "\\Z", "\\x{4e00}", "\\p{Han}+",
+           "(?m)^a$", "(?U)a+b", "(?s)a.b", "(?i)É", "\\C", "\\b\\w+\\b", "a{2,}?$")
 ids = st.one_of(st.sampled_from(["general", "aftersales", "sales", "complaints",
                                  "general_frontline", "inquiry", "x", "default"]),
                 hostile_text(12))
@@ -195,6 +198,40 @@ def check_rules(value: tuple[str, list[Any]]) -> None:
         json.loads(decision.model_dump_json())
 
 
+@st.composite
+def screened_routes(draw: st.DrawFn) -> tuple[list[str], list[str]]:
+    """Runs of pattern routes (screened) and subjects, for the screen-versus-each-route check."""
+    patterns = draw(st.lists(st.one_of(st.sampled_from(REGEXES), hostile_text(12)),
+                             min_size=4, max_size=12))
+    subjects = draw(st.lists(st.one_of(hostile_text(60), st.sampled_from(
+        ["refund " * 1500, "refund order", "中文", "aaab", "a\nb", ""])), min_size=1,
+        max_size=4))
+    return patterns, subjects
+
+
+def check_screens(value: tuple[list[str], list[str]]) -> None:
+    patterns, subjects = value
+    routes = [{"id": f"r{i}", "desk": "sales", "match": {"where": [
+        {"field": "subject", "matches": pattern}]}} for i, pattern in enumerate(patterns)]
+    text = yaml.safe_dump({"desks": [{"id": "sales", "name": "sales"}], "routes": routes,
+                           "default_route": {"desk": "sales"}}, allow_unicode=True)
+    path = WORK / "screens.yaml"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    try:
+        rules = load_rules(load_document(path), text.encode("utf-8", "surrogatepass"))
+    except ConfigInvalid:
+        return
+    unscreened = dataclasses.replace(rules, plans={
+        channel: dataclasses.replace(plan, screens=()) for channel, plan in rules.plans.items()})
+    for subject in subjects:
+        message = Message.model_validate({**MESSAGE, "subject": subject})
+        one_by_one = next((route.id for route in rules.routes
+                           if all(c.test(message) for c in route.conditions)), "default")
+        decided = rules.decide(message, full=True)
+        assert decided.route == one_by_one, (subject, patterns)
+        assert decided.tried == unscreened.decide(message, full=True).tried, (subject, patterns)
+
+
 async def _router_client() -> Any:
     holder = RulesHolder(EXAMPLE)
     holder.load()
@@ -221,6 +258,7 @@ def targets() -> list[Target]:
         Target("rules_language", st.tuples(
             st.builds(lambda d: yaml.safe_dump(d, allow_unicode=True), routing()),
             st.lists(message_documents(), max_size=3)), check_rules, scale=0.5),
+        Target("rule_screens", screened_routes(), check_screens, scale=0.3),
         Target("message_json", message_bodies(), check_message),
         Target("router_explain", message_bodies(), check_explain),
     ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -113,3 +115,152 @@ async def test_schema_prints_the_message_schema() -> None:
     code, out, _ = await intake("schema")
     assert code == 0
     assert json.loads(out)["title"] == "Message"
+
+
+# -- intake run: what it imports, what it prints --------------------------------------------
+
+BROKEN_CONNECTOR = 'raise ImportError("the vendor SDK is not installed")\n'
+COMMAND_CONNECTOR = '''"""A test channel whose only part is a command: `intake echoer hello`."""
+from pydantic import BaseModel
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from intake import Channel, Command
+
+
+class EchoerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INTAKE_ECHOER_")
+    port: int = 8099
+
+
+class EchoerAccounts(BaseModel):
+    pass
+
+
+def hello_arguments(parser):
+    parser.add_argument("--name", required=True)
+
+
+def hello(args):
+    print(f"hello {args.name}")
+    return 0
+
+
+CHANNEL = Channel(name="echoer", settings=EchoerSettings, accounts=EchoerAccounts,
+                  commands=[Command("hello", "say hello", hello, hello_arguments)])
+'''
+
+
+def extra_connectors(root: Path) -> Path:
+    """A `connectors/` folder outside the repository with a broken and a command connector."""
+    for name, source in (("broken", BROKEN_CONNECTOR), ("echoer", COMMAND_CONNECTOR)):
+        package = root / "connectors" / name
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text(source, encoding="utf-8")
+    (root / "connectors" / "__init__.py").write_text("", encoding="utf-8")
+    return root
+
+
+def run_env(tmp_path: Path, prefix: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTAKE_")}
+    env.update({
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(extra_connectors(tmp_path / "extra"))]),
+        "INTAKE_BUS_PREFIX": prefix, "INTAKE_DATA_DIR": str(tmp_path / "var"),
+        "INTAKE_TICKET_CORE_PORT": str(free_port()), "INTAKE_ROUTER_PORT": str(free_port()),
+        "INTAKE_LOG_LEVEL": "warning",
+    })
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def intake_with(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "intake.cli", *args, cwd=REPO, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+async def run_until_started(env: dict[str, str], service: str) -> str:
+    """`intake run SERVICE` until its banner is out, then SIGTERM; the banner's text."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "intake.cli", "run", service, cwd=REPO, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert process.stdout is not None
+    try:
+        first = await asyncio.wait_for(process.stdout.readline(), 60)
+        assert first.decode().startswith("intake is running"), first
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()[-2000:]
+    return first.decode() + out.decode()
+
+
+async def test_a_broken_connector_stops_neither_ticket_core_nor_router(
+        bus: Bus, tmp_path: Path) -> None:
+    env = run_env(tmp_path, bus.settings.bus_prefix, INTAKE_API_TOKEN="s3cret-from-env")
+    banner = await run_until_started(env, "ticket-core")
+    assert "ticket-core" in banner
+    # A token from the environment is never printed; the banner says where it comes from.
+    assert "s3cret-from-env" not in banner
+    assert "agent API token: from INTAKE_API_TOKEN" in banner
+
+    banner = await run_until_started(env, "router")
+    assert "router" in banner
+
+    code, _, err = await intake_with(env, "run", "all")
+    assert code == 2
+    assert "connector 'broken' cannot be loaded: ImportError: the vendor SDK" in err
+
+
+async def test_intake_run_prints_a_token_only_when_it_generated_it(
+        bus: Bus, tmp_path: Path) -> None:
+    env = run_env(tmp_path, bus.settings.bus_prefix)
+    banner = await run_until_started(env, "ticket-core")
+    token = (tmp_path / "var" / "api-token").read_text().strip()
+    assert f"agent API token: {token} (generated now" in banner
+
+    banner = await run_until_started(env, "ticket-core")
+    assert token not in banner
+    assert f"agent API token: in {tmp_path / 'var' / 'api-token'}" in banner
+
+
+async def test_a_channel_command_runs_with_its_own_arguments(tmp_path: Path) -> None:
+    env = run_env(tmp_path, "unused")
+    code, out, err = await intake_with(env, "echoer", "hello", "--name", "Ada")
+    assert (code, out) == (0, "hello Ada\n"), err
+    code, out, _ = await intake_with(env, "echoer", "--help")
+    assert code == 0 and "hello" in out and "say hello" in out
+    code, _, err = await intake_with(env, "echoer", "hello")
+    assert code == 2 and "--name" in err  # argparse's own usage error
+    code, _, err = await intake_with(env, "nosuchthing")
+    assert code == 2 and "invalid choice" in err
+    code, out, _ = await intake_with(env, "connectors", "list")
+    assert code == 1 and "echoer " in out and "webform " in out
+    assert "broken       BROKEN: ImportError: the vendor SDK is not installed" in out
+
+
+async def test_the_fault_hook_is_refused_outside_the_test_harness(tmp_path: Path) -> None:
+    env = run_env(tmp_path, "unused", INTAKE_FAULT="crash_after_commit:1")
+    code, _, err = await intake_with(env, "run", "ticket-core")
+    assert code == 2
+    assert "INTAKE_FAULT is set but INTAKE_TEST_HARNESS is not" in err
+
+
+async def test_a_relative_path_that_does_not_exist_is_an_error_naming_the_variable(
+        tmp_path: Path) -> None:
+    env = run_env(tmp_path, "unused", INTAKE_CONFIG="deploy/nowhere.yaml")
+    code, _, err = await intake_with(env, "run", "router")
+    assert code == 2
+    assert f"INTAKE_CONFIG: deploy/nowhere.yaml does not exist (relative to {REPO})" in err
+    code, _, err = await intake_with(env, "config", "check")
+    assert code == 1 and "INTAKE_CONFIG: deploy/nowhere.yaml does not exist" in err
+    env = run_env(tmp_path / "rules", "unused", INTAKE_RULES="routing.yaml")
+    code, _, err = await intake_with(env, "config", "check")
+    assert code == 1 and "INTAKE_RULES: routing.yaml does not exist" in err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -25,9 +24,9 @@ def problems_of(tmp_path: Path, text: str) -> list[str]:
 def test_billion_laughs_aliases_are_refused_quickly(tmp_path: Path) -> None:
     text = "a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10))
-    began = time.monotonic()
+    # 9^10 nodes if expanded: a config loader without the bound never returns (the test's
+    # timeout fails it), so the refusal itself is the proof; no stopwatch on a busy machine.
     problems = problems_of(tmp_path, text)
-    assert time.monotonic() - began < 5
     assert any("expands to more than" in p for p in problems), problems
 
 

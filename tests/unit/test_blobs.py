@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,100 @@ async def test_a_reference_the_caller_computed_is_used_as_given(tmp_path: Path) 
     # The contract suite's in-memory store catches a connector that names content wrongly.
     with pytest.raises(ValueError, match="was given"):
         await MemoryBlobStore().put(data, blob_ref(b"something else"))
+
+
+async def test_a_reference_that_does_not_match_the_content_is_refused(tmp_path: Path) -> None:
+    """The store hashes what it writes; a caller's wrong name for content is an error."""
+    from intake.blobs import blob_ref
+
+    store = FileBlobStore(tmp_path)
+    wrong = blob_ref(b"other content")
+    results = await asyncio.gather(store.put(b"mine", wrong), store.put(b"fine"),
+                                   return_exceptions=True)
+    assert isinstance(results[0], ValueError) and results[1] == blob_ref(b"fine")
+    assert not await store.exists(wrong) and not await store.exists(blob_ref(b"mine"))
+    await store.close()
+
+
+async def _chunks(total: int, size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    sent = 0
+    while sent < total:
+        piece = min(size, total - sent)
+        yield bytes([sent // size % 251]) * piece
+        sent += piece
+
+
+async def test_a_large_stream_is_stored_without_being_held_in_memory(tmp_path: Path) -> None:
+    import tracemalloc
+
+    total = 48 * 1024 * 1024
+    expected = hashlib.sha256()
+    async for chunk in _chunks(total):
+        expected.update(chunk)
+    store = FileBlobStore(tmp_path)
+    tracemalloc.start()
+    try:
+        stored = await store.put_stream(_chunks(total))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert stored.ref == f"sha256:{expected.hexdigest()}" and stored.size == total
+    assert peak < 8 * 1024 * 1024, f"peak {peak} bytes for a {total}-byte stream"
+    path = tmp_path / stored.sha256[:2] / stored.sha256[2:4] / stored.sha256
+    assert path.stat().st_size == total
+    assert list((tmp_path / "incoming").iterdir()) == []
+    await store.close()
+
+
+async def test_a_small_stream_goes_to_the_pack_and_reads_back(tmp_path: Path) -> None:
+    from intake.blobs import blob_ref
+
+    store = FileBlobStore(tmp_path)
+
+    async def parts() -> AsyncIterator[bytes]:
+        for part in (b"hello ", b"stream"):
+            yield part
+
+    stored = await store.put_stream(parts())
+    assert stored.ref == blob_ref(b"hello stream") and stored.size == 12
+    assert await store.get(stored.ref) == b"hello stream"
+    assert not (tmp_path / stored.sha256[:2]).exists()  # in the pack, not a file
+    await store.close()
+
+
+async def test_a_stream_over_its_limit_stores_nothing(tmp_path: Path) -> None:
+    from intake.blobs import BlobTooLarge
+
+    store = FileBlobStore(tmp_path)
+    with pytest.raises(BlobTooLarge):
+        await store.put_stream(_chunks(3 * 1024 * 1024), max_bytes=2 * 1024 * 1024)
+    assert list((tmp_path / "incoming").iterdir()) == []
+    assert not any(p.is_dir() and p.name != "incoming" for p in tmp_path.iterdir())
+    await store.close()
+
+
+async def test_the_same_stream_twice_is_one_file(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path)
+    first = await store.put_stream(_chunks(1024 * 1024))
+    second = await store.put_stream(_chunks(1024 * 1024))
+    assert first == second
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and p.parent.name != "incoming"
+             and not p.name.startswith("pack")]
+    assert len(files) == 1
+    await store.close()
+
+
+async def test_new_directories_are_made_durable_in_their_parents(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import intake.blobs as blobs
+
+    synced: list[Path] = []
+    real = blobs._fsync_dir
+    monkeypatch.setattr(blobs, "_fsync_dir", lambda d: (synced.append(d), real(d)))
+    store = FileBlobStore(tmp_path / "root", pack_max_bytes=0)
+    ref = await store.put(b"a file of its own")
+    digest = ref.split(":")[1]
+    leaf = tmp_path / "root" / digest[:2] / digest[2:4]
+    # Each new directory's entry in its parent, and the file's entry in the leaf.
+    assert {tmp_path, tmp_path / "root", leaf.parent, leaf} <= set(synced)
+    await store.close()

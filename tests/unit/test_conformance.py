@@ -65,3 +65,43 @@ def test_a_channel_must_match_its_folder_and_document_its_settings(tmp_path: Pat
     assert "fax: FaxSettings reads 'INTAKE_TELEFAX_', not 'INTAKE_FAX_'" in problems
     assert "fax: README.md does not document INTAKE_FAX_DIAL_TIMEOUT_S" in problems
     assert "fax: CHANNEL has a sender but outbound.py is missing" in problems
+
+
+def test_connectors_import_the_kernel_facade_only(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path)
+    (folder / "outbound.py").write_text(
+        "from intake import OutboundMessage, Sent\n"
+        "from intake.bus import Bus\n"
+        "import intake.state\n"
+        "import sqlalchemy\n"
+        "from . import settings\n")
+    problems = [p for p in check_folder(folder) if "outbound.py:" in p]
+    assert any("outbound.py:2 imports intake.bus; channel code imports the kernel's facade"
+               in p for p in problems)
+    assert any("outbound.py:3 imports intake.state" in p for p in problems)
+    assert any("outbound.py:4 imports sqlalchemy" in p for p in problems)
+    assert len(problems) == 3  # `from intake import …` and its own modules are fine
+
+
+def test_inbound_and_normalize_may_be_packages(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path)
+    (folder / "inbound.py").unlink()
+    (folder / "normalize.py").unlink()
+    for package in ("inbound", "normalize"):
+        (folder / package).mkdir()
+        (folder / package / "__init__.py").write_text('"""x"""\n')
+    (folder / "inbound" / "smtp.py").write_text(
+        "from ..normalize import mime\nfrom ...webform import inbound\n")
+    problems = check_folder(folder)
+    assert not any("inbound.py is missing" in p or "normalize.py is missing" in p
+                   for p in problems)
+    assert not any(p.startswith(("fax: inbound is", "fax: normalize is")) for p in problems)
+    escapes = [p for p in problems if "smtp.py" in p]
+    assert len(escapes) == 1 and "smtp.py:2 imports ...webform" in escapes[0]
+    assert "may not leave the connector's folder" in escapes[0]
+
+
+def test_the_loopback_connector_folder_passes() -> None:
+    loopback = Path(__file__).resolve().parent.parent / "loopback"
+    assert (loopback / "inbound" / "__init__.py").is_file()
+    assert check_folder(loopback) == []

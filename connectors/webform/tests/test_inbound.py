@@ -507,6 +507,7 @@ async def test_a_blob_store_that_fails_is_503_and_the_retry_stores_everything(
     first = await client.post("/forms/contact/submissions", json=CONTACT, headers=headers)
     assert first.status == 503
     assert (await first.json())["error"] == "unavailable"
+    assert publisher.messages == []  # answered before anything was published
     again = await client.post("/forms/contact/submissions", json=CONTACT, headers=headers)
     assert again.status == 201
     # The same key both times (the first copy, if out, is a harmless duplicate), and the raw
@@ -515,3 +516,30 @@ async def test_a_blob_store_that_fails_is_503_and_the_retry_stores_everything(
     assert keys == {"webform:contact:retry-after-blob-failure"}
     raw = publisher.messages[-1].raw
     assert raw is not None and await blobs.exists(raw)
+
+
+async def test_a_blob_failure_publishes_nothing_so_a_retry_without_a_key_is_one_ticket(
+        aiohttp_client: Any, tmp_path: Path) -> None:
+    """No Idempotency-Key and no page token: the retry gets a new key, so a message published
+    before the blob failure would have become a second ticket."""
+    from .conftest import build_app, make_settings
+
+    class FlakyBlobs(FileBlobStore):
+        failures = 1
+
+        async def put(self, data: bytes, ref: str | None = None) -> str:
+            stored = await super().put(data, ref)
+            if self.failures:  # written, but the commit is reported failed (a full disk)
+                self.failures -= 1
+                raise OSError("no space left on device")
+            return stored
+
+    publisher = RecordingPublisher()
+    client = await aiohttp_client(build_app(make_settings(), publisher, FlakyBlobs(
+        tmp_path / "blobs")))
+    first = await client.post("/forms/contact/submissions", json=CONTACT)
+    assert first.status == 503 and publisher.messages == []
+    again = await client.post("/forms/contact/submissions", json=CONTACT)
+    assert again.status == 201
+    assert len(publisher.messages) == 1
+
