@@ -23,7 +23,7 @@ from .channel import (
     load_channel,
 )
 from .config import ConfigDocument, load_document, merge_rules
-from .errors import ConfigInvalid, SettingInvalid
+from .errors import ConfigInvalid, IntakeError, SettingInvalid
 from .logging import configure_logging
 from .message import SCHEMAS
 from .settings import REPO_ROOT, IntakeSettings, settings_problems
@@ -194,38 +194,55 @@ async def _with_bus(settings: IntakeSettings, work: Callable[[Any], Any]) -> Any
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
+    """`intake dlq list|show|replay|migrate`: list and show change nothing on the broker."""
     settings = IntakeSettings()
     configure_logging("warning")
+    try:
+        return _dlq(args, settings)
+    except IntakeError as exc:  # an old dead queue, a replay running, a broker refusal
+        print(f"{exc.reason}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _dlq(args: argparse.Namespace, settings: IntakeSettings) -> int:
     if args.action == "list":
-        letters = asyncio.run(_with_bus(settings, lambda bus: bus.browse_dead(args.limit)))
+        every = asyncio.run(_with_bus(settings, lambda bus: bus.browse_dead(
+            None, replayed=True)))
+        letters = [letter for letter in every if args.all or letter.replayed_at is None]
+        hidden = len(every) - len(letters)
+        letters = letters[:args.limit]
         if args.json:
-            print(json.dumps([_letter_summary(letter) for letter in letters], indent=2))
+            print(json.dumps([_letter_summary(letter) for letter in letters], indent=2,
+                             ensure_ascii=False))
             return 0
         if not letters:
             print("no dead letters")
         for letter in letters:
             summary = _letter_summary(letter)
+            replayed = f"  replayed {summary['replayed_at']}" if summary["replayed_at"] else ""
             print(f"{summary['id']}  {summary['dead_at'] or '-':<25}  {summary['reason']:<22} "
-                  f"{summary['queue'] or '-':<28} {summary['idempotency_key'] or '-'}")
+                  f"{summary['queue'] or '-':<28} {summary['idempotency_key'] or '-'}{replayed}")
+        if hidden:
+            print(f"({hidden} replayed letter(s) not shown: `intake dlq list --all`)",
+                  file=sys.stderr)
         return 0
     if args.action == "show":
         if not args.id:
             print("usage: intake dlq show ID", file=sys.stderr)
             return 2
-        letters = asyncio.run(_with_bus(settings, lambda bus: bus.browse_dead(100_000)))
-        for letter in letters:
-            if letter.id == args.id:
-                summary = _letter_summary(letter)
-                summary["error"] = letter.error
-                summary["headers"] = {k: _jsonable(v) for k, v in letter.headers.items()}
-                try:
-                    summary["body"] = json.loads(letter.body)
-                except ValueError:
-                    summary["body"] = letter.body.decode("utf-8", "replace")
-                print(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
-                return 0
-        print(f"no dead letter {args.id}", file=sys.stderr)
-        return 1
+        letter = asyncio.run(_with_bus(settings, lambda bus: bus.find_dead(args.id)))
+        if letter is None:
+            print(f"no dead letter {args.id}", file=sys.stderr)
+            return 1
+        summary = _letter_summary(letter)
+        summary["error"] = letter.error
+        summary["headers"] = {k: _jsonable(v) for k, v in letter.headers.items()}
+        try:
+            summary["body"] = json.loads(letter.body)
+        except ValueError:
+            summary["body"] = letter.body.decode("utf-8", "replace")
+        print(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+        return 0
     if args.action == "replay":
         if not args.id and not args.all:
             print("usage: intake dlq replay ID | --all", file=sys.stderr)
@@ -241,7 +258,14 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         print(f"replayed {len(replayed)} dead letter(s)")
         for dead_id in replayed:
             print(f"  {dead_id}")
+        if not replayed and args.id:
+            print(f"{args.id} is not a dead letter waiting for replay (`intake dlq show "
+                  f"{args.id}` says whether it was replayed already)", file=sys.stderr)
         return 0 if replayed or args.all else 1
+    if args.action == "migrate":
+        moved = asyncio.run(_with_bus(settings, lambda bus: bus.migrate_dead()))
+        print(f"moved {moved} dead letter(s) from the old queue into the stream")
+        return 0
     return 2
 
 
@@ -251,11 +275,15 @@ def _letter_summary(letter: Any) -> dict[str, Any]:
         key = json.loads(letter.body).get("idempotency_key")
     except (ValueError, AttributeError):
         pass
-    dead_at = (datetime.fromtimestamp(float(letter.dead_at), UTC).isoformat(timespec="seconds")
-               if letter.dead_at else None)
     return {"id": letter.id, "reason": letter.reason, "queue": letter.queue,
             "exchange": letter.exchange, "routing_key": letter.routing_key,
-            "dead_at": dead_at, "idempotency_key": key, "size": len(letter.body)}
+            "dead_at": _when(letter.dead_at), "idempotency_key": key, "size": len(letter.body),
+            "offset": letter.offset, "replayed_at": _when(letter.replayed_at)}
+
+
+def _when(timestamp: float | None) -> str | None:
+    return (datetime.fromtimestamp(float(timestamp), UTC).isoformat(timespec="seconds")
+            if timestamp else None)
 
 
 def _jsonable(value: Any) -> Any:
@@ -376,9 +404,11 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     dlq = sub.add_parser("dlq", help="inspect and replay dead letters")
-    dlq.add_argument("action", choices=["list", "show", "replay"])
+    dlq.add_argument("action", choices=["list", "show", "replay", "migrate"],
+                     help="migrate: move an older version's intake.dead queue into a stream")
     dlq.add_argument("id", nargs="?")
-    dlq.add_argument("--all", action="store_true", help="replay every dead letter")
+    dlq.add_argument("--all", action="store_true",
+                     help="list: replayed letters too; replay: every letter not replayed yet")
     dlq.add_argument("--body", metavar="FILE",
                      help="replay ID with this repaired body (e.g. edited from `dlq show`)")
     dlq.add_argument("--json", action="store_true")

@@ -130,6 +130,17 @@ class Unroutable(BrokerUnavailable):
     reason = "unroutable"
 
 
+class MessageTooLarge(Rejected):
+    """A message bigger than `INTAKE_MAX_MESSAGE_BYTES`: refused before the outbox takes it.
+
+    RabbitMQ closes the channel of a publish above its `max_message_size`; a message like that
+    in an outbox would block everything queued behind it, so the edge answers it (HTTP 413).
+    """
+
+    reason = "message_too_large"
+    status = 413
+
+
 class StorageUnavailable(Transient):
     reason = "storage_unavailable"
     hold = True

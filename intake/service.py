@@ -295,10 +295,13 @@ async def broker_ready(app: web.Application) -> str | None:
 
 
 async def outbox_ready(app: web.Application) -> Any:
-    """A connector with a writable outbox still accepts durably while the broker is away."""
+    """A connector with a writable outbox still accepts durably while the broker is away.
+
+    Unready only when its drain is stuck although the broker is there (a full disk, say).
+    """
     publisher = app[PUBLISHER]
-    return {"broker": "up" if app[BUS].connected else "down",
-            "outbox_depth": publisher.outbox.depth}
+    return publisher.problem() or {"broker": "up" if app[BUS].connected else "down",
+                                   "outbox_depth": publisher.outbox.depth}
 
 
 # -- running -------------------------------------------------------------------------------

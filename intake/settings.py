@@ -49,6 +49,12 @@ class IntakeSettings(BaseSettings):
                            "warning, error")
     publish_timeout_s: float = Field(default=5.0, description="a publish not confirmed within "
                                      "this goes to the outbox instead")
+    # Below RabbitMQ's max_message_size (128 MiB by default), so that the broker never refuses
+    # a message an outbox already holds; attachments live in the blob store, not in messages.
+    max_message_bytes: int = Field(
+        default=16 * 1024**2, gt=0, description="the largest message a service publishes; a "
+        "bigger one is refused at the edge (`message_too_large`, HTTP 413); keep it below "
+        "RabbitMQ's `max_message_size` (128 MiB by default)")
     delivery_limit: int = Field(default=5, description="attempts at one message before it is "
                                 "dead-lettered (the quorum queues' own limit is the safety net)")
     prefetch: int = Field(default=64, description="unacknowledged messages a consumer holds")

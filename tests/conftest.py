@@ -65,7 +65,7 @@ async def delete_topology(bus: Bus) -> None:
         return
     channel = await bus._connection.channel()
     try:
-        for queue in ("router", "ticket_core", "ticket_core.delivery", "dead"):
+        for queue in ("router", "ticket_core", "ticket_core.delivery", "dead", "dead.replayed"):
             try:
                 await channel.queue_delete(bus.names(queue))
             except Exception:

@@ -70,6 +70,34 @@ async def declare_queue(connection: AbstractConnection, channel: AbstractChannel
     return await channel.get_queue(name, ensure=True)
 
 
+# `intake.dead` is a stream: reading it (`intake dlq list`) never consumes, counts or reorders
+# a letter, on any RabbitMQ from 3.9 (see intake/bus/dead.py).
+DEAD_ARGUMENTS: dict[str, Any] = {"x-queue-type": "stream"}
+
+
+async def declare_dead(connection: AbstractConnection, channel: AbstractChannel, names: Names,
+                       exchange: AbstractExchange, log: Any) -> None:
+    """Declare the `intake.dead` stream and bind it to the dead exchange.
+
+    An `intake.dead` quorum queue from an older version refuses the redeclaration (its type
+    differs): it is kept and bound as it is, so letters still land safely in it, until
+    `intake dlq migrate` moves them into the stream.
+    """
+    name = names("dead")
+    probe = await connection.channel()
+    try:
+        await probe.declare_queue(name, durable=True, arguments=DEAD_ARGUMENTS)
+    except aiormq.exceptions.ChannelPreconditionFailed:
+        log.warning("dead_letters_in_old_queue", queue=name,
+                    hint="run `intake dlq migrate` once: it moves them into a stream, which "
+                         "`intake dlq list` can read without consuming them")
+    finally:
+        if not probe.is_closed:
+            await probe.close()
+    dead = await channel.get_queue(name, ensure=False)
+    await dead.bind(exchange, "#")
+
+
 async def declare_core(connection: AbstractConnection, channel: AbstractChannel, names: Names,
                        arguments: dict[str, Any], log: Any) -> dict[str, AbstractExchange]:
     """Declare the exchanges, `intake.dead` and the core queues; returns the exchanges."""
@@ -77,9 +105,7 @@ async def declare_core(connection: AbstractConnection, channel: AbstractChannel,
     for logical in EXCHANGES:
         exchanges[logical] = await channel.declare_exchange(
             names(logical), aio_pika.ExchangeType.TOPIC, durable=True)
-    dead = await channel.declare_queue(
-        names("dead"), durable=True, arguments={"x-queue-type": "quorum"})
-    await dead.bind(exchanges["dead"], "#")
+    await declare_dead(connection, channel, names, exchanges["dead"], log)
     for logical, (exchange, key) in CORE_QUEUES.items():
         queue = await declare_queue(connection, channel, names(logical), arguments, log)
         await queue.bind(exchanges[exchange], key)

@@ -12,6 +12,7 @@ import contextlib
 import glob
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -113,7 +114,16 @@ class RabbitNode:
         })
         return env
 
-    def start(self, timeout: float = 90.0) -> None:
+    def start(self, timeout: float = 90.0, *, memory_alarm: bool = False) -> None:
+        """Start (again, on the same port and data); `memory_alarm` boots it blocking publishers.
+
+        With the alarm, clients connect and consume, but the broker stops reading from any
+        connection that publishes until `clear_memory_alarm`: publishes hang unconfirmed.
+        """
+        config = self.base / "rabbitmq.conf"
+        plain = config.read_text()
+        if memory_alarm:  # the node needs far more: it boots with its memory alarm raised
+            config.write_text(plain + "vm_memory_high_watermark.absolute = 1MB\n")
         (self.base / "beam.pid").unlink(missing_ok=True)
         log = open(self.base / "server.out", "ab")
         self.proc = subprocess.Popen(
@@ -121,7 +131,22 @@ class RabbitNode:
             group="rabbitmq", extra_groups=[], stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
-        self.wait_ready(timeout)
+        try:
+            self.wait_ready(timeout)
+        finally:
+            config.write_text(plain)  # the alarm lasts for this boot only
+
+    def clear_memory_alarm(self) -> None:
+        result = self.ctl("set_vm_memory_high_watermark", "0.4")
+        if result.returncode != 0:
+            raise RuntimeError(f"cannot clear the memory alarm: {result.stderr}")
+
+    def delete_queue(self, name: str) -> str:
+        """`rabbitmqctl delete_queue NAME`, as an operator would; returns what it printed."""
+        result = self.ctl("delete_queue", name)
+        if result.returncode != 0:
+            raise RuntimeError(f"delete_queue {name} failed: {result.stdout}{result.stderr}")
+        return result.stdout.strip()
 
     def ctl(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -327,6 +352,16 @@ class ServiceProcess:
                         return
             await asyncio.sleep(0.1)
         raise TimeoutError(f"{self.name} not healthy after {timeout} s; see {self.log}")
+
+    async def ready_body(self, http: aiohttp.ClientSession) -> dict[str, Any]:
+        """`/readyz`'s JSON (with `status_code`), or {} while the service does not answer."""
+        try:
+            async with http.get(f"{self.base}/readyz",
+                                timeout=aiohttp.ClientTimeout(total=8)) as response:
+                body = await response.json(content_type=None)
+                return {**body, "status_code": response.status}
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+            return {}
 
     async def readyz(self, http: aiohttp.ClientSession) -> int:
         try:
@@ -592,19 +627,52 @@ async def count_tickets(database_url: str) -> int:
         await engine.dispose()
 
 
+async def read_marked(database_url: str, run_id: str) -> list[tuple[int, str]]:
+    """(submission index, ticket id) of every stored message carrying a run's content marker.
+
+    Found by the text each submission carries (`LoadDriver.body`), not by idempotency key:
+    the unique key already forbids two rows per key, so counting rows per key can never show
+    a duplicate. A submission stored twice under two keys (a key made up again on a retry,
+    say) shows here.
+    """
+    marker = re.compile(rf"chaos submission (\d+) of run {re.escape(run_id)}\b")
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(text(
+                "SELECT text, ticket_id FROM messages WHERE text LIKE :like"),
+                {"like": f"%of run {run_id}%"})
+            found = []
+            for body, ticket in rows:
+                match = marker.search(body or "")
+                if match:
+                    found.append((int(match.group(1)), str(ticket)))
+            return found
+    finally:
+        await engine.dispose()
+
+
 async def check(driver: LoadDriver, database_url: str, *, extra_tickets: int = 0) -> Outcome:
-    """Count by idempotency key: each accepted key once as a message and once as a ticket."""
+    """Lost by idempotency key; duplicated by content: messages per marker, tickets per one.
+
+    Each accepted key must be stored; each submission's marker must be in one message and
+    that message in a ticket of its own.
+    """
     rows = await read_persisted(database_url, driver.message_key(f"{driver.run_id}-%"))
     per_key = Counter(key for key, _, _ in rows)
     accepted = driver.accepted
     lost = sorted(set(accepted) - set(per_key))
-    duplicated_messages = sum(n - 1 for n in per_key.values() if n > 1)
+    marked = await read_marked(database_url, driver.run_id)
+    per_marker = Counter(index for index, _ in marked)
+    duplicated_messages = sum(n - 1 for n in per_marker.values() if n > 1)
     tickets = await count_tickets(database_url)
-    ticket_ids = Counter(ticket for _, ticket, _ in rows)
-    shared = sum(n - 1 for n in ticket_ids.values() if n > 1)
-    # Each submission is its own ticket here: more tickets than keys, or two keys in one
-    # ticket, is a duplicate (or a wrong join).
-    duplicated_tickets = max(0, tickets - extra_tickets - len(per_key)) + shared
+    markers_per_ticket: dict[str, set[int]] = {}
+    for index, ticket in marked:
+        markers_per_ticket.setdefault(ticket, set()).add(index)
+    shared = sum(len(indexes) - 1 for indexes in markers_per_ticket.values())
+    # Each submission is its own ticket here: more tickets than submissions stored, or two
+    # submissions in one ticket, is a duplicate (or a wrong join).
+    duplicated_tickets = max(0, tickets - extra_tickets - len(per_marker)) + shared
     # A key persisted though its client never saw a 2xx (the answer was lost): not an error.
     unexpected = len(set(per_key) - set(accepted))
     latencies = sorted(persisted.timestamp() - accepted[key].started
@@ -635,7 +703,7 @@ async def dead_letters(amqp_url: str, prefix: str) -> list[Any]:
     bus = Bus(IntakeSettings(amqp_url=amqp_url, bus_prefix=prefix), "chaos-check")
     await bus.connect(timeout=30)
     try:
-        return await bus.browse_dead(100_000)
+        return await bus.browse_dead(None, replayed=True)  # every letter, replayed or not
     finally:
         await bus.close()
 

@@ -28,6 +28,8 @@ FULL: dict[str, dict[str, Any]] = {
     "postgres_restart": {"down_s": 10.0},
     "poison": {},
     "graceful_shutdown": {"rounds": 2},
+    "webform_kill_mid_drain": {"down_s": 10.0},
+    "queue_deleted": {"deletions": 4},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "broker_restarts": {"restarts": 1, "down_s": 0.5},
@@ -37,6 +39,8 @@ QUICK: dict[str, dict[str, Any]] = {
     "postgres_restart": {"down_s": 2.0},
     "poison": {},
     "graceful_shutdown": {"rounds": 1},
+    "webform_kill_mid_drain": {"down_s": 2.0},
+    "queue_deleted": {"deletions": 2},
 }
 COLUMNS = ("scenario", "sent", "accepted", "persisted", "lost", "dup tickets", "dup messages",
            "dead-lettered (reason)", "longest", "p99", "time")

@@ -30,6 +30,7 @@ from .harness import (
     Outcome,
     PostgresNode,
     RabbitNode,
+    ServiceProcess,
     check,
     dead_letters,
     queue_depths,
@@ -278,8 +279,10 @@ async def outbox_full(lab: Lab, count: int, *, down_s: float = 10.0) -> Result:
             load = _background(driver.run(run.http))
             await driver.reached(0.2)
             before = Counter(driver.statuses)
-            await asyncio.to_thread(lab.rabbit.stop)
-            run.fault("broker stopped, outbox on a 64 KiB tmpfs")
+            # kill -9, not a graceful stop: that takes seconds here, and a quick run's whole
+            # stream (3 s) had gone to the broker before it was down.
+            await asyncio.to_thread(lab.rabbit.kill)
+            run.fault("broker kill -9, outbox on a 64 KiB tmpfs")
             await asyncio.sleep(down_s)
             during = Counter(driver.statuses) - before
             await asyncio.to_thread(lab.rabbit.start)
@@ -507,6 +510,121 @@ async def graceful_shutdown(lab: Lab, count: int, *, rounds: int = 2) -> Result:
         return result
 
 
+# -- 7. the web form killed while it drains its outbox ------------------------------------
+
+
+async def _wait_until(what: Callable[[], Awaitable[bool]], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await what():
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def webform_kill_mid_drain(lab: Lab, count: int, *, down_s: float = 10.0) -> Result:
+    """The web form SIGKILLed while draining its outbox, restarted: nothing lost or doubled.
+
+    The broker is killed while submissions flow, so the web form answers from its fsynced
+    outbox. The broker comes back with its memory alarm raised: the web form reconnects and
+    its drain starts publishing, but the broker stops reading a publishing connection, so the
+    drain is caught in the middle (some publishes may have reached the broker, none is
+    confirmed, nothing is deleted). Then SIGKILL, the alarm cleared, and the web form started
+    again on the same outbox: it publishes the lot again, and the idempotency key absorbs
+    what had reached the broker before.
+    """
+    async with scenario(lab, "webform_kill_mid_drain") as run:
+        webform = run.gateway["webform"]
+        driver = run.driver(count)
+        load = _background(driver.run(run.http))
+        await driver.reached(0.2)
+        await asyncio.to_thread(lab.rabbit.kill)  # at once: the stream goes on into the outbox
+        run.fault("broker kill -9")
+        await asyncio.sleep(down_s)
+        depth_before = (await webform.ready_body(run.http)).get("outbox_depth", 0)
+        await asyncio.to_thread(lab.rabbit.start, memory_alarm=True)
+        run.fault(f"broker back with its memory alarm raised (outbox {depth_before})")
+
+        async def draining() -> bool:
+            return (await webform.ready_body(run.http)).get("broker") == "up"
+
+        if not await _wait_until(draining, 30):
+            run.problems.append("the web form did not reconnect within 30 s")
+        await asyncio.sleep(1.0)  # its drain is publishing now, blocked unconfirmed
+        depth_at_kill = (await webform.ready_body(run.http)).get("outbox_depth", 0)
+        webform.kill()
+        run.fault(f"SIGKILL web form while draining (outbox {depth_at_kill})")
+        await asyncio.to_thread(lab.rabbit.clear_memory_alarm)
+        run.fault("memory alarm cleared")
+        webform.start()
+        await webform.wait_healthy(run.http)
+        run.fault("web form restarted on the same outbox")
+        await load
+        result = await run.finish(driver, "web form SIGKILLed while draining its outbox")
+        result.notes.update({"outbox_before_broker_back": depth_before,
+                             "outbox_at_kill": depth_at_kill})
+        if not depth_at_kill:
+            result.problems.append("the outbox was empty at the kill: not killed mid-drain")
+        return result
+
+
+# -- 8. a queue deleted mid-stream ---------------------------------------------------------
+
+
+async def queue_deleted(lab: Lab, count: int, *, deletions: int = 4) -> Result:
+    """`rabbitmqctl delete_queue` of the router's and the ticket core's queue mid-stream.
+
+    The consumer sees its queue go (`basic.cancel`), declares and binds it again and goes on;
+    meanwhile what the web form and the router publish comes back unroutable and is retried.
+    Every accepted submission must become one ticket, nothing dead-lettered, and `/readyz`
+    of both services 200 again within seconds.
+    """
+    async with scenario(lab, "queue_deleted") as run:
+        driver = run.driver(count)
+        load = _background(driver.run(run.http))
+        services = {"router": run.gateway["router"], "ticket_core": run.gateway["ticket-core"]}
+        back_after: list[float | None] = []
+        for i in range(deletions):
+            await driver.reached((i + 1) / (deletions + 1))
+            logical = ("ticket_core", "router")[i % 2]
+            said = await asyncio.to_thread(lab.rabbit.delete_queue,
+                                           f"{run.gateway.prefix}.intake.{logical}")
+            deleted_at = time.monotonic()
+            run.fault(f"delete_queue {logical}: {said.splitlines()[-1] if said else ''}")
+
+            async def ready_again(service: ServiceProcess = services[logical],
+                                  queue: str = logical) -> bool:
+                return await service.readyz(run.http) == 200 and (
+                    await _queue_exists(lab, run.gateway.prefix, queue))
+
+            if await _wait_until(ready_again, 30):
+                back_after.append(round(time.monotonic() - deleted_at, 2))
+            else:
+                back_after.append(None)
+                run.problems.append(f"{logical} not back and ready 30 s after delete_queue")
+        await load
+        result = await run.finish(driver, f"router's and ticket core's queues deleted "
+                                          f"{deletions} times mid-stream")
+        result.notes["ready_again_after_s"] = back_after
+        if result.dead:
+            result.problems.append(f"dead letters: {result.dead}")
+        return result
+
+
+async def _queue_exists(lab: Lab, prefix: str, logical: str) -> bool:
+    import aio_pika
+
+    connection = await aio_pika.connect(lab.rabbit.url)
+    try:
+        channel = await connection.channel()
+        await channel.declare_queue(f"{prefix}.intake.{logical}", passive=True)
+        return True
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        return False
+    finally:
+        await connection.close()
+
+
 SCENARIOS: dict[str, Callable[..., Awaitable[Result]]] = {
     "broker_restarts": broker_restarts,
     "service_kills": service_kills,
@@ -515,4 +633,6 @@ SCENARIOS: dict[str, Callable[..., Awaitable[Result]]] = {
     "postgres_restart": postgres_restart,
     "poison": poison,
     "graceful_shutdown": graceful_shutdown,
+    "webform_kill_mid_drain": webform_kill_mid_drain,
+    "queue_deleted": queue_deleted,
 }

@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import json
+import sqlite3
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
+from connectors.webform import CHANNEL as WEBFORM
 from intake.bus import Bus
-from intake.errors import Transient
+from intake.errors import MessageTooLarge, Transient
 from intake.message import Message
 from intake.outbox import Outbox, Publisher
+from intake.service import BUS, PUBLISHER, outbox_ready
 from intake.settings import IntakeSettings
-from tests.conftest import delete_topology
+from intake.testing import connector_client
+from tests.conftest import IN_CI, delete_topology
 from tests.factories import form_message
 from tests.support import BrokerProxy, eventually
+
+WEBFORM_EXAMPLE = Path(__file__).resolve().parents[2] / "connectors/webform/example.yaml"
 
 
 @dataclass
@@ -38,13 +47,14 @@ class Edge:
 
 @contextlib.asynccontextmanager
 async def edge_with_broker_down(settings: IntakeSettings, tmp_path: Path,
-                                ) -> AsyncIterator[Edge]:
-    proxy = BrokerProxy()
+                                proxy: BrokerProxy | None = None,
+                                **publisher_options: Any) -> AsyncIterator[Edge]:
+    proxy = proxy or BrokerProxy()
     await proxy.reserve_port()  # nothing listens: connections are refused
     edge_bus = Bus(settings.model_copy(update={"amqp_url": proxy.url}), "webform")
     edge_bus.start()
     outbox = Outbox(tmp_path / "outbox.sqlite3")
-    publisher = Publisher(edge_bus, outbox, "webform", "webform")
+    publisher = Publisher(edge_bus, outbox, "webform", "webform", **publisher_options)
     publisher.start()
     consumer_bus = Bus(settings, "router-test")
     try:
@@ -126,3 +136,265 @@ async def test_after_a_short_outage_new_messages_wait_for_the_drain_and_then_go_
         # The backlog first, then the rest.
         assert edge.received[:50] == [m.idempotency_key for m in backlog]
         assert sorted(edge.received[50:]) == sorted(m.idempotency_key for m in later)
+
+
+def service_app(edge: Edge) -> web.Application:
+    app = web.Application()
+    app[BUS], app[PUBLISHER] = edge.bus, edge.publisher
+    return app
+
+
+# -- a full disk ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str = "2m") -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `path` (root only), so that a write meets ENOSPC for real."""
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        message = f"cannot mount a tmpfs (needs root): {mounted.stderr.strip()}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Take every free byte of `disk`; returns the file to delete to free it again."""
+    filler = disk / "filler"
+    with contextlib.suppress(OSError), filler.open("wb") as out:
+        while True:
+            out.write(b"\0" * 65536)
+            out.flush()
+    with contextlib.suppress(OSError), filler.open("ab") as out:  # the last partial block
+        while True:
+            out.write(b"\0" * 512)
+            out.flush()
+    return filler
+
+
+async def test_drain_survives_a_full_disk_after_the_publish_and_publishes_each_once(
+        settings: IntakeSettings, tmp_path: Path) -> None:
+    """The broker confirmed, the delete hits SQLITE_FULL: no repeat, /readyz told, then on."""
+    with small_disk(tmp_path / "disk") as disk:
+        async with edge_with_broker_down(settings, disk, stall_after_s=0.3,
+                                         retry_first_s=0.1) as edge:
+            sent = [form_message(f"f{i:03d}") for i in range(40)]
+            for message in sent:
+                await edge.publisher.publish(message)
+            assert edge.outbox.depth == 40
+            # Empty the write-ahead log into the database (another connection may), so that
+            # the drain's delete must grow the log, and then leave no byte free.
+            with contextlib.closing(sqlite3.connect(disk / "outbox.sqlite3")) as other:
+                other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            filler = fill(disk)
+
+            await edge.consumer_bus.connect()
+            edge.consumer_bus.consume("router", edge.handler, Message)
+            await edge.proxy.start()
+            await eventually(lambda: len(edge.received) >= 40, timeout=30)
+            problem = await eventually(edge.publisher.problem, timeout=30)
+            assert "full" in problem, problem
+            assert await outbox_ready(service_app(edge)) == problem  # /readyz: 503 with it
+            assert edge.outbox.depth == 40  # published, but the delete failed
+            assert not edge.publisher._draining.done()  # type: ignore[union-attr]
+
+            filler.unlink()
+            await eventually(lambda: edge.outbox.depth == 0, timeout=30)
+            assert edge.publisher.problem() is None
+            assert (await outbox_ready(service_app(edge)))["outbox_depth"] == 0
+            late = form_message("f999")
+            await edge.publisher.publish(late)
+            await eventually(lambda: late.idempotency_key in edge.received, timeout=10)
+            # Retried deletes did not publish anything again: each exactly once, in order.
+            assert edge.received == [m.idempotency_key for m in [*sent, late]]
+
+
+# -- returned by the broker ----------------------------------------------------------------
+
+
+async def delete_queue(bus: Bus, logical: str) -> None:
+    assert bus._connection is not None
+    channel = await bus._connection.channel()
+    try:
+        await channel.queue_delete(bus.names(logical))
+    finally:
+        await channel.close()
+
+
+async def test_a_message_no_queue_takes_is_retried_then_dead_lettered_unroutable(
+        bus: Bus, tmp_path: Path) -> None:
+    publisher = Publisher(bus, Outbox(tmp_path / "outbox.sqlite3"), "webform", "webform",
+                          unroutable_attempts=3, retry_first_s=0.1)
+    publisher.start()
+    try:
+        await delete_queue(bus, "router")  # `intake.inbound` now routes nowhere
+        message = form_message("lost-queue")
+        await publisher.publish(message)  # durable in the outbox: answered with success
+        await eventually(lambda: publisher.outbox.depth == 0, timeout=30)
+        letters = await eventually(bus.browse_dead, timeout=10)
+        assert len(letters) == 1
+        letter = letters[0]
+        assert letter.reason == "unroutable"
+        assert json.loads(letter.body)["idempotency_key"] == message.idempotency_key
+        assert letter.exchange == bus.names("inbound")
+        assert letter.routing_key == message.routing_key
+        assert "3 attempts" in letter.error
+    finally:
+        await publisher.stop()
+        publisher.outbox.close()
+
+
+async def test_a_returned_message_reaches_the_queue_once_it_is_declared_again(
+        settings: IntakeSettings, bus: Bus, tmp_path: Path) -> None:
+    publisher = Publisher(bus, Outbox(tmp_path / "outbox.sqlite3"), "webform", "webform",
+                          unroutable_attempts=1000, retry_first_s=0.1)
+    publisher.start()
+    consumer_bus = Bus(settings, "router-test")
+    received: list[str] = []
+
+    async def handler(message: Message) -> None:
+        received.append(message.idempotency_key)
+
+    try:
+        await delete_queue(bus, "router")
+        message = form_message("back-soon")
+        await publisher.publish(message)
+        await eventually(lambda: publisher._unroutable, timeout=10)  # returned at least once
+        await consumer_bus.connect()  # declares and binds the router's queue again
+        consumer_bus.consume("router", handler, Message)
+        await eventually(lambda: received == [message.idempotency_key], timeout=30)
+        assert publisher.outbox.depth == 0
+        assert await bus.browse_dead() == []
+    finally:
+        await publisher.stop()
+        publisher.outbox.close()
+        await consumer_bus.close()
+
+
+# -- too large -----------------------------------------------------------------------------
+
+
+async def router_queue_depth(bus: Bus) -> int:
+    assert bus._connection is not None
+    channel = await bus._connection.channel()
+    try:
+        queue = await channel.declare_queue(bus.names("router"), passive=True)
+        return int(queue.declaration_result.message_count or 0)
+    finally:
+        await channel.close()
+
+
+async def test_a_message_over_the_size_limit_is_refused_before_the_outbox(
+        settings: IntakeSettings, tmp_path: Path) -> None:
+    small = settings.model_copy(update={"max_message_bytes": 4000})
+    bus = Bus(small, "webform")
+    await bus.connect()
+    publisher = Publisher(bus, Outbox(tmp_path / "outbox.sqlite3"), "webform", "webform")
+    publisher.start()
+    try:
+        with pytest.raises(MessageTooLarge) as caught:
+            await publisher.publish(form_message("big", text="退款" * 2000))
+        assert caught.value.reason == "message_too_large"
+        assert publisher.outbox.depth == 0
+        await publisher.publish(form_message("small"))  # the next one is not held up
+        await eventually(lambda: router_queue_depth(bus))
+        assert await router_queue_depth(bus) == 1
+    finally:
+        await publisher.stop()
+        publisher.outbox.close()
+        await delete_topology(bus)
+        await bus.close()
+
+
+async def test_the_web_form_answers_a_message_over_the_limit_with_413(
+        settings: IntakeSettings, tmp_path: Path) -> None:
+    tiny = settings.model_copy(update={"max_message_bytes": 300})  # any submission is bigger
+    bus = Bus(tiny, "webform")
+    await bus.connect()
+    publisher = Publisher(bus, Outbox(tmp_path / "outbox.sqlite3"), "webform", "webform")
+    publisher.start()
+    client = await connector_client(WEBFORM, WEBFORM_EXAMPLE, publisher)
+    try:
+        fixture = WEBFORM_EXAMPLE.parent / "fixtures" / "contact_json"
+        headers = json.loads(fixture.with_suffix(".headers.json").read_bytes())
+        response = await client.post("/forms/contact/submissions",
+                                     data=fixture.with_suffix(".json").read_bytes(),
+                                     headers=headers)
+        body = await response.json()
+        assert response.status == 413, body
+        assert body["error"] == "message_too_large"
+        assert publisher.outbox.depth == 0
+        assert await router_queue_depth(bus) == 0
+    finally:
+        await client.close()
+        await publisher.stop()
+        publisher.outbox.close()
+        await delete_topology(bus)
+        await bus.close()
+
+
+# -- per-call deadline ---------------------------------------------------------------------
+
+
+class StallingProxy(BrokerProxy):
+    """A proxy that can go silent: connections stay open, nothing reaches the broker.
+
+    What a client sees from a broker that stopped answering (blocked by an alarm, or a network
+    that drops packets): no refusal, no confirm, only time passing.
+    """
+
+    silent = False
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._links.update((writer, up_writer))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await src.read(65536):
+                    if not self.silent:
+                        dst.write(data)
+                        await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._links.discard(writer)
+        self._links.discard(up_writer)
+
+
+async def test_a_publish_deadline_bounds_the_broker_attempt_and_falls_back_to_the_outbox(
+        settings: IntakeSettings, tmp_path: Path) -> None:
+    proxy = StallingProxy()
+    slow = settings.model_copy(update={"publish_timeout_s": 600.0})  # never the limit here
+    async with edge_with_broker_down(slow, tmp_path, proxy=proxy) as edge:
+        await edge.consumer_bus.connect()
+        edge.consumer_bus.consume("router", edge.handler, Message)
+        await proxy.start()
+        assert await edge.bus.wait_connected(20)
+        first = form_message("d000")
+        await edge.publisher.publish(first, timeout=5.0)  # the broker answers: direct
+        await eventually(lambda: edge.received == [first.idempotency_key])
+        assert edge.outbox.depth == 0
+
+        proxy.silent = True
+        stalled = form_message("d001")
+        # Without the deadline this would wait for the 600 s publish timeout.
+        await asyncio.wait_for(edge.publisher.publish(stalled, timeout=2.0), 30)
+        assert edge.outbox.depth == 1  # the fsynced outbox took it
+
+        await proxy.stop()  # cut the silent connections; the bus reconnects
+        proxy.silent = False
+        await proxy.start()
+        await eventually(lambda: edge.outbox.depth == 0, timeout=60)
+        await eventually(lambda: stalled.idempotency_key in edge.received, timeout=10)
+        assert edge.received == [first.idempotency_key, stalled.idempotency_key]
