@@ -27,14 +27,18 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    ColumnElement,
     Integer,
+    Select,
     String,
     Table,
+    Text,
+    Update,
+    and_,
     bindparam,
     insert,
     or_,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy import exc as sa_exc
@@ -52,6 +56,9 @@ TICKETS = db.Ticket.__table__
 MESSAGES = db.Message.__table__
 ATTACHMENTS = db.Attachment.__table__
 COUNTERS = db.Counter.__table__
+EVENTS = db.Event.__table__
+OUTBOX = db.Outbox.__table__
+INSERTED_TABLES = (CUSTOMERS, IDENTITIES, TICKETS, MESSAGES, ATTACHMENTS, COUNTERS, EVENTS, OUTBOX)
 
 # A conversation stays joinable until the ticket is closed or merged away.
 UNJOINABLE_STATUSES = ("closed", "merged")
@@ -62,9 +69,9 @@ StoredMessageRow = tuple[str, str, str | None, str, int | None]
 """id, idempotency_key, ticket_id, customer_id, the ticket's number."""
 KnownIdentityRow = tuple[str, str, str, bool, datetime]
 """kind, value, customer_id, verified, the customer's created_at (aware UTC)."""
-TicketRow = tuple[str, int, str, str, str, str | None]
-"""id, number, status, customer_id, channel, conversation_id."""
-RepliedTicketRow = tuple[str, int, str, str, str, str | None, str]
+TicketRow = tuple[str, int, str, str, str | None, str, str | None]
+"""id, number, status, customer_id, desk, channel, conversation_id."""
+RepliedTicketRow = tuple[str, int, str, str, str | None, str, str | None, str]
 """A TicketRow, then the stored Message-ID that leads to it."""
 
 T = TypeVar("T")
@@ -113,8 +120,8 @@ class WriteStatements(Protocol):
         """Mark these stored identities verified."""
         ...
 
-    def bump_ticket_counter(self, count: int) -> int | None:
-        """Add `count` to the ticket number counter: its new value, None if the row is missing."""
+    def bump_counter(self, name: str, count: int) -> int | None:
+        """Add `count` to the counter row `name`: its new value, None if the row is missing."""
         ...
 
     def touch_tickets(self, changes: Sequence[tuple[str, str, datetime]]) -> None:
@@ -127,22 +134,61 @@ class WriteStatements(Protocol):
 # Built once: a batch then builds no SQL expression and SQLAlchemy reuses their memoized cache
 # keys and compiled forms. Lists go in as expanding parameters.
 _TICKET_COLUMNS = (TICKETS.c.id, TICKETS.c.number, TICKETS.c.status, TICKETS.c.customer_id,
-                   TICKETS.c.channel, TICKETS.c.conversation_id)
+                   TICKETS.c.desk, TICKETS.c.channel, TICKETS.c.conversation_id)
 _STORED_KEYS = (
     select(MESSAGES.c.id, MESSAGES.c.idempotency_key, MESSAGES.c.ticket_id,
            MESSAGES.c.customer_id, TICKETS.c.number)
     .select_from(MESSAGES.outerjoin(TICKETS, TICKETS.c.id == MESSAGES.c.ticket_id))
     .where(or_(MESSAGES.c.idempotency_key.in_(bindparam("keys", expanding=True)),
                MESSAGES.c.id.in_(bindparam("ids", expanding=True)))))
-_KNOWN_IDENTITIES = (
-    select(IDENTITIES.c.kind, IDENTITIES.c.value, IDENTITIES.c.customer_id,
-           IDENTITIES.c.verified, CUSTOMERS.c.created_at)
-    .select_from(IDENTITIES.join(CUSTOMERS, CUSTOMERS.c.id == IDENTITIES.c.customer_id))
-    .where(tuple_(IDENTITIES.c.kind, IDENTITIES.c.value)
-           .in_(bindparam("pairs", expanding=True))))
-_TICKETS_NAMED = select(*_TICKET_COLUMNS).where(
-    or_(TICKETS.c.id.in_(bindparam("ids", expanding=True)),
-        TICKETS.c.number.in_(bindparam("numbers", expanding=True))))
+
+
+@functools.cache
+def _identities_clause(kinds: int) -> ColumnElement[bool]:
+    """`(kind = :k0 AND value IN :v0) OR …`, a term per kind: the (kind, value) unique index
+    is searched for each pair, where `(kind, value) IN (VALUES …)` made SQLite scan the table
+    (see `_identities_condition`, the fast path's form). Built once per number of kinds."""
+    return or_(*(and_(IDENTITIES.c.kind == bindparam(f"k{i}"),
+                      IDENTITIES.c.value.in_(bindparam(f"v{i}", expanding=True)))
+                 for i in range(kinds)))
+
+
+def _identities_parameters(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    values_by_kind: dict[str, list[str]] = {}
+    for kind, value in pairs:
+        values_by_kind.setdefault(kind, []).append(value)
+    parameters: dict[str, Any] = {}
+    for i, (kind, values) in enumerate(values_by_kind.items()):
+        parameters[f"k{i}"] = kind
+        parameters[f"v{i}"] = values
+    return parameters
+
+
+@functools.cache
+def _known_identities(kinds: int) -> Select[Any]:
+    return (select(IDENTITIES.c.kind, IDENTITIES.c.value, IDENTITIES.c.customer_id,
+                   IDENTITIES.c.verified, CUSTOMERS.c.created_at)
+            .select_from(IDENTITIES.join(CUSTOMERS, CUSTOMERS.c.id == IDENTITIES.c.customer_id))
+            .where(_identities_clause(kinds)))
+
+
+@functools.cache
+def _verify_identities(kinds: int) -> Update:
+    return (update(IDENTITIES)
+            .where(_identities_clause(kinds), IDENTITIES.c.verified.is_(False))
+            .values(verified=True))
+
+
+# Only the lists given: next to an empty `IN ()`, SQLite scans the table.
+_TICKETS_NAMED = {
+    (True, False): select(*_TICKET_COLUMNS).where(
+        TICKETS.c.id.in_(bindparam("ids", expanding=True))),
+    (False, True): select(*_TICKET_COLUMNS).where(
+        TICKETS.c.number.in_(bindparam("numbers", expanding=True))),
+    (True, True): select(*_TICKET_COLUMNS).where(
+        or_(TICKETS.c.id.in_(bindparam("ids", expanding=True)),
+            TICKETS.c.number.in_(bindparam("numbers", expanding=True)))),
+}
 _TICKETS_BY_MESSAGE_ID = (
     select(*_TICKET_COLUMNS, MESSAGES.c.message_id)
     .select_from(MESSAGES.join(TICKETS, TICKETS.c.id == MESSAGES.c.ticket_id))
@@ -158,23 +204,17 @@ _TICKETS_OPEN_FOR = (
     .where(TICKETS.c.customer_id.in_(bindparam("customers", expanding=True)),
            TICKETS.c.status.not_in(DONE_STATUSES))
     .order_by(TICKETS.c.created_at, TICKETS.c.id))
-_INSERTS = {table.name: insert(table)
-            for table in (CUSTOMERS, IDENTITIES, TICKETS, MESSAGES, ATTACHMENTS, COUNTERS)}
+_INSERTS = {table.name: insert(table) for table in INSERTED_TABLES}
 # Identities added to a found customer: one a concurrent writer added first is left alone.
 _INSERT_IDENTITIES_IGNORING_PG = (
     pg_insert(IDENTITIES).on_conflict_do_nothing(index_elements=["kind", "value"]))
 _INSERT_IDENTITIES_IGNORING_SQLITE = (
     sqlite_insert(IDENTITIES).on_conflict_do_nothing(index_elements=["kind", "value"]))
-_VERIFY_IDENTITIES = (
-    update(IDENTITIES)
-    .where(tuple_(IDENTITIES.c.kind, IDENTITIES.c.value).in_(bindparam("pairs", expanding=True)),
-           IDENTITIES.c.verified.is_(False))
-    .values(verified=True))
 _TOUCH_TICKETS = (
     update(TICKETS).where(TICKETS.c.id == bindparam("b_id"))
     .values(status=bindparam("b_status"), updated_at=bindparam("b_updated_at")))
 _BUMP_COUNTER = (
-    update(COUNTERS).where(COUNTERS.c.name == db.TICKET_COUNTER)
+    update(COUNTERS).where(COUNTERS.c.name == bindparam("counter"))
     .values(value=COUNTERS.c.value + bindparam("count", type_=COUNTERS.c.value.type))
     .returning(COUNTERS.c.value))
 
@@ -194,10 +234,18 @@ class CoreWriteStatements:
         return self._connection.execute(_STORED_KEYS, {"keys": keys, "ids": ids})
 
     def known_identities(self, pairs: Sequence[tuple[str, str]]) -> Iterable[KnownIdentityRow]:
-        return self._connection.execute(_KNOWN_IDENTITIES, {"pairs": pairs})
+        parameters = _identities_parameters(pairs)
+        return self._connection.execute(_known_identities(len(parameters) // 2), parameters)
 
     def tickets_named(self, ids: Sequence[str], numbers: Sequence[int]) -> Iterable[TicketRow]:
-        return self._connection.execute(_TICKETS_NAMED, {"ids": ids, "numbers": numbers})
+        if not ids and not numbers:
+            return []
+        parameters: dict[str, Any] = {}
+        if ids:
+            parameters["ids"] = ids
+        if numbers:
+            parameters["numbers"] = numbers
+        return self._connection.execute(_TICKETS_NAMED[bool(ids), bool(numbers)], parameters)
 
     def tickets_replied_to(self, message_ids: Sequence[str]) -> Iterable[RepliedTicketRow]:
         return self._connection.execute(_TICKETS_BY_MESSAGE_ID, {"message_ids": message_ids})
@@ -216,10 +264,12 @@ class CoreWriteStatements:
         self._connection.execute(self._insert_identities_ignoring, rows)
 
     def verify_identities(self, pairs: Sequence[tuple[str, str]]) -> None:
-        self._connection.execute(_VERIFY_IDENTITIES, {"pairs": pairs})
+        parameters = _identities_parameters(pairs)
+        self._connection.execute(_verify_identities(len(parameters) // 2), parameters)
 
-    def bump_ticket_counter(self, count: int) -> int | None:
-        return self._connection.execute(_BUMP_COUNTER, {"count": count}).scalar_one_or_none()
+    def bump_counter(self, name: str, count: int) -> int | None:
+        return self._connection.execute(
+            _BUMP_COUNTER, {"counter": name, "count": count}).scalar_one_or_none()
 
     def touch_tickets(self, changes: Sequence[tuple[str, str, datetime]]) -> None:
         self._connection.execute(_TOUCH_TICKETS, [
@@ -260,7 +310,7 @@ def _sqlite_conversion(table: Table, column: str) -> Callable[[Any], Any] | None
         return db.json_dumps
     if isinstance(column_type, Boolean):
         return _sqlite_boolean
-    if isinstance(column_type, String | Integer | BigInteger):
+    if isinstance(column_type, String | Integer | BigInteger | Text):
         return None
     raise TypeError(f"{table.name}.{column}: no SQLite conversion for {column_type!r}")
 
@@ -272,6 +322,9 @@ class _SqliteInsert:
     sql: str
     columns: tuple[str, ...]
     conversions: tuple[tuple[int, Callable[[Any], Any]], ...]  # (position, conversion)
+    # What a column missing from a planned row gets: its scalar default (as SQLAlchemy's
+    # insert would fill in), else None (NULL).
+    defaults: tuple[Any, ...]
 
     @classmethod
     def of(cls, table: Table, suffix: str = "") -> _SqliteInsert:
@@ -281,13 +334,23 @@ class _SqliteInsert:
                             if (conversion := _sqlite_conversion(table, column)) is not None)
         sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "
                f"VALUES ({_marks(len(columns))}){suffix}")
-        return cls(sql, columns, conversions)
+        defaults = tuple(_scalar_default(table, column) for column in columns)
+        return cls(sql, columns, conversions, defaults)
 
     def parameters(self, row: dict[str, Any]) -> tuple[Any, ...]:
-        values = [row[column] for column in self.columns]
+        try:
+            values = [row[column] for column in self.columns]
+        except KeyError:  # a column the row leaves out (one added by a later migration)
+            values = [row.get(column, default)
+                      for column, default in zip(self.columns, self.defaults, strict=True)]
         for position, conversion in self.conversions:
             values[position] = conversion(values[position])
         return tuple(values)
+
+
+def _scalar_default(table: Table, column: str) -> Any:
+    default = table.c[column].default
+    return default.arg if default is not None and default.is_scalar else None
 
 
 @functools.cache
@@ -318,12 +381,11 @@ def _sql_strings(values: Iterable[str]) -> str:
     return ", ".join("'" + value.replace("'", "''") + "'" for value in values)
 
 
-_SQLITE_INSERTS = {table.name: _SqliteInsert.of(table)
-                   for table in (CUSTOMERS, IDENTITIES, TICKETS, MESSAGES, ATTACHMENTS, COUNTERS)}
+_SQLITE_INSERTS = {table.name: _SqliteInsert.of(table) for table in INSERTED_TABLES}
 _SQLITE_ADD_IDENTITIES = _SqliteInsert.of(IDENTITIES, " ON CONFLICT (kind, value) DO NOTHING")
 # The selects and updates of the Core statements above, in SQLite's SQL. {…}: placeholders.
 _TICKET_SELECT = ("SELECT tickets.id, tickets.number, tickets.status, tickets.customer_id, "
-                  "tickets.channel, tickets.conversation_id")
+                  "tickets.desk, tickets.channel, tickets.conversation_id")
 _SQLITE_STORED_MESSAGES = (
     "SELECT messages.id, messages.idempotency_key, messages.ticket_id, messages.customer_id, "
     "tickets.number FROM messages LEFT OUTER JOIN tickets ON tickets.id = messages.ticket_id "
@@ -406,6 +468,8 @@ class SqliteWriteStatements:
                 for kind, value, customer_id, verified, created_at in rows]
 
     def tickets_named(self, ids: Sequence[str], numbers: Sequence[int]) -> Iterable[TicketRow]:
+        if not ids and not numbers:
+            return []
         # Only the lists given: next to an empty `IN ()`, SQLite scans the table.
         conditions = []
         if ids:
@@ -437,8 +501,8 @@ class SqliteWriteStatements:
         condition, parameters = _identities_condition(pairs)
         self._run(_SQLITE_VERIFY_IDENTITIES.format(identities=condition), parameters)
 
-    def bump_ticket_counter(self, count: int) -> int | None:
-        rows = self._run(_SQLITE_BUMP_COUNTER, (count, db.TICKET_COUNTER))
+    def bump_counter(self, name: str, count: int) -> int | None:
+        rows = self._run(_SQLITE_BUMP_COUNTER, (count, name))
         return rows[0][0] if rows else None
 
     def touch_tickets(self, changes: Sequence[tuple[str, str, datetime]]) -> None:
@@ -472,10 +536,22 @@ class SqliteWriter:
         transaction = self._fast_transaction if self.fast_path else self._core_transaction
         return await asyncio.get_running_loop().run_in_executor(self._thread, transaction, work)
 
-    def _core_transaction(self, work: Callable[[WriteStatements], T]) -> T:
+    async def run_core(self, work: Callable[[Connection], T]) -> T:
+        """`work(connection)` on a SQLAlchemy connection in one write transaction, on the
+        writer thread (replies, delivery results, the relay's bookkeeping: not hot)."""
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="ticket-store-writer")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._thread, self._connection_transaction, work)
+
+    def _connection_transaction(self, work: Callable[[Connection], T]) -> T:
         with self.engine.connect() as connection, connection.begin():
             connection.exec_driver_sql("BEGIN IMMEDIATE")  # see db.WRITE
-            return work(CoreWriteStatements(connection))
+            return work(connection)
+
+    def _core_transaction(self, work: Callable[[WriteStatements], T]) -> T:
+        return self._connection_transaction(lambda connection: work(
+            CoreWriteStatements(connection)))
 
     def _fast_transaction(self, work: Callable[[WriteStatements], T]) -> T:
         if self._connection is None:

@@ -73,10 +73,12 @@ async def store(database_url: str) -> AsyncIterator[TicketStore]:
     if engine.dialect.name == "postgresql":
         async with engine.begin() as connection:
             await connection.execute(text(
-                "TRUNCATE attachments, messages, tickets, customer_identities, customers "
-                "RESTART IDENTITY CASCADE"))
+                "TRUNCATE events, outbox, attachments, messages, tickets, customer_identities, "
+                "customers RESTART IDENTITY CASCADE"))
+            await connection.execute(text("DELETE FROM counters"))
             await connection.execute(text(
-                "UPDATE counters SET value = 1000 WHERE name = 'ticket_number'"))
+                "INSERT INTO counters (name, value) VALUES ('ticket_number', 1000), "
+                "('event_id', 0), ('events_relayed', 0)"))
     store = TicketStore(engine)
     yield store
     await store.close()

@@ -20,8 +20,10 @@ from intake import Rejected
 from intake.errors import StorageUnavailable
 from intake.message import Attachment, Call, Event, Form, Identity, Message, RouteDelivery, Thread
 from ticket_core import db
+from ticket_core import planner as planner_module
 from ticket_core import store as store_module
 from ticket_core.consume import persist_routed
+from ticket_core.failures import Unpersistable
 from ticket_core.store import PersistResult, TicketStore
 from ticket_core.writes import (
     MESSAGES,
@@ -68,7 +70,8 @@ class Deterministic:
         return self.now
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(store_module, "uuid", types.SimpleNamespace(uuid4=self.uuid4))
+        monkeypatch.setattr(planner_module, "uuid", types.SimpleNamespace(uuid4=self.uuid4))
+        monkeypatch.setattr(planner_module, "utcnow", self.utcnow)
         monkeypatch.setattr(store_module, "utcnow", self.utcnow)
 
 
@@ -396,15 +399,17 @@ async def test_a_unique_conflict_is_retried_and_then_succeeds(
 
 
 @FAST_AND_CORE
-async def test_a_conflict_that_stays_gives_up_as_storage_unavailable(
+async def test_a_conflict_that_stays_fails_the_message_instead_of_holding(
         tmp_path: Path, fast_path: bool) -> None:
     async with sqlite_store(tmp_path / "db.sqlite3", fast_path=fast_path) as store:
         first = await store.persist(message("k1"))
         # The counter set back under a stored ticket: every attempt collides on number 1001.
         await run_sql(store, "UPDATE counters SET value = 1000")
 
-        with pytest.raises(StorageUnavailable, match="gave up after 5 attempts") as caught:
+        with pytest.raises(Unpersistable, match="the same conflict 5 times") as caught:
             await store.persist(message("k2"))
+
+        assert not getattr(caught.value, "hold", False)
 
         assert isinstance(caught.value.__cause__, sa_exc.IntegrityError)
         assert isinstance(caught.value.__cause__.orig, sqlite3.IntegrityError)
