@@ -1,4 +1,5 @@
-"""The ticket core's consumer: routed messages become persisted ticket messages, in batches."""
+"""The ticket core's consumers: routed messages become ticket messages (in batches), and
+connectors' delivery results are recorded on the outbound messages."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy import exc as sa_exc
 
 from intake import Message, Rejected, get_logger
+from intake.message import DeliveryResult, utcnow
 from intake.metrics import MESSAGES_IN, MESSAGES_OUT
 
+from .delivery import record_delivery
 from .failures import Unpersistable, sqlstate
 from .store import TicketStore
 
@@ -101,3 +104,15 @@ def persist_routed(store: TicketStore, fault: str | None = None,
 
     return persist
 
+
+
+def record_results(store: TicketStore) -> Callable[[DeliveryResult], Awaitable[None]]:
+    """Consumer of `ticket_core.delivery`: an unknown outbound id is dead-lettered at once
+    (`unknown_outbound`); a result that does not outrank the stored one is acked unchanged."""
+
+    async def record(result: DeliveryResult) -> None:
+        changed = await store.write(lambda c: record_delivery(c, result, utcnow()))
+        log.info("delivery_recorded", outbound_id=str(result.outbound_id),
+                 status=result.status, attempt=result.attempt, changed=changed)
+
+    return record

@@ -171,6 +171,15 @@ class TicketReader:
                 content_id=r.content_id, inline=r.inline))
         return found
 
+    async def get_message(self, message_id: str) -> MessageView | None:
+        async with self._reading() as conn:
+            row = (await conn.execute(select(MESSAGES).where(MESSAGES.c.id == message_id))
+                   ).first()
+            if row is None:
+                return None
+            attachments = await self._attachments(conn, [row.id])
+        return _message_view(row, attachments.get(row.id, []))
+
     async def customer_timeline(self, customer_id: str) -> list[MessageView]:
         """Every message of a customer, tickets and events alike, in source order."""
         async with self._reading() as conn:

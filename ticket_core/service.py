@@ -1,7 +1,9 @@
-"""The ticket core service: storage, the routed-message consumer and the agent API."""
+"""The ticket core service: storage, its consumers, the relay and the agent API."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -10,11 +12,15 @@ from pathlib import Path
 from aiohttp import web
 
 from intake import BUS, SETTINGS, ConfigDocument, IntakeSettings, Message, Service, get_logger
+from intake.blobs import FileBlobStore
+from intake.message import DeliveryResult
 from intake.service import broker_ready, bus_context
 
 from .api import api_routes, auth_middleware, ready_check
-from .consume import persist_routed
+from .consume import persist_routed, record_results
 from .db import make_engine, migrate
+from .relay import Relay
+from .replies import ReplyChannels
 from .settings import TicketCoreSettings
 from .store import TicketStore
 
@@ -42,6 +48,9 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
     url = settings.effective_database_url
     engine = make_engine(url)
     store = TicketStore(engine)
+    blobs = FileBlobStore(settings.data_dir / "blobs")
+    reply_channels = ReplyChannels.parse(own.reply_channels, default_accounts(doc))
+    relay_box: list[Relay] = []
 
     async def storage(app: web.Application) -> AsyncIterator[None]:
         if url.startswith("sqlite"):
@@ -49,6 +58,7 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
         if own.migrate_on_start:
             await migrate(url)
         yield
+        await blobs.close()
         await store.close()
         await engine.dispose()
 
@@ -58,14 +68,46 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
                                  prefetch=own.prefetch)
         yield  # bus_context's exit stops the consumer and waits for in-flight commits
 
+    async def delivery_consumer(app: web.Application) -> AsyncIterator[None]:
+        app[BUS].consume("ticket_core.delivery", record_results(store), DeliveryResult)
+        yield
+
+    async def relay(app: web.Application) -> AsyncIterator[None]:
+        # Outbox rows and events committed, also before a crash, are published from here.
+        relay = Relay(store, app[BUS], poll_s=own.relay_poll_s)
+        relay_box.append(relay)
+        task = asyncio.create_task(relay.run(), name="ticket-core-relay")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def relay_ready(app: web.Application) -> str | None:
+        return relay_box[0].problem() if relay_box else None
+
     return Service(
         name="ticket-core",
         port=own.port,
         settings=settings,
-        routes=list(api_routes(store)),
+        routes=list(api_routes(store, blobs=blobs, reply_channels=reply_channels)),
         middlewares=[auth_middleware(api_token(settings))],
-        contexts=[storage, bus_context, consumer],
-        ready_checks=[broker_ready, ready_check(store)],
+        contexts=[storage, bus_context, consumer, delivery_consumer, relay],
+        ready_checks=[broker_ready, ready_check(store), relay_ready],
         state={STORE: store},
     )
 
+
+
+def default_accounts(doc: ConfigDocument) -> dict[str, str]:
+    """The first configured account (`id`) of each channel: where a reply on a channel the
+    customer never wrote to goes out from."""
+    accounts: dict[str, str] = {}
+    channels = doc.section("channels") or {}
+    for name, section in (channels.items() if isinstance(channels, dict) else ()):
+        for key in ("accounts", "forms", "apps", "lines", "mailboxes"):
+            entries = section.get(key) if isinstance(section, dict) else None
+            if isinstance(entries, list) and entries and isinstance(entries[0], dict) \
+                    and entries[0].get("id"):
+                accounts[name] = str(entries[0]["id"])
+                break
+    return accounts
