@@ -56,6 +56,27 @@ class Relay:
         self.failing_since: float | None = None
         self.published_outbound = 0
         self.published_events = 0
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="ticket-core-relay")
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Finish the batch under way (publish and bookkeeping), then end; cancel after
+        `timeout` (what it published and did not record is published again at start)."""
+        self._stopping = True
+        self.store.changes.notify()
+        task, self._task = self._task, None
+        if task is None:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(task)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def problem(self) -> str | None:
         """A ready check's answer: why the relay is not making progress, or None."""
@@ -68,7 +89,7 @@ class Relay:
         """Relay until cancelled."""
         async with self._the_only_relay():
             delay = 0.2
-            while True:
+            while not self._stopping:
                 token = self.store.changes.token()
                 try:
                     busy = await self.relay_once()
@@ -86,7 +107,7 @@ class Relay:
                              seconds=round(time.monotonic() - self.failing_since, 1))
                     self.failing_since = None
                 delay = 0.2
-                if not busy:
+                if not busy and not self._stopping:
                     await Changes.wait(token, self.poll_s)
 
     async def relay_once(self) -> bool:

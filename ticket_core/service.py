@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -76,11 +74,9 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
         # Outbox rows and events committed, also before a crash, are published from here.
         relay = Relay(store, app[BUS], poll_s=own.relay_poll_s)
         relay_box.append(relay)
-        task = asyncio.create_task(relay.run(), name="ticket-core-relay")
+        relay.start()
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await relay.stop()
 
     async def relay_ready(app: web.Application) -> str | None:
         return relay_box[0].problem() if relay_box else None

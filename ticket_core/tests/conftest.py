@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests.conftest import bus, bus_prefix, settings  # noqa: F401  (the real broker's fixtures)
 from ticket_core.db import make_engine, migrate
 from ticket_core.store import TicketStore
 
