@@ -75,6 +75,9 @@ async def _reply_request(request: web.Request) -> ReplyRequest:
         raise ApiError(422, "invalid_body", "Some fields are not valid.", fields) from exc
     if not reply.text.strip():
         raise ApiError(422, "invalid_body", "A reply needs a text.", {"text": "must not be empty"})
+    if "\x00" in reply.text:  # PostgreSQL's text cannot hold it; no channel sends it
+        raise ApiError(422, "invalid_body", "The text holds a NUL character.",
+                       {"text": "must not contain NUL (U+0000)"})
     return reply
 
 

@@ -11,10 +11,10 @@ from sqlalchemy import text
 
 from intake.bus import Bus
 from intake.message import Message, Thread
+from tests.support import eventually
 from ticket_core.consume import UNPERSISTABLE_AFTER, persist_routed
 from ticket_core.failures import storage_unavailable
 from ticket_core.store import TicketStore
-from tests.support import eventually
 
 from .builders import message, route
 
