@@ -39,6 +39,19 @@ def _last_event_id(request: web.Request) -> int | None:
     return int(value)
 
 
+def _ended(request: web.Request) -> bool:
+    """The client went away, or the server is shutting down.
+
+    aiohttp no longer cancels a handler whose client left, and at shutdown it waits for open
+    handlers (up to the shutdown timeout) after marking their connections closing
+    (`Server.pre_shutdown` sets the protocol's `_close`, which it has no public view of):
+    a stream that did not look would hold a SIGTERM for that long.
+    """
+    transport = request.transport
+    return (transport is None or transport.is_closing()
+            or bool(getattr(request.protocol, "_close", False)))
+
+
 def events_handler(store: TicketStore, *, keepalive_s: float = KEEPALIVE_S,
                    poll_s: float = POLL_S) -> web.RouteDef:
     async def stream(request: web.Request) -> web.StreamResponse:
@@ -67,7 +80,7 @@ def events_handler(store: TicketStore, *, keepalive_s: float = KEEPALIVE_S,
         await response.write(b": stream of the ticket core's event log\nretry: 2000\n\n")
         quiet_since = time.monotonic()
         try:
-            while True:
+            while not _ended(request):
                 token = store.changes.token()
                 try:
                     rows = await store.events_after(last, BATCH)
