@@ -252,6 +252,10 @@ def _plan_message(plan: Plan, index: int, m: Message, now: datetime,
         "raw": m.raw,
         "trace_id": m.trace_id,
         "sender_name": m.sender.name,
+        # Every column, so the fast path's insert takes its quick branch (see writes.py).
+        "delivery_status": None,
+        "delivery_reason": None,
+        "delivery_attempt": None,
     })
     for a in m.attachments:
         plan.attachments.append({
