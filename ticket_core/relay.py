@@ -49,10 +49,13 @@ log = get_logger(component="relay")
 
 
 class Relay:
-    def __init__(self, store: TicketStore, bus: Bus, *, poll_s: float = POLL_S) -> None:
+    def __init__(self, store: TicketStore, bus: Bus, *, poll_s: float = POLL_S,
+                 events: bool = True) -> None:
+        """`events=False` relays the outbox only (INTAKE_TICKET_CORE_RELAY_EVENTS)."""
         self.store = store
         self.bus = bus
         self.poll_s = poll_s
+        self.events = events
         self.failing_since: float | None = None
         self.published_outbound = 0
         self.published_events = 0
@@ -113,7 +116,7 @@ class Relay:
     async def relay_once(self) -> bool:
         """Publish what is pending (a batch of each); True when there was any."""
         outbound = await self.relay_outbox()
-        events = await self.relay_events()
+        events = await self.relay_events() if self.events else 0
         return outbound + events > 0
 
     # ---- outbound messages ---------------------------------------------------------------

@@ -72,7 +72,7 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
 
     async def relay(app: web.Application) -> AsyncIterator[None]:
         # Outbox rows and events committed, also before a crash, are published from here.
-        relay = Relay(store, app[BUS], poll_s=own.relay_poll_s)
+        relay = Relay(store, app[BUS], poll_s=own.relay_poll_s, events=own.relay_events)
         relay_box.append(relay)
         relay.start()
         yield
