@@ -97,3 +97,24 @@ async def test_the_stream_needs_the_token_and_refuses_bad_parameters(
     assert bad.status == 400 and "last_event_id" in (await bad.json())["fields"]
     unknown = await client.get("/api/v1/events", headers=AUTH, params={"since": "1"})
     assert unknown.status == 400
+
+
+async def test_an_open_stream_ends_when_the_server_shuts_down(store: TicketStore) -> None:
+    from aiohttp import ClientSession
+    from aiohttp.test_utils import TestServer
+
+    app = web.Application(middlewares=[auth_middleware(TOKEN)])
+    app.add_routes(api_routes(store))
+    server = TestServer(app)
+    await server.start_server()
+    async with ClientSession() as http:
+        async with http.get(server.make_url("/api/v1/events"), headers=AUTH) as response:
+            assert response.status == 200
+            await response.content.readline()
+            closing = asyncio.create_task(server.close())
+            # The stream ends (EOF) instead of holding the shutdown until a timeout; the
+            # keepalive (15 s) is far off, so only the shutdown can end it.
+            async with asyncio.timeout(10):
+                while await response.content.readline():
+                    pass
+            await closing
