@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Connection
 
+from intake.config import ConfigDocument
 from intake.message import Attachment, Identity, OutboundMessage, Thread
 
 from .events import PlannedEvent
@@ -166,3 +167,18 @@ def _attachment(connection: Connection, ref: str) -> Attachment:
     return Attachment(filename=row.filename, original_filename=row.original_filename,
                       content_type=row.content_type, size=row.size, sha256=row.sha256,
                       blob=row.blob)
+
+
+def default_accounts(doc: ConfigDocument) -> dict[str, str]:
+    """The first configured account (`id`) of each channel: where a reply on a channel the
+    customer never wrote to goes out from."""
+    accounts: dict[str, str] = {}
+    channels = doc.section("channels") or {}
+    for name, section in (channels.items() if isinstance(channels, dict) else ()):
+        for key in ("accounts", "forms", "apps", "lines", "mailboxes"):
+            entries = section.get(key) if isinstance(section, dict) else None
+            if isinstance(entries, list) and entries and isinstance(entries[0], dict) \
+                    and entries[0].get("id"):
+                accounts[name] = str(entries[0]["id"])
+                break
+    return accounts

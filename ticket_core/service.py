@@ -18,7 +18,7 @@ from .api import api_routes, auth_middleware, ready_check
 from .consume import persist_routed, record_results
 from .db import make_engine, migrate
 from .relay import Relay
-from .replies import ReplyChannels
+from .replies import ReplyChannels, default_accounts
 from .settings import TicketCoreSettings
 from .store import TicketStore
 
@@ -91,19 +91,3 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
         ready_checks=[broker_ready, ready_check(store), relay_ready],
         state={STORE: store},
     )
-
-
-
-def default_accounts(doc: ConfigDocument) -> dict[str, str]:
-    """The first configured account (`id`) of each channel: where a reply on a channel the
-    customer never wrote to goes out from."""
-    accounts: dict[str, str] = {}
-    channels = doc.section("channels") or {}
-    for name, section in (channels.items() if isinstance(channels, dict) else ()):
-        for key in ("accounts", "forms", "apps", "lines", "mailboxes"):
-            entries = section.get(key) if isinstance(section, dict) else None
-            if isinstance(entries, list) and entries and isinstance(entries[0], dict) \
-                    and entries[0].get("id"):
-                accounts[name] = str(entries[0]["id"])
-                break
-    return accounts

@@ -150,3 +150,16 @@ def test_reply_channels_refuse_unknown_names_and_drop_the_web_form() -> None:
     assert ReplyChannels.parse(" email , webform ,").channels == {"email"}
     with pytest.raises(ValueError, match="INTAKE_TICKET_CORE_REPLY_CHANNELS"):
         ReplyChannels.parse("email,fax")
+
+
+def test_default_accounts_are_each_channels_first_configured_one(tmp_path: Any) -> None:
+    from intake.config import load_document
+    from ticket_core.replies import default_accounts
+
+    path = tmp_path / "intake.yaml"
+    path.write_text("channels:\n"
+                    "  email:\n    accounts:\n      - {id: support@example.com}\n"
+                    "      - {id: sales@example.com}\n"
+                    "  webform:\n    forms:\n      - {id: contact}\n")
+    assert default_accounts(load_document(path)) == {
+        "email": "support@example.com", "webform": "contact"}
