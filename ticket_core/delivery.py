@@ -45,6 +45,9 @@ def record_delivery(connection: Connection, result: DeliveryResult, now: datetim
                TICKETS.c.number, TICKETS.c.status, TICKETS.c.desk)
         .select_from(MESSAGES.outerjoin(TICKETS, TICKETS.c.id == MESSAGES.c.ticket_id))
         .where(MESSAGES.c.id == str(result.outbound_id), MESSAGES.c.direction == "out")
+        # Results of one message arrive together (a connector reports sent, then delivered):
+        # on PostgreSQL two transactions would both read `pending` and the later commit win.
+        .with_for_update(of=MESSAGES)
     ).first()
     if row is None:
         raise UnknownOutbound(f"no outbound message {result.outbound_id}")

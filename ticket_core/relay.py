@@ -206,7 +206,8 @@ def _settle_outbox(connection: Connection, published: Sequence[int],
                    MESSAGES.c.channel, MESSAGES.c.delivery_status, MESSAGES.c.delivery_attempt,
                    TICKETS.c.number, TICKETS.c.status, TICKETS.c.desk)
             .select_from(MESSAGES.outerjoin(TICKETS, TICKETS.c.id == MESSAGES.c.ticket_id))
-            .where(MESSAGES.c.id == row.message_id)).first()
+            .where(MESSAGES.c.id == row.message_id)
+            .with_for_update(of=MESSAGES)).first()
         if message is not None and message.delivery_status in (None, "pending"):
             set_status(connection, message, "failed", "no_connector",
                        message.delivery_attempt or 1, now)
