@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -76,3 +77,14 @@ async def test_a_result_for_an_unknown_outbound_id_is_rejected_unknown_outbound(
             await store.write(lambda c, o=outbound_id: record_delivery(
                 c, result(o, "sent"), utcnow()))
         assert caught.value.reason == "unknown_outbound"
+
+
+async def test_results_recorded_concurrently_keep_the_highest_rank(store: TicketStore) -> None:
+    for _ in range(5):
+        outbound_id = await reply(store)
+        arrivals = [result(outbound_id, s) for s in ("sent", "read", "delivered", "sent")]
+        await asyncio.gather(*(store.write(lambda c, r=r: record_delivery(c, r, utcnow()))
+                               for r in arrivals))
+        view = await store.get_message(outbound_id)
+        assert view is not None and view.delivery is not None
+        assert view.delivery.status == "read"
