@@ -171,3 +171,48 @@ async def test_the_delivery_consumer_records_results_and_dead_letters_unknown_id
         assert orjson.loads(letters[0].body)["outbound_id"] == str(stranger.outbound_id)
     finally:
         await bus.stop_consumers()
+
+
+async def test_the_relay_survives_a_broker_outage_and_publishes_once_it_is_back(
+        store: TicketStore, bus: Bus, settings: Any) -> None:
+    from tests.support import BrokerProxy
+
+    taken: list[OutboundMessage] = []
+
+    async def connector(outbound: OutboundMessage) -> None:
+        taken.append(outbound)
+
+    bus.consume("outbound.email", connector, OutboundMessage, binding=("outbound", "email.#"))
+    await asyncio.sleep(0.5)
+    proxy = BrokerProxy()
+    await proxy.start()
+    relay_bus = Bus(settings.model_copy(update={"amqp_url": proxy.url}), "relay-test")
+    try:
+        await relay_bus.connect(timeout=10)
+        await proxy.stop()  # the broker "goes away" under the relay
+        await eventually(lambda: not relay_bus.connected)
+        async with running(Relay(store, relay_bus, poll_s=0.1)) as relay:
+            outbound_id = await reply(store)
+            await eventually(lambda: relay.failing_since is not None)
+            await proxy.start()  # and comes back on the same port
+            await eventually(lambda: len(taken) == 1, timeout=30)
+            await eventually(lambda: relay.failing_since is None)
+        assert [str(t.id) for t in taken] == [outbound_id]
+    finally:
+        await bus.stop_consumers()
+        await delete_queues(bus, "outbound.email")
+        await relay_bus.close()
+        await proxy.stop()
+
+
+def test_a_relay_without_progress_for_a_while_makes_the_service_unready() -> None:
+    import time
+
+    from ticket_core.relay import STALLED_AFTER_S
+
+    relay = Relay(None, None)  # type: ignore[arg-type]
+    assert relay.problem() is None
+    relay.failing_since = time.monotonic() - 1
+    assert relay.problem() is None  # a blip is not a stall
+    relay.failing_since = time.monotonic() - STALLED_AFTER_S - 1
+    assert "relay: no progress" in (relay.problem() or "")
