@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import orjson
@@ -44,6 +44,8 @@ BATCH = 200
 MAX_BACKOFF_S = 5.0
 # A relay that has had work and no success for this long makes the service unready.
 STALLED_AFTER_S = 30.0
+# How often a relay waiting for another's lock tries again.
+LOCK_RETRY_S = 2.0
 
 log = get_logger(component="relay")
 
@@ -60,6 +62,7 @@ class Relay:
         self.published_outbound = 0
         self.published_events = 0
         self._stopping = False
+        self._stopped = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -69,6 +72,7 @@ class Relay:
         """Finish the batch under way (publish and bookkeeping), then end; cancel after
         `timeout` (what it published and did not record is published again at start)."""
         self._stopping = True
+        self._stopped.set()
         self.store.changes.notify()
         task, self._task = self._task, None
         if task is None:
@@ -89,8 +93,10 @@ class Relay:
         return None
 
     async def run(self) -> None:
-        """Relay until cancelled."""
-        async with self._the_only_relay():
+        """Relay until stopped (or cancelled)."""
+        async with self._the_only_relay() as holding:
+            if not holding:
+                return
             delay = 0.2
             while not self._stopping:
                 token = self.store.changes.token()
@@ -169,30 +175,35 @@ class Relay:
         return len(rows)
 
     @contextlib.asynccontextmanager
-    async def _the_only_relay(self) -> Any:
+    async def _the_only_relay(self) -> AsyncIterator[bool]:
+        """Yields True once this is the only relay (False: stopped while waiting)."""
         if self.store.dialect != "postgresql":
-            yield
+            yield True
             return
         async with self.store.engine.connect() as conn:
-            await _wait_for_lock(conn)
+            holding = await self._wait_for_lock(conn)
             try:
-                yield
+                yield holding
             finally:
-                with contextlib.suppress(Exception):
-                    await conn.execute(text(f"SELECT pg_advisory_unlock({RELAY_LOCK_KEY})"))
-                    await conn.commit()
+                if holding:
+                    with contextlib.suppress(Exception):
+                        await conn.execute(text(f"SELECT pg_advisory_unlock({RELAY_LOCK_KEY})"))
+                        await conn.commit()
 
-
-async def _wait_for_lock(conn: AsyncConnection) -> None:
-    waited = False
-    while not (await conn.execute(text(f"SELECT pg_try_advisory_lock({RELAY_LOCK_KEY})"))
-               ).scalar():
-        await conn.commit()  # no transaction left open while waiting
-        if not waited:
-            log.info("relay_waiting", reason="another relay holds the lock")
-            waited = True
-        await asyncio.sleep(2.0)
-    await conn.commit()
+    async def _wait_for_lock(self, conn: AsyncConnection) -> bool:
+        waited = False
+        while not self._stopping:
+            got = (await conn.execute(text(f"SELECT pg_try_advisory_lock({RELAY_LOCK_KEY})"))
+                   ).scalar()
+            await conn.commit()  # no transaction left open while holding or waiting
+            if got:
+                return True
+            if not waited:
+                log.info("relay_waiting", reason="another relay holds the lock")
+                waited = True
+            # Not woken by commits: a standby replica would query the lock at every batch.
+            await Changes.wait(self._stopped, LOCK_RETRY_S)
+        return False
 
 
 def _settle_outbox(connection: Connection, published: Sequence[int],

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+import pytest
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
@@ -216,3 +217,28 @@ def test_a_relay_without_progress_for_a_while_makes_the_service_unready() -> Non
     assert relay.problem() is None  # a blip is not a stall
     relay.failing_since = time.monotonic() - STALLED_AFTER_S - 1
     assert "relay: no progress" in (relay.problem() or "")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_two_relays_on_postgresql_take_turns_so_each_event_goes_out_once(
+        store: TicketStore, bus: Bus) -> None:
+    seen: list[Envelope] = []
+
+    async def listener(event: Envelope) -> None:
+        seen.append(event)
+
+    bus.consume("events.test", listener, Envelope, binding=("events", "#"))
+    await asyncio.sleep(0.5)
+    try:
+        async with running(Relay(store, bus, poll_s=0.05)) as first, \
+                running(Relay(store, bus, poll_s=0.05)) as second:
+            for _ in range(10):
+                await store.persist_many([message(routed=route()) for _ in range(3)])
+            await eventually(lambda: len(seen) >= 60)
+            await asyncio.sleep(0.5)
+        assert sorted(e.id for e in seen) == list(range(1, 61))
+        assert sorted([first.published_events, second.published_events]) == [0, 60]
+    finally:
+        await bus.stop_consumers()
+        await delete_queues(bus, "events.test")
