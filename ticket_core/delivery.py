@@ -19,8 +19,8 @@ from intake.message import DeliveryResult
 
 from .events import PlannedEvent
 from .planner import TicketRef
+from .statements import MESSAGES, TICKETS, CoreWriteStatements
 from .store import append_events
-from .writes import MESSAGES, TICKETS, CoreWriteStatements
 
 RANK = {"pending": 0, "sent": 1, "delivered": 2, "read": 3,
         "failed": 4, "window_expired": 4, "suppressed": 4}

@@ -31,7 +31,7 @@ from intake.message import Message, utcnow
 
 from .events import PlannedEvent
 from .schemas import DONE_STATUSES
-from .writes import UNJOINABLE_STATUSES, WriteStatements
+from .statements import UNJOINABLE_STATUSES, WriteStatements
 
 # An inbound message on a ticket waiting for the customer, or already solved, reopens it.
 REOPENED_BY_CUSTOMER = ("pending", "resolved")

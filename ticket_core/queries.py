@@ -29,7 +29,7 @@ from .schemas import (
     TicketDetail,
     TicketView,
 )
-from .writes import ATTACHMENTS, CUSTOMERS, IDENTITIES, MESSAGES, TICKETS
+from .statements import ATTACHMENTS, CUSTOMERS, IDENTITIES, MESSAGES, TICKETS
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200

@@ -35,8 +35,8 @@ from intake.message import utcnow
 from . import db
 from .delivery import set_status
 from .events import envelope, routing_key
+from .statements import COUNTERS, MESSAGES, OUTBOX, TICKETS
 from .store import Changes, TicketStore
-from .writes import COUNTERS, MESSAGES, OUTBOX, TICKETS
 
 RELAY_LOCK_KEY = 7316540873
 POLL_S = 1.0

@@ -25,8 +25,8 @@ from intake.message import Attachment, Identity, OutboundMessage, Thread
 
 from .events import PlannedEvent
 from .planner import TicketRef
+from .statements import ATTACHMENTS, IDENTITIES, MESSAGES, OUTBOX, TICKETS, CoreWriteStatements
 from .store import append_events
-from .writes import ATTACHMENTS, IDENTITIES, MESSAGES, OUTBOX, TICKETS, CoreWriteStatements
 
 # The identity kinds each channel can send to.
 REACHES: dict[str, tuple[str, ...]] = {

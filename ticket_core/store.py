@@ -1,13 +1,14 @@
 """The ticket store's write orchestration: transactions, retries, the plan's writes, the events.
 
 A batch of routed messages is persisted in one transaction, in three steps: load everything
-the batch could need in a few set-based queries, plan in memory message by message (planner.py),
-then write with one bulk statement per table (writes.py), the event log's rows last. A single
-message is a batch of one, about ten statements. Writers that race on PostgreSQL (same
-idempotency key, same new identity) meet a unique constraint; the loser rolls back and plans
-again against the winner's rows, which turns a repeated key into `duplicate=True`. A conflict
-that five fresh plans cannot get past is not a race but this batch's own fault: it fails the
-batch (failures.Unpersistable), it does not hold the consumer.
+the batch could need in a few set-based queries, plan in memory message by message
+(planner.py), then write with one bulk statement per table (statements.py; writes.py on a
+SQLite file), the event log's rows last. A single message is a batch of one, about ten
+statements. Writers that race on PostgreSQL (same idempotency key, same new identity) meet a
+unique constraint; the loser rolls back and plans again against the winner's rows, which turns
+a repeated key into `duplicate=True`. A conflict that five fresh plans cannot get past is not
+a race but this batch's own fault: it fails the batch (failures.Unpersistable), it does not
+hold the consumer.
 
 Other writes (replies, delivery results, the relay's bookkeeping) run a function on a
 SQLAlchemy connection in one write transaction (`TicketStore.write`). After every commit the
@@ -44,7 +45,7 @@ from .queries import (
     decode_cursor,
     encode_cursor,
 )
-from .writes import (
+from .statements import (
     ATTACHMENTS,
     COUNTERS,
     CUSTOMERS,
@@ -53,9 +54,9 @@ from .writes import (
     MESSAGES,
     TICKETS,
     CoreWriteStatements,
-    SqliteWriter,
     WriteStatements,
 )
+from .writes import SqliteWriter
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "WRITE_ATTEMPTS", "Changes", "CursorInvalid",
            "PersistResult", "StoredBlob", "TicketFilter", "TicketPageResult", "TicketStore",
