@@ -238,7 +238,7 @@ class DeliveryResult(Strict):
     outbound_id: uuid.UUID
     channel: Channel
     account: str
-    status: Literal["sent", "delivered", "failed", "window_expired"]
+    status: Literal["sent", "delivered", "read", "failed", "window_expired", "suppressed"]
     reason: str | None = None
     provider_message_id: str | None = None
     attempt: int = Field(default=1, ge=1)

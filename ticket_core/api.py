@@ -1,4 +1,5 @@
-"""The agent API under /api/v1: tickets, customers, the OpenAPI document; bearer-token auth.
+"""The agent API under /api/v1: tickets, replies, customers, attachments, events, the OpenAPI
+document; bearer-token auth.
 
 Every answer under /api/v1 is JSON, errors included: `{"error", "message", "fields"}` with a
 stable snake_case `error`. `auth_middleware` checks the token and turns aiohttp's own 404/405
@@ -14,14 +15,19 @@ from typing import Any, get_args
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
+from intake.blobs import BlobStore
 from intake.errors import StorageUnavailable
+from intake.http import error_response as http_error_response
 from intake.logging import get_logger
-from intake.message import Channel, IdentityKind, Priority
+from intake.message import Channel, IdentityKind, Priority, utcnow
 
+from .attachments import attachment_handler
 from .openapi import build_openapi
-from .schemas import STATUSES, CustomerPage, TicketPage
+from .replies import AttachmentUnknown, NoReplyChannel, ReplyChannels, TicketNotFound, write_reply
+from .schemas import STATUSES, CustomerPage, ReplyRequest, TicketPage
+from .sse import events_handler
 from .store import MAX_LIMIT, CursorInvalid, TicketFilter, TicketStore
 
 PREFIX = "/api/v1"
@@ -53,9 +59,26 @@ class ApiError(Exception):
 
 def error_response(status: int, code: str, message: str, fields: dict[str, str] | None = None,
                    headers: dict[str, str] | None = None) -> web.Response:
-    body = orjson.dumps({"error": code, "message": message, "fields": fields or {}})
-    return web.Response(status=status, body=body, content_type="application/json",
-                        headers=headers)
+    """The one JSON error shape (intake.http): `{"error", "message", "fields"}`."""
+    return http_error_response(status, code, message, fields, headers)
+
+
+async def _reply_request(request: web.Request) -> ReplyRequest:
+    """The body of `POST …/replies`, or a 422 naming the fields at fault."""
+    try:
+        body = orjson.loads(await request.read())
+        reply = ReplyRequest.model_validate(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(422, "invalid_body", "The body is not JSON.", {"body": str(exc)}) from exc
+    except ValidationError as exc:
+        fields = {".".join(str(p) for p in e["loc"]) or "body": e["msg"] for e in exc.errors()}
+        raise ApiError(422, "invalid_body", "Some fields are not valid.", fields) from exc
+    if not reply.text.strip():
+        raise ApiError(422, "invalid_body", "A reply needs a text.", {"text": "must not be empty"})
+    if "\x00" in reply.text:  # PostgreSQL's text cannot hold it; no channel sends it
+        raise ApiError(422, "invalid_body", "The text holds a NUL character.",
+                       {"text": "must not contain NUL (U+0000)"})
+    return reply
 
 
 def json_response(model: BaseModel | dict[str, Any]) -> web.Response:
@@ -114,9 +137,41 @@ def _ticket_query(query: Any) -> tuple[TicketFilter, int, str | None]:
     return TicketFilter(status=statuses, **plain), limit, values["cursor"]
 
 
-def api_routes(store: TicketStore) -> list[web.RouteDef]:
-    """The routes of the agent API; mount with `auth_middleware(token)` on the app."""
+def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
+               reply_channels: ReplyChannels | None = None) -> list[web.RouteDef]:
+    """The routes of the agent API; mount with `auth_middleware(token)` on the app.
+
+    `blobs` serves attachments (none without it); `reply_channels` are the channels that can
+    send a reply (none: every reply is `422 no_reply_channel`).
+    """
     openapi_body = orjson.dumps(build_openapi())
+    channels = reply_channels or ReplyChannels()
+
+    @_answers_errors
+    async def post_reply(request: web.Request) -> web.StreamResponse:
+        ticket_ref = request.match_info["ticket_id"]
+        if not ticket_ref.isascii() or len(ticket_ref) > 64:
+            raise ApiError(404, "ticket_not_found", f"No ticket {ticket_ref}.")
+        reply = await _reply_request(request)
+        try:
+            message_id = await store.write(lambda c: write_reply(
+                c, ticket_ref, reply.text, reply.attachments, channels, utcnow()))
+        except TicketNotFound as exc:
+            raise ApiError(404, "ticket_not_found", f"No ticket {ticket_ref}.") from exc
+        except NoReplyChannel as exc:
+            raise ApiError(422, "no_reply_channel",
+                           "No channel can reach this customer: the ticket's channel cannot "
+                           "reply and no other configured channel reaches one of the "
+                           "customer's identities.", {"channel": "cannot reply"}) from exc
+        except AttachmentUnknown as exc:
+            raise ApiError(422, "invalid_body", "An attachment is not a stored blob.",
+                           {"attachments": f"unknown blob reference {exc}"}) from exc
+        stored = await store.get_message(message_id)
+        assert stored is not None
+        response = json_response(stored)
+        response.set_status(201)
+        response.headers["Location"] = f"{PREFIX}/tickets/{stored.ticket_id}"
+        return response
 
     @_answers_errors
     async def list_tickets(request: web.Request) -> web.StreamResponse:
@@ -169,6 +224,9 @@ def api_routes(store: TicketStore) -> list[web.RouteDef]:
     return [
         web.get(f"{PREFIX}/tickets", list_tickets),
         web.get(f"{PREFIX}/tickets/{{ticket_id}}", get_ticket),
+        web.post(f"{PREFIX}/tickets/{{ticket_id}}/replies", post_reply),
+        attachment_handler(store, blobs),
+        events_handler(store),
         web.get(f"{PREFIX}/customers", find_customers),
         web.get(f"{PREFIX}/customers/{{customer_id}}", get_customer),
         web.get(OPENAPI_PATH, openapi),

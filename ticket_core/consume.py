@@ -1,4 +1,5 @@
-"""The ticket core's consumer: routed messages become persisted ticket messages, in batches."""
+"""The ticket core's consumers: routed messages become ticket messages (in batches), and
+connectors' delivery results are recorded on the outbound messages."""
 
 from __future__ import annotations
 
@@ -9,9 +10,17 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy import exc as sa_exc
 
 from intake import Message, Rejected, get_logger
+from intake.message import DeliveryResult, utcnow
 from intake.metrics import MESSAGES_IN, MESSAGES_OUT
 
+from .delivery import record_delivery
+from .failures import Unpersistable, sqlstate
 from .store import TicketStore
+
+# Deliveries of one message that fail as Unpersistable before it is dead-lettered as such.
+UNPERSISTABLE_AFTER = 3
+# How many idempotency keys' failure counts are remembered (oldest forgotten first).
+REMEMBERED_FAILURES = 10_000
 
 log = get_logger(service="ticket-core")
 
@@ -34,6 +43,7 @@ def persist_routed(store: TicketStore, fault: str | None = None,
     impossible message is dead-lettered alone.
     """
     crash = crash_probability(fault)
+    failures: dict[str, int] = {}
 
     async def persist(messages: list[Message]) -> None:
         for message in messages:
@@ -46,10 +56,25 @@ def persist_routed(store: TicketStore, fault: str | None = None,
             # A value the database refuses (SQLSTATE class 22, e.g. a string over its column's
             # length) fails the same way at every delivery: dead-letter it now instead of
             # retrying it to the delivery limit.
-            if not (isinstance(exc, sa_exc.DataError) or _sqlstate(exc).startswith("22")):
-                raise
-            raise Rejected(f"the database refused a value: {exc.orig}",
-                           reason="unpersistable") from exc
+            if isinstance(exc, sa_exc.DataError) or sqlstate(exc).startswith("22"):
+                raise Rejected(f"the database refused a value: {exc.orig}",
+                               reason="unpersistable") from exc
+            raise Unpersistable(f"the database refused the message: {exc.orig}") from exc
+        except Unpersistable as exc:
+            # A batch that fails comes back one message at a time: count those deliveries,
+            # and dead-letter a message once it failed the same way UNPERSISTABLE_AFTER times.
+            if len(messages) == 1:
+                key = messages[0].idempotency_key
+                failures[key] = failures.pop(key, 0) + 1
+                if len(failures) > REMEMBERED_FAILURES:
+                    del failures[next(iter(failures))]
+                if failures[key] >= UNPERSISTABLE_AFTER:
+                    del failures[key]
+                    raise Rejected(str(exc), reason="unpersistable") from exc
+            raise
+        if failures:
+            for message in messages:
+                failures.pop(message.idempotency_key, None)
         if crash and random.random() < crash:
             os._exit(137)  # test-only fault hook: committed, not acked
         # Counted per channel, one metric update per channel and batch instead of per message.
@@ -80,5 +105,14 @@ def persist_routed(store: TicketStore, fault: str | None = None,
     return persist
 
 
-def _sqlstate(exc: sa_exc.DBAPIError) -> str:
-    return str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
+
+def record_results(store: TicketStore) -> Callable[[DeliveryResult], Awaitable[None]]:
+    """Consumer of `ticket_core.delivery`: an unknown outbound id is dead-lettered at once
+    (`unknown_outbound`); a result that does not outrank the stored one is acked unchanged."""
+
+    async def record(result: DeliveryResult) -> None:
+        changed = await store.write(lambda c: record_delivery(c, result, utcnow()))
+        log.info("delivery_recorded", outbound_id=str(result.outbound_id),
+                 status=result.status, attempt=result.attempt, changed=changed)
+
+    return record

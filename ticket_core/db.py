@@ -40,6 +40,12 @@ WRITE = "intake_write"
 # transaction that creates the ticket: no gaps from rolled back transactions, no duplicates.
 TICKET_COUNTER = "ticket_number"
 FIRST_TICKET_NUMBER = 1001
+# Event log ids come from a counter row too, for the same reason and one more: the row stays
+# locked until commit, so ids become visible in order (a plain sequence hands out 7 before 8
+# but may commit 8 first, and a reader that saw 8 would never see 7).
+EVENT_COUNTER = "event_id"
+# The last event id the relay published to intake.events.
+EVENTS_RELAYED = "events_relayed"
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -179,6 +185,11 @@ class Message(Base):
     raw: Mapped[str | None] = mapped_column(String(128))
     trace_id: Mapped[str | None] = mapped_column(String(128))
     sender_name: Mapped[str | None] = mapped_column(String(512))
+    # Outbound messages only (NULL for inbound): the latest delivery result that outranks the
+    # others (see delivery.py), its reason and attempt.
+    delivery_status: Mapped[str | None] = mapped_column(String(16))
+    delivery_reason: Mapped[str | None] = mapped_column(String(256))
+    delivery_attempt: Mapped[int | None] = mapped_column(Integer)
 
 
 class Attachment(Base):
@@ -195,6 +206,37 @@ class Attachment(Base):
     blob: Mapped[str] = mapped_column(String(128), nullable=False)
     content_id: Mapped[str | None] = mapped_column(String(998))
     inline: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+
+
+class Event(Base):
+    """The append-only event log: one row per change, written in the change's transaction."""
+
+    __tablename__ = "events"
+
+    # From the `event_id` counter, not autoincremented (see EVENT_COUNTER).
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    type: Mapped[str] = mapped_column(String(64), nullable=False)
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    desk: Mapped[str | None] = mapped_column(String(128))
+    ticket_id: Mapped[str | None] = mapped_column(Id)
+    customer_id: Mapped[str | None] = mapped_column(Id)
+    actor: Mapped[str | None] = mapped_column(String(128))
+    data: Mapped[dict[str, Any]] = mapped_column(Json, nullable=False)
+
+
+class Outbox(Base):
+    """Outbound messages committed with their message, waiting for the relay to publish them."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_published_at_id", "published_at", "id"),)
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(
+        Id, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False)
+    routing_key: Mapped[str] = mapped_column(String(400), nullable=False)
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    published_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 def json_dumps(value: Any) -> str:

@@ -8,7 +8,17 @@ from pydantic.json_schema import models_json_schema
 
 from intake.message import Channel, IdentityKind, Priority
 
-from .schemas import STATUSES, CustomerPage, CustomerView, ErrorBody, TicketDetail, TicketPage
+from .events import EVENT_TYPES
+from .schemas import (
+    STATUSES,
+    CustomerPage,
+    CustomerView,
+    ErrorBody,
+    MessageView,
+    ReplyRequest,
+    TicketDetail,
+    TicketPage,
+)
 
 REF = "#/components/schemas/{model}"
 
@@ -43,9 +53,13 @@ BAD_PARAMETER = _error("A query parameter is not valid; `fields` names each one 
 def build_openapi() -> dict[str, Any]:
     """The document served at GET /api/v1/openapi.json."""
     _, defs = models_json_schema(
-        [(m, "serialization") for m in (TicketPage, TicketDetail, CustomerView, CustomerPage,
-                                        ErrorBody)],
+        [*((m, "serialization") for m in (TicketPage, TicketDetail, CustomerView, CustomerPage,
+                                          ErrorBody, MessageView)),
+         (ReplyRequest, "validation")],
         ref_template=REF)
+    ticket_path_parameter = {"name": "ticket_id", "in": "path", "required": True,
+                             "description": "The ticket's id, or its number (digits)",
+                             "schema": {"type": "string"}}
     list_tickets_params = [
         _query("channel", "Only tickets opened on this channel.",
                {"type": "string", "enum": list(get_args(Channel))}),
@@ -96,12 +110,79 @@ def build_openapi() -> dict[str, Any]:
             "/api/v1/tickets/{ticket_id}": {"get": {
                 "operationId": "getTicket",
                 "summary": "A ticket with its messages in source order",
-                "parameters": [{"name": "ticket_id", "in": "path", "required": True,
-                                "description": "The ticket's id, or its number (digits)",
-                                "schema": {"type": "string"}}],
+                "parameters": [ticket_path_parameter],
                 "responses": {"200": _ok("TicketDetail", "The ticket"),
                               "401": UNAUTHORIZED,
                               "404": _error("No such ticket", ["ticket_not_found"]),
+                              "503": UNAVAILABLE},
+            }},
+            "/api/v1/tickets/{ticket_id}/replies": {"post": {
+                "operationId": "replyToTicket",
+                "summary": "Answer the customer: store an outgoing message and send it",
+                "description": "Stores the reply on the ticket (`direction: out`, `kind: reply`, "
+                               "`delivery.status: pending`) and, in the same transaction, an "
+                               "outbox row; the relay then publishes it to the channel's "
+                               "connector. The channel is the ticket's own when it can reply, "
+                               "else another configured channel that reaches one of the "
+                               "customer's identities. `GET /api/v1/tickets/{id}` shows the "
+                               "delivery status as connectors report it (`sent`, `delivered`, "
+                               "`read`, `failed` with `reason`, `window_expired`, "
+                               "`suppressed`); a message no connector takes is `failed`, "
+                               "reason `no_connector`.",
+                "parameters": [ticket_path_parameter],
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": REF.format(model="ReplyRequest")},
+                    "example": {"text": "Your parcel left our warehouse today."}}}},
+                "responses": {"201": _ok("MessageView", "The stored outgoing message"),
+                              "401": UNAUTHORIZED,
+                              "404": _error("No such ticket", ["ticket_not_found"]),
+                              "422": _error("The body is not valid (an empty text, an unknown "
+                                            "attachment), or no channel can reach the customer",
+                                            ["invalid_body", "no_reply_channel"]),
+                              "503": UNAVAILABLE},
+            }},
+            "/api/v1/attachments/{sha256}": {"get": {
+                "operationId": "getAttachment",
+                "summary": "The bytes of an attachment some stored message carries",
+                "description": "Served with the stored content type, `Content-Disposition: "
+                               "attachment` and the stored file name (RFC 6266, `filename*` "
+                               "for non-ASCII), `X-Content-Type-Options: nosniff` and "
+                               "`Content-Security-Policy: default-src 'none'; sandbox`.",
+                "parameters": [{"name": "sha256", "in": "path", "required": True,
+                                "description": "The attachment's SHA-256, 64 lower-case hex "
+                                               "digits (its `sha256` field)",
+                                "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "The attachment's bytes",
+                                      "content": {"*/*": {"schema": {
+                                          "type": "string", "format": "binary"}}}},
+                              "401": UNAUTHORIZED,
+                              "404": _error("No such attachment", ["attachment_not_found"]),
+                              "503": UNAVAILABLE},
+            }},
+            "/api/v1/events": {"get": {
+                "operationId": "streamEvents",
+                "summary": "The event log as Server-Sent Events",
+                "description": "Each event is `id:`, `event:` (its type) and `data:` (the "
+                               "envelope `{id, type, occurred_at, desk, ticket_id, "
+                               "customer_id, actor, data}`); a `:` comment every 15 s. Ids "
+                               "grow and become visible in order: reconnect with the last id "
+                               "seen as `Last-Event-ID` (or `?last_event_id=`) to continue "
+                               "with nothing missed and nothing repeated. Without it the "
+                               "stream starts at the end of the log. Types: "
+                               + ", ".join(f"`{t}`" for t in EVENT_TYPES) + ".",
+                "parameters": [
+                    _query("types", "Comma-separated event types; `*` is a wildcard, e.g. "
+                           "`ticket.*,message.created`."),
+                    _query("last_event_id", "Continue after this id (as the header does).",
+                           {"type": "string", "pattern": "^[0-9]{1,18}$"}),
+                    {"name": "Last-Event-ID", "in": "header", "required": False,
+                     "description": "Continue after this id.",
+                     "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}},
+                ],
+                "responses": {"200": {"description": "An endless event stream",
+                                      "content": {"text/event-stream": {
+                                          "schema": {"type": "string"}}}},
+                              "400": BAD_PARAMETER, "401": UNAUTHORIZED,
                               "503": UNAVAILABLE},
             }},
             "/api/v1/customers": {"get": {

@@ -32,9 +32,22 @@ class AttachmentView(View):
     inline: bool = False
 
 
+DeliveryStatus = Literal["pending", "sent", "delivered", "read", "failed", "window_expired",
+                         "suppressed"]
+
+
 class DeliveryView(View):
-    status: Literal["pending", "sent", "delivered", "failed", "window_expired"]
-    reason: str | None = None
+    status: DeliveryStatus
+    reason: str | None = Field(default=None, description="why it failed, e.g. `no_connector`")
+
+
+class ReplyRequest(View):
+    """`POST /api/v1/tickets/{id}/replies`."""
+
+    text: str = Field(max_length=100_000, description="the reply; not empty")
+    attachments: list[str] = Field(
+        default_factory=list, max_length=20,
+        description="blob references (`sha256:<hex>`) of attachments stored on this gateway")
 
 
 class MessageView(View):

@@ -1,4 +1,4 @@
-"""The ticket core service: storage, the routed-message consumer and the agent API."""
+"""The ticket core service: storage, its consumers, the relay and the agent API."""
 
 from __future__ import annotations
 
@@ -9,12 +9,25 @@ from pathlib import Path
 
 from aiohttp import web
 
-from intake import SETTINGS, ConfigDocument, Consumer, IntakeSettings, Message, Service, get_logger
+from intake import (
+    BUS,
+    SETTINGS,
+    ConfigDocument,
+    Consumer,
+    DeliveryResult,
+    IntakeSettings,
+    Message,
+    Service,
+    get_logger,
+)
+from intake.blobs import FileBlobStore
 from intake.service import bus_context
 
 from .api import api_routes, auth_middleware, ready_check
-from .consume import persist_routed
+from .consume import persist_routed, record_results
 from .db import make_engine, migrate
+from .relay import Relay
+from .replies import ReplyChannels, default_accounts
 from .settings import TicketCoreSettings
 from .store import TicketStore
 
@@ -42,6 +55,9 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
     url = settings.effective_database_url
     engine = make_engine(url)
     store = TicketStore(engine)
+    blobs = FileBlobStore(settings.data_dir / "blobs")
+    reply_channels = ReplyChannels.parse(own.reply_channels, default_accounts(doc))
+    relay_box: list[Relay] = []
 
     async def storage(app: web.Application) -> AsyncIterator[None]:
         if url.startswith("sqlite"):
@@ -49,22 +65,35 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
         if own.migrate_on_start:
             await migrate(url)
         yield
+        await blobs.close()
         await store.close()
         await engine.dispose()
+
+    async def relay(app: web.Application) -> AsyncIterator[None]:
+        # Outbox rows and events committed, also before a crash, are published from here.
+        relay = Relay(store, app[BUS], poll_s=own.relay_poll_s, events=own.relay_events)
+        relay_box.append(relay)
+        relay.start()
+        yield
+        await relay.stop()
+
+    async def relay_ready(app: web.Application) -> str | None:
+        return relay_box[0].problem() if relay_box else None
 
     return Service(
         name="ticket-core",
         port=own.port,
         settings=settings,
-        routes=list(api_routes(store)),
+        routes=list(api_routes(store, blobs=blobs, reply_channels=reply_channels)),
         middlewares=[auth_middleware(api_token(settings))],
-        # bus_context's exit stops the consumer and waits for in-flight commits.
+        # bus_context's exit stops the consumers and waits for in-flight commits.
         consumers=[Consumer("ticket_core", Message,
                             lambda app: persist_routed(store, settings.fault), batch=True,
                             max_batch=own.max_batch, max_wait_s=own.max_batch_wait_s,
-                            prefetch=own.prefetch)],
-        contexts=[storage, bus_context],
-        ready_checks=[ready_check(store)],
+                            prefetch=own.prefetch),
+                   Consumer("ticket_core.delivery", DeliveryResult,
+                            lambda app: record_results(store))],
+        contexts=[storage, bus_context, relay],
+        ready_checks=[ready_check(store), relay_ready],
         state={STORE: store},
     )
-

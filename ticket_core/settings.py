@@ -20,3 +20,15 @@ class TicketCoreSettings(BaseSettings):
     # request → persisted down with it (less CPU, less queueing behind it on 2 cores).
     max_batch_wait_s: float = 0.005
     prefetch: int = 256
+    # Channels whose connector runs a sender, comma-separated (e.g. `email,wechat`): replies go
+    # out only through these. Empty by default: the ticket core imports no connector to find
+    # out, and no connector sends yet (the email, WeChat and SDK issues add senders). The web
+    # form never replies, whatever this says.
+    reply_channels: str = ""
+    # How often the relay looks for unpublished outbox and event rows when no commit of this
+    # process woke it (another replica's commits, rows left by a crash).
+    relay_poll_s: float = 1.0
+    # Publish the event log to `intake.events` (the SSE stream serves it either way). Each event
+    # is an AMQP publish, about 0.16 ms of CPU (pamqp's frame marshalling, mostly): two per new
+    # ticket. Off, for a deployment where nothing consumes intake.events, or to measure it.
+    relay_events: bool = True

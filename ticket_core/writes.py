@@ -1,15 +1,13 @@
-"""The statements a batch write runs: SQLAlchemy Core for PostgreSQL, raw sqlite3 for SQLite files.
+"""The fast write path for a SQLite file: the statements as raw sqlite3 SQL, and the writer thread.
 
-`TicketStore` plans a batch in memory and runs a fixed set of statements, each a method of
-`WriteStatements`. `CoreWriteStatements` runs them as SQLAlchemy Core statements (PostgreSQL,
-an in-memory SQLite). `SqliteWriteStatements` is the fast path for a SQLite file: the same
-statements written out as SQL for the stdlib sqlite3 connection, with the values converted
-here exactly as SQLAlchemy would store them (`_sqlite_conversion`), so the rows, and what the
-readers (still SQLAlchemy) get back, are the same either way; sqlite3's exceptions are wrapped
-as SQLAlchemy wraps them. Why: per statement SQLAlchemy sets up an execution context, expands
-IN lists and runs a type processor per value, and a batch runs eight or so statements: on a
-small batch that was most of the ticket core's CPU per message. `SqliteWriter` runs each batch
-whole on a thread of its own.
+`SqliteWriteStatements` implements `WriteStatements` (statements.py) on the stdlib sqlite3
+connection: the same statements written out as SQL, with the values converted here exactly as
+SQLAlchemy would store them (`_sqlite_conversion`), so the rows, and what the readers (still
+SQLAlchemy) get back, are the same either way; sqlite3's exceptions are wrapped as SQLAlchemy
+wraps them. Why: per statement SQLAlchemy sets up an execution context, expands IN lists and
+runs a type processor per value, and a batch runs ten or so statements: on a small batch that
+was most of the ticket core's CPU per message. `SqliteWriter` runs each batch whole on a thread
+of its own. (The names of statements.py are re-exported here for older imports.)
 """
 
 from __future__ import annotations
@@ -21,210 +19,39 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Boolean,
-    Integer,
-    String,
-    Table,
-    bindparam,
-    insert,
-    or_,
-    select,
-    tuple_,
-    update,
-)
+from sqlalchemy import JSON, BigInteger, Boolean, Integer, String, Table, Text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.pool import PoolProxiedConnection
 
 from . import db
 from .schemas import DONE_STATUSES
+from .statements import (
+    ATTACHMENTS,
+    COUNTERS,
+    CUSTOMERS,
+    EVENTS,
+    IDENTITIES,
+    INSERTED_TABLES,
+    MESSAGES,
+    OUTBOX,
+    TICKETS,
+    UNJOINABLE_STATUSES,
+    CoreWriteStatements,
+    KnownIdentityRow,
+    RepliedTicketRow,
+    StoredMessageRow,
+    TicketRow,
+    WriteStatements,
+)
 
-CUSTOMERS = db.Customer.__table__
-IDENTITIES = db.CustomerIdentity.__table__
-TICKETS = db.Ticket.__table__
-MESSAGES = db.Message.__table__
-ATTACHMENTS = db.Attachment.__table__
-COUNTERS = db.Counter.__table__
-
-# A conversation stays joinable until the ticket is closed or merged away.
-UNJOINABLE_STATUSES = ("closed", "merged")
-
-# What the selects return: plain tuples on the fast path, SQLAlchemy Rows (which unpack the
-# same way) on the Core path.
-StoredMessageRow = tuple[str, str, str | None, str, int | None]
-"""id, idempotency_key, ticket_id, customer_id, the ticket's number."""
-KnownIdentityRow = tuple[str, str, str, bool, datetime]
-"""kind, value, customer_id, verified, the customer's created_at (aware UTC)."""
-TicketRow = tuple[str, int, str, str, str, str | None]
-"""id, number, status, customer_id, channel, conversation_id."""
-RepliedTicketRow = tuple[str, int, str, str, str, str | None, str]
-"""A TicketRow, then the stored Message-ID that leads to it."""
+__all__ = ["ATTACHMENTS", "COUNTERS", "CUSTOMERS", "EVENTS", "IDENTITIES", "INSERTED_TABLES",
+           "MESSAGES", "OUTBOX", "TICKETS", "UNJOINABLE_STATUSES", "CoreWriteStatements",
+           "SqliteWriteStatements", "SqliteWriter", "WriteStatements"]
 
 T = TypeVar("T")
-
-
-class WriteStatements(Protocol):
-    """The statements of one write transaction. Rows to insert are dicts keyed by column name.
-
-    Lists in arguments are non-empty unless said otherwise.
-    """
-
-    def stored_messages(self, keys: Sequence[str],
-                        ids: Sequence[str]) -> Iterable[StoredMessageRow]:
-        """Messages stored under any of `keys`, or with any of the message `ids`."""
-        ...
-
-    def known_identities(self, pairs: Sequence[tuple[str, str]]) -> Iterable[KnownIdentityRow]:
-        """The stored identities among (kind, value) `pairs`, with their customer's age."""
-        ...
-
-    def tickets_named(self, ids: Sequence[str], numbers: Sequence[int]) -> Iterable[TicketRow]:
-        """Tickets by id or number (either list may be empty)."""
-        ...
-
-    def tickets_replied_to(self, message_ids: Sequence[str]) -> Iterable[RepliedTicketRow]:
-        """Tickets holding a message with one of these Message-IDs, oldest message first."""
-        ...
-
-    def joinable_tickets(self, conversations: Sequence[str]) -> Iterable[TicketRow]:
-        """Tickets of these conversation ids not closed or merged, oldest first."""
-        ...
-
-    def open_tickets(self, customer_ids: Sequence[str]) -> Iterable[TicketRow]:
-        """Tickets of these customers not resolved, closed or merged, oldest first."""
-        ...
-
-    def insert(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-        """Plain inserts: a unique conflict raises IntegrityError."""
-        ...
-
-    def add_identities(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert identities, leaving alone any (kind, value) stored meanwhile."""
-        ...
-
-    def verify_identities(self, pairs: Sequence[tuple[str, str]]) -> None:
-        """Mark these stored identities verified."""
-        ...
-
-    def bump_ticket_counter(self, count: int) -> int | None:
-        """Add `count` to the ticket number counter: its new value, None if the row is missing."""
-        ...
-
-    def touch_tickets(self, changes: Sequence[tuple[str, str, datetime]]) -> None:
-        """Set (ticket id, status, updated_at) on tickets a batch appended to."""
-        ...
-
-
-# ---- SQLAlchemy Core (PostgreSQL) ----------------------------------------------------------
-
-# Built once: a batch then builds no SQL expression and SQLAlchemy reuses their memoized cache
-# keys and compiled forms. Lists go in as expanding parameters.
-_TICKET_COLUMNS = (TICKETS.c.id, TICKETS.c.number, TICKETS.c.status, TICKETS.c.customer_id,
-                   TICKETS.c.channel, TICKETS.c.conversation_id)
-_STORED_KEYS = (
-    select(MESSAGES.c.id, MESSAGES.c.idempotency_key, MESSAGES.c.ticket_id,
-           MESSAGES.c.customer_id, TICKETS.c.number)
-    .select_from(MESSAGES.outerjoin(TICKETS, TICKETS.c.id == MESSAGES.c.ticket_id))
-    .where(or_(MESSAGES.c.idempotency_key.in_(bindparam("keys", expanding=True)),
-               MESSAGES.c.id.in_(bindparam("ids", expanding=True)))))
-_KNOWN_IDENTITIES = (
-    select(IDENTITIES.c.kind, IDENTITIES.c.value, IDENTITIES.c.customer_id,
-           IDENTITIES.c.verified, CUSTOMERS.c.created_at)
-    .select_from(IDENTITIES.join(CUSTOMERS, CUSTOMERS.c.id == IDENTITIES.c.customer_id))
-    .where(tuple_(IDENTITIES.c.kind, IDENTITIES.c.value)
-           .in_(bindparam("pairs", expanding=True))))
-_TICKETS_NAMED = select(*_TICKET_COLUMNS).where(
-    or_(TICKETS.c.id.in_(bindparam("ids", expanding=True)),
-        TICKETS.c.number.in_(bindparam("numbers", expanding=True))))
-_TICKETS_BY_MESSAGE_ID = (
-    select(*_TICKET_COLUMNS, MESSAGES.c.message_id)
-    .select_from(MESSAGES.join(TICKETS, TICKETS.c.id == MESSAGES.c.ticket_id))
-    .where(MESSAGES.c.message_id.in_(bindparam("message_ids", expanding=True)))
-    .order_by(MESSAGES.c.persisted_at))
-_TICKETS_BY_CONVERSATION = (
-    select(*_TICKET_COLUMNS)
-    .where(TICKETS.c.conversation_id.in_(bindparam("conversations", expanding=True)),
-           TICKETS.c.status.not_in(UNJOINABLE_STATUSES))
-    .order_by(TICKETS.c.created_at, TICKETS.c.id))
-_TICKETS_OPEN_FOR = (
-    select(*_TICKET_COLUMNS)
-    .where(TICKETS.c.customer_id.in_(bindparam("customers", expanding=True)),
-           TICKETS.c.status.not_in(DONE_STATUSES))
-    .order_by(TICKETS.c.created_at, TICKETS.c.id))
-_INSERTS = {table.name: insert(table)
-            for table in (CUSTOMERS, IDENTITIES, TICKETS, MESSAGES, ATTACHMENTS, COUNTERS)}
-# Identities added to a found customer: one a concurrent writer added first is left alone.
-_INSERT_IDENTITIES_IGNORING_PG = (
-    pg_insert(IDENTITIES).on_conflict_do_nothing(index_elements=["kind", "value"]))
-_INSERT_IDENTITIES_IGNORING_SQLITE = (
-    sqlite_insert(IDENTITIES).on_conflict_do_nothing(index_elements=["kind", "value"]))
-_VERIFY_IDENTITIES = (
-    update(IDENTITIES)
-    .where(tuple_(IDENTITIES.c.kind, IDENTITIES.c.value).in_(bindparam("pairs", expanding=True)),
-           IDENTITIES.c.verified.is_(False))
-    .values(verified=True))
-_TOUCH_TICKETS = (
-    update(TICKETS).where(TICKETS.c.id == bindparam("b_id"))
-    .values(status=bindparam("b_status"), updated_at=bindparam("b_updated_at")))
-_BUMP_COUNTER = (
-    update(COUNTERS).where(COUNTERS.c.name == db.TICKET_COUNTER)
-    .values(value=COUNTERS.c.value + bindparam("count", type_=COUNTERS.c.value.type))
-    .returning(COUNTERS.c.value))
-
-
-class CoreWriteStatements:
-    """WriteStatements on a SQLAlchemy connection: PostgreSQL, an in-memory SQLite, and a
-    SQLite file when the store is made with `sqlite_fast_path=False`."""
-
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
-        self._insert_identities_ignoring = (
-            _INSERT_IDENTITIES_IGNORING_PG if connection.dialect.name == "postgresql"
-            else _INSERT_IDENTITIES_IGNORING_SQLITE)
-
-    def stored_messages(self, keys: Sequence[str],
-                        ids: Sequence[str]) -> Iterable[StoredMessageRow]:
-        return self._connection.execute(_STORED_KEYS, {"keys": keys, "ids": ids})
-
-    def known_identities(self, pairs: Sequence[tuple[str, str]]) -> Iterable[KnownIdentityRow]:
-        return self._connection.execute(_KNOWN_IDENTITIES, {"pairs": pairs})
-
-    def tickets_named(self, ids: Sequence[str], numbers: Sequence[int]) -> Iterable[TicketRow]:
-        return self._connection.execute(_TICKETS_NAMED, {"ids": ids, "numbers": numbers})
-
-    def tickets_replied_to(self, message_ids: Sequence[str]) -> Iterable[RepliedTicketRow]:
-        return self._connection.execute(_TICKETS_BY_MESSAGE_ID, {"message_ids": message_ids})
-
-    def joinable_tickets(self, conversations: Sequence[str]) -> Iterable[TicketRow]:
-        return self._connection.execute(_TICKETS_BY_CONVERSATION,
-                                        {"conversations": conversations})
-
-    def open_tickets(self, customer_ids: Sequence[str]) -> Iterable[TicketRow]:
-        return self._connection.execute(_TICKETS_OPEN_FOR, {"customers": customer_ids})
-
-    def insert(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-        self._connection.execute(_INSERTS[table.name], rows)
-
-    def add_identities(self, rows: Sequence[dict[str, Any]]) -> None:
-        self._connection.execute(self._insert_identities_ignoring, rows)
-
-    def verify_identities(self, pairs: Sequence[tuple[str, str]]) -> None:
-        self._connection.execute(_VERIFY_IDENTITIES, {"pairs": pairs})
-
-    def bump_ticket_counter(self, count: int) -> int | None:
-        return self._connection.execute(_BUMP_COUNTER, {"count": count}).scalar_one_or_none()
-
-    def touch_tickets(self, changes: Sequence[tuple[str, str, datetime]]) -> None:
-        self._connection.execute(_TOUCH_TICKETS, [
-            {"b_id": ticket_id, "b_status": status, "b_updated_at": updated_at}
-            for ticket_id, status, updated_at in changes])
 
 
 # ---- raw sqlite3 (SQLite files) -----------------------------------------------------------
@@ -260,7 +87,7 @@ def _sqlite_conversion(table: Table, column: str) -> Callable[[Any], Any] | None
         return db.json_dumps
     if isinstance(column_type, Boolean):
         return _sqlite_boolean
-    if isinstance(column_type, String | Integer | BigInteger):
+    if isinstance(column_type, String | Integer | BigInteger | Text):
         return None
     raise TypeError(f"{table.name}.{column}: no SQLite conversion for {column_type!r}")
 
@@ -272,6 +99,9 @@ class _SqliteInsert:
     sql: str
     columns: tuple[str, ...]
     conversions: tuple[tuple[int, Callable[[Any], Any]], ...]  # (position, conversion)
+    # What a column missing from a planned row gets: its scalar default (as SQLAlchemy's
+    # insert would fill in), else None (NULL).
+    defaults: tuple[Any, ...]
 
     @classmethod
     def of(cls, table: Table, suffix: str = "") -> _SqliteInsert:
@@ -281,13 +111,23 @@ class _SqliteInsert:
                             if (conversion := _sqlite_conversion(table, column)) is not None)
         sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "
                f"VALUES ({_marks(len(columns))}){suffix}")
-        return cls(sql, columns, conversions)
+        defaults = tuple(_scalar_default(table, column) for column in columns)
+        return cls(sql, columns, conversions, defaults)
 
     def parameters(self, row: dict[str, Any]) -> tuple[Any, ...]:
-        values = [row[column] for column in self.columns]
+        try:
+            values = [row[column] for column in self.columns]
+        except KeyError:  # a column the row leaves out (one added by a later migration)
+            values = [row.get(column, default)
+                      for column, default in zip(self.columns, self.defaults, strict=True)]
         for position, conversion in self.conversions:
             values[position] = conversion(values[position])
         return tuple(values)
+
+
+def _scalar_default(table: Table, column: str) -> Any:
+    default = table.c[column].default
+    return default.arg if default is not None and default.is_scalar else None
 
 
 @functools.cache
@@ -318,12 +158,11 @@ def _sql_strings(values: Iterable[str]) -> str:
     return ", ".join("'" + value.replace("'", "''") + "'" for value in values)
 
 
-_SQLITE_INSERTS = {table.name: _SqliteInsert.of(table)
-                   for table in (CUSTOMERS, IDENTITIES, TICKETS, MESSAGES, ATTACHMENTS, COUNTERS)}
+_SQLITE_INSERTS = {table.name: _SqliteInsert.of(table) for table in INSERTED_TABLES}
 _SQLITE_ADD_IDENTITIES = _SqliteInsert.of(IDENTITIES, " ON CONFLICT (kind, value) DO NOTHING")
 # The selects and updates of the Core statements above, in SQLite's SQL. {…}: placeholders.
 _TICKET_SELECT = ("SELECT tickets.id, tickets.number, tickets.status, tickets.customer_id, "
-                  "tickets.channel, tickets.conversation_id")
+                  "tickets.desk, tickets.channel, tickets.conversation_id")
 _SQLITE_STORED_MESSAGES = (
     "SELECT messages.id, messages.idempotency_key, messages.ticket_id, messages.customer_id, "
     "tickets.number FROM messages LEFT OUTER JOIN tickets ON tickets.id = messages.ticket_id "
@@ -406,6 +245,8 @@ class SqliteWriteStatements:
                 for kind, value, customer_id, verified, created_at in rows]
 
     def tickets_named(self, ids: Sequence[str], numbers: Sequence[int]) -> Iterable[TicketRow]:
+        if not ids and not numbers:
+            return []
         # Only the lists given: next to an empty `IN ()`, SQLite scans the table.
         conditions = []
         if ids:
@@ -437,8 +278,8 @@ class SqliteWriteStatements:
         condition, parameters = _identities_condition(pairs)
         self._run(_SQLITE_VERIFY_IDENTITIES.format(identities=condition), parameters)
 
-    def bump_ticket_counter(self, count: int) -> int | None:
-        rows = self._run(_SQLITE_BUMP_COUNTER, (count, db.TICKET_COUNTER))
+    def bump_counter(self, name: str, count: int) -> int | None:
+        rows = self._run(_SQLITE_BUMP_COUNTER, (count, name))
         return rows[0][0] if rows else None
 
     def touch_tickets(self, changes: Sequence[tuple[str, str, datetime]]) -> None:
@@ -472,10 +313,22 @@ class SqliteWriter:
         transaction = self._fast_transaction if self.fast_path else self._core_transaction
         return await asyncio.get_running_loop().run_in_executor(self._thread, transaction, work)
 
-    def _core_transaction(self, work: Callable[[WriteStatements], T]) -> T:
+    async def run_core(self, work: Callable[[Connection], T]) -> T:
+        """`work(connection)` on a SQLAlchemy connection in one write transaction, on the
+        writer thread (replies, delivery results, the relay's bookkeeping: not hot)."""
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="ticket-store-writer")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._thread, self._connection_transaction, work)
+
+    def _connection_transaction(self, work: Callable[[Connection], T]) -> T:
         with self.engine.connect() as connection, connection.begin():
             connection.exec_driver_sql("BEGIN IMMEDIATE")  # see db.WRITE
-            return work(CoreWriteStatements(connection))
+            return work(connection)
+
+    def _core_transaction(self, work: Callable[[WriteStatements], T]) -> T:
+        return self._connection_transaction(lambda connection: work(
+            CoreWriteStatements(connection)))
 
     def _fast_transaction(self, work: Callable[[WriteStatements], T]) -> T:
         if self._connection is None:

@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests.conftest import bus, bus_prefix, settings  # noqa: F401  (the real broker's fixtures)
 from ticket_core.db import make_engine, migrate
 from ticket_core.store import TicketStore
 
@@ -73,10 +74,12 @@ async def store(database_url: str) -> AsyncIterator[TicketStore]:
     if engine.dialect.name == "postgresql":
         async with engine.begin() as connection:
             await connection.execute(text(
-                "TRUNCATE attachments, messages, tickets, customer_identities, customers "
-                "RESTART IDENTITY CASCADE"))
+                "TRUNCATE events, outbox, attachments, messages, tickets, customer_identities, "
+                "customers RESTART IDENTITY CASCADE"))
+            await connection.execute(text("DELETE FROM counters"))
             await connection.execute(text(
-                "UPDATE counters SET value = 1000 WHERE name = 'ticket_number'"))
+                "INSERT INTO counters (name, value) VALUES ('ticket_number', 1000), "
+                "('event_id', 0), ('events_relayed', 0)"))
     store = TicketStore(engine)
     yield store
     await store.close()

@@ -20,8 +20,10 @@ from intake import Rejected
 from intake.errors import StorageUnavailable
 from intake.message import Attachment, Call, Event, Form, Identity, Message, RouteDelivery, Thread
 from ticket_core import db
+from ticket_core import planner as planner_module
 from ticket_core import store as store_module
 from ticket_core.consume import persist_routed
+from ticket_core.failures import Unpersistable
 from ticket_core.store import PersistResult, TicketStore
 from ticket_core.writes import (
     MESSAGES,
@@ -68,7 +70,8 @@ class Deterministic:
         return self.now
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(store_module, "uuid", types.SimpleNamespace(uuid4=self.uuid4))
+        monkeypatch.setattr(planner_module, "uuid", types.SimpleNamespace(uuid4=self.uuid4))
+        monkeypatch.setattr(planner_module, "utcnow", self.utcnow)
         monkeypatch.setattr(store_module, "utcnow", self.utcnow)
 
 
@@ -396,15 +399,17 @@ async def test_a_unique_conflict_is_retried_and_then_succeeds(
 
 
 @FAST_AND_CORE
-async def test_a_conflict_that_stays_gives_up_as_storage_unavailable(
+async def test_a_conflict_that_stays_fails_the_message_instead_of_holding(
         tmp_path: Path, fast_path: bool) -> None:
     async with sqlite_store(tmp_path / "db.sqlite3", fast_path=fast_path) as store:
         first = await store.persist(message("k1"))
         # The counter set back under a stored ticket: every attempt collides on number 1001.
         await run_sql(store, "UPDATE counters SET value = 1000")
 
-        with pytest.raises(StorageUnavailable, match="gave up after 5 attempts") as caught:
+        with pytest.raises(Unpersistable, match="the same conflict 5 times") as caught:
             await store.persist(message("k2"))
+
+        assert not getattr(caught.value, "hold", False)
 
         assert isinstance(caught.value.__cause__, sa_exc.IntegrityError)
         assert isinstance(caught.value.__cause__.orig, sqlite3.IntegrityError)
@@ -463,3 +468,61 @@ async def test_a_naive_datetime_fails_the_batch_as_a_statement_error(
 
         assert await count_rows(store, "tickets") == 0
         assert not (await store.persist(message("fine"))).duplicate
+
+
+def test_a_column_a_row_leaves_out_gets_its_default_on_the_fast_path() -> None:
+    connection = sqlite3.connect(":memory:")
+    connection.execute("CREATE TABLE customer_identities (id INTEGER PRIMARY KEY, "
+                       "customer_id TEXT, kind TEXT, value TEXT, verified INTEGER, "
+                       "created_at TEXT)")
+    statements = SqliteWriteStatements(connection)
+    # No `verified`: the model's default (False) goes in, as SQLAlchemy's insert would do.
+    statements.insert(db.CustomerIdentity.__table__, [{
+        "customer_id": "c1", "kind": "email", "value": "a@example.cn",
+        "created_at": datetime(2025, 6, 1, tzinfo=UTC)}])
+    connection.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, type TEXT, "
+                       "occurred_at TEXT, desk TEXT, ticket_id TEXT, customer_id TEXT, "
+                       "actor TEXT, data TEXT)")
+    # No `desk`, `actor`…: NULL, where the raw path had raised KeyError.
+    statements.insert(db.Event.__table__, [{
+        "id": 1, "type": "ticket.created", "occurred_at": datetime(2025, 6, 1, tzinfo=UTC),
+        "data": {}}])
+    assert connection.execute("SELECT verified FROM customer_identities").fetchall() == [(0,)]
+    assert connection.execute("SELECT desk, actor, data FROM events").fetchall() == [
+        (None, None, "{}")]
+
+
+async def test_the_core_statements_search_the_indexes_on_sqlite(tmp_path: Path) -> None:
+    """The fast path's two index fixes, ported: identities by (kind, value) through the unique
+    index for each kind, and no empty `IN ()` beside the list that is given."""
+    from sqlalchemy.engine import Connection
+
+    from ticket_core.writes import CoreWriteStatements
+
+    plans: list[str] = []
+
+    def explain(connection: Connection) -> None:
+        def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+                   executemany: bool) -> None:
+            if statement.startswith("SELECT"):
+                rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement,
+                                            parameters).all()
+                plans.append(" | ".join(str(row[-1]) for row in rows))
+
+        event.listen(connection, "before_cursor_execute", record)
+        try:
+            statements = CoreWriteStatements(connection)
+            list(statements.known_identities([("email", "a@x.cn"), ("email", "b@x.cn"),
+                                              ("phone", "+86138")]))
+            list(statements.tickets_named(["t1"], []))
+            list(statements.tickets_named([], [1001]))
+        finally:
+            event.remove(connection, "before_cursor_execute", record)
+
+    async with sqlite_store(tmp_path / "db.sqlite3", fast_path=False) as store:
+        async with store.engine.connect() as connection:
+            await connection.run_sync(explain)
+    assert len(plans) == 3
+    for plan in plans:
+        assert "SCAN" not in plan.replace("SCAN CONSTANT", ""), plan
+    assert "SEARCH customer_identities USING INDEX" in plans[0]

@@ -1,0 +1,397 @@
+"""The pure planner: what a batch of routed messages becomes (customers, tickets, rows, events).
+
+A batch is planned in memory, message by message, against what the load step found (known
+idempotency keys, identities, thread targets), so a later message of the batch sees the
+customers and tickets an earlier one created. No statement is run here but the loads through
+`WriteStatements`; the store writes the plan (store.py).
+
+Threading, first hint that leads somewhere wins (events never join or open a ticket):
+`thread.ticket_id`, then `thread.ticket_number` (digits taken from e.g. "#1042"), then
+`in_reply_to` and `references` (newest first) against stored Message-IDs, then
+`conversation_id` (the latest ticket of that conversation on the same channel that is not
+closed or merged), then `join_latest_open` (the customer's latest ticket on the same channel that
+is not resolved, closed or merged); otherwise a new ticket. An inbound message appended to a
+pending or resolved ticket reopens it (status `open`).
+
+Identities: e-mail addresses are stored lower-cased. The sender's customer is the oldest one
+owning any of the message's identities; the others are added to it unless another customer owns
+them already (never taken away); a verified identity upgrades a stored unverified one.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from intake.message import Message, utcnow
+
+from .events import PlannedEvent
+from .schemas import DONE_STATUSES
+from .statements import UNJOINABLE_STATUSES, WriteStatements
+
+# An inbound message on a ticket waiting for the customer, or already solved, reopens it.
+REOPENED_BY_CUSTOMER = ("pending", "resolved")
+OWNING_ROLES = ("owner", "primary")
+
+
+@dataclass(frozen=True, slots=True)
+class PersistResult:
+    ticket_id: str | None  # None for an event
+    ticket_number: int | None
+    message_id: str
+    customer_id: str
+    created_ticket: bool
+    duplicate: bool
+
+
+def normalize_identity(kind: str, value: str) -> str:
+    """One spelling per identity: e-mail addresses compare case-insensitively in practice."""
+    value = value.strip()
+    return value.lower() if kind == "email" else value
+
+
+def parse_ticket_number(text: str | None) -> int | None:
+    """'1042', '#1042' or 'T-1042' (a subject tag) → 1042."""
+    if not text:
+        return None
+    found = re.search(r"\d{1,18}", text)
+    return int(found.group()) if found else None
+
+
+@dataclass(slots=True)
+class TicketRef:
+    id: str
+    number: int | None  # None until the batch's numbers are allocated
+    status: str
+    customer_id: str
+    channel: str
+    desk: str | None = None
+    new: bool = False
+
+
+@dataclass(slots=True)
+class Known:
+    """An identity already owned by a customer (in the database or earlier in the batch)."""
+
+    customer_id: str
+    verified: bool
+    customer_created_at: datetime
+
+
+@dataclass(slots=True)
+class Plan:
+    results: list[PersistResult | None] = field(default_factory=list)
+    customers: list[dict[str, Any]] = field(default_factory=list)
+    identities_new: list[dict[str, Any]] = field(default_factory=list)  # of new customers
+    identities_added: list[dict[str, Any]] = field(default_factory=list)  # to found customers
+    verify: set[tuple[str, str]] = field(default_factory=set)
+    tickets: list[dict[str, Any]] = field(default_factory=list)
+    new_ticket_refs: list[TicketRef] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    touched: dict[str, TicketRef] = field(default_factory=dict)
+    events: list[PlannedEvent] = field(default_factory=list)
+    # (result slot, ticket, message id, customer id, created): results once numbers exist.
+    pending: list[tuple[int, TicketRef | None, str, str, bool]] = field(default_factory=list)
+    # The first slot of each idempotency key: a repeat within the batch copies its result.
+    batch_first: dict[str, int] = field(default_factory=dict)
+
+
+def plan_batch(statements: WriteStatements, messages: Sequence[Message],
+               now: datetime) -> Plan:
+    """Load what the batch needs, then plan it message by message."""
+    plan = Plan(results=[None] * len(messages))
+
+    # 1. Load: which keys are stored already (and which message ids are taken).
+    keys = {m.idempotency_key for m in messages}
+    ids = {str(m.id) for m in messages}
+    stored: dict[str, PersistResult] = {}
+    taken_ids: set[str] = set()
+    rows = statements.stored_messages(sorted(keys), sorted(ids))
+    for message_id, key, ticket_id, customer_id, ticket_number in rows:
+        taken_ids.add(message_id)
+        if key in stored or key not in keys:
+            continue
+        stored[key] = PersistResult(
+            ticket_id=ticket_id, ticket_number=ticket_number, message_id=message_id,
+            customer_id=customer_id, created_ticket=False, duplicate=True)
+
+    fresh: list[Message] = []
+    seen: set[str] = set()
+    for m in messages:
+        if m.idempotency_key not in stored and m.idempotency_key not in seen:
+            seen.add(m.idempotency_key)
+            fresh.append(m)
+
+    known = _load_identities(statements, fresh)
+    threads = ThreadIndex.load(statements, fresh, known)
+
+    # 2. Plan, message by message.
+    for index, m in enumerate(messages):
+        key = m.idempotency_key
+        if key in stored:
+            plan.results[index] = stored[key]
+            continue
+        if key in plan.batch_first:
+            continue  # filled in after allocation from the first occurrence
+        plan.batch_first[key] = index
+        _plan_message(plan, index, m, now, known, threads, taken_ids)
+    return plan
+
+
+def finish_results(plan: Plan, messages: Sequence[Message]) -> list[PersistResult]:
+    """The results in the order of `messages`, once the plan is written (numbers allocated)."""
+    for index, ref, message_id, customer_id, created in plan.pending:
+        plan.results[index] = PersistResult(
+            ticket_id=ref.id if ref else None, ticket_number=ref.number if ref else None,
+            message_id=message_id, customer_id=customer_id, created_ticket=created,
+            duplicate=False)
+    for index, m in enumerate(messages):
+        if plan.results[index] is None:
+            first = plan.results[plan.batch_first[m.idempotency_key]]
+            assert first is not None
+            plan.results[index] = PersistResult(
+                ticket_id=first.ticket_id, ticket_number=first.ticket_number,
+                message_id=first.message_id, customer_id=first.customer_id,
+                created_ticket=False, duplicate=True)
+    return [r for r in plan.results if r is not None]
+
+
+def _load_identities(statements: WriteStatements,
+                     messages: Iterable[Message]) -> dict[tuple[str, str], Known]:
+    pairs = {(i.kind, normalize_identity(i.kind, i.value))
+             for m in messages for i in m.sender.identities}
+    if not pairs:
+        return {}
+    return {(kind, value): Known(customer_id, verified, created_at)
+            for kind, value, customer_id, verified, created_at
+            in statements.known_identities(sorted(pairs))}
+
+
+def _plan_message(plan: Plan, index: int, m: Message, now: datetime,
+                  known: dict[tuple[str, str], Known], threads: ThreadIndex,
+                  taken_ids: set[str]) -> None:
+    # The customer: the oldest one owning any of the sender's identities, else a new one.
+    claims: dict[tuple[str, str], bool] = {}
+    for identity in m.sender.identities:
+        pair = (identity.kind, normalize_identity(identity.kind, identity.value))
+        claims[pair] = claims.get(pair, False) or identity.verified
+    owners = [known[pair] for pair in claims if pair in known]
+    if owners:
+        owner = min(owners, key=lambda k: (k.customer_created_at, k.customer_id))
+        customer_id, customer_created_at, target = (
+            owner.customer_id, owner.customer_created_at, plan.identities_added)
+    else:
+        customer_id, customer_created_at, target = (
+            str(uuid.uuid4()), now, plan.identities_new)
+        plan.customers.append({"id": customer_id, "name": m.sender.name,
+                               "created_at": customer_created_at, "updated_at": now})
+    for pair, verified in claims.items():
+        existing = known.get(pair)
+        if existing is None:
+            # Only identities nobody owns are added: an identity is never taken away.
+            target.append({"customer_id": customer_id, "kind": pair[0], "value": pair[1],
+                           "verified": verified, "created_at": now})
+            known[pair] = Known(customer_id, verified, customer_created_at)
+        elif verified and not existing.verified:
+            plan.verify.add(pair)
+            existing.verified = True
+
+    # The ticket: one the thread hints name, else a new one. Events never open one.
+    ticket: TicketRef | None = None
+    created = False
+    if m.kind != "event":
+        ticket = threads.find(m, customer_id)
+        if ticket is None:
+            ticket = _plan_ticket(plan, m, customer_id, now)
+            created = True
+        else:
+            if ticket.status in REOPENED_BY_CUSTOMER:
+                plan.events.append(PlannedEvent(
+                    "ticket.updated", now, ticket, customer_id, "customer",
+                    {"status": "open", "previous_status": ticket.status}))
+                ticket.status = "open"
+            if not ticket.new:
+                plan.touched[ticket.id] = ticket
+        threads.remember(m, customer_id, ticket)
+
+    message_id = str(m.id)
+    if message_id in taken_ids:
+        message_id = str(uuid.uuid4())  # the producer reused an id for another key
+    taken_ids.add(message_id)
+    channel_data = m.channel_data or None
+    reference = channel_data.get("reference") if channel_data else None
+    thread = m.thread
+    plan.messages.append({
+        "id": message_id,
+        "ticket_id": ticket.id if ticket else None,
+        "customer_id": customer_id,
+        "direction": "in",
+        "kind": m.kind,
+        "channel": m.channel,
+        "account": m.account,
+        "subject": m.subject,
+        "text": m.text,
+        "html": m.html,
+        "flags": list(m.flags),
+        "form": m.form.model_dump(mode="json") if m.form else None,
+        "call": m.call.model_dump(mode="json", by_alias=True) if m.call else None,
+        "event": m.event.model_dump(mode="json") if m.event else None,
+        "channel_data": channel_data,
+        "thread": thread.model_dump(mode="json", exclude_defaults=True) if thread else None,
+        "idempotency_key": m.idempotency_key,
+        "message_id": thread.message_id if thread else None,
+        "reference": str(reference)[:128] if reference is not None else None,
+        "occurred_at": m.occurred_at,
+        "received_at": m.received_at,
+        "persisted_at": now,
+        "raw": m.raw,
+        "trace_id": m.trace_id,
+        "sender_name": m.sender.name,
+        # Every column, so the fast path's insert takes its quick branch (see writes.py).
+        "delivery_status": None,
+        "delivery_reason": None,
+        "delivery_attempt": None,
+    })
+    for a in m.attachments:
+        plan.attachments.append({
+            "message_id": message_id, "filename": a.filename,
+            "original_filename": a.original_filename, "content_type": a.content_type,
+            "size": a.size, "sha256": a.sha256, "blob": a.blob,
+            "content_id": a.content_id, "inline": a.inline})
+    plan.events.append(PlannedEvent(
+        "message.created", now, ticket, customer_id, "customer",
+        {"message_id": message_id, "direction": "in", "kind": m.kind, "channel": m.channel,
+         "account": m.account}))
+    plan.pending.append((index, ticket, message_id, customer_id, created))
+
+
+def _plan_ticket(plan: Plan, m: Message, customer_id: str, now: datetime) -> TicketRef:
+    route = m.route
+    desk = skill_group = category = None
+    priority = "normal"
+    tags: list[str] = []
+    if route is not None:
+        owner = next((d for d in route.deliveries if d.role in OWNING_ROLES),
+                     route.deliveries[0])
+        desk, skill_group = owner.desk, owner.skill_group
+        priority, category, tags = route.priority, route.category, list(route.tags)
+    subject = m.subject or (m.thread.subject if m.thread else None) or _first_line(m.text)
+    # Each ticket its own instant, so newest-first lists keep a batch in arrival order.
+    created_at = utcnow()
+    ref = TicketRef(id=str(uuid.uuid4()), number=None, status="new",
+                    customer_id=customer_id, channel=m.channel, desk=desk, new=True)
+    plan.tickets.append({
+        "id": ref.id, "number": None, "channel": m.channel, "account": m.account,
+        "desk": desk, "skill_group": skill_group, "status": "new", "priority": priority,
+        "category": category, "tags": tags, "subject": subject,
+        "customer_id": customer_id,
+        "route": route.model_dump(mode="json") if route else None,
+        "conversation_id": m.thread.conversation_id if m.thread else None,
+        "created_at": created_at, "updated_at": created_at,
+    })
+    plan.new_ticket_refs.append(ref)
+    plan.events.append(PlannedEvent(
+        "ticket.created", now, ref, customer_id, "customer",
+        {"channel": m.channel, "account": m.account, "status": "new", "priority": priority,
+         "subject": subject, "skill_group": skill_group, "category": category}))
+    return ref
+
+
+class ThreadIndex:
+    """Where a message's thread hints lead: tickets loaded for the batch plus the ones it adds."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, TicketRef] = {}
+        self.by_number: dict[int, TicketRef] = {}
+        self.by_message_id: dict[str, TicketRef] = {}
+        self.by_conversation: dict[tuple[str, str], TicketRef] = {}
+        self.latest_open: dict[tuple[str, str], TicketRef] = {}
+
+    @classmethod
+    def load(cls, statements: WriteStatements, messages: Sequence[Message],
+             known: dict[tuple[str, str], Known]) -> ThreadIndex:
+        index = cls()
+        hinted = [m.thread for m in messages if m.kind != "event" and m.thread is not None]
+        ticket_ids = {t.ticket_id for t in hinted if t.ticket_id}
+        numbers = {n for t in hinted if (n := parse_ticket_number(t.ticket_number)) is not None}
+        message_ids = {ref for t in hinted for ref in (t.in_reply_to, *t.references) if ref}
+        conversations = {t.conversation_id for t in hinted if t.conversation_id}
+        joiners = {known[(i.kind, normalize_identity(i.kind, i.value))].customer_id
+                   for m in messages if m.kind != "event" and m.thread is not None
+                   and m.thread.join_latest_open for i in m.sender.identities
+                   if (i.kind, normalize_identity(i.kind, i.value)) in known}
+
+        if ticket_ids or numbers:
+            for row in statements.tickets_named(sorted(ticket_ids), sorted(numbers)):
+                index._add(row)
+        if message_ids:
+            for *row, message_id in statements.tickets_replied_to(sorted(message_ids)):
+                # The latest stored copy of a Message-ID wins.
+                index.by_message_id[message_id] = index._add(row)
+        if conversations:
+            for row in statements.joinable_tickets(sorted(conversations)):
+                *_, channel, conversation_id = row
+                index.by_conversation[(channel, conversation_id)] = index._add(row)
+        if joiners:
+            for row in statements.open_tickets(sorted(joiners)):
+                ref = index._add(row)
+                index.latest_open[(ref.customer_id, ref.channel)] = ref
+        return index
+
+    def _add(self, row: Sequence[Any]) -> TicketRef:
+        """Index a TicketRow once (several hints may lead to the same ticket)."""
+        ticket_id, number, status, customer_id, desk, channel, _conversation_id = row
+        ref = self.by_id.get(ticket_id)
+        if ref is None:
+            ref = TicketRef(id=ticket_id, number=number, status=status,
+                            customer_id=customer_id, channel=channel, desk=desk)
+            self.by_id[ticket_id] = ref
+            self.by_number[number] = ref
+        return ref
+
+    def find(self, m: Message, customer_id: str) -> TicketRef | None:
+        t = m.thread
+        if t is None:
+            return None
+        if t.ticket_id and t.ticket_id in self.by_id:
+            return self.by_id[t.ticket_id]
+        number = parse_ticket_number(t.ticket_number)
+        if number is not None and number in self.by_number:
+            return self.by_number[number]
+        for ref in (t.in_reply_to, *reversed(t.references)):
+            if ref and ref in self.by_message_id:
+                return self.by_message_id[ref]
+        if t.conversation_id:
+            found = self.by_conversation.get((m.channel, t.conversation_id))
+            if found is not None and found.status not in UNJOINABLE_STATUSES:
+                return found
+        if t.join_latest_open:
+            found = self.latest_open.get((customer_id, m.channel))
+            if found is not None and found.status not in DONE_STATUSES:
+                return found
+        return None
+
+    def remember(self, m: Message, customer_id: str, ticket: TicketRef) -> None:
+        """Let later messages of the batch thread onto what this one created or joined."""
+        self.by_id[ticket.id] = ticket
+        if ticket.number is not None:
+            self.by_number[ticket.number] = ticket
+        t = m.thread
+        if t is not None and t.message_id:
+            self.by_message_id[t.message_id] = ticket
+        if t is not None and t.conversation_id:
+            self.by_conversation[(m.channel, t.conversation_id)] = ticket
+        if ticket.status not in DONE_STATUSES and ticket.channel == m.channel:
+            self.latest_open[(customer_id, m.channel)] = ticket
+
+
+def _first_line(text: str, limit: int = 200) -> str | None:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()[:limit]
+    return None

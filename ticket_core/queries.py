@@ -1,0 +1,291 @@
+"""Read queries of the agent API: ticket lists and details, customers, the event log, blobs."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Select, and_, func, literal, or_, select
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from intake.errors import StorageUnavailable
+
+from .events import EVENTS
+from .failures import storage_unavailable
+from .planner import normalize_identity
+from .schemas import (
+    DONE_STATUSES,
+    AttachmentView,
+    CustomerView,
+    DeliveryView,
+    IdentityView,
+    MessageView,
+    TicketDetail,
+    TicketView,
+)
+from .statements import ATTACHMENTS, CUSTOMERS, IDENTITIES, MESSAGES, TICKETS
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class TicketFilter:
+    """The filters of `GET /api/v1/tickets`; `status` may hold "open" (= not done)."""
+
+    channel: str | None = None
+    account: str | None = None
+    desk: str | None = None
+    skill_group: str | None = None
+    status: tuple[str, ...] = ()
+    customer_id: str | None = None
+    priority: str | None = None
+    category: str | None = None
+    idempotency_key: str | None = None
+    reference: str | None = None
+
+
+@dataclass(slots=True)
+class TicketPageResult:
+    items: list[TicketView]
+    next: str | None
+
+
+class CursorInvalid(ValueError):
+    """The cursor was not produced by `list_tickets`."""
+
+
+def encode_cursor(created_at: datetime, ticket_id: str) -> str:
+    raw = orjson.dumps([created_at.isoformat(), ticket_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        stamp, ticket_id = orjson.loads(raw)
+        created_at = datetime.fromisoformat(stamp)
+    except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
+        raise CursorInvalid(str(exc)) from exc
+    if created_at.tzinfo is None or not isinstance(ticket_id, str):
+        raise CursorInvalid("malformed cursor")
+    return created_at, ticket_id
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBlob:
+    """What the agent API needs to serve a blob some stored message references."""
+
+    sha256: str
+    blob: str
+    content_type: str
+    filename: str
+
+
+class TicketReader:
+    """The read side of the ticket core database (the agent API, the SSE stream, the relay)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+
+
+    @contextlib.asynccontextmanager
+    async def _reading(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.connect() as connection:
+                yield connection
+        except (OSError, TimeoutError, sa_exc.SQLAlchemyError) as exc:
+            if storage_unavailable(exc):
+                raise StorageUnavailable(f"database unavailable: {exc}") from exc
+            raise
+
+    async def ping(self) -> None:
+        """Raise StorageUnavailable unless the database answers."""
+        async with self._reading() as conn:
+            await conn.execute(select(literal(1)))
+
+    async def list_tickets(self, filters: TicketFilter | None = None, *,
+                           limit: int = DEFAULT_LIMIT,
+                           cursor: str | None = None) -> TicketPageResult:
+        """Newest first, keyset-paginated on (created_at, id); raises CursorInvalid."""
+        if not 1 <= limit <= MAX_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
+        query = _filtered(select(TICKETS), filters or TicketFilter())
+        if cursor:
+            created_at, ticket_id = decode_cursor(cursor)
+            query = query.where(or_(
+                TICKETS.c.created_at < created_at,
+                and_(TICKETS.c.created_at == created_at, TICKETS.c.id < ticket_id)))
+        query = query.order_by(TICKETS.c.created_at.desc(), TICKETS.c.id.desc()).limit(limit + 1)
+        async with self._reading() as conn:
+            rows = (await conn.execute(query)).all()
+        items = [_ticket_view(row) for row in rows[:limit]]
+        following = None
+        if len(rows) > limit:
+            following = encode_cursor(items[-1].created_at, items[-1].id)
+        return TicketPageResult(items=items, next=following)
+
+    async def get_ticket(self, ticket: str | int) -> TicketDetail | None:
+        """A ticket by id, or by number (an int or a string of digits), with its messages."""
+        # ASCII digits only: str.isdigit() also accepts '¹', which int() refuses.
+        is_number = isinstance(ticket, str) and ticket.isascii() and ticket.isdigit()
+        if is_number and len(ticket) > 18:
+            return None
+        if isinstance(ticket, int) or is_number:
+            condition = TICKETS.c.number == int(ticket)
+        else:
+            condition = TICKETS.c.id == ticket
+        async with self._reading() as conn:
+            row = (await conn.execute(select(TICKETS).where(condition))).first()
+            if row is None:
+                return None
+            messages = (await conn.execute(
+                select(MESSAGES).where(MESSAGES.c.ticket_id == row.id)
+                .order_by(func.coalesce(MESSAGES.c.occurred_at, MESSAGES.c.received_at),
+                          MESSAGES.c.received_at, MESSAGES.c.persisted_at, MESSAGES.c.id)
+            )).all()
+            attachments = await self._attachments(conn, [m.id for m in messages])
+        return TicketDetail(**_ticket_view(row).model_dump(),
+                            messages=[_message_view(m, attachments.get(m.id, []))
+                                      for m in messages])
+
+    async def _attachments(self, conn: AsyncConnection,
+                           message_ids: list[str]) -> dict[str, list[AttachmentView]]:
+        if not message_ids:
+            return {}
+        rows = await conn.execute(
+            select(ATTACHMENTS).where(ATTACHMENTS.c.message_id.in_(message_ids))
+            .order_by(ATTACHMENTS.c.id))
+        found: dict[str, list[AttachmentView]] = {}
+        for r in rows:
+            found.setdefault(r.message_id, []).append(AttachmentView(
+                filename=r.filename, original_filename=r.original_filename,
+                content_type=r.content_type, size=r.size, sha256=r.sha256, blob=r.blob,
+                content_id=r.content_id, inline=r.inline))
+        return found
+
+    async def get_message(self, message_id: str) -> MessageView | None:
+        async with self._reading() as conn:
+            row = (await conn.execute(select(MESSAGES).where(MESSAGES.c.id == message_id))
+                   ).first()
+            if row is None:
+                return None
+            attachments = await self._attachments(conn, [row.id])
+        return _message_view(row, attachments.get(row.id, []))
+
+    async def customer_timeline(self, customer_id: str) -> list[MessageView]:
+        """Every message of a customer, tickets and events alike, in source order."""
+        async with self._reading() as conn:
+            messages = (await conn.execute(
+                select(MESSAGES).where(MESSAGES.c.customer_id == customer_id)
+                .order_by(func.coalesce(MESSAGES.c.occurred_at, MESSAGES.c.received_at),
+                          MESSAGES.c.received_at, MESSAGES.c.id))).all()
+            attachments = await self._attachments(conn, [m.id for m in messages])
+        return [_message_view(m, attachments.get(m.id, [])) for m in messages]
+
+    async def get_customer(self, customer_id: str) -> CustomerView | None:
+        customers = await self._customers(CUSTOMERS.c.id == customer_id)
+        return customers[0] if customers else None
+
+    async def find_customers(self, kind: str, value: str) -> list[CustomerView]:
+        """Customers owning the identity `kind:value` (at most one, by the unique constraint)."""
+        owners = select(IDENTITIES.c.customer_id).where(
+            IDENTITIES.c.kind == kind, IDENTITIES.c.value == normalize_identity(kind, value))
+        return await self._customers(CUSTOMERS.c.id.in_(owners.scalar_subquery()))
+
+    async def _customers(self, condition: Any) -> list[CustomerView]:
+        async with self._reading() as conn:
+            customers = (await conn.execute(
+                select(CUSTOMERS).where(condition)
+                .order_by(CUSTOMERS.c.created_at, CUSTOMERS.c.id))).all()
+            if not customers:
+                return []
+            identities = (await conn.execute(
+                select(IDENTITIES)
+                .where(IDENTITIES.c.customer_id.in_([c.id for c in customers]))
+                .order_by(IDENTITIES.c.id))).all()
+        by_customer: dict[str, list[IdentityView]] = {}
+        for i in identities:
+            by_customer.setdefault(i.customer_id, []).append(
+                IdentityView(kind=i.kind, value=i.value, verified=i.verified))
+        return [CustomerView(id=c.id, name=c.name, identities=by_customer.get(c.id, []),
+                             created_at=c.created_at, updated_at=c.updated_at)
+                for c in customers]
+
+
+    async def events_after(self, last_id: int, limit: int = 500) -> list[Any]:
+        """Event rows with an id above `last_id`, in id order."""
+        async with self._reading() as conn:
+            return list((await conn.execute(
+                select(EVENTS).where(EVENTS.c.id > last_id).order_by(EVENTS.c.id).limit(limit)
+            )).all())
+
+    async def last_event_id(self) -> int:
+        async with self._reading() as conn:
+            return int((await conn.execute(select(func.max(EVENTS.c.id)))).scalar() or 0)
+
+    async def referenced_blob(self, sha256: str) -> StoredBlob | None:
+        """The newest attachment row naming this digest: only referenced blobs are served."""
+        async with self._reading() as conn:
+            row = (await conn.execute(
+                select(ATTACHMENTS.c.sha256, ATTACHMENTS.c.blob, ATTACHMENTS.c.content_type,
+                       ATTACHMENTS.c.filename)
+                .where(ATTACHMENTS.c.sha256 == sha256)
+                .order_by(ATTACHMENTS.c.id.desc()).limit(1))).first()
+        if row is None:
+            return None
+        return StoredBlob(sha256=row.sha256, blob=row.blob, content_type=row.content_type,
+                          filename=row.filename)
+
+
+def _filtered(query: Select[Any], f: TicketFilter) -> Select[Any]:
+    for column, value in ((TICKETS.c.channel, f.channel), (TICKETS.c.account, f.account),
+                          (TICKETS.c.desk, f.desk), (TICKETS.c.skill_group, f.skill_group),
+                          (TICKETS.c.customer_id, f.customer_id),
+                          (TICKETS.c.priority, f.priority), (TICKETS.c.category, f.category)):
+        if value is not None:
+            query = query.where(column == value)
+    if f.status:
+        wanted = [s for s in f.status if s != "open"]
+        conditions = [TICKETS.c.status.in_(wanted)] if wanted else []
+        if "open" in f.status:
+            conditions.append(TICKETS.c.status.not_in(DONE_STATUSES))
+        query = query.where(or_(*conditions))
+    if f.idempotency_key is not None:
+        query = query.where(TICKETS.c.id.in_(
+            select(MESSAGES.c.ticket_id).where(MESSAGES.c.idempotency_key == f.idempotency_key)
+            .scalar_subquery()))
+    if f.reference is not None:
+        query = query.where(TICKETS.c.id.in_(
+            select(MESSAGES.c.ticket_id).where(MESSAGES.c.reference == f.reference)
+            .scalar_subquery()))
+    return query
+
+
+def _ticket_view(row: Any) -> TicketView:
+    return TicketView(
+        id=row.id, number=row.number, channel=row.channel, account=row.account, desk=row.desk,
+        skill_group=row.skill_group, status=row.status, priority=row.priority,
+        category=row.category, tags=row.tags or [], subject=row.subject,
+        customer_id=row.customer_id, conversation_id=row.conversation_id, route=row.route,
+        created_at=row.created_at, updated_at=row.updated_at)
+
+
+def _message_view(row: Any, attachments: list[AttachmentView]) -> MessageView:
+    return MessageView(
+        id=row.id, ticket_id=row.ticket_id, customer_id=row.customer_id,
+        direction=row.direction, kind=row.kind, channel=row.channel, account=row.account,
+        subject=row.subject, text=row.text, html=row.html, flags=row.flags or [],
+        attachments=attachments, call=row.call, form=row.form, event=row.event,
+        reference=row.reference, sender_name=row.sender_name, occurred_at=row.occurred_at,
+        received_at=row.received_at, persisted_at=row.persisted_at,
+        idempotency_key=row.idempotency_key, trace_id=row.trace_id, raw=row.raw,
+        delivery=(DeliveryView(status=row.delivery_status, reason=row.delivery_reason)
+                  if row.direction == "out" and row.delivery_status else None))

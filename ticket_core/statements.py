@@ -1,0 +1,258 @@
+"""The statements of a write transaction: the tables, the `WriteStatements` protocol, and its
+SQLAlchemy Core implementation (PostgreSQL, an in-memory SQLite, a SQLite file when the fast
+path is off).
+
+`TicketStore` plans a batch in memory and runs a fixed set of statements, each a method of
+`WriteStatements`. `CoreWriteStatements` runs them as SQLAlchemy Core statements, built once;
+writes.py holds the same statements as raw SQLite SQL (the fast path) and the writer thread.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
+
+from . import db
+from .schemas import DONE_STATUSES
+
+CUSTOMERS = db.Customer.__table__
+IDENTITIES = db.CustomerIdentity.__table__
+TICKETS = db.Ticket.__table__
+MESSAGES = db.Message.__table__
+ATTACHMENTS = db.Attachment.__table__
+COUNTERS = db.Counter.__table__
+EVENTS = db.Event.__table__
+OUTBOX = db.Outbox.__table__
+INSERTED_TABLES = (CUSTOMERS, IDENTITIES, TICKETS, MESSAGES, ATTACHMENTS, COUNTERS, EVENTS, OUTBOX)
+
+# A conversation stays joinable until the ticket is closed or merged away.
+UNJOINABLE_STATUSES = ("closed", "merged")
+
+# What the selects return: plain tuples on the fast path, SQLAlchemy Rows (which unpack the
+# same way) on the Core path.
+StoredMessageRow = tuple[str, str, str | None, str, int | None]
+"""id, idempotency_key, ticket_id, customer_id, the ticket's number."""
+KnownIdentityRow = tuple[str, str, str, bool, datetime]
+"""kind, value, customer_id, verified, the customer's created_at (aware UTC)."""
+TicketRow = tuple[str, int, str, str, str | None, str, str | None]
+"""id, number, status, customer_id, desk, channel, conversation_id."""
+RepliedTicketRow = tuple[str, int, str, str, str | None, str, str | None, str]
+"""A TicketRow, then the stored Message-ID that leads to it."""
+
+
+class WriteStatements(Protocol):
+    """The statements of one write transaction. Rows to insert are dicts keyed by column name.
+
+    Lists in arguments are non-empty unless said otherwise.
+    """
+
+    def stored_messages(self, keys: Sequence[str],
+                        ids: Sequence[str]) -> Iterable[StoredMessageRow]:
+        """Messages stored under any of `keys`, or with any of the message `ids`."""
+        ...
+
+    def known_identities(self, pairs: Sequence[tuple[str, str]]) -> Iterable[KnownIdentityRow]:
+        """The stored identities among (kind, value) `pairs`, with their customer's age."""
+        ...
+
+    def tickets_named(self, ids: Sequence[str], numbers: Sequence[int]) -> Iterable[TicketRow]:
+        """Tickets by id or number (either list may be empty)."""
+        ...
+
+    def tickets_replied_to(self, message_ids: Sequence[str]) -> Iterable[RepliedTicketRow]:
+        """Tickets holding a message with one of these Message-IDs, oldest message first."""
+        ...
+
+    def joinable_tickets(self, conversations: Sequence[str]) -> Iterable[TicketRow]:
+        """Tickets of these conversation ids not closed or merged, oldest first."""
+        ...
+
+    def open_tickets(self, customer_ids: Sequence[str]) -> Iterable[TicketRow]:
+        """Tickets of these customers not resolved, closed or merged, oldest first."""
+        ...
+
+    def insert(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        """Plain inserts: a unique conflict raises IntegrityError."""
+        ...
+
+    def add_identities(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert identities, leaving alone any (kind, value) stored meanwhile."""
+        ...
+
+    def verify_identities(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Mark these stored identities verified."""
+        ...
+
+    def bump_counter(self, name: str, count: int) -> int | None:
+        """Add `count` to the counter row `name`: its new value, None if the row is missing."""
+        ...
+
+    def touch_tickets(self, changes: Sequence[tuple[str, str, datetime]]) -> None:
+        """Set (ticket id, status, updated_at) on tickets a batch appended to."""
+        ...
+
+
+# ---- SQLAlchemy Core (PostgreSQL) ----------------------------------------------------------
+
+# Built once: a batch then builds no SQL expression and SQLAlchemy reuses their memoized cache
+# keys and compiled forms. Lists go in as expanding parameters.
+_TICKET_COLUMNS = (TICKETS.c.id, TICKETS.c.number, TICKETS.c.status, TICKETS.c.customer_id,
+                   TICKETS.c.desk, TICKETS.c.channel, TICKETS.c.conversation_id)
+_STORED_KEYS = (
+    select(MESSAGES.c.id, MESSAGES.c.idempotency_key, MESSAGES.c.ticket_id,
+           MESSAGES.c.customer_id, TICKETS.c.number)
+    .select_from(MESSAGES.outerjoin(TICKETS, TICKETS.c.id == MESSAGES.c.ticket_id))
+    .where(or_(MESSAGES.c.idempotency_key.in_(bindparam("keys", expanding=True)),
+               MESSAGES.c.id.in_(bindparam("ids", expanding=True)))))
+
+
+@functools.cache
+def _identities_clause(kinds: int) -> ColumnElement[bool]:
+    """`(kind = :k0 AND value IN :v0) OR …`, a term per kind: the (kind, value) unique index
+    is searched for each pair, where `(kind, value) IN (VALUES …)` made SQLite scan the table
+    (see `_identities_condition`, the fast path's form). Built once per number of kinds."""
+    return or_(*(and_(IDENTITIES.c.kind == bindparam(f"k{i}"),
+                      IDENTITIES.c.value.in_(bindparam(f"v{i}", expanding=True)))
+                 for i in range(kinds)))
+
+
+def _identities_parameters(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    values_by_kind: dict[str, list[str]] = {}
+    for kind, value in pairs:
+        values_by_kind.setdefault(kind, []).append(value)
+    parameters: dict[str, Any] = {}
+    for i, (kind, values) in enumerate(values_by_kind.items()):
+        parameters[f"k{i}"] = kind
+        parameters[f"v{i}"] = values
+    return parameters
+
+
+@functools.cache
+def _known_identities(kinds: int) -> Select[Any]:
+    return (select(IDENTITIES.c.kind, IDENTITIES.c.value, IDENTITIES.c.customer_id,
+                   IDENTITIES.c.verified, CUSTOMERS.c.created_at)
+            .select_from(IDENTITIES.join(CUSTOMERS, CUSTOMERS.c.id == IDENTITIES.c.customer_id))
+            .where(_identities_clause(kinds)))
+
+
+@functools.cache
+def _verify_identities(kinds: int) -> Update:
+    return (update(IDENTITIES)
+            .where(_identities_clause(kinds), IDENTITIES.c.verified.is_(False))
+            .values(verified=True))
+
+
+# Only the lists given: next to an empty `IN ()`, SQLite scans the table.
+_TICKETS_NAMED = {
+    (True, False): select(*_TICKET_COLUMNS).where(
+        TICKETS.c.id.in_(bindparam("ids", expanding=True))),
+    (False, True): select(*_TICKET_COLUMNS).where(
+        TICKETS.c.number.in_(bindparam("numbers", expanding=True))),
+    (True, True): select(*_TICKET_COLUMNS).where(
+        or_(TICKETS.c.id.in_(bindparam("ids", expanding=True)),
+            TICKETS.c.number.in_(bindparam("numbers", expanding=True)))),
+}
+_TICKETS_BY_MESSAGE_ID = (
+    select(*_TICKET_COLUMNS, MESSAGES.c.message_id)
+    .select_from(MESSAGES.join(TICKETS, TICKETS.c.id == MESSAGES.c.ticket_id))
+    .where(MESSAGES.c.message_id.in_(bindparam("message_ids", expanding=True)))
+    .order_by(MESSAGES.c.persisted_at))
+_TICKETS_BY_CONVERSATION = (
+    select(*_TICKET_COLUMNS)
+    .where(TICKETS.c.conversation_id.in_(bindparam("conversations", expanding=True)),
+           TICKETS.c.status.not_in(UNJOINABLE_STATUSES))
+    .order_by(TICKETS.c.created_at, TICKETS.c.id))
+_TICKETS_OPEN_FOR = (
+    select(*_TICKET_COLUMNS)
+    .where(TICKETS.c.customer_id.in_(bindparam("customers", expanding=True)),
+           TICKETS.c.status.not_in(DONE_STATUSES))
+    .order_by(TICKETS.c.created_at, TICKETS.c.id))
+_INSERTS = {table.name: insert(table) for table in INSERTED_TABLES}
+# Identities added to a found customer: one a concurrent writer added first is left alone.
+_INSERT_IDENTITIES_IGNORING_PG = (
+    pg_insert(IDENTITIES).on_conflict_do_nothing(index_elements=["kind", "value"]))
+_INSERT_IDENTITIES_IGNORING_SQLITE = (
+    sqlite_insert(IDENTITIES).on_conflict_do_nothing(index_elements=["kind", "value"]))
+_TOUCH_TICKETS = (
+    update(TICKETS).where(TICKETS.c.id == bindparam("b_id"))
+    .values(status=bindparam("b_status"), updated_at=bindparam("b_updated_at")))
+_BUMP_COUNTER = (
+    update(COUNTERS).where(COUNTERS.c.name == bindparam("counter"))
+    .values(value=COUNTERS.c.value + bindparam("count", type_=COUNTERS.c.value.type))
+    .returning(COUNTERS.c.value))
+
+
+class CoreWriteStatements:
+    """WriteStatements on a SQLAlchemy connection: PostgreSQL, an in-memory SQLite, and a
+    SQLite file when the store is made with `sqlite_fast_path=False`."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._insert_identities_ignoring = (
+            _INSERT_IDENTITIES_IGNORING_PG if connection.dialect.name == "postgresql"
+            else _INSERT_IDENTITIES_IGNORING_SQLITE)
+
+    def stored_messages(self, keys: Sequence[str],
+                        ids: Sequence[str]) -> Iterable[StoredMessageRow]:
+        return self._connection.execute(_STORED_KEYS, {"keys": keys, "ids": ids})
+
+    def known_identities(self, pairs: Sequence[tuple[str, str]]) -> Iterable[KnownIdentityRow]:
+        parameters = _identities_parameters(pairs)
+        return self._connection.execute(_known_identities(len(parameters) // 2), parameters)
+
+    def tickets_named(self, ids: Sequence[str], numbers: Sequence[int]) -> Iterable[TicketRow]:
+        if not ids and not numbers:
+            return []
+        parameters: dict[str, Any] = {}
+        if ids:
+            parameters["ids"] = ids
+        if numbers:
+            parameters["numbers"] = numbers
+        return self._connection.execute(_TICKETS_NAMED[bool(ids), bool(numbers)], parameters)
+
+    def tickets_replied_to(self, message_ids: Sequence[str]) -> Iterable[RepliedTicketRow]:
+        return self._connection.execute(_TICKETS_BY_MESSAGE_ID, {"message_ids": message_ids})
+
+    def joinable_tickets(self, conversations: Sequence[str]) -> Iterable[TicketRow]:
+        return self._connection.execute(_TICKETS_BY_CONVERSATION,
+                                        {"conversations": conversations})
+
+    def open_tickets(self, customer_ids: Sequence[str]) -> Iterable[TicketRow]:
+        return self._connection.execute(_TICKETS_OPEN_FOR, {"customers": customer_ids})
+
+    def insert(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        self._connection.execute(_INSERTS[table.name], rows)
+
+    def add_identities(self, rows: Sequence[dict[str, Any]]) -> None:
+        self._connection.execute(self._insert_identities_ignoring, rows)
+
+    def verify_identities(self, pairs: Sequence[tuple[str, str]]) -> None:
+        parameters = _identities_parameters(pairs)
+        self._connection.execute(_verify_identities(len(parameters) // 2), parameters)
+
+    def bump_counter(self, name: str, count: int) -> int | None:
+        return self._connection.execute(
+            _BUMP_COUNTER, {"counter": name, "count": count}).scalar_one_or_none()
+
+    def touch_tickets(self, changes: Sequence[tuple[str, str, datetime]]) -> None:
+        self._connection.execute(_TOUCH_TICKETS, [
+            {"b_id": ticket_id, "b_status": status, "b_updated_at": updated_at}
+            for ticket_id, status, updated_at in changes])
