@@ -38,6 +38,7 @@ from intake import (
     clean_original_filename,
     client_address,
     digest_of,
+    error_response,
     get_logger,
     utcnow,
 )
@@ -191,10 +192,8 @@ def client_ip(request: web.Request, settings: WebformSettings) -> str:
 
 def _error_json(exc: IntakeError, status: int, fields: dict[str, str] | None = None,
                 headers: dict[str, str] | None = None) -> web.Response:
-    body: dict[str, Any] = {"error": exc.reason, "message": str(exc)}
-    if fields:
-        body["fields"] = fields
-    return web.json_response(body, status=status, headers=headers)
+    # The kernel's one error shape: `fields` is always present, empty when nothing is at fault.
+    return error_response(status, exc.reason, str(exc), fields, headers)
 
 
 async def _read_limited(request: web.Request, limit: int) -> bytes:
