@@ -54,7 +54,7 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
     own = TicketCoreSettings()
     url = settings.effective_database_url
     engine = make_engine(url)
-    store = TicketStore(engine)
+    store = TicketStore(engine, sqlite_fast_path=own.sqlite_fast_path)
     blobs = FileBlobStore(settings.data_dir / "blobs")
     reply_channels = ReplyChannels.parse(own.reply_channels, default_accounts(doc))
     relay_box: list[Relay] = []

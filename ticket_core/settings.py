@@ -32,3 +32,7 @@ class TicketCoreSettings(BaseSettings):
     # is an AMQP publish, about 0.16 ms of CPU (pamqp's frame marshalling, mostly): two per new
     # ticket. Off, for a deployment where nothing consumes intake.events, or to measure it.
     relay_events: bool = True
+    # On SQLite, write through the raw sqlite3 statements of ticket_core/writes.py (true) or
+    # through the SQLAlchemy Core statements PostgreSQL uses (false): the same rows either way
+    # (test_writes.py compares them); kept switchable to measure what the raw path saves.
+    sqlite_fast_path: bool = True
