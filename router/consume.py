@@ -16,9 +16,6 @@ ROUTED_EXCHANGE = "routed"
 class Publishing(Protocol):
     """The part of `intake.bus.Bus` the router uses."""
 
-    async def publish(self, exchange: str, routing_key: str, body: bytes,
-                      headers: dict[str, str] | None = None) -> None: ...
-
     async def publish_many(self, exchange: str,
                            items: Iterable[tuple[str, bytes, dict[str, Any] | None]],
                            ) -> None: ...
@@ -38,26 +35,14 @@ async def route_message(message: Message, rules: RuleSet) -> tuple[str, Message]
     return owning_desk(decision), message.model_copy(update={"route": decision})
 
 
-def route_handler(holder: RulesHolder, bus: Publishing) -> Callable[[Message], Awaitable[None]]:
-    """The `intake.router` queue handler: route, publish to `intake.routed`, then return (ack).
-
-    A publish that is not confirmed raises (Transient) and the message is redelivered; a
-    redelivery is decided again under the rules then in force, which is harmless.
-    """
-    async def handle(message: Message) -> None:
-        desk, routed = await route_message(message, holder.current)
-        await bus.publish(ROUTED_EXCHANGE, desk, routed.model_dump_json().encode("utf-8"),
-                          headers={"x-intake-route": routed.route.route if routed.route else ""})
-
-    return handle
-
-
 def route_batch_handler(holder: RulesHolder,
                         bus: Publishing) -> Callable[[list[Message]], Awaitable[None]]:
-    """The same for a batch: every message decided and published, confirms awaited together.
+    """The `intake.router` queue handler: each message decided and published to `intake.routed`
+    under its owning desk, confirms awaited together; the bus acks the batch once it returns.
 
     If any publish is not confirmed the batch fails and the bus hands the messages back one by
-    one; the ones already published then go out twice, which the ticket core absorbs.
+    one; the ones already published then go out twice, which the ticket core absorbs. A
+    redelivery is decided again under the rules then in force, which is harmless.
     """
     async def handle(messages: list[Message]) -> None:
         rules = holder.current  # one rules revision for the whole batch

@@ -53,10 +53,6 @@ class RulesHolder:
             raise RuntimeError("no rules loaded yet: call RulesHolder.load() first")
         return self._current
 
-    @property
-    def loaded(self) -> bool:
-        return self._current is not None
-
     def load(self) -> RuleSet:
         """Load the rules at start; raise ConfigInvalid when they are wrong (do not start)."""
         contents = self._read()

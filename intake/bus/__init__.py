@@ -6,18 +6,17 @@ kernel error: `Rejected` dead-letters at once, anything else is retried up to th
 
 `Bus` is assembled from one part per module: `connection` (connect, reconnect, the publish
 channel, under the supervisor), `topology` (names, exchanges, queues), `owned` (a connector's
-own exchanges and queues), `publish` (confirmed publishes, dead-lettering), `consumer`
-(consume, batches, acks, retries counted by the gateway) and `dead` (browse and replay
-`intake.dead`). `Bus.problems()` names the broker connection or a consumer that is down,
-starting or holding messages, for /readyz.
+own exchanges and queues), `publish` (confirmed publishes, dead-lettering), `settle` (acks,
+deferred multiple acks, retries counted by the gateway, dead letters, requeues), `consumer`
+(consume, one by one or in batches) and `dead` (browse and replay `intake.dead`).
+`Bus.problems()` names the broker connection or a consumer that is down, starting or holding
+messages, for /readyz.
 """
 
 from __future__ import annotations
 
 from .connection import BROKER_COMPONENT, BusConnection, ConnectionLost
 from .consumer import (
-    ACK_DELAY_S,
-    ATTEMPT_HEADER,
     HOLD_FIRST_RETRY_S,
     PIPELINE_MIN,
     BatchHandler,
@@ -25,10 +24,10 @@ from .consumer import (
     ConsumerLost,
     Delivery,
     Handler,
-    attempt_of,
 )
 from .dead import BusDeadLetters, DeadLetter
 from .publish import BusPublish
+from .settle import ACK_DELAY_S, ATTEMPT_HEADER, BusSettle, attempt_of
 from .topology import CORE_QUEUES, EXCHANGES, REASON_HEADER, Names
 
 
@@ -39,6 +38,6 @@ class Bus(BusConsumers, BusDeadLetters):
 __all__ = [
     "ACK_DELAY_S", "ATTEMPT_HEADER", "BROKER_COMPONENT", "CORE_QUEUES", "EXCHANGES",
     "HOLD_FIRST_RETRY_S", "PIPELINE_MIN", "REASON_HEADER", "BatchHandler", "Bus",
-    "BusConnection", "BusConsumers", "BusDeadLetters", "BusPublish", "ConnectionLost",
+    "BusConnection", "BusConsumers", "BusDeadLetters", "BusPublish", "BusSettle", "ConnectionLost",
     "ConsumerLost", "DeadLetter", "Delivery", "Handler", "Names", "attempt_of",
 ]

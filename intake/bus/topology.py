@@ -33,7 +33,7 @@ class Names:
 def broker_delivery_limit(delivery_limit: int) -> int:
     """The quorum queue's own limit: a safety net above the gateway's count of attempts.
 
-    The gateway counts attempts itself (`x-intake-attempt`, see intake.bus.consumer); the
+    The gateway counts attempts itself (`x-intake-attempt`, see intake.bus.settle); the
     broker's count grows only with what the gateway does not see: a crash loop, deliveries
     returned by closed channels. It must not cut the gateway's retries short.
     """

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from intake.message import Message
-from router.consume import route_batch_handler, route_handler, route_message
+from router.consume import route_batch_handler, route_message
 from router.reload import RulesHolder
 
 from .conftest import RulesFrom, make_message
@@ -63,7 +63,7 @@ async def test_handler_publishes_the_stamped_message(write_rules: Callable[..., 
     holder = RulesHolder(write_rules(COMPLAINTS))
     holder.load()
     bus = RecordingBus()
-    await route_handler(holder, bus)(make_message())
+    await route_batch_handler(holder, bus)([make_message()])
     ((exchange, key, body, headers),) = bus.published
     assert (exchange, key, headers) == ("routed", "aftersales", {"x-intake-route": "complaints"})
     routed = Message.model_validate_json(body)

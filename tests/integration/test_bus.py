@@ -351,9 +351,9 @@ async def test_at_a_moderate_rate_pipelined_batches_gather_instead_of_overlappin
 async def test_acks_of_small_batches_go_out_together(
         bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
     """A trickle makes batches of one; their acks still leave as a few `multiple` acks."""
-    import intake.bus.consumer
+    import intake.bus.settle
 
-    monkeypatch.setattr(intake.bus.consumer, "ACK_DELAY_S", 30)  # only a stop sends them
+    monkeypatch.setattr(intake.bus.settle, "ACK_DELAY_S", 30)  # only a stop sends them
     acks: list[bool] = []
     ack = Delivery.ack
 
@@ -381,9 +381,9 @@ async def test_acks_of_small_batches_go_out_together(
 
 async def test_a_message_whose_ack_was_pending_when_the_connection_broke_comes_again(
         settings: IntakeSettings, monkeypatch: pytest.MonkeyPatch) -> None:
-    import intake.bus.consumer
+    import intake.bus.settle
 
-    monkeypatch.setattr(intake.bus.consumer, "ACK_DELAY_S", 30)  # not sent before the break
+    monkeypatch.setattr(intake.bus.settle, "ACK_DELAY_S", 30)  # not sent before the break
     proxy = BrokerProxy()
     await proxy.start()
     bus = Bus(settings.model_copy(update={"amqp_url": proxy.url}), "test")
@@ -402,7 +402,7 @@ async def test_a_message_whose_ack_was_pending_when_the_connection_broke_comes_a
         await proxy.start()
         # The bus reconnects and the broker delivers the message again: a harmless duplicate.
         await eventually(lambda: seen == [sent.idempotency_key] * 2, timeout=30)
-        monkeypatch.setattr(intake.bus.consumer, "ACK_DELAY_S", 0.005)
+        monkeypatch.setattr(intake.bus.settle, "ACK_DELAY_S", 0.005)
     finally:
         await bus.stop_consumers()  # sends the pending ack at once, not in 30 s
         assert await queue_depth(bus, "router") == 0

@@ -17,9 +17,9 @@ from tests.support import eventually
 
 @pytest.fixture(autouse=True)
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    import intake.bus.consumer
+    import intake.bus.settle
 
-    monkeypatch.setattr(intake.bus.consumer, "RETRY_FIRST_DELAY_S", 0.01)
+    monkeypatch.setattr(intake.bus.settle, "RETRY_FIRST_DELAY_S", 0.01)
 
 
 async def make_classic(bus: Bus, logical: str, exchange: str) -> None:
