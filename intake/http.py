@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from .errors import Ignored, IntakeError, Rejected, Transient, Unsupported
+from .metrics import IGNORED
 
 
 def error_response(status: int, error: str, message: str,
@@ -17,12 +18,13 @@ def error_response(status: int, error: str, message: str,
                              status=status, headers=headers)
 
 
-def error_answer(error: IntakeError) -> web.Response:
+def error_answer(error: IntakeError, channel: str = "") -> web.Response:
     """The HTTP answer for a kernel error, the same at every edge (see intake/errors.py).
 
     `Rejected`: its `status` (4xx) with its reason and `fields` if it has them; `Transient`:
     503 with Retry-After; `Ignored` 200 and `Unsupported` 202, both success: the source must
-    not retry what was dropped on purpose or kept for later.
+    not retry what was dropped on purpose or kept for later. An `Ignored` is counted in
+    `intake_ignored_total{channel,reason}`.
     """
     fields = getattr(error, "fields", None)
     if isinstance(error, Rejected):
@@ -32,6 +34,7 @@ def error_answer(error: IntakeError) -> web.Response:
             headers = {"Retry-After": str(int(retry_after))}
         return error_response(error.status, error.reason, str(error), fields, headers)
     if isinstance(error, Ignored):
+        IGNORED.labels(channel or "unknown", error.reason).inc()
         return web.json_response({"status": "ignored", "reason": error.reason}, status=200)
     if isinstance(error, Unsupported):
         return web.json_response({"status": "accepted", "reason": error.reason}, status=202)

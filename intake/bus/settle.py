@@ -19,8 +19,8 @@ import contextlib
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BrokerUnavailable, Rejected, Unroutable
-from ..metrics import ERRORS
+from ..errors import BrokerUnavailable, Ignored, Rejected, Unroutable, Unsupported
+from ..metrics import ERRORS, IGNORED
 from ..settings import IntakeSettings
 from ..supervisor import Supervisor
 from .publish import BusPublish
@@ -134,8 +134,13 @@ class BusSettle(BusPublish):
                                                    incoming.routing_key or "")),
                   "headers": {k: v for k, v in headers.items() if not str(k).startswith("x-")}}
         reason = getattr(exc, "reason", "handler_failed")
+        if isinstance(exc, Ignored):  # dropped on purpose: acked and counted, not an error
+            IGNORED.labels(self.service, reason).inc()
+            await _quietly(incoming.ack())
+            return
         ERRORS.labels(self.service, reason).inc()
-        if isinstance(exc, Rejected):
+        # Unsupported: kept in intake.dead with its reason, to replay once it is supported.
+        if isinstance(exc, (Rejected, Unsupported)):
             await self._dead_letter_or_requeue(incoming, reason, str(exc), origin)
             return
         if self._broker_gone(exc, incoming):

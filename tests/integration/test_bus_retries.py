@@ -199,3 +199,41 @@ async def test_a_batch_failing_because_the_broker_went_away_is_given_back_whole(
     # once the broker had delivered the batch again.
     assert underlays.count(underlays[0]) == 1
     assert await bus.browse_dead() == []
+
+
+async def test_an_ignored_message_is_acked_and_counted_not_retried(bus: Bus) -> None:
+    from intake.errors import Ignored
+    from intake.metrics import IGNORED
+
+    before = IGNORED.labels(bus.service, "menu_click")._value.get()
+    calls: list[str] = []
+
+    async def handler(message: Message) -> None:
+        calls.append(message.idempotency_key)
+        raise Ignored("a menu click", reason="menu_click")
+
+    sent = form_message("ignored-1")
+    await bus.publish("inbound", sent.routing_key, sent.model_dump_json().encode())
+    bus.consume("router", handler, Message)
+    await eventually(lambda: IGNORED.labels(bus.service, "menu_click")._value.get() > before,
+                     timeout=15)
+    await asyncio.sleep(0.3)  # acked: nothing comes again, nothing is dead-lettered
+    assert calls == [sent.idempotency_key]
+    assert await bus.browse_dead() == []
+
+
+async def test_an_unsupported_message_is_kept_in_the_dead_letters_at_once(bus: Bus) -> None:
+    from intake.errors import Unsupported
+
+    calls: list[str] = []
+
+    async def handler(message: Message) -> None:
+        calls.append(message.idempotency_key)
+        raise Unsupported("an event type never seen")
+
+    sent = form_message("unsupported-1")
+    await bus.publish("inbound", sent.routing_key, sent.model_dump_json().encode())
+    bus.consume("router", handler, Message)
+    letters = await eventually(lambda: bus.browse_dead(), timeout=15)
+    assert calls == [sent.idempotency_key]  # not retried: it would fail the same way
+    assert [letter.reason for letter in letters] == ["unsupported_event"]

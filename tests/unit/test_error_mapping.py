@@ -62,6 +62,15 @@ def test_ignored_and_unsupported_are_success() -> None:
     assert Unsupported.flag == "unsupported_type"
 
 
+def test_an_ignored_event_is_counted_for_its_channel() -> None:
+    from intake.metrics import IGNORED
+
+    counted = IGNORED.labels("wechat", "menu_click")
+    before = counted._value.get()
+    error_answer(Ignored("menu click", reason="menu_click"), channel="wechat")
+    assert counted._value.get() == before + 1
+
+
 def test_smtp_codes_follow_the_same_kinds() -> None:
     assert smtp_reply(None).code == 250
     assert smtp_reply(Ignored()).code == 250 and smtp_reply(Unsupported()).code == 250
