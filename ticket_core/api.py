@@ -156,6 +156,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         try:
             message_id = await store.write(lambda c: write_reply(
                 c, ticket_ref, reply.text, reply.attachments, channels, utcnow()))
+            store.outbox_pending = True
         except TicketNotFound as exc:
             raise ApiError(404, "ticket_not_found", f"No ticket {ticket_ref}.") from exc
         except NoReplyChannel as exc:

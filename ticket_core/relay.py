@@ -40,6 +40,10 @@ from .store import Changes, TicketStore
 
 RELAY_LOCK_KEY = 7316540873
 POLL_S = 1.0
+# Once woken, the relay waits this long for more commits: under load one cycle (its reads, its
+# publishes, its fsynced bookkeeping) then serves many batches instead of one each. Events
+# reach intake.events this much later; the SSE stream reads the log itself and does not wait.
+GATHER_S = 0.02
 BATCH = 200
 MAX_BACKOFF_S = 5.0
 # A relay that has had work and no success for this long makes the service unready.
@@ -61,6 +65,8 @@ class Relay:
         self.failing_since: float | None = None
         self.published_outbound = 0
         self.published_events = 0
+        self.gather_s = GATHER_S
+        self._relayed: int | None = None  # the last event id published (a cache of its row)
         self._stopping = False
         self._stopped = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -105,6 +111,8 @@ class Relay:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # the relay survives anything; see `problem`
+                    self.store.outbox_pending = True  # what failed is looked for again
+                    self._relayed = None
                     if self.failing_since is None:
                         self.failing_since = time.monotonic()
                         log.warning("relay_failed", error=repr(exc)[:500])
@@ -117,7 +125,10 @@ class Relay:
                     self.failing_since = None
                 delay = 0.2
                 if not busy and not self._stopping:
-                    await Changes.wait(token, self.poll_s)
+                    if not await Changes.wait(token, self.poll_s):
+                        self.store.outbox_pending = True  # the poll: look at everything
+                if not self._stopping:
+                    await asyncio.sleep(self.gather_s)
 
     async def relay_once(self) -> bool:
         """Publish what is pending (a batch of each); True when there was any."""
@@ -128,6 +139,9 @@ class Relay:
     # ---- outbound messages ---------------------------------------------------------------
 
     async def relay_outbox(self) -> int:
+        if not self.store.outbox_pending:  # no reply since the last look: skip the query
+            return 0
+        self.store.outbox_pending = False  # cleared first: a reply committed meanwhile sets it
         async with self.store.engine.connect() as conn:
             rows = (await conn.execute(
                 select(OUTBOX.c.id, OUTBOX.c.message_id, OUTBOX.c.routing_key, OUTBOX.c.body)
@@ -135,6 +149,8 @@ class Relay:
             )).all()
         if not rows:
             return 0
+        if len(rows) == BATCH:
+            self.store.outbox_pending = True  # more behind this batch
         published: list[int] = []
         returned: list[Any] = []
         try:
@@ -158,19 +174,22 @@ class Relay:
     # ---- events --------------------------------------------------------------------------
 
     async def relay_events(self) -> int:
-        async with self.store.engine.connect() as conn:
-            relayed = (await conn.execute(select(COUNTERS.c.value).where(
-                COUNTERS.c.name == db.EVENTS_RELAYED))).scalar()
-        rows = await self.store.events_after(int(relayed or 0), BATCH)
+        if self._relayed is None:  # one relay at a time: after the first read, ours is current
+            async with self.store.engine.connect() as conn:
+                relayed = (await conn.execute(select(COUNTERS.c.value).where(
+                    COUNTERS.c.name == db.EVENTS_RELAYED))).scalar()
+            self._relayed = int(relayed or 0)
+        rows = await self.store.events_after(self._relayed, BATCH)
         if not rows:
             return 0
-        # Queued in id order on one AMQP channel, confirmed together.
-        await asyncio.gather(*(
-            self.bus.publish("events", routing_key(row), orjson.dumps(envelope(row)),
-                             message_id=str(row.id), mandatory=False)
-            for row in rows))
+        # Queued in id order on one AMQP channel, confirmed together (one deadline, no task
+        # per event); consumers tell repeats apart by the envelope's id.
+        await self.bus.publish_many(
+            "events", [(routing_key(row), orjson.dumps(envelope(row)), None) for row in rows],
+            mandatory=False)
         last = rows[-1].id
         await self.store.write(lambda c: _set_relayed(c, last))
+        self._relayed = last
         self.published_events += len(rows)
         return len(rows)
 

@@ -84,10 +84,12 @@ class Changes:
         event.set()
 
     @staticmethod
-    async def wait(token: asyncio.Event, timeout: float) -> None:
+    async def wait(token: asyncio.Event, timeout: float) -> bool:
+        """True when something committed, False when `timeout` passed first."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await token.wait()
+        return token.is_set()
 
 
 def append_events(statements: WriteStatements, events: Sequence[PlannedEvent]) -> None:
@@ -120,6 +122,9 @@ class TicketStore(TicketReader):
         self._write_lock: asyncio.Lock | contextlib.nullcontext[None] = (
             asyncio.Lock() if self._dialect == "sqlite" else contextlib.nullcontext())
         self.changes = Changes()
+        # Outbox rows this process committed that the relay has not looked for yet (a reply);
+        # the relay also looks at start and at every poll (other replicas, rows after a crash).
+        self.outbox_pending = True
 
     @property
     def dialect(self) -> str:
