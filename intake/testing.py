@@ -46,7 +46,9 @@ class RecordingPublisher:
     def __init__(self) -> None:
         self.messages: list[Message] = []
 
-    async def publish(self, message: Message, exchange: str = "inbound") -> None:
+    async def publish(self, message: Message, exchange: str = "inbound", *,
+                      timeout: float | None = None) -> None:
+        """As `Publisher.publish`, `timeout` included (a connector with a deadline passes it)."""
         Message.model_validate_json(message.model_dump_json())  # what the bus would carry
         self.messages.append(message)
 
@@ -54,7 +56,8 @@ class RecordingPublisher:
 class RefusingPublisher(RecordingPublisher):
     """Neither the broker nor the outbox takes anything."""
 
-    async def publish(self, message: Message, exchange: str = "inbound") -> None:
+    async def publish(self, message: Message, exchange: str = "inbound", *,
+                      timeout: float | None = None) -> None:
         raise Transient("broker down and outbox unwritable", reason="outbox_unwritable")
 
 
