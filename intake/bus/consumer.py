@@ -23,7 +23,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel
 from pydantic import BaseModel, ValidationError
 
-from ..errors import Rejected
+from ..errors import Rejected, Unroutable
 from ..logging import bind_message
 from ..metrics import HANDLER_SECONDS
 from ..settings import IntakeSettings
@@ -36,6 +36,10 @@ Handler = Callable[[M], Awaitable[None]]
 BatchHandler = Callable[[list[M]], Awaitable[None]]
 
 HOLD_FIRST_RETRY_S = 0.2
+# A queue being declared again (its consumer recovering from `delete_queue`) leaves the handlers
+# that publish to it unroutable for a moment: they hold their message this long before the
+# usual attempts and dead letter take over (a queue that never comes back is a misconfiguration).
+UNROUTABLE_HOLD_S = 60.0
 # With `pipeline` > 1, a new batch overlaps the one under way only once this many wait.
 PIPELINE_MIN = 16
 # ACK_DELAY_S, ATTEMPT_HEADER and attempt_of live in `settle`; still importable from here.
@@ -385,7 +389,7 @@ class BusConsumers(BusSettle):
                 try:
                     await spec.handler(argument)
                 except Exception as exc:
-                    if (not getattr(exc, "hold", False) or spec.stopped
+                    if (not _holds(exc, down_since) or spec.stopped
                             or (channel is not None and channel.is_closed)):
                         raise
                     if down_since is None:
@@ -441,3 +445,11 @@ def _short_validation(exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in error["loc"]) or "(message)"
         parts.append(f"{loc}: {error['msg']}")
     return "; ".join(parts)
+
+
+def _holds(exc: BaseException, down_since: float | None) -> bool:
+    """Whether a handler's failure is an outage to wait out in place (see `_call`)."""
+    if getattr(exc, "hold", False):
+        return True
+    return isinstance(exc, Unroutable) and UNROUTABLE_HOLD_S > 0 and (
+        down_since is None or time.monotonic() - down_since < UNROUTABLE_HOLD_S)

@@ -148,8 +148,11 @@ async def test_publish_and_publish_many_raise_unroutable_when_nothing_is_bound(
 
 
 async def test_a_republish_that_routes_nowhere_fails_the_handler_and_ends_dead_lettered(
-        bus: Bus) -> None:
+        bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
     """The router's case: its publish to intake.routed comes back, it is not dropped."""
+    import intake.bus.consumer
+
+    monkeypatch.setattr(intake.bus.consumer, "UNROUTABLE_HOLD_S", 0)  # straight to attempts
     assert bus._connection is not None
     channel = await bus._connection.channel()
     await channel.queue_delete(bus.names("ticket_core"))  # nothing bound to intake.routed
@@ -237,3 +240,33 @@ async def test_an_unsupported_message_is_kept_in_the_dead_letters_at_once(bus: B
     letters = await eventually(lambda: bus.browse_dead(), timeout=15)
     assert calls == [sent.idempotency_key]  # not retried: it would fail the same way
     assert [letter.reason for letter in letters] == ["unsupported_event"]
+
+
+async def test_a_republish_held_while_its_queue_is_declared_again_is_delivered(
+        bus: Bus) -> None:
+    """A consumer recovering from `delete_queue` declares its queue again in a moment: the
+    router holds what it could not route meanwhile instead of spending its attempts."""
+    assert bus._connection is not None
+    channel = await bus._connection.channel()
+    await channel.queue_delete(bus.names("ticket_core"))  # nothing bound to intake.routed
+    tries = 0
+
+    async def route(messages: list[Message]) -> None:
+        nonlocal tries
+        tries += 1
+        await bus.publish_many("routed", [("support", m.model_dump_json().encode(), None)
+                                          for m in messages])
+
+    sent = form_message("held-unroutable")
+    await bus.publish("inbound", sent.routing_key, sent.model_dump_json().encode())
+    bus.consume_batches("router", route, Message, max_batch=10)
+    await eventually(lambda: tries >= bus.settings.delivery_limit + 1, timeout=30)
+    # More tries than the attempts allow, and still no dead letter: it is being held.
+    assert await bus.browse_dead() == []
+    queue = await channel.declare_queue(bus.names("ticket_core"), durable=True,
+                                        arguments={"x-queue-type": "quorum"})
+    await queue.bind(bus.names("routed"), "#")
+    arrived = await eventually(lambda: queue.get(no_ack=True, fail=False), timeout=30)
+    assert Message.model_validate_json(arrived.body).idempotency_key == sent.idempotency_key
+    assert await bus.browse_dead() == []
+    await channel.close()
