@@ -18,6 +18,9 @@ class BrokerProxy:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.StreamWriter] = set()
+        # Silent: connections stay open and nothing passes, as from a broker that stopped
+        # answering (blocked by an alarm, or a network dropping packets).
+        self.silent = False
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
@@ -52,8 +55,9 @@ class BrokerProxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(Exception):
                 while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
+                    if not self.silent:  # a silent proxy keeps the connection, drops the bytes
+                        dst.write(data)
+                        await dst.drain()
             dst.close()
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))

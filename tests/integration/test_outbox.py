@@ -342,39 +342,9 @@ async def test_the_web_form_answers_a_message_over_the_limit_with_413(
 # -- per-call deadline ---------------------------------------------------------------------
 
 
-class StallingProxy(BrokerProxy):
-    """A proxy that can go silent: connections stay open, nothing reaches the broker.
-
-    What a client sees from a broker that stopped answering (blocked by an alarm, or a network
-    that drops packets): no refusal, no confirm, only time passing.
-    """
-
-    silent = False
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.close()
-            return
-        self._links.update((writer, up_writer))
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(Exception):
-                while data := await src.read(65536):
-                    if not self.silent:
-                        dst.write(data)
-                        await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._links.discard(writer)
-        self._links.discard(up_writer)
-
-
 async def test_a_publish_deadline_bounds_the_broker_attempt_and_falls_back_to_the_outbox(
         settings: IntakeSettings, tmp_path: Path) -> None:
-    proxy = StallingProxy()
+    proxy = BrokerProxy()
     slow = settings.model_copy(update={"publish_timeout_s": 600.0})  # never the limit here
     async with edge_with_broker_down(slow, tmp_path, proxy=proxy) as edge:
         await edge.consumer_bus.connect()
