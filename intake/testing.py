@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import pytest
-from aiohttp import ClientResponse, web
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings
@@ -95,11 +95,6 @@ def comparable(message: Message | dict[str, Any]) -> dict[str, Any]:
         if data.get(key) is not None:
             data[key] = placeholder
     return data
-
-
-def http_routes(channel: Channel) -> list[web.AbstractRouteDef]:
-    """The channel's HTTP routes, whether it declares `routes` or routes among `inbound`."""
-    return list(channel.http_routes())
 
 
 async def connector_client(channel: Channel, config: Path, publisher: Any,
