@@ -83,7 +83,8 @@ async def test_messages_published_while_the_broker_refuses_arrive_in_order_exact
         await consumer_bus.connect()
         consumer_bus.consume("router", edge.handler, Message)
         await eventually(lambda: len(received) >= 30, timeout=30)
-        # A message reaches the consumer before its confirm comes back and is deleted from the outbox.
+        # A message reaches the consumer before its confirm comes back
+        # and is deleted from the outbox.
         await eventually(lambda: outbox.depth == 0, timeout=10)
         # Messages published after the drain go straight to the broker, behind the others.
         late = form_message("m999")
