@@ -41,7 +41,9 @@ def test_the_default_selection_is_every_default_scenario_raw_first() -> None:
     assert "memory" not in [s.name for s in chosen]
     assert [s.name for s in select(scenarios, ["webform"])] == [
         "raw", "webform-closed", "webform-open", "webform-sweep"]
-    assert [load.channel for load in loads] == ["webform"]
+    channels = [load.channel for load in loads]
+    assert "webform" in channels  # and every load is a connector's
+    assert all((REPO / "connectors" / channel / "channel.py").is_file() for channel in channels)
     assert Options(scenarios=["all"]).concurrency == 32
 
 

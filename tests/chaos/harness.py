@@ -377,13 +377,17 @@ class Gateway:
 
     def __init__(self, workdir: Path, amqp_url: str, database_url: str, prefix: str,
                  fault: dict[str, str] | None = None,
-                 webform_data_dir: Path | None = None) -> None:
+                 webform_data_dir: Path | None = None,
+                 services: tuple[str, ...] = SERVICES,
+                 env: dict[str, str] | None = None) -> None:
+        """`services` adds a connector's service to the three; `env` adds its settings."""
         self.workdir = workdir
+        self.names = services
         self.token = uuid.uuid4().hex
         self.prefix = prefix
         self.amqp_url = amqp_url
         self.database_url = database_url
-        ports = {name: free_port() for name in SERVICES}
+        ports = {name: free_port() for name in services}
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("INTAKE_")}
         base_env.update({
             "INTAKE_AMQP_URL": amqp_url,
@@ -401,8 +405,12 @@ class Gateway:
             "INTAKE_WEBFORM_RATE_LIMIT_BURST": "100000000",
             "INTAKE_WEBFORM_RATE_LIMIT_PER_MINUTE": "100000000",
         })
+        for name, port in ports.items():
+            variable = name.upper().replace("-", "_")
+            base_env.setdefault(f"INTAKE_{variable}_PORT", str(port))
+        base_env.update(env or {})
         self.services: dict[str, ServiceProcess] = {}
-        for name in SERVICES:
+        for name in services:
             env = dict(base_env)
             data_dir = workdir / name
             if name == "webform" and webform_data_dir is not None:
@@ -423,7 +431,9 @@ class Gateway:
     def form_url(self) -> str:
         return f"{self.services['webform'].base}/forms/{FORM}/submissions"
 
-    async def start(self, http: aiohttp.ClientSession, names: tuple[str, ...] = SERVICES) -> None:
+    async def start(self, http: aiohttp.ClientSession,
+                    names: tuple[str, ...] | None = None) -> None:
+        names = self.names if names is None else names
         for name in names:
             self.services[name].start()
         await asyncio.gather(*(self.services[name].wait_healthy(http) for name in names))
