@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 import uuid
 from collections.abc import Awaitable, Iterable, Iterator
 from importlib.metadata import version
@@ -136,12 +137,9 @@ def start_publish(channel: Channel, body: bytes, *, exchange: str, routing_key: 
     confirmation = channel.create_future()
     channel.confirmations[delivery_tag] = confirmation
     channel.message_id_delivery_tag[message_id] = delivery_tag
-    frames: list[Any] = [
-        spec.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=mandatory),
-        ContentHeader(properties=properties, body_size=len(body)),
-        *channel._split_body(body),
-    ]
-    queue.put_nowait(ChannelFrame.marshall(frames=frames, channel_number=channel.number))
+    queue.put_nowait(ChannelFrame(payload=marshal_publish(
+        channel.number, channel.max_content_size, exchange, routing_key, mandatory, properties,
+        body), should_close=False))
 
     def forget(_: asyncio.Future[Any]) -> None:
         if channel.message_id_delivery_tag.get(message_id) == delivery_tag:
@@ -206,6 +204,88 @@ def start_publishes(channel: Channel, exchange: str,
     return confirmations
 
 
+# The properties the gateway sets; a publish with any other goes through pamqp.
+_LEAN_UNSET = ("app_id", "cluster_id", "content_encoding", "correlation_id", "expiration",
+               "message_type", "priority", "reply_to", "timestamp", "user_id")
+_FRAME_END = b"\xce"
+_METHOD_FRAMES: dict[tuple[int, str, str, bool], bytes] = {}
+_METHOD_FRAMES_MAX = 4096  # routing keys are few (`<type>.<desk>`, `<channel>.<account>`)
+
+
+def marshal_publish(channel_number: int, max_content_size: int, exchange: str,
+                    routing_key: str, mandatory: bool, properties: spec.Basic.Properties,
+                    body: bytes) -> bytes:
+    """The frames of one publish (method, content header, body), as pamqp marshals them.
+
+    pamqp builds and encodes each frame field by field: about 15 µs a publish, the largest
+    part of an event's relay cost. The gateway's publishes differ only in their routing key,
+    message id and body, so the method frame is cached per key and the header written with
+    struct; any property or header table beyond those goes through pamqp (a test holds the
+    bytes to pamqp's for both).
+    """
+    key = (channel_number, exchange, routing_key, mandatory)
+    method = _METHOD_FRAMES.get(key)
+    if method is None:
+        method = _marshal_frames(channel_number, [spec.Basic.Publish(
+            exchange=exchange, routing_key=routing_key, mandatory=mandatory)])
+        if len(_METHOD_FRAMES) >= _METHOD_FRAMES_MAX:
+            _METHOD_FRAMES.clear()
+        _METHOD_FRAMES[key] = method
+    header = _lean_header(channel_number, properties, len(body))
+    if header is None:
+        header = _marshal_frames(channel_number, [
+            ContentHeader(properties=properties, body_size=len(body))])
+    if not body:
+        return method + header
+    if len(body) < max_content_size:
+        return b"".join((method, header, struct.pack(">BHI", 3, channel_number, len(body)),
+                         body, _FRAME_END))
+    parts = [method, header]
+    for start in range(0, len(body), max_content_size):
+        chunk = body[start:start + max_content_size]
+        parts += (struct.pack(">BHI", 3, channel_number, len(chunk)), chunk, _FRAME_END)
+    return b"".join(parts)
+
+
+def _lean_header(channel_number: int, properties: spec.Basic.Properties,
+                 body_size: int) -> bytes | None:
+    """The content header frame for content type, empty headers, delivery mode and message
+    id only (in AMQP 0-9-1's flag and field order); None for anything else."""
+    # pamqp leaves out a property that is None or "" (cluster_id defaults to "").
+    if properties.headers or any(getattr(properties, name) not in (None, "")
+                                 for name in _LEAN_UNSET):
+        return None
+    flags = 0
+    fields: list[bytes] = []
+    if properties.content_type:
+        if (encoded := _shortstr(properties.content_type)) is None:
+            return None
+        flags |= 0x8000
+        fields.append(encoded)
+    if properties.headers is not None:  # an empty table: pamqp still sets the flag
+        flags |= 0x2000
+        fields.append(b"\x00\x00\x00\x00")
+    if properties.delivery_mode is not None:
+        flags |= 0x1000
+        fields.append(bytes((properties.delivery_mode,)))
+    if properties.message_id:
+        if (encoded := _shortstr(properties.message_id)) is None:
+            return None
+        flags |= 0x0080
+        fields.append(encoded)
+    payload = struct.pack(">HHQH", 60, 0, body_size, flags) + b"".join(fields)
+    return struct.pack(">BHI", 2, channel_number, len(payload)) + payload + _FRAME_END
+
+
+def _shortstr(value: str) -> bytes | None:
+    encoded = value.encode()
+    return bytes((len(encoded),)) + encoded if len(encoded) < 256 else None
+
+
+def _marshal_frames(channel_number: int, frames: list[Any]) -> bytes:
+    return ChannelFrame.marshall(frames=frames, channel_number=channel_number).payload
+
+
 def installed() -> bool:
     return aiormq_connection.FrameGenerator is CoalescingFrameGenerator
 
@@ -222,5 +302,6 @@ def stock_writes() -> Iterator[None]:
         module.FrameGenerator = current
 
 
-__all__ = ["CoalescingFrameGenerator", "MergedFrame", "install", "installed", "publish",
+__all__ = ["CoalescingFrameGenerator", "MergedFrame", "install", "installed",
+           "marshal_publish", "publish",
            "start_publish", "start_publishes", "stock_writes"]
