@@ -1,5 +1,6 @@
 """Operating commands: `intake health SERVICE [--ready]`, `intake outbox list|drain`,
-`intake doctor` (intake/doctor.py). No curl or sqlite3 is needed in the image for them."""
+`intake doctor` (intake/doctor.py), `intake deploy render` (intake/deploy/). No curl or
+sqlite3 is needed in the image for them."""
 
 from __future__ import annotations
 
@@ -115,6 +116,27 @@ async def _drain(settings: IntakeSettings, outboxes: list[Path]) -> int:
     return 0 if all(info.held or not info.depth for info in left) else 1
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from .deploy.render import rendered, stale, write
+
+    if args.write:
+        changed = write()
+        for path in changed:
+            print(f"wrote {path}")
+        print("deploy/ is current" if not changed else f"{len(changed)} file(s) rewritten")
+        return 0
+    if args.check:
+        changed = stale()
+        for path in changed:
+            print(f"stale: {path}", file=sys.stderr)
+        if changed:
+            print("run `intake deploy render --write`", file=sys.stderr)
+        return 1 if changed else 0
+    for path in rendered():
+        print(path)
+    return 0
+
+
 def add_commands(sub: Any) -> None:
     """The operating commands, on the `intake` parser's subcommands."""
     health = sub.add_parser("health", help="exit 0 when a service on this host answers 200 "
@@ -131,6 +153,13 @@ def add_commands(sub: Any) -> None:
     outbox.add_argument("--service", help="only this connector's outboxes")
     outbox.add_argument("--json", action="store_true")
     outbox.set_defaults(func=cmd_outbox)
+
+    deploy = sub.add_parser("deploy", help="render deploy/ (compose, proxy, Kubernetes, "
+                            "RabbitMQ definitions, systemd) from the services in the code")
+    deploy.add_argument("action", choices=["render"])
+    deploy.add_argument("--write", action="store_true", help="rewrite the stale files")
+    deploy.add_argument("--check", action="store_true", help="exit 1 while one is stale")
+    deploy.set_defaults(func=cmd_deploy)
 
     from .doctor import cmd_doctor
 
