@@ -6,9 +6,12 @@ the Messaging Topology Operator's `User` takes it from a Secret).
 
 Permissions are what each service does on the bus. Every service declares the core topology
 at each connect (exchanges, `intake.dead`, the core queues and their bindings): that needs
-`configure` on those names, `write` on the bound queues and `read` on their exchanges, on top
-of what it publishes (`write`) and consumes (`read`). A consumer retries a message by
-republishing it to its own queue through the default exchange (`amq.default`).
+`configure` on those names, `write` on the bound queues and `read` on their exchanges, and
+(for a queue with a dead-letter exchange) `read` on the queue itself, on top of what it
+publishes (`write`) and consumes (`read`). So today every service may read the core queues;
+what stays least privilege is `write`: a web form cannot publish to `intake.routed`, the router
+not to `intake.outbound`. A consumer retries a message by republishing it to its own queue
+through the default exchange (`amq.default`).
 """
 
 from __future__ import annotations
@@ -43,7 +46,10 @@ def permissions(spec: ServiceSpec, names: Names) -> dict[str, str]:
     core_queues = ["dead", *CORE_QUEUES]
     configure = [names(x) for x in [*EXCHANGES, *core_queues]]
     write = [names(x) for x in [*CORE_QUEUES, "dead", *_publishes(spec)]]
-    read = [names(x) for x in {exchange for exchange, _ in CORE_QUEUES.values()} | {"dead"}]
+    # Declaring a queue with a dead-letter exchange needs `read` on the queue (and `write` on
+    # that exchange): every service declares the core queues, so each may read them.
+    read = [names(x) for x in ({exchange for exchange, _ in CORE_QUEUES.values()} | {"dead"}
+                               | set(core_queues))]
     if spec.queues:
         write.append("amq.default")
         read += [names(queue) for queue in spec.queues]
@@ -58,10 +64,13 @@ def permissions(spec: ServiceSpec, names: Names) -> dict[str, str]:
             "read": _alternatives(read) + own}
 
 
-def definitions(specs: list[ServiceSpec]) -> dict[str, Any]:
-    names = Names("")
-    settings = IntakeSettings()
-    arguments = queue_arguments(names, settings.delivery_limit)
+def definitions(specs: list[ServiceSpec], names: Names | None = None,
+                delivery_limit: int | None = None) -> dict[str, Any]:
+    """The definitions file, with the default `INTAKE_DELIVERY_LIMIT`; `names` with a prefix
+    (and another limit) gives a test run's own copy."""
+    names = names or Names("")
+    default_limit = IntakeSettings.model_fields["delivery_limit"].default
+    arguments = queue_arguments(names, delivery_limit or default_limit)
     queues = [*CORE_QUEUES]
     outbound = [queue for spec in specs for queue in spec.queues if queue.startswith("outbound.")]
     users = [{"name": spec.name, "password_hash": "",
