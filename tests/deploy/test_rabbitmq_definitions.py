@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 
 import aio_pika
 import pytest
@@ -51,7 +51,7 @@ async def test_its_queues_and_exchanges_are_what_the_code_declares(
 
 
 @pytest.fixture
-async def service_user(settings: IntakeSettings) -> AsyncIterator[Callable[[str], IntakeSettings]]:
+def service_user(settings: IntakeSettings) -> Iterator[Callable[[str], IntakeSettings]]:
     """`login(service)`: settings that connect as that service's user of the definitions."""
     ctl = tool("rabbitmqctl")
     ours = definitions(services(), Names(settings.bus_prefix))
