@@ -1,4 +1,5 @@
-"""The `intake` command: run services, inspect and replay dead letters, check the config."""
+"""The `intake` command: run services, inspect and replay dead letters, check the config,
+check the health of a service and of the deployment (`health`, `doctor`), drain outboxes."""
 
 from __future__ import annotations
 
@@ -449,6 +450,10 @@ def parser() -> argparse.ArgumentParser:
     settings.add_argument("--check", action="store_true",
                           help="exit 1 when README.md's table is stale")
     settings.set_defaults(func=cmd_settings)
+
+    from .ops import add_commands
+
+    add_commands(sub)  # health, outbox, doctor
     root.epilog = ("A connector's own commands: intake <channel> <command> … "
                    "(`intake <channel> --help` lists them).")
     return root

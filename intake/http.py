@@ -24,7 +24,7 @@ def error_answer(error: IntakeError, channel: str = "") -> web.Response:
     `Rejected`: its `status` (4xx) with its reason and `fields` if it has them; `Transient`:
     503 with Retry-After; `Ignored` 200 and `Unsupported` 202, both success: the source must
     not retry what was dropped on purpose or kept for later. An `Ignored` is counted in
-    `intake_ignored_total{channel,reason}`.
+    `intake_ignored_total{service,channel,reason}` (at an edge, its service is its channel).
     """
     fields = getattr(error, "fields", None)
     if isinstance(error, Rejected):
@@ -34,7 +34,7 @@ def error_answer(error: IntakeError, channel: str = "") -> web.Response:
             headers = {"Retry-After": str(int(retry_after))}
         return error_response(error.status, error.reason, str(error), fields, headers)
     if isinstance(error, Ignored):
-        IGNORED.labels(channel or "unknown", error.reason).inc()
+        IGNORED.labels(channel or "unknown", channel or "unknown", error.reason).inc()
         return web.json_response({"status": "ignored", "reason": error.reason}, status=200)
     if isinstance(error, Unsupported):
         return web.json_response({"status": "accepted", "reason": error.reason}, status=202)

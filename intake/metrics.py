@@ -1,4 +1,8 @@
-"""The Prometheus metrics every service exports on `/metrics`."""
+"""The Prometheus metrics every service exports on `/metrics`.
+
+Every metric carries a `service` label (the service that counts it), so that one dashboard
+variable and one alert expression select a service across all of them.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ MESSAGES_IN = Counter("intake_messages_in_total", "Messages received", ["service
 MESSAGES_OUT = Counter("intake_messages_out_total", "Messages published or persisted",
                        ["service", "channel"])
 ERRORS = Counter("intake_errors_total", "Failures by reason", ["service", "reason"])
-IGNORED = Counter("intake_ignored_total", "Events dropped on purpose", ["channel", "reason"])
+IGNORED = Counter("intake_ignored_total", "Events dropped on purpose",
+                  ["service", "channel", "reason"])
 DEAD_LETTERED = Counter("intake_dead_lettered_total", "Messages sent to intake.dead",
                         ["service", "reason"])
 OUTBOX_DEPTH = Gauge("intake_outbox_depth", "Messages waiting in the local outbox", ["service"])
@@ -20,4 +25,11 @@ COMPONENT_UP = Gauge("intake_component_up",
 HANDLER_SECONDS = Histogram(
     "intake_handler_seconds", "Time to handle one message or request", ["service", "stage"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+# From the message's `received_at` (the edge's clock) to its commit in the ticket core: the
+# figure the latency alert and the dashboard's p50/p99 read (deploy/prometheus/alerts.yaml).
+END_TO_END_SECONDS = Histogram(
+    "intake_end_to_end_seconds", "From received at the edge to persisted by the ticket core",
+    ["service", "channel"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )

@@ -113,7 +113,10 @@ class Publisher:
     def __init__(self, bus: Bus, outbox: Outbox, service: str, channel: str = "", *,
                  stall_after_s: float = STALL_AFTER_S,
                  unroutable_attempts: int = UNROUTABLE_ATTEMPTS,
-                 retry_first_s: float = RETRY_FIRST_S) -> None:
+                 retry_first_s: float = RETRY_FIRST_S, own_gauge: bool = True) -> None:
+        # own_gauge=False: another instance's outbox drained here (intake/outbox_files.py),
+        # which must not overwrite this service's `intake_outbox_depth`.
+        self.own_gauge = own_gauge
         self.bus = bus
         self.outbox = outbox
         self.service = service
@@ -133,7 +136,8 @@ class Publisher:
         self._unroutable: dict[int, int] = {}  # seq -> attempts the broker returned
         self._failing_since: float | None = None  # first failed drain since the last progress
         self._last_error = ""
-        OUTBOX_DEPTH.labels(service).set(outbox.depth)
+        if own_gauge:
+            OUTBOX_DEPTH.labels(service).set(outbox.depth)
 
     def _published(self, channel: str) -> Counter:
         """The messages-out counter of a channel (looked up once, not per message)."""
@@ -203,7 +207,8 @@ class Publisher:
             await asyncio.wait_for(empty.wait(), timeout)
 
     def _note_depth(self) -> None:
-        OUTBOX_DEPTH.labels(self.service).set(self.outbox.depth)
+        if self.own_gauge:
+            OUTBOX_DEPTH.labels(self.service).set(self.outbox.depth)
         if self.outbox.depth == 0 and self._empty is not None:
             self._empty.set()
 
@@ -358,9 +363,17 @@ class Publisher:
         self._note_depth()
         self._progressed()
 
-    async def stop(self) -> None:
+    async def stop(self, drain_within_s: float = 0.0) -> None:
+        """Stop the drain task; then, with `drain_within_s`, drain what is left while the
+        broker answers (at SIGTERM, after the edge stopped accepting) within that time."""
         self._stop.set()
         self._wake.set()
         if self._draining is not None:
             with contextlib.suppress(Exception):
                 await self._draining
+        if drain_within_s > 0 and self.outbox.depth and self.bus.connected:
+            try:
+                await asyncio.wait_for(self.drain(), drain_within_s)
+            except Exception as exc:  # kept in the outbox; the next start drains it
+                self.log.warning("outbox_left_at_stop", depth=self.outbox.depth,
+                                 error=f"{type(exc).__name__}: {exc}"[:300])

@@ -47,7 +47,7 @@ __all__ = [
 
 DELIVERY_RESULTS = Counter("intake_delivery_results_total",
                            "Delivery results a connector published, by channel and status",
-                           ["channel", "status"])
+                           ["service", "channel", "status"])
 DEFAULT_RETRY_DELAYS_S = (30.0, 120.0, 600.0, 1800.0, 3600.0)
 RETRY_LEASE_S = 300.0  # a retry being sent is hidden this long from other replicas
 RETRY_POLL_S = 1.0
@@ -385,7 +385,8 @@ class SenderRunner:
         await self.bus.publish("delivery", f"{result.channel}.{result.account}",
                                result.model_dump_json().encode(),
                                message_id=f"{result.outbound_id}:{result.attempt}")
-        DELIVERY_RESULTS.labels(result.channel, result.status).inc()
+        # The sender runs in its connector's service, named after the channel.
+        DELIVERY_RESULTS.labels(result.channel, result.channel, result.status).inc()
 
     # -- the retry queue -----------------------------------------------------------------------
 

@@ -32,7 +32,8 @@ from .config import ConfigDocument
 from .errors import BodyTimedOut
 from .http import error_answer
 from .logging import get_logger
-from .outbox import Outbox, Publisher
+from .outbox import Publisher
+from .outbox_files import orphan_drain, own_outbox
 from .settings import IntakeSettings
 from .supervisor import Ready, Supervisor
 
@@ -265,17 +266,23 @@ async def blobs_context(app: web.Application) -> AsyncIterator[None]:
     await blobs.close()
 
 
+# At SIGTERM, what is left in the outbox is drained for at most this long (within the 30 s
+# shutdown timeout, itself within the grace periods of deploy/).
+DRAIN_AT_STOP_S = 10.0
+
+
 async def publisher_context(app: web.Application) -> AsyncIterator[None]:
-    """The outbox and its drain task; needs `bus_context` before it."""
-    settings = app[SETTINGS]
-    outbox = Outbox(settings.data_dir / "outbox" / f"{app[SERVICE_NAME]}.sqlite3")
-    publisher = Publisher(app[BUS], outbox, app[SERVICE_NAME], channel=app[SERVICE_NAME])
-    app[PUBLISHER] = publisher
-    app[BUS].on_connected.append(_wake(publisher))
-    publisher.start()
-    yield
-    await publisher.stop()
-    outbox.close()
+    """This instance's outbox (locked), its drain task, and the drain of the outboxes of
+    this service that no running instance holds; needs `bus_context` before it."""
+    settings, service, bus = app[SETTINGS], app[SERVICE_NAME], app[BUS]
+    with own_outbox(settings.data_dir, service, settings.instance) as outbox:
+        publisher = Publisher(bus, outbox, service, channel=service)
+        app[PUBLISHER] = publisher
+        bus.on_connected.append(_wake(publisher))
+        publisher.start()
+        async with orphan_drain(bus, settings.data_dir, service, outbox.path):
+            yield
+        await publisher.stop(drain_within_s=DRAIN_AT_STOP_S)
 
 
 def _wake(publisher: Publisher) -> Callable[[], Awaitable[None]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
@@ -21,17 +22,23 @@ class IntakeSettings(BaseSettings):
     amqp_url: str = Field(
         default="amqp://guest:guest@127.0.0.1:5672/",
         description="the broker; several comma-separated URLs (a cluster's nodes) are tried "
-                    "in turn at every connect and reconnect")
+                    "in turn at every connect and reconnect, from a random one (connections "
+                    "spread over the nodes)")
     bus_prefix: str = Field(default="", description="prefix of every exchange and queue name "
                             "(`p` gives `p.intake.inbound`); the tests use their own")
     data_dir: Path = Field(default=Path("var"), description="SQLite file, blob store, "
                            "outboxes, connector state, the generated API token")
     database_url: str | None = Field(
         default=None, description="the ticket core's database; unset: SQLite "
-        "`<data dir>/intake.sqlite3`; e.g. `postgresql+asyncpg://user@host/db`")
+        "`<data dir>/intake.sqlite3`; e.g. `postgresql+asyncpg://user@host/db`, or the plain "
+        "`postgresql://…` URI (CloudNativePG's `<cluster>-app` Secret), run with asyncpg")
     state_url: str | None = Field(
         default=None, description="the connectors' state store (sent-ledger, cursors, "
         "journals); unset: SQLite `<data dir>/state.sqlite3`; or a PostgreSQL URL")
+    instance_id: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="this replica's "
+        "name, unique among the replicas of a service that share `INTAKE_DATA_DIR` (its "
+        "outbox is `outbox/<service>-<instance>.sqlite3`); unset: the host name")
     config: Path = Field(default=DEFAULT_CONFIG, description="the deployment's YAML (desks, "
                          "routes, channels); a relative path is taken from the working "
                          "directory and must exist")
@@ -85,6 +92,11 @@ class IntakeSettings(BaseSettings):
         return [url.strip() for url in self.amqp_url.split(",") if url.strip()]
 
     @property
+    def instance(self) -> str:
+        """`INTAKE_INSTANCE_ID`, or the host name (a pod's name on Kubernetes)."""
+        return self.instance_id or socket.gethostname()
+
+    @property
     def config_path(self) -> Path:
         if self.config == DEFAULT_CONFIG and not self.config.exists():
             return REPO_ROOT / DEFAULT_CONFIG
@@ -100,7 +112,14 @@ class IntakeSettings(BaseSettings):
 
     @property
     def effective_database_url(self) -> str:
-        return self.database_url or self.sqlite_url
+        """`INTAKE_DATABASE_URL` with a plain `postgresql://` (or `postgres://`) URI given the
+        asyncpg driver; unset, the SQLite file under the data dir."""
+        url = self.database_url
+        if not url:
+            return self.sqlite_url
+        if url.startswith(("postgresql://", "postgres://")):
+            return "postgresql+asyncpg://" + url.split("://", 1)[1]
+        return url
 
 
 def existing_path(variable: str, path: Path) -> Path:

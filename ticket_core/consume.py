@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy import exc as sa_exc
 
 from intake import Message, Rejected, get_logger
 from intake.message import DeliveryResult, utcnow
-from intake.metrics import MESSAGES_IN, MESSAGES_OUT
+from intake.metrics import END_TO_END_SECONDS, MESSAGES_IN, MESSAGES_OUT
 
 from .delivery import record_delivery
 from .failures import Unpersistable, sqlstate
@@ -81,6 +82,7 @@ def persist_routed(store: TicketStore, fault: str | None = None,
         received: dict[str, int] = {}
         stored: dict[str, int] = {}
         duplicates = tickets_created = 0
+        committed_at = time.time()
         for message, result in zip(messages, results, strict=True):
             channel = message.channel
             received[channel] = received.get(channel, 0) + 1
@@ -88,6 +90,9 @@ def persist_routed(store: TicketStore, fault: str | None = None,
                 duplicates += 1
             else:
                 stored[channel] = stored.get(channel, 0) + 1
+                # A redelivered duplicate would count its first latency twice: stored ones only.
+                END_TO_END_SECONDS.labels("ticket-core", channel).observe(
+                    max(0.0, committed_at - message.received_at.timestamp()))
             tickets_created += result.created_ticket
         for channel, count in received.items():
             MESSAGES_IN.labels("ticket-core", channel).inc(count)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,6 +29,18 @@ from .topology import Names
 
 _AMQP_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, RuntimeError)
 BROKER_COMPONENT = "broker"
+
+
+def nodes_in_turn(urls: list[str], rng: random.Random | None = None) -> list[str]:
+    """The cluster's nodes in their listed order, starting at a random one.
+
+    Every service starting at the first node would put every connection (and every consumer)
+    on one node; a random start spreads them, and each connect still tries every node once.
+    """
+    if len(urls) < 2:
+        return list(urls)
+    start = (rng or random).randrange(len(urls))
+    return urls[start:] + urls[:start]
 
 
 class ConnectionLost(ConnectionError):
@@ -94,7 +107,7 @@ class BusConnection:
 
     async def _open(self) -> AbstractConnection:
         last: BaseException | None = None
-        for url in self.settings.amqp_urls:
+        for url in nodes_in_turn(self.settings.amqp_urls):
             try:
                 return await asyncio.wait_for(
                     aio_pika.connect(url, client_properties={"connection_name": self.service}),

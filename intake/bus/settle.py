@@ -135,7 +135,8 @@ class BusSettle(BusPublish):
                   "headers": {k: v for k, v in headers.items() if not str(k).startswith("x-")}}
         reason = getattr(exc, "reason", "handler_failed")
         if isinstance(exc, Ignored):  # dropped on purpose: acked and counted, not an error
-            IGNORED.labels(self.service, reason).inc()
+            # The delivery's channel is not parsed here: the consuming service names it.
+            IGNORED.labels(self.service, "", reason).inc()
             await _quietly(incoming.ack())
             return
         ERRORS.labels(self.service, reason).inc()

@@ -208,7 +208,7 @@ async def test_an_ignored_message_is_acked_and_counted_not_retried(bus: Bus) -> 
     from intake.errors import Ignored
     from intake.metrics import IGNORED
 
-    before = IGNORED.labels(bus.service, "menu_click")._value.get()
+    before = IGNORED.labels(bus.service, "", "menu_click")._value.get()
     calls: list[str] = []
 
     async def handler(message: Message) -> None:
@@ -218,7 +218,7 @@ async def test_an_ignored_message_is_acked_and_counted_not_retried(bus: Bus) -> 
     sent = form_message("ignored-1")
     await bus.publish("inbound", sent.routing_key, sent.model_dump_json().encode())
     bus.consume("router", handler, Message)
-    await eventually(lambda: IGNORED.labels(bus.service, "menu_click")._value.get() > before,
+    await eventually(lambda: IGNORED.labels(bus.service, "", "menu_click")._value.get() > before,
                      timeout=15)
     await asyncio.sleep(0.3)  # acked: nothing comes again, nothing is dead-lettered
     assert calls == [sent.idempotency_key]

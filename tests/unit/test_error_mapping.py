@@ -65,7 +65,7 @@ def test_ignored_and_unsupported_are_success() -> None:
 def test_an_ignored_event_is_counted_for_its_channel() -> None:
     from intake.metrics import IGNORED
 
-    counted = IGNORED.labels("wechat", "menu_click")
+    counted = IGNORED.labels("wechat", "wechat", "menu_click")
     before = counted._value.get()
     error_answer(Ignored("menu click", reason="menu_click"), channel="wechat")
     assert counted._value.get() == before + 1

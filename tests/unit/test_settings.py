@@ -69,3 +69,42 @@ def test_a_bad_value_of_a_service_setting_names_its_variable() -> None:
         RouterSettings(pipeline=0)
     [problem] = settings_problems(caught.value)
     assert problem.startswith("INTAKE_ROUTER_PIPELINE: ")
+
+
+def test_a_plain_postgresql_uri_runs_with_asyncpg() -> None:
+    # CloudNativePG's `<cluster>-app` Secret holds `uri` as postgresql://user:pass@host:5432/db.
+    for given in ("postgresql://app:s3cret@pg-rw:5432/app", "postgres://app:s3cret@pg-rw/app"):
+        url = IntakeSettings(database_url=given).effective_database_url
+        assert url.startswith("postgresql+asyncpg://app:s3cret@pg-rw")
+    explicit = "postgresql+asyncpg://app@pg-rw/app"
+    assert IntakeSettings(database_url=explicit).effective_database_url == explicit
+    assert IntakeSettings().effective_database_url.startswith("sqlite+aiosqlite:///")
+
+
+def test_the_instance_id_defaults_to_the_host_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    monkeypatch.delenv("INTAKE_INSTANCE_ID", raising=False)
+    assert IntakeSettings().instance == socket.gethostname()
+    monkeypatch.setenv("INTAKE_INSTANCE_ID", "webform-2")
+    assert IntakeSettings().instance == "webform-2"
+    monkeypatch.setenv("INTAKE_INSTANCE_ID", "../escape")
+    with pytest.raises(ValidationError):
+        IntakeSettings()
+
+
+def test_cluster_nodes_are_tried_from_a_random_one() -> None:
+    import random
+
+    from intake.bus.connection import nodes_in_turn
+
+    nodes = ["amqp://a", "amqp://b", "amqp://c"]
+    rng = random.Random(7)
+    orders = [nodes_in_turn(nodes, rng) for _ in range(60)]
+    # Each connect tries every node once, in the listed cyclic order, from varying starts.
+    for order in orders:
+        assert sorted(order) == nodes
+        start = nodes.index(order[0])
+        assert order == nodes[start:] + nodes[:start]
+    assert {order[0] for order in orders} == set(nodes)
+    assert nodes_in_turn(["amqp://only"]) == ["amqp://only"]

@@ -41,3 +41,27 @@ async def test_unset_hook_lets_the_batch_return(store: TicketStore) -> None:
     await persist([message("a", routed=route()),
                    message("b", routed=route(), email="b@example.cn")])
     assert len((await store.list_tickets()).items) == 2
+
+
+def _end_to_end(channel: str) -> tuple[float, float]:
+    from intake.metrics import END_TO_END_SECONDS
+
+    histogram = END_TO_END_SECONDS.labels("ticket-core", channel)
+    return histogram._sum.get(), sum(bucket.get() for bucket in histogram._buckets)
+
+
+async def test_end_to_end_latency_is_observed_once_per_stored_message(
+        store: TicketStore) -> None:
+    from datetime import timedelta
+
+    from intake.message import utcnow
+
+    persist = persist_routed(store, None)
+    sum_before, count_before = _end_to_end("email")
+    three_seconds_ago = utcnow() - timedelta(seconds=3)
+    first = message("late", channel="email", routed=route(), received_at=three_seconds_ago)
+    await persist([first])
+    await persist([first])  # a redelivery is a duplicate: its latency is not counted again
+    sum_after, count_after = _end_to_end("email")
+    assert count_after == count_before + 1
+    assert 3.0 <= sum_after - sum_before < 60.0
