@@ -287,3 +287,33 @@ async def _chunks(response: aiohttp.ClientResponse, head: bytes) -> AsyncIterato
         raise ApiError(f"the media download broke off: {type(exc).__name__}") from exc
     finally:
         response.release()
+
+
+CHECK_HINTS = {
+    40013: "the AppID (WeCom: CorpID) is wrong",
+    40125: "the AppSecret (WeCom: the app's Secret) is wrong",
+    40001: "the AppSecret is wrong or the token was refused",
+    40164: "this server's IP address is not on the account's IP whitelist (公众号后台 → "
+           "基本配置 → IP白名单; WeCom: 企业可信IP)",
+    40089: "the WeCom app's Secret is wrong",
+    -1: "WeChat is busy; try again in a minute",
+}
+
+
+async def check_account(settings: WechatSettings, account: Account) -> tuple[bool, str]:
+    """Fetch an access token for `account`: (ok, what to tell ops). Never prints a secret."""
+    client = WechatClient(settings)
+    try:
+        await client._fetch(account, force=False)
+    except ApiRefused as exc:
+        hint = CHECK_HINTS.get(exc.errcode, "see WeChat's global return codes")
+        return False, f"WeChat refused the token request: {exc.errcode}, {hint}"
+    except ApiError as exc:
+        if exc.errcode is not None:
+            hint = CHECK_HINTS.get(exc.errcode, "WeChat's side; try again later")
+            return False, f"WeChat answered {exc.errcode}: {hint}"
+        return False, (f"no network path to {client.base(account)}: {exc} (check DNS, proxy "
+                       "and firewall, or INTAKE_WECHAT_API_BASE)")
+    finally:
+        await client.close()
+    return True, f"access token fetched from {client.base(account)}"

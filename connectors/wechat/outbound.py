@@ -25,6 +25,7 @@ from prometheus_client import Gauge
 
 from intake import (
     Failed,
+    IntakeSettings,
     OutboundMessage,
     RetryLater,
     SenderKit,
@@ -32,6 +33,7 @@ from intake import (
     Sent,
     Taken,
     get_logger,
+    load_document,
 )
 
 from .client import WechatClient
@@ -68,11 +70,12 @@ class WechatSender:
     def __init__(self, kit: SenderKit) -> None:
         self.kit = kit
         self.settings: WechatSettings = kit.settings or WechatSettings()
-        self.accounts: WechatAccounts = kit.accounts or WechatAccounts()
+        self.accounts: WechatAccounts = kit.accounts or _configured_accounts()
         self.state = WechatState(kit.state)
         self.client = WechatClient(self.settings, self.state)
         self.poll_s = 1.0
         self._task: asyncio.Task[None] | None = None
+        self.sent_ids: list[str] = []  # outbound ids WeChat took, in order (for tests and logs)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._release_forever(), name="wechat-waiting-replies")
@@ -110,6 +113,7 @@ class WechatSender:
         except ApiError as exc:
             return RetryLater(f"{exc.errcode if exc.errcode is not None else 'network'} "
                               f"{exc}"[:200])
+        self.sent_ids.append(str(message.id))
         return Sent(provider_message_id=str(answer.get("msgid") or "") or None)
 
     async def _hold(self, message: OutboundMessage, attempt: int, reason: str) -> Taken:
@@ -184,6 +188,7 @@ class WechatSender:
         except ApiError:
             await self.state.waiting.put(key, item)  # tried again on the next pass
             return None
+        self.sent_ids.append(str(message.id))
         await self._settle(key, message, Sent(str(answer.get("msgid") or "") or None), attempt)
         return True
 
@@ -192,6 +197,13 @@ class WechatSender:
         await self.kit.report(message, outcome, attempt=attempt)
         await self.state.waiting.delete(key)
         WAITING.dec()
+
+
+def _configured_accounts() -> WechatAccounts:
+    """The accounts of `INTAKE_CONFIG`, for a sender built without the service's."""
+    doc = load_document(IntakeSettings().config)
+    section = doc.section("channels", "wechat") or {}
+    return WechatAccounts.model_validate(section)
 
 
 def _refusal(exc: ApiRefused) -> str:

@@ -139,6 +139,10 @@ async def runtime_context(app: web.Application) -> AsyncIterator[None]:
     runtime = await WechatRuntime.open(app, StateStore.from_settings(app[SETTINGS]),
                                        with_client=True)
     app[RUNTIME] = runtime
+    for account in runtime.accounts.accounts:  # what ops paste into WeChat's admin console
+        url = f"{runtime.settings.public_url.rstrip('/')}/wechat/{account.id}"
+        print(f"  wechat callback {url} ({account.kind}, {account.mode} mode)", flush=True)
+        log.info("callback_url", account=account.id, url=url, mode=account.mode)
     try:
         yield
     finally:
