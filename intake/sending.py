@@ -16,7 +16,9 @@ The ticket core publishes each `OutboundMessage` to `intake.outbound` with the k
   broker's message at once: a retry that outlasts RabbitMQ's 30-minute consumer_timeout cannot
   stay unacked. After `max_attempts` the message is `failed` with the transport's reason;
 - lets a sender take a message into a durable queue of its own (`Taken`: email's deferred mail,
-  WeChat's replies waiting for the customer) and report each later attempt with `kit.report`.
+  WeChat's replies waiting for the customer) and report each later attempt with `kit.report`;
+  `Taken(status="window_expired", reason=…)` also tells the agent at once why it has not gone
+  out yet (a result for this attempt that a later attempt outranks).
 
 A sender is a class taking a `SenderKit`: `Channel(sender=LoopbackSender)`; it may have async
 `start()` and `close()` for its own background work.
@@ -84,7 +86,14 @@ class RetryLater:
 
 @dataclass(frozen=True)
 class Taken:
-    """The sender keeps it in a durable queue of its own and reports with `kit.report` later."""
+    """The sender keeps it in a durable queue of its own and reports with `kit.report` later.
+
+    With `status` (`window_expired`: WeChat's 48-hour window closed) the runner publishes that
+    status and `reason` as this attempt's result now; the later attempt's result outranks it.
+    """
+
+    status: Literal["window_expired"] | None = None
+    reason: str | None = None
 
 
 SendOutcome = Sent | Failed | RetryLater | Taken
@@ -276,6 +285,8 @@ class SenderRunner:
                           status=entry["result"]["status"])
             return
         if state in ("taken", "retrying"):
+            if entry.get("held"):  # its result may not have been confirmed: publish again
+                await self._publish(DeliveryResult.model_validate(entry["held"]))
             return  # the sender's queue or the retry queue has it
         if state == "sending":
             # Another consumer (this one before its channel was lost) may still be sending:
@@ -331,10 +342,20 @@ class SenderRunner:
             self._wake.set()
             return
         if isinstance(outcome, Taken):
-            await self.ledger.put(str(message.id), {"state": "taken", "attempt": attempt,
-                                                    "at": time.time()})
+            entry: dict[str, Any] = {"state": "taken", "attempt": attempt, "at": time.time()}
+            held = None
+            if outcome.status is not None:
+                held = DeliveryResult(outbound_id=message.id, channel=message.channel,
+                                      account=message.account, status=outcome.status,
+                                      reason=outcome.reason, attempt=attempt,
+                                      occurred_at=utcnow())
+                entry["held"] = held.model_dump(mode="json")
+            await self.ledger.put(str(message.id), entry)
             await self._finish_retry(queued_id)
-            self.log.info("outbound_taken", outbound_id=str(message.id), attempt=attempt)
+            self.log.info("outbound_taken", outbound_id=str(message.id), attempt=attempt,
+                          status=outcome.status, reason=outcome.reason)
+            if held is not None:
+                await self._publish(held)
             return
         await self.record(message, outcome, attempt=attempt)
         await self._finish_retry(queued_id)

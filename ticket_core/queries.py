@@ -22,6 +22,7 @@ from .planner import normalize_identity
 from .schemas import (
     DONE_STATUSES,
     AttachmentView,
+    CustomerEventView,
     CustomerView,
     DeliveryView,
     IdentityView,
@@ -191,8 +192,16 @@ class TicketReader:
         return [_message_view(m, attachments.get(m.id, [])) for m in messages]
 
     async def get_customer(self, customer_id: str) -> CustomerView | None:
+        """The customer with their events (`kind: event` messages), by `occurred_at`."""
         customers = await self._customers(CUSTOMERS.c.id == customer_id)
-        return customers[0] if customers else None
+        if not customers:
+            return None
+        events = [CustomerEventView(
+            type=str((m.event or {}).get("type", "")), key=(m.event or {}).get("key"),
+            channel=m.channel, account=m.account, occurred_at=m.occurred_at or m.received_at,
+            data=(m.event or {}).get("data") or {})
+            for m in await self.customer_timeline(customer_id) if m.kind == "event"]
+        return customers[0].model_copy(update={"events": events})
 
     async def find_customers(self, kind: str, value: str) -> list[CustomerView]:
         """Customers owning the identity `kind:value` (at most one, by the unique constraint)."""

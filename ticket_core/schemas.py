@@ -111,12 +111,26 @@ class IdentityView(View):
     verified: bool
 
 
+class CustomerEventView(View):
+    """One `kind: event` message on the customer's timeline (a WeChat follow, a menu click)."""
+
+    type: str
+    key: str | None = None
+    channel: str
+    account: str
+    occurred_at: datetime | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
 class CustomerView(View):
     id: str
     name: str | None
     identities: list[IdentityView]
     created_at: datetime
     updated_at: datetime
+    events: list[CustomerEventView] = Field(
+        default_factory=list, description="`GET /customers/{id}` only: the customer's events "
+        "from the timeline, by `occurred_at`; never on a ticket")
 
 
 class TicketPage(View):

@@ -124,6 +124,24 @@ async def test_a_taken_message_is_acked_and_reported_later_through_the_kernel(
     assert results(runner) == [("sent", None, 3)] * 2
 
 
+async def test_a_message_taken_with_a_status_reports_it_now_and_the_later_attempt_outranks_it(
+        runner: SenderRunner) -> None:
+    """WeChat's closed window: `window_expired` at once, `sent` as a later attempt."""
+    bus = runner.bus
+    assert isinstance(bus, MemoryBus)
+    sender = sender_of(runner)
+    sender.script = [Taken(status="window_expired", reason="45015 window closed")]
+    message = outbound()
+    bus.refuse = 1  # the held result is not confirmed: the redelivery publishes it again
+    with pytest.raises(Transient):
+        await runner.handle(message)
+    await runner.handle(message)
+    assert sender.sends == 1
+    assert results(runner) == [("window_expired", "45015 window closed", 1)]
+    await sender.kit.report(message, Sent("msg-2"), attempt=2)
+    assert results(runner)[-1] == ("sent", None, 2)
+
+
 async def test_a_report_the_broker_did_not_take_can_be_made_again(
         runner: SenderRunner) -> None:
     bus = runner.bus

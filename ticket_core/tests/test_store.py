@@ -357,6 +357,26 @@ async def test_events_never_open_tickets(store: TicketStore) -> None:
     assert again.duplicate and again.ticket_id is None
 
 
+async def test_a_customer_shows_their_events_by_occurred_at_a_late_older_one_in_its_place(
+        store: TicketStore) -> None:
+    now = datetime.now(UTC)
+    openid = [Identity(kind="wechat_openid", value="o-events")]
+
+    def timeline_event(kind: str, key: str | None, minutes_ago: int) -> Any:
+        return message(channel="wechat", account="wx1", kind="event", text="", email=None,
+                       identities=openid, event=Event(type=kind, key=key, data={"k": kind}),
+                       occurred_at=now - timedelta(minutes=minutes_ago))
+
+    first = await store.persist(timeline_event("click", "MENU_1", 5))
+    await store.persist(timeline_event("subscribe", None, 10))  # older, arriving late
+    customer = await store.get_customer(first.customer_id)
+    assert customer is not None
+    assert [(e.type, e.key, e.channel, e.account, e.data) for e in customer.events] == [
+        ("subscribe", None, "wechat", "wx1", {"k": "subscribe"}),
+        ("click", "MENU_1", "wechat", "wx1", {"k": "click"})]
+    assert await count(store, "tickets") == 0
+
+
 async def test_messages_come_in_source_order(store: TicketStore) -> None:
     now = datetime.now(UTC)
     first = await store.persist(message(text="second", occurred_at=now - timedelta(minutes=5)))

@@ -1,0 +1,105 @@
+"""The WeChat connector's durable state, on the kernel's state store.
+
+- `accepted`: idempotency keys already made durable (a retry is answered at once);
+- `nonces`: (account, timestamp, nonce, signature) → the body's digest, for replay checks;
+- `work`: the media / user-info work queue (a callback waiting for it is durable here);
+- `tokens`: access tokens per account (a restart does not fetch again);
+- `users`: user-info answers per account and openid (the unionid), cached 24 h;
+- `passive`: when a customer last got the passive reply;
+- `waiting`: replies held for a customer whose 48-hour window closed, in order;
+- `interacted`: when each customer last interacted (a message, follow, scan or click).
+The sent-ledger of replies is the kernel's (`sent:wechat`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from intake import StateNamespace, StateQueue, StateStore
+
+SEP = "\x1f"  # between the parts of a key: never in an account id, openid or nonce
+
+
+@dataclass
+class WechatState:
+    store: StateStore
+
+    def __post_init__(self) -> None:
+        self.accepted: StateNamespace = self.store.namespace("wechat:accepted")
+        self.nonces: StateNamespace = self.store.namespace("wechat:nonces")
+        self.work: StateQueue = self.store.queue("wechat:work")
+        self.tokens: StateNamespace = self.store.namespace("wechat:tokens")
+        self.users: StateNamespace = self.store.namespace("wechat:users")
+        self.passive: StateNamespace = self.store.namespace("wechat:passive")
+        self.waiting: StateNamespace = self.store.namespace("wechat:waiting")
+        self.interacted: StateNamespace = self.store.namespace("wechat:interacted")
+        # The accepted keys this process knows, so that a retry costs no database read.
+        self._accepted_here: dict[str, float] = {}
+
+    async def open(self) -> None:
+        await self.store.open()
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    # -- callbacks ------------------------------------------------------------------------------
+
+    async def was_accepted(self, key: str, ttl_s: float) -> bool:
+        now = time.time()
+        at = self._accepted_here.get(key)
+        if at is not None and now - at < ttl_s:
+            return True
+        entry = await self.accepted.get(key)
+        return entry is not None and now - float(entry.get("at", 0)) < ttl_s
+
+    async def mark_accepted(self, key: str) -> None:
+        now = time.time()
+        await self.accepted.put(key, {"at": now})
+        self._accepted_here[key] = now
+        if len(self._accepted_here) > 100_000:  # forget the oldest half
+            for old in sorted(self._accepted_here, key=self._accepted_here.__getitem__)[:50_000]:
+                del self._accepted_here[old]
+
+    async def note_nonce(self, account: str, timestamp: str, nonce: str, signature: str,
+                         digest: str) -> str | None:
+        """Remember this (timestamp, nonce, signature); the digest seen before, if any."""
+        key = SEP.join((account, timestamp, nonce, signature))
+        if await self.nonces.put_new(key, {"digest": digest, "at": time.time()}):
+            return None
+        entry = await self.nonces.get(key) or {}
+        return str(entry.get("digest", ""))
+
+    async def passive_due(self, account: str, openid: str, min_interval_s: int) -> bool:
+        """True (and noted) when this customer may get the passive reply now."""
+        key = SEP.join((account, openid))
+        now = time.time()
+        last = await self.passive.get(key)
+        if last is not None and now - float(last) < min_interval_s:
+            return False
+        await self.passive.put(key, now)
+        return True
+
+    async def note_interaction(self, account: str, customer: str) -> None:
+        await self.interacted.put(SEP.join((account, customer)), time.time())
+
+    async def last_interaction(self, account: str, customer: str) -> float | None:
+        value = await self.interacted.get(SEP.join((account, customer)))
+        return None if value is None else float(value)
+
+    # -- the sender's replies waiting for their customer ----------------------------------------
+
+    async def hold_reply(self, account: str, customer: str, item: dict[str, Any]) -> str:
+        key = SEP.join((account, customer, f"{time.time_ns():020d}"))
+        await self.waiting.put(key, item)
+        return key
+
+    async def waiting_replies(self, limit: int = 1000) -> list[tuple[str, dict[str, Any]]]:
+        """Every held reply, grouped by account and customer, oldest first in each."""
+        return [(key, value) for key, value in await self.waiting.items(limit=limit)]
+
+    @staticmethod
+    def customer_of(key: str) -> tuple[str, str]:
+        account, customer, _ = key.split(SEP, 2)
+        return account, customer
