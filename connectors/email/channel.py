@@ -1,0 +1,12 @@
+"""The email channel's declaration: the SMTP listener, its deliverer, and the sender."""
+
+from __future__ import annotations
+
+from intake import Channel, Inbound
+
+from .inbound import smtp
+from .settings import EmailAccounts, EmailSettings
+
+CHANNEL = Channel(name="email", settings=EmailSettings, accounts=EmailAccounts,
+                  inbound=Inbound(listeners=[smtp.LISTENER]),
+                  contexts=[smtp.deliverer_context])
