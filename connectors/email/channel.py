@@ -5,8 +5,9 @@ from __future__ import annotations
 from intake import Channel, Inbound
 
 from .inbound import smtp
+from .outbound import EmailSender
 from .settings import EmailAccounts, EmailSettings
 
 CHANNEL = Channel(name="email", settings=EmailSettings, accounts=EmailAccounts,
                   inbound=Inbound(listeners=[smtp.LISTENER]),
-                  contexts=[smtp.deliverer_context])
+                  sender=EmailSender, contexts=[smtp.deliverer_context])

@@ -24,14 +24,17 @@ from intake import (
     BLOBS,
     PUBLISHER,
     SERVICE_SETTINGS,
+    SETTINGS,
     IntakeError,
     Listener,
+    StateStore,
     get_logger,
     smtp_reply,
 )
 
 from ..normalize import Envelope
 from ..settings import EmailAccounts, EmailSettings
+from ..state import EmailState
 from . import Deliverer, Target
 
 log = get_logger(service="email", component="smtp")
@@ -229,9 +232,20 @@ async def deliverer_context(app: web.Application) -> Any:
     """A cleanup context: the deliverer (and its worker pool) for the service's life."""
     deliverer = Deliverer.build(app[PUBLISHER], app[BLOBS], cast(EmailAccounts, app[ACCOUNTS]),
                                 cast(EmailSettings, app[SERVICE_SETTINGS]))
+    store = StateStore.from_settings(app[SETTINGS])
+    await store.open()
+    state = EmailState(store)
+
+    async def note_bounced(account: str, addresses: list[str]) -> None:
+        # A permanent failure holds automatic mail to the address back (outbound.py).
+        await state.note_bounced(addresses)
+        log.info("address_bounced", account=account, addresses=addresses[:10])
+
+    deliverer.on_permanent_failure = note_bounced
     app[DELIVERER] = deliverer
     yield
     deliverer.pool.close()
+    await store.close()
 
 
 LISTENER = Listener(name="smtp", open=open_listener)

@@ -103,7 +103,7 @@ def to_message(raw: bytes, envelope: Envelope, policy: MailPolicy, received_at: 
     ticket_number = (ticket_number_from_ids([*references, *([in_reply_to] if in_reply_to
                                                              else [])], policy)
                      or ticket_number_from_plus(plus_detail)
-                     or ticket_number_from_subject(subject, policy))
+                     or ticket_number_from_subject(subject, policy.tag_patterns))
     attachments, blobs = _attachments(body)
     occurred_at = _date(_get(root, "Date"))  # unreadable: None, the received time counts
     data: dict[str, Any] = {"envelope": envelope.as_data(), **(channel_data or {})}

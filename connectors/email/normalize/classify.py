@@ -83,11 +83,11 @@ def ticket_number_from_plus(detail: str | None) -> str | None:
     return match.group(1) if match else None
 
 
-def ticket_number_from_subject(subject: str | None, policy: MailPolicy) -> str | None:
+def ticket_number_from_subject(subject: str | None, patterns: Sequence[str]) -> str | None:
     """(3) A subject tag: `[#N]`, `[<prefix> #N]`, `工单号 #N`, `Ticket#N` (configurable)."""
     if not subject:
         return None
-    for pattern in policy.tag_patterns:
+    for pattern in patterns:
         match = _tag(pattern).search(subject)
         if match:
             return str(match.group("number"))
