@@ -138,6 +138,7 @@ from .sending import (
     SenderRunner,
     SendOutcome,
     Sent,
+    Suppressed,
     Taken,
 )
 from .state import QueuedItem, StateNamespace, StateQueue, StateStore
@@ -164,6 +165,7 @@ __all__ += [
     "StateQueue",
     "StateStore",
     "StoredBlob",
+    "Suppressed",
     "Taken",
     "clean_email",
     "clean_original_filename",

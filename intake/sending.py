@@ -44,7 +44,7 @@ from .state import StateNamespace, StateQueue, StateStore
 
 __all__ = [
     "Failed", "OutboundSender", "RetryLater", "SendOutcome", "SenderKit", "SenderRunner", "Sent",
-    "Taken",
+    "Suppressed", "Taken",
 ]
 
 DELIVERY_RESULTS = Counter("intake_delivery_results_total",
@@ -77,6 +77,15 @@ class Failed:
 
 
 @dataclass(frozen=True)
+class Suppressed:
+    """Held back on purpose and never sent (a loop breaker: a cap, a bounced address);
+    `reason` is a snake_case code the agent sees. Final, like `Failed`."""
+
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class RetryLater:
     """Not now (a 4xx greylisting, a rate limit, the provider down); `after_s` if it said."""
 
@@ -96,7 +105,7 @@ class Taken:
     reason: str | None = None
 
 
-SendOutcome = Sent | Failed | RetryLater | Taken
+SendOutcome = Sent | Failed | Suppressed | RetryLater | Taken
 
 
 @runtime_checkable
@@ -128,7 +137,7 @@ class SenderKit:
     settings: Any = None  # the channel's own settings object, when the service has one
     accounts: Any = None  # the channel's accounts (the YAML section), when the service has one
 
-    async def report(self, message: OutboundMessage, outcome: Sent | Failed, *,
+    async def report(self, message: OutboundMessage, outcome: Sent | Failed | Suppressed, *,
                      attempt: int) -> None:
         """Record and publish the result of a later attempt of a message the sender `Taken`.
 
@@ -321,7 +330,8 @@ class SenderRunner:
         outcome = await self._send(message)
         if isinstance(outcome, RetryLater):
             if attempt >= int(self._declared("max_attempts", 5)):
-                outcome_final: Sent | Failed = Failed(outcome.reason, "retries exhausted")
+                outcome_final: Sent | Failed | Suppressed = Failed(outcome.reason,
+                                                                   "retries exhausted")
                 await self._finish_retry(queued_id)
                 await self.record(message, outcome_final, attempt=attempt)
                 return
@@ -379,11 +389,11 @@ class SenderRunner:
             # It may have gone out before the error: at most once means not again.
             self.log.exception("sender_failed", outbound_id=str(message.id))
             return Failed("sender_error", repr(exc)[:500])
-        if not isinstance(outcome, Sent | Failed | RetryLater | Taken):
+        if not isinstance(outcome, Sent | Failed | Suppressed | RetryLater | Taken):
             return Failed("sender_error", f"send() returned {outcome!r}")
         return outcome
 
-    async def record(self, message: OutboundMessage, outcome: Sent | Failed, *,
+    async def record(self, message: OutboundMessage, outcome: Sent | Failed | Suppressed, *,
                      attempt: int) -> None:
         """Write the final outcome to the ledger, then publish it as a DeliveryResult."""
         if isinstance(outcome, Sent):
@@ -391,6 +401,11 @@ class SenderRunner:
                                     account=message.account, status=outcome.status,
                                     provider_message_id=outcome.provider_message_id,
                                     attempt=attempt, occurred_at=utcnow())
+        elif isinstance(outcome, Suppressed):
+            result = DeliveryResult(outbound_id=message.id, channel=message.channel,
+                                    account=message.account, status="suppressed",
+                                    reason=outcome.reason, attempt=attempt,
+                                    occurred_at=utcnow())
         else:
             result = DeliveryResult(outbound_id=message.id, channel=message.channel,
                                     account=message.account, status="failed",

@@ -19,6 +19,7 @@ from intake import (
     SenderRunner,
     Sent,
     StateStore,
+    Suppressed,
     Taken,
     Transient,
 )
@@ -89,6 +90,16 @@ async def test_a_refusal_or_an_unexpected_error_is_failed_and_never_sent_again(
     await runner.handle(message)
     await runner.handle(message)
     assert results(runner) == [("failed", reason, 1)] * 2
+    assert sender_of(runner).sends == 1
+
+
+async def test_a_suppressed_message_is_reported_suppressed_with_its_reason_once(
+        runner: SenderRunner) -> None:
+    sender_of(runner).script = [Suppressed("cap")]
+    message = outbound()
+    await runner.handle(message)
+    await runner.handle(message)  # a redelivery reports it again and does not send
+    assert results(runner) == [("suppressed", "cap", 1)] * 2
     assert sender_of(runner).sends == 1
 
 

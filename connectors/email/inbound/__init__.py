@@ -1,0 +1,185 @@
+"""`deliver()`: the one path SMTP, IMAP and import share, from bytes to durable messages.
+
+The raw mail goes to the blob store first, then it is parsed in a worker process (a 40 MiB
+mail or a MIME bomb never runs on the event loop; a timeout or a crashed worker makes a
+`parse_error` message, never a lost mail), the attachments are stored, and each message is
+published (broker confirm, else the fsynced outbox). Only then does the caller answer its
+source: SMTP 250, IMAP `\\Seen`. Anything that fails before raises `Transient` and nothing
+half-way counts: a repeat is a no-op by its idempotency key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import multiprocessing
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+
+from intake import IntakeError, Message, StorageUnavailable, Transient, get_logger
+
+from ..normalize import Envelope, MailPolicy, Parsed, to_message, unreadable_message
+from ..settings import EmailAccount, EmailAccounts, EmailSettings
+
+log = get_logger(service="email")
+PARSE_SECONDS = Histogram("intake_email_parse_seconds", "Time to parse one mail")
+PARSE_ERRORS = Counter("intake_email_parse_errors_total",
+                       "Mails that could not be read, by reason", ["reason"])
+MAILS_IN = Counter("intake_email_messages_total", "Mails made durable, by account and path",
+                   ["account", "path"])
+
+
+def policy_for(account: EmailAccount, accounts: EmailAccounts) -> MailPolicy:
+    return MailPolicy(
+        account=account.id, address=account.address, domain=account.domain,
+        our_addresses=frozenset(accounts.our_addresses), our_domains=frozenset(accounts.domains),
+        forwarders=frozenset(account.forwarders),
+        tag_patterns=tuple(accounts.ticket_tag.patterns),
+        auto_reply_subjects=tuple(accounts.auto_reply_subjects))
+
+
+@dataclass(frozen=True)
+class Target:
+    """One of our accounts a mail is for, with the plus detail it was addressed with."""
+
+    account: EmailAccount
+    plus_detail: str | None = None
+
+
+def parse_mail(raw: bytes, envelope: Envelope, targets: list[tuple[MailPolicy, str | None]],
+               received_at: datetime, channel_data: dict[str, Any] | None,
+               ) -> list[Parsed] | str:
+    """Run in a worker: the parsed mail for each target, or the reason it cannot be read."""
+    try:
+        return [to_message(raw, envelope, policy, received_at, plus_detail=plus,
+                           channel_data=channel_data) for policy, plus in targets]
+    except RecursionError:
+        return "too_deep"
+    except Exception as exc:  # any damage the parser did not survive: a parse_error message
+        name = type(exc).__name__
+        return "too_deep" if name == "MailTooDeep" else f"parser_failed:{name}"
+
+
+class ParserPool:
+    """Worker processes that parse mail, each mail with a time limit.
+
+    A mail over its time is cut off by ending the pool's processes (a process pool cannot
+    cancel one task) and starting a new pool; so is a crashed worker. `workers=0` parses in a
+    thread instead (tests, tiny deployments).
+    """
+
+    def __init__(self, workers: int, timeout_s: float) -> None:
+        self.workers = workers
+        self.timeout_s = timeout_s
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    async def parse(self, *args: Any) -> list[Parsed] | str:
+        started = time.perf_counter()
+        try:
+            if self.workers == 0:
+                async with asyncio.timeout(self.timeout_s):
+                    return await asyncio.to_thread(parse_mail, *args)
+            pool = self._executor()
+            future = asyncio.get_running_loop().run_in_executor(pool, parse_mail, *args)
+            try:
+                return await asyncio.wait_for(future, self.timeout_s)
+            except TimeoutError:
+                self._restart(pool)
+                return "timeout"
+            except BrokenProcessPool:
+                self._restart(pool)
+                return "worker_crashed"
+        except TimeoutError:
+            return "timeout"
+        finally:
+            PARSE_SECONDS.observe(time.perf_counter() - started)
+
+    def _restart(self, pool: concurrent.futures.ProcessPoolExecutor) -> None:
+        if self._pool is pool:
+            self._pool = None
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._restart(self._pool)
+
+
+BounceHook = Callable[[str, list[str]], Awaitable[None]]
+
+
+@dataclass
+class Deliverer:
+    """What `deliver` needs: the edge's publisher and blob store, the accounts, the pool."""
+
+    publisher: Any
+    blobs: Any
+    accounts: EmailAccounts
+    settings: EmailSettings
+    pool: ParserPool
+    on_permanent_failure: BounceHook | None = None
+    now: Callable[[], datetime] = field(default=lambda: datetime.now().astimezone())
+
+    @classmethod
+    def build(cls, publisher: Any, blobs: Any, accounts: EmailAccounts,
+              settings: EmailSettings) -> Deliverer:
+        return cls(publisher, blobs, accounts, settings,
+                   ParserPool(settings.parse_workers, settings.parse_timeout_s))
+
+    async def deliver(self, raw: bytes, envelope: Envelope, targets: Sequence[Target], *,
+                      path: str = "smtp", channel_data: dict[str, Any] | None = None,
+                      ) -> list[Message]:
+        """Make `raw` durable as one message per target; raises `Transient` otherwise."""
+        from datetime import UTC
+        received_at = datetime.now(UTC)
+        try:
+            await self.blobs.put(raw)
+        except IntakeError:
+            raise
+        except Exception as exc:
+            raise StorageUnavailable(f"the raw mail could not be stored: {exc!r}") from exc
+        policies = [(policy_for(t.account, self.accounts), t.plus_detail) for t in targets]
+        result = await self.pool.parse(raw, envelope, policies, received_at, channel_data)
+        if isinstance(result, str):
+            PARSE_ERRORS.labels(result.split(":", 1)[0]).inc()
+            log.warning("mail_unreadable", reason=result, size=len(raw))
+            parsed = [Parsed(unreadable_message(raw, envelope, policy, received_at, result,
+                                                plus_detail=plus, channel_data=channel_data))
+                      for policy, plus in policies]
+        else:
+            parsed = result
+        try:
+            for item in parsed[:1]:  # every target shares the attachments
+                for data in item.blobs:
+                    await self.blobs.put(data)
+        except IntakeError:
+            raise
+        except Exception as exc:
+            raise StorageUnavailable(f"an attachment could not be stored: {exc!r}") from exc
+        for item in parsed:
+            await self.publisher.publish(item.message)
+            MAILS_IN.labels(item.message.account, path).inc()
+            log.info("mail_received", idempotency_key=item.message.idempotency_key,
+                     account=item.message.account, path=path, flags=item.message.flags)
+        if self.on_permanent_failure is not None:
+            for item in parsed:
+                if item.permanent_failures:
+                    await self.on_permanent_failure(item.message.account,
+                                                    item.permanent_failures)
+        return [item.message for item in parsed]
+
+
+__all__ = ["Deliverer", "ParserPool", "Target", "Transient", "parse_mail", "policy_for"]

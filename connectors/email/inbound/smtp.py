@@ -1,0 +1,251 @@
+"""The SMTP listener (aiosmtpd): the push path for an MTA, a forwarding rule, or any client.
+
+`250` only once the mail is durable (raw in the blob store, the message confirmed or in the
+outbox), `451 4.3.0` otherwise; recipients are mapped to accounts at RCPT, so a mail for nobody
+is refused before its data is sent. DATA lines up to 1 MiB are kept as they are (real mailers
+send 60 kB lines), and only `<CRLF>.<CRLF>` ends the data (aiosmtpd 1.4.5's SMTP-smuggling fix).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import ssl
+from collections import Counter as Tally
+from typing import Any, cast
+
+from aiohttp import web
+from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
+from prometheus_client import Counter
+
+from intake import (
+    ACCOUNTS,
+    BLOBS,
+    PUBLISHER,
+    SERVICE_SETTINGS,
+    SETTINGS,
+    IntakeError,
+    Listener,
+    StateStore,
+    get_logger,
+    smtp_reply,
+)
+
+from ..normalize import Envelope
+from ..settings import EmailAccounts, EmailSettings
+from ..state import EmailState
+from . import Deliverer, Target
+
+log = get_logger(service="email", component="smtp")
+SESSIONS = Counter("intake_email_smtp_sessions_total", "SMTP sessions opened")
+ANSWERS = Counter("intake_email_smtp_answers_total", "SMTP answers to DATA, by code", ["code"])
+BYTES_IN = Counter("intake_email_smtp_bytes_total", "Bytes of mail received over SMTP")
+LINE_LIMIT = 1024 * 1024
+DELIVERER: web.AppKey[Deliverer] = web.AppKey("email_deliverer", Deliverer)
+
+
+def split_address(address: str) -> tuple[str, str | None]:
+    """`Support+x@Shop.example` -> (`support@shop.example`, `x`)."""
+    local, _, domain = address.strip().strip("<>").rpartition("@")
+    base, plus, detail = local.partition("+")
+    return f"{base}@{domain}".lower(), (detail if plus else None)
+
+
+def resolve(address: str, accounts: EmailAccounts) -> Target | str:
+    """The account a recipient names, or the SMTP answer refusing it."""
+    plain, detail = split_address(address)
+    for account in accounts.accounts:
+        if account.smtp_in and plain in account.addresses:
+            return Target(account, detail or None)
+    domain = plain.rpartition("@")[2]
+    if domain in accounts.domains:
+        return f"550 5.1.1 <{address}>: no such mailbox here"
+    return "550 5.7.1 relaying denied"
+
+
+class EmailHandler:
+    """aiosmtpd's handler hooks, answering with the kernel's SMTP codes."""
+
+    def __init__(self, deliverer: Deliverer) -> None:
+        self.deliverer = deliverer
+
+    @property
+    def settings(self) -> EmailSettings:
+        return self.deliverer.settings
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: SmtpEnvelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-ENHANCEDSTATUSCODES", responses[-1]]
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: SmtpEnvelope,
+                          address: str, options: list[str]) -> str:
+        if self.settings.require_tls and not session.ssl:
+            return "530 5.7.0 Must issue a STARTTLS command first"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: SmtpEnvelope,
+                          address: str, options: list[str]) -> str:
+        if len(envelope.rcpt_tos) >= self.settings.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        target = resolve(address, self.deliverer.accounts)
+        if isinstance(target, str):
+            return target
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: SmtpEnvelope) -> str:
+        raw = envelope.original_content or b""
+        BYTES_IN.inc(len(raw))
+        answer = await self.deliver(raw, envelope.mail_from, list(envelope.rcpt_tos),
+                                    client=_peer(session), helo=session.host_name,
+                                    tls=bool(session.ssl))
+        ANSWERS.labels(answer[:3]).inc()
+        return answer
+
+    async def deliver(self, raw: bytes, mail_from: str | None, rcpt_tos: list[str], *,
+                      client: str | None = None, helo: str | None = None,
+                      tls: bool = False) -> str:
+        """The answer to one transaction's data: the entry point the contract suite calls."""
+        targets: dict[str, Target] = {}
+        for address in rcpt_tos:
+            target = resolve(address, self.deliverer.accounts)
+            if isinstance(target, Target):
+                targets.setdefault(target.account.id, target)  # one message per account
+        if not targets:
+            return "554 5.5.1 no valid recipients"
+        envelope = Envelope(mail_from=(mail_from or "").strip("<>"), rcpt_to=tuple(rcpt_tos),
+                            client=client, helo=helo, tls=tls)
+        try:
+            messages = await self.deliverer.deliver(raw, envelope, list(targets.values()))
+        except IntakeError as exc:
+            reply = smtp_reply(exc)
+            log.warning("mail_deferred", reason=exc.reason, code=reply.code)
+            return reply.line()
+        except Exception:
+            log.exception("mail_delivery_failed")
+            return "451 4.3.0 try again later"
+        key = messages[0].idempotency_key if messages else ""
+        return f"250 2.0.0 OK queued as {key[-32:]}"
+
+
+class EmailSMTP(SMTP):
+    """aiosmtpd's SMTP with 1 MiB lines and the session limits (each a proper 4xx)."""
+
+    line_length_limit = LINE_LIMIT
+
+    def __init__(self, handler: EmailHandler, settings: EmailSettings,
+                 tls_context: ssl.SSLContext | None, sessions: Tally[str],
+                 **kwargs: Any) -> None:
+        super().__init__(handler, data_size_limit=settings.max_message_bytes,
+                         enable_SMTPUTF8=True, decode_data=False, hostname=kwargs.pop(
+                             "hostname", None) or "intake.local", ident="intake email",
+                         tls_context=tls_context, require_starttls=settings.require_tls,
+                         timeout=settings.idle_timeout_s, **kwargs)
+        self.limits = settings
+        self.sessions = sessions  # open sessions by client address ("*": all), per server
+        self._client: str | None = None
+        self._counted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        client = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        refusal = self._refusal(client)
+        if refusal is not None:
+            transport.write(refusal.encode() + b"\r\n")  # type: ignore[attr-defined]
+            transport.close()
+            return
+        self._client, self._counted = client, True
+        self.sessions[client] += 1
+        self.sessions["*"] += 1
+        SESSIONS.inc()
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._counted and self._client is not None:
+            self._counted = False
+            self.sessions[self._client] -= 1
+            self.sessions["*"] -= 1
+        super().connection_lost(error)
+
+    def _refusal(self, client: str) -> str | None:
+        relays = [n.strip() for n in self.limits.trusted_relays.split(",") if n.strip()]
+        if relays and not _within(client, relays):
+            return "554 5.7.1 not a trusted relay"
+        if self.sessions["*"] >= self.limits.max_sessions:
+            return "421 4.7.0 too many sessions, try again later"
+        if self.sessions[client] >= self.limits.max_sessions_per_client:
+            return "421 4.7.0 too many sessions from your address, try again later"
+        return None
+
+
+def _within(client: str, networks: list[str]) -> bool:
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(n, strict=False) for n in networks)
+
+
+def _peer(session: Session) -> str | None:
+    peer = session.peer
+    return str(peer[0]) if isinstance(peer, tuple) and peer else None
+
+
+def tls_context(settings: EmailSettings) -> ssl.SSLContext | None:
+    if not settings.tls_cert or not settings.tls_key:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
+async def start_server(deliverer: Deliverer, host: str, port: int) -> asyncio.Server:
+    """The listening SMTP server (an `asyncio.Server`, as the kernel's Listener wants)."""
+    settings = deliverer.settings
+    handler = EmailHandler(deliverer)
+    context = tls_context(settings)
+    loop = asyncio.get_running_loop()
+    sessions: Tally[str] = Tally()
+    server = await loop.create_server(
+        lambda: EmailSMTP(handler, settings, context, sessions, loop=loop), host, port)
+    log.info("smtp_listening", host=host, port=port)
+    return server
+
+
+async def open_listener(app: web.Application) -> asyncio.Server:
+    settings = cast(EmailSettings, app[SERVICE_SETTINGS])
+    return await start_server(deliverer_of(app), settings.smtp_host, settings.smtp_port)
+
+
+def deliverer_of(app: web.Application) -> Deliverer:
+    if DELIVERER not in app:
+        raise RuntimeError("the email service's deliverer is not set up")
+    return app[DELIVERER]
+
+
+async def deliverer_context(app: web.Application) -> Any:
+    """A cleanup context: the deliverer (and its worker pool) for the service's life."""
+    deliverer = Deliverer.build(app[PUBLISHER], app[BLOBS], cast(EmailAccounts, app[ACCOUNTS]),
+                                cast(EmailSettings, app[SERVICE_SETTINGS]))
+    store = StateStore.from_settings(app[SETTINGS])
+    await store.open()
+    state = EmailState(store)
+
+    async def note_bounced(account: str, addresses: list[str]) -> None:
+        # A permanent failure holds automatic mail to the address back (outbound.py).
+        await state.note_bounced(addresses)
+        log.info("address_bounced", account=account, addresses=addresses[:10])
+
+    deliverer.on_permanent_failure = note_bounced
+    app[DELIVERER] = deliverer
+    yield
+    deliverer.pool.close()
+    await store.close()
+
+
+LISTENER = Listener(name="smtp", open=open_listener)

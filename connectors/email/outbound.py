@@ -1,0 +1,176 @@
+"""`EmailSender`: agent replies and automatic mail out through each account's SMTP relay.
+
+The kernel's runner (intake/sending.py) gives each outbound message once (its sent-ledger),
+retries a `RetryLater` from its durable retry queue (here a 4xx or a connection failure, for
+about 24 hours) and publishes each result. This module builds the mail and runs the loop
+breaker: automatic mail (any kind but `reply`) to an address matching `no_auto_reply_to`, to
+one of our own addresses, to one that bounced permanently in 60 days, or over the per-recipient
+caps, is `Suppressed` and reaches no relay. Agent replies are never held back.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+
+import aiosmtplib
+import re2
+from prometheus_client import Counter
+
+from intake import (
+    Failed,
+    OutboundMessage,
+    RetryLater,
+    SenderKit,
+    SendOutcome,
+    Sent,
+    Suppressed,
+    get_logger,
+)
+
+from .normalize.classify import MAX_REFERENCES, ticket_number_from_subject, trim_references
+from .normalize.mime import clean_header_value
+from .settings import EmailAccount, EmailAccounts
+from .state import EmailState
+
+log = get_logger(service="email", component="sender")
+OUTBOUND = Counter("intake_email_outbound_total", "Outbound mail by outcome", ["status"])
+# 30 s, 1 min, 5 min, 15 min, 30 min, then hourly: the 30th attempt is about 24 h after the first.
+RETRY_DELAYS_S = (30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0)
+MAX_ATTEMPTS = 30
+
+
+def message_id_for(message: OutboundMessage, account: EmailAccount) -> str:
+    """`<N.<outbound id>@<account domain>>`: stable across retries, carrying the ticket."""
+    number = message.ticket_number if (message.ticket_number or "").isdigit() else "0"
+    return f"<{number}.{message.id}@{account.domain}>"
+
+
+def build_mail(message: OutboundMessage, account: EmailAccount, accounts: EmailAccounts,
+               ) -> EmailMessage:
+    """The mail for `message`; no header built from customer data carries CR, LF or NUL."""
+    mail = EmailMessage(policy=SMTP_POLICY)
+    mail["From"] = account.address
+    mail["To"] = clean_header_value(message.to.value)
+    subject = clean_header_value(message.subject or "")
+    number = message.ticket_number
+    if number and ticket_number_from_subject(subject, accounts.ticket_tag.patterns) != number:
+        tag = accounts.ticket_tag.format.replace("{number}", number)
+        subject = f"{tag} {subject}".strip()
+    mail["Subject"] = subject
+    mail["Message-ID"] = message_id_for(message, account)
+    mail["Date"] = email.utils.format_datetime(message.created_at)
+    thread = message.thread
+    if thread is not None:
+        references = [clean_header_value(r) for r in thread.references if r]
+        if thread.in_reply_to:
+            in_reply_to = clean_header_value(thread.in_reply_to)
+            mail["In-Reply-To"] = in_reply_to
+            if in_reply_to not in references:
+                references.append(in_reply_to)
+        if references:
+            mail["References"] = " ".join(trim_references(references)[:MAX_REFERENCES])
+    if account.reply_to_plus and number:
+        local, _, domain = account.address.partition("@")
+        mail["Reply-To"] = f"{local}+t{number}@{domain}"
+    if message.kind != "reply":
+        mail["Auto-Submitted"] = "auto-replied"  # RFC 3834 section 5
+        mail["X-Auto-Response-Suppress"] = "All"  # no out-of-office back from Exchange
+    mail["X-Loop"] = account.address
+    mail.set_content(message.text.replace("\x00", ""))
+    if message.html:
+        mail.add_alternative(message.html, subtype="html")
+    return mail
+
+
+class EmailSender:
+    """The email channel's `OutboundSender` (see intake/sending.py for the runner's part)."""
+
+    max_attempts = MAX_ATTEMPTS
+    retry_delays_s = RETRY_DELAYS_S
+    send_timeout_s = 120.0
+
+    def __init__(self, kit: SenderKit) -> None:
+        self.kit = kit
+        accounts = kit.accounts
+        if not isinstance(accounts, EmailAccounts):
+            accounts = EmailAccounts()
+        self.accounts = accounts
+        self.state = EmailState(kit.state)
+        self._no_auto = re2.compile(accounts.no_auto_reply_to)
+
+    async def send(self, message: OutboundMessage) -> SendOutcome:
+        account = self.accounts.find(message.account)
+        if account is None:
+            return self._counted(Failed("account_unknown", message.account))
+        if account.outbound is None:
+            return self._counted(Failed("no_relay", f"{account.id} has no outbound relay"))
+        if message.to.kind != "email":
+            return self._counted(Failed("not_an_email_address", message.to.kind))
+        recipient = message.to.value.strip()
+        if not re2.fullmatch(r"[^\s<>,;@]+@[^\s<>,;@]+", recipient):
+            return self._counted(Failed("address_invalid", recipient[:200]))
+        if message.kind != "reply":
+            held = await self._held_back(recipient)
+            if held is not None:
+                log.info("outbound_suppressed", outbound_id=str(message.id), reason=held)
+                return self._counted(Suppressed(held))
+        mail = build_mail(message, account, self.accounts)
+        return self._counted(await self._deliver(mail, account, recipient, message))
+
+    async def _held_back(self, recipient: str) -> str | None:
+        """Why automatic mail to `recipient` is held back, or None."""
+        if recipient.lower() in self.accounts.our_addresses:
+            return "own_address"
+        if self._no_auto.search(recipient):
+            return "no_auto_reply_to"
+        if await self.state.bounced_recently(recipient):
+            return "bounced"
+        limits = self.accounts.auto_mail_limits
+        if not await self.state.take_cap(recipient, limits.per_recipient_per_hour,
+                                         limits.per_recipient_per_day):
+            return "cap"
+        return None
+
+    async def _deliver(self, mail: EmailMessage, account: EmailAccount, recipient: str,
+                       message: OutboundMessage) -> SendOutcome:
+        relay = account.outbound
+        assert relay is not None
+        client = aiosmtplib.SMTP(
+            hostname=relay.host, port=relay.port, timeout=relay.timeout_s,
+            use_tls=relay.security == "tls",
+            start_tls=True if relay.security == "starttls" else False,
+            username=relay.username,
+            password=relay.password.get_secret_value() if relay.password else None)
+        try:
+            async with client:
+                _refused, answer = await client.send_message(
+                    mail, sender=account.address, recipients=[recipient])
+        except aiosmtplib.SMTPNotSupported as exc:
+            return Failed("smtputf8_unsupported", str(exc)[:500])
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            return self._answer(exc.recipients[0].code, exc.recipients[0].message)
+        except aiosmtplib.SMTPResponseException as exc:
+            return self._answer(exc.code, exc.message)
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            log.info("relay_unreachable", account=account.id, error=repr(exc)[:300])
+            return RetryLater("relay_unavailable")
+        log.info("outbound_sent", outbound_id=str(message.id), answer=answer[:200])
+        return Sent(provider_message_id=str(mail["Message-ID"]))
+
+    @staticmethod
+    def _answer(code: int, text: str) -> SendOutcome:
+        if 400 <= code < 500:
+            return RetryLater(f"relay_deferred_{code}")
+        return Failed("relay_rejected", f"{code} {text}"[:500])
+
+    @staticmethod
+    def _counted(outcome: SendOutcome) -> SendOutcome:
+        status = {Sent: "sent", Failed: "failed", Suppressed: "suppressed",
+                  RetryLater: "deferred"}.get(type(outcome), "other")
+        OUTBOUND.labels(status).inc()
+        return outcome
+
+
+__all__ = ["EmailSender", "build_mail", "message_id_for"]
