@@ -1,0 +1,32 @@
+"""The SDK's edges: REST (`rest.py`, `tickets.py`), identity (`identity.py`), shared HTTP
+conventions (`http.py`) and the per-process runtime (`runtime.py`)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from . import rest
+from .http import api, preflight
+from .runtime import runtime_context
+
+BASE = "/sdk/v1/apps/{app}"
+TICKET = BASE + "/tickets/{ticket_id}"
+
+
+def routes() -> list[web.AbstractRouteDef]:
+    return [
+        web.options(BASE + "/{tail:.*}", preflight),
+        web.post(BASE + "/sessions", api(rest.create_session, rate_limited=True)),
+        web.delete(BASE + "/sessions/current", api(rest.delete_session)),
+        web.get(BASE + "/config", api(rest.config)),
+        web.post(BASE + "/tickets", api(rest.submit_ticket)),
+        web.get(BASE + "/tickets", api(rest.list_tickets)),
+        web.get(TICKET, api(rest.ticket)),
+        web.post(BASE + "/messages", api(rest.post_message)),  # a new chat ticket
+        web.post(TICKET + "/messages", api(rest.post_message)),
+        web.post(TICKET + "/read", api(rest.mark_read)),
+        web.post(TICKET + "/satisfaction", api(rest.rate)),
+    ]
+
+
+__all__ = ["routes", "runtime_context"]
