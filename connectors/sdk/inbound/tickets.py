@@ -63,6 +63,8 @@ class Once:
                                "idempotency_conflict")
             if "result" in existing:
                 return existing["result"], False
+            if existing.get("failed"):
+                break  # its first attempt was answered 503: publish the same message again
             if "ids" in existing and time.time() - float(existing.get("at", 0)) > PENDING_WAIT_S:
                 break  # its first attempt died (or answered 503): publish the same again
             if time.monotonic() > deadline:
@@ -74,7 +76,13 @@ class Once:
             prepare(ids)
         await state.update_claim(self.key, {"digest": self.digest, "ids": ids,
                                             "at": time.time()})
-        result = await work(ids)
+        try:
+            result = await work(ids)
+        except BaseException:
+            # Not durable (a 503): a retry may publish the same message at once.
+            await state.update_claim(self.key, {"digest": self.digest, "ids": ids,
+                                                "failed": True, "at": time.time()})
+            raise
         await state.update_claim(self.key, {"digest": self.digest, "ids": ids,
                                             "result": result, "at": time.time()})
         return result, True
