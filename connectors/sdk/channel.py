@@ -10,4 +10,5 @@ from .settings import SdkAccounts, SdkSettings
 
 CHANNEL = Channel(name="sdk", settings=SdkSettings, accounts=SdkAccounts,
                   inbound=Inbound(routes=inbound.routes), sender=SdkSender,
-                  contexts=(inbound.runtime_context,))
+                  contexts=(inbound.runtime_context,),
+                  shutdown_hooks=(inbound.close_sockets,))

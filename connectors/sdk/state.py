@@ -31,6 +31,8 @@ from intake import Identity, StateStore
 
 SEQ_DIGITS = 15
 LOG_PAGE = 500
+# Called with an owner key after each append in this process: the live sockets' wake-up.
+APPENDED: list[Callable[[str], None]] = []
 
 
 def token_hash(token: str) -> str:
@@ -239,6 +241,8 @@ class SdkState:
                                          {**event, "seq": seq, "at": time.time()}):
             seq += 1  # another writer (a replica) took this one: the next is ours to try
         await self.heads.put(owner.key, seq)  # a hint; a lagging one only costs probes
+        for wake in APPENDED:
+            wake(owner.key)
         return seq
 
     async def head(self, owner: Owner) -> int:

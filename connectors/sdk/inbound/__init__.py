@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import rest
+from . import rest, socket
 from .http import api, preflight
 from .runtime import runtime_context
 
@@ -16,6 +16,7 @@ TICKET = BASE + "/tickets/{ticket_id}"
 def routes() -> list[web.AbstractRouteDef]:
     return [
         web.options(BASE + "/{tail:.*}", preflight),
+        web.get(BASE + "/ws", socket.handle),
         web.post(BASE + "/sessions", api(rest.create_session, rate_limited=True)),
         web.delete(BASE + "/sessions/current", api(rest.delete_session)),
         web.get(BASE + "/config", api(rest.config)),
@@ -29,4 +30,6 @@ def routes() -> list[web.AbstractRouteDef]:
     ]
 
 
-__all__ = ["routes", "runtime_context"]
+close_sockets = socket.close_all
+
+__all__ = ["close_sockets", "routes", "runtime_context"]

@@ -183,8 +183,8 @@ async def submit_ticket(runtime: Runtime, request_app: Any, app: SdkApp, session
 
 async def record_new_ticket(runtime: Runtime, session: Session, ids: dict[str, Any], *,
                             kind: str, key: str, subject: str, text: str,
-                            client_msg_id: str, attachments: list[Attachment]
-                            ) -> dict[str, Any]:
+                            client_msg_id: str, attachments: list[Attachment],
+                            device: str | None = None) -> dict[str, Any]:
     """The ticket as the customer sees it at once (`received`), and its first message."""
     state = runtime.state
     ticket = {"id": ids["ticket_id"], "owner": session.owner.as_json(), "app": session.app,
@@ -197,7 +197,7 @@ async def record_new_ticket(runtime: Runtime, session: Session, ids: dict[str, A
                            attachments=attachments, seq=0)
     seq = await state.append(session.owner, {"type": "message.created",
                                              "ticket_id": ticket["id"], "message": message,
-                                             "device": session.token_hash})
+                                             "device": device})
     message["seq"] = seq
     ticket["last_message"] = _last(message)
     await state.put_message(ticket["id"], seq, message)
@@ -212,9 +212,11 @@ def _last(message: dict[str, Any]) -> dict[str, Any]:
 
 
 async def post_message(runtime: Runtime, request_app: Any, app: SdkApp, session: Session,
-                       ticket_id: str | None, body: dict[str, Any]
-                       ) -> tuple[dict[str, Any], bool]:
-    """A chat message into a ticket of the user's, or (no ticket) a new chat ticket."""
+                       ticket_id: str | None, body: dict[str, Any], *,
+                       device: str | None = None) -> tuple[dict[str, Any], bool]:
+    """A chat message into a ticket of the user's, or (no ticket) a new chat ticket.
+
+    `device` names the socket it came from: that socket gets its ack, not the echo."""
     client_msg_id = check_client_msg_id(body.get("client_msg_id", uuid.uuid4().hex))
     text = check_text(body.get("text"), max_chars=app.max_message_chars)
     upload_ids = attachment_ids(body.get("attachments"))
@@ -240,13 +242,14 @@ async def post_message(runtime: Runtime, request_app: Any, app: SdkApp, session:
         if ticket is None:
             created = await record_new_ticket(
                 runtime, session, ids, kind="chat", key=key, subject=chat_subject(text),
-                text=text, client_msg_id=client_msg_id, attachments=attachments)
+                text=text, client_msg_id=client_msg_id, attachments=attachments,
+                device=device)
             return {"message_id": ids["message_id"], "ticket_id": ids["ticket_id"],
                     "client_msg_id": client_msg_id, "seq": created["seq"]}
         view = message_view(ids, direction="customer", text=text, client_msg_id=client_msg_id,
                             attachments=attachments, seq=0)
         seq = await runtime.state.add_message(session.owner, ids["ticket_id"], view,
-                                             device=session.token_hash)
+                                             device=device)
         return {"message_id": ids["message_id"], "ticket_id": ids["ticket_id"],
                 "client_msg_id": client_msg_id, "seq": seq}
 
