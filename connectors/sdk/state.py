@@ -256,3 +256,14 @@ class SdkState:
         """The owner's events with seq > `after`, in order, at most `limit`."""
         start = f"{owner.key}:{after + 1:0{SEQ_DIGITS}d}"
         return [event for _, event in await self.log.items(owner.key + ":", limit, start=start)]
+
+
+def customer_view(ticket: dict[str, Any]) -> dict[str, Any]:
+    """A stored ticket as its owner sees it in lists and `ticket.updated` events."""
+    read_seq = int(ticket.get("read_seq", 0))
+    return {"id": ticket["id"], "reference": ticket.get("reference"),
+            "number": ticket.get("number"), "kind": ticket["kind"],
+            "subject": ticket.get("subject"), "status": ticket.get("status"),
+            "created_at": ticket["created_at"], "updated_at": ticket["updated_at"],
+            "unread": sum(1 for s in ticket.get("agent_seqs", []) if s > read_seq),
+            "last_message": ticket.get("last_message")}

@@ -31,7 +31,7 @@ from ..normalize import (
     ticket_message,
 )
 from ..settings import SdkApp
-from ..state import Owner, Session
+from ..state import Owner, Session, customer_view
 from .runtime import Runtime
 
 SUBJECT_CHARS = 200
@@ -93,13 +93,7 @@ async def publish(runtime: Runtime, request_app: Any, message: Message) -> None:
 
 
 def ticket_view(ticket: dict[str, Any]) -> dict[str, Any]:
-    read_seq = int(ticket.get("read_seq", 0))
-    return {"id": ticket["id"], "reference": ticket.get("reference"),
-            "number": ticket.get("number"), "kind": ticket["kind"],
-            "subject": ticket.get("subject"), "status": ticket.get("status", "received"),
-            "created_at": ticket["created_at"], "updated_at": ticket["updated_at"],
-            "unread": sum(1 for s in ticket.get("agent_seqs", []) if s > read_seq),
-            "last_message": ticket.get("last_message")}
+    return customer_view(ticket)
 
 
 def owned(ticket: dict[str, Any] | None, session: Session) -> dict[str, Any]:
