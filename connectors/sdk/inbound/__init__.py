@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import rest, socket
+from . import rest, socket, uploads
 from .http import api, preflight
 from .runtime import runtime_context
 
@@ -20,6 +20,7 @@ def routes() -> list[web.AbstractRouteDef]:
         web.post(BASE + "/sessions", api(rest.create_session, rate_limited=True)),
         web.delete(BASE + "/sessions/current", api(rest.delete_session)),
         web.get(BASE + "/config", api(rest.config)),
+        web.post(BASE + "/uploads", api(uploads.upload)),
         web.post(BASE + "/tickets", api(rest.submit_ticket)),
         web.get(BASE + "/tickets", api(rest.list_tickets)),
         web.get(TICKET, api(rest.ticket)),

@@ -124,7 +124,8 @@ async def resolve_uploads(runtime: Runtime, session: Session, ids: list[str]
     found = []
     for upload_id in ids:
         upload = await runtime.state.store.namespace("sdk:upload").get(upload_id)
-        if not isinstance(upload, dict) or Owner.from_json(upload["owner"]) != session.owner:
+        if (not isinstance(upload, dict) or Owner.from_json(upload["owner"]) != session.owner
+                or float(upload.get("expires_at", 0)) < time.time()):
             raise Invalid(f"There is no upload {upload_id!r}.", "invalid_attachment",
                           {"attachments": f"unknown upload {upload_id}"})
         found.append(Attachment.model_validate(upload["attachment"]))
