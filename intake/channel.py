@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,6 +73,8 @@ class Channel:
     sender: Any = None
     commands: Sequence[Command] = ()
     contexts: Sequence[Callable[[web.Application], Any]] = field(default_factory=tuple)
+    # Called as shutdown begins (aiohttp's on_shutdown): close long-lived connections.
+    shutdown_hooks: Sequence[Callable[[web.Application], Awaitable[None]]] = ()
     client_max_size: int = 1024**2
 
     def __post_init__(self) -> None:
@@ -119,6 +121,7 @@ class Channel:
             contexts=[connector_bus_context, blobs_context, publisher_context, *self.contexts],
             ready_checks=[outbox_ready],
             state={SERVICE_SETTINGS: own, ACCOUNTS: accounts},
+            shutdown_hooks=self.shutdown_hooks,
             client_max_size=max(self.client_max_size,
                                 int(getattr(own, "max_body_bytes", 0) or 0) + 64 * 1024),
         )

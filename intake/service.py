@@ -72,6 +72,9 @@ class Service:
     ready_checks: Sequence[ReadyCheck] = ()
     middlewares: Sequence[Any] = ()
     state: dict[web.AppKey[Any], Any] = field(default_factory=dict)
+    # Run when shutdown begins, before in-flight handlers are awaited: a service with
+    # long-lived connections (the SDK's sockets) closes them here, or shutdown waits for them.
+    shutdown_hooks: Sequence[Callable[[web.Application], Awaitable[None]]] = ()
     host: str | None = None
     client_max_size: int = 1024**2
 
@@ -87,6 +90,7 @@ class Service:
         app.router.add_get("/readyz", _make_readyz(list(self.ready_checks)))
         app.router.add_get("/metrics", _metrics)
         app.router.add_routes(list(self.routes))
+        app.on_shutdown.extend(self.shutdown_hooks)
         # The supervisor is stopped last (its context is the outermost), the components first.
         app.cleanup_ctx.append(_outermost_context)
         app.cleanup_ctx.extend(self.contexts)

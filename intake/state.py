@@ -209,14 +209,18 @@ class StateNamespace:
                 values_table.c.namespace == self.name, values_table.c.key == key))
         return bool(result.rowcount)
 
-    async def items(self, prefix: str = "", limit: int = 1000) -> list[tuple[str, JSON]]:
-        """(key, value) pairs whose key starts with `prefix`, in key order."""
+    async def items(self, prefix: str = "", limit: int = 1000, *,
+                    start: str | None = None) -> list[tuple[str, JSON]]:
+        """(key, value) pairs whose key starts with `prefix`, in key order; with `start`, only
+        keys from it on (a log read from a position, a page after the last key seen)."""
         query = (select(values_table.c.key, values_table.c.value)
                  .where(values_table.c.namespace == self.name)
                  .order_by(values_table.c.key).limit(limit))
         if prefix:
             query = query.where(values_table.c.key >= prefix,
                                 values_table.c.key < prefix + "\U0010ffff")
+        if start is not None:
+            query = query.where(values_table.c.key >= start)
         async with self.store.transaction() as connection:
             rows = (await connection.execute(query)).all()
         return [(key, json.loads(value)) for key, value in rows]

@@ -26,8 +26,9 @@ from intake.message import Channel, IdentityKind, Priority, utcnow
 from .attachments import attachment_handler
 from .openapi import build_openapi
 from .replies import AttachmentUnknown, NoReplyChannel, ReplyChannels, TicketNotFound, write_reply
-from .schemas import STATUSES, CustomerPage, ReplyRequest, TicketPage
+from .schemas import STATUSES, CustomerPage, ReplyRequest, StatusChange, TicketPage
 from .sse import events_handler
+from .status import write_status
 from .store import MAX_LIMIT, CursorInvalid, TicketFilter, TicketStore
 
 PREFIX = "/api/v1"
@@ -79,6 +80,17 @@ async def _reply_request(request: web.Request) -> ReplyRequest:
         raise ApiError(422, "invalid_body", "The text holds a NUL character.",
                        {"text": "must not contain NUL (U+0000)"})
     return reply
+
+
+async def _status_request(request: web.Request) -> StatusChange:
+    """The body of `PATCH …/tickets/{id}`, or a 422 naming the fields at fault."""
+    try:
+        return StatusChange.model_validate(orjson.loads(await request.read()))
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(422, "invalid_body", "The body is not JSON.", {"body": str(exc)}) from exc
+    except ValidationError as exc:
+        fields = {".".join(str(p) for p in e["loc"]) or "body": e["msg"] for e in exc.errors()}
+        raise ApiError(422, "invalid_body", "Some fields are not valid.", fields) from exc
 
 
 def json_response(model: BaseModel | dict[str, Any]) -> web.Response:
@@ -175,6 +187,21 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         return response
 
     @_answers_errors
+    async def patch_ticket(request: web.Request) -> web.StreamResponse:
+        ticket_ref = request.match_info["ticket_id"]
+        if not ticket_ref.isascii() or len(ticket_ref) > 64:
+            raise ApiError(404, "ticket_not_found", f"No ticket {ticket_ref}.")
+        change = await _status_request(request)
+        try:
+            ticket_id, _ = await store.write(lambda c: write_status(
+                c, ticket_ref, change.status, utcnow()))
+        except TicketNotFound as exc:
+            raise ApiError(404, "ticket_not_found", f"No ticket {ticket_ref}.") from exc
+        ticket = await store.get_ticket(ticket_id)
+        assert ticket is not None
+        return json_response(ticket)
+
+    @_answers_errors
     async def list_tickets(request: web.Request) -> web.StreamResponse:
         filters, limit, cursor = _ticket_query(request.query)
         try:
@@ -225,6 +252,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
     return [
         web.get(f"{PREFIX}/tickets", list_tickets),
         web.get(f"{PREFIX}/tickets/{{ticket_id}}", get_ticket),
+        web.patch(f"{PREFIX}/tickets/{{ticket_id}}", patch_ticket),
         web.post(f"{PREFIX}/tickets/{{ticket_id}}/replies", post_reply),
         attachment_handler(store, blobs),
         events_handler(store),

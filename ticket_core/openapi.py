@@ -16,6 +16,7 @@ from .schemas import (
     ErrorBody,
     MessageView,
     ReplyRequest,
+    StatusChange,
     TicketDetail,
     TicketPage,
 )
@@ -55,7 +56,7 @@ def build_openapi() -> dict[str, Any]:
     _, defs = models_json_schema(
         [*((m, "serialization") for m in (TicketPage, TicketDetail, CustomerView, CustomerPage,
                                           ErrorBody, MessageView)),
-         (ReplyRequest, "validation")],
+         (ReplyRequest, "validation"), (StatusChange, "validation")],
         ref_template=REF)
     ticket_path_parameter = {"name": "ticket_id", "in": "path", "required": True,
                              "description": "The ticket's id, or its number (digits)",
@@ -114,6 +115,18 @@ def build_openapi() -> dict[str, Any]:
                 "responses": {"200": _ok("TicketDetail", "The ticket"),
                               "401": UNAUTHORIZED,
                               "404": _error("No such ticket", ["ticket_not_found"]),
+                              "503": UNAVAILABLE},
+            }, "patch": {
+                "operationId": "changeTicketStatus",
+                "summary": "Change the ticket's status (writes ticket.updated with `changes`)",
+                "parameters": [ticket_path_parameter],
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": REF.format(model="StatusChange")},
+                    "example": {"status": "resolved"}}}},
+                "responses": {"200": _ok("TicketDetail", "The ticket as it now is"),
+                              "401": UNAUTHORIZED,
+                              "404": _error("No such ticket", ["ticket_not_found"]),
+                              "422": _error("The body is not valid", ["invalid_body"]),
                               "503": UNAVAILABLE},
             }},
             "/api/v1/tickets/{ticket_id}/replies": {"post": {

@@ -213,7 +213,8 @@ def _plan_message(plan: Plan, index: int, m: Message, now: datetime,
             if ticket.status in REOPENED_BY_CUSTOMER:
                 plan.events.append(PlannedEvent(
                     "ticket.updated", now, ticket, customer_id, "customer",
-                    {"status": "open", "previous_status": ticket.status}))
+                    {"status": "open", "previous_status": ticket.status,
+                     "changes": {"status": [ticket.status, "open"]}}))
                 ticket.status = "open"
             if not ticket.new:
                 plan.touched[ticket.id] = ticket
@@ -298,7 +299,8 @@ def _plan_ticket(plan: Plan, m: Message, customer_id: str, now: datetime) -> Tic
     plan.events.append(PlannedEvent(
         "ticket.created", now, ref, customer_id, "customer",
         {"channel": m.channel, "account": m.account, "status": "new", "priority": priority,
-         "subject": subject, "skill_group": skill_group, "category": category}))
+         "subject": subject, "skill_group": skill_group, "category": category,
+         "conversation_id": m.thread.conversation_id if m.thread else None}))
     return ref
 
 

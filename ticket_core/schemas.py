@@ -41,6 +41,15 @@ class DeliveryView(View):
     reason: str | None = Field(default=None, description="why it failed, e.g. `no_connector`")
 
 
+class StatusChange(View):
+    """`PATCH /api/v1/tickets/{id}`: the plain status change (no transition rules yet)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["new", "open", "pending", "on_hold", "resolved", "closed"] = Field(
+        description="the new status; the same one again changes nothing")
+
+
 class ReplyRequest(View):
     """`POST /api/v1/tickets/{id}/replies`."""
 

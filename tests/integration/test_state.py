@@ -77,6 +77,8 @@ async def test_items_lists_a_prefix_in_key_order(store: StateStore) -> None:
         await log.put(key, key.upper())
     assert [k for k, _ in await log.items("user:b:")] == ["user:b:1", "user:b:2"]
     assert len(await log.items()) == 4
+    assert [k for k, _ in await log.items("user:b:", start="user:b:2")] == ["user:b:2"]
+    assert [k for k, _ in await log.items("user:a:", start="user:b:")] == []
 
 
 async def test_a_queue_hands_out_due_items_once_per_lease(store: StateStore) -> None:

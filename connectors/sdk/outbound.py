@@ -1,0 +1,138 @@
+"""SdkSender: an agent reply from `intake.outbound.sdk` written to the user's log.
+
+The reply's `thread.conversation_id` is the SDK ticket id; the ticket's owner must be the
+reply's `to` (the customer's `sdk_user` or `sdk_device`), else it is `failed`
+(`unknown_conversation`). Writing the reply is idempotent by its outbound id, so a send whose
+outcome was lost may be made again (`resend_unknown`): the app polls `GET /tickets/{id}` or
+follows its socket and sees it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from intake import BUS, Failed, OutboundMessage, SenderKit, Sent
+
+from .state import Owner, SdkState, customer_view
+
+
+class SdkSender:
+    resend_unknown = True
+    max_attempts = 5
+
+    def __init__(self, kit: SenderKit) -> None:
+        self.kit = kit
+        self.state = SdkState(kit.state)
+
+    async def send(self, message: OutboundMessage) -> Sent | Failed:
+        ticket_id = message.thread.conversation_id if message.thread else None
+        ticket = await self.state.ticket(ticket_id) if ticket_id else None
+        if ticket is None:
+            return Failed("unknown_conversation", f"no SDK ticket {ticket_id!r}")
+        owner = Owner.from_json(ticket["owner"])
+        if not _addressed_to(owner, message, ticket):
+            return Failed("unknown_conversation", "the ticket belongs to someone else")
+        delivered = self.state.store.namespace("sdk:delivered")
+        seq = await delivered.get(str(message.id))
+        if seq is None:
+            view: dict[str, Any] = {
+                "id": str(message.id), "direction": "agent", "text": message.text,
+                "attachments": [{"filename": a.filename, "content_type": a.content_type,
+                                 "size": a.size, "sha256": a.sha256}
+                                for a in message.attachments],
+                "created_at": message.created_at.isoformat(), "client_msg_id": None,
+                "author": "agent", "seq": 0}
+            seq = await self.state.add_message(owner, ticket["id"], view)
+            await delivered.put(str(message.id), seq)
+        return Sent(provider_message_id=f"{owner.key}:{seq}")
+
+
+def _addressed_to(owner: Owner, message: OutboundMessage, ticket: dict[str, Any]) -> bool:
+    if message.account != ticket.get("app"):
+        return False
+    if owner.identity.kind == message.to.kind and owner.identity.value == message.to.value:
+        return True
+    # A device's ticket moved to the user who signed in on it: replies may still name the
+    # device (the customer record holds both identities).
+    return message.to.kind == "sdk_device" and owner.kind == "user"
+
+
+
+class TicketEvent(BaseModel):
+    """An event of the ticket core's log as relayed to `intake.events` (DESIGN's envelope)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: int
+    type: str
+    occurred_at: str
+    desk: str | None = None
+    ticket_id: str | None = None
+    customer_id: str | None = None
+    actor: str = "system"
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class TicketEvents:
+    """Status and number changes of SDK tickets, from `intake.sdk.events` (bound `ticket.#`).
+
+    `ticket.created` of an SDK message names its SDK ticket by `conversation_id`; the core's
+    ticket id is remembered (`sdk:core`) for the `ticket.updated` events that follow. A
+    follow-up ticket (after a close) is the conversation's latest: its number is shown. Each
+    change is appended to the owner's log as `ticket.updated`; an event seen before (its id
+    not above the ticket's last) changes nothing, so redeliveries are harmless.
+    """
+
+    def __init__(self, state: SdkState) -> None:
+        self.state = state
+        self.core = state.store.namespace("sdk:core")
+
+    async def handle(self, event: TicketEvent) -> None:
+        if event.ticket_id is None or not event.type.startswith("ticket."):
+            return
+        sdk_id = await self.core.get(event.ticket_id)
+        if sdk_id is None and event.type == "ticket.created":
+            if event.data.get("channel") != "sdk" or not event.data.get("conversation_id"):
+                return
+            sdk_id = str(event.data["conversation_id"])
+            await self.core.put(event.ticket_id, sdk_id)
+        if sdk_id is None:
+            return
+        ticket = await self.state.ticket(sdk_id)
+        if ticket is None or int(ticket.get("last_event_id", 0)) >= event.id:
+            return
+        status = event.data.get("status")
+        number = event.data.get("ticket_number")
+        changed: dict[str, Any] = {}
+        if event.type == "ticket.created" or event.ticket_id == ticket.get("core_ticket_id"):
+            if number is not None and number != ticket.get("number"):
+                changed["number"] = number
+            ticket["core_ticket_id"] = event.ticket_id
+        if isinstance(status, str) and status != ticket.get("status") and (
+                event.ticket_id == ticket.get("core_ticket_id")):
+            changed["status"] = status
+            ticket["progress"] = [*ticket.get("progress", []),
+                                  {"status": status, "at": event.occurred_at}]
+        ticket.update(changed, last_event_id=event.id)
+        if changed:
+            ticket["updated_at"] = event.occurred_at
+        await self.state.put_ticket(ticket)
+        if changed:
+            owner = Owner.from_json(ticket["owner"])
+            await self.state.append(owner, {"type": "ticket.updated", "ticket_id": sdk_id,
+                                            "ticket": customer_view(ticket),
+                                            "changes": changed})
+
+
+async def consume_ticket_events(app: web.Application) -> None:
+    """The `Task` that runs `TicketEvents` on `intake.sdk.events` for the service's life."""
+    from .inbound.runtime import RUNTIME
+
+    runtime = app[RUNTIME]
+    events = TicketEvents(runtime.state)
+    app[BUS].consume("sdk.events", events.handle, TicketEvent, binding=("events", "ticket.#"))
+    await asyncio.Event().wait()

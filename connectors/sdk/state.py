@@ -1,0 +1,269 @@
+"""Sessions, devices, the SDK's tickets and messages, and the per-user log, in the state store.
+
+Everything lives in the kernel's connector state store (SQLite under `INTAKE_DATA_DIR`, or
+PostgreSQL by `INTAKE_STATE_URL` so replicas share it), in namespaces of its own:
+
+- `sdk:session`: sha256 of a session token → who it is (the token itself is never stored);
+- `sdk:device`: `<app>:<sha256 of a device token>` → the device, and who spent it;
+- `sdk:claim`: an idempotency key → the request's digest and, once done, its answer;
+- `sdk:ticket`: an SDK ticket id → the ticket as the customer sees it;
+- `sdk:mine`: `<owner key>:<ticket id>` → the owner's tickets;
+- `sdk:message`: `<ticket id>:<seq>` → the ticket's messages, in the owner's log order;
+- `sdk:log` / `sdk:head`: the per-user log, `<owner key>:<seq>` → an event, strictly increasing
+  per user across their tickets and devices. An append claims the next key with `put_new`, so
+  two replicas appending for one user at once get different seqs and neither is lost.
+
+An owner key is a hash of the owner: user ids may hold `:`, and a prefix of one user's keys
+must never be a prefix of another's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from intake import Identity, StateStore
+
+SEQ_DIGITS = 15
+LOG_PAGE = 500
+# Called with an owner key after each append in this process: the live sockets' wake-up.
+APPENDED: list[Callable[[str], None]] = []
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Whose a session, ticket or log is: a verified user of a namespace, or one device."""
+
+    kind: Literal["user", "device"]
+    app: str
+    subject: str  # the user id (byte for byte) or the device id
+    namespace: str = ""
+
+    @property
+    def id(self) -> str:
+        if self.kind == "user":
+            return f"user:{self.namespace}:{self.subject}"
+        return f"device:{self.app}:{self.subject}"
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(self.id.encode()).hexdigest()[:32]
+
+    @property
+    def key_part(self) -> str:
+        """The owner's part of an idempotency key (`sdk:<app>:<this>:<client_msg_id>`)."""
+        if self.kind == "user":
+            return f"user:{self.namespace}:{self.subject}"
+        return f"device:{self.subject}"
+
+    @property
+    def identity(self) -> Identity:
+        if self.kind == "user":
+            return Identity(kind="sdk_user", value=f"{self.namespace}:{self.subject}",
+                            verified=True)
+        return Identity(kind="sdk_device", value=f"{self.app}:{self.subject}", verified=False)
+
+    def as_json(self) -> dict[str, str]:
+        return {"kind": self.kind, "app": self.app, "subject": self.subject,
+                "namespace": self.namespace}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Owner:
+        return cls(data["kind"], data["app"], data["subject"], data.get("namespace", ""))
+
+
+@dataclass(frozen=True)
+class Session:
+    token_hash: str
+    app: str
+    owner: Owner
+    expires_at: float
+    display_name: str | None = None
+    contact: dict[str, Any] | None = None
+    identities: tuple[Identity, ...] = ()  # beyond the owner's: verified email/phone, a device
+
+    @property
+    def verified(self) -> bool:
+        return self.owner.kind == "user"
+
+
+class SdkState:
+    """The SDK's view of the state store (opened by the service or a test)."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+        self.sessions = store.namespace("sdk:session")
+        self.devices = store.namespace("sdk:device")
+        self.claims = store.namespace("sdk:claim")
+        self.tickets = store.namespace("sdk:ticket")
+        self.mine = store.namespace("sdk:mine")
+        self.messages = store.namespace("sdk:message")
+        self.log = store.namespace("sdk:log")
+        self.heads = store.namespace("sdk:head")
+        # Ticket, message and device ids: random UUIDs (the contract suite fixes them).
+        self.new_id: Callable[[], str] = lambda: str(uuid.uuid4())
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    async def open_session(self, app: str, owner: Owner, lifetime_s: float, *,
+                           display_name: str | None = None,
+                           contact: dict[str, Any] | None = None,
+                           identities: list[Identity] | None = None) -> tuple[str, Session]:
+        token = secrets.token_urlsafe(32)
+        session = Session(token_hash(token), app, owner, time.time() + lifetime_s,
+                          display_name, contact, tuple(identities or ()))
+        await self.sessions.put(session.token_hash, {
+            "app": app, "owner": owner.as_json(), "expires_at": session.expires_at,
+            "display_name": display_name, "contact": contact,
+            "identities": [i.model_dump() for i in session.identities]})
+        return token, session
+
+    async def session(self, token: str) -> Session | None:
+        """The session of `token`, or None when unknown or revoked (expiry is the caller's)."""
+        data = await self.sessions.get(token_hash(token))
+        if data is None:
+            return None
+        return Session(token_hash(token), data["app"], Owner.from_json(data["owner"]),
+                       float(data["expires_at"]), data.get("display_name"), data.get("contact"),
+                       tuple(Identity.model_validate(i) for i in data.get("identities", [])))
+
+    async def revoke(self, session: Session) -> None:
+        await self.sessions.delete(session.token_hash)
+
+    # -- devices -----------------------------------------------------------------------------
+
+    async def new_device(self, app: str) -> tuple[str, str]:
+        """A new device: (its id, its token). The token (256 bits) is shown once."""
+        token = secrets.token_urlsafe(32)
+        device_id = self.new_id()
+        await self.devices.put(f"{app}:{token_hash(token)}", {"device_id": device_id})
+        return device_id, token
+
+    async def device(self, app: str, token: str) -> dict[str, Any] | None:
+        data = await self.devices.get(f"{app}:{token_hash(token)}")
+        return data if isinstance(data, dict) else None
+
+    async def spend_device(self, app: str, token: str, user: Owner) -> str | None:
+        """Give a device's tickets to the verified `user` signing in on it; the token is spent.
+
+        Returns the device id when this call spent it, None when the token is unknown or spent.
+        """
+        data = await self.device(app, token)
+        if data is None or data.get("spent_by"):
+            return None
+        if not await self.devices.put_new(f"spent:{app}:{token_hash(token)}", user.id):
+            return None
+        device = Owner("device", app, str(data["device_id"]))
+        for key, _ in await self.mine.items(device.key + ":", limit=10_000):
+            ticket_id = key.split(":", 1)[1]
+            ticket = await self.tickets.get(ticket_id)
+            if ticket is not None:
+                ticket["owner"] = user.as_json()
+                await self.tickets.put(ticket_id, ticket)
+                await self.mine.put(f"{user.key}:{ticket_id}", 1)
+            await self.mine.delete(key)
+        await self.devices.put(f"{app}:{token_hash(token)}", {**data, "spent_by": user.id})
+        return str(data["device_id"])
+
+    # -- idempotency claims ------------------------------------------------------------------
+
+    async def claim(self, key: str, digest: str) -> dict[str, Any] | None:
+        """Claim `key` for a request with `digest`; None when this call is the first.
+
+        Otherwise the existing claim: `{"digest", "result"?, "at", …}`.
+        """
+        fresh = {"digest": digest, "at": time.time()}
+        if await self.claims.put_new(key, fresh):
+            return None
+        existing = await self.claims.get(key)
+        return existing if isinstance(existing, dict) else fresh
+
+    async def update_claim(self, key: str, value: dict[str, Any]) -> None:
+        await self.claims.put(key, value)
+
+    # -- tickets and messages ----------------------------------------------------------------
+
+    async def put_ticket(self, ticket: dict[str, Any]) -> None:
+        await self.tickets.put(ticket["id"], ticket)
+        owner = Owner.from_json(ticket["owner"])
+        await self.mine.put(f"{owner.key}:{ticket['id']}", 1)
+
+    async def ticket(self, ticket_id: str) -> dict[str, Any] | None:
+        data = await self.tickets.get(ticket_id)
+        return data if isinstance(data, dict) else None
+
+    async def tickets_of(self, owner: Owner) -> list[dict[str, Any]]:
+        found = []
+        for key, _ in await self.mine.items(owner.key + ":", limit=100_000):
+            ticket = await self.ticket(key.split(":", 1)[1])
+            if ticket is not None:
+                found.append(ticket)
+        return found
+
+    async def put_message(self, ticket_id: str, seq: int, message: dict[str, Any]) -> None:
+        await self.messages.put(f"{ticket_id}:{seq:0{SEQ_DIGITS}d}", message)
+
+    async def messages_of(self, ticket_id: str) -> list[dict[str, Any]]:
+        return [m for _, m in await self.messages.items(ticket_id + ":", limit=100_000)]
+
+    async def add_message(self, owner: Owner, ticket_id: str, view: dict[str, Any], *,
+                          device: str | None = None) -> int:
+        """Append a message to the owner's log and to its ticket; its seq."""
+        seq = await self.append(owner, {"type": "message.created", "ticket_id": ticket_id,
+                                        "message": view, "device": device})
+        view = {**view, "seq": seq}
+        await self.put_message(ticket_id, seq, view)
+        ticket = await self.ticket(ticket_id)
+        if ticket is not None:
+            ticket["last_message"] = {"text": view["text"][:200], "direction": view["direction"],
+                                      "created_at": view["created_at"], "seq": seq}
+            ticket["updated_at"] = view["created_at"]
+            if view["direction"] == "agent":
+                ticket["agent_seqs"] = [*ticket.get("agent_seqs", []), seq]
+            await self.put_ticket(ticket)
+        return seq
+
+    # -- the per-user log --------------------------------------------------------------------
+
+    async def append(self, owner: Owner, event: dict[str, Any]) -> int:
+        """Append `event` to the owner's log; its seq, strictly above every earlier one."""
+        seq = int(await self.heads.get(owner.key, 0)) + 1
+        while not await self.log.put_new(f"{owner.key}:{seq:0{SEQ_DIGITS}d}",
+                                         {**event, "seq": seq, "at": time.time()}):
+            seq += 1  # another writer (a replica) took this one: the next is ours to try
+        await self.heads.put(owner.key, seq)  # a hint; a lagging one only costs probes
+        for wake in APPENDED:
+            wake(owner.key)
+        return seq
+
+    async def head(self, owner: Owner) -> int:
+        seq = int(await self.heads.get(owner.key, 0))
+        while await self.log.get(f"{owner.key}:{seq + 1:0{SEQ_DIGITS}d}") is not None:
+            seq += 1
+        return seq
+
+    async def events_after(self, owner: Owner, after: int,
+                           limit: int = LOG_PAGE) -> list[dict[str, Any]]:
+        """The owner's events with seq > `after`, in order, at most `limit`."""
+        start = f"{owner.key}:{after + 1:0{SEQ_DIGITS}d}"
+        return [event for _, event in await self.log.items(owner.key + ":", limit, start=start)]
+
+
+def customer_view(ticket: dict[str, Any]) -> dict[str, Any]:
+    """A stored ticket as its owner sees it in lists and `ticket.updated` events."""
+    read_seq = int(ticket.get("read_seq", 0))
+    return {"id": ticket["id"], "reference": ticket.get("reference"),
+            "number": ticket.get("number"), "kind": ticket["kind"],
+            "subject": ticket.get("subject"), "status": ticket.get("status"),
+            "created_at": ticket["created_at"], "updated_at": ticket["updated_at"],
+            "unread": sum(1 for s in ticket.get("agent_seqs", []) if s > read_seq),
+            "last_message": ticket.get("last_message")}

@@ -1,0 +1,129 @@
+"""The SDK channel end to end on the real broker: a signed user's ticket reaches the ticket
+core (found by its SDK- reference), an agent's reply reaches the user's socket, and a status
+change shows in the app.
+
+Ticket core, router and the SDK connector run in this process, each built by the kernel as
+`intake run` builds it (the SDK's sender, its ticket-events consumer and its sockets included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from connectors.sdk import CHANNEL as SDK
+from connectors.sdk.inbound.identity import user_hash
+from intake.cli import load_config
+from intake.service import serve
+from intake.settings import IntakeSettings
+from tests.e2e.test_webform_to_ticket import Gateway, free_port, running_gateway
+from tests.support import eventually
+
+SECRET = "demo-app-identity-secret-for-tests-only-7f3a9c"
+
+
+@contextlib.asynccontextmanager
+async def sdk_connector(settings: IntakeSettings) -> AsyncIterator[str]:
+    service = SDK.build_service(settings, load_config(settings))
+    stop = asyncio.Event()
+    started = asyncio.Event()
+    task = asyncio.create_task(serve([service], stop=stop, started=lambda _: started.set()))
+    await asyncio.wait_for(started.wait(), 30)
+    url = f"http://127.0.0.1:{service.port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            async def ready() -> bool:
+                async with http.get(f"{url}/readyz") as response:
+                    body = await response.text()
+                return (response.status == 200 and "consumer:outbound.sdk" in body
+                        and "consumer:sdk.events" in body)
+            await eventually(ready, timeout=30)
+        yield url
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+@pytest.fixture
+async def gateway(settings: IntakeSettings, monkeypatch: pytest.MonkeyPatch
+                  ) -> AsyncIterator[tuple[Gateway, str]]:
+    monkeypatch.setenv("INTAKE_TICKET_CORE_REPLY_CHANNELS", "sdk")
+    monkeypatch.setenv("INTAKE_TICKET_CORE_RELAY_POLL_S", "0.2")
+    monkeypatch.setenv("INTAKE_SDK_PORT", str(free_port()))
+    async with running_gateway(settings, monkeypatch) as gw, sdk_connector(gw.settings) as sdk:
+        yield gw, sdk
+
+
+async def frame_of(ws: aiohttp.ClientWebSocketResponse, kind: str,
+                   timeout: float = 15) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        while True:
+            message = await ws.receive()
+            assert message.type == aiohttp.WSMsgType.TEXT, message
+            frame: dict[str, Any] = json.loads(message.data)
+            if frame["type"] == kind:
+                return frame
+
+
+async def test_ticket_reply_and_status_travel_between_app_and_agent(
+        gateway: tuple[Gateway, str]) -> None:
+    gw, sdk = gateway
+    base = f"{sdk}/sdk/v1/apps/demo-app"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/sessions", json={
+                "user": {"id": "u-1001", "name": "李雷"},
+                "user_hash": user_hash(SECRET, "u-1001")}) as response:
+            assert response.status == 201, await response.text()
+            token = (await response.json())["session_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        ws = await http.ws_connect(f"{base}/ws")
+        await ws.send_json({"type": "hello", "session_token": token})
+        await frame_of(ws, "synced")
+
+        async with http.post(f"{base}/tickets", headers=auth, json={
+                "client_msg_id": "t-1", "subject": "退货", "text": "耳机想退货",
+                "fields": {"category": "售后"}}) as response:
+            assert response.status == 201, await response.text()
+            ticket = await response.json()
+
+        async def core_ticket() -> dict[str, Any] | None:
+            async with http.get(f"{gw.api}/api/v1/tickets",
+                                params={"reference": ticket["reference"]},
+                                headers=gw.headers()) as found:
+                items = (await found.json())["items"]
+            return items[0] if items else None
+        assert await eventually(core_ticket, timeout=30)
+        core = await core_ticket()
+        assert core is not None and core["channel"] == "sdk"
+
+        updated = await frame_of(ws, "ticket.updated")  # numbered once stored
+        assert updated["ticket"]["number"] == core["number"]
+
+        async with http.post(f"{gw.api}/api/v1/tickets/{core['id']}/replies",
+                             headers=gw.headers(), json={"text": "您好，已为您退款"}) as response:
+            assert response.status == 201, await response.text()
+        pushed = await frame_of(ws, "message.created")
+        assert pushed["ticket_id"] == ticket["id"]
+        assert pushed["message"]["text"] == "您好，已为您退款"
+
+        async with http.patch(f"{gw.api}/api/v1/tickets/{core['id']}", headers=gw.headers(),
+                              json={"status": "resolved"}) as response:
+            assert response.status == 200, await response.text()
+        while (changed := await frame_of(ws, "ticket.updated"))["ticket"]["status"] != (
+                "resolved"):
+            pass
+        assert changed["ticket_id"] == ticket["id"]
+
+        async with http.post(f"{base}/tickets/{ticket['id']}/satisfaction", headers=auth,
+                             json={"score": 5, "comment": "很满意"}) as response:
+            assert response.status == 201, await response.text()
+        async with http.get(f"{base}/tickets", headers=auth) as response:
+            [mine] = (await response.json())["items"]
+        assert (mine["status"], mine["number"]) == ("resolved", core["number"])
+        await ws.close()

@@ -1,0 +1,47 @@
+"""A ticket's plain status change (`PATCH /api/v1/tickets/{id}`), with its `ticket.updated`.
+
+The agent workflow issue governs this later (a transition table, versions, `If-Match`); until
+then any status may follow any other, and setting the status a ticket already has changes
+nothing and logs nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+
+from .events import PlannedEvent
+from .planner import TicketRef
+from .replies import TicketNotFound
+from .statements import TICKETS, CoreWriteStatements
+from .store import append_events
+
+# What an agent may set; `merged` is the merge operation's, not a plain status.
+SETTABLE = ("new", "open", "pending", "on_hold", "resolved", "closed")
+
+
+def write_status(connection: Connection, ticket_ref: str, status: str,
+                 now: datetime) -> tuple[str, bool]:
+    """Set the ticket's status in the caller's transaction: (ticket id, whether it changed)."""
+    is_number = ticket_ref.isascii() and ticket_ref.isdigit() and len(ticket_ref) <= 18
+    condition = (TICKETS.c.number == int(ticket_ref)) if is_number else (
+        TICKETS.c.id == ticket_ref)
+    ticket: Any = connection.execute(select(TICKETS).where(condition)).first()
+    if ticket is None:
+        raise TicketNotFound(ticket_ref)
+    if ticket.status == status:
+        return ticket.id, False
+    connection.execute(update(TICKETS).where(TICKETS.c.id == ticket.id)
+                       .values(status=status, updated_at=now))
+    ref = TicketRef(id=ticket.id, number=ticket.number, status=status,
+                    customer_id=ticket.customer_id, channel=ticket.channel, desk=ticket.desk)
+    append_events(CoreWriteStatements(connection), [PlannedEvent(
+        "ticket.updated", now, ref, ticket.customer_id, "agent",
+        {"status": status, "previous_status": ticket.status,
+         "changes": {"status": [ticket.status, status]}, "channel": ticket.channel,
+         "account": ticket.account, "conversation_id": ticket.conversation_id,
+         "subject": ticket.subject})])
+    return ticket.id, True
