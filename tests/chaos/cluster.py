@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 
@@ -25,6 +27,7 @@ from .harness import Gateway, RabbitNode
 from .scenarios import Lab, Result, Run
 
 RABBITMQ_QUEUES = "/usr/lib/rabbitmq/bin/rabbitmq-queues"
+RESULTS = Path(__file__).resolve().parent / "results"
 MEMBERS = 3
 
 
@@ -118,6 +121,18 @@ async def cluster_run(lab: Lab, cluster: Cluster) -> AsyncIterator[Run]:
             yield run
         finally:
             print(f"   stopped in {await gateway.stop()}", flush=True)
+            _keep_logs(workdir, cluster, run_id)
+
+
+def _keep_logs(workdir: Path, cluster: Cluster, run_id: str) -> None:
+    """The services' and the nodes' logs, kept beside the results (the lab is removed)."""
+    keep = RESULTS / f"logs-{run_id}"
+    keep.mkdir(parents=True, exist_ok=True)
+    for log in workdir.glob("*.log"):
+        shutil.copy(log, keep / log.name)
+    for node in cluster.nodes:
+        for log in (node.base / "log").glob("*.log"):
+            shutil.copy(log, keep / f"{node.node.split('@')[0]}-{log.name}")
 
 
 async def _all_ready(run: Run, timeout: float) -> float | None:
