@@ -311,8 +311,11 @@ async def outbox_ready(app: web.Application) -> Any:
     Unready only when its drain is stuck although the broker is there (a full disk, say).
     """
     publisher = app[PUBLISHER]
-    return publisher.problem() or {"broker": "up" if app[BUS].connected else "down",
-                                   "outbox_depth": publisher.outbox.depth}
+    details: dict[str, Any] = {"broker": "up" if app[BUS].connected else "down",
+                               "outbox_depth": publisher.outbox.depth}
+    if app[BUS].missing_topology:  # INTAKE_BUS_DECLARE=false; the outbox holds meanwhile
+        details["missing_topology"] = app[BUS].missing_topology
+    return publisher.problem() or details
 
 
 # -- running -------------------------------------------------------------------------------

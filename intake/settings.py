@@ -62,6 +62,10 @@ class IntakeSettings(BaseSettings):
         default=16 * 1024**2, gt=0, description="the largest message a service publishes; a "
         "bigger one is refused at the edge (`message_too_large`, HTTP 413); keep it below "
         "RabbitMQ's `max_message_size` (128 MiB by default)")
+    bus_declare: bool = Field(
+        default=True, description="declare the exchanges and queues at every connect (needs "
+        "`configure` rights); `false`: declare nothing, check passively that they exist (as "
+        "deploy/rabbitmq/definitions.json creates them) and name a missing one in `/readyz`")
     delivery_limit: int = Field(default=5, description="attempts at one message before it is "
                                 "dead-lettered (the quorum queues' own limit is the safety net)")
     prefetch: int = Field(default=64, description="unacknowledged messages a consumer holds")

@@ -29,6 +29,8 @@ from .topology import Names
 
 _AMQP_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, RuntimeError)
 BROKER_COMPONENT = "broker"
+# INTAKE_BUS_DECLARE=false: how often exchanges and queues found missing are looked for again.
+RECHECK_TOPOLOGY_S = 5.0
 
 
 def nodes_in_turn(urls: list[str], rng: random.Random | None = None) -> list[str]:
@@ -66,6 +68,8 @@ class BusConnection:
         self._closing = False
         self._started = False
         self._changed = asyncio.Event()  # the connection or the publish channel closed
+        # INTAKE_BUS_DECLARE=false: the topology found missing at the last connect.
+        self.missing_topology: list[str] = []
         self.on_connected: list[Callable[[], Awaitable[None]]] = []
 
     @property
@@ -95,9 +99,14 @@ class BusConnection:
             raise BrokerUnavailable(f"no broker reachable at {self._safe_urls()}")
 
     def problems(self) -> dict[str, str]:
-        """This bus's components that are not up (broker, consumers), name -> reason."""
-        return {name: reason for name, reason in self.supervisor.problems().items()
-                if name in self._component_names()}
+        """This bus's components that are not up (broker, consumers), name -> reason; and,
+        with `INTAKE_BUS_DECLARE=false`, the exchanges and queues that do not exist."""
+        found = {name: reason for name, reason in self.supervisor.problems().items()
+                 if name in self._component_names()}
+        if self.missing_topology:
+            found["topology"] = ("missing (INTAKE_BUS_DECLARE=false declares nothing): "
+                                 + ", ".join(self.missing_topology))
+        return found
 
     def _component_names(self) -> set[str]:
         return {BROKER_COMPONENT} if self._started else set()
@@ -142,6 +151,12 @@ class BusConnection:
             BROKER_CONNECTED.labels(self.service).set(1)
             ready()
             while True:
+                if self.missing_topology:  # INTAKE_BUS_DECLARE=false: look again, until there
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(changed.wait(), RECHECK_TOPOLOGY_S)
+                    if not changed.is_set():
+                        await self._recheck_topology(connection)
+                        continue
                 await changed.wait()
                 changed.clear()
                 if connection.is_closed:
@@ -165,11 +180,29 @@ class BusConnection:
         self._publish_channel = channel
         await self._declare(channel)
 
+    async def _recheck_topology(self, connection: AbstractConnection) -> None:
+        still = []
+        for item in self.missing_topology:
+            kind, name = item.split(" ", 1)
+            if not await topology.exists(connection, name, kind):
+                still.append(item)
+        if still != self.missing_topology:
+            self.log.info("topology_found", now_missing=still)
+        self.missing_topology = still
+
     async def _on_connect(self) -> None:
         """Hook for the parts built on the connection (a connector's own topology)."""
 
     async def _declare(self, channel: AbstractChannel) -> None:
         assert self._connection is not None
+        if not self.settings.bus_declare:
+            self._exchanges, self.missing_topology = await topology.check_core(
+                self._connection, channel, self.names)
+            if self.missing_topology:
+                self.log.warning("topology_missing", missing=self.missing_topology,
+                                 hint="INTAKE_BUS_DECLARE=false: import "
+                                      "deploy/rabbitmq/definitions.json")
+            return
         self._exchanges = await topology.declare_core(
             self._connection, channel, self.names, self.queue_arguments(), self.log)
 
@@ -178,9 +211,19 @@ class BusConnection:
 
     async def _declare_queue(self, logical: str, channel: AbstractChannel | None = None,
                              ) -> AbstractQueue:
-        """Declare a consumer's quorum queue; if it exists with other arguments, use it."""
+        """Declare a consumer's quorum queue; if it exists with other arguments, use it.
+
+        With `INTAKE_BUS_DECLARE=false` only check that it exists: a missing one raises
+        `BrokerUnavailable` naming it (the consumer's supervisor checks again later).
+        """
         assert self._connection is not None
         channel = channel or self._require_channel()
+        if not self.settings.bus_declare:
+            name = self.names(logical)
+            if not await topology.exists(self._connection, name, "queue"):
+                raise BrokerUnavailable(f"queue {name} does not exist (INTAKE_BUS_DECLARE=false "
+                                        "declares nothing: import the definitions)")
+            return await channel.get_queue(name, ensure=False)
         return await topology.declare_queue(self._connection, channel, self.names(logical),
                                             self.queue_arguments(), self.log)
 

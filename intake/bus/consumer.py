@@ -204,7 +204,7 @@ class BusConsumers(BusSettle):
             queue = await self._declare_queue(spec.queue, channel)
             # A core queue's binding too: a queue deleted by hand comes back bound.
             binding = spec.binding or CORE_QUEUES.get(spec.queue)
-            if binding:
+            if binding and self.settings.bus_declare:  # else the definitions bind it
                 exchange, key = binding
                 await queue.bind(self.names(exchange), key)
             underlay = await channel.get_underlay_channel()

@@ -110,3 +110,36 @@ async def declare_core(connection: AbstractConnection, channel: AbstractChannel,
         queue = await declare_queue(connection, channel, names(logical), arguments, log)
         await queue.bind(exchanges[exchange], key)
     return exchanges
+
+
+async def exists(connection: AbstractConnection, name: str, kind: str) -> bool:
+    """Whether the queue or exchange `name` exists (a passive declare on a probe channel,
+    which the broker closes when it does not)."""
+    probe = await connection.channel()
+    try:
+        if kind == "queue":
+            await probe.declare_queue(name, passive=True)
+        else:
+            await probe.declare_exchange(name, passive=True)
+        return True
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        return False
+    finally:
+        if not probe.is_closed:
+            await probe.close()
+
+
+async def check_core(connection: AbstractConnection, channel: AbstractChannel, names: Names,
+                     ) -> tuple[dict[str, AbstractExchange], list[str]]:
+    """`INTAKE_BUS_DECLARE=false`: declare nothing; the exchanges (as handles) and the names
+    of the core exchanges and queues that do not exist."""
+    exchanges: dict[str, AbstractExchange] = {}
+    missing: list[str] = []
+    for logical in EXCHANGES:
+        if not await exists(connection, names(logical), "exchange"):
+            missing.append(f"exchange {names(logical)}")
+        exchanges[logical] = await channel.get_exchange(names(logical), ensure=False)
+    for logical in ["dead", *CORE_QUEUES]:
+        if not await exists(connection, names(logical), "queue"):
+            missing.append(f"queue {names(logical)}")
+    return exchanges, missing

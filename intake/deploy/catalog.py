@@ -55,10 +55,14 @@ def _port_default(module: str, klass: str) -> int:
     return int(settings.model_fields["port"].default)
 
 
+def ticket_core_port() -> int:
+    return _port_default("ticket_core.settings", "TicketCoreSettings")
+
+
 def services() -> list[ServiceSpec]:
     """Ticket core, router, then every connector (sorted): the one list deploy/ follows."""
     found = [
-        ServiceSpec("ticket-core", _port_default("ticket_core.settings", "TicketCoreSettings"),
+        ServiceSpec("ticket-core", ticket_core_port(),
                     connector=False, api_paths=(AGENT_API_PREFIX,),
                     queues=("ticket_core", "ticket_core.delivery"), database=True),
         ServiceSpec("router", _port_default("router.settings", "RouterSettings"),

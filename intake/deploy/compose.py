@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .catalog import CONFIG_MOUNT, DATA_MOUNT, GRACE_S, IMAGE, ServiceSpec
+from .catalog import CONFIG_MOUNT, DATA_MOUNT, GRACE_S, IMAGE, ServiceSpec, ticket_core_port
 
 RABBITMQ_IMAGE = "rabbitmq:3.13.7-management-alpine"
 POSTGRES_IMAGE = "postgres:16.6-alpine"
@@ -31,6 +31,7 @@ def _gateway(command: list[str], spec: ServiceSpec | None) -> dict[str, Any]:
         "INTAKE_DATA_DIR": DATA_MOUNT,
         "INTAKE_HOST": "0.0.0.0",
         "INTAKE_LOG_LEVEL": "${INTAKE_LOG_LEVEL:-info}",
+        "INTAKE_TICKET_CORE_URL": f"http://ticket-core:{ticket_core_port()}",
     }
     if spec is None or spec.database:
         environment["INTAKE_DATABASE_URL"] = DATABASE_URL

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .catalog import CONFIG_MOUNT, DATA_MOUNT, GRACE_S, IMAGE, ServiceSpec
+from .catalog import CONFIG_MOUNT, DATA_MOUNT, GRACE_S, IMAGE, ServiceSpec, ticket_core_port
 
 RABBITMQ_CLUSTER = "intake-rabbitmq"
 POSTGRES_CLUSTER = "intake-postgres"
@@ -50,6 +50,7 @@ def _env(spec: ServiceSpec) -> list[dict[str, Any]]:
         {"name": "INTAKE_HOST", "value": "0.0.0.0"},
         {"name": "INTAKE_CONFIG", "value": CONFIG_MOUNT},
         {"name": "INTAKE_DATA_DIR", "value": DATA_MOUNT},
+        {"name": "INTAKE_TICKET_CORE_URL", "value": f"http://ticket-core:{ticket_core_port()}"},
         {"name": "INTAKE_INSTANCE_ID",
          "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     ]

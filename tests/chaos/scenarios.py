@@ -664,3 +664,13 @@ SCENARIOS: dict[str, Callable[..., Awaitable[Result]]] = {
     "webform_kill_mid_drain": webform_kill_mid_drain,
     "queue_deleted": queue_deleted,
 }
+
+
+def _register_cluster() -> None:
+    # tests/chaos/cluster.py builds on this module (Lab, Run, Result): registered after them.
+    from .cluster import cluster_leader_kill
+
+    SCENARIOS["cluster_leader_kill"] = cluster_leader_kill
+
+
+_register_cluster()
