@@ -30,6 +30,7 @@ FULL: dict[str, dict[str, Any]] = {
     "graceful_shutdown": {"rounds": 2},
     "webform_kill_mid_drain": {"down_s": 10.0},
     "queue_deleted": {"deletions": 4},
+    "wechat_broker_restarts": {"restarts": 3, "down_s": 2.0},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "broker_restarts": {"restarts": 1, "down_s": 0.5},
@@ -41,6 +42,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "graceful_shutdown": {"rounds": 1},
     "webform_kill_mid_drain": {"down_s": 2.0},
     "queue_deleted": {"deletions": 2},
+    "wechat_broker_restarts": {"restarts": 1, "down_s": 0.5},
 }
 COLUMNS = ("scenario", "sent", "accepted", "persisted", "lost", "dup tickets", "dup messages",
            "dead-lettered (reason)", "longest", "p99", "time")
