@@ -167,10 +167,15 @@ async def _receive(request: web.Request, account: Account,
         check_signature(signature, token, timestamp, nonce)
         check_timestamp(timestamp, time.time(), account.max_clock_skew_s)
         xml = body
-    digest = hashlib.sha256(body).hexdigest()
-    seen = await runtime.state.note_nonce(account.id, timestamp, nonce, signature, digest)
-    if seen is not None and seen != digest:
-        raise NonceReplayed("This timestamp, nonce and signature came with another body.")
+    if not encrypted:
+        # Plain mode: the signature does not cover the body, so the same timestamp, nonce and
+        # signature with another body is a forgery. (Encrypted: `msg_signature` covers the
+        # ciphertext; another body cannot carry it, and the same body is a retry, deduplicated
+        # by its key.)
+        digest = hashlib.sha256(body).hexdigest()
+        seen = await runtime.state.note_nonce(account.id, timestamp, nonce, signature, digest)
+        if seen is not None and seen != digest:
+            raise NonceReplayed("This timestamp, nonce and signature came with another body.")
     fields = parse_xml(xml)
     require_message_fields(fields)
     if account.original_id and fields.get("ToUserName", "") != account.original_id:
