@@ -219,7 +219,7 @@ async def _make_durable(request: web.Request, runtime: WechatRuntime, callback: 
     except OSError as exc:
         raise NotDurable(f"The callback could not be stored: {exc}") from exc
     if callback.interaction:
-        await runtime.note_interaction(callback)
+        runtime.note_interaction(callback)
 
 
 def _success(account: Account) -> web.Response:
@@ -236,6 +236,9 @@ async def _answer(runtime: WechatRuntime, account: Account, callback: Callback,
         return _success(account)
     if not await runtime.state.passive_due(account.id, callback.sender, reply.min_interval_s):
         return _success(account)
+    at = runtime.state.remember_passive(account.id, callback.sender)
+    runtime.in_background(runtime.state.note_passive(account.id, callback.sender, at),
+                          "passive_reply_unrecorded")
     xml = TextReply(target=callback.sender,
                     source=account.original_id or callback.fields.get("ToUserName", ""),
                     content=reply.text).render()

@@ -137,7 +137,7 @@ class Worker:
         if not isinstance(account, OfficialAccount) or self.client is None:
             return None
         key = SEP.join((account.id, callback.sender))
-        cached = await self.state.users.get(key)
+        cached = await self.state.user(account.id, callback.sender)
         if cached is not None and time.time() - float(cached["at"]) < self.settings.user_info_ttl_s:
             found = cached.get("unionid")
             return str(found) if found else None
@@ -155,7 +155,8 @@ class Worker:
                 future.set_result(None)
                 return None
             USER_LOOKUPS.labels(account.id, "found" if value else "no_unionid").inc()
-            await self.state.users.put(key, {"unionid": value, "at": time.time()})
+            await self.state.put_user(account.id, callback.sender,
+                                      {"unionid": value, "at": time.time()})
             future.set_result(value)
             return value
         finally:
