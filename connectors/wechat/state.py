@@ -79,6 +79,19 @@ class WechatState:
         entry = await self.nonces.get(key) or {}
         return str(entry.get("digest", ""))
 
+    async def prune_nonces(self, account: str, older_than: float, limit: int = 500) -> int:
+        """Forget this account's nonces from before `older_than` (they are stale anyway).
+
+        Keys sort by timestamp within an account (ten digits until 2286), oldest first.
+        """
+        removed = 0
+        for key, _ in await self.nonces.items(prefix=account + SEP, limit=limit):
+            timestamp = key.split(SEP)[1]
+            if not timestamp.isdigit() or int(timestamp) >= older_than:
+                break
+            removed += await self.nonces.delete(key)
+        return removed
+
     async def passive_due(self, account: str, openid: str, min_interval_s: int) -> bool:
         """True when this customer may get the passive reply now; `note_passive` records it."""
         key = SEP.join((account, openid))

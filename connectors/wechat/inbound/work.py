@@ -39,6 +39,7 @@ from ..state import SEP, WechatState
 MEDIA_LIFETIME_S = 3 * 86400
 RETRY_DELAYS_S = (1.0, 5.0, 30.0, 120.0, 600.0)
 LEASE_S = 300.0
+PRUNE_EVERY_S = 60.0
 EXTENSIONS = {"image": "jpg", "voice": "amr", "video": "mp4", "shortvideo": "mp4"}
 MEDIA_DOWNLOADS = Counter("intake_wechat_media_downloads_total",
                           "Media downloads by account and outcome", ["account", "outcome"])
@@ -76,8 +77,12 @@ class Worker:
     _lookups: dict[str, asyncio.Future[str | None]] = field(default_factory=dict)
 
     async def run_forever(self) -> None:
+        pruned_at = 0.0
         while True:
             try:
+                if time.monotonic() - pruned_at > PRUNE_EVERY_S:
+                    pruned_at = time.monotonic()
+                    await self.prune()
                 done = await self.run_due()
             except asyncio.CancelledError:
                 raise
@@ -89,6 +94,14 @@ class Worker:
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.poll_s)
+
+    async def prune(self) -> int:
+        """Forget nonces older than their account's clock-skew window (twice, to be safe)."""
+        removed = 0
+        for account in self.accounts.accounts:
+            removed += await self.state.prune_nonces(
+                account.id, time.time() - 2 * account.max_clock_skew_s)
+        return removed
 
     async def run_due(self, limit: int = 8) -> int:
         claimed = await self.state.work.claim(limit, lease_s=LEASE_S)

@@ -282,3 +282,13 @@ async def test_a_callback_not_durable_within_the_deadline_is_503(make_edge: Any)
     started = time.monotonic()
     status, _ = await edge.send(callback(WECOM, text_xml(WECOM, "x")))
     assert status == 503 and time.monotonic() - started < 2
+
+
+async def test_nonces_older_than_the_window_are_pruned(edge: Edge) -> None:
+    old = str(int(time.time()) - 3600)
+    state = edge.runtime.state
+    await state.note_nonce(PLAIN["id"], old, "n1", "s", "d")
+    assert (await edge.send(_plain("fresh")))[0] == 200
+    assert await edge.runtime.worker.prune() == 1
+    keys = [key for key, _ in await state.nonces.items()]
+    assert len(keys) == 1 and old not in keys[0]
