@@ -48,6 +48,7 @@ from .verify import (
     check_signature,
     check_timestamp,
     decrypt,
+    event_name,
     parse_xml,
     require_message_fields,
 )
@@ -180,9 +181,12 @@ async def _receive(request: web.Request, account: Account,
     require_message_fields(fields)
     if account.original_id and fields.get("ToUserName", "") != account.original_id:
         raise RecipientWrong("ToUserName is not this account.")
+    wecom = isinstance(account, WecomApp)
+    is_event = fields.get("MsgType", "").strip().lower() == "event"
     callback = Callback(fields=fields, account=account.id, account_kind=account.kind,
                         verified=encrypted,
-                        corp_id=account.corp_id if isinstance(account, WecomApp) else None)
+                        corp_id=account.corp_id if isinstance(account, WecomApp) else None,
+                        wechat_event=event_name(xml, wecom=wecom) if is_event else None)
     if not await runtime.accept_once(callback, lambda: _make_durable(request, runtime,
                                                                      callback, xml)):
         CALLBACKS.labels(account.id, "duplicate").inc()

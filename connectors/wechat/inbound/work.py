@@ -52,14 +52,15 @@ def job_of(callback: Callback, *, message_id: uuid.UUID, received_at: datetime,
            trace_id: str, raw: str) -> dict[str, Any]:
     return {"fields": callback.fields, "account": callback.account,
             "account_kind": callback.account_kind, "verified": callback.verified,
-            "corp_id": callback.corp_id, "id": str(message_id),
+            "corp_id": callback.corp_id, "wechat_event": callback.wechat_event,
+            "id": str(message_id),
             "received_at": received_at.isoformat(), "trace_id": trace_id, "raw": raw}
 
 
 def callback_of(job: dict[str, Any]) -> Callback:
     return Callback(fields=dict(job["fields"]), account=job["account"],
                     account_kind=job["account_kind"], verified=bool(job["verified"]),
-                    corp_id=job.get("corp_id"))
+                    corp_id=job.get("corp_id"), wechat_event=job.get("wechat_event"))
 
 
 @dataclass
