@@ -40,6 +40,7 @@ MEDIA_LIFETIME_S = 3 * 86400
 RETRY_DELAYS_S = (1.0, 5.0, 30.0, 120.0, 600.0)
 LEASE_S = 300.0
 PRUNE_EVERY_S = 60.0
+MAX_FAILED_ATTEMPTS = 5  # unexpected failures before a job is abandoned (logged, raw kept)
 EXTENSIONS = {"image": "jpg", "voice": "amr", "video": "mp4", "shortvideo": "mp4"}
 MEDIA_DOWNLOADS = Counter("intake_wechat_media_downloads_total",
                           "Media downloads by account and outcome", ["account", "outcome"])
@@ -125,6 +126,16 @@ class Worker:
             log.info("work_retry_scheduled", account=callback.account, reason=exc.reason,
                      delay_s=delay, idempotency_key=callback.idempotency_key)
             await self.state.work.retry(item_id, delay_s=delay)
+            return
+        except Exception as exc:  # a bug or a refusal (message too large): never a loop
+            if attempts + 1 < MAX_FAILED_ATTEMPTS:
+                log.exception("work_failed", idempotency_key=callback.idempotency_key)
+                await self.state.work.retry(item_id, delay_s=RETRY_DELAYS_S[-1])
+                return
+            # Kept for ops: the raw callback stays in the blob store under `raw`.
+            log.error("work_abandoned", idempotency_key=callback.idempotency_key,
+                      account=callback.account, raw=job["raw"], error=repr(exc)[:300])
+            await self.state.work.done(item_id)
             return
         await self.state.work.done(item_id)
         log.info("message_published_after_work", account=callback.account,

@@ -13,7 +13,7 @@ import structlog
 from wechatpy.crypto import WeChatCrypto
 
 from connectors.wechat.inbound.callback import CALLBACKS
-from intake.testing import RefusingPublisher
+from intake.testing import RecordingPublisher, RefusingPublisher
 
 from .conftest import Edge
 from .fake_wechat import Media
@@ -292,3 +292,24 @@ async def test_nonces_older_than_the_window_are_pruned(edge: Edge) -> None:
     assert await edge.runtime.worker.prune() == 1
     keys = [key for key, _ in await state.nonces.items()]
     assert len(keys) == 1 and old not in keys[0]
+
+
+async def test_a_job_that_keeps_failing_is_abandoned_with_its_raw_kept(make_edge: Any) -> None:
+    class TooLarge(RecordingPublisher):
+        async def publish(self, message: Any, exchange: str = "inbound", *,
+                          timeout: float | None = None) -> None:
+            from intake import MessageTooLarge
+
+            raise MessageTooLarge("too large")
+
+    edge = await make_edge(TooLarge())
+    edge.fake.media["BIG"] = Media(body=b"x")
+    assert (await edge.send(callback(SAFE, image_xml(SAFE, "BIG"))))[0] == 200
+    [claimed] = await edge.runtime.state.work.claim(1)
+    with structlog.testing.capture_logs() as logs:
+        await edge.runtime.worker._run(claimed.id, claimed.item, 0, claimed.created_at)
+        assert await edge.runtime.state.work.depth() == 1  # retried later
+        await edge.runtime.worker._run(claimed.id, claimed.item, 4, claimed.created_at)
+    assert await edge.runtime.state.work.depth() == 0
+    [abandoned] = [e for e in logs if e["event"] == "work_abandoned"]
+    assert abandoned["raw"].startswith("sha256:")
