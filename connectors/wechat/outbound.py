@@ -40,7 +40,7 @@ from intake import (
 from .client import WechatClient
 from .errors import ApiError, ApiRefused
 from .settings import WechatAccounts, WechatSettings, WecomApp
-from .state import WechatState
+from .state import INTERACTION_GRAIN_S, WechatState
 
 WINDOW_CLOSED = {45015: "the 48-hour window since the customer's last message has closed",
                  45047: "the replies allowed for the customer's last interaction are used up"}
@@ -200,7 +200,7 @@ class WechatSender:
                 f"{self.settings.reply_wait_days:g} days"), attempt)
             return False
         interacted = await self.state.last_interaction(account_id, customer)
-        if interacted is None or interacted <= float(item["held_at"]):
+        if interacted is None or interacted <= float(item["held_at"]) - INTERACTION_GRAIN_S:
             return None
         account = self.accounts.find(account_id)
         if account is None:

@@ -20,6 +20,10 @@ from typing import Any
 from intake import StateNamespace, StateQueue, StateStore
 
 SEP = "\x1f"  # between the parts of a key: never in an account id, openid or nonce
+# An interaction is written at most once per this many seconds per customer and process; the
+# sender counts an interaction this much before a reply was held as after it (at worst one
+# early attempt, which WeChat refuses again, and the reply keeps waiting).
+INTERACTION_GRAIN_S = 5.0
 
 
 @dataclass
@@ -39,6 +43,7 @@ class WechatState:
         self._accepted_here: dict[str, float] = {}
         self._passive_here: dict[str, float] = {}
         self._users_here: dict[str, dict[str, Any]] = {}
+        self._interacted_here: dict[str, float] = {}
 
     async def open(self) -> None:
         await self.store.open()
@@ -111,8 +116,19 @@ class WechatState:
     async def note_passive(self, account: str, openid: str, at: float) -> None:
         await self.passive.put(SEP.join((account, openid)), at)
 
+    def interaction_noted_lately(self, account: str, customer: str) -> bool:
+        """True when this process wrote the customer's interaction under INTERACTION_GRAIN_S
+        ago (a chatty customer costs one write per grain, not one per message)."""
+        at = self._interacted_here.get(SEP.join((account, customer)))
+        return at is not None and time.time() - at < INTERACTION_GRAIN_S
+
     async def note_interaction(self, account: str, customer: str) -> None:
-        await self.interacted.put(SEP.join((account, customer)), time.time())
+        key = SEP.join((account, customer))
+        now = time.time()
+        if len(self._interacted_here) > 100_000:
+            self._interacted_here.clear()
+        self._interacted_here[key] = now
+        await self.interacted.put(key, now)
 
     async def last_interaction(self, account: str, customer: str) -> float | None:
         value = await self.interacted.get(SEP.join((account, customer)))

@@ -94,7 +94,8 @@ class WechatRuntime:
             # after the answer (this process knows it at once). A key lost in a crash only lets
             # a retry through as a duplicate, which the ticket core's unique key absorbs.
             self.state.remember_accepted(key)
-            self.in_background(self.state.mark_accepted(key), "accepted_key_unwritten")
+            if callback.needs_media:  # the only keys the store is asked about (above)
+                self.in_background(self.state.mark_accepted(key), "accepted_key_unwritten")
             future.set_result(True)
             return True
         except BaseException:
@@ -128,6 +129,8 @@ class WechatRuntime:
         """Recorded after the answer: the replies held for this customer may go out now."""
         customer = (f"{callback.corp_id}:{callback.sender}" if callback.corp_id
                     else callback.sender)
+        if self.state.interaction_noted_lately(callback.account, customer):
+            return  # the sender allows for this (INTERACTION_GRAIN_S)
         self.in_background(self.state.note_interaction(callback.account, customer),
                            "interaction_unrecorded")
 

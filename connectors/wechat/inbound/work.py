@@ -105,7 +105,7 @@ class Worker:
                 account.id, time.time() - 2 * account.max_clock_skew_s)
         return removed
 
-    async def run_due(self, limit: int = 8) -> int:
+    async def run_due(self, limit: int = 32) -> int:
         claimed = await self.state.work.claim(limit, lease_s=LEASE_S)
         await asyncio.gather(*(self._run(item.id, item.item, item.attempts, item.created_at)
                                for item in claimed))
