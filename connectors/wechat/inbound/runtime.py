@@ -163,9 +163,11 @@ async def runtime_context(app: web.Application) -> AsyncIterator[None]:
     runtime = await WechatRuntime.open(app, StateStore.from_settings(app[SETTINGS]),
                                        with_client=True)
     app[RUNTIME] = runtime
+    base = runtime.settings.public_url or f"http://127.0.0.1:{runtime.settings.port}"
     for account in runtime.accounts.accounts:  # what ops paste into WeChat's admin console
-        url = f"{runtime.settings.public_url.rstrip('/')}/wechat/{account.id}"
-        print(f"  wechat callback {url} ({account.kind}, {account.mode} mode)", flush=True)
+        url = f"{base.rstrip('/')}/wechat/{account.id}"
+        mode = "always encrypted" if account.kind == "wecom_app" else f"{account.mode} mode"
+        print(f"  wechat callback {url} ({account.kind}, {mode})", flush=True)
         log.info("callback_url", account=account.id, url=url, mode=account.mode)
     try:
         yield

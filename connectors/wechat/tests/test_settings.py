@@ -78,4 +78,5 @@ def test_the_example_has_the_four_public_test_accounts() -> None:
 def test_every_setting_is_in_the_readme_with_its_default() -> None:
     text = README.read_text(encoding="utf-8")
     for name, field in WechatSettings.model_fields.items():
-        assert f"| `INTAKE_WECHAT_{name.upper()}` | wechat | `{field.default}` |" in text, name
+        default = f"`{field.default}`" if field.default != "" else "empty"
+        assert f"| `INTAKE_WECHAT_{name.upper()}` | wechat | {default} |" in text, name
