@@ -194,8 +194,11 @@ class Worker:
         media_id = callback.fields.get("MediaId", "").strip()
         try:
             download = await self.client.media(account, media_id)
-            stored = await self.blobs.put_stream(download.chunks,
-                                                 max_bytes=self.settings.max_media_bytes)
+            try:
+                stored = await self.blobs.put_stream(download.chunks,
+                                                     max_bytes=self.settings.max_media_bytes)
+            finally:
+                await download.chunks.aclose()  # the response is released even if cut short
         except ApiRefused as exc:
             MEDIA_DOWNLOADS.labels(account.id, "refused").inc()
             return Media(missing_reason=f"WeChat refused the media id: {exc}")

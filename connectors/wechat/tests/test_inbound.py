@@ -313,3 +313,13 @@ async def test_a_job_that_keeps_failing_is_abandoned_with_its_raw_kept(make_edge
     assert await edge.runtime.state.work.depth() == 0
     [abandoned] = [e for e in logs if e["event"] == "work_abandoned"]
     assert abandoned["raw"].startswith("sha256:")
+
+
+async def test_media_over_the_limit_is_not_kept_and_the_message_says_so(make_edge: Any) -> None:
+    edge = await make_edge(max_media_bytes=1024)
+    edge.fake.media["HUGE"] = Media(body=b"x" * 5000)
+    await edge.send(callback(WECOM, image_xml(WECOM, "HUGE")))
+    await edge.drain_work()
+    [message] = edge.publisher.messages
+    assert message.flags == ["attachment_missing"] and "over 1024 bytes" in message.text
+    assert message.attachments == []
