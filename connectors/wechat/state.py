@@ -97,6 +97,21 @@ class WechatState:
             removed += await self.nonces.delete(key)
         return removed
 
+    async def prune_accepted(self, account: str, older_than: float, limit: int = 500) -> int:
+        """Forget accepted keys of `account` from before `older_than`.
+
+        MsgIds grow with time, so under each leading digit the oldest keys sort first; a pass
+        reads up to `limit` keys per digit and stops at the first one still fresh.
+        """
+        removed = 0
+        for digit in "0123456789":
+            for key, value in await self.accepted.items(
+                    prefix=f"wechat:{account}:{digit}", limit=limit):
+                if float((value or {}).get("at", 0)) >= older_than:
+                    break
+                removed += await self.accepted.delete(key)
+        return removed
+
     async def passive_due(self, account: str, openid: str, min_interval_s: int) -> bool:
         """True when this customer may get the passive reply now; `note_passive` records it."""
         key = SEP.join((account, openid))

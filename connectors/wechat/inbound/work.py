@@ -98,11 +98,14 @@ class Worker:
                 await asyncio.wait_for(self.wake.wait(), self.poll_s)
 
     async def prune(self) -> int:
-        """Forget nonces older than their account's clock-skew window (twice, to be safe)."""
+        """Forget nonces older than their account's clock-skew window (twice, to be safe) and
+        accepted keys older than INTAKE_WECHAT_ACCEPTED_KEYS_TTL_S."""
         removed = 0
         for account in self.accounts.accounts:
             removed += await self.state.prune_nonces(
                 account.id, time.time() - 2 * account.max_clock_skew_s)
+            removed += await self.state.prune_accepted(
+                account.id, time.time() - self.settings.accepted_keys_ttl_s)
         return removed
 
     async def run_due(self, limit: int = 32) -> int:

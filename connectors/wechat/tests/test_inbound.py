@@ -323,3 +323,11 @@ async def test_media_over_the_limit_is_not_kept_and_the_message_says_so(make_edg
     [message] = edge.publisher.messages
     assert message.flags == ["attachment_missing"] and "over 1024 bytes" in message.text
     assert message.attachments == []
+
+
+async def test_accepted_keys_older_than_their_ttl_are_pruned(edge: Edge) -> None:
+    state = edge.runtime.state
+    await state.accepted.put(f"wechat:{SAFE['id']}:100", {"at": time.time() - 7200})
+    await state.accepted.put(f"wechat:{SAFE['id']}:101", {"at": time.time()})
+    assert await edge.runtime.worker.prune() == 1
+    assert [k for k, _ in await state.accepted.items()] == [f"wechat:{SAFE['id']}:101"]
