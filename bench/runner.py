@@ -141,6 +141,11 @@ async def run(options: Options, results_dir: Path, baseline: Path | None) -> int
     }
     results: list[Result] = []
     failures: list[str] = []
+    # A load may need something of its own first (WeChat's: a fake WeChat API), and hands the
+    # services the settings that point at it.
+    for load in loads:
+        if hasattr(load, "start"):
+            os.environ.update(await load.start())
     database = await Database.create(options.db, data_dir, run_id)
     gateway = Gateway(prefix=prefix, database=database, data_dir=data_dir, out_dir=out_dir,
                       profile=options.profile, services=("ticket-core", "router", *connectors))
@@ -207,6 +212,9 @@ async def run(options: Options, results_dir: Path, baseline: Path | None) -> int
             print(f"could not delete the run's exchanges and queues: {exc!r}", file=sys.stderr)
         await database.drop()
         shutil.rmtree(data_dir, ignore_errors=True)
+        for load in loads:
+            if hasattr(load, "close"):
+                await load.close()
 
     raw = next((r for r in results if r.scenario == "raw"), None)
     report["raw_ceiling"] = raw.extra if raw else None

@@ -14,7 +14,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +52,7 @@ class Download:
 
     filename: str | None
     content_type: str
-    chunks: AsyncIterator[bytes]
+    chunks: AsyncGenerator[bytes, None]
 
 
 class WechatClient:
@@ -277,7 +277,8 @@ class WechatClient:
                                "custom_send", json_body=body)
 
 
-async def _chunks(response: aiohttp.ClientResponse, head: bytes) -> AsyncIterator[bytes]:
+async def _chunks(response: aiohttp.ClientResponse,
+                  head: bytes) -> AsyncGenerator[bytes, None]:
     try:
         if head:
             yield head

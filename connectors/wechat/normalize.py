@@ -35,6 +35,8 @@ class Callback:
     account_kind: str
     verified: bool
     corp_id: str | None = None
+    # wechatpy's name for the event (`parse_message(...).event`), when it knows the event.
+    wechat_event: str | None = None
 
     @property
     def msg_type(self) -> str:
@@ -50,7 +52,10 @@ class Callback:
 
     @property
     def event_type(self) -> str:
-        """wechatpy's event type name (`subscribe_scan` for a follow through a QR code)."""
+        """wechatpy's event type name (`subscribe_scan` for a follow through a QR code); for
+        an event wechatpy does not know, the `Event` element lowercased."""
+        if self.wechat_event:
+            return self.wechat_event
         event = self.fields.get("Event", "").strip().lower()
         if event == "subscribe" and self.fields.get("EventKey", "").startswith("qrscene_"):
             return "subscribe_scan"

@@ -25,6 +25,7 @@ from prometheus_client import Gauge
 
 from intake import (
     Failed,
+    FileBlobStore,
     IntakeSettings,
     OutboundMessage,
     RetryLater,
@@ -39,7 +40,7 @@ from intake import (
 from .client import WechatClient
 from .errors import ApiError, ApiRefused
 from .settings import WechatAccounts, WechatSettings, WecomApp
-from .state import WechatState
+from .state import INTERACTION_GRAIN_S, WechatState
 
 WINDOW_CLOSED = {45015: "the 48-hour window since the customer's last message has closed",
                  45047: "the replies allowed for the customer's last interaction are used up"}
@@ -75,6 +76,7 @@ class WechatSender:
         self.client = WechatClient(self.settings, self.state)
         self.poll_s = 1.0
         self._task: asyncio.Task[None] | None = None
+        self.blobs: Any = None  # the blob store holding reply attachments (opened on use)
         self.sent_ids: list[str] = []  # outbound ids WeChat took, in order (for tests and logs)
 
     async def start(self) -> None:
@@ -87,6 +89,8 @@ class WechatSender:
                 await self._task
             self._task = None
         await self.client.close()
+        if self.blobs is not None:
+            await self.blobs.close()
 
     # -- the first attempt -----------------------------------------------------------------------
 
@@ -114,7 +118,33 @@ class WechatSender:
             return RetryLater(f"{exc.errcode if exc.errcode is not None else 'network'} "
                               f"{exc}"[:200])
         self.sent_ids.append(str(message.id))
+        await self._send_images(account, message)
         return Sent(provider_message_id=str(answer.get("msgid") or "") or None)
+
+    async def _send_images(self, account: Any, message: OutboundMessage) -> None:
+        """The reply's images, each uploaded (`/cgi-bin/media/upload`) and sent after its text.
+
+        WeChat's customer-service API sends no other file type to an official account's
+        customer; those are named in the log. A failed image does not unsend the text.
+        """
+        for attachment in message.attachments:
+            if not attachment.content_type.startswith("image/"):
+                log.info("reply_attachment_skipped", outbound_id=str(message.id),
+                         content_type=attachment.content_type)
+                continue
+            try:
+                if self.blobs is None:
+                    self.blobs = FileBlobStore(IntakeSettings().data_dir / "blobs")
+                data = await self.blobs.get(attachment.blob)
+                media_id = await self.client.upload(account, "image", attachment.filename,
+                                                    attachment.content_type, data)
+                body = body_of(message, account)
+                body.pop("text")
+                await self.client.send(account, {**body, "msgtype": "image",
+                                                 "image": {"media_id": media_id}})
+            except (ApiError, ApiRefused, OSError, KeyError) as exc:
+                log.warning("reply_image_failed", outbound_id=str(message.id),
+                            error=str(exc)[:200])
 
     async def _hold(self, message: OutboundMessage, attempt: int, reason: str) -> Taken:
         await self.state.hold_reply(message.account, message.to.value, {
@@ -170,7 +200,7 @@ class WechatSender:
                 f"{self.settings.reply_wait_days:g} days"), attempt)
             return False
         interacted = await self.state.last_interaction(account_id, customer)
-        if interacted is None or interacted <= float(item["held_at"]):
+        if interacted is None or interacted <= float(item["held_at"]) - INTERACTION_GRAIN_S:
             return None
         account = self.accounts.find(account_id)
         if account is None:

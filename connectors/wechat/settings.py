@@ -23,8 +23,9 @@ class WechatSettings(BaseSettings):
 
     # The callback endpoint's HTTP port (`/wechat/<account id>`).
     port: int = 8003
-    # Where the callback URLs printed at start point (the address WeChat's servers reach).
-    public_url: str = "http://127.0.0.1:8003"
+    # Where the callback URLs printed at start point (the address WeChat's servers reach);
+    # empty: `http://127.0.0.1:<port>`.
+    public_url: str = ""
     # WeChat's API for official accounts; plain HTTP allowed, so tests can point at a fake.
     api_base: str = "https://api.weixin.qq.com"
     # WeCom's API for WeCom apps; plain HTTP allowed, as above.

@@ -31,6 +31,7 @@ FULL: dict[str, dict[str, Any]] = {
     "webform_kill_mid_drain": {"down_s": 10.0},
     "queue_deleted": {"deletions": 4},
     "cluster_leader_kill": {"down_s": 5.0},
+    "wechat_broker_restarts": {"restarts": 3, "down_s": 2.0},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "broker_restarts": {"restarts": 1, "down_s": 0.5},
@@ -43,6 +44,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "webform_kill_mid_drain": {"down_s": 2.0},
     "queue_deleted": {"deletions": 2},
     "cluster_leader_kill": {"down_s": 3.0},
+    "wechat_broker_restarts": {"restarts": 1, "down_s": 0.5},
 }
 COLUMNS = ("scenario", "sent", "accepted", "persisted", "lost", "dup tickets", "dup messages",
            "dead-lettered (reason)", "longest", "p99", "time")

@@ -25,6 +25,7 @@ import aiohttp
 from .harness import (
     INTAKE,
     REPO,
+    SERVICES,
     Gateway,
     LoadDriver,
     Outcome,
@@ -130,13 +131,14 @@ class Run:
 
 @contextlib.asynccontextmanager
 async def scenario(lab: Lab, name: str, *, fault: dict[str, str] | None = None,
-                   webform_data_dir: Path | None = None) -> AsyncIterator[Run]:
+                   webform_data_dir: Path | None = None,
+                   services: tuple[str, ...] = SERVICES) -> AsyncIterator[Run]:
     run_id = f"{name[:10]}{uuid.uuid4().hex[:6]}"
     database_url = await lab.postgres.create_database(f"chaos_{run_id}")
     workdir = lab.workdir / run_id
     workdir.mkdir(parents=True)
     gateway = Gateway(workdir, lab.rabbit.url, database_url, prefix=f"chaos{run_id}",
-                      fault=fault, webform_data_dir=webform_data_dir)
+                      fault=fault, webform_data_dir=webform_data_dir, services=services)
     async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=64, force_close=False)) as http:
         await gateway.start(http)
@@ -653,6 +655,29 @@ async def _queue_exists(lab: Lab, prefix: str, logical: str) -> bool:
         await connection.close()
 
 
+# -- 10. WeChat callbacks through broker restarts ----------------------------------------
+
+
+async def wechat_broker_restarts(lab: Lab, count: int, *, restarts: int = 3,
+                                 down_s: float = 2.0) -> Result:
+    """WeCom callbacks while the broker goes away: every callback answered 2xx is stored once."""
+    from .wechat import SERVICE, WechatLoadDriver
+
+    async with scenario(lab, "wechat_broker_restarts",
+                        services=(*SERVICES, SERVICE)) as run:
+        driver = WechatLoadDriver(run.gateway, run.run_id, count, rate=lab.rate)
+        load = _background(driver.run(run.http))
+        for i in range(restarts):
+            await driver.reached((i + 1) / (restarts + 1))
+            await asyncio.to_thread(lab.rabbit.kill if i % 2 == 0 else lab.rabbit.stop)
+            run.fault("broker kill -9" if i % 2 == 0 else "broker graceful stop")
+            await asyncio.sleep(down_s)
+            await asyncio.to_thread(lab.rabbit.start)
+            run.fault("broker back")
+        await load
+        return await run.finish(driver, f"WeChat callbacks, broker restarted {restarts} times")
+
+
 SCENARIOS: dict[str, Callable[..., Awaitable[Result]]] = {
     "broker_restarts": broker_restarts,
     "service_kills": service_kills,
@@ -663,6 +688,7 @@ SCENARIOS: dict[str, Callable[..., Awaitable[Result]]] = {
     "graceful_shutdown": graceful_shutdown,
     "webform_kill_mid_drain": webform_kill_mid_drain,
     "queue_deleted": queue_deleted,
+    "wechat_broker_restarts": wechat_broker_restarts,
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -148,3 +149,21 @@ async def test_a_wechat_conversation_end_to_end(
                                        create_time=now + 2))
         await eventually(lambda: status_of(second["id"], "sent"), timeout=30)
         assert [m["text"]["content"] for m in fake.sent] == ["已为您补发。", "还在吗？"]
+
+
+async def test_simulate_prints_the_ticket_number(
+        gateway: tuple[Gateway, str, FakeWechat], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`intake wechat simulate`, as ops run it against an installation (user story 3)."""
+    import argparse
+
+    from connectors.wechat.inbound import simulate
+
+    gw, url, _ = gateway
+    monkeypatch.setenv("INTAKE_TICKET_CORE_URL", gw.api)
+    monkeypatch.setenv("INTAKE_API_TOKEN", gw.token)
+    args = argparse.Namespace(account=SAFE["id"], type="text", sender="oDemoOpenid000000000000000",
+                              text="你好，订单没收到", media_id="M", url=url, wait_s=30.0)
+    assert await simulate.simulate(args) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^ticket \d+ \(", out, re.MULTILINE), out

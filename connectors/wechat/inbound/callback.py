@@ -48,6 +48,7 @@ from .verify import (
     check_signature,
     check_timestamp,
     decrypt,
+    event_name,
     parse_xml,
     require_message_fields,
 )
@@ -167,17 +168,25 @@ async def _receive(request: web.Request, account: Account,
         check_signature(signature, token, timestamp, nonce)
         check_timestamp(timestamp, time.time(), account.max_clock_skew_s)
         xml = body
-    digest = hashlib.sha256(body).hexdigest()
-    seen = await runtime.state.note_nonce(account.id, timestamp, nonce, signature, digest)
-    if seen is not None and seen != digest:
-        raise NonceReplayed("This timestamp, nonce and signature came with another body.")
+    if not encrypted:
+        # Plain mode: the signature does not cover the body, so the same timestamp, nonce and
+        # signature with another body is a forgery. (Encrypted: `msg_signature` covers the
+        # ciphertext; another body cannot carry it, and the same body is a retry, deduplicated
+        # by its key.)
+        digest = hashlib.sha256(body).hexdigest()
+        seen = await runtime.state.note_nonce(account.id, timestamp, nonce, signature, digest)
+        if seen is not None and seen != digest:
+            raise NonceReplayed("This timestamp, nonce and signature came with another body.")
     fields = parse_xml(xml)
     require_message_fields(fields)
     if account.original_id and fields.get("ToUserName", "") != account.original_id:
         raise RecipientWrong("ToUserName is not this account.")
+    wecom = isinstance(account, WecomApp)
+    is_event = fields.get("MsgType", "").strip().lower() == "event"
     callback = Callback(fields=fields, account=account.id, account_kind=account.kind,
                         verified=encrypted,
-                        corp_id=account.corp_id if isinstance(account, WecomApp) else None)
+                        corp_id=account.corp_id if isinstance(account, WecomApp) else None,
+                        wechat_event=event_name(xml, wecom=wecom) if is_event else None)
     if not await runtime.accept_once(callback, lambda: _make_durable(request, runtime,
                                                                      callback, xml)):
         CALLBACKS.labels(account.id, "duplicate").inc()
@@ -214,7 +223,7 @@ async def _make_durable(request: web.Request, runtime: WechatRuntime, callback: 
     except OSError as exc:
         raise NotDurable(f"The callback could not be stored: {exc}") from exc
     if callback.interaction:
-        await runtime.note_interaction(callback)
+        runtime.note_interaction(callback)
 
 
 def _success(account: Account) -> web.Response:
@@ -231,6 +240,9 @@ async def _answer(runtime: WechatRuntime, account: Account, callback: Callback,
         return _success(account)
     if not await runtime.state.passive_due(account.id, callback.sender, reply.min_interval_s):
         return _success(account)
+    at = runtime.state.remember_passive(account.id, callback.sender)
+    runtime.in_background(runtime.state.note_passive(account.id, callback.sender, at),
+                          "passive_reply_unrecorded")
     xml = TextReply(target=callback.sender,
                     source=account.original_id or callback.fields.get("ToUserName", ""),
                     content=reply.text).render()

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ from intake import (
 from ..client import WechatClient
 from ..normalize import Callback, Enrichment
 from ..settings import OfficialAccount, WechatAccounts, WechatSettings
-from ..state import SEP, WechatState
+from ..state import WechatState
 from .work import Worker
 
 log = get_logger(service="wechat", component="runtime")
@@ -46,6 +46,7 @@ class WechatRuntime:
     worker: Worker
     _in_flight: dict[str, asyncio.Future[bool]] = field(default_factory=dict)
     _cleanup: list[Callable[[], Any]] = field(default_factory=list)
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
     async def open(cls, app: web.Application, store: StateStore, *,
@@ -59,6 +60,7 @@ class WechatRuntime:
         return cls(settings, accounts, state, client, worker)
 
     async def close(self) -> None:
+        await self.settle_background()
         if self.client is not None:
             await self.client.close()
         await self.state.close()
@@ -79,16 +81,21 @@ class WechatRuntime:
             with contextlib.suppress(Exception):
                 if await asyncio.shield(pending):
                     return False
-        if await self.state.was_accepted(key, self.settings.accepted_keys_ttl_s):
+        # The store is asked only where a repeat costs more than a duplicate the ticket core
+        # drops: a media download. Retries to this process are known without asking.
+        if await self.state.was_accepted(key, self.settings.accepted_keys_ttl_s,
+                                         ask_store=callback.needs_media):
             return False
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = future
         try:
             await make_durable()
-            try:
-                await self.state.mark_accepted(key)
-            except Exception:  # durable already: a retry is then a harmless duplicate
-                log.exception("accepted_key_unwritten", idempotency_key=key)
+            # The callback is durable: WeChat is answered now, and the accepted key is written
+            # after the answer (this process knows it at once). A key lost in a crash only lets
+            # a retry through as a duplicate, which the ticket core's unique key absorbs.
+            self.state.remember_accepted(key)
+            if callback.needs_media:  # the only keys the store is asked about (above)
+                self.in_background(self.state.mark_accepted(key), "accepted_key_unwritten")
             future.set_result(True)
             return True
         except BaseException:
@@ -109,23 +116,40 @@ class WechatRuntime:
         account = self.accounts.find(callback.account)
         if self.client is None or not isinstance(account, OfficialAccount):
             return False
-        cached = await self.state.users.get(SEP.join((account.id, callback.sender)))
-        return cached is None
+        return await self.state.user(account.id, callback.sender) is None
 
     async def cached_enrichment(self, callback: Callback) -> Enrichment:
         """The unionid already known for this sender (no call to WeChat)."""
         if callback.account_kind != "official_account":
             return Enrichment()
-        cached = await self.state.users.get(SEP.join((callback.account, callback.sender)))
+        cached = await self.state.user(callback.account, callback.sender)
         return Enrichment(unionid=(cached or {}).get("unionid"))
 
-    async def note_interaction(self, callback: Callback) -> None:
+    def note_interaction(self, callback: Callback) -> None:
+        """Recorded after the answer: the replies held for this customer may go out now."""
         customer = (f"{callback.corp_id}:{callback.sender}" if callback.corp_id
                     else callback.sender)
-        try:
-            await self.state.note_interaction(callback.account, customer)
-        except Exception:  # the replies waiting for this customer go out on the next one
-            log.exception("interaction_unrecorded", account=callback.account)
+        if self.state.interaction_noted_lately(callback.account, customer):
+            return  # the sender allows for this (INTERACTION_GRAIN_S)
+        self.in_background(self.state.note_interaction(callback.account, customer),
+                           "interaction_unrecorded")
+
+    def in_background(self, work: Coroutine[Any, Any, None], failure: str) -> None:
+        """Bookkeeping that WeChat's answer need not wait for; a failure is logged."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+
+        def settled(done: asyncio.Future[None]) -> None:
+            self._background.discard(task)
+            if not done.cancelled() and done.exception() is not None:
+                log.warning(failure, error=repr(done.exception())[:300])
+
+        task.add_done_callback(settled)
+
+    async def settle_background(self) -> None:
+        """Wait for the bookkeeping in flight (at shutdown, and in tests)."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     def wake_worker(self) -> None:
         self.worker.wake.set()
@@ -139,9 +163,11 @@ async def runtime_context(app: web.Application) -> AsyncIterator[None]:
     runtime = await WechatRuntime.open(app, StateStore.from_settings(app[SETTINGS]),
                                        with_client=True)
     app[RUNTIME] = runtime
+    base = runtime.settings.public_url or f"http://127.0.0.1:{runtime.settings.port}"
     for account in runtime.accounts.accounts:  # what ops paste into WeChat's admin console
-        url = f"{runtime.settings.public_url.rstrip('/')}/wechat/{account.id}"
-        print(f"  wechat callback {url} ({account.kind}, {account.mode} mode)", flush=True)
+        url = f"{base.rstrip('/')}/wechat/{account.id}"
+        mode = "always encrypted" if account.kind == "wecom_app" else f"{account.mode} mode"
+        print(f"  wechat callback {url} ({account.kind}, {mode})", flush=True)
         log.info("callback_url", account=account.id, url=url, mode=account.mode)
     try:
         yield

@@ -19,7 +19,10 @@ import xml.etree.ElementTree as ElementTree
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
+from wechatpy import parse_message
 from wechatpy.crypto.cryptography import WeChatCipher
+from wechatpy.enterprise import parse_message as parse_wecom_message
+from wechatpy.events import BaseEvent
 
 from ..errors import DecryptFailed, SignatureInvalid, TimestampStale, XmlInvalid
 
@@ -113,3 +116,17 @@ def require_message_fields(fields: dict[str, str]) -> None:
         raise XmlInvalid("The XML has no MsgType.")
     if not fields.get("FromUserName", "").strip():
         raise XmlInvalid("The XML has no FromUserName.")
+
+
+def event_name(xml: bytes, *, wecom: bool) -> str | None:
+    """wechatpy's name for an event callback (None for a message or an unknown event).
+
+    Only called on XML `parse_xml` accepted (defusedxml first: wechatpy's xmltodict must never
+    see a DTD or an entity).
+    """
+    try:
+        parsed = (parse_wecom_message if wecom else parse_message)(xml.decode("utf-8"))
+    except (KeyError, ValueError, AttributeError, TypeError):
+        return None
+    name = getattr(parsed, "event", None) if isinstance(parsed, BaseEvent) else None
+    return str(name) if name else None

@@ -39,6 +39,8 @@ from ..state import SEP, WechatState
 MEDIA_LIFETIME_S = 3 * 86400
 RETRY_DELAYS_S = (1.0, 5.0, 30.0, 120.0, 600.0)
 LEASE_S = 300.0
+PRUNE_EVERY_S = 60.0
+MAX_FAILED_ATTEMPTS = 5  # unexpected failures before a job is abandoned (logged, raw kept)
 EXTENSIONS = {"image": "jpg", "voice": "amr", "video": "mp4", "shortvideo": "mp4"}
 MEDIA_DOWNLOADS = Counter("intake_wechat_media_downloads_total",
                           "Media downloads by account and outcome", ["account", "outcome"])
@@ -51,14 +53,15 @@ def job_of(callback: Callback, *, message_id: uuid.UUID, received_at: datetime,
            trace_id: str, raw: str) -> dict[str, Any]:
     return {"fields": callback.fields, "account": callback.account,
             "account_kind": callback.account_kind, "verified": callback.verified,
-            "corp_id": callback.corp_id, "id": str(message_id),
+            "corp_id": callback.corp_id, "wechat_event": callback.wechat_event,
+            "id": str(message_id),
             "received_at": received_at.isoformat(), "trace_id": trace_id, "raw": raw}
 
 
 def callback_of(job: dict[str, Any]) -> Callback:
     return Callback(fields=dict(job["fields"]), account=job["account"],
                     account_kind=job["account_kind"], verified=bool(job["verified"]),
-                    corp_id=job.get("corp_id"))
+                    corp_id=job.get("corp_id"), wechat_event=job.get("wechat_event"))
 
 
 @dataclass
@@ -76,8 +79,12 @@ class Worker:
     _lookups: dict[str, asyncio.Future[str | None]] = field(default_factory=dict)
 
     async def run_forever(self) -> None:
+        pruned_at = 0.0
         while True:
             try:
+                if time.monotonic() - pruned_at > PRUNE_EVERY_S:
+                    pruned_at = time.monotonic()
+                    await self.prune()
                 done = await self.run_due()
             except asyncio.CancelledError:
                 raise
@@ -90,7 +97,18 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.poll_s)
 
-    async def run_due(self, limit: int = 8) -> int:
+    async def prune(self) -> int:
+        """Forget nonces older than their account's clock-skew window (twice, to be safe) and
+        accepted keys older than INTAKE_WECHAT_ACCEPTED_KEYS_TTL_S."""
+        removed = 0
+        for account in self.accounts.accounts:
+            removed += await self.state.prune_nonces(
+                account.id, time.time() - 2 * account.max_clock_skew_s)
+            removed += await self.state.prune_accepted(
+                account.id, time.time() - self.settings.accepted_keys_ttl_s)
+        return removed
+
+    async def run_due(self, limit: int = 32) -> int:
         claimed = await self.state.work.claim(limit, lease_s=LEASE_S)
         await asyncio.gather(*(self._run(item.id, item.item, item.attempts, item.created_at)
                                for item in claimed))
@@ -111,6 +129,16 @@ class Worker:
             log.info("work_retry_scheduled", account=callback.account, reason=exc.reason,
                      delay_s=delay, idempotency_key=callback.idempotency_key)
             await self.state.work.retry(item_id, delay_s=delay)
+            return
+        except Exception as exc:  # a bug or a refusal (message too large): never a loop
+            if attempts + 1 < MAX_FAILED_ATTEMPTS:
+                log.exception("work_failed", idempotency_key=callback.idempotency_key)
+                await self.state.work.retry(item_id, delay_s=RETRY_DELAYS_S[-1])
+                return
+            # Kept for ops: the raw callback stays in the blob store under `raw`.
+            log.error("work_abandoned", idempotency_key=callback.idempotency_key,
+                      account=callback.account, raw=job["raw"], error=repr(exc)[:300])
+            await self.state.work.done(item_id)
             return
         await self.state.work.done(item_id)
         log.info("message_published_after_work", account=callback.account,
@@ -137,7 +165,7 @@ class Worker:
         if not isinstance(account, OfficialAccount) or self.client is None:
             return None
         key = SEP.join((account.id, callback.sender))
-        cached = await self.state.users.get(key)
+        cached = await self.state.user(account.id, callback.sender)
         if cached is not None and time.time() - float(cached["at"]) < self.settings.user_info_ttl_s:
             found = cached.get("unionid")
             return str(found) if found else None
@@ -155,7 +183,8 @@ class Worker:
                 future.set_result(None)
                 return None
             USER_LOOKUPS.labels(account.id, "found" if value else "no_unionid").inc()
-            await self.state.users.put(key, {"unionid": value, "at": time.time()})
+            await self.state.put_user(account.id, callback.sender,
+                                      {"unionid": value, "at": time.time()})
             future.set_result(value)
             return value
         finally:
@@ -168,8 +197,11 @@ class Worker:
         media_id = callback.fields.get("MediaId", "").strip()
         try:
             download = await self.client.media(account, media_id)
-            stored = await self.blobs.put_stream(download.chunks,
-                                                 max_bytes=self.settings.max_media_bytes)
+            try:
+                stored = await self.blobs.put_stream(download.chunks,
+                                                     max_bytes=self.settings.max_media_bytes)
+            finally:
+                await download.chunks.aclose()  # the response is released even if cut short
         except ApiRefused as exc:
             MEDIA_DOWNLOADS.labels(account.id, "refused").inc()
             return Media(missing_reason=f"WeChat refused the media id: {exc}")

@@ -13,7 +13,7 @@ import structlog
 from wechatpy.crypto import WeChatCrypto
 
 from connectors.wechat.inbound.callback import CALLBACKS
-from intake.testing import RefusingPublisher
+from intake.testing import RecordingPublisher, RefusingPublisher
 
 from .conftest import Edge
 from .fake_wechat import Media
@@ -282,3 +282,52 @@ async def test_a_callback_not_durable_within_the_deadline_is_503(make_edge: Any)
     started = time.monotonic()
     status, _ = await edge.send(callback(WECOM, text_xml(WECOM, "x")))
     assert status == 503 and time.monotonic() - started < 2
+
+
+async def test_nonces_older_than_the_window_are_pruned(edge: Edge) -> None:
+    old = str(int(time.time()) - 3600)
+    state = edge.runtime.state
+    await state.note_nonce(PLAIN["id"], old, "n1", "s", "d")
+    assert (await edge.send(_plain("fresh")))[0] == 200
+    assert await edge.runtime.worker.prune() == 1
+    keys = [key for key, _ in await state.nonces.items()]
+    assert len(keys) == 1 and old not in keys[0]
+
+
+async def test_a_job_that_keeps_failing_is_abandoned_with_its_raw_kept(make_edge: Any) -> None:
+    class TooLarge(RecordingPublisher):
+        async def publish(self, message: Any, exchange: str = "inbound", *,
+                          timeout: float | None = None) -> None:
+            from intake import MessageTooLarge
+
+            raise MessageTooLarge("too large")
+
+    edge = await make_edge(TooLarge())
+    edge.fake.media["BIG"] = Media(body=b"x")
+    assert (await edge.send(callback(SAFE, image_xml(SAFE, "BIG"))))[0] == 200
+    [claimed] = await edge.runtime.state.work.claim(1)
+    with structlog.testing.capture_logs() as logs:
+        await edge.runtime.worker._run(claimed.id, claimed.item, 0, claimed.created_at)
+        assert await edge.runtime.state.work.depth() == 1  # retried later
+        await edge.runtime.worker._run(claimed.id, claimed.item, 4, claimed.created_at)
+    assert await edge.runtime.state.work.depth() == 0
+    [abandoned] = [e for e in logs if e["event"] == "work_abandoned"]
+    assert abandoned["raw"].startswith("sha256:")
+
+
+async def test_media_over_the_limit_is_not_kept_and_the_message_says_so(make_edge: Any) -> None:
+    edge = await make_edge(max_media_bytes=1024)
+    edge.fake.media["HUGE"] = Media(body=b"x" * 5000)
+    await edge.send(callback(WECOM, image_xml(WECOM, "HUGE")))
+    await edge.drain_work()
+    [message] = edge.publisher.messages
+    assert message.flags == ["attachment_missing"] and "over 1024 bytes" in message.text
+    assert message.attachments == []
+
+
+async def test_accepted_keys_older_than_their_ttl_are_pruned(edge: Edge) -> None:
+    state = edge.runtime.state
+    await state.accepted.put(f"wechat:{SAFE['id']}:100", {"at": time.time() - 7200})
+    await state.accepted.put(f"wechat:{SAFE['id']}:101", {"at": time.time()})
+    assert await edge.runtime.worker.prune() == 1
+    assert [k for k, _ in await state.accepted.items()] == [f"wechat:{SAFE['id']}:101"]

@@ -198,3 +198,18 @@ async def test_check_names_what_is_wrong(fake: FakeWechat) -> None:
     ok, message = await check_account(WechatSettings(api_base="http://127.0.0.1:9"),
                                       accounts.accounts[0])
     assert not ok and "network" in message
+
+
+async def test_an_image_attachment_is_uploaded_and_sent_after_the_text(
+        runner: SenderRunner, fake: FakeWechat, tmp_path: Path) -> None:
+    from intake import Attachment, FileBlobStore, digest_of
+
+    blobs = FileBlobStore(tmp_path / "blobs")
+    ref = await blobs.put(b"\x89PNG reply image")
+    sender(runner).blobs = blobs
+    message = reply("见附图").model_copy(update={"attachments": [Attachment(
+        filename="label.png", content_type="image/png", size=16, sha256=digest_of(ref),
+        blob=ref)]})
+    await runner.handle(message)
+    assert [m["msgtype"] for m in fake.sent] == ["text", "image"]
+    assert fake.sent[1]["image"] == {"media_id": "UPLOADED-1"} and fake.uploads == ["label.png"]

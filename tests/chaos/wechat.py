@@ -1,0 +1,58 @@
+"""WeChat callbacks as the chaos load: the same accounting as the web form's (tests/chaos).
+
+`WechatLoadDriver` plays WeChat's servers: each submission is a genuine signed and encrypted
+WeCom text callback from a customer of its own (one ticket each), retried as WeChat retries
+(again after a failure, with the same MsgId), and counted accepted only on a 2xx. Its text
+carries the run's content marker, so `check` finds duplicates by content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import aiohttp
+
+from connectors.wechat.tests.simulator import WECOM, callback, text_xml
+
+from .harness import LoadDriver, Submission
+
+SERVICE = "wechat"
+
+
+class WechatLoadDriver(LoadDriver):
+    def message_key(self, header_key: str) -> str:
+        return f"wechat:{WECOM['id']}:{header_key}"
+
+    async def submit(self, http: aiohttp.ClientSession, index: int) -> None:
+        key = self.header_key(index)
+        sub = Submission(key=key, started=time.time())
+        self.submissions[key] = sub
+        self.sent += 1
+        xml = text_xml(WECOM, f"chaos submission {index} of run {self.run_id}",
+                       sender=f"chaos-{self.run_id}-{index}", msg_id=key)
+        base = self.gateway[SERVICE].base
+        pause = 0.05
+        while time.time() - sub.started < self.give_up_s:
+            await self.paused.wait()
+            sub.attempts += 1
+            request = callback(WECOM, xml)  # signed afresh: WeChat's retries carry new nonces
+            try:
+                async with http.post(f"{base}{request.path}", params=request.query,
+                                     data=request.body,
+                                     timeout=aiohttp.ClientTimeout(total=5)) as response:
+                    await response.read()
+                    status = response.status
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                self.errors[exc.__class__.__name__] += 1
+                status = 0
+            self.statuses[status] += 1
+            sub.statuses.append(status)
+            if 200 <= status < 300:
+                sub.accepted_at = time.time()
+                self.accepted_count += 1
+                self._progress.set()
+                return
+            await asyncio.sleep(pause + random.random() * pause)
+            pause = min(pause * 2, 1.0)
