@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from intake import Channel, Inbound
 
-from .inbound import smtp
+from .inbound import imap, smtp
 from .outbound import EmailSender
 from .settings import EmailAccounts, EmailSettings
 
 CHANNEL = Channel(name="email", settings=EmailSettings, accounts=EmailAccounts,
-                  inbound=Inbound(listeners=[smtp.LISTENER]),
+                  inbound=Inbound(listeners=[smtp.LISTENER], tasks=[imap.TASK]),
                   sender=EmailSender, contexts=[smtp.deliverer_context])

@@ -11,9 +11,8 @@ The sent-ledger of outbound mail is the kernel's (`sent:email`).
 from __future__ import annotations
 
 import time
-from typing import Any
 
-from intake import StateStore
+from intake import StateNamespace, StateStore
 
 BOUNCE_HOLD_S = 60 * 86400.0
 
@@ -50,5 +49,6 @@ class EmailState:
         await self.caps.put(day_key, day + 1)
         return True
 
-    def cursor(self, account: str, folder: str) -> Any:
-        return self.store.namespace(f"imap:{account}"[:200]), folder
+    def cursors(self, account: str) -> StateNamespace:
+        """An IMAP mailbox's cursors, keyed by folder."""
+        return self.store.namespace(f"imap:{account}"[:200])
