@@ -29,6 +29,7 @@ from intake import Task, get_logger, run_in_thread
 
 from ..normalize import Envelope
 from ..settings import EmailAccount, EmailAccounts
+from ..state import status_namespace
 from . import Deliverer, Target
 
 log = get_logger(service="email", component="imap")
@@ -49,7 +50,8 @@ class MailboxPoller:
     """One mailbox's loop, run in its own thread; `stop` ends it between blocking calls."""
 
     def __init__(self, account: EmailAccount, deliverer: Deliverer, cursors: Any,
-                 loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
+                 loop: asyncio.AbstractEventLoop, stop: threading.Event,
+                 status_store: Any = None) -> None:
         assert account.imap is not None
         self.account = account
         self.mailbox = account.imap
@@ -59,6 +61,7 @@ class MailboxPoller:
         self.stop = stop
         self.status = STATUS.setdefault(account.id, {"state": "connecting", "last_error": None})
         self.client: imapclient.IMAPClient | None = None
+        self.status_store = status_store
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -196,7 +199,8 @@ class MailboxPoller:
         self.stop.wait(seconds)
 
     def _state(self, state: str, error: str | None) -> None:
-        if self.status.get("state") != state:
+        changed = self.status.get("state") != state
+        if changed:
             log.info("imap_state_changed", account=self.account.id, state=state, error=error)
         self.status["state"] = state
         if error is not None:
@@ -204,6 +208,13 @@ class MailboxPoller:
         self.status["connected"] = state not in ("connecting", "auth_error", "error")
         for name in STATES:
             IMAP_STATE.labels(self.account.id, name).set(1 if name == state else 0)
+        if changed and self.status_store is not None:
+            # For `intake email status`, another process: the state as of its last change.
+            try:
+                self._call(self.status_store.put(self.account.id, {
+                    **self.status, "at": time.time()}))
+            except Exception:
+                log.warning("imap_status_unsaved", account=self.account.id)
 
     def _close(self) -> None:
         client, self.client = self.client, None
@@ -242,7 +253,8 @@ async def run_mailboxes(app: web.Application) -> None:
     for account in mailboxes(deliverer.accounts):
         def work(_app: web.Application, stop: threading.Event,
                  account: EmailAccount = account) -> None:
-            MailboxPoller(account, deliverer, state.cursors(account.id), loop, stop).run()
+            MailboxPoller(account, deliverer, state.cursors(account.id), loop, stop,
+                          status_namespace(state.store)).run()
         work.__name__ = f"imap_{account.id}"
         works.append(run_in_thread(work)(app))
     if not works:
