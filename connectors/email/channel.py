@@ -16,4 +16,6 @@ CHANNEL = Channel(name="email", settings=EmailSettings, accounts=EmailAccounts,
                               files.run, files.arguments),
                       Command("status", "IMAP mailboxes and outbound mail, from the state store",
                               files.run_status),
+                      Command("dovecot", "a throwaway local Dovecot with the example mailbox",
+                              files.run_dovecot, files.dovecot_arguments),
                   ])

@@ -122,3 +122,40 @@ def run_status(args: argparse.Namespace) -> int:
 
     print(json.dumps(asyncio.run(report()), indent=2, ensure_ascii=False, default=str))
     return 0
+
+
+def dovecot_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=10143, help="IMAP port (10143)")
+    parser.add_argument("--append", metavar="FILE.eml", help="append a mail to the running "
+                        "Dovecot's INBOX and exit")
+
+
+def run_dovecot(args: argparse.Namespace) -> int:
+    """`intake email dovecot`: a throwaway local Dovecot holding the example IMAP mailbox
+    `imap@shop.example` (password `imap-test-secret`), its mail under `INTAKE_DATA_DIR`."""
+    import signal
+    import threading
+
+    from ..tests.dovecot import PASSWORD, USER, Dovecot, available
+
+    settings = IntakeSettings()
+    server = Dovecot(settings.data_dir.resolve() / "dovecot", args.port)
+    if args.append:
+        server.append(Path(args.append).read_bytes())
+        print(f"appended {args.append} to {USER}'s INBOX on 127.0.0.1:{args.port}")
+        return 0
+    if not available():
+        print("needs Dovecot (deploy/local/install-test-tools.sh) and root")
+        return 2
+    server.root.mkdir(parents=True, exist_ok=True)
+    server.start()
+    print(f"Dovecot on 127.0.0.1:{args.port}: {USER} / {PASSWORD}; Ctrl-C stops it")
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        stopped.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
