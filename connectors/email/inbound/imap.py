@@ -140,6 +140,11 @@ class MailboxPoller:
                     log.info("imap_message_gone", account=self.account.id, uid=uid)
                     last_uid = self._advance(uid, uidvalidity)
                     continue
+                size = int(sizes[uid].get(b"RFC822.SIZE", 0))
+                if size > self.deliverer.settings.max_message_bytes:
+                    self._oversize(client, uid, uidvalidity, size)
+                    last_uid = self._advance(uid, uidvalidity)  # left in place, not moved
+                    continue
                 fetched = client.fetch([uid], ["BODY.PEEK[]"]).get(uid)
                 raw = fetched.get(b"BODY[]") if fetched else None
                 if raw is None:  # expunged between SEARCH and FETCH (Zammad #1662)
@@ -158,6 +163,21 @@ class MailboxPoller:
             raw, envelope, [Target(self.account)], path="imap",
             channel_data={"imap": {"folder": self.mailbox.folder, "uidvalidity": uidvalidity,
                                    "uid": uid}}))
+
+    def _oversize(self, client: imapclient.IMAPClient, uid: int, uidvalidity: int,
+                  size: int) -> None:
+        """A mail over the size limit: its headers published, flagged `oversize`."""
+        fetched = client.fetch([uid], ["BODY.PEEK[HEADER]"]).get(uid) or {}
+        headers = bytes(fetched.get(b"BODY[HEADER]") or b"")
+        note = (f"This mail is {size} bytes, over the limit of "
+                f"{self.deliverer.settings.max_message_bytes}; it was left in the mailbox "
+                f"{self.account.address}, folder {self.mailbox.folder} (UID {uid}).")
+        log.warning("imap_message_oversize", account=self.account.id, uid=uid, size=size)
+        envelope = Envelope(mail_from=None, rcpt_to=(self.account.address,))
+        self._call(self.deliverer.deliver(
+            headers, envelope, [Target(self.account)], path="imap", oversize_note=note,
+            channel_data={"imap": {"folder": self.mailbox.folder, "uidvalidity": uidvalidity,
+                                   "uid": uid, "size": size}}))
 
     def _after_intake(self, client: imapclient.IMAPClient, uid: int) -> None:
         if self.mailbox.after_intake == "seen":

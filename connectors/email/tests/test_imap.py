@@ -53,9 +53,9 @@ class Intake:
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
 
-    async def start(self, acct: EmailAccount) -> None:
+    async def start(self, acct: EmailAccount, **settings: Any) -> None:
         deliverer = Deliverer(self.publisher, MemoryBlobStore(), EmailAccounts(accounts=[acct]),
-                              EmailSettings(), ParserPool(0, 30.0))
+                              EmailSettings(**settings), ParserPool(0, 30.0))
         poller = MailboxPoller(acct, deliverer, EmailState(self.store).cursors(acct.id),
                                asyncio.get_running_loop(), self.stop)
         self.thread = threading.Thread(target=poller.run, daemon=True)
@@ -169,3 +169,20 @@ async def test_a_wrong_password_shows_as_auth_error(dovecot: Dovecot, store: Sta
         assert STATUS[USER]["last_error"]
     finally:
         await intake.close()
+
+
+async def test_a_mail_over_the_size_limit_is_published_as_headers_and_left_unseen(
+        dovecot: Dovecot, store: StateStore) -> None:
+    dovecot.append(mail(1).replace(b"body 1", b"x" * 3000))
+    dovecot.append(mail(2))
+    intake = Intake(store, RecordingPublisher())
+    await intake.start(account(dovecot.port), max_message_bytes=2048)
+    try:
+        big, small = await intake.until(2)
+    finally:
+        await intake.close()
+    assert big.flags == ["oversize"] and big.subject == "mail 1"
+    assert "over the limit" in big.text and "UID 1" in big.text
+    assert big.channel_data["imap"]["size"] > 2048
+    assert small.flags == [] and small.text == "body 2"
+    assert seen_flags(dovecot) == {1: False, 2: True}
