@@ -186,3 +186,37 @@ async def test_a_mail_over_the_size_limit_is_published_as_headers_and_left_unsee
     assert big.channel_data["imap"]["size"] > 2048
     assert small.flags == [] and small.text == "body 2"
     assert seen_flags(dovecot) == {1: False, 2: True}
+
+
+async def test_without_idle_the_mailbox_is_polled(store: StateStore) -> None:
+    server = Dovecot.create(capability="IMAP4rev1 LITERAL+ UIDPLUS MOVE").start()
+    try:
+        STATUS.pop(USER, None)
+        intake = Intake(store, RecordingPublisher())
+        await intake.start(account(server.port))
+        try:
+            await asyncio.to_thread(server.append, mail(1))
+            [message] = await intake.until(1, timeout=5)
+            assert message.subject == "mail 1"
+            assert STATUS[USER]["state"] in ("polling", "importing")
+        finally:
+            await intake.close()
+    finally:
+        server.cleanup()
+
+
+async def test_a_restarted_dovecot_is_reconnected_and_new_mail_imported(
+        dovecot: Dovecot, store: StateStore) -> None:
+    dovecot.append(mail(1))
+    intake = Intake(store, RecordingPublisher())
+    await intake.start(account(dovecot.port))
+    try:
+        await intake.until(1)
+        await asyncio.to_thread(dovecot.stop)
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(dovecot.start)
+        await asyncio.to_thread(dovecot.append, mail(2))
+        messages = await intake.until(2, timeout=20)
+        assert [m.subject for m in messages] == ["mail 1", "mail 2"]
+    finally:
+        await intake.close()
