@@ -177,6 +177,8 @@ class Gateway:
     def __post_init__(self) -> None:
         for service in self.services:
             self.ports.setdefault(service, free_port())
+        if "email" in self.services:  # its SMTP listener: INTAKE_EMAIL_SMTP_PORT
+            self.ports.setdefault("email-smtp", free_port())
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
@@ -192,6 +194,8 @@ class Gateway:
             # All load comes from 127.0.0.1: the per-address limit would refuse it.
             "INTAKE_WEBFORM_RATE_LIMIT_BURST": "100000000",
             "INTAKE_WEBFORM_RATE_LIMIT_PER_MINUTE": "100000000",
+            "INTAKE_EMAIL_MAX_SESSIONS_PER_CLIENT": "10000",
+            "INTAKE_EMAIL_MAX_SESSIONS": "10000",
         })
         for service, port in self.ports.items():
             env[f"INTAKE_{service.upper().replace('-', '_')}_PORT"] = str(port)

@@ -75,6 +75,9 @@ def check_config(settings: IntakeSettings) -> list[str]:
     """Validate every section with the model of the service that reads it."""
     from router.rules import load_rules
 
+    # The ticket core's own section (imported by name: the kernel's type check stays on it).
+    load_auto_replies = importlib.import_module("ticket_core.autoreply").load_auto_replies
+
     try:
         doc = load_config(settings)
     except ConfigInvalid as exc:
@@ -84,6 +87,10 @@ def check_config(settings: IntakeSettings) -> list[str]:
     problems: list[str] = []
     try:
         load_rules(doc, _rules_bytes(settings))
+    except ConfigInvalid as exc:
+        problems.extend(exc.problems)
+    try:
+        load_auto_replies(doc)
     except ConfigInvalid as exc:
         problems.extend(exc.problems)
     channels, broken = find_channels()

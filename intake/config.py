@@ -29,8 +29,9 @@ TOP_LEVEL_SECTIONS = (
     "routes",
     "default_route",
     "channels",
+    "auto_replies",  # read by the ticket core (ticket_core/autoreply.py)
 )
-ROUTING_SECTIONS = tuple(s for s in TOP_LEVEL_SECTIONS if s != "channels")
+ROUTING_SECTIONS = tuple(s for s in TOP_LEVEL_SECTIONS if s not in ("channels", "auto_replies"))
 
 # No real config comes near this many values; a file that expands past it is refused.
 MAX_VALUES = 100_000

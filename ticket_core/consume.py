@@ -7,6 +7,7 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
@@ -14,6 +15,7 @@ from intake import Message, Rejected, get_logger
 from intake.message import DeliveryResult, utcnow
 from intake.metrics import END_TO_END_SECONDS, MESSAGES_IN, MESSAGES_OUT
 
+from .autoreply import AutoReplies, write_acknowledgement
 from .delivery import record_delivery
 from .failures import Unpersistable, sqlstate
 from .store import TicketStore
@@ -37,6 +39,7 @@ def crash_probability(fault: str | None) -> float:
 
 
 def persist_routed(store: TicketStore, fault: str | None = None,
+                   auto_replies: AutoReplies | None = None,
                    ) -> Callable[[list[Message]], Awaitable[None]]:
     """One transaction per batch; returns only after the commit, so acks follow durability.
 
@@ -98,6 +101,8 @@ def persist_routed(store: TicketStore, fault: str | None = None,
             MESSAGES_IN.labels("ticket-core", channel).inc(count)
         for channel, count in stored.items():
             MESSAGES_OUT.labels("ticket-core", channel).inc(count)
+        if auto_replies is not None and tickets_created:
+            await acknowledge(store, auto_replies, messages, results)
         if len(messages) == 1:
             result = results[0]
             log.info("message_persisted", ticket_number=result.ticket_number,
@@ -109,6 +114,36 @@ def persist_routed(store: TicketStore, fault: str | None = None,
 
     return persist
 
+
+
+async def acknowledge(store: TicketStore, auto_replies: AutoReplies, messages: list[Message],
+                      results: list[Any]) -> None:
+    """The acknowledgements of the tickets this batch opened (see autoreply.py)."""
+    for message, result in zip(messages, results, strict=True):
+        if not result.created_ticket or result.ticket_id is None:
+            continue
+        rule = auto_replies.choose(message, owning_desk(message))
+        if rule is None:
+            continue
+        ticket_id = result.ticket_id
+        try:
+            written = await store.write(lambda c, m=message, r=rule, t=ticket_id:
+                                        write_acknowledgement(c, r, m, t, utcnow()))
+        except Exception:  # committed already: the ticket stays, without its ack
+            log.exception("acknowledgement_failed", ticket_id=ticket_id, rule=rule.id)
+            continue
+        if written is not None:
+            store.outbox_pending = True
+            log.info("acknowledgement_written", ticket_id=ticket_id, rule=rule.id)
+
+
+def owning_desk(message: Message) -> str | None:
+    route = message.route
+    if route is None or not route.deliveries:
+        return None
+    owner = next((d for d in route.deliveries if d.role in ("owner", "primary")),
+                 route.deliveries[0])
+    return owner.desk
 
 
 def record_results(store: TicketStore) -> Callable[[DeliveryResult], Awaitable[None]]:

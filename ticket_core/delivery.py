@@ -53,6 +53,10 @@ def record_delivery(connection: Connection, result: DeliveryResult, now: datetim
         raise UnknownOutbound(f"no outbound message {result.outbound_id}")
     if not outranks(result.status, result.attempt, row.delivery_status, row.delivery_attempt):
         return False
+    if result.provider_message_id and result.status in ("sent", "delivered", "read"):
+        # Our Message-ID on the outgoing mail: a reply naming it threads onto this ticket.
+        connection.execute(update(MESSAGES).where(MESSAGES.c.id == row.id)
+                           .values(message_id=result.provider_message_id[:998]))
     set_status(connection, row, result.status, result.reason, result.attempt, now, extra={
         "provider_message_id": result.provider_message_id,
         "occurred_at": result.occurred_at.isoformat()}, actor=f"connector:{result.channel}")

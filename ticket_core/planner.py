@@ -11,7 +11,9 @@ Threading, first hint that leads somewhere wins (events never join or open a tic
 `conversation_id` (the latest ticket of that conversation on the same channel that is not
 closed or merged), then `join_latest_open` (the customer's latest ticket on the same channel that
 is not resolved, closed or merged); otherwise a new ticket. An inbound message appended to a
-pending or resolved ticket reopens it (status `open`).
+pending or resolved ticket reopens it (status `open`), unless it is flagged `auto_reply`,
+`bounce` or `loop`. A Message-ID leads only to tickets of messages of the same channel and
+account.
 
 Identities: e-mail addresses are stored lower-cased. The sender's customer is the oldest one
 owning any of the message's identities; the others are added to it unless another customer owns
@@ -33,8 +35,10 @@ from .events import PlannedEvent
 from .schemas import DONE_STATUSES
 from .statements import UNJOINABLE_STATUSES, WriteStatements
 
-# An inbound message on a ticket waiting for the customer, or already solved, reopens it.
+# An inbound message on a ticket waiting for the customer, or already solved, reopens it;
+# unless a machine sent it (an out-of-office, a bounce, our own mail come back).
 REOPENED_BY_CUSTOMER = ("pending", "resolved")
+NEVER_REOPENS = frozenset({"auto_reply", "bounce", "loop"})
 OWNING_ROLES = ("owner", "primary")
 
 
@@ -210,7 +214,7 @@ def _plan_message(plan: Plan, index: int, m: Message, now: datetime,
             ticket = _plan_ticket(plan, m, customer_id, now)
             created = True
         else:
-            if ticket.status in REOPENED_BY_CUSTOMER:
+            if ticket.status in REOPENED_BY_CUSTOMER and not NEVER_REOPENS.intersection(m.flags):
                 plan.events.append(PlannedEvent(
                     "ticket.updated", now, ticket, customer_id, "customer",
                     {"status": "open", "previous_status": ticket.status,
@@ -310,7 +314,8 @@ class ThreadIndex:
     def __init__(self) -> None:
         self.by_id: dict[str, TicketRef] = {}
         self.by_number: dict[int, TicketRef] = {}
-        self.by_message_id: dict[str, TicketRef] = {}
+        # (channel, account, Message-ID): a Message-ID leads only within its own mailbox.
+        self.by_message_id: dict[tuple[str, str, str], TicketRef] = {}
         self.by_conversation: dict[tuple[str, str], TicketRef] = {}
         self.latest_open: dict[tuple[str, str], TicketRef] = {}
 
@@ -332,9 +337,10 @@ class ThreadIndex:
             for row in statements.tickets_named(sorted(ticket_ids), sorted(numbers)):
                 index._add(row)
         if message_ids:
-            for *row, message_id in statements.tickets_replied_to(sorted(message_ids)):
+            for *row, channel, account, message_id in statements.tickets_replied_to(
+                    sorted(message_ids)):
                 # The latest stored copy of a Message-ID wins.
-                index.by_message_id[message_id] = index._add(row)
+                index.by_message_id[(channel, account, message_id)] = index._add(row)
         if conversations:
             for row in statements.joinable_tickets(sorted(conversations)):
                 *_, channel, conversation_id = row
@@ -366,8 +372,9 @@ class ThreadIndex:
         if number is not None and number in self.by_number:
             return self.by_number[number]
         for ref in (t.in_reply_to, *reversed(t.references)):
-            if ref and ref in self.by_message_id:
-                return self.by_message_id[ref]
+            found = self.by_message_id.get((m.channel, m.account, ref)) if ref else None
+            if found is not None:
+                return found
         if t.conversation_id:
             found = self.by_conversation.get((m.channel, t.conversation_id))
             if found is not None and found.status not in UNJOINABLE_STATUSES:
@@ -385,7 +392,7 @@ class ThreadIndex:
             self.by_number[ticket.number] = ticket
         t = m.thread
         if t is not None and t.message_id:
-            self.by_message_id[t.message_id] = ticket
+            self.by_message_id[(m.channel, m.account, t.message_id)] = ticket
         if t is not None and t.conversation_id:
             self.by_conversation[(m.channel, t.conversation_id)] = ticket
         if ticket.status not in DONE_STATUSES and ticket.channel == m.channel:

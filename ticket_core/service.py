@@ -24,6 +24,7 @@ from intake.blobs import FileBlobStore
 from intake.service import bus_context
 
 from .api import api_routes, auth_middleware, ready_check
+from .autoreply import load_auto_replies
 from .consume import persist_routed, record_results
 from .db import make_engine, migrate
 from .relay import Relay
@@ -57,6 +58,7 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
     store = TicketStore(engine, sqlite_fast_path=own.sqlite_fast_path)
     blobs = FileBlobStore(settings.data_dir / "blobs")
     reply_channels = ReplyChannels.parse(own.reply_channels, default_accounts(doc))
+    auto_replies = load_auto_replies(doc)
     relay_box: list[Relay] = []
 
     async def storage(app: web.Application) -> AsyncIterator[None]:
@@ -88,7 +90,8 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
         middlewares=[auth_middleware(api_token(settings))],
         # bus_context's exit stops the consumers and waits for in-flight commits.
         consumers=[Consumer("ticket_core", Message,
-                            lambda app: persist_routed(store, settings.fault), batch=True,
+                            lambda app: persist_routed(store, settings.fault, auto_replies),
+                            batch=True,
                             max_batch=own.max_batch, max_wait_s=own.max_batch_wait_s,
                             prefetch=own.prefetch),
                    Consumer("ticket_core.delivery", DeliveryResult,

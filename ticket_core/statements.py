@@ -54,8 +54,8 @@ KnownIdentityRow = tuple[str, str, str, bool, datetime]
 """kind, value, customer_id, verified, the customer's created_at (aware UTC)."""
 TicketRow = tuple[str, int, str, str, str | None, str, str | None]
 """id, number, status, customer_id, desk, channel, conversation_id."""
-RepliedTicketRow = tuple[str, int, str, str, str | None, str, str | None, str]
-"""A TicketRow, then the stored Message-ID that leads to it."""
+RepliedTicketRow = tuple[str, int, str, str, str | None, str, str | None, str, str, str]
+"""A TicketRow, then the channel, account and stored Message-ID of the message leading to it."""
 
 
 class WriteStatements(Protocol):
@@ -171,7 +171,7 @@ _TICKETS_NAMED = {
             TICKETS.c.number.in_(bindparam("numbers", expanding=True)))),
 }
 _TICKETS_BY_MESSAGE_ID = (
-    select(*_TICKET_COLUMNS, MESSAGES.c.message_id)
+    select(*_TICKET_COLUMNS, MESSAGES.c.channel, MESSAGES.c.account, MESSAGES.c.message_id)
     .select_from(MESSAGES.join(TICKETS, TICKETS.c.id == MESSAGES.c.ticket_id))
     .where(MESSAGES.c.message_id.in_(bindparam("message_ids", expanding=True)))
     .order_by(MESSAGES.c.persisted_at))

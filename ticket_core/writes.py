@@ -174,7 +174,7 @@ _SQLITE_KNOWN_IDENTITIES = (
     "WHERE {identities}")
 _SQLITE_TICKETS_NAMED = _TICKET_SELECT + " FROM tickets WHERE {named}"
 _SQLITE_TICKETS_REPLIED_TO = (
-    _TICKET_SELECT + ", messages.message_id FROM messages "
+    _TICKET_SELECT + ", messages.channel, messages.account, messages.message_id FROM messages "
     "JOIN tickets ON tickets.id = messages.ticket_id "
     "WHERE messages.message_id IN ({message_ids}) ORDER BY messages.persisted_at")
 _SQLITE_JOINABLE_TICKETS = (

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from intake import StateStore
+from intake import StateNamespace, StateStore
 
 BOUNCE_HOLD_S = 60 * 86400.0
 
@@ -50,5 +50,29 @@ class EmailState:
         await self.caps.put(day_key, day + 1)
         return True
 
-    def cursor(self, account: str, folder: str) -> Any:
-        return self.store.namespace(f"imap:{account}"[:200]), folder
+    def cursors(self, account: str) -> StateNamespace:
+        """An IMAP mailbox's cursors, keyed by folder."""
+        return self.store.namespace(f"imap:{account}"[:200])
+
+
+def status_namespace(store: StateStore) -> StateNamespace:
+    """Each IMAP mailbox's last known state, written by its poller on every change."""
+    return store.namespace("email:status")
+
+
+async def status_report(store: StateStore, account_ids: list[str]) -> dict[str, Any]:
+    """What `intake email status` prints: per mailbox cursor and state, outbound by status."""
+    mailboxes: dict[str, Any] = {}
+    for account in account_ids:
+        cursors = dict(await EmailState(store).cursors(account).items())
+        state = await status_namespace(store).get(account)
+        if cursors or state:
+            mailboxes[account] = {"imap": state, "cursors": cursors}
+    outbound: dict[str, int] = {}
+    for _key, entry in await store.namespace("sent:email").items(limit=1_000_000):
+        status = (entry.get("result") or {}).get("status") if isinstance(entry, dict) else None
+        name = status or (entry.get("state") if isinstance(entry, dict) else None) or "unknown"
+        name = {"retrying": "deferred", "sending": "sending", "taken": "pending"}.get(name, name)
+        outbound[name] = outbound.get(name, 0) + 1
+    deferred = await store.queue("retry:email").depth()
+    return {"mailboxes": mailboxes, "outbound": outbound, "retry_queue": deferred}

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Installs the system tools the tests drive for real: headless Chromium for the web pages.
+# Installs the system tools the tests drive for real: headless Chromium for the web pages,
+# Dovecot (a throwaway IMAP server the email tests start) and swaks (an SMTP client).
 # Needs root and Debian's packages; elsewhere it says what is missing and the browser test
 # skips (under CI=true it fails instead).
 set -u
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+{ command -v dovecot || test -x /usr/sbin/dovecot; } >/dev/null 2>&1 || missing+=(dovecot-imapd)
+command -v swaks >/dev/null 2>&1 || missing+=(swaks)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing ${missing[*]} from Debian's packages ..."

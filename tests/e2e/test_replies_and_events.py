@@ -134,18 +134,27 @@ async def test_a_reply_goes_out_once_and_its_delivery_result_shows_on_the_ticket
         assert taken[0].to == Identity(kind="email", value="li.wei@example.cn")
         assert taken[0].account == "support@example.com"
 
-        # A form ticket: the web form cannot reply, and no email account is configured or
-        # was ever written to by this customer, so no channel reaches them.
+        # A form ticket: the web form cannot reply, but the example config has an email
+        # account, so the reply goes out by email to the address the form gave.
         async with http.post(f"{gw.form}/forms/contact/submissions", json={
                 "name": "Anon", "email": "anon@example.cn", "topic": "enquiry",
                 "subject": "x", "message": "y", "consent": "on"},
-                headers={"Idempotency-Key": "no-reply"}) as response:
+                headers={"Idempotency-Key": "form-by-email"}) as response:
             assert response.status == 201, await response.text()
-        form_ticket = await find_ticket(http, gw, idempotency_key="webform:contact:no-reply")
+        form_ticket = await find_ticket(http, gw, idempotency_key="webform:contact:form-by-email")
         async with http.post(f"{gw.api}/api/v1/tickets/{form_ticket['id']}/replies",
                              headers=gw.headers(), json={"text": "Hello"}) as response:
-            assert response.status == 422
-            assert (await response.json())["error"] == "no_reply_channel"
+            assert response.status == 201, await response.text()
+            form_reply = await response.json()
+        assert await eventually(lambda: _taken(taken, form_reply["id"]), timeout=20)
+        by_email = next(t for t in taken if str(t.id) == form_reply["id"])
+        assert (by_email.channel, by_email.account) == ("email", "support@shop.example")
+        assert by_email.to == Identity(kind="email", value="anon@example.cn")
+
+
+async def _taken(taken: list[Any], outbound_id: str) -> bool:
+    return any(str(t.id) == outbound_id for t in taken)
+
 
 async def _is(probe: Any, expected: str) -> bool:
     return await probe() == expected

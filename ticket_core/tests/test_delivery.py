@@ -8,7 +8,7 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from intake.message import DeliveryResult, utcnow
+from intake.message import DeliveryResult, Thread, utcnow
 from ticket_core.delivery import UnknownOutbound, outranks, record_delivery
 from ticket_core.replies import ReplyChannels, write_reply
 from ticket_core.store import TicketStore
@@ -88,3 +88,16 @@ async def test_results_recorded_concurrently_keep_the_highest_rank(store: Ticket
         view = await store.get_message(outbound_id)
         assert view is not None and view.delivery is not None
         assert view.delivery.status == "read"
+
+
+async def test_a_reply_to_our_sent_message_id_joins_its_ticket(store: TicketStore) -> None:
+    outbound_id = await reply(store)
+    sent = result(outbound_id, "sent").model_copy(
+        update={"provider_message_id": f"<1001.{outbound_id}@example.com>"})
+    assert await store.write(lambda c: record_delivery(c, sent, utcnow()))
+    view = await store.get_message(outbound_id)
+    assert view is not None
+    answer = await store.persist(message(
+        channel="email", account="support@example.com", kind="message", subject="new subject",
+        thread=Thread(in_reply_to=f"<1001.{outbound_id}@example.com>")))
+    assert not answer.created_ticket and answer.ticket_id == view.ticket_id

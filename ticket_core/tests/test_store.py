@@ -335,6 +335,32 @@ async def test_a_customer_reply_reopens_a_resolved_ticket(store: TicketStore) ->
     assert ticket is not None and ticket.status == "open"
 
 
+@pytest.mark.parametrize("flag", ["auto_reply", "bounce", "loop"])
+async def test_a_machines_mail_joins_but_never_reopens(store: TicketStore, flag: str) -> None:
+    kw: dict[str, Any] = {"channel": "email", "account": "support@shop.example",
+                          "kind": "message"}
+    first = await store.persist(message(thread=Thread(message_id="<a@x>"), **kw))
+    await set_status(store, first.ticket_id or "", "resolved")
+    joined = await store.persist(message(thread=Thread(in_reply_to="<a@x>"), flags=[flag], **kw))
+    ticket = await store.get_ticket(first.ticket_id or "")
+    assert joined.ticket_id == first.ticket_id
+    assert ticket is not None and ticket.status == "resolved"
+    assert ticket.messages[-1].flags == [flag]
+
+
+async def test_a_message_id_leads_only_within_its_channel_and_account(
+        store: TicketStore) -> None:
+    support: dict[str, Any] = {"channel": "email", "account": "support@shop.example",
+                               "kind": "message"}
+    sales: dict[str, Any] = {"channel": "email", "account": "sales@shop.example",
+                             "kind": "message"}
+    first = await store.persist(message(thread=Thread(message_id="<same@x>"), **support))
+    other = await store.persist(message(thread=Thread(in_reply_to="<same@x>"), **sales))
+    same = await store.persist(message(thread=Thread(in_reply_to="<same@x>"), **support))
+    assert other.created_ticket and other.ticket_id != first.ticket_id
+    assert same.ticket_id == first.ticket_id
+
+
 async def test_events_never_open_tickets(store: TicketStore) -> None:
     first = await store.persist(message(channel="wechat", account="wx1", kind="message",
                                         email=None, identities=[

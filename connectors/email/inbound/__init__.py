@@ -141,8 +141,12 @@ class Deliverer:
 
     async def deliver(self, raw: bytes, envelope: Envelope, targets: Sequence[Target], *,
                       path: str = "smtp", channel_data: dict[str, Any] | None = None,
-                      ) -> list[Message]:
-        """Make `raw` durable as one message per target; raises `Transient` otherwise."""
+                      oversize_note: str | None = None) -> list[Message]:
+        """Make `raw` durable as one message per target; raises `Transient` otherwise.
+
+        `oversize_note`: `raw` is only the headers of a mail too big to take (IMAP leaves it
+        in the mailbox); each message is flagged `oversize` and its text says where it is.
+        """
         from datetime import UTC
         received_at = datetime.now(UTC)
         try:
@@ -170,6 +174,9 @@ class Deliverer:
         except Exception as exc:
             raise StorageUnavailable(f"an attachment could not be stored: {exc!r}") from exc
         for item in parsed:
+            if oversize_note is not None:
+                item.message.flags = [*item.message.flags, "oversize"]
+                item.message.text = oversize_note
             await self.publisher.publish(item.message)
             MAILS_IN.labels(item.message.account, path).inc()
             log.info("mail_received", idempotency_key=item.message.idempotency_key,

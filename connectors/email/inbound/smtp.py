@@ -43,6 +43,7 @@ ANSWERS = Counter("intake_email_smtp_answers_total", "SMTP answers to DATA, by c
 BYTES_IN = Counter("intake_email_smtp_bytes_total", "Bytes of mail received over SMTP")
 LINE_LIMIT = 1024 * 1024
 DELIVERER: web.AppKey[Deliverer] = web.AppKey("email_deliverer", Deliverer)
+EMAIL_STATE: web.AppKey[EmailState] = web.AppKey("email_state", EmailState)
 
 
 def split_address(address: str) -> tuple[str, str | None]:
@@ -243,6 +244,7 @@ async def deliverer_context(app: web.Application) -> Any:
 
     deliverer.on_permanent_failure = note_bounced
     app[DELIVERER] = deliverer
+    app[EMAIL_STATE] = state
     yield
     deliverer.pool.close()
     await store.close()

@@ -39,7 +39,15 @@ from .classify import (
     ticket_number_from_subject,
     trim_references,
 )
-from .mime import Body, clean_header_value, decode_header, parse_bytes, raw_header, read_body
+from .mime import (
+    Body,
+    clean_header_value,
+    decode_header,
+    parse_bytes,
+    raw_header,
+    read_body,
+    unescape,
+)
 
 __all__ = ["Envelope", "MailPolicy", "Parsed", "to_message", "unreadable_message"]
 
@@ -180,7 +188,12 @@ def digest(address: str | None, date: str | None, subject: str | None, body: Bod
 
 
 def _get(message: email.message.Message | None, name: str) -> str | None:
-    return raw_header(message, name)
+    """A header as received; 8-bit bytes left for `decode_header` (with the body's charset)
+    in names and subjects, read as text at once elsewhere."""
+    value = raw_header(message, name)
+    if value is None or name in ("Subject", "From", "Reply-To"):
+        return value
+    return unescape(value)
 
 
 def _first_id(value: str | None) -> str | None:

@@ -76,9 +76,17 @@ def parse_bytes(raw: bytes) -> email.message.Message:
     return BytesParser(policy=policy.compat32).parsebytes(raw)
 
 
+def unescape(value: str, hint: str | None = None) -> str:
+    """8-bit header bytes (surrogate escapes from the parser) read as text."""
+    if not any("\udc80" <= c <= "\udcff" for c in value):
+        return value
+    return decode_header_bytes(value.encode("utf-8", "surrogateescape"), hint)
+
+
 def clean_header_value(value: str) -> str:
-    """No CR, LF or NUL survives into a header value (folding becomes one space)."""
-    return _FORBIDDEN_IN_HEADER.sub(" ", value).strip()
+    """No CR, LF or NUL survives into a header value (folding becomes one space), and no
+    undecoded byte."""
+    return _FORBIDDEN_IN_HEADER.sub(" ", unescape(value)).strip()
 
 
 def raw_header(message: email.message.Message | None, name: str) -> str | None:
@@ -104,10 +112,7 @@ def decode_header(value: str | None, hint: str | None = None) -> str | None:
     """
     if value is None:
         return None
-    raw = value.encode("ascii", "surrogateescape") if any(
-        "\udc80" <= c <= "\udcff" for c in value) else None
-    if raw is not None:
-        value = decode_header_bytes(raw, hint)
+    value = unescape(value, hint)
     pieces: list[str] = []
     pending: tuple[str, bytearray] | None = None
     position = 0

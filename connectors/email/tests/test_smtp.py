@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiosmtplib
 import pytest
 
 from connectors.email import CHANNEL
@@ -184,3 +185,118 @@ async def test_mime_nested_too_deep_is_a_parse_error_not_a_crash(smtp: Listener)
     [message] = smtp.published
     assert message.flags == ["parse_error"] and message.channel_data["parse_error"] == "too_deep"
     assert message.subject == "deep"
+
+
+async def test_undeclared_data_over_the_limit_is_read_to_the_end_and_answered_552() -> None:
+    listener = await listening(RecordingPublisher(), parse_workers=0, max_message_bytes=4096)
+    try:
+        def send(client: smtplib.SMTP) -> tuple[int, bytes]:
+            client.ehlo()
+            client.mail("li@example.cn")
+            client.rcpt("support@shop.example")
+            code, text = client.data(MAIL.replace(b"hello", b"x" * 10_000))
+            client.noop()  # the session goes on: the data was read to its end
+            return code, text
+        code, _ = await listener.client(send)
+        assert code == 552
+        assert listener.published == []
+    finally:
+        listener.server.close()
+        await listener.server.wait_closed()
+
+
+async def test_a_unicode_envelope_is_accepted_with_smtputf8(smtp: Listener) -> None:
+    raw = MAIL.replace(b"From: Li <li@example.cn>", "From: 李 <李雷@例子.中国>".encode())
+
+    def send(client: smtplib.SMTP) -> dict[str, Any]:
+        return client.sendmail("李雷@例子.中国", ["support@shop.example"], raw,
+                               mail_options=["SMTPUTF8"])
+    assert await smtp.client(send) == {}
+    [message] = smtp.published
+    assert message.sender.identities[0].value == "李雷@例子.中国"
+    assert message.channel_data["envelope"]["from"] == "李雷@例子.中国"
+
+
+async def test_starttls_with_a_certificate_made_now(tmp_path: Path) -> None:
+    import shutil
+    import ssl
+    import subprocess
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+               "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)]
+    await asyncio.to_thread(subprocess.run, command, check=True, capture_output=True)
+    listener = await listening(RecordingPublisher(), parse_workers=0, tls_cert=str(cert),
+                               tls_key=str(key), require_tls=True)
+    try:
+        def send(client: smtplib.SMTP) -> tuple[int, int]:
+            client.ehlo()
+            before = client.mail("li@example.cn")[0]  # refused before STARTTLS
+            client.rset()
+            context = ssl.create_default_context(cafile=str(cert))
+            context.check_hostname = False
+            client.starttls(context=context)
+            client.ehlo()
+            client.sendmail("li@example.cn", ["support@shop.example"], MAIL)
+            return before, 250
+        before, _ = await listener.client(send)
+        assert before == 530
+        [message] = listener.published
+        assert message.channel_data["envelope"]["tls"] is True
+    finally:
+        listener.server.close()
+        await listener.server.wait_closed()
+
+
+async def test_fifty_sessions_at_once_while_one_sends_a_mime_bomb() -> None:
+    listener = await listening(RecordingPublisher(), parse_workers=2, parse_timeout_s=5.0,
+                               max_sessions_per_client=100)
+    try:
+        depth = 5000
+        bomb = (b"From: bomb@example.cn\r\nSubject: bomb\r\nMessage-ID: <bomb@example.cn>\r\n"
+                + b"".join(b"Content-Type: multipart/mixed; boundary=\"b%d\"\r\n\r\n--b%d\r\n"
+                           % (i, i) for i in range(depth)) + b"\r\nend\r\n")
+        loop = asyncio.get_running_loop()
+        times: list[float] = []
+
+        async def one(i: int) -> None:
+            started = loop.time()
+            raw = MAIL.replace(b"<t1@example.cn>", b"<t%d@example.cn>" % i)
+            await aiosmtplib.send(raw, sender="li@example.cn", recipients=[
+                "support@shop.example"], hostname="127.0.0.1", port=listener.port)
+            times.append(loop.time() - started)
+
+        # aiosmtplib: 51 sessions really at once (smtplib would queue on the thread pool).
+        bomb_task = asyncio.ensure_future(aiosmtplib.send(
+            bomb, sender="bomb@example.cn", recipients=["support@shop.example"],
+            hostname="127.0.0.1", port=listener.port, timeout=60))
+        await asyncio.sleep(0.2)  # the bomb is being parsed while the others arrive
+        await asyncio.gather(*(one(i) for i in range(50)))
+        await bomb_task
+        assert len(listener.published) == 51
+        bombed = next(m for m in listener.published if m.subject == "bomb")
+        assert bombed.flags == ["parse_error"]
+        assert max(times) < 10.0, max(times)
+    finally:
+        listener.server.close()
+        await listener.server.wait_closed()
+        listener.deliverer.pool.close()
+
+
+async def test_sessions_over_the_per_client_limit_get_421() -> None:
+    listener = await listening(RecordingPublisher(), parse_workers=0, max_sessions_per_client=2)
+    try:
+        open_clients = [aiosmtplib.SMTP(hostname="127.0.0.1", port=listener.port)
+                        for _ in range(2)]
+        for client in open_clients:
+            await client.connect()
+        third = aiosmtplib.SMTP(hostname="127.0.0.1", port=listener.port)
+        with pytest.raises(aiosmtplib.SMTPConnectResponseError) as refused:
+            await third.connect()
+        assert refused.value.code == 421
+        for client in open_clients:
+            await client.quit()
+    finally:
+        listener.server.close()
+        await listener.server.wait_closed()
