@@ -20,6 +20,8 @@ def routes() -> list[web.AbstractRouteDef]:
         web.post(BASE + "/sessions", api(rest.create_session, rate_limited=True)),
         web.delete(BASE + "/sessions/current", api(rest.delete_session)),
         web.get(BASE + "/config", api(rest.config)),
+        web.get(BASE + "/faq/search", api(rest.faq_search)),
+        web.get(BASE + "/faq/articles/{article_id}", api(rest.faq_article)),
         web.post(BASE + "/uploads", api(uploads.upload)),
         web.post(BASE + "/tickets", api(rest.submit_ticket)),
         web.get(BASE + "/tickets", api(rest.list_tickets)),

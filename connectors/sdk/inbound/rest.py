@@ -8,7 +8,7 @@ from intake import client_address
 
 from ..settings import SdkApp
 from ..state import Session
-from . import tickets
+from . import faq, tickets
 from .http import json_response, read_json
 from .identity import open_session, session_of
 from .runtime import Runtime
@@ -103,3 +103,11 @@ def _iso(epoch: float) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+async def faq_search(request: web.Request, runtime: Runtime, app: SdkApp) -> web.Response:
+    return json_response(await faq.search(request, runtime.faq, app))
+
+
+async def faq_article(request: web.Request, runtime: Runtime, app: SdkApp) -> web.Response:
+    return json_response(await faq.article(request, runtime.faq, app))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 
@@ -12,6 +13,7 @@ from intake import ACCOUNTS, SERVICE_SETTINGS, SETTINGS, RateLimiter, StateStore
 from ..errors import AppUnknown, RateLimited
 from ..settings import SdkAccounts, SdkApp, SdkSettings
 from ..state import SdkState
+from .faq import Faq
 
 LIMITER_TABLE = 100_000
 
@@ -24,6 +26,8 @@ class Runtime:
         self.accounts = accounts
         self.store = store
         self.state = SdkState(store)
+        folder = settings.faq_dir or accounts.faq.dir
+        self.faq = Faq(Path(folder) if folder else None, list(accounts.faq.articles))
         self._opened = asyncio.Lock()
         self._open = False
         self.app_limiters: dict[str, RateLimiter] = {}
