@@ -10,14 +10,26 @@ follows its socket and sees it once.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from intake import BUS, Failed, OutboundMessage, SenderKit, Sent
+from intake import (
+    BUS,
+    DeliveryResult,
+    Failed,
+    OutboundMessage,
+    SenderKit,
+    Sent,
+    get_logger,
+    utcnow,
+)
 
 from .state import Owner, SdkState, customer_view
+
+log = get_logger(service="sdk", component="outbound")
 
 
 class SdkSender:
@@ -136,3 +148,40 @@ async def consume_ticket_events(app: web.Application) -> None:
     events = TicketEvents(runtime.state)
     app[BUS].consume("sdk.events", events.handle, TicketEvent, binding=("events", "ticket.#"))
     await asyncio.Event().wait()
+
+
+RECEIPT_RANK = {"delivered": 1, "read": 2}
+
+
+class Receipts:
+    """`delivered` once a socket got an agent's reply, `read` up to the user's read marker.
+
+    Each is published to `intake.delivery` once per reply and status (`sdk:receipt` remembers
+    the highest reported), after the `sent` of the sender; the ticket core keeps the highest
+    (read > delivered > sent within an attempt). Best effort: a receipt the broker did not
+    take is logged and reported again with the next one.
+    """
+
+    def __init__(self, state: SdkState, bus: Any) -> None:
+        self.bus = bus
+        self.reported = state.store.namespace("sdk:receipt")
+
+    async def report(self, app_id: str, outbound_ids: list[str], status: str) -> None:
+        if self.bus is None:
+            return
+        for outbound_id in outbound_ids:
+            before = await self.reported.get(outbound_id)
+            if before is not None and RECEIPT_RANK.get(str(before), 0) >= RECEIPT_RANK[status]:
+                continue
+            result = DeliveryResult(outbound_id=uuid.UUID(outbound_id), channel="sdk",
+                                    account=app_id, status=status,  # type: ignore[arg-type]
+                                    occurred_at=utcnow())
+            try:
+                await self.bus.publish("delivery", f"sdk.{app_id}",
+                                       result.model_dump_json().encode(),
+                                       message_id=f"{outbound_id}:{status}")
+            except Exception as exc:  # the next receipt or read reports it again
+                log.warning("receipt_not_published", outbound_id=outbound_id, status=status,
+                            error=repr(exc)[:200])
+                return
+            await self.reported.put(outbound_id, status)

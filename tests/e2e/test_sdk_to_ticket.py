@@ -108,9 +108,22 @@ async def test_ticket_reply_and_status_travel_between_app_and_agent(
         async with http.post(f"{gw.api}/api/v1/tickets/{core['id']}/replies",
                              headers=gw.headers(), json={"text": "您好，已为您退款"}) as response:
             assert response.status == 201, await response.text()
+            reply = await response.json()
         pushed = await frame_of(ws, "message.created")
         assert pushed["ticket_id"] == ticket["id"]
         assert pushed["message"]["text"] == "您好，已为您退款"
+
+        async def delivery(expected: str) -> bool:
+            async with http.get(f"{gw.api}/api/v1/tickets/{core['id']}",
+                                headers=gw.headers()) as found:
+                messages = (await found.json())["messages"]
+            [out] = [m for m in messages if m["id"] == reply["id"]]
+            return bool(out["delivery"]["status"] == expected)
+        assert await eventually(lambda: delivery("delivered"), timeout=15)
+        async with http.post(f"{base}/tickets/{ticket['id']}/read", headers=auth,
+                             json={"seq": pushed["seq"]}) as response:
+            assert response.status == 200
+        assert await eventually(lambda: delivery("read"), timeout=15)
 
         async with http.patch(f"{gw.api}/api/v1/tickets/{core['id']}", headers=gw.headers(),
                               json={"status": "resolved"}) as response:

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from intake import ACCOUNTS, SERVICE_SETTINGS, SETTINGS, RateLimiter, StateStore
+from intake import ACCOUNTS, BUS, SERVICE_SETTINGS, SETTINGS, RateLimiter, StateStore
 
 from ..errors import AppUnknown, RateLimited
+from ..outbound import Receipts
 from ..settings import SdkAccounts, SdkApp, SdkSettings
 from ..state import SdkState
 from .faq import Faq
@@ -30,6 +31,7 @@ class Runtime:
         self.faq = Faq(Path(folder) if folder else None, list(accounts.faq.articles))
         self._opened = asyncio.Lock()
         self._open = False
+        self.receipts = Receipts(self.state, None)  # the service's bus, once it has one
         self.app_limiters: dict[str, RateLimiter] = {}
         self.user_limiters: dict[str, RateLimiter] = {}
         self.anonymous_limiters: dict[str, RateLimiter] = {}
@@ -97,6 +99,7 @@ async def runtime_context(app: web.Application) -> AsyncIterator[None]:
     """The SDK service's cleanup context: the runtime opened at start, closed at stop."""
     runtime = build_runtime(app)
     await runtime.open()
+    runtime.receipts.bus = app.get(BUS)
     app[RUNTIME] = runtime
     try:
         yield

@@ -83,11 +83,17 @@ class Live:
     async def push(self) -> None:
         while True:
             events = await self.runtime.state.events_after(self.session.owner, self.cursor)
+            delivered = []
             for event in events:
                 self.cursor = int(event["seq"])
                 frame = frame_of(event)
                 if frame is not None and event.get("device") != self.id:
                     await self.send(frame)
+                    if frame["type"] == "message.created" and (
+                            frame["message"].get("direction") == "agent"):
+                        delivered.append(str(frame["message"]["id"]))
+            if delivered:
+                await self.runtime.receipts.report(self.session.app, delivered, "delivered")
             if len(events) < state_module.LOG_PAGE:
                 return
 

@@ -285,6 +285,9 @@ async def mark_read(runtime: Runtime, session: Session, ticket_id: str,
                       {"seq": "a non-negative integer"})
     ticket["read_seq"] = max(int(ticket.get("read_seq", 0)), seq)
     await runtime.state.put_ticket(ticket)
+    read = [str(m["id"]) for m in await runtime.state.messages_of(ticket_id)
+            if m["direction"] == "agent" and int(m["seq"]) <= ticket["read_seq"]]
+    await runtime.receipts.report(session.app, read, "read")
     return ticket_view(ticket)
 
 
