@@ -15,6 +15,7 @@ TICKET = BASE + "/tickets/{ticket_id}"
 
 def routes() -> list[web.AbstractRouteDef]:
     return [
+        web.get("/sdk/v1/{name:[a-z-]+\\.js}", rest.static_file),
         web.options(BASE + "/{tail:.*}", preflight),
         web.get(BASE + "/ws", socket.handle),
         web.post(BASE + "/sessions", api(rest.create_session, rate_limited=True)),

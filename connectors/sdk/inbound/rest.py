@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aiohttp import web
 
 from intake import client_address
@@ -111,3 +113,20 @@ async def faq_search(request: web.Request, runtime: Runtime, app: SdkApp) -> web
 
 async def faq_article(request: web.Request, runtime: Runtime, app: SdkApp) -> web.Response:
     return json_response(await faq.article(request, runtime.faq, app))
+
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+SCRIPT_TYPES = {".js": "text/javascript"}
+
+
+async def static_file(request: web.Request) -> web.Response:
+    """The SDK's scripts, public: any page may load them (they hold no secret)."""
+    name = request.match_info["name"]
+    path = STATIC / name
+    if "/" in name or path.suffix not in SCRIPT_TYPES or not path.is_file():
+        raise web.HTTPNotFound()
+    return web.Response(body=path.read_bytes(), content_type=SCRIPT_TYPES[path.suffix],
+                        charset="utf-8",
+                        headers={"Cache-Control": "public, max-age=300",
+                                 "Access-Control-Allow-Origin": "*",
+                                 "X-Content-Type-Options": "nosniff"})
