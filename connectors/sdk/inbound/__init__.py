@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import rest, socket, uploads
+from . import demo, rest, socket, uploads
 from .http import api, preflight
 from .runtime import runtime_context
 
@@ -16,6 +16,9 @@ TICKET = BASE + "/tickets/{ticket_id}"
 def routes() -> list[web.AbstractRouteDef]:
     return [
         web.get("/sdk/v1/{name:[a-z-]+\\.js}", rest.static_file),
+        web.get("/sdk/demo", demo.page),
+        web.get("/sdk/demo/demo.js", demo.script),
+        web.post("/sdk/demo/sign", demo.sign),
         web.options(BASE + "/{tail:.*}", preflight),
         web.get(BASE + "/ws", socket.handle),
         web.post(BASE + "/sessions", api(rest.create_session, rate_limited=True)),
