@@ -163,6 +163,7 @@ async def test_the_demo_shop_widget_end_to_end(shop: tuple[str, Any, RecordingPu
             await page.get_by_text("#42", exact=False).first.click()
             await page.get_by_text("已解决", exact=False).first.wait_for()
             # The form ticket holds its own messages only, not the chat's.
+            await page.locator("#pane-tickets .msg").first.wait_for()
             assert await page.locator("#pane-tickets .msg").all_inner_texts() == [
                 "耳机坏了，见照片"]
             await page.get_by_role("button", name="5", exact=True).click()
