@@ -85,11 +85,12 @@ export class IntakeClient {
     if (response.status !== 201) throw new IntakeError(response.status, answer);
     if (answer.device_token) this._set("device_token", answer.device_token);
     const owner = answer.user && answer.user.verified ? `user:${answer.user.id}` : "device";
-    if (this._get("owner") !== owner) { // another person on this device: nothing of theirs
+    const previous = this._get("owner");
+    if (previous !== null && previous !== owner) { // another person here: nothing of theirs
       this._drop("cursor");
       this._drop("outbox");
-      this._set("owner", owner);
     }
+    this._set("owner", owner);
     this.session = answer;
     return answer;
   }
