@@ -79,9 +79,11 @@ async def test_tickets_faq_and_chat_with_an_offline_queue(
 
 
 async def _until(condition: Any) -> None:
-    from tests.support import eventually
-
-    await eventually(condition, timeout=10, interval=0.02)
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met within 10 s")
 
 
 async def test_an_expired_session_calls_identify_again_once(
