@@ -16,6 +16,8 @@ TICKET = BASE + "/tickets/{ticket_id}"
 def routes() -> list[web.AbstractRouteDef]:
     return [
         web.get("/sdk/v1/{name:[a-z-]+\\.js}", rest.static_file),
+        web.get("/sdk/v1/openapi.json", rest.openapi),
+        web.get("/sdk/v1/asyncapi.json", rest.asyncapi),
         web.get("/sdk/demo", demo.page),
         web.get("/sdk/demo/demo.js", demo.script),
         web.post("/sdk/demo/sign", demo.sign),

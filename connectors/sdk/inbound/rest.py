@@ -130,3 +130,15 @@ async def static_file(request: web.Request) -> web.Response:
                         headers={"Cache-Control": "public, max-age=300",
                                  "Access-Control-Allow-Origin": "*",
                                  "X-Content-Type-Options": "nosniff"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    from ..openapi import build_openapi
+
+    return json_response(build_openapi())
+
+
+async def asyncapi(request: web.Request) -> web.Response:
+    from ..openapi import build_asyncapi
+
+    return json_response(build_asyncapi())
