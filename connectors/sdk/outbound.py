@@ -185,3 +185,47 @@ class Receipts:
                             error=repr(exc)[:200])
                 return
             await self.reported.put(outbound_id, status)
+
+
+class FanoutNote(BaseModel):
+    """`intake.sdk.fanout`: the owner key whose log grew, and the replica that wrote it."""
+
+    owner: str
+    replica: str
+
+
+class LiveFanout:
+    """Wakes every replica's sockets of a user whose log grew on any replica.
+
+    Each replica declares a transient queue `intake.sdk.fanout.<replica>` bound to the fanout
+    exchange `intake.sdk.fanout`; each append publishes a note. Best effort: a note lost (the
+    broker away) is made up by the sockets' slow poll of the log, which is the truth.
+    """
+
+    def __init__(self, bus: Any, wake: Any) -> None:
+        self.bus = bus
+        self.wake = wake
+        self.replica = uuid.uuid4().hex[:12]
+        self.queue = f"sdk.fanout.{self.replica}"
+        self.pending: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        await self.bus.declare_exchange("sdk.fanout", "fanout")
+        await self.bus.declare_queue(self.queue, bindings=[("sdk.fanout", "")], transient=True)
+        self.bus.consume(self.queue, self.handle, FanoutNote)
+
+    async def handle(self, note: FanoutNote) -> None:
+        if note.replica != self.replica:
+            self.wake(note.owner)
+
+    def appended(self, owner_key: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._announce(owner_key))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+
+    async def _announce(self, owner_key: str) -> None:
+        body = FanoutNote(owner=owner_key, replica=self.replica).model_dump_json().encode()
+        try:
+            await self.bus.publish("sdk.fanout", "", body)
+        except Exception as exc:  # the other replicas' poll finds it
+            log.debug("fanout_not_published", error=repr(exc)[:200])

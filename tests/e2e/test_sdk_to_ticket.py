@@ -23,6 +23,7 @@ from intake.cli import load_config
 from intake.service import serve
 from intake.settings import IntakeSettings
 from tests.e2e.test_webform_to_ticket import Gateway, free_port, running_gateway
+from tests.integration.test_sdk_replicas import delete_sdk_topology
 from tests.support import eventually
 
 SECRET = "demo-app-identity-secret-for-tests-only-7f3a9c"
@@ -48,6 +49,7 @@ async def sdk_connector(settings: IntakeSettings) -> AsyncIterator[str]:
     finally:
         stop.set()
         await asyncio.wait_for(task, 60)
+        await delete_sdk_topology(settings)
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from aiohttp import web
 from intake import ACCOUNTS, BUS, SERVICE_SETTINGS, SETTINGS, RateLimiter, StateStore
 
 from ..errors import AppUnknown, RateLimited
-from ..outbound import Receipts
+from ..outbound import LiveFanout, Receipts
 from ..settings import SdkAccounts, SdkApp, SdkSettings
-from ..state import SdkState
+from ..state import APPENDED, SdkState
 from .faq import Faq
 
 LIMITER_TABLE = 100_000
@@ -100,9 +100,19 @@ async def runtime_context(app: web.Application) -> AsyncIterator[None]:
     runtime = build_runtime(app)
     await runtime.open()
     runtime.receipts.bus = app.get(BUS)
+    fanout = None
+    if BUS in app:
+        from . import socket
+
+        fanout = LiveFanout(app[BUS], socket.HUB.wake)
+        await fanout.start()
+        APPENDED.append(fanout.appended)
+        socket.HUB.fanout = True
     app[RUNTIME] = runtime
     try:
         yield
     finally:
+        if fanout is not None:
+            APPENDED.remove(fanout.appended)
         await runtime.close()
 
