@@ -192,6 +192,7 @@ class Gateway:
             # All load comes from 127.0.0.1: the per-address limit would refuse it.
             "INTAKE_WEBFORM_RATE_LIMIT_BURST": "100000000",
             "INTAKE_WEBFORM_RATE_LIMIT_PER_MINUTE": "100000000",
+            "INTAKE_SDK_RATE_LIMIT_SCALE": "1000000",
         })
         for service, port in self.ports.items():
             env[f"INTAKE_{service.upper().replace('-', '_')}_PORT"] = str(port)

@@ -19,6 +19,7 @@ must never be a prefix of another's.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -111,6 +112,7 @@ class SdkState:
         self.heads = store.namespace("sdk:head")
         # Ticket, message and device ids: random UUIDs (the contract suite fixes them).
         self.new_id: Callable[[], str] = lambda: str(uuid.uuid4())
+        self._append_turns: dict[str, asyncio.Lock] = {}
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -235,7 +237,20 @@ class SdkState:
     # -- the per-user log --------------------------------------------------------------------
 
     async def append(self, owner: Owner, event: dict[str, Any]) -> int:
-        """Append `event` to the owner's log; its seq, strictly above every earlier one."""
+        """Append `event` to the owner's log; its seq, strictly above every earlier one.
+
+        Appends of one owner take turns in this process (no probing past each other's keys);
+        another replica's append is found by `put_new` and probed past.
+        """
+        lock = self._append_turns.setdefault(owner.key, asyncio.Lock())
+        try:
+            async with lock:
+                return await self._append(owner, event)
+        finally:
+            if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
+                self._append_turns.pop(owner.key, None)
+
+    async def _append(self, owner: Owner, event: dict[str, Any]) -> int:
         seq = int(await self.heads.get(owner.key, 0)) + 1
         while not await self.log.put_new(f"{owner.key}:{seq:0{SEQ_DIGITS}d}",
                                          {**event, "seq": seq, "at": time.time()}):

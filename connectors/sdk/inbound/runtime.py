@@ -35,15 +35,18 @@ class Runtime:
         self.app_limiters: dict[str, RateLimiter] = {}
         self.user_limiters: dict[str, RateLimiter] = {}
         self.anonymous_limiters: dict[str, RateLimiter] = {}
+        scale = settings.rate_limit_scale
         for app in accounts.apps:
             limits = app.rate_limits
             self.app_limiters[app.id] = RateLimiter(
-                int(limits.app_per_second * 60), max(1, int(limits.app_per_second)), 1)
+                int(limits.app_per_second * 60 * scale),
+                max(1, int(limits.app_per_second * scale)), 1)
             self.user_limiters[app.id] = RateLimiter(
-                int(limits.user_messages_per_second * 60), limits.user_burst, LIMITER_TABLE)
+                int(limits.user_messages_per_second * 60 * scale),
+                int(limits.user_burst * scale), LIMITER_TABLE)
             self.anonymous_limiters[app.id] = RateLimiter(
-                int(limits.anonymous_sessions_per_minute),
-                max(1, int(limits.anonymous_sessions_per_minute)), LIMITER_TABLE)
+                int(limits.anonymous_sessions_per_minute * scale),
+                max(1, int(limits.anonymous_sessions_per_minute * scale)), LIMITER_TABLE)
 
     async def open(self) -> None:
         async with self._opened:
