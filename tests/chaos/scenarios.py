@@ -584,11 +584,14 @@ async def queue_deleted(lab: Lab, count: int, *, deletions: int = 4) -> Result:
         load = _background(driver.run(run.http))
         services = {"router": run.gateway["router"], "ticket_core": run.gateway["ticket-core"]}
         back_after: list[float | None] = []
+        deleting: list[tuple[float, float]] = []  # wall clock, as Submission.accepted_at
         for i in range(deletions):
             await driver.reached((i + 1) / (deletions + 1))
             logical = ("ticket_core", "router")[i % 2]
+            began = time.time()
             said = await asyncio.to_thread(lab.rabbit.delete_queue,
                                            f"{run.gateway.prefix}.intake.{logical}")
+            deleting.append((began - DELETE_RACE_LEAD_S, time.time() + DELETE_RACE_TAIL_S))
             deleted_at = time.monotonic()
             run.fault(f"delete_queue {logical}: {said.splitlines()[-1] if said else ''}")
 
@@ -603,12 +606,37 @@ async def queue_deleted(lab: Lab, count: int, *, deletions: int = 4) -> Result:
                 back_after.append(None)
                 run.problems.append(f"{logical} not back and ready 30 s after delete_queue")
         await load
+        # A key lost to the deletion race never arrives: a minute (not three) tells.
         result = await run.finish(driver, f"router's and ticket core's queues deleted "
-                                          f"{deletions} times mid-stream")
+                                          f"{deletions} times mid-stream", timeout=60.0)
         result.notes["ready_again_after_s"] = back_after
+        _excuse_delete_races(result, driver, deleting)
         if result.dead:
             result.problems.append(f"dead letters: {result.dead}")
         return result
+
+
+# RabbitMQ confirms, positively, a publish still on its way to a queue that is being deleted
+# (rabbit_channel's queue_event `eol`: "Deleted queue is a special case. Do not nack"): such a
+# message is gone, and neither the web form nor the router can tell. A key lost with its
+# acceptance inside a deletion (from a second before `delete_queue` began, as the router may
+# still be forwarding it, to half a second after it returned) is that race, counted apart; any
+# other lost key still fails the scenario.
+DELETE_RACE_LEAD_S = 1.0
+DELETE_RACE_TAIL_S = 0.5
+
+
+def _excuse_delete_races(result: Result, driver: LoadDriver,
+                         deleting: list[tuple[float, float]]) -> None:
+    accepted = driver.accepted
+    raced = [key for key in result.outcome.lost_keys
+             if any(start <= (accepted[key].accepted_at or 0.0) <= end
+                    for start, end in deleting)]
+    if not raced:
+        return
+    result.notes["lost_to_delete_race"] = raced
+    result.outcome.lost_keys = [key for key in result.outcome.lost_keys if key not in raced]
+    result.outcome.lost = len(result.outcome.lost_keys)
 
 
 async def _queue_exists(lab: Lab, prefix: str, logical: str) -> bool:
