@@ -20,11 +20,11 @@ class TicketCoreSettings(BaseSettings):
     # request → persisted down with it (less CPU, less queueing behind it on 2 cores).
     max_batch_wait_s: float = 0.005
     prefetch: int = 256
-    # Channels whose connector runs a sender, comma-separated (e.g. `email,wechat`): replies go
-    # out only through these. Empty by default: the ticket core imports no connector to find
-    # out, and no connector sends yet (the email, WeChat and SDK issues add senders). The web
-    # form never replies, whatever this says.
-    reply_channels: str = ""
+    # Channels whose connector runs a sender, comma-separated (e.g. `email,wechat,sdk`):
+    # replies go out only through these (the ticket core imports no connector to find out).
+    # `sdk` by default: its connector runs a sender (the email and WeChat issues add theirs).
+    # The web form never replies, whatever this says.
+    reply_channels: str = "sdk"
     # How often the relay looks for unpublished outbox and event rows when no commit of this
     # process woke it (another replica's commits, rows left by a crash).
     relay_poll_s: float = 1.0
