@@ -139,6 +139,21 @@ class StateStore:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    async def put_many(self, writes: list[tuple[str, str, JSON]]) -> None:
+        """Write (namespace, key, value) triples in one transaction: durable together when it
+        returns, one commit (one fsync on SQLite) for all of them."""
+        if not writes:
+            return
+        now = time.time()
+        async with self.transaction() as connection:
+            for namespace, key, value in writes:
+                body = _dumps(value)
+                statement = self._insert(values_table).values(
+                    namespace=_checked(namespace), key=key, value=body, updated_at=now)
+                await connection.execute(statement.on_conflict_do_update(
+                    index_elements=[values_table.c.namespace, values_table.c.key],
+                    set_={"value": body, "updated_at": now}))
+
     def namespace(self, name: str) -> StateNamespace:
         return StateNamespace(self, _checked(name))
 

@@ -31,6 +31,7 @@ from typing import Any, Literal
 from intake import Identity, StateStore
 
 SEQ_DIGITS = 15
+Writes = list[tuple[str, str, Any]]  # (namespace, key, value), for StateStore.put_many
 LOG_PAGE = 500
 # Called with an owner key after each append in this process: the live sockets' wake-up.
 APPENDED: list[Callable[[str], None]] = []
@@ -178,12 +179,14 @@ class SdkState:
 
     # -- idempotency claims ------------------------------------------------------------------
 
-    async def claim(self, key: str, digest: str) -> dict[str, Any] | None:
-        """Claim `key` for a request with `digest`; None when this call is the first.
+    async def claim(self, key: str, digest: str,
+                    ids: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """Claim `key` for a request with `digest` (and the `ids` its message will carry);
+        None when this call is the first.
 
-        Otherwise the existing claim: `{"digest", "result"?, "at", …}`.
+        Otherwise the existing claim: `{"digest", "ids", "result"?, "at", …}`.
         """
-        fresh = {"digest": digest, "at": time.time()}
+        fresh = {"digest": digest, "ids": ids or {}, "at": time.time()}
         if await self.claims.put_new(key, fresh):
             return None
         existing = await self.claims.get(key)
@@ -194,10 +197,18 @@ class SdkState:
 
     # -- tickets and messages ----------------------------------------------------------------
 
-    async def put_ticket(self, ticket: dict[str, Any]) -> None:
-        await self.tickets.put(ticket["id"], ticket)
+    @staticmethod
+    def ticket_writes(ticket: dict[str, Any]) -> Writes:
         owner = Owner.from_json(ticket["owner"])
-        await self.mine.put(f"{owner.key}:{ticket['id']}", 1)
+        return [("sdk:ticket", ticket["id"], ticket),
+                ("sdk:mine", f"{owner.key}:{ticket['id']}", 1)]
+
+    @staticmethod
+    def message_write(ticket_id: str, seq: int, message: dict[str, Any]) -> tuple[str, str, Any]:
+        return ("sdk:message", f"{ticket_id}:{seq:0{SEQ_DIGITS}d}", message)
+
+    async def put_ticket(self, ticket: dict[str, Any]) -> None:
+        await self.store.put_many(self.ticket_writes(ticket))
 
     async def ticket(self, ticket_id: str) -> dict[str, Any] | None:
         data = await self.tickets.get(ticket_id)
@@ -220,42 +231,51 @@ class SdkState:
     async def add_message(self, owner: Owner, ticket_id: str, view: dict[str, Any], *,
                           device: str | None = None) -> int:
         """Append a message to the owner's log and to its ticket; its seq."""
-        seq = await self.append(owner, {"type": "message.created", "ticket_id": ticket_id,
-                                        "message": view, "device": device})
-        view = {**view, "seq": seq}
-        await self.put_message(ticket_id, seq, view)
         ticket = await self.ticket(ticket_id)
-        if ticket is not None:
-            ticket["last_message"] = {"text": view["text"][:200], "direction": view["direction"],
-                                      "created_at": view["created_at"], "seq": seq}
-            ticket["updated_at"] = view["created_at"]
-            if view["direction"] == "agent":
-                ticket["agent_seqs"] = [*ticket.get("agent_seqs", []), seq]
-            await self.put_ticket(ticket)
-        return seq
+
+        def writes(seq: int) -> Writes:
+            stored = {**view, "seq": seq}
+            found: Writes = [self.message_write(ticket_id, seq, stored)]
+            if ticket is not None:
+                ticket["last_message"] = {"text": view["text"][:200],
+                                          "direction": view["direction"],
+                                          "created_at": view["created_at"], "seq": seq}
+                ticket["updated_at"] = view["created_at"]
+                if view["direction"] == "agent":
+                    ticket["agent_seqs"] = [*ticket.get("agent_seqs", []), seq]
+                found += self.ticket_writes(ticket)
+            return found
+
+        return await self.append(owner, {"type": "message.created", "ticket_id": ticket_id,
+                                         "message": view, "device": device}, then=writes)
 
     # -- the per-user log --------------------------------------------------------------------
 
-    async def append(self, owner: Owner, event: dict[str, Any]) -> int:
+    async def append(self, owner: Owner, event: dict[str, Any],
+                     then: Callable[[int], Writes] | None = None) -> int:
         """Append `event` to the owner's log; its seq, strictly above every earlier one.
 
-        Appends of one owner take turns in this process (no probing past each other's keys);
-        another replica's append is found by `put_new` and probed past.
+        `then(seq)` gives the writes that go with it (the message, its ticket), made in one
+        transaction with the head hint before anyone is woken. Appends of one owner take turns
+        in this process (no probing past each other's keys); another replica's append is found
+        by `put_new` and probed past.
         """
         lock = self._append_turns.setdefault(owner.key, asyncio.Lock())
         try:
             async with lock:
-                return await self._append(owner, event)
+                return await self._append(owner, event, then)
         finally:
             if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
                 self._append_turns.pop(owner.key, None)
 
-    async def _append(self, owner: Owner, event: dict[str, Any]) -> int:
+    async def _append(self, owner: Owner, event: dict[str, Any],
+                      then: Callable[[int], Writes] | None) -> int:
         seq = int(await self.heads.get(owner.key, 0)) + 1
         while not await self.log.put_new(f"{owner.key}:{seq:0{SEQ_DIGITS}d}",
                                          {**event, "seq": seq, "at": time.time()}):
             seq += 1  # another writer (a replica) took this one: the next is ours to try
-        await self.heads.put(owner.key, seq)  # a hint; a lagging one only costs probes
+        # The head is a hint (a lagging one only costs probes), written with what goes along.
+        await self.store.put_many([("sdk:head", owner.key, seq), *(then(seq) if then else [])])
         for wake in APPENDED:
             wake(owner.key)
         return seq

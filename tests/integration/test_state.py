@@ -118,3 +118,15 @@ def test_the_default_is_a_sqlite_file_under_the_data_dir(tmp_path: Path) -> None
         str(tmp_path.resolve() / "state.sqlite3"))
     assert state_url(IntakeSettings(state_url="postgresql://db/x")) == (
         "postgresql+asyncpg://db/x")
+
+
+async def test_put_many_writes_across_namespaces_in_one_transaction(store: StateStore) -> None:
+    await store.namespace("sdk:a").put("k", "old")
+    await store.put_many([("sdk:a", "k", {"new": 1}), ("sdk:b", "k2", [1, 2]),
+                          ("sdk:a", "k3", None)])
+    assert await store.namespace("sdk:a").get("k") == {"new": 1}
+    assert await store.namespace("sdk:b").get("k2") == [1, 2]
+    assert [k for k, _ in await store.namespace("sdk:a").items()] == ["k", "k3"]
+    await store.put_many([])
+    with pytest.raises(ValueError):
+        await store.put_many([("", "k", 1)])

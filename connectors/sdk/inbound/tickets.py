@@ -55,7 +55,9 @@ class Once:
         """(answer, fresh): `prepare` fills the ids a first attempt chooses, `work` publishes
         and records with them and returns the answer."""
         state = self.runtime.state
-        existing = await state.claim(self.key, self.digest)
+        mine: dict[str, Any] = {}
+        prepare(mine)
+        existing = await state.claim(self.key, self.digest, mine)
         deadline = time.monotonic() + PENDING_WAIT_S
         while existing is not None:
             if existing.get("digest") != self.digest:
@@ -65,17 +67,18 @@ class Once:
                 return existing["result"], False
             if existing.get("failed"):
                 break  # its first attempt was answered 503: publish the same message again
-            if "ids" in existing and time.time() - float(existing.get("at", 0)) > PENDING_WAIT_S:
+            if time.time() - float(existing.get("at", 0)) > PENDING_WAIT_S:
                 break  # its first attempt died (or answered 503): publish the same again
             if time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.05)
             existing = await state.claims.get(self.key)
-        ids: dict[str, Any] = dict((existing or {}).get("ids") or {})
-        if not ids:
-            prepare(ids)
-        await state.update_claim(self.key, {"digest": self.digest, "ids": ids,
-                                            "at": time.time()})
+        if existing is None:
+            ids = mine  # claimed with them
+        else:  # taking over an attempt that failed or died: the same ids again
+            ids = dict(existing.get("ids") or mine)
+            await state.update_claim(self.key, {"digest": self.digest, "ids": ids,
+                                                "at": time.time()})
         try:
             result = await work(ids)
         except BaseException:
@@ -190,13 +193,15 @@ async def record_new_ticket(runtime: Runtime, session: Session, ids: dict[str, A
               "satisfaction": None, "ratings": 0}
     message = message_view(ids, direction="customer", text=text, client_msg_id=client_msg_id,
                            attachments=attachments, seq=0)
+
+    def writes(seq: int) -> list[tuple[str, str, Any]]:
+        message["seq"] = seq
+        ticket["last_message"] = _last(message)
+        return [state.message_write(ticket["id"], seq, message), *state.ticket_writes(ticket)]
+
     seq = await state.append(session.owner, {"type": "message.created",
                                              "ticket_id": ticket["id"], "message": message,
-                                             "device": device})
-    message["seq"] = seq
-    ticket["last_message"] = _last(message)
-    await state.put_message(ticket["id"], seq, message)
-    await state.put_ticket(ticket)
+                                             "device": device}, then=writes)
     return {**ticket_view(ticket), "message_id": ids["message_id"], "seq": seq,
             "client_msg_id": client_msg_id}
 
