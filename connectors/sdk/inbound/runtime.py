@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import resource
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -98,8 +100,19 @@ async def runtime_of(request: web.Request) -> Runtime:
     return runtime
 
 
+def raise_open_file_limit() -> tuple[int, int]:
+    """Every socket is a file: the soft limit goes up to the hard one (often 1024 → 1M)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
 async def runtime_context(app: web.Application) -> AsyncIterator[None]:
     """The SDK service's cleanup context: the runtime opened at start, closed at stop."""
+    raise_open_file_limit()
     runtime = build_runtime(app)
     await runtime.open()
     runtime.receipts.bus = app.get(BUS)
