@@ -31,6 +31,9 @@ from typing import Any, Literal
 from intake import Identity, StateStore
 
 SEQ_DIGITS = 15
+SESSION_CACHE_S = 2.0
+SESSION_CACHE_SIZE = 50_000
+HEAD_CACHE_SIZE = 50_000
 Writes = list[tuple[str, str, Any]]  # (namespace, key, value), for StateStore.put_many
 LOG_PAGE = 500
 # Called with an owner key after each append in this process: the live sockets' wake-up.
@@ -114,6 +117,8 @@ class SdkState:
         # Ticket, message and device ids: random UUIDs (the contract suite fixes them).
         self.new_id: Callable[[], str] = lambda: str(uuid.uuid4())
         self._append_turns: dict[str, asyncio.Lock] = {}
+        self._sessions: dict[str, tuple[float, Session]] = {}
+        self._heads: dict[str, int] = {}  # the last seq this process appended, per owner
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -131,15 +136,30 @@ class SdkState:
         return token, session
 
     async def session(self, token: str) -> Session | None:
-        """The session of `token`, or None when unknown or revoked (expiry is the caller's)."""
-        data = await self.sessions.get(token_hash(token))
+        """The session of `token`, or None when unknown or revoked (expiry is the caller's).
+
+        Kept in memory for `SESSION_CACHE_S`: a revocation is seen at once by this replica and
+        within that time by the others.
+        """
+        hashed = token_hash(token)
+        cached = self._sessions.get(hashed)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        data = await self.sessions.get(hashed)
         if data is None:
+            self._sessions.pop(hashed, None)
             return None
-        return Session(token_hash(token), data["app"], Owner.from_json(data["owner"]),
-                       float(data["expires_at"]), data.get("display_name"), data.get("contact"),
-                       tuple(Identity.model_validate(i) for i in data.get("identities", [])))
+        session = Session(hashed, data["app"], Owner.from_json(data["owner"]),
+                          float(data["expires_at"]), data.get("display_name"),
+                          data.get("contact"),
+                          tuple(Identity.model_validate(i) for i in data.get("identities", [])))
+        if len(self._sessions) >= SESSION_CACHE_SIZE:
+            self._sessions.pop(next(iter(self._sessions)))
+        self._sessions[hashed] = (time.monotonic() + SESSION_CACHE_S, session)
+        return session
 
     async def revoke(self, session: Session) -> None:
+        self._sessions.pop(session.token_hash, None)
         await self.sessions.delete(session.token_hash)
 
     # -- devices -----------------------------------------------------------------------------
@@ -270,12 +290,16 @@ class SdkState:
 
     async def _append(self, owner: Owner, event: dict[str, Any],
                       then: Callable[[int], Writes] | None) -> int:
-        seq = int(await self.heads.get(owner.key, 0)) + 1
+        known = self._heads.get(owner.key)
+        seq = (known if known is not None else int(await self.heads.get(owner.key, 0))) + 1
         while not await self.log.put_new(f"{owner.key}:{seq:0{SEQ_DIGITS}d}",
                                          {**event, "seq": seq, "at": time.time()}):
             seq += 1  # another writer (a replica) took this one: the next is ours to try
         # The head is a hint (a lagging one only costs probes), written with what goes along.
         await self.store.put_many([("sdk:head", owner.key, seq), *(then(seq) if then else [])])
+        if len(self._heads) >= HEAD_CACHE_SIZE:
+            self._heads.pop(next(iter(self._heads)))
+        self._heads[owner.key] = seq
         for wake in APPENDED:
             wake(owner.key)
         return seq
