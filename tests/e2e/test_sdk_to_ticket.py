@@ -103,6 +103,12 @@ async def test_ticket_reply_and_status_travel_between_app_and_agent(
         assert await eventually(core_ticket, timeout=30)
         core = await core_ticket()
         assert core is not None and core["channel"] == "sdk"
+        async with http.get(f"{gw.api}/api/v1/tickets/{core['id']}",
+                            headers=gw.headers()) as found:
+            [first] = (await found.json())["messages"]
+        assert first["channel_data"]["reference"] == ticket["reference"]
+        assert first["channel_data"]["user"] == {"id": "u-1001", "kind": "user",
+                                                 "verified": True}
 
         updated = await frame_of(ws, "ticket.updated")  # numbered once stored
         assert updated["ticket"]["number"] == core["number"]
