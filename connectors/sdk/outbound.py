@@ -229,3 +229,20 @@ class LiveFanout:
             await self.bus.publish("sdk.fanout", "", body)
         except Exception as exc:  # the other replicas' poll finds it
             log.debug("fanout_not_published", error=repr(exc)[:200])
+
+
+PRUNE_EVERY_S = 3600.0
+
+
+async def prune_forever(app: web.Application) -> None:
+    """The `Task` that prunes the SDK's state hourly (SdkState.prune)."""
+    from .inbound.runtime import RUNTIME
+
+    while True:
+        try:
+            removed = await app[RUNTIME].state.prune()
+            if removed:
+                log.info("sdk_state_pruned", removed=removed)
+        except Exception:  # the next hour tries again
+            log.exception("sdk_state_prune_failed")
+        await asyncio.sleep(PRUNE_EVERY_S)

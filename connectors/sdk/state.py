@@ -32,6 +32,7 @@ from intake import Identity, StateStore
 
 SEQ_DIGITS = 15
 SESSION_CACHE_S = 2.0
+LOG_RETENTION_S = 30 * 86_400  # a resume from before this gets `reset` (reload over REST)
 SESSION_CACHE_SIZE = 50_000
 HEAD_CACHE_SIZE = 50_000
 Writes = list[tuple[str, str, Any]]  # (namespace, key, value), for StateStore.put_many
@@ -303,6 +304,29 @@ class SdkState:
         for wake in APPENDED:
             wake(owner.key)
         return seq
+
+    async def prune(self, now: float | None = None, *, page: int = 1000) -> int:
+        """Remove log events older than LOG_RETENTION_S, expired sessions and unused uploads
+        past their expiry (their blobs stay: a message may carry them); how many went."""
+        now = time.time() if now is None else now
+        removed = 0
+        for namespace, expired in (
+                (self.log, lambda v: float(v.get("at", now)) < now - LOG_RETENTION_S),
+                (self.sessions, lambda v: float(v.get("expires_at", now)) < now),
+                (self.store.namespace("sdk:upload"),
+                 lambda v: float(v.get("expires_at", now)) < now)):
+            start: str | None = None
+            while True:
+                items = await namespace.items("", page + 1, start=start)
+                fresh = [(k, v) for k, v in items if start is None or k != start]
+                for key, value in fresh:
+                    if isinstance(value, dict) and expired(value):
+                        removed += int(await namespace.delete(key))
+                if len(items) <= page or not fresh:
+                    break
+                start = fresh[-1][0]  # the next page starts here (this key itself skipped)
+        self._sessions.clear()
+        return removed
 
     async def head(self, owner: Owner) -> int:
         seq = int(await self.heads.get(owner.key, 0))
