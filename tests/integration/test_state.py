@@ -130,3 +130,16 @@ async def test_put_many_writes_across_namespaces_in_one_transaction(store: State
     await store.put_many([])
     with pytest.raises(ValueError):
         await store.put_many([("", "k", 1)])
+
+
+async def test_writes_arriving_together_share_a_commit_and_each_gets_its_answer(
+        store: StateStore) -> None:
+    ledger = store.namespace("sent:many")
+    claims = await asyncio.gather(*(ledger.put_new(f"k{n % 10}", n) for n in range(50)),
+                                  *(ledger.put(f"p{n}", n) for n in range(50)))
+    assert sum(1 for c in claims[:50] if c) == 10  # one winner per key, in any group
+    assert len(await ledger.items()) == 60
+    assert await asyncio.gather(*(ledger.delete(f"p{n}") for n in range(50))) == [True] * 50
+    await store.close()
+    await store.open()
+    assert len(await store.namespace("sent:many").items()) == 10  # all of it committed
