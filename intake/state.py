@@ -166,6 +166,32 @@ class StateStore:
 
         await self.write(work)
 
+    async def put_new_with(self, namespace: str, key: str, value: JSON,
+                           writes: list[tuple[str, str, JSON]]) -> bool:
+        """Write `value` at `key` only if absent and, if so, `writes` too, in one transaction;
+        True when this call wrote them (a claim and what goes with it, durable together)."""
+        now = time.time()
+        claim = self._insert(values_table).values(
+            namespace=_checked(namespace), key=key, value=_dumps(value), updated_at=now
+        ).on_conflict_do_nothing(index_elements=[values_table.c.namespace, values_table.c.key])
+        statements = []
+        for other_namespace, other_key, other_value in writes:
+            body = _dumps(other_value)
+            statements.append(self._insert(values_table).values(
+                namespace=_checked(other_namespace), key=other_key, value=body, updated_at=now,
+            ).on_conflict_do_update(
+                index_elements=[values_table.c.namespace, values_table.c.key],
+                set_={"value": body, "updated_at": now}))
+
+        async def work(connection: AsyncConnection) -> bool:
+            if not (await connection.execute(claim)).rowcount:
+                return False
+            for statement in statements:
+                await connection.execute(statement)
+            return True
+
+        return await self.write(work)
+
     def namespace(self, name: str) -> StateNamespace:
         return StateNamespace(self, _checked(name))
 

@@ -253,8 +253,9 @@ class SdkState:
                           device: str | None = None) -> int:
         """Append a message to the owner's log and to its ticket; its seq."""
         ticket = await self.ticket(ticket_id)
+        agent_seqs = list(ticket.get("agent_seqs", [])) if ticket is not None else []
 
-        def writes(seq: int) -> Writes:
+        def writes(seq: int) -> Writes:  # called again with the next seq if this one was taken
             stored = {**view, "seq": seq}
             found: Writes = [self.message_write(ticket_id, seq, stored)]
             if ticket is not None:
@@ -263,7 +264,7 @@ class SdkState:
                                           "created_at": view["created_at"], "seq": seq}
                 ticket["updated_at"] = view["created_at"]
                 if view["direction"] == "agent":
-                    ticket["agent_seqs"] = [*ticket.get("agent_seqs", []), seq]
+                    ticket["agent_seqs"] = [*agent_seqs, seq]
                 found += self.ticket_writes(ticket)
             return found
 
@@ -293,11 +294,13 @@ class SdkState:
                       then: Callable[[int], Writes] | None) -> int:
         known = self._heads.get(owner.key)
         seq = (known if known is not None else int(await self.heads.get(owner.key, 0))) + 1
-        while not await self.log.put_new(f"{owner.key}:{seq:0{SEQ_DIGITS}d}",
-                                         {**event, "seq": seq, "at": time.time()}):
+        # The entry, the head (a hint: a lagging one only costs probes) and what goes along,
+        # in one transaction, only if this seq is still free.
+        while not await self.store.put_new_with(
+                "sdk:log", f"{owner.key}:{seq:0{SEQ_DIGITS}d}",
+                {**event, "seq": seq, "at": time.time()},
+                [("sdk:head", owner.key, seq), *(then(seq) if then else [])]):
             seq += 1  # another writer (a replica) took this one: the next is ours to try
-        # The head is a hint (a lagging one only costs probes), written with what goes along.
-        await self.store.put_many([("sdk:head", owner.key, seq), *(then(seq) if then else [])])
         if len(self._heads) >= HEAD_CACHE_SIZE:
             self._heads.pop(next(iter(self._heads)))
         self._heads[owner.key] = seq

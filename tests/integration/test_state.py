@@ -143,3 +143,10 @@ async def test_writes_arriving_together_share_a_commit_and_each_gets_its_answer(
     await store.close()
     await store.open()
     assert len(await store.namespace("sent:many").items()) == 10  # all of it committed
+
+
+async def test_put_new_with_writes_the_rest_only_with_the_claim(store: StateStore) -> None:
+    assert await store.put_new_with("log", "u:1", {"n": 1}, [("head", "u", 1)])
+    assert not await store.put_new_with("log", "u:1", {"n": 2}, [("head", "u", 99)])
+    assert await store.namespace("log").get("u:1") == {"n": 1}
+    assert await store.namespace("head").get("u") == 1
