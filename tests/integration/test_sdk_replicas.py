@@ -33,9 +33,9 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def replica(settings: IntakeSettings, monkeypatch: pytest.MonkeyPatch
-                  ) -> AsyncIterator[str]:
-    port = free_port()
+async def replica(settings: IntakeSettings, monkeypatch: pytest.MonkeyPatch,
+                  port: int | None = None) -> AsyncIterator[str]:
+    port = port or free_port()
     monkeypatch.setenv("INTAKE_SDK_PORT", str(port))
     service = CHANNEL.build_service(settings, load_config(settings))
     stop, started = asyncio.Event(), asyncio.Event()
@@ -94,3 +94,40 @@ async def delete_sdk_topology(settings: IntakeSettings) -> None:
     await channel.close()
     await delete_topology(cleanup)
     await cleanup.close()
+
+
+async def test_a_restart_mid_conversation_closes_with_1001_and_the_client_resumes(
+        settings: IntakeSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from intake_sdk import IntakeClient
+
+    port = free_port()
+    seen: list[str] = []
+    client = IntakeClient(f"http://127.0.0.1:{port}", "demo-app",
+                          identify=lambda: {"user_id": "u-restart",
+                                            "user_hash": user_hash(SECRET, "u-restart")})
+    try:
+        async with replica(settings, monkeypatch, port):
+            chat = await client.chat()
+            chat.on_message(lambda frame: seen.append(frame["message"]["text"]))
+            first = await asyncio.wait_for(chat.send("重启前"), 15)
+        # The service stopped (its sockets closed going away, 1001): the client retries.
+        typed = asyncio.create_task(chat.send("重启期间输入", ticket_id=first["ticket_id"]))
+        await asyncio.sleep(0.5)
+        assert not typed.done()  # queued: nothing acks it while the service is down
+        async with replica(settings, monkeypatch, port) as url:
+            ack = await asyncio.wait_for(typed, 30)
+            assert ack["ticket_id"] == first["ticket_id"] and ack["seq"] > first["seq"]
+            async with aiohttp.ClientSession() as http:  # another device of the same user
+                async with http.post(f"{url}/sdk/v1/apps/demo-app/sessions", json={
+                        "user": {"id": "u-restart"},
+                        "user_hash": user_hash(SECRET, "u-restart")}) as response:
+                    token = (await response.json())["session_token"]
+                async with http.post(
+                        f"{url}/sdk/v1/apps/demo-app/tickets/{first['ticket_id']}/messages",
+                        headers={"Authorization": f"Bearer {token}"},
+                        json={"client_msg_id": "other", "text": "另一台设备"}) as response:
+                    assert response.status == 201
+            await eventually(lambda: seen == ["另一台设备"], timeout=15)
+    finally:
+        await client.close()
+        await delete_sdk_topology(settings)

@@ -217,3 +217,13 @@ async def test_many_sockets_are_acked_and_published_exactly_once(
     for ws in sockets:
         await ws.close()
     await http.close()
+
+
+async def test_shutdown_closes_every_socket_with_1001(app_client: Sdk, edge: ContractEdge) -> None:
+    from connectors.sdk.inbound.socket import close_all
+
+    ws = await connect(app_client, await app_client.signed("u-1"))
+    await until(ws, "synced")
+    await close_all(edge.client.app)
+    message = await ws.receive(timeout=3)
+    assert message.type == WSMsgType.CLOSE and message.data == 1001
