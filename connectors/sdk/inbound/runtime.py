@@ -125,9 +125,14 @@ async def runtime_context(app: web.Application) -> AsyncIterator[None]:
         APPENDED.append(fanout.appended)
         socket.HUB.fanout = True
     app[RUNTIME] = runtime
+    # The FAQ index (and jieba's dictionary, about a second) built now, not on the first search.
+    warm = asyncio.create_task(runtime.faq.fresh(), name="sdk-faq-warm-up")
     try:
         yield
     finally:
+        warm.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await warm
         if fanout is not None:
             APPENDED.remove(fanout.appended)
         await runtime.close()
