@@ -250,7 +250,8 @@ class SdkState:
         return [m for _, m in await self.messages.items(ticket_id + ":", limit=100_000)]
 
     async def add_message(self, owner: Owner, ticket_id: str, view: dict[str, Any], *,
-                          device: str | None = None) -> int:
+                          device: str | None = None,
+                          also: Callable[[int], Writes] | None = None) -> int:
         """Append a message to the owner's log and to its ticket; its seq."""
         ticket = await self.ticket(ticket_id)
         agent_seqs = list(ticket.get("agent_seqs", [])) if ticket is not None else []
@@ -266,7 +267,7 @@ class SdkState:
                 if view["direction"] == "agent":
                     ticket["agent_seqs"] = [*agent_seqs, seq]
                 found += self.ticket_writes(ticket)
-            return found
+            return [*found, *(also(seq) if also else [])]
 
         return await self.append(owner, {"type": "message.created", "ticket_id": ticket_id,
                                          "message": view, "device": device}, then=writes)

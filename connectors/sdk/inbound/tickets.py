@@ -48,6 +48,14 @@ class Once:
         self.key = key
         self.digest = request_digest
         self.ids: dict[str, Any] = {}
+        self.recorded: dict[str, Any] | None = None
+
+    def answer_write(self, ids: dict[str, Any], result: dict[str, Any]
+                     ) -> tuple[str, str, Any]:
+        """The claim's answer as a write to make with the request's own (one transaction)."""
+        self.recorded = result
+        return ("sdk:claim", self.key, {"digest": self.digest, "ids": ids, "result": result,
+                                        "at": time.time()})
 
     async def run(self, prepare: Callable[[dict[str, Any]], None],
                   work: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -86,8 +94,9 @@ class Once:
             await state.update_claim(self.key, {"digest": self.digest, "ids": ids,
                                                 "failed": True, "at": time.time()})
             raise
-        await state.update_claim(self.key, {"digest": self.digest, "ids": ids,
-                                            "result": result, "at": time.time()})
+        if self.recorded is not result:  # not written with the request's own writes
+            await state.update_claim(self.key, {"digest": self.digest, "ids": ids,
+                                                "result": result, "at": time.time()})
         return result, True
 
 
@@ -174,7 +183,8 @@ async def submit_ticket(runtime: Runtime, request_app: Any, app: SdkApp, session
         await publish(runtime, request_app, message)
         return await record_new_ticket(runtime, session, ids, kind="form", key=key,
                                        subject=subject or chat_subject(text), text=text,
-                                       client_msg_id=client_msg_id, attachments=attachments)
+                                       client_msg_id=client_msg_id, attachments=attachments,
+                                       once=once)
 
     return await once.run(prepare, work)
 
@@ -182,8 +192,10 @@ async def submit_ticket(runtime: Runtime, request_app: Any, app: SdkApp, session
 async def record_new_ticket(runtime: Runtime, session: Session, ids: dict[str, Any], *,
                             kind: str, key: str, subject: str, text: str,
                             client_msg_id: str, attachments: list[Attachment],
-                            device: str | None = None) -> dict[str, Any]:
-    """The ticket as the customer sees it at once (`received`), and its first message."""
+                            device: str | None = None, once: Once | None = None,
+                            ack: bool = False) -> dict[str, Any]:
+    """The ticket as the customer sees it at once (`received`), and its first message; the
+    answer (the ticket, or with `ack` the message's ack) is the claim's, written with them."""
     state = runtime.state
     ticket = {"id": ids["ticket_id"], "owner": session.owner.as_json(), "app": session.app,
               "reference": reference(key), "number": None, "kind": kind, "subject": subject,
@@ -194,16 +206,26 @@ async def record_new_ticket(runtime: Runtime, session: Session, ids: dict[str, A
     message = message_view(ids, direction="customer", text=text, client_msg_id=client_msg_id,
                            attachments=attachments, seq=0)
 
+    answer: dict[str, Any] = {}
+
     def writes(seq: int) -> list[tuple[str, str, Any]]:
         message["seq"] = seq
         ticket["last_message"] = _last(message)
-        return [state.message_write(ticket["id"], seq, message), *state.ticket_writes(ticket)]
+        answer.clear()
+        answer.update(_ack(ids, client_msg_id, seq) if ack else {
+            **ticket_view(ticket), "message_id": ids["message_id"], "seq": seq,
+            "client_msg_id": client_msg_id})
+        found = [state.message_write(ticket["id"], seq, message), *state.ticket_writes(ticket)]
+        return [*found, once.answer_write(ids, answer)] if once is not None else found
 
-    seq = await state.append(session.owner, {"type": "message.created",
-                                             "ticket_id": ticket["id"], "message": message,
-                                             "device": device}, then=writes)
-    return {**ticket_view(ticket), "message_id": ids["message_id"], "seq": seq,
-            "client_msg_id": client_msg_id}
+    await state.append(session.owner, {"type": "message.created", "ticket_id": ticket["id"],
+                                       "message": message, "device": device}, then=writes)
+    return answer
+
+
+def _ack(ids: dict[str, Any], client_msg_id: str, seq: int) -> dict[str, Any]:
+    return {"message_id": ids["message_id"], "ticket_id": ids["ticket_id"],
+            "client_msg_id": client_msg_id, "seq": seq}
 
 
 def _last(message: dict[str, Any]) -> dict[str, Any]:
@@ -240,18 +262,22 @@ async def post_message(runtime: Runtime, request_app: Any, app: SdkApp, session:
             reference_key=None if ticket else key)
         await publish(runtime, request_app, message)
         if ticket is None:
-            created = await record_new_ticket(
+            return await record_new_ticket(
                 runtime, session, ids, kind="chat", key=key, subject=chat_subject(text),
                 text=text, client_msg_id=client_msg_id, attachments=attachments,
-                device=device)
-            return {"message_id": ids["message_id"], "ticket_id": ids["ticket_id"],
-                    "client_msg_id": client_msg_id, "seq": created["seq"]}
+                device=device, once=once, ack=True)
         view = message_view(ids, direction="customer", text=text, client_msg_id=client_msg_id,
                             attachments=attachments, seq=0)
-        seq = await runtime.state.add_message(session.owner, ids["ticket_id"], view,
-                                             device=device)
-        return {"message_id": ids["message_id"], "ticket_id": ids["ticket_id"],
-                "client_msg_id": client_msg_id, "seq": seq}
+        answer: dict[str, Any] = {}
+
+        def also(seq: int) -> list[tuple[str, str, Any]]:
+            answer.clear()
+            answer.update(_ack(ids, client_msg_id, seq))
+            return [once.answer_write(ids, answer)]
+
+        await runtime.state.add_message(session.owner, ids["ticket_id"], view, device=device,
+                                        also=also)
+        return answer
 
     return await once.run(prepare, work)
 
