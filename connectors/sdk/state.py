@@ -219,10 +219,13 @@ class SdkState:
     # -- tickets and messages ----------------------------------------------------------------
 
     @staticmethod
-    def ticket_writes(ticket: dict[str, Any]) -> Writes:
-        owner = Owner.from_json(ticket["owner"])
-        return [("sdk:ticket", ticket["id"], ticket),
-                ("sdk:mine", f"{owner.key}:{ticket['id']}", 1)]
+    def ticket_writes(ticket: dict[str, Any], *, listed: bool = False) -> Writes:
+        """The ticket, and its owner's index entry unless it is `listed` there already."""
+        writes: Writes = [("sdk:ticket", ticket["id"], ticket)]
+        if not listed:
+            owner = Owner.from_json(ticket["owner"])
+            writes.append(("sdk:mine", f"{owner.key}:{ticket['id']}", 1))
+        return writes
 
     @staticmethod
     def message_write(ticket_id: str, seq: int, message: dict[str, Any]) -> tuple[str, str, Any]:
@@ -266,7 +269,7 @@ class SdkState:
                 ticket["updated_at"] = view["created_at"]
                 if view["direction"] == "agent":
                     ticket["agent_seqs"] = [*agent_seqs, seq]
-                found += self.ticket_writes(ticket)
+                found += self.ticket_writes(ticket, listed=True)
             return [*found, *(also(seq) if also else [])]
 
         return await self.append(owner, {"type": "message.created", "ticket_id": ticket_id,
