@@ -147,6 +147,18 @@ def build_openapi() -> dict[str, Any]:
                 "type": "object", "properties": {"file": {"type": "string",
                                                           "format": "binary"}}}}}},
             "responses": {"201": _answer("Upload", "stored"), **_errors(*WRITE)}}},
+        f"{base}/files/{{sha256}}": {"get": {
+            "operationId": "downloadFile", "security": [],
+            "description": "The signed `url` of an attachment in GET …/tickets/{id}: valid "
+                           "for 10 minutes; raster images inline, anything else a download.",
+            "parameters": [app, {"name": "sha256", "in": "path", "required": True,
+                                 "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
+                           *({"name": name, "in": "query", "required": True,
+                              "schema": {"type": "string"}}
+                             for name in ("name", "type", "exp", "sig"))],
+            "responses": {"200": {"description": "the file", "content": {"*/*": {"schema": {
+                "type": "string", "format": "binary"}}}},
+                **_errors(404)}}},
         f"{base}/tickets": {
             "post": {"operationId": "submitTicket", "security": BEARER, "parameters": [app],
                      "requestBody": _json_body("NewTicket"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import demo, rest, socket, uploads
+from . import demo, files, rest, socket, uploads
 from .http import api, preflight
 from .runtime import runtime_context
 
@@ -29,6 +29,7 @@ def routes() -> list[web.AbstractRouteDef]:
         web.get(BASE + "/faq/search", api(rest.faq_search)),
         web.get(BASE + "/faq/articles/{article_id}", api(rest.faq_article)),
         web.post(BASE + "/uploads", api(uploads.upload)),
+        web.get(BASE + "/files/{sha256}", files.download),
         web.post(BASE + "/tickets", api(rest.submit_ticket)),
         web.get(BASE + "/tickets", api(rest.list_tickets)),
         web.get(TICKET, api(rest.ticket)),

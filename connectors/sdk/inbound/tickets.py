@@ -300,8 +300,10 @@ async def list_tickets(runtime: Runtime, session: Session, cursor: str | None,
 
 
 async def ticket_detail(runtime: Runtime, session: Session, ticket_id: str) -> dict[str, Any]:
+    from .files import with_urls
+
     ticket = owned(await runtime.state.ticket(ticket_id), session)
-    messages = await runtime.state.messages_of(ticket_id)
+    messages = with_urls(runtime.app(session.app), await runtime.state.messages_of(ticket_id))
     return {**ticket_view(ticket), "messages": messages,
             "progress": ticket.get("progress", []),
             "satisfaction": ticket.get("satisfaction")}
