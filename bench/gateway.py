@@ -196,6 +196,7 @@ class Gateway:
             "INTAKE_WEBFORM_RATE_LIMIT_PER_MINUTE": "100000000",
             "INTAKE_EMAIL_MAX_SESSIONS_PER_CLIENT": "10000",
             "INTAKE_EMAIL_MAX_SESSIONS": "10000",
+            "INTAKE_SDK_RATE_LIMIT_SCALE": "1000000",
         })
         for service, port in self.ports.items():
             env[f"INTAKE_{service.upper().replace('-', '_')}_PORT"] = str(port)

@@ -16,11 +16,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -45,6 +45,7 @@ from .settings import IntakeSettings
 
 __all__ = ["QueuedItem", "StateNamespace", "StateQueue", "StateStore"]
 
+T = TypeVar("T")
 JSON = Any  # a value json.dumps accepts: dict, list, str, int, float, bool or None
 STATE_FILE = "state.sqlite3"
 
@@ -100,6 +101,11 @@ class StateStore:
         # SQLite has one writer at a time: taking turns here avoids "database is locked"
         # between this process's own connections (other processes wait on the busy timeout).
         self._write_turn = asyncio.Lock()
+        # Key/value writes on SQLite are group-committed: those that arrive while a commit is
+        # under way share the next transaction (one fsync), each answered once it committed.
+        self._pending: list[tuple[Callable[[AsyncConnection], Awaitable[Any]],
+                                  asyncio.Future[Any]]] = []
+        self._committer: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(cls, settings: IntakeSettings) -> StateStore:
@@ -139,6 +145,53 @@ class StateStore:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    async def put_many(self, writes: list[tuple[str, str, JSON]]) -> None:
+        """Write (namespace, key, value) triples in one transaction: durable together when it
+        returns, one commit (one fsync on SQLite) for all of them."""
+        if not writes:
+            return
+        now = time.time()
+        statements = []
+        for namespace, key, value in writes:
+            body = _dumps(value)
+            statement = self._insert(values_table).values(
+                namespace=_checked(namespace), key=key, value=body, updated_at=now)
+            statements.append(statement.on_conflict_do_update(
+                index_elements=[values_table.c.namespace, values_table.c.key],
+                set_={"value": body, "updated_at": now}))
+
+        async def work(connection: AsyncConnection) -> None:
+            for statement in statements:
+                await connection.execute(statement)
+
+        await self.write(work)
+
+    async def put_new_with(self, namespace: str, key: str, value: JSON,
+                           writes: list[tuple[str, str, JSON]]) -> bool:
+        """Write `value` at `key` only if absent and, if so, `writes` too, in one transaction;
+        True when this call wrote them (a claim and what goes with it, durable together)."""
+        now = time.time()
+        claim = self._insert(values_table).values(
+            namespace=_checked(namespace), key=key, value=_dumps(value), updated_at=now
+        ).on_conflict_do_nothing(index_elements=[values_table.c.namespace, values_table.c.key])
+        statements = []
+        for other_namespace, other_key, other_value in writes:
+            body = _dumps(other_value)
+            statements.append(self._insert(values_table).values(
+                namespace=_checked(other_namespace), key=other_key, value=body, updated_at=now,
+            ).on_conflict_do_update(
+                index_elements=[values_table.c.namespace, values_table.c.key],
+                set_={"value": body, "updated_at": now}))
+
+        async def work(connection: AsyncConnection) -> bool:
+            if not (await connection.execute(claim)).rowcount:
+                return False
+            for statement in statements:
+                await connection.execute(statement)
+            return True
+
+        return await self.write(work)
+
     def namespace(self, name: str) -> StateNamespace:
         return StateNamespace(self, _checked(name))
 
@@ -159,6 +212,47 @@ class StateStore:
         else:
             async with engine.begin() as connection:
                 yield connection
+
+    async def write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run `work` in a write transaction; its result once committed (durable).
+
+        On SQLite, writes arriving together share one transaction and one commit; `work` must
+        then only execute statements that cannot fail on their own (upserts, conditional
+        inserts, deletes): a failure fails the whole group, none of it committed.
+        """
+        if self._require().dialect.name != "sqlite":
+            async with self.transaction() as connection:
+                return await work(connection)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((work, future))
+        if self._committer is None:
+            self._committer = asyncio.create_task(self._commit_groups(),
+                                                  name="state-group-commit")
+        return await asyncio.shield(future)
+
+    async def _commit_groups(self) -> None:
+        try:
+            while self._pending:
+                group, self._pending = self._pending, []
+                try:
+                    async with self.transaction() as connection:
+                        results = [await work(connection) for work, _ in group]
+                except BaseException as exc:
+                    for _, future in group:
+                        if not future.done():
+                            future.set_exception(exc)
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                    continue
+                for (_, future), result in zip(group, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self._committer = None
+            for _, future in self._pending:  # cancelled while some waited: they are told
+                if not future.done():
+                    future.set_exception(RuntimeError("the state store is closing"))
+            self._pending = []
 
     def _insert(self, table: Table) -> Any:
         return (postgresql.insert(table) if self.dialect == "postgresql"
@@ -187,8 +281,11 @@ class StateNamespace:
         statement = statement.on_conflict_do_update(
             index_elements=[values_table.c.namespace, values_table.c.key],
             set_={"value": body, "updated_at": time.time()})
-        async with self.store.transaction() as connection:
+
+        async def work(connection: AsyncConnection) -> None:
             await connection.execute(statement)
+
+        await self.store.write(work)
 
     async def put_new(self, key: str, value: JSON) -> bool:
         """Write `value` only if `key` is absent; True when this call wrote it.
@@ -199,15 +296,20 @@ class StateNamespace:
             namespace=self.name, key=key, value=_dumps(value), updated_at=time.time())
         statement = statement.on_conflict_do_nothing(
             index_elements=[values_table.c.namespace, values_table.c.key])
-        async with self.store.transaction() as connection:
-            result = await connection.execute(statement)
-        return bool(result.rowcount)
+
+        async def work(connection: AsyncConnection) -> bool:
+            return bool((await connection.execute(statement)).rowcount)
+
+        return await self.store.write(work)
 
     async def delete(self, key: str) -> bool:
-        async with self.store.transaction() as connection:
-            result = await connection.execute(delete(values_table).where(
-                values_table.c.namespace == self.name, values_table.c.key == key))
-        return bool(result.rowcount)
+        statement = delete(values_table).where(
+            values_table.c.namespace == self.name, values_table.c.key == key)
+
+        async def work(connection: AsyncConnection) -> bool:
+            return bool((await connection.execute(statement)).rowcount)
+
+        return await self.store.write(work)
 
     async def items(self, prefix: str = "", limit: int = 1000, *,
                     start: str | None = None) -> list[tuple[str, JSON]]:

@@ -293,7 +293,8 @@ def _message_view(row: Any, attachments: list[AttachmentView]) -> MessageView:
         direction=row.direction, kind=row.kind, channel=row.channel, account=row.account,
         subject=row.subject, text=row.text, html=row.html, flags=row.flags or [],
         attachments=attachments, call=row.call, form=row.form, event=row.event,
-        reference=row.reference, sender_name=row.sender_name, occurred_at=row.occurred_at,
+        reference=row.reference, channel_data=row.channel_data,
+        sender_name=row.sender_name, occurred_at=row.occurred_at,
         received_at=row.received_at, persisted_at=row.persisted_at,
         idempotency_key=row.idempotency_key, trace_id=row.trace_id, raw=row.raw,
         delivery=(DeliveryView(status=row.delivery_status, reason=row.delivery_reason)

@@ -79,6 +79,9 @@ class MessageView(View):
     event: dict[str, Any] | None = Field(default=None, description="`{type, key, data}`")
     reference: str | None = Field(
         default=None, description="the reference the customer was shown and can quote")
+    channel_data: dict[str, Any] | None = Field(
+        default=None, description="what the channel adds, e.g. the SDK's `contact` (typed by "
+                                  "the customer, unverified: never an identity)")
     sender_name: str | None = None
     occurred_at: datetime | None = Field(description="source time, UTC")
     received_at: datetime = Field(description="gateway time, UTC")

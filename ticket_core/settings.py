@@ -20,12 +20,11 @@ class TicketCoreSettings(BaseSettings):
     # request → persisted down with it (less CPU, less queueing behind it on 2 cores).
     max_batch_wait_s: float = 0.005
     prefetch: int = 256
-    # Channels whose connector runs a sender, comma-separated (e.g. `email,wechat`): replies go
-    # out only through these. The ticket core imports no connector to find out; each channel
-    # whose connector sends is listed here as it lands (WeChat: issue 13). A reply on a listed
-    # channel whose connector is not running is recorded `failed`, `no_connector`. The web
-    # form never replies, whatever this says.
-    reply_channels: str = "wechat"
+    # Channels whose connector runs a sender, comma-separated: replies go out only through
+    # these (the ticket core imports no connector to find out). A reply on a listed channel
+    # whose connector is not running is recorded `failed`, `no_connector`. The web form never
+    # replies, whatever this says.
+    reply_channels: str = "email,wechat,sdk"
     # How often the relay looks for unpublished outbox and event rows when no commit of this
     # process woke it (another replica's commits, rows left by a crash).
     relay_poll_s: float = 1.0

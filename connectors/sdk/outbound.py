@@ -10,14 +10,26 @@ follows its socket and sees it once.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from intake import BUS, Failed, OutboundMessage, SenderKit, Sent
+from intake import (
+    BUS,
+    DeliveryResult,
+    Failed,
+    OutboundMessage,
+    SenderKit,
+    Sent,
+    get_logger,
+    utcnow,
+)
 
 from .state import Owner, SdkState, customer_view
+
+log = get_logger(service="sdk", component="outbound")
 
 
 class SdkSender:
@@ -136,3 +148,101 @@ async def consume_ticket_events(app: web.Application) -> None:
     events = TicketEvents(runtime.state)
     app[BUS].consume("sdk.events", events.handle, TicketEvent, binding=("events", "ticket.#"))
     await asyncio.Event().wait()
+
+
+RECEIPT_RANK = {"delivered": 1, "read": 2}
+
+
+class Receipts:
+    """`delivered` once a socket got an agent's reply, `read` up to the user's read marker.
+
+    Each is published to `intake.delivery` once per reply and status (`sdk:receipt` remembers
+    the highest reported), after the `sent` of the sender; the ticket core keeps the highest
+    (read > delivered > sent within an attempt). Best effort: a receipt the broker did not
+    take is logged and reported again with the next one.
+    """
+
+    def __init__(self, state: SdkState, bus: Any) -> None:
+        self.bus = bus
+        self.reported = state.store.namespace("sdk:receipt")
+
+    async def report(self, app_id: str, outbound_ids: list[str], status: str) -> None:
+        if self.bus is None:
+            return
+        for outbound_id in outbound_ids:
+            before = await self.reported.get(outbound_id)
+            if before is not None and RECEIPT_RANK.get(str(before), 0) >= RECEIPT_RANK[status]:
+                continue
+            result = DeliveryResult(outbound_id=uuid.UUID(outbound_id), channel="sdk",
+                                    account=app_id, status=status,  # type: ignore[arg-type]
+                                    occurred_at=utcnow())
+            try:
+                await self.bus.publish("delivery", f"sdk.{app_id}",
+                                       result.model_dump_json().encode(),
+                                       message_id=f"{outbound_id}:{status}")
+            except Exception as exc:  # the next receipt or read reports it again
+                log.warning("receipt_not_published", outbound_id=outbound_id, status=status,
+                            error=repr(exc)[:200])
+                return
+            await self.reported.put(outbound_id, status)
+
+
+class FanoutNote(BaseModel):
+    """`intake.sdk.fanout`: the owner key whose log grew, and the replica that wrote it."""
+
+    owner: str
+    replica: str
+
+
+class LiveFanout:
+    """Wakes every replica's sockets of a user whose log grew on any replica.
+
+    Each replica declares a transient queue `intake.sdk.fanout.<replica>` bound to the fanout
+    exchange `intake.sdk.fanout`; each append publishes a note. Best effort: a note lost (the
+    broker away) is made up by the sockets' slow poll of the log, which is the truth.
+    """
+
+    def __init__(self, bus: Any, wake: Any) -> None:
+        self.bus = bus
+        self.wake = wake
+        self.replica = uuid.uuid4().hex[:12]
+        self.queue = f"sdk.fanout.{self.replica}"
+        self.pending: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        await self.bus.declare_exchange("sdk.fanout", "fanout")
+        await self.bus.declare_queue(self.queue, bindings=[("sdk.fanout", "")], transient=True)
+        self.bus.consume(self.queue, self.handle, FanoutNote)
+
+    async def handle(self, note: FanoutNote) -> None:
+        if note.replica != self.replica:
+            self.wake(note.owner)
+
+    def appended(self, owner_key: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._announce(owner_key))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+
+    async def _announce(self, owner_key: str) -> None:
+        body = FanoutNote(owner=owner_key, replica=self.replica).model_dump_json().encode()
+        try:
+            await self.bus.publish("sdk.fanout", "", body)
+        except Exception as exc:  # the other replicas' poll finds it
+            log.debug("fanout_not_published", error=repr(exc)[:200])
+
+
+PRUNE_EVERY_S = 3600.0
+
+
+async def prune_forever(app: web.Application) -> None:
+    """The `Task` that prunes the SDK's state hourly (SdkState.prune)."""
+    from .inbound.runtime import RUNTIME
+
+    while True:
+        try:
+            removed = await app[RUNTIME].state.prune()
+            if removed:
+                log.info("sdk_state_pruned", removed=removed)
+        except Exception:  # the next hour tries again
+            log.exception("sdk_state_prune_failed")
+        await asyncio.sleep(PRUNE_EVERY_S)

@@ -33,6 +33,8 @@ class SdkSettings(BaseSettings):
     trust_forwarded_for: bool = False
     # How long a publish may take before the outbox takes the message.
     publish_timeout_s: float = Field(default=5.0, gt=0)
+    # Multiplies every app's rate limits: for load tests (the benchmark sets it high).
+    rate_limit_scale: float = Field(default=1.0, gt=0)
 
 
 class Strict(BaseModel):

@@ -19,6 +19,7 @@ must never be a prefix of another's.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -30,6 +31,11 @@ from typing import Any, Literal
 from intake import Identity, StateStore
 
 SEQ_DIGITS = 15
+SESSION_CACHE_S = 2.0
+LOG_RETENTION_S = 30 * 86_400  # a resume from before this gets `reset` (reload over REST)
+SESSION_CACHE_SIZE = 50_000
+HEAD_CACHE_SIZE = 50_000
+Writes = list[tuple[str, str, Any]]  # (namespace, key, value), for StateStore.put_many
 LOG_PAGE = 500
 # Called with an owner key after each append in this process: the live sockets' wake-up.
 APPENDED: list[Callable[[str], None]] = []
@@ -111,6 +117,9 @@ class SdkState:
         self.heads = store.namespace("sdk:head")
         # Ticket, message and device ids: random UUIDs (the contract suite fixes them).
         self.new_id: Callable[[], str] = lambda: str(uuid.uuid4())
+        self._append_turns: dict[str, asyncio.Lock] = {}
+        self._sessions: dict[str, tuple[float, Session]] = {}
+        self._heads: dict[str, int] = {}  # the last seq this process appended, per owner
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -128,15 +137,30 @@ class SdkState:
         return token, session
 
     async def session(self, token: str) -> Session | None:
-        """The session of `token`, or None when unknown or revoked (expiry is the caller's)."""
-        data = await self.sessions.get(token_hash(token))
+        """The session of `token`, or None when unknown or revoked (expiry is the caller's).
+
+        Kept in memory for `SESSION_CACHE_S`: a revocation is seen at once by this replica and
+        within that time by the others.
+        """
+        hashed = token_hash(token)
+        cached = self._sessions.get(hashed)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        data = await self.sessions.get(hashed)
         if data is None:
+            self._sessions.pop(hashed, None)
             return None
-        return Session(token_hash(token), data["app"], Owner.from_json(data["owner"]),
-                       float(data["expires_at"]), data.get("display_name"), data.get("contact"),
-                       tuple(Identity.model_validate(i) for i in data.get("identities", [])))
+        session = Session(hashed, data["app"], Owner.from_json(data["owner"]),
+                          float(data["expires_at"]), data.get("display_name"),
+                          data.get("contact"),
+                          tuple(Identity.model_validate(i) for i in data.get("identities", [])))
+        if len(self._sessions) >= SESSION_CACHE_SIZE:
+            self._sessions.pop(next(iter(self._sessions)))
+        self._sessions[hashed] = (time.monotonic() + SESSION_CACHE_S, session)
+        return session
 
     async def revoke(self, session: Session) -> None:
+        self._sessions.pop(session.token_hash, None)
         await self.sessions.delete(session.token_hash)
 
     # -- devices -----------------------------------------------------------------------------
@@ -176,12 +200,14 @@ class SdkState:
 
     # -- idempotency claims ------------------------------------------------------------------
 
-    async def claim(self, key: str, digest: str) -> dict[str, Any] | None:
-        """Claim `key` for a request with `digest`; None when this call is the first.
+    async def claim(self, key: str, digest: str,
+                    ids: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """Claim `key` for a request with `digest` (and the `ids` its message will carry);
+        None when this call is the first.
 
-        Otherwise the existing claim: `{"digest", "result"?, "at", …}`.
+        Otherwise the existing claim: `{"digest", "ids", "result"?, "at", …}`.
         """
-        fresh = {"digest": digest, "at": time.time()}
+        fresh = {"digest": digest, "ids": ids or {}, "at": time.time()}
         if await self.claims.put_new(key, fresh):
             return None
         existing = await self.claims.get(key)
@@ -192,10 +218,21 @@ class SdkState:
 
     # -- tickets and messages ----------------------------------------------------------------
 
+    @staticmethod
+    def ticket_writes(ticket: dict[str, Any], *, listed: bool = False) -> Writes:
+        """The ticket, and its owner's index entry unless it is `listed` there already."""
+        writes: Writes = [("sdk:ticket", ticket["id"], ticket)]
+        if not listed:
+            owner = Owner.from_json(ticket["owner"])
+            writes.append(("sdk:mine", f"{owner.key}:{ticket['id']}", 1))
+        return writes
+
+    @staticmethod
+    def message_write(ticket_id: str, seq: int, message: dict[str, Any]) -> tuple[str, str, Any]:
+        return ("sdk:message", f"{ticket_id}:{seq:0{SEQ_DIGITS}d}", message)
+
     async def put_ticket(self, ticket: dict[str, Any]) -> None:
-        await self.tickets.put(ticket["id"], ticket)
-        owner = Owner.from_json(ticket["owner"])
-        await self.mine.put(f"{owner.key}:{ticket['id']}", 1)
+        await self.store.put_many(self.ticket_writes(ticket))
 
     async def ticket(self, ticket_id: str) -> dict[str, Any] | None:
         data = await self.tickets.get(ticket_id)
@@ -216,34 +253,87 @@ class SdkState:
         return [m for _, m in await self.messages.items(ticket_id + ":", limit=100_000)]
 
     async def add_message(self, owner: Owner, ticket_id: str, view: dict[str, Any], *,
-                          device: str | None = None) -> int:
+                          device: str | None = None,
+                          also: Callable[[int], Writes] | None = None) -> int:
         """Append a message to the owner's log and to its ticket; its seq."""
-        seq = await self.append(owner, {"type": "message.created", "ticket_id": ticket_id,
-                                        "message": view, "device": device})
-        view = {**view, "seq": seq}
-        await self.put_message(ticket_id, seq, view)
         ticket = await self.ticket(ticket_id)
-        if ticket is not None:
-            ticket["last_message"] = {"text": view["text"][:200], "direction": view["direction"],
-                                      "created_at": view["created_at"], "seq": seq}
-            ticket["updated_at"] = view["created_at"]
-            if view["direction"] == "agent":
-                ticket["agent_seqs"] = [*ticket.get("agent_seqs", []), seq]
-            await self.put_ticket(ticket)
-        return seq
+        agent_seqs = list(ticket.get("agent_seqs", [])) if ticket is not None else []
+
+        def writes(seq: int) -> Writes:  # called again with the next seq if this one was taken
+            stored = {**view, "seq": seq}
+            found: Writes = [self.message_write(ticket_id, seq, stored)]
+            if ticket is not None:
+                ticket["last_message"] = {"text": view["text"][:200],
+                                          "direction": view["direction"],
+                                          "created_at": view["created_at"], "seq": seq}
+                ticket["updated_at"] = view["created_at"]
+                if view["direction"] == "agent":
+                    ticket["agent_seqs"] = [*agent_seqs, seq]
+                found += self.ticket_writes(ticket, listed=True)
+            return [*found, *(also(seq) if also else [])]
+
+        return await self.append(owner, {"type": "message.created", "ticket_id": ticket_id,
+                                         "message": view, "device": device}, then=writes)
 
     # -- the per-user log --------------------------------------------------------------------
 
-    async def append(self, owner: Owner, event: dict[str, Any]) -> int:
-        """Append `event` to the owner's log; its seq, strictly above every earlier one."""
-        seq = int(await self.heads.get(owner.key, 0)) + 1
-        while not await self.log.put_new(f"{owner.key}:{seq:0{SEQ_DIGITS}d}",
-                                         {**event, "seq": seq, "at": time.time()}):
+    async def append(self, owner: Owner, event: dict[str, Any],
+                     then: Callable[[int], Writes] | None = None) -> int:
+        """Append `event` to the owner's log; its seq, strictly above every earlier one.
+
+        `then(seq)` gives the writes that go with it (the message, its ticket), made in one
+        transaction with the head hint before anyone is woken. Appends of one owner take turns
+        in this process (no probing past each other's keys); another replica's append is found
+        by `put_new` and probed past.
+        """
+        lock = self._append_turns.setdefault(owner.key, asyncio.Lock())
+        try:
+            async with lock:
+                return await self._append(owner, event, then)
+        finally:
+            if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
+                self._append_turns.pop(owner.key, None)
+
+    async def _append(self, owner: Owner, event: dict[str, Any],
+                      then: Callable[[int], Writes] | None) -> int:
+        known = self._heads.get(owner.key)
+        seq = (known if known is not None else int(await self.heads.get(owner.key, 0))) + 1
+        # The entry, the head (a hint: a lagging one only costs probes) and what goes along,
+        # in one transaction, only if this seq is still free.
+        while not await self.store.put_new_with(
+                "sdk:log", f"{owner.key}:{seq:0{SEQ_DIGITS}d}",
+                {**event, "seq": seq, "at": time.time()},
+                [("sdk:head", owner.key, seq), *(then(seq) if then else [])]):
             seq += 1  # another writer (a replica) took this one: the next is ours to try
-        await self.heads.put(owner.key, seq)  # a hint; a lagging one only costs probes
+        if len(self._heads) >= HEAD_CACHE_SIZE:
+            self._heads.pop(next(iter(self._heads)))
+        self._heads[owner.key] = seq
         for wake in APPENDED:
             wake(owner.key)
         return seq
+
+    async def prune(self, now: float | None = None, *, page: int = 1000) -> int:
+        """Remove log events older than LOG_RETENTION_S, expired sessions and unused uploads
+        past their expiry (their blobs stay: a message may carry them); how many went."""
+        now = time.time() if now is None else now
+        removed = 0
+        for namespace, expired in (
+                (self.log, lambda v: float(v.get("at", now)) < now - LOG_RETENTION_S),
+                (self.sessions, lambda v: float(v.get("expires_at", now)) < now),
+                (self.store.namespace("sdk:upload"),
+                 lambda v: float(v.get("expires_at", now)) < now)):
+            start: str | None = None
+            while True:
+                items = await namespace.items("", page + 1, start=start)
+                fresh = [(k, v) for k, v in items if start is None or k != start]
+                for key, value in fresh:
+                    if isinstance(value, dict) and expired(value):
+                        removed += int(await namespace.delete(key))
+                if len(items) <= page or not fresh:
+                    break
+                start = fresh[-1][0]  # the next page starts here (this key itself skipped)
+        self._sessions.clear()
+        return removed
 
     async def head(self, owner: Owner) -> int:
         seq = int(await self.heads.get(owner.key, 0))

@@ -23,6 +23,7 @@ from intake.cli import load_config
 from intake.service import serve
 from intake.settings import IntakeSettings
 from tests.e2e.test_webform_to_ticket import Gateway, free_port, running_gateway
+from tests.integration.test_sdk_replicas import delete_sdk_topology
 from tests.support import eventually
 
 SECRET = "demo-app-identity-secret-for-tests-only-7f3a9c"
@@ -48,6 +49,7 @@ async def sdk_connector(settings: IntakeSettings) -> AsyncIterator[str]:
     finally:
         stop.set()
         await asyncio.wait_for(task, 60)
+        await delete_sdk_topology(settings)
 
 
 @pytest.fixture
@@ -101,6 +103,12 @@ async def test_ticket_reply_and_status_travel_between_app_and_agent(
         assert await eventually(core_ticket, timeout=30)
         core = await core_ticket()
         assert core is not None and core["channel"] == "sdk"
+        async with http.get(f"{gw.api}/api/v1/tickets/{core['id']}",
+                            headers=gw.headers()) as found:
+            [first] = (await found.json())["messages"]
+        assert first["channel_data"]["reference"] == ticket["reference"]
+        assert first["channel_data"]["user"] == {"id": "u-1001", "kind": "user",
+                                                 "verified": True}
 
         updated = await frame_of(ws, "ticket.updated")  # numbered once stored
         assert updated["ticket"]["number"] == core["number"]
@@ -108,9 +116,22 @@ async def test_ticket_reply_and_status_travel_between_app_and_agent(
         async with http.post(f"{gw.api}/api/v1/tickets/{core['id']}/replies",
                              headers=gw.headers(), json={"text": "您好，已为您退款"}) as response:
             assert response.status == 201, await response.text()
+            reply = await response.json()
         pushed = await frame_of(ws, "message.created")
         assert pushed["ticket_id"] == ticket["id"]
         assert pushed["message"]["text"] == "您好，已为您退款"
+
+        async def delivery(expected: str) -> bool:
+            async with http.get(f"{gw.api}/api/v1/tickets/{core['id']}",
+                                headers=gw.headers()) as found:
+                messages = (await found.json())["messages"]
+            [out] = [m for m in messages if m["id"] == reply["id"]]
+            return bool(out["delivery"]["status"] == expected)
+        assert await eventually(lambda: delivery("delivered"), timeout=15)
+        async with http.post(f"{base}/tickets/{ticket['id']}/read", headers=auth,
+                             json={"seq": pushed["seq"]}) as response:
+            assert response.status == 200
+        assert await eventually(lambda: delivery("read"), timeout=15)
 
         async with http.patch(f"{gw.api}/api/v1/tickets/{core['id']}", headers=gw.headers(),
                               json={"status": "resolved"}) as response:

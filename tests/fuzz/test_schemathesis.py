@@ -179,6 +179,45 @@ def webform_app(publisher: Any, **overrides: Any) -> Callable[[], Awaitable[web.
     return build
 
 
+# -- the SDK with a recording publisher and a signed user's session -------------------------
+
+SDK_SESSION: dict[str, str] = {}
+
+
+def sdk_app(folder: Path) -> Callable[[], Awaitable[web.Application]]:
+    async def build() -> web.Application:
+        from connectors.sdk import CHANNEL as SDK
+        from connectors.sdk.inbound.identity import user_hash
+        from connectors.sdk.settings import SdkSettings
+
+        own = SdkSettings(rate_limit_scale=1_000_000)
+        settings = IntakeSettings(data_dir=folder / "sdk")
+        app = Service(
+            name="sdk", port=0, settings=settings, routes=list(SDK.http_routes()),
+            state={SERVICE_SETTINGS: own, ACCOUNTS: SDK.load_accounts(load_document(EXAMPLE)),
+                   PUBLISHER: RecordingPublisher(), BLOBS: MemoryBlobStore()},
+            client_max_size=own.max_body_bytes + 64 * 1024).build_app()
+        SDK_SESSION["user_hash"] = user_hash(
+            "demo-app-identity-secret-for-tests-only-7f3a9c", "u-schemathesis")
+        return app
+
+    return build
+
+
+def sdk_session(server: ServerThread) -> dict[str, str]:
+    """A signed user's session and one ticket of theirs, made once over the API itself."""
+    if "token" not in SDK_SESSION:
+        base = f"{server.url}/sdk/v1/apps/demo-app"
+        answer = requests.post(f"{base}/sessions", timeout=10, json={
+            "user": {"id": "u-schemathesis"}, "user_hash": SDK_SESSION["user_hash"]}).json()
+        SDK_SESSION["token"] = answer["session_token"]
+        ticket = requests.post(f"{base}/tickets", timeout=10, json={
+            "client_msg_id": "seed", "text": "seed", "fields": {"category": "售后"}},
+            headers={"Authorization": f"Bearer {answer['session_token']}"}).json()
+        SDK_SESSION["ticket_id"] = ticket["id"]
+    return SDK_SESSION
+
+
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ServerThread]]:
     folder = tmp_path_factory.mktemp("schemathesis")
@@ -189,6 +228,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Serv
         "webform_limited": ServerThread(webform_app(RecordingPublisher(), rate_limit_burst=3,
                                                     rate_limit_per_minute=1)),
         "webform_down": ServerThread(webform_app(RefusingPublisher())),
+        "sdk": ServerThread(sdk_app(folder)),
     }
     yield started
     for server in started.values():
@@ -199,6 +239,14 @@ def known_values(server: ServerThread, name: str, path: str) -> list[dict[str, A
     """Path and query values that exist on `server`, for the operation at `path`."""
     if name.startswith("webform"):
         return [{"path_parameters": {"form_id": "contact"}}] if "{form_id}" in path else []
+    if name == "sdk":
+        values: dict[str, Any] = {"app": "demo-app"}
+        if "{ticket_id}" in path:
+            values["ticket_id"] = sdk_session(server)["ticket_id"]
+        if "{article_id}" in path:
+            values["article_id"] = "returns"
+        query = {"q": "退货"} if path.endswith("/faq/search") else {}
+        return [{"path_parameters": values, **({"query": query} if query else {})}]
     auth = {"Authorization": f"Bearer {TOKEN}"}
     tickets = requests.get(f"{server.url}/api/v1/tickets", headers=auth, timeout=10).json()
     if "{ticket_id}" in path:
@@ -218,8 +266,10 @@ def known_values(server: ServerThread, name: str, path: str) -> list[dict[str, A
 
 def documents() -> dict[str, dict[str, Any]]:
     webform = webform_openapi(WebformSettings(), webform_accounts())
+    from connectors.sdk.openapi import build_openapi as sdk_openapi
+
     return {"agent_api": agent_openapi(), "webform": webform,
-            "webform_limited": webform, "webform_down": webform}
+            "webform_limited": webform, "webform_down": webform, "sdk": sdk_openapi()}
 
 
 def cases() -> list[Any]:
@@ -264,6 +314,14 @@ def test_answers_conform_to_the_document(servers: dict[str, ServerThread], serve
                    for mode in schemathesis.GenerationMode]
     base_url = servers[server].url
     headers = {"Authorization": f"Bearer {TOKEN}"} if server == "agent_api" else {}
+    if server == "sdk":
+        token = sdk_session(servers[server])["token"]
+        if path.endswith("/sessions/current"):  # revoking: a session of its own
+            token = requests.post(f"{servers[server].url}/sdk/v1/apps/demo-app/sessions",
+                                  timeout=10, json={"user": {"id": "u-schemathesis"},
+                                                    "user_hash": SDK_SESSION["user_hash"]},
+                                  ).json()["session_token"]
+        headers = {"Authorization": f"Bearer {token}"}
     checks = CHECKS
     if server == "webform_down":  # 503 is the right answer there, and a 201 the wrong one
         checks = [nothing_received_while_down, *CHECKS[1:]]

@@ -118,3 +118,35 @@ def test_the_default_is_a_sqlite_file_under_the_data_dir(tmp_path: Path) -> None
         str(tmp_path.resolve() / "state.sqlite3"))
     assert state_url(IntakeSettings(state_url="postgresql://db/x")) == (
         "postgresql+asyncpg://db/x")
+
+
+async def test_put_many_writes_across_namespaces_in_one_transaction(store: StateStore) -> None:
+    await store.namespace("sdk:a").put("k", "old")
+    await store.put_many([("sdk:a", "k", {"new": 1}), ("sdk:b", "k2", [1, 2]),
+                          ("sdk:a", "k3", None)])
+    assert await store.namespace("sdk:a").get("k") == {"new": 1}
+    assert await store.namespace("sdk:b").get("k2") == [1, 2]
+    assert [k for k, _ in await store.namespace("sdk:a").items()] == ["k", "k3"]
+    await store.put_many([])
+    with pytest.raises(ValueError):
+        await store.put_many([("", "k", 1)])
+
+
+async def test_writes_arriving_together_share_a_commit_and_each_gets_its_answer(
+        store: StateStore) -> None:
+    ledger = store.namespace("sent:many")
+    claims = await asyncio.gather(*(ledger.put_new(f"k{n % 10}", n) for n in range(50)),
+                                  *(ledger.put(f"p{n}", n) for n in range(50)))
+    assert sum(1 for c in claims[:50] if c) == 10  # one winner per key, in any group
+    assert len(await ledger.items()) == 60
+    assert await asyncio.gather(*(ledger.delete(f"p{n}") for n in range(50))) == [True] * 50
+    await store.close()
+    await store.open()
+    assert len(await store.namespace("sent:many").items()) == 10  # all of it committed
+
+
+async def test_put_new_with_writes_the_rest_only_with_the_claim(store: StateStore) -> None:
+    assert await store.put_new_with("log", "u:1", {"n": 1}, [("head", "u", 1)])
+    assert not await store.put_new_with("log", "u:1", {"n": 2}, [("head", "u", 99)])
+    assert await store.namespace("log").get("u:1") == {"n": 1}
+    assert await store.namespace("head").get("u") == 1

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aiohttp import web
 
 from intake import client_address
 
 from ..settings import SdkApp
 from ..state import Session
-from . import tickets
+from . import faq, tickets
 from .http import json_response, read_json
 from .identity import open_session, session_of
 from .runtime import Runtime
@@ -103,3 +105,40 @@ def _iso(epoch: float) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+async def faq_search(request: web.Request, runtime: Runtime, app: SdkApp) -> web.Response:
+    return json_response(await faq.search(request, runtime.faq, app))
+
+
+async def faq_article(request: web.Request, runtime: Runtime, app: SdkApp) -> web.Response:
+    return json_response(await faq.article(request, runtime.faq, app))
+
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+SCRIPT_TYPES = {".js": "text/javascript"}
+
+
+async def static_file(request: web.Request) -> web.Response:
+    """The SDK's scripts, public: any page may load them (they hold no secret)."""
+    name = request.match_info["name"]
+    path = STATIC / name
+    if "/" in name or path.suffix not in SCRIPT_TYPES or not path.is_file():
+        raise web.HTTPNotFound()
+    return web.Response(body=path.read_bytes(), content_type=SCRIPT_TYPES[path.suffix],
+                        charset="utf-8",
+                        headers={"Cache-Control": "public, max-age=300",
+                                 "Access-Control-Allow-Origin": "*",
+                                 "X-Content-Type-Options": "nosniff"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    from ..openapi import build_openapi
+
+    return json_response(build_openapi())
+
+
+async def asyncapi(request: web.Request) -> web.Response:
+    from ..openapi import build_asyncapi
+
+    return json_response(build_asyncapi())

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import resource
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 
-from intake import ACCOUNTS, SERVICE_SETTINGS, SETTINGS, RateLimiter, StateStore
+from intake import ACCOUNTS, BUS, SERVICE_SETTINGS, SETTINGS, RateLimiter, StateStore
 
 from ..errors import AppUnknown, RateLimited
+from ..outbound import LiveFanout, Receipts
 from ..settings import SdkAccounts, SdkApp, SdkSettings
-from ..state import SdkState
+from ..state import APPENDED, SdkState
+from .faq import Faq
 
 LIMITER_TABLE = 100_000
 
@@ -24,20 +29,26 @@ class Runtime:
         self.accounts = accounts
         self.store = store
         self.state = SdkState(store)
+        folder = settings.faq_dir or accounts.faq.dir
+        self.faq = Faq(Path(folder) if folder else None, list(accounts.faq.articles))
         self._opened = asyncio.Lock()
         self._open = False
+        self.receipts = Receipts(self.state, None)  # the service's bus, once it has one
         self.app_limiters: dict[str, RateLimiter] = {}
         self.user_limiters: dict[str, RateLimiter] = {}
         self.anonymous_limiters: dict[str, RateLimiter] = {}
+        scale = settings.rate_limit_scale
         for app in accounts.apps:
             limits = app.rate_limits
             self.app_limiters[app.id] = RateLimiter(
-                int(limits.app_per_second * 60), max(1, int(limits.app_per_second)), 1)
+                int(limits.app_per_second * 60 * scale),
+                max(1, int(limits.app_per_second * scale)), 1)
             self.user_limiters[app.id] = RateLimiter(
-                int(limits.user_messages_per_second * 60), limits.user_burst, LIMITER_TABLE)
+                int(limits.user_messages_per_second * 60 * scale),
+                int(limits.user_burst * scale), LIMITER_TABLE)
             self.anonymous_limiters[app.id] = RateLimiter(
-                int(limits.anonymous_sessions_per_minute),
-                max(1, int(limits.anonymous_sessions_per_minute)), LIMITER_TABLE)
+                int(limits.anonymous_sessions_per_minute * scale),
+                max(1, int(limits.anonymous_sessions_per_minute * scale)), LIMITER_TABLE)
 
     async def open(self) -> None:
         async with self._opened:
@@ -89,13 +100,40 @@ async def runtime_of(request: web.Request) -> Runtime:
     return runtime
 
 
+def raise_open_file_limit() -> tuple[int, int]:
+    """Every socket is a file: the soft limit goes up to the hard one (often 1024 → 1M)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
 async def runtime_context(app: web.Application) -> AsyncIterator[None]:
     """The SDK service's cleanup context: the runtime opened at start, closed at stop."""
+    raise_open_file_limit()
     runtime = build_runtime(app)
     await runtime.open()
+    runtime.receipts.bus = app.get(BUS)
+    fanout = None
+    if BUS in app:
+        from . import socket
+
+        fanout = LiveFanout(app[BUS], socket.HUB.wake)
+        await fanout.start()
+        APPENDED.append(fanout.appended)
+        socket.HUB.fanout = True
     app[RUNTIME] = runtime
+    # The FAQ index (and jieba's dictionary, about a second) built now, not on the first search.
+    warm = asyncio.create_task(runtime.faq.fresh(), name="sdk-faq-warm-up")
     try:
         yield
     finally:
+        warm.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await warm
+        if fanout is not None:
+            APPENDED.remove(fanout.appended)
         await runtime.close()
 

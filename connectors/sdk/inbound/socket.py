@@ -4,7 +4,8 @@ Every durable event of a user has a `seq` in their log (`state.py`). A socket st
 the `after` its client sends (each retained event with a higher seq replayed in order, then
 `synced`) and from then on pushes whatever the log gains, reading the log itself, so no
 event is skipped or sent twice whichever process wrote it. The log is woken in-process by
-`state.APPENDED` and polled every `POLL_S` for other replicas' writes.
+`state.APPENDED`, and across replicas by `intake.sdk.fanout` (`outbound.LiveFanout`); the
+log is also read every `FANOUT_POLL_S` (`POLL_S` without a bus) as a safety net.
 
 Protocol errors close the socket with a code (4400 a bad frame, 4401 no or a bad hello, 1003
 binary, 1009 over 64 KiB, 4429 too many sockets, 1001 shutdown); a well-formed frame refused
@@ -38,7 +39,8 @@ from .runtime import Runtime, runtime_of
 HELLO_TIMEOUT_S = 10.0
 HEARTBEAT_S = 20.0
 MAX_FRAME = 64 * 1024
-POLL_S = 1.0
+POLL_S = 1.0  # without a bus (tests): the log is read this often for other writers
+FANOUT_POLL_S = 10.0  # with the fan-out: a safety net only (a wake lost while reconnecting)
 SESSION_CHECK_S = 5.0  # a revoked session's sockets close within this (on their next frame)
 RETENTION_S = 30 * 86_400
 BAD_FRAME, UNAUTHORIZED, TOO_MANY = 4400, 4401, 4429
@@ -76,18 +78,25 @@ class Live:
     async def push_forever(self) -> None:
         while not self.ws.closed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), POLL_S)
+                await asyncio.wait_for(self.wake.wait(),
+                                       FANOUT_POLL_S if HUB.fanout else POLL_S)
             self.wake.clear()
             await self.push()
 
     async def push(self) -> None:
         while True:
             events = await self.runtime.state.events_after(self.session.owner, self.cursor)
+            delivered = []
             for event in events:
                 self.cursor = int(event["seq"])
                 frame = frame_of(event)
                 if frame is not None and event.get("device") != self.id:
                     await self.send(frame)
+                    if frame["type"] == "message.created" and (
+                            frame["message"].get("direction") == "agent"):
+                        delivered.append(str(frame["message"]["id"]))
+            if delivered:
+                await self.runtime.receipts.report(self.session.app, delivered, "delivered")
             if len(events) < state_module.LOG_PAGE:
                 return
 
@@ -109,6 +118,7 @@ class Hub:
     def __init__(self) -> None:
         self.sockets: dict[str, set[Live]] = defaultdict(set)
         self.all: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+        self.fanout = False  # True once the replicas' fan-out runs (outbound.LiveFanout)
 
     def wake(self, owner_key: str) -> None:
         for live in self.sockets.get(owner_key, ()):

@@ -48,6 +48,14 @@ class Once:
         self.key = key
         self.digest = request_digest
         self.ids: dict[str, Any] = {}
+        self.recorded: dict[str, Any] | None = None
+
+    def answer_write(self, ids: dict[str, Any], result: dict[str, Any]
+                     ) -> tuple[str, str, Any]:
+        """The claim's answer as a write to make with the request's own (one transaction)."""
+        self.recorded = result
+        return ("sdk:claim", self.key, {"digest": self.digest, "ids": ids, "result": result,
+                                        "at": time.time()})
 
     async def run(self, prepare: Callable[[dict[str, Any]], None],
                   work: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -55,7 +63,9 @@ class Once:
         """(answer, fresh): `prepare` fills the ids a first attempt chooses, `work` publishes
         and records with them and returns the answer."""
         state = self.runtime.state
-        existing = await state.claim(self.key, self.digest)
+        mine: dict[str, Any] = {}
+        prepare(mine)
+        existing = await state.claim(self.key, self.digest, mine)
         deadline = time.monotonic() + PENDING_WAIT_S
         while existing is not None:
             if existing.get("digest") != self.digest:
@@ -65,17 +75,18 @@ class Once:
                 return existing["result"], False
             if existing.get("failed"):
                 break  # its first attempt was answered 503: publish the same message again
-            if "ids" in existing and time.time() - float(existing.get("at", 0)) > PENDING_WAIT_S:
+            if time.time() - float(existing.get("at", 0)) > PENDING_WAIT_S:
                 break  # its first attempt died (or answered 503): publish the same again
             if time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.05)
             existing = await state.claims.get(self.key)
-        ids: dict[str, Any] = dict((existing or {}).get("ids") or {})
-        if not ids:
-            prepare(ids)
-        await state.update_claim(self.key, {"digest": self.digest, "ids": ids,
-                                            "at": time.time()})
+        if existing is None:
+            ids = mine  # claimed with them
+        else:  # taking over an attempt that failed or died: the same ids again
+            ids = dict(existing.get("ids") or mine)
+            await state.update_claim(self.key, {"digest": self.digest, "ids": ids,
+                                                "at": time.time()})
         try:
             result = await work(ids)
         except BaseException:
@@ -83,8 +94,9 @@ class Once:
             await state.update_claim(self.key, {"digest": self.digest, "ids": ids,
                                                 "failed": True, "at": time.time()})
             raise
-        await state.update_claim(self.key, {"digest": self.digest, "ids": ids,
-                                            "result": result, "at": time.time()})
+        if self.recorded is not result:  # not written with the request's own writes
+            await state.update_claim(self.key, {"digest": self.digest, "ids": ids,
+                                                "result": result, "at": time.time()})
         return result, True
 
 
@@ -171,7 +183,8 @@ async def submit_ticket(runtime: Runtime, request_app: Any, app: SdkApp, session
         await publish(runtime, request_app, message)
         return await record_new_ticket(runtime, session, ids, kind="form", key=key,
                                        subject=subject or chat_subject(text), text=text,
-                                       client_msg_id=client_msg_id, attachments=attachments)
+                                       client_msg_id=client_msg_id, attachments=attachments,
+                                       once=once)
 
     return await once.run(prepare, work)
 
@@ -179,8 +192,10 @@ async def submit_ticket(runtime: Runtime, request_app: Any, app: SdkApp, session
 async def record_new_ticket(runtime: Runtime, session: Session, ids: dict[str, Any], *,
                             kind: str, key: str, subject: str, text: str,
                             client_msg_id: str, attachments: list[Attachment],
-                            device: str | None = None) -> dict[str, Any]:
-    """The ticket as the customer sees it at once (`received`), and its first message."""
+                            device: str | None = None, once: Once | None = None,
+                            ack: bool = False) -> dict[str, Any]:
+    """The ticket as the customer sees it at once (`received`), and its first message; the
+    answer (the ticket, or with `ack` the message's ack) is the claim's, written with them."""
     state = runtime.state
     ticket = {"id": ids["ticket_id"], "owner": session.owner.as_json(), "app": session.app,
               "reference": reference(key), "number": None, "kind": kind, "subject": subject,
@@ -190,15 +205,27 @@ async def record_new_ticket(runtime: Runtime, session: Session, ids: dict[str, A
               "satisfaction": None, "ratings": 0}
     message = message_view(ids, direction="customer", text=text, client_msg_id=client_msg_id,
                            attachments=attachments, seq=0)
-    seq = await state.append(session.owner, {"type": "message.created",
-                                             "ticket_id": ticket["id"], "message": message,
-                                             "device": device})
-    message["seq"] = seq
-    ticket["last_message"] = _last(message)
-    await state.put_message(ticket["id"], seq, message)
-    await state.put_ticket(ticket)
-    return {**ticket_view(ticket), "message_id": ids["message_id"], "seq": seq,
-            "client_msg_id": client_msg_id}
+
+    answer: dict[str, Any] = {}
+
+    def writes(seq: int) -> list[tuple[str, str, Any]]:
+        message["seq"] = seq
+        ticket["last_message"] = _last(message)
+        answer.clear()
+        answer.update(_ack(ids, client_msg_id, seq) if ack else {
+            **ticket_view(ticket), "message_id": ids["message_id"], "seq": seq,
+            "client_msg_id": client_msg_id})
+        found = [state.message_write(ticket["id"], seq, message), *state.ticket_writes(ticket)]
+        return [*found, once.answer_write(ids, answer)] if once is not None else found
+
+    await state.append(session.owner, {"type": "message.created", "ticket_id": ticket["id"],
+                                       "message": message, "device": device}, then=writes)
+    return answer
+
+
+def _ack(ids: dict[str, Any], client_msg_id: str, seq: int) -> dict[str, Any]:
+    return {"message_id": ids["message_id"], "ticket_id": ids["ticket_id"],
+            "client_msg_id": client_msg_id, "seq": seq}
 
 
 def _last(message: dict[str, Any]) -> dict[str, Any]:
@@ -235,18 +262,22 @@ async def post_message(runtime: Runtime, request_app: Any, app: SdkApp, session:
             reference_key=None if ticket else key)
         await publish(runtime, request_app, message)
         if ticket is None:
-            created = await record_new_ticket(
+            return await record_new_ticket(
                 runtime, session, ids, kind="chat", key=key, subject=chat_subject(text),
                 text=text, client_msg_id=client_msg_id, attachments=attachments,
-                device=device)
-            return {"message_id": ids["message_id"], "ticket_id": ids["ticket_id"],
-                    "client_msg_id": client_msg_id, "seq": created["seq"]}
+                device=device, once=once, ack=True)
         view = message_view(ids, direction="customer", text=text, client_msg_id=client_msg_id,
                             attachments=attachments, seq=0)
-        seq = await runtime.state.add_message(session.owner, ids["ticket_id"], view,
-                                             device=device)
-        return {"message_id": ids["message_id"], "ticket_id": ids["ticket_id"],
-                "client_msg_id": client_msg_id, "seq": seq}
+        answer: dict[str, Any] = {}
+
+        def also(seq: int) -> list[tuple[str, str, Any]]:
+            answer.clear()
+            answer.update(_ack(ids, client_msg_id, seq))
+            return [once.answer_write(ids, answer)]
+
+        await runtime.state.add_message(session.owner, ids["ticket_id"], view, device=device,
+                                        also=also)
+        return answer
 
     return await once.run(prepare, work)
 
@@ -269,8 +300,10 @@ async def list_tickets(runtime: Runtime, session: Session, cursor: str | None,
 
 
 async def ticket_detail(runtime: Runtime, session: Session, ticket_id: str) -> dict[str, Any]:
+    from .files import with_urls
+
     ticket = owned(await runtime.state.ticket(ticket_id), session)
-    messages = await runtime.state.messages_of(ticket_id)
+    messages = with_urls(runtime.app(session.app), await runtime.state.messages_of(ticket_id))
     return {**ticket_view(ticket), "messages": messages,
             "progress": ticket.get("progress", []),
             "satisfaction": ticket.get("satisfaction")}
@@ -285,6 +318,9 @@ async def mark_read(runtime: Runtime, session: Session, ticket_id: str,
                       {"seq": "a non-negative integer"})
     ticket["read_seq"] = max(int(ticket.get("read_seq", 0)), seq)
     await runtime.state.put_ticket(ticket)
+    read = [str(m["id"]) for m in await runtime.state.messages_of(ticket_id)
+            if m["direction"] == "agent" and int(m["seq"]) <= ticket["read_seq"]]
+    await runtime.receipts.report(session.app, read, "read")
     return ticket_view(ticket)
 
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
@@ -25,9 +26,9 @@ async def receive(ws: Any, timeout: float = 3.0) -> dict[str, Any]:
     return json.loads(message.data)  # type: ignore[no-any-return]
 
 
-async def until(ws: Any, kind: str) -> dict[str, Any]:
+async def until(ws: Any, kind: str, timeout: float = 3.0) -> dict[str, Any]:
     while True:
-        frame = await receive(ws)
+        frame = await receive(ws, timeout)
         if frame["type"] == kind:
             return frame
 
@@ -183,3 +184,46 @@ async def test_a_refused_message_keeps_the_socket_open(app_client: Sdk) -> None:
     await ws.send_json({"type": "ping"})
     assert (await receive(ws))["type"] == "pong"
     await ws.close()
+
+
+async def test_many_sockets_are_acked_and_published_exactly_once(
+        edge: ContractEdge, publisher: RecordingPublisher) -> None:
+    from connectors.sdk.inbound.runtime import raise_open_file_limit
+
+    soft, _ = raise_open_file_limit()
+    count = min(150, (soft - 100) // 3)
+    sdk = Sdk(edge, "demo-app")
+    tokens = [await sdk.signed(f"u-many-{n}") for n in range(count)]
+    # The test client holds at most 100 connections: the sockets get a session without a cap.
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    sockets = []
+    for token in tokens:
+        ws = await http.ws_connect(edge.client.make_url(WS))
+        await ws.send_json({"type": "hello", "session_token": token})
+        assert (await receive(ws))["type"] == "welcome"
+        sockets.append(ws)
+
+    async def one(n: int, ws: Any) -> dict[str, Any]:
+        await until(ws, "synced", 60)
+        await ws.send_json({"type": "message", "client_msg_id": f"c{n}", "text": f"#{n}"})
+        ack = await until(ws, "ack", 60)  # each is several fsynced writes: they queue
+        await ws.send_json({"type": "message", "client_msg_id": f"c{n}", "text": f"#{n}"})
+        assert await until(ws, "ack", 60) == ack  # the repeat: the original ack
+        return ack
+
+    acks = await asyncio.gather(*(one(n, ws) for n, ws in enumerate(sockets)))
+    assert len({a["message_id"] for a in acks}) == count
+    assert sorted(m.text for m in publisher.messages) == sorted(f"#{n}" for n in range(count))
+    for ws in sockets:
+        await ws.close()
+    await http.close()
+
+
+async def test_shutdown_closes_every_socket_with_1001(app_client: Sdk, edge: ContractEdge) -> None:
+    from connectors.sdk.inbound.socket import close_all
+
+    ws = await connect(app_client, await app_client.signed("u-1"))
+    await until(ws, "synced")
+    await close_all(edge.client.app)
+    message = await ws.receive(timeout=3)
+    assert message.type == WSMsgType.CLOSE and message.data == 1001

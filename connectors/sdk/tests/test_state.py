@@ -102,3 +102,21 @@ async def test_a_device_token_is_spent_once_and_its_tickets_move(state: SdkState
 async def test_a_claim_is_won_once(state: SdkState) -> None:
     results = await asyncio.gather(*(state.claim("sdk:a:k", "d") for _ in range(4)))
     assert sum(r is None for r in results) == 1
+
+
+async def test_prune_removes_old_events_expired_sessions_and_uploads(state: SdkState) -> None:
+    from connectors.sdk.state import LOG_RETENTION_S
+
+    for n in range(5):
+        await state.append(ALICE, {"type": "t", "n": n})
+    await state.append(ALICE_COLON, {"type": "t"})
+    token, _ = await state.open_session("demo-app", ALICE, 60)
+    uploads = state.store.namespace("sdk:upload")
+    await uploads.put("u1", {"owner": ALICE.as_json(), "expires_at": time.time() + 60})
+    later = time.time() + LOG_RETENTION_S + 120
+    assert await state.prune(now=time.time()) == 0
+    assert await state.prune(now=later, page=2) == 5 + 1 + 1 + 1
+    assert await state.events_after(ALICE, 0) == []
+    assert await state.session(token) is None and await uploads.get("u1") is None
+    # The log goes on above what was pruned.
+    assert await state.append(ALICE, {"type": "t"}) == 6

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import aiohttp
 
@@ -63,3 +64,36 @@ async def test_another_users_upload_is_unknown(app_client: Sdk) -> None:
     status, answer = await app_client.call("POST", "/messages", bob, {
         "client_msg_id": "m", "text": "mine?", "attachments": [upload["upload_id"]]})
     assert (status, answer["error"]) == (422, "invalid_attachment")
+
+
+async def test_attachments_get_short_lived_signed_urls(app_client: Sdk) -> None:
+    import time
+
+    from connectors.sdk.inbound import files
+
+    token = await app_client.signed("u-1")
+    _, upload = await send(app_client, token, PNG, "photo.png")
+    _, text = await send(app_client, token, b"<svg onload=alert(1)>", "a.txt")
+    _, ticket = await app_client.call("POST", "/tickets", token, {
+        "client_msg_id": "t", "text": "见图", "fields": {"category": "售后"},
+        "attachments": [upload["upload_id"], text["upload_id"]]})
+    _, detail = await app_client.call("GET", f"/tickets/{ticket['id']}", token)
+    image, note = detail["messages"][0]["attachments"]
+    response = await app_client.client.get(image["url"])  # no session: the URL is the proof
+    assert response.status == 200 and await response.read() == PNG
+    assert response.headers["Content-Disposition"].startswith("inline")
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    response = await app_client.client.get(note["url"])
+    assert response.headers["Content-Type"] == "application/octet-stream"
+    assert response.headers["Content-Disposition"].startswith("attachment")
+    tampered = image["url"].replace("type=image%2Fpng", "type=text%2Fhtml")
+    assert (await app_client.client.get(tampered)).status == 404
+    app = edge_app(app_client)
+    expired = files.signed_url(app, image, now=time.time() - 3600)
+    assert (await app_client.client.get(expired)).status == 404
+
+
+def edge_app(sdk: Sdk) -> Any:
+    from connectors.sdk.inbound.runtime import runtime_for
+
+    return runtime_for(sdk.client.app).app(sdk.app)
