@@ -1,0 +1,14 @@
+"""The telephony edge: one module per adapter, and the runtime they share."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from . import generic
+from .runtime import run_timer, telephony_context
+
+__all__ = ["routes", "run_timer", "telephony_context"]
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.post("/cti/{line}/events", generic.receive)]

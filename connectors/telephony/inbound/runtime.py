@@ -1,0 +1,89 @@
+"""What the telephony edge runs on: the journal and machines (a resource of the service), the
+timer task that records settled calls and closes timed-out ones, and the per-line metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import Counter
+
+from intake import (
+    ACCOUNTS,
+    BLOBS,
+    PUBLISHER,
+    SERVICE_SETTINGS,
+    SETTINGS,
+    StateStore,
+    get_logger,
+)
+
+from ..client import RecordingFetcher
+from ..settings import TelephonyAccounts, TelephonySettings
+from ..state import TelephonyState
+
+TELEPHONY = web.AppKey("telephony", TelephonyState)
+FETCHER = web.AppKey("telephony_recordings", RecordingFetcher)
+
+EVENTS_IN = Counter("intake_telephony_events_total", "Call events received, per line", ["line"])
+DUPLICATES = Counter("intake_telephony_duplicates_total",
+                     "Call events that were duplicates (repeated webhook id or content)",
+                     ["line"])
+
+log = get_logger(service="telephony")
+
+# An app built without this channel's context (the contract suite builds the routes alone)
+# gets an in-memory journal of its own, made on its first request.
+_FALLBACK: weakref.WeakKeyDictionary[web.Application, TelephonyState] = (
+    weakref.WeakKeyDictionary())
+_FALLBACK_LOCK = asyncio.Lock()
+
+
+def build_state(app: web.Application, store: StateStore) -> tuple[TelephonyState,
+                                                                    RecordingFetcher]:
+    settings: TelephonySettings = app[SERVICE_SETTINGS]  # type: ignore[assignment]
+    accounts: TelephonyAccounts = app[ACCOUNTS]  # type: ignore[assignment]
+    lines = {line.id: line for line in accounts.lines}
+    fetcher = RecordingFetcher(lines, app[BLOBS], store.queue("telephony:recordings"),
+                               app[PUBLISHER])
+    state = TelephonyState(list(lines.values()), store, app[PUBLISHER],
+                           journal_keep_s=settings.journal_keep_s,
+                           webhook_id_ttl_s=settings.webhook_id_ttl_s, recordings=fetcher)
+    return state, fetcher
+
+
+async def telephony_context(app: web.Application) -> AsyncIterator[None]:
+    """The journal (the kernel's state store), rebuilt into live calls before any request."""
+    state, fetcher = build_state(app, StateStore.from_settings(app[SETTINGS]))
+    await state.open()
+    app[TELEPHONY] = state
+    app[FETCHER] = fetcher
+    yield
+    await fetcher.close()
+    await state.close()
+
+
+async def telephony_state(app: web.Application) -> TelephonyState:
+    state = app.get(TELEPHONY)
+    if state is not None:
+        return state
+    async with _FALLBACK_LOCK:
+        state = _FALLBACK.get(app)
+        if state is None:
+            state, _fetcher = build_state(app, StateStore("sqlite+aiosqlite:///:memory:"))
+            await state.open()
+            _FALLBACK[app] = state
+    return state
+
+
+async def run_timer(app: web.Application) -> None:
+    """Record settled calls, close timed-out ones, fetch deferred recordings; forever."""
+    state = app[TELEPHONY]
+    fetcher = app[FETCHER]
+    settings: TelephonySettings = app[SERVICE_SETTINGS]  # type: ignore[assignment]
+    while True:
+        await state.tick()
+        await fetcher.retry_due(state.view)
+        await asyncio.sleep(settings.tick_s)
