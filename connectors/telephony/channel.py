@@ -7,5 +7,7 @@ from .settings import TelephonyAccounts, TelephonySettings
 
 CHANNEL = Channel(
     name="telephony", settings=TelephonySettings, accounts=TelephonyAccounts,
-    inbound=Inbound(routes=inbound.routes, tasks=[Task("calls", inbound.run_timer)]),
+    inbound=Inbound(routes=inbound.routes, tasks=[Task("calls", inbound.run_timer),
+                                                     Task("pbx-clients", inbound.run_pbx_clients,
+                                                          critical=False)]),
     contexts=[inbound.telephony_context], client_max_size=256 * 1024)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import AsyncIterator
+from functools import partial
 
 from aiohttp import web
 from prometheus_client import Counter
@@ -21,7 +22,7 @@ from intake import (
 )
 
 from ..client import RecordingFetcher
-from ..settings import TelephonyAccounts, TelephonySettings
+from ..settings import AmiLine, TelephonyAccounts, TelephonySettings
 from ..state import TelephonyState
 
 TELEPHONY = web.AppKey("telephony", TelephonyState)
@@ -87,3 +88,17 @@ async def run_timer(app: web.Application) -> None:
         await state.tick()
         await fetcher.retry_due(state.view)
         await asyncio.sleep(settings.tick_s)
+
+
+async def run_pbx_clients(app: web.Application) -> None:
+    """One AMI client per `asterisk_ami` line, each reconnecting on its own: a PBX that is
+    down backs off quietly and degrades its line alone."""
+    from .ami import AmiClient  # the adapter modules import this one
+
+    state = app[TELEPHONY]
+    accounts: TelephonyAccounts = app[ACCOUNTS]  # type: ignore[assignment]
+    clients = [AmiClient(line, partial(state.accept_all, line.id))
+               for line in accounts.lines if isinstance(line, AmiLine)]
+    if not clients:
+        await asyncio.Event().wait()  # nothing to run: stay up, quietly
+    await asyncio.gather(*(client.run_forever() for client in clients))
