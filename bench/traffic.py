@@ -9,6 +9,7 @@ every load at once, each with its weight.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import time
 from collections.abc import Sequence
@@ -121,7 +122,13 @@ async def settle(ctx: Context, traffic: Traffic, stats: LoopStats, *, scenario: 
         prefix = load.key_prefix(traffic.tag)
         expected = sum(1 for s in traffic.sent.values() if s.ok and s.key.startswith(prefix))
         await wait_stored(ctx.engine, prefix, expected, stall_s=ctx.options.stall_s)
-        stored_rows.extend(await read_persisted(ctx.engine, prefix))
+        rows = await read_persisted(ctx.engine, prefix)
+        # A load whose stored key is not the key it sent (telephony stores a call's record,
+        # `<key>:record`) names the sent key of each stored one.
+        sent_key = getattr(load, "sent_key", None)
+        if sent_key is not None:
+            rows = [dataclasses.replace(row, key=sent_key(row.key)) for row in rows]
+        stored_rows.extend(rows)
     rss = ctx.rss.peaks()
     cpu = ctx.rss.cpu_ms_per_message(len(traffic.sent))
     check = check_exactly_once(acked, failed, [row.key for row in stored_rows])
