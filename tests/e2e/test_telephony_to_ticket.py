@@ -24,7 +24,7 @@ from intake.settings import IntakeSettings
 from tests.conftest import delete_topology
 from tests.e2e.test_replies_and_events import read_events
 from tests.e2e.test_webform_to_ticket import find_ticket, free_port
-from tests.support import eventually
+from tests.support import BrokerProxy, eventually
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "intake.example.yaml"
 SECRET = "whsec_aW50YWtlLWhvdGxpbmUtdGVzdC1zZWNyZXQtMDAx"  # the example's test value
@@ -44,7 +44,8 @@ class PhoneGateway:
 
 @contextlib.asynccontextmanager
 async def running(settings: IntakeSettings, monkeypatch: pytest.MonkeyPatch,
-                  tmp_path: Path) -> AsyncIterator[PhoneGateway]:
+                  tmp_path: Path, telephony_amqp_url: str | None = None,
+                  ) -> AsyncIterator[PhoneGateway]:
     ports = {name: free_port() for name in ("TICKET_CORE", "ROUTER", "TELEPHONY", "AUDIO")}
     for name in ("TICKET_CORE", "ROUTER", "TELEPHONY"):
         monkeypatch.setenv(f"INTAKE_{name}_PORT", str(ports[name]))
@@ -56,7 +57,9 @@ async def running(settings: IntakeSettings, monkeypatch: pytest.MonkeyPatch,
     settings = settings.model_copy(update={"api_token": None, "config": config})
     doc = load_config(settings)
     builders = service_builders()
-    services = [builders[name](settings, doc) for name in ("ticket-core", "router", "telephony")]
+    services = [builders["ticket-core"](settings, doc), builders["router"](settings, doc),
+                builders["telephony"](settings.model_copy(update={
+                    "amqp_url": telephony_amqp_url or settings.amqp_url}), doc)]
 
     async def audio(request: web.Request) -> web.Response:
         return web.Response(body=AUDIO, content_type="audio/wav")
@@ -160,3 +163,27 @@ async def test_a_missed_call_is_a_callback_and_a_picked_call_lands_on_its_ticket
         async with http.get(f"{gw.api}/api/v1/tickets", headers=gw.headers(),
                             params={"channel": "telephony"}) as response:
             assert len((await response.json())["items"]) == 1
+
+
+async def test_webhooks_are_accepted_from_the_outbox_while_the_broker_is_away(
+        settings: IntakeSettings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    proxy = BrokerProxy()
+    await proxy.reserve_port()  # the telephony connector's broker refuses connections
+    async with running(settings, monkeypatch, tmp_path, proxy.url) as gw, \
+            aiohttp.ClientSession() as http:
+        for kind, at, extra in (("ringing", "20:00", {}), ("answered", "20:05", {"agent": "1001"}),
+                                ("ended", "21:05", {})):
+            answer = await post_event(http, gw, event(kind, "o-1", at, **extra), f"o-{kind}")
+            assert answer == {"accepted": 1, "duplicates": 0}
+        async with http.get(f"{gw.pbx}/readyz") as response:
+            assert response.status == 200
+            assert "outbox_depth" in await response.text()
+        await asyncio.sleep(2.5)  # the record settles and goes to the outbox too
+        await proxy.start()
+        try:
+            record = await find_ticket(http, gw, idempotency_key="telephony:hotline:o-1:record")
+            async with http.get(f"{gw.api}/api/v1/calls/o-1", headers=gw.headers()) as response:
+                call = await response.json()
+            assert (call["state"], call["ticket_id"]) == ("completed", record["id"])
+        finally:
+            await proxy.stop()
