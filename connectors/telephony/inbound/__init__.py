@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import generic
+from . import generic, twilio
 from .runtime import run_pbx_clients, run_timer, telephony_context
 
 __all__ = ["routes", "run_pbx_clients", "run_timer", "telephony_context"]
 
 
 def routes() -> list[web.RouteDef]:
-    return [web.post("/cti/{line}/events", generic.receive)]
+    return [web.post("/cti/{line}/events", generic.receive), *twilio.routes()]
