@@ -56,11 +56,12 @@ async def fetch_recording(session: aiohttp.ClientSession, blobs: BlobStore, line
     RecordingUnreachable."""
     if not line.recordings.allows(url):
         raise RecordingRefused("not_allowed")
-    auth = None
-    if isinstance(line, TwilioLine):
-        auth = aiohttp.BasicAuth(line.account_sid, line.auth_token.get_secret_value())
+    headers = {}
+    if isinstance(line, TwilioLine):  # Twilio serves recordings to AccountSid:AuthToken
+        headers["Authorization"] = aiohttp.encode_basic_auth(
+            line.account_sid, line.auth_token.get_secret_value())
     try:
-        async with session.get(url, auth=auth, allow_redirects=False,
+        async with session.get(url, headers=headers, allow_redirects=False,
                                timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
             if response.status >= 500 or response.status == 429:
                 raise RecordingUnreachable(f"HTTP {response.status}")
