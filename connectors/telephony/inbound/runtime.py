@@ -22,7 +22,7 @@ from intake import (
 )
 
 from ..client import RecordingFetcher
-from ..settings import AmiLine, TelephonyAccounts, TelephonySettings
+from ..settings import AmiLine, EslLine, TelephonyAccounts, TelephonySettings
 from ..state import TelephonyState
 
 TELEPHONY = web.AppKey("telephony", TelephonyState)
@@ -91,14 +91,20 @@ async def run_timer(app: web.Application) -> None:
 
 
 async def run_pbx_clients(app: web.Application) -> None:
-    """One AMI client per `asterisk_ami` line, each reconnecting on its own: a PBX that is
-    down backs off quietly and degrades its line alone."""
+    """One client per `asterisk_ami` or `freeswitch_esl` line, each reconnecting on its own: a
+    PBX that is down backs off quietly and degrades its line alone."""
     from .ami import AmiClient  # the adapter modules import this one
+    from .esl import EslClient
 
     state = app[TELEPHONY]
     accounts: TelephonyAccounts = app[ACCOUNTS]  # type: ignore[assignment]
-    clients = [AmiClient(line, partial(state.accept_all, line.id))
-               for line in accounts.lines if isinstance(line, AmiLine)]
+    clients: list[AmiClient | EslClient] = []
+    for line in accounts.lines:
+        accept = partial(state.accept_all, line.id)
+        if isinstance(line, AmiLine):
+            clients.append(AmiClient(line, accept))
+        elif isinstance(line, EslLine):
+            clients.append(EslClient(line, accept))
     if not clients:
         await asyncio.Event().wait()  # nothing to run: stay up, quietly
     await asyncio.gather(*(client.run_forever() for client in clients))
