@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,7 +62,7 @@ class Channel:
     `accounts` validates the YAML section `channels.<name>`. `inbound` declares how messages
     come in (`routes=` alone is the short form of `inbound=Inbound(routes=…)`); `sender` is the
     channel's `OutboundSender` class (intake/sending.py), run on `intake.outbound.<name>`;
-    `commands` become `intake <name> …` subcommands.
+    `commands` become `intake <name> …` subcommands; `ready_checks` add to `/readyz`.
     """
 
     name: str
@@ -73,6 +73,9 @@ class Channel:
     sender: Any = None
     commands: Sequence[Command] = ()
     contexts: Sequence[Callable[[web.Application], Any]] = field(default_factory=tuple)
+    # More `/readyz` checks after the outbox's (a PBX line's state): each returns None, a
+    # problem (503), or a dict merged into the body as details.
+    ready_checks: Sequence[Callable[[web.Application], Awaitable[Any]]] = ()
     client_max_size: int = 1024**2
 
     def __post_init__(self) -> None:
@@ -117,7 +120,7 @@ class Channel:
             tasks=self.inbound.tasks,
             senders=[self._sender_runner] if self.sender is not None else [],
             contexts=[connector_bus_context, blobs_context, publisher_context, *self.contexts],
-            ready_checks=[outbox_ready],
+            ready_checks=[outbox_ready, *self.ready_checks],
             state={SERVICE_SETTINGS: own, ACCOUNTS: accounts},
             client_max_size=max(self.client_max_size,
                                 int(getattr(own, "max_body_bytes", 0) or 0) + 64 * 1024),

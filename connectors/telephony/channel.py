@@ -10,4 +10,5 @@ CHANNEL = Channel(
     inbound=Inbound(routes=inbound.routes, tasks=[Task("calls", inbound.run_timer),
                                                      Task("pbx-clients", inbound.run_pbx_clients,
                                                           critical=False)]),
-    contexts=[inbound.telephony_context], client_max_size=256 * 1024)
+    contexts=[inbound.telephony_context], ready_checks=[inbound.lines_ready],
+    client_max_size=256 * 1024)

@@ -259,6 +259,8 @@ class TelephonyState:
         self._webhook_ids = {line.id: store.namespace(f"telephony:webhook-ids:{line.id}")
                              for line in lines}
         self._last_sweep = 0.0
+        # The PBX clients by line (AMI, ESL), for `/readyz`: each has `state` and `detail`.
+        self.clients: dict[str, Any] = {}
 
     async def open(self) -> None:
         await self.store.open()

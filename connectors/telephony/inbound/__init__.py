@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import generic, twilio
-from .runtime import run_pbx_clients, run_timer, telephony_context
+from .runtime import lines_ready, run_pbx_clients, run_timer, telephony_context
 
-__all__ = ["routes", "run_pbx_clients", "run_timer", "telephony_context"]
+__all__ = ["lines_ready", "routes", "run_pbx_clients", "run_timer", "telephony_context"]
 
 
 def routes() -> list[web.RouteDef]:

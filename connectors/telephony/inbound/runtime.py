@@ -105,6 +105,28 @@ async def run_pbx_clients(app: web.Application) -> None:
             clients.append(AmiClient(line, accept))
         elif isinstance(line, EslLine):
             clients.append(EslClient(line, accept))
+    state.clients.update({client.line.id: client for client in clients})
     if not clients:
         await asyncio.Event().wait()  # nothing to run: stay up, quietly
     await asyncio.gather(*(client.run_forever() for client in clients))
+
+
+async def lines_ready(app: web.Application) -> dict[str, object]:
+    """`/readyz` details: each line with its state. A PBX that is down degrades its line
+    alone, never the service (the webhooks of the other lines still take calls)."""
+    state = app.get(TELEPHONY)
+    if state is None:
+        return {}
+    lines: dict[str, object] = {}
+    for line_id, machine in state.machines.items():
+        adapter = getattr(machine.line, "adapter", "generic")
+        client = state.clients.get(line_id)
+        entry: dict[str, object] = {"adapter": adapter, "live_calls": machine.live()}
+        if adapter in ("asterisk_ami", "freeswitch_esl"):
+            entry["state"] = client.state if client is not None else "connecting"
+            if client is not None and client.detail:
+                entry["detail"] = client.detail
+        else:
+            entry["state"] = "listening"
+        lines[line_id] = entry
+    return {"lines": lines}
