@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -84,6 +85,9 @@ class CallMachine:
         self.events: StateNamespace = store.namespace(f"telephony:events:{line.id}")
         self.meta: StateNamespace = store.namespace(f"telephony:calls:{line.id}")
         self.calls: dict[str, LiveCall] = {}
+        # The timer looks at live calls only; recorded ones wait in order for their pruning.
+        self.live_ids: dict[str, None] = {}
+        self.recorded: deque[tuple[float, str]] = deque()
         self._locks: dict[str, asyncio.Lock] = {}
 
     # -- start -----------------------------------------------------------------------------
@@ -95,7 +99,12 @@ class CallMachine:
             self._call(call_id).events[digest] = CallEvent.model_validate(value)
         for call_id, value in await self.meta.items(limit=10_000_000):
             self._call(call_id).restore(value)
-        live = sum(1 for call in self.calls.values() if call.recorded_at is None)
+        self.live_ids = {call_id: None for call_id, call in self.calls.items()
+                         if call.recorded_at is None}
+        self.recorded = deque(sorted((call.recorded_at, call_id)
+                                     for call_id, call in self.calls.items()
+                                     if call.recorded_at is not None))
+        live = len(self.live_ids)
         log.info("calls_rebuilt", line=self.line.id, calls=len(self.calls), live=live)
         return live
 
@@ -156,11 +165,13 @@ class CallMachine:
         """Publish due records and close timed-out calls; returns how many were recorded."""
         now = self.clock()
         recorded = 0
-        for call in list(self.calls.values()):
-            if call.recorded_at is not None:
-                if now - call.recorded_at > self.journal_keep_s:
-                    await self._prune(call)
-                continue
+        while self.recorded and now - self.recorded[0][0] > self.journal_keep_s:
+            _, call_id = self.recorded.popleft()
+            pruned = self.calls.get(call_id)
+            if pruned is not None and pruned.recorded_at is not None:
+                await self._prune(pruned)
+        for call_id in list(self.live_ids):
+            call = self.calls[call_id]
             inferred = self._timeout(call, now)
             if call.terminal_received is not None:
                 due = call.terminal_received + self.line.settle_s + self.line.wrap_up_s
@@ -206,6 +217,8 @@ class CallMachine:
         await self.publisher.publish(message)
         call.published.append("record")
         call.recorded_at = self.clock()
+        self.live_ids.pop(call.call_id, None)
+        self.recorded.append((call.recorded_at, call.call_id))
         await self.meta.put(call.call_id, call.meta())
         log.info("call_recorded", line=self.line.id, call_id=call.call_id, state=view.state,
                  idempotency_key=message.idempotency_key)
@@ -223,12 +236,13 @@ class CallMachine:
         return fold(list(call.events.values()), self.line.region, inferred_end=inferred_end)
 
     def live(self) -> int:
-        return sum(1 for call in self.calls.values() if call.recorded_at is None)
+        return len(self.live_ids)
 
     def _call(self, call_id: str) -> LiveCall:
         call = self.calls.get(call_id)
         if call is None:
             call = self.calls[call_id] = LiveCall(call_id)
+            self.live_ids[call_id] = None
         return call
 
     def _lock(self, call_id: str) -> asyncio.Lock:

@@ -123,3 +123,20 @@ async def test_a_thousand_interleaved_calls_make_a_thousand_records(
     records = [m for m in messages if m.idempotency_key.endswith(":record")]
     assert len(records) == len({m.idempotency_key for m in records}) == 1000
     assert len(messages) == 4000
+
+
+async def test_a_recorded_call_is_pruned_from_the_journal_after_its_keep_time(
+        state: TelephonyState, clock: Clock) -> None:
+    machine = state.machines["hotline"]
+    machine.journal_keep_s = 100
+    await state.accept_all("hotline", [event("ringing", 0), event("ended", 30)])
+    clock.now += 3
+    assert await state.tick() == 1 and machine.live() == 0
+    clock.now += 50
+    await state.tick()
+    assert "c1" in machine.calls  # kept for late events
+    assert await state.accept_all("hotline", [event("ended", 30)]) == 0
+    clock.now += 60
+    await state.tick()
+    assert machine.calls == {} and await machine.events.items() == []
+    assert await machine.meta.items() == []
