@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
+from prometheus_client import Counter
 
 from intake import (
     Attachment,
@@ -31,6 +32,10 @@ from .settings import LineBase, TwilioLine
 from .state import Publishing, _utc
 
 log = get_logger(service="telephony", component="recordings")
+
+FETCHES = Counter("intake_telephony_recording_fetches_total",
+                  "Recording fetches by outcome (fetched, deferred, refused, given_up)",
+                  ["line", "outcome"])
 
 FETCH_TIMEOUT_S = 30.0
 FIRST_RETRY_S = 5.0
@@ -119,16 +124,19 @@ class RecordingFetcher:
         try:
             attachment = await fetch_recording(self.session(), self.blobs, line, url)
         except RecordingRefused as exc:
+            FETCHES.labels(view.line, "refused").inc()
             log.warning("recording_not_fetched", line=view.line, call_id=view.call_id,
                         reason=exc.reason)
             return message.model_copy(update={
                 "flags": [*message.flags, "recording_not_fetched"],
                 "channel_data": {"recording_not_fetched": exc.reason}})
         except RecordingUnreachable as exc:
+            FETCHES.labels(view.line, "deferred").inc()
             log.info("recording_deferred", line=view.line, call_id=view.call_id, error=str(exc))
             await self.queue.push({"line": view.line, "call_id": view.call_id, "url": url,
                                    "since": self.clock()}, delay_s=FIRST_RETRY_S)
             return message.model_copy(update={"flags": [*message.flags, "recording_pending"]})
+        FETCHES.labels(view.line, "fetched").inc()
         return message.model_copy(update={"attachments": [*message.attachments, attachment]})
 
     async def follow_up(self, view: CallView, url: str) -> None:
@@ -150,12 +158,14 @@ class RecordingFetcher:
             try:
                 attachment = await fetch_recording(self.session(), self.blobs, line, job["url"])
             except RecordingRefused as exc:
+                FETCHES.labels(line.id, "refused").inc()
                 log.warning("recording_not_fetched", line=line.id, call_id=view.call_id,
                             reason=exc.reason)
                 await self.queue.done(item.id)
                 continue
             except RecordingUnreachable as exc:
                 if self.clock() - float(job["since"]) > line.recordings.retry_for_s:
+                    FETCHES.labels(line.id, "given_up").inc()
                     log.warning("recording_not_fetched", line=line.id, call_id=view.call_id,
                                 reason="unreachable", error=str(exc))
                     await self.queue.done(item.id)
@@ -166,6 +176,7 @@ class RecordingFetcher:
             await self.publisher.publish(recording_message(
                 view, attachment, job["url"], received_at=_utc(self.clock())))
             await self.queue.done(item.id)
+            FETCHES.labels(line.id, "fetched").inc()
             log.info("recording_fetched", line=line.id, call_id=view.call_id,
                      recording=recording_id(job["url"]), size=attachment.size)
             sent += 1

@@ -31,6 +31,7 @@ from intake import get_logger
 
 from ..normalize import CallEvent
 from ..settings import AmiLine
+from .runtime import RECONNECTS
 
 log = get_logger(service="telephony", component="ami")
 
@@ -178,6 +179,7 @@ class AmiClient:
             except (OSError, EOFError, TimeoutError, asyncio.IncompleteReadError,
                     LoginRefused) as exc:
                 self.attempts += 1
+                RECONNECTS.labels(self.line.id).inc()
                 delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (self.attempts - 1))
                 delay *= random.uniform(0.8, 1.2)
                 if not isinstance(exc, LoginRefused):

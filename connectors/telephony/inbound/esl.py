@@ -27,6 +27,7 @@ from intake import get_logger
 from ..normalize import CallEvent
 from ..settings import EslLine
 from .ami import BACKOFF_FIRST_S, BACKOFF_MAX_S, Accept, LoginRefused
+from .runtime import RECONNECTS
 
 log = get_logger(service="telephony", component="esl")
 
@@ -142,6 +143,7 @@ class EslClient:
             except (OSError, EOFError, TimeoutError, ValueError, asyncio.IncompleteReadError,
                     asyncio.LimitOverrunError, LoginRefused) as exc:
                 self.attempts += 1
+                RECONNECTS.labels(self.line.id).inc()
                 delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (self.attempts - 1))
                 delay *= random.uniform(0.8, 1.2)
                 if not isinstance(exc, LoginRefused):

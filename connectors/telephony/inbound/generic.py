@@ -33,7 +33,7 @@ from ..errors import (
 )
 from ..normalize import CallEvent
 from ..settings import GenericLine, TelephonySettings
-from .runtime import DUPLICATES, EVENTS_IN, telephony_state
+from .runtime import DUPLICATES, EVENTS_IN, PROGRESS_SECONDS, telephony_state
 
 MAX_EVENTS = 100
 
@@ -153,7 +153,8 @@ async def receive(request: web.Request) -> web.Response:
         if await state.seen(line.id, webhook_id):
             DUPLICATES.labels(line.id).inc(len(events))
             return web.json_response({"accepted": 0, "duplicates": len(events)}, status=202)
-        accepted = await state.accept_all(line.id, events)
+        with PROGRESS_SECONDS.labels(line.id).time():
+            accepted = await state.accept_all(line.id, events)
         DUPLICATES.labels(line.id).inc(len(events) - accepted)
         await state.remember(line.id, webhook_id)
     except IntakeError as exc:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from functools import partial
 
 from aiohttp import web
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge, Histogram
 
 from intake import (
     ACCOUNTS,
@@ -32,6 +32,14 @@ EVENTS_IN = Counter("intake_telephony_events_total", "Call events received, per 
 DUPLICATES = Counter("intake_telephony_duplicates_total",
                      "Call events that were duplicates (repeated webhook id or content)",
                      ["line"])
+
+LIVE_CALLS = Gauge("intake_telephony_live_calls", "Calls not yet recorded, per line", ["line"])
+RECONNECTS = Counter("intake_telephony_reconnects_total",
+                     "PBX connections lost or refused (AMI, ESL), per line", ["line"])
+PROGRESS_SECONDS = Histogram(
+    "intake_telephony_progress_seconds",
+    "A webhook's events received → journaled and their progress durable", ["line"],
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5))
 
 log = get_logger(service="telephony")
 
@@ -86,6 +94,8 @@ async def run_timer(app: web.Application) -> None:
     settings: TelephonySettings = app[SERVICE_SETTINGS]  # type: ignore[assignment]
     while True:
         await state.tick()
+        for line_id, machine in state.machines.items():
+            LIVE_CALLS.labels(line_id).set(machine.live())
         await fetcher.retry_due(state.view)
         await asyncio.sleep(settings.tick_s)
 

@@ -96,3 +96,14 @@ async def test_bad_input_gets_its_own_answer(client: TestClient[Any, Any]) -> No
 
 async def test_no_agent_api_on_the_pbx_port(client: TestClient[Any, Any]) -> None:
     assert (await client.get("/api/v1/tickets")).status == 404
+
+
+async def test_metrics_count_events_duplicates_and_time_to_durable(
+        client: TestClient[Any, Any]) -> None:
+    await post(client, {**RINGING, "call_id": "c-metrics"}, webhook_id="m-1")
+    await post(client, {**RINGING, "call_id": "c-metrics"}, webhook_id="m-2")
+    text = await (await client.get("/metrics")).text()
+    for name in ('intake_telephony_events_total{line="hotline"}',
+                 'intake_telephony_duplicates_total{line="hotline"}',
+                 'intake_telephony_progress_seconds_count{line="hotline"}'):
+        assert name in text, name
