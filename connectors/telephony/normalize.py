@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -57,9 +58,13 @@ class PhoneNumber:
         return self.valid and not self.withheld
 
 
+@lru_cache(maxsize=4096)
 def parse_number(raw: str | None, region: str) -> PhoneNumber:
     """Any shape a PBX sends (national, `00…`, `tel:`/`sip:` URIs, `ext.`, `;ext=`,
-    `010-65529988-8001`, `…转8001`, IP-dial prefixes) to E.164 plus extension."""
+    `010-65529988-8001`, `…转8001`, IP-dial prefixes) to E.164 plus extension.
+
+    Cached: a call's record is folded from its events several times, and phonenumbers'
+    parse is the costliest step of a fold."""
     text = (raw or "").strip()
     if text.lower() in WITHHELD_WORDS or text in TWILIO_SENTINELS:
         return PhoneNumber(raw=text, withheld=True)
