@@ -138,3 +138,27 @@ async def test_a_withheld_missed_call_pops_withheld_and_gets_its_own_ticket(
     assert [p["lookup"] for p in pops] == ["withheld", "withheld"]
     tickets = (await store.list_tickets(limit=10)).items
     assert len({t.customer_id for t in tickets}) == 2
+
+
+async def test_a_picked_ticket_closed_since_gives_the_record_a_new_ticket(
+        store: TicketStore, aiohttp_client: ClientFactory) -> None:
+    from sqlalchemy import update
+
+    from ticket_core import db
+
+    persist = persist_routed(store)
+    await persist([message("earlier", channel="telephony", account="hotline", kind="message",
+                           email=None, identities=[Identity(kind="phone", value=CALLER)],
+                           routed=route("general"))])
+    [ticket] = (await store.list_tickets(limit=10)).items
+    await persist([call_message("ringing", "ringing")])
+    client = await client_for(store, aiohttp_client)
+    response = await client.post("/api/v1/calls/c1/pick", json={"ticket_id": ticket.id},
+                                 headers=AUTH)
+    assert response.status == 200
+    await store.write(lambda c: c.execute(update(db.Ticket.__table__).where(
+        db.Ticket.__table__.c.id == ticket.id).values(status="closed")))
+    await persist([call_message("record", "completed", **ENDED)])
+    response = await client.get("/api/v1/calls/c1", headers=AUTH)
+    landed = (await response.json())["ticket_id"]
+    assert landed is not None and landed != ticket.id
