@@ -114,7 +114,12 @@ class TelephonyPop(Scenario):
         lost = count - len(seen)
         ctx.log(f"telephony-pop: p50 {summary['p50']} ms, p99 {summary['p99']} ms, "
                 f"{lost} pops not seen")
-        return [Result(scenario=self.name, messages=count, load=f"{rate:g}/s", throughput=None,
+        elapsed = max(max(seen.values(), default=started) - started, 1e-9)
+        throughput = round(len(seen) / elapsed, 1)
+        return [Result(scenario=self.name, messages=count, load=f"{rate:g}/s",
+                       throughput=throughput, rss_mb=ctx.rss.peaks(),
+                       ratio=round(throughput / ctx.hop, 3) if ctx.hop else 0.0,
+                       check={"ok": lost == 0, "missing": lost, "doubled": 0},
                        latency=summary, ok=lost == 0,
                        failure=f"{lost} pops not seen in 30 s" if lost else None,
                        extra={"target": "p99 ≤ 250 ms (webhook → event stream)",
