@@ -123,9 +123,7 @@ async def settle(ctx: Context, traffic: Traffic, stats: LoopStats, *, scenario: 
         expected = sum(1 for s in traffic.sent.values() if s.ok and s.key.startswith(prefix))
         await wait_stored(ctx.engine, prefix, expected, stall_s=ctx.options.stall_s)
         rows = await read_persisted(ctx.engine, prefix)
-        # A load whose stored key is not the key it sent (telephony stores a call's record,
-        # `<key>:record`) names the sent key of each stored one.
-        sent_key = getattr(load, "sent_key", None)
+        sent_key = getattr(load, "sent_key", None)  # a key with more than the sent id (email)
         if sent_key is not None:
             rows = [dataclasses.replace(row, key=sent_key(row.key)) for row in rows]
         stored_rows.extend(rows)

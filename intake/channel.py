@@ -73,10 +73,10 @@ class Channel:
     sender: Any = None
     commands: Sequence[Command] = ()
     contexts: Sequence[Callable[[web.Application], Any]] = field(default_factory=tuple)
+    client_max_size: int = 1024**2
     # More `/readyz` checks after the outbox's (a PBX line's state): each returns None, a
     # problem (503), or a dict merged into the body as details.
     ready_checks: Sequence[Callable[[web.Application], Awaitable[Any]]] = ()
-    client_max_size: int = 1024**2
 
     def __post_init__(self) -> None:
         # `routes` always answers every HTTP route, whichever way they were declared, so that
