@@ -148,8 +148,10 @@ class EslClient:
                 delay *= random.uniform(0.8, 1.2)
                 if not isinstance(exc, LoginRefused):
                     self.state, self.detail = "backing_off", f"{type(exc).__name__}: {exc}"
-                log.warning("pbx_disconnected", line=self.line.id, state=self.state,
-                            error=self.detail, retry_in_s=round(delay, 2))
+                # Logged once as the link goes (STYLE §10), then quietly at debug level.
+                (log.warning if self.attempts == 1 else log.debug)(
+                    "pbx_disconnected", line=self.line.id, state=self.state,
+                    error=self.detail, retry_in_s=round(delay, 2))
                 await asyncio.sleep(delay)
 
     async def session(self) -> None:
