@@ -159,6 +159,23 @@ class AmiCalls:
         return []
 
 
+    def adopt(self, fields: dict[str, str]) -> list[CallEvent]:
+        """A channel the PBX lists after a reconnect: a call not known yet is adopted."""
+        linked = fields.get("Linkedid", "")
+        if not linked or fields.get("Uniqueid") != linked or linked in self.calls:
+            return []
+        return self.translate({**fields, "Event": "Newchannel"})
+
+    def reconcile(self, listed: set[str]) -> list[CallEvent]:
+        """Calls the PBX no longer lists ended while the link was down: they end now."""
+        events: list[CallEvent] = []
+        for linked in [c for c in self.calls if c not in listed]:
+            call = self.calls.pop(linked)
+            if not call.internal:
+                events.append(self._event("ended", call, {}, cause="gone_after_reconnect"))
+        return events
+
+
 class AmiClient:
     """One line's connection: login, events into `accept`, ping, reconnect with backoff."""
 
@@ -210,6 +227,11 @@ class AmiClient:
                 raise LoginRefused(self.detail)
             self.state, self.detail, self.attempts = "connected", "", 0
             log.info("pbx_connected", line=self.line.id)
+            # What happened while the link was down: the PBX lists the channels it has.
+            writer.write(message_bytes(Action="CoreShowChannels",
+                                       ActionID=str(next(self._action_ids))))
+            await writer.drain()
+            listed: set[str] = set()
             pinger = asyncio.create_task(self._ping(writer))
             try:
                 while True:
@@ -218,7 +240,13 @@ class AmiClient:
                         if self._pong is not None:  # the answer to our Ping
                             self._pong.set()
                         continue
-                    events = self.calls.translate(fields)
+                    if fields.get("Event") == "CoreShowChannel":
+                        listed.add(fields.get("Linkedid", ""))
+                        events = self.calls.adopt(fields)
+                    elif fields.get("Event") == "CoreShowChannelsComplete":
+                        events = self.calls.reconcile(listed)
+                    else:
+                        events = self.calls.translate(fields)
                     if events:
                         await self.accept(events)  # journaled before the next is read
             finally:

@@ -27,9 +27,16 @@ def parse(raw: bytes) -> dict[str, str]:
 
 
 class FakeAmi:
-    def __init__(self, events: bytes, *, secret: str = "ami-test-secret",
-                 refuse_logins: int = 0, seed: int = 7) -> None:
-        self.events = events
+    """`sessions`: what each successful login gets played (the last one stays open; the
+    others drop the link after playing, mid-call); `channels` what `CoreShowChannels` lists
+    in each session."""
+
+    def __init__(self, events: bytes | list[bytes], *, secret: str = "ami-test-secret",
+                 refuse_logins: int = 0, seed: int = 7,
+                 channels: list[list[dict[str, str]]] | None = None) -> None:
+        self.sessions = events if isinstance(events, list) else [events]
+        self.channels = channels or []
+        self.accepted = 0
         self.secret = secret
         self.refuse_logins = refuse_logins
         self.random = random.Random(seed)
@@ -63,19 +70,42 @@ class FakeAmi:
             writer.write(f"Response: Success\r\nActionID: {action_id}\r\n"
                          "Message: Authentication accepted\r\n\r\n".encode())
             await writer.drain()
+            session = self.accepted
+            self.accepted += 1
+            # Whole messages never interleave on a real link: the listing goes out before the
+            # transcript starts streaming in pieces.
+            action = parse((await reader.readuntil(b"\r\n\r\n"))[:-4])
+            if action.get("Action") == "CoreShowChannels":
+                self._list_channels(writer, action.get("ActionID", ""), session)
             answering = asyncio.create_task(self._answer_pings(reader, writer))
-            data = self.events
+            last = session >= len(self.sessions) - 1
+            data = self.sessions[min(session, len(self.sessions) - 1)]
             while data:
                 size = self.random.randint(1, 9)
                 writer.write(data[:size])
                 data = data[size:]
                 await writer.drain()
                 await asyncio.sleep(0)
+            if not last:
+                answering.cancel()
+                return  # the link drops mid-call
             await answering
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.close()
+
+    def _list_channels(self, writer: asyncio.StreamWriter, action_id: str,
+                       session: int) -> None:
+        listed = self.channels[session] if session < len(self.channels) else []
+        out = (f"Response: Success\r\nActionID: {action_id}\r\nEventList: start\r\n"
+               "Message: Channels will follow\r\n\r\n")
+        for channel in listed:
+            out += "Event: CoreShowChannel\r\n" + "".join(
+                f"{k}: {v}\r\n" for k, v in channel.items()) + f"ActionID: {action_id}\r\n\r\n"
+        out += (f"Event: CoreShowChannelsComplete\r\nEventList: Complete\r\n"
+                f"ListItems: {len(listed)}\r\nActionID: {action_id}\r\n\r\n")
+        writer.write(out.encode())
 
     async def _answer_pings(self, reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter) -> None:

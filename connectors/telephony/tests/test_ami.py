@@ -76,3 +76,50 @@ async def test_the_client_backs_off_after_refused_logins_then_records_the_call(
     assert record.sender.name == "王小明"  # a character split between reads survives
     assert record.call.talk_s == 90.0
     assert record.call.recording_url == "http://127.0.0.1:18090/monitor/1796527800.1.wav"
+
+
+def _split(raw: bytes, marker: bytes) -> tuple[bytes, bytes]:
+    at = raw.index(marker)
+    start = raw.rindex(b"\r\n\r\n", 0, at) + 4
+    return raw[:start], raw[start:]
+
+
+async def test_a_reconnect_mid_call_continues_the_call_and_closes_what_the_pbx_dropped(
+        tmp_path: Path) -> None:
+    """The link drops after the answer; the PBX still lists the call after the reconnect
+    (so it goes on and ends normally). A second run where the PBX no longer lists it closes
+    it at the reconnect."""
+    whole = transcript("ami_queue_call_mixmonitor.txt")
+    before, after = _split(whole, b"Event: VarSet")
+    live = {"Channel": "PJSIP/trunk-00000001", "Uniqueid": "1796527800.1",
+            "Linkedid": "1796527800.1", "Context": "from-pstn"}
+    for channels, rest, state in (([[], [live]], after, "completed"),
+                                  ([[], []], b"", "completed")):
+        fake = FakeAmi([before, rest], channels=channels)
+        await fake.start()
+        publisher = RecordingPublisher()
+        ami = line(fake.port)
+        store = StateStore(f"sqlite+aiosqlite:///{tmp_path / f'{len(rest)}.sqlite3'}")
+        state_ = TelephonyState([ami], store, publisher)
+        await state_.open()
+        client = AmiClient(ami, lambda events, s=state_, i=ami.id: s.accept_all(i, events))
+        task = asyncio.create_task(client.run_forever())
+        try:
+            async with asyncio.timeout(20):
+                while not any(m.idempotency_key.endswith(":record")
+                              for m in publisher.messages):
+                    await state_.tick()
+                    await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+            await state_.close()
+            await fake.stop()
+        assert fake.accepted == 2  # the link dropped once and came back
+        record = publisher.messages[-1]
+        assert record.call is not None
+        assert (record.call.state, record.call.agent) == (state, "1001")
+        if rest:
+            assert record.call.end_reason == "Normal Clearing"
+            assert record.call.recording_url is not None
+        else:
+            assert record.call.end_reason == "gone_after_reconnect"
