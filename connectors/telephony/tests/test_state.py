@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from connectors.telephony.normalize import CallEvent
 from connectors.telephony.settings import GenericLine
 from connectors.telephony.state import TelephonyState
-from intake import StateStore
+from intake import Message, StateStore
 from intake.testing import RecordingPublisher
 
 T0 = datetime(2026, 12, 5, 1, 30, tzinfo=UTC)
@@ -140,3 +143,37 @@ async def test_a_recorded_call_is_pruned_from_the_journal_after_its_keep_time(
     await state.tick()
     assert machine.calls == {} and await machine.events.items() == []
     assert await machine.meta.items() == []
+
+
+CALL_EVENTS = [event("ringing", 0, agents=["1001"]), event("answered", 9, agent="1001"),
+               event("recording", 95, recording_url="http://127.0.0.1:18090/c1.wav"),
+               event("ended", 99)]
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(order=st.permutations(CALL_EVENTS), repeats=st.lists(st.integers(0, 3), max_size=4))
+def test_any_arrival_order_publishes_each_state_once_and_the_same_record(
+        order: list[CallEvent], repeats: list[int]) -> None:
+    async def run() -> list[Message]:
+        clock = Clock()
+        publisher = RecordingPublisher()
+        state = TelephonyState([LINE], StateStore("sqlite+aiosqlite:///:memory:"), publisher,
+                               clock=clock)
+        await state.open()
+        for item in [*order, *(order[i] for i in repeats)]:
+            await state.accept_all("hotline", [item])
+        clock.now += 3
+        await state.tick()
+        await state.close()
+        return publisher.messages
+
+    messages = asyncio.run(run())
+    parts = [m.idempotency_key.rsplit(":", 1)[1] for m in messages]
+    assert parts[0] == "ringing" and parts[-1] == "record"
+    assert sorted(parts) == ["answered", "ended", "record", "ringing"]
+    record = messages[-1]
+    assert record.call is not None
+    assert (record.call.state, record.call.agent, record.call.talk_s, record.call.wait_s) == (
+        "completed", "1001", 90.0, 9.0)
+    assert record.call.recording_url == "http://127.0.0.1:18090/c1.wav"
