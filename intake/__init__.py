@@ -25,6 +25,7 @@ from .logging import bind_message, configure_logging, get_logger
 from .message import (
     Attachment,
     Call,
+    CallLeg,
     DeliveryResult,
     Event,
     Form,
@@ -68,6 +69,7 @@ __all__ = [
     "BrokerUnavailable",
     "Bus",
     "Call",
+    "CallLeg",
     "Channel",
     "Command",
     "ConfigDocument",

@@ -62,7 +62,7 @@ class Channel:
     `accounts` validates the YAML section `channels.<name>`. `inbound` declares how messages
     come in (`routes=` alone is the short form of `inbound=Inbound(routes=…)`); `sender` is the
     channel's `OutboundSender` class (intake/sending.py), run on `intake.outbound.<name>`;
-    `commands` become `intake <name> …` subcommands.
+    `commands` become `intake <name> …` subcommands; `ready_checks` add to `/readyz`.
     """
 
     name: str
@@ -76,6 +76,9 @@ class Channel:
     # Called as shutdown begins (aiohttp's on_shutdown): close long-lived connections.
     shutdown_hooks: Sequence[Callable[[web.Application], Awaitable[None]]] = ()
     client_max_size: int = 1024**2
+    # More `/readyz` checks after the outbox's (a PBX line's state): each returns None, a
+    # problem (503), or a dict merged into the body as details.
+    ready_checks: Sequence[Callable[[web.Application], Awaitable[Any]]] = ()
 
     def __post_init__(self) -> None:
         # `routes` always answers every HTTP route, whichever way they were declared, so that
@@ -119,7 +122,7 @@ class Channel:
             tasks=self.inbound.tasks,
             senders=[self._sender_runner] if self.sender is not None else [],
             contexts=[connector_bus_context, blobs_context, publisher_context, *self.contexts],
-            ready_checks=[outbox_ready],
+            ready_checks=[outbox_ready, *self.ready_checks],
             state={SERVICE_SETTINGS: own, ACCOUNTS: accounts},
             shutdown_hooks=self.shutdown_hooks,
             client_max_size=max(self.client_max_size,

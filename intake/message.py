@@ -41,6 +41,10 @@ Flag = Literal[
     "unsupported_type",
     "callback",
     "withheld_number",
+    "end_inferred",
+    "recording_pending",
+    "call_recording",
+    "recording_not_fetched",
 ]
 
 
@@ -89,13 +93,30 @@ class Attachment(Strict):
     inline: bool = False
 
 
+class CallLeg(Strict):
+    """One agent's part of a call (a transfer adds a leg)."""
+
+    agent: str = Field(min_length=1, max_length=200)
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
 class Call(Strict):
-    call_id: str
+    """A phone call; `state` is a live state on progress messages (`ringing`, `answered`,
+    `ended`) and a final one on the record (`completed`, `missed`, `voicemail`, `no_answer`,
+    `busy`, `failed`, `cancelled`)."""
+
+    call_id: str = Field(min_length=1, max_length=200)
     line: str | None = None
     adapter: str | None = None
     direction: Literal["inbound", "outbound"] = "inbound"
     from_: str | None = Field(default=None, alias="from")
     to: str | None = None
+    from_ext: str | None = Field(default=None, max_length=32)
+    to_ext: str | None = Field(default=None, max_length=32)
+    from_raw: str | None = Field(default=None, max_length=512)
+    to_raw: str | None = Field(default=None, max_length=512)
+    withheld: bool | None = None
     state: str | None = None
     started_at: datetime | None = None
     answered_at: datetime | None = None
@@ -104,6 +125,9 @@ class Call(Strict):
     talk_s: float | None = None
     wait_s: float | None = None
     agent: str | None = None
+    agents: list[str] = Field(default_factory=list)
+    legs: list[CallLeg] = Field(default_factory=list)
+    queue: str | None = Field(default=None, max_length=200)
     recording_url: str | None = None
     end_reason: str | None = None
 

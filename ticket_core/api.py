@@ -156,6 +156,8 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
     `blobs` serves attachments (none without it); `reply_channels` are the channels that can
     send a reply (none: every reply is `422 no_reply_channel`).
     """
+    from .calls_api import call_routes  # it builds on this module's errors and answers
+
     openapi_body = orjson.dumps(build_openapi())
     channels = reply_channels or ReplyChannels()
 
@@ -259,6 +261,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         web.get(f"{PREFIX}/customers", find_customers),
         web.get(f"{PREFIX}/customers/{{customer_id}}", get_customer),
         web.get(OPENAPI_PATH, openapi),
+        *call_routes(store),
     ]
 
 

@@ -16,6 +16,7 @@ from intake.message import DeliveryResult, utcnow
 from intake.metrics import END_TO_END_SECONDS, MESSAGES_IN, MESSAGES_OUT
 
 from .autoreply import AutoReplies, write_acknowledgement
+from .calls import finish_calls, persist_calls
 from .delivery import record_delivery
 from .failures import Unpersistable, sqlstate
 from .store import TicketStore
@@ -55,7 +56,10 @@ def persist_routed(store: TicketStore, fault: str | None = None,
                 raise Rejected("message reached the ticket core without a routing decision",
                                reason="not_routed")
         try:
+            # Calls first: progress updates its call alone, a record learns its ticket.
+            messages = await persist_calls(store, messages, utcnow())
             results = await store.persist_many(messages)
+            await finish_calls(store, messages, results, utcnow())
         except sa_exc.DBAPIError as exc:
             # A value the database refuses (SQLSTATE class 22, e.g. a string over its column's
             # length) fails the same way at every delivery: dead-letter it now instead of

@@ -349,3 +349,34 @@ def _upgrade(connection: Connection) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
+
+
+class Call(Base):
+    """A phone call, keyed by (line, call id): live state, the pop, the pick and its record.
+
+    Written by progress messages and the record (ticket_core/calls.py); the `*_at` event
+    columns say which `call.*` events are in the log already, so each is written once.
+    """
+
+    __tablename__ = "calls"
+    __table_args__ = (Index("ix_calls_call_id", "call_id"),)
+
+    line: Mapped[str] = mapped_column(String(128), primary_key=True)
+    call_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    state: Mapped[str] = mapped_column(String(32), nullable=False)
+    direction: Mapped[str] = mapped_column(String(16), nullable=False)
+    caller: Mapped[str | None] = mapped_column(String(64))
+    desk: Mapped[str | None] = mapped_column(String(128))
+    customer_id: Mapped[str | None] = mapped_column(Id)
+    call: Mapped[dict[str, Any]] = mapped_column(Json, nullable=False)
+    pop: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    pick: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    history: Mapped[list[Any]] = mapped_column(Json, nullable=False)
+    ringing_event_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    answered_event_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    ended_event_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    ticket_id: Mapped[str | None] = mapped_column(Id)
+    message_id: Mapped[str | None] = mapped_column(Id)
+    recorded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)

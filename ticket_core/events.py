@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 EVENTS = db.Event.__table__
 EVENT_TYPES = ("ticket.created", "ticket.updated", "message.created",
-               "message.delivery_updated")
+               "message.delivery_updated", "call.ringing", "call.answered", "call.ended")
 # The routing key's desk part for an event without one (a customer-timeline event).
 NO_DESK = "none"
 
@@ -59,6 +59,15 @@ def envelope(row: Any) -> dict[str, Any]:
 def routing_key(row: Any) -> str:
     """`<type>.<desk>`, e.g. `ticket.created.aftersales`."""
     return f"{row.type}.{row.desk or NO_DESK}"
+
+
+def for_agent(row: Any, agent: str | None) -> bool:
+    """`?agent=<id>`: a call event whose `data.agents` is empty or names the agent; every
+    other event passes."""
+    if agent is None or not row.type.startswith("call."):
+        return True
+    agents = (row.data or {}).get("agents") or []
+    return not agents or agent in agents
 
 
 class TypeFilter:

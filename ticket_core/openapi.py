@@ -51,6 +51,24 @@ BAD_PARAMETER = _error("A query parameter is not valid; `fields` names each one 
                        ["invalid_parameter"])
 
 
+CALL_ID = {"name": "call_id", "in": "path", "required": True,
+           "description": "The PBX's id of the call", "schema": {"type": "string"}}
+LINE = {"name": "line", "in": "query", "required": False,
+        "description": "The line, when two lines' calls share an id",
+        "schema": {"type": "string"}}
+CALL_OK = {"description": "The call", "content": {"application/json": {"schema": {
+    "type": "object",
+    "required": ["line", "call_id", "state", "direction", "call", "pop", "pick", "history",
+                 "ticket_id", "message_id", "recorded_at"],
+    "properties": {"line": {"type": "string"}, "call_id": {"type": "string"},
+                   "state": {"type": "string"}, "direction": {"type": "string"},
+                   "call": {"type": "object"}, "pop": {"type": ["object", "null"]},
+                   "pick": {"type": ["object", "null"]}, "history": {"type": "array"},
+                   "ticket_id": {"type": ["string", "null"]},
+                   "message_id": {"type": ["string", "null"]},
+                   "recorded_at": {"type": ["string", "null"]}}}}}}
+
+
 def build_openapi() -> dict[str, Any]:
     """The document served at GET /api/v1/openapi.json."""
     _, defs = models_json_schema(
@@ -186,6 +204,8 @@ def build_openapi() -> dict[str, Any]:
                 "parameters": [
                     _query("types", "Comma-separated event types; `*` is a wildcard, e.g. "
                            "`ticket.*,message.created`."),
+                    _query("agent", "Call events only for this agent: those whose "
+                           "`data.agents` is empty or names it (other events pass)."),
                     _query("last_event_id", "Continue after this id (as the header does).",
                            {"type": "string", "pattern": "^[0-9]{1,18}$"}),
                     {"name": "Last-Event-ID", "in": "header", "required": False,
@@ -215,6 +235,41 @@ def build_openapi() -> dict[str, Any]:
                 "responses": {"200": _ok("CustomerView", "The customer"),
                               "401": UNAUTHORIZED,
                               "404": _error("No such customer", ["customer_not_found"]),
+                              "503": UNAVAILABLE},
+            }},
+            "/api/v1/calls/{call_id}": {"get": {
+                "operationId": "getCall",
+                "summary": "A phone call: state, screen pop, pick and, once recorded, its "
+                           "ticket and message",
+                "parameters": [CALL_ID, LINE],
+                "responses": {"200": CALL_OK, "400": BAD_PARAMETER, "401": UNAUTHORIZED,
+                              "404": _error("No such call", ["unknown_call"]),
+                              "409": _error("Several lines have this call id: add ?line=",
+                                            ["ambiguous_call"]),
+                              "503": UNAVAILABLE},
+            }},
+            "/api/v1/calls/{call_id}/pick": {"post": {
+                "operationId": "pickCallTicket",
+                "summary": "Choose the ticket a call's record goes to",
+                "description": "`{\"ticket_id\": …}` or `{\"new_ticket\": true}`; the last "
+                               "pick wins (each is kept in `history`) and is applied when the "
+                               "record arrives. A picked ticket closed or merged by then "
+                               "gives a new ticket.",
+                "parameters": [CALL_ID, LINE],
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"oneOf": [
+                        {"type": "object", "required": ["ticket_id"],
+                         "properties": {"ticket_id": {"type": "string"}},
+                         "additionalProperties": False},
+                        {"type": "object", "required": ["new_ticket"],
+                         "properties": {"new_ticket": {"const": True}},
+                         "additionalProperties": False}]}}}},
+                "responses": {"200": CALL_OK, "400": BAD_PARAMETER, "401": UNAUTHORIZED,
+                              "404": _error("No such call", ["unknown_call"]),
+                              "409": _error("Ambiguous call id, or the record is applied",
+                                            ["ambiguous_call", "call_recorded"]),
+                              "422": _error("Not a pick, or no such ticket",
+                                            ["invalid_body", "unknown_ticket"]),
                               "503": UNAVAILABLE},
             }},
             "/api/v1/openapi.json": {"get": {

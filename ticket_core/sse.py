@@ -4,8 +4,9 @@ Each event is `id: <id>`, `event: <type>`, `data: <envelope JSON>`; a `:` commen
 keeps proxies from closing an idle stream. `Last-Event-ID` (or `?last_event_id=`) resumes
 after that id: ids become visible in order (db.EVENT_COUNTER), so reading `id > last` misses
 nothing and repeats nothing. Without one the stream starts at the end of the log. `?types=`
-filters by type with `*` wildcards (`ticket.*`). New rows wake the stream on commit
-(`TicketStore.changes`); another process's commits are seen by polling.
+filters by type with `*` wildcards (`ticket.*`); `?agent=` keeps the call events whose
+`data.agents` is empty or names that agent (a pop goes to whose phone rings). New rows wake
+the stream on commit (`TicketStore.changes`); another process's commits are seen by polling.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from intake.errors import StorageUnavailable
 from intake.http import error_response
 from intake.logging import get_logger
 
-from .events import TypeFilter, envelope
+from .events import TypeFilter, envelope, for_agent
 from .store import Changes, TicketStore
 
 KEEPALIVE_S = 15.0
@@ -55,8 +56,10 @@ def _ended(request: web.Request) -> bool:
 def events_handler(store: TicketStore, *, keepalive_s: float = KEEPALIVE_S,
                    poll_s: float = POLL_S) -> web.RouteDef:
     async def stream(request: web.Request) -> web.StreamResponse:
-        unknown = {name: "unknown parameter; known: last_event_id, types"
-                   for name in request.query if name not in ("last_event_id", "types")}
+        unknown = {name: "unknown parameter; known: last_event_id, types, agent"
+                   for name in request.query
+                   if name not in ("last_event_id", "types", "agent")}
+        agent = request.query.get("agent") or None
         try:
             last = _last_event_id(request)
         except ValueError:
@@ -90,7 +93,7 @@ def events_handler(store: TicketStore, *, keepalive_s: float = KEEPALIVE_S,
                     chunk = bytearray()
                     for row in rows:
                         last = row.id
-                        if wanted(row.type):
+                        if wanted(row.type) and for_agent(row, agent):
                             chunk += (f"id: {row.id}\nevent: {row.type}\ndata: ".encode()
                                       + orjson.dumps(envelope(row)) + b"\n\n")
                     if chunk:

@@ -35,7 +35,7 @@ from .settings import EmailAccount, EmailAccounts
 from .state import EmailState
 
 log = get_logger(service="email", component="sender")
-OUTBOUND = Counter("intake_email_outbound_total", "Outbound mail by outcome", ["status"])
+OUTBOUND = Counter("intake_email_outbound_total", "Outbound mail by outcome", ["service", "status"])
 # 30 s, 1 min, 5 min, 15 min, 30 min, then hourly: the 30th attempt is about 24 h after the first.
 RETRY_DELAYS_S = (30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0)
 MAX_ATTEMPTS = 30
@@ -169,7 +169,7 @@ class EmailSender:
     def _counted(outcome: SendOutcome) -> SendOutcome:
         status = {Sent: "sent", Failed: "failed", Suppressed: "suppressed",
                   RetryLater: "deferred"}.get(type(outcome), "other")
-        OUTBOUND.labels(status).inc()
+        OUTBOUND.labels("email", status).inc()
         return outcome
 
 

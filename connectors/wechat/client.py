@@ -31,9 +31,9 @@ TOKEN_ERRORS = frozenset({40001, 40014, 42001})
 # Seconds before `expires_in` at which a token is no longer used (WeChat's tokens last 7200 s).
 REFRESH_AHEAD_S = 300.0
 API_CALLS = Counter("intake_wechat_api_calls_total", "WeChat API calls by endpoint and errcode",
-                    ["endpoint", "errcode"])
+                    ["service", "endpoint", "errcode"])
 TOKEN_REFRESHES = Counter("intake_wechat_token_refreshes_total",
-                          "Access tokens fetched, by account", ["account"])
+                          "Access tokens fetched, by account", ["service", "account"])
 log = get_logger(service="wechat", component="client")
 _FILENAME = re.compile(r'filename\*?=(?:UTF-8\'\')?"?([^";]+)"?', re.IGNORECASE)
 
@@ -133,7 +133,7 @@ class WechatClient:
         ahead = min(REFRESH_AHEAD_S, expires_in / 10)
         token = Token(value, time.time() + expires_in - ahead)
         self._tokens[account.id] = token
-        TOKEN_REFRESHES.labels(account.id).inc()
+        TOKEN_REFRESHES.labels("wechat", account.id).inc()
         if self.state is not None:
             await self.state.tokens.put(account.id, {"value": token.value,
                                                      "expires_at": token.expires_at})
@@ -171,16 +171,16 @@ class WechatClient:
             async with self.session().request(method, url, params=params, data=data,
                                               headers=headers) as response:
                 if response.status >= 500:
-                    API_CALLS.labels(endpoint, f"http_{response.status}").inc()
+                    API_CALLS.labels("wechat", endpoint, f"http_{response.status}").inc()
                     raise ApiError(f"WeChat answered HTTP {response.status}")
                 text = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            API_CALLS.labels(endpoint, "network").inc()
+            API_CALLS.labels("wechat", endpoint, "network").inc()
             raise ApiError(f"WeChat's API is unreachable: {type(exc).__name__}") from exc
         try:
             answer = json.loads(text)
         except ValueError:
-            API_CALLS.labels(endpoint, "not_json").inc()
+            API_CALLS.labels("wechat", endpoint, "not_json").inc()
             raise ApiError("WeChat answered something that is not JSON") from None
         if not isinstance(answer, dict):
             raise ApiError("WeChat answered something that is not a JSON object")
@@ -189,7 +189,7 @@ class WechatClient:
     @staticmethod
     def _checked(answer: dict[str, Any], endpoint: str) -> dict[str, Any]:
         errcode = int(answer.get("errcode", 0) or 0)
-        API_CALLS.labels(endpoint, str(errcode)).inc()
+        API_CALLS.labels("wechat", endpoint, str(errcode)).inc()
         if errcode == 0:
             return answer
         message = f"{errcode} {answer.get('errmsg', '')}".strip()
@@ -221,7 +221,7 @@ class WechatClient:
                 except ValueError:
                     raise ApiError("WeChat's media answer is neither media nor JSON") from None
                 if isinstance(answer, dict) and answer.get("video_url"):
-                    API_CALLS.labels("media_get", "0").inc()
+                    API_CALLS.labels("wechat", "media_get", "0").inc()
                     video = await self._open(str(answer["video_url"]), None)
                     return Download(None, video.headers.get("Content-Type", "video/mp4")
                                     .split(";")[0], _chunks(video, b""))
@@ -233,7 +233,7 @@ class WechatClient:
                         continue
                     raise
                 raise ApiError("WeChat's media answer carried no media")
-            API_CALLS.labels("media_get", "0").inc()
+            API_CALLS.labels("wechat", "media_get", "0").inc()
             match = _FILENAME.search(disposition)
             return Download(match.group(1) if match else None,
                             content_type or "application/octet-stream",
@@ -244,11 +244,11 @@ class WechatClient:
         try:
             response = await self.session().get(url, params=params)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            API_CALLS.labels("media_get", "network").inc()
+            API_CALLS.labels("wechat", "media_get", "network").inc()
             raise ApiError(f"WeChat's media API is unreachable: {type(exc).__name__}") from exc
         if response.status >= 400:
             response.release()
-            API_CALLS.labels("media_get", f"http_{response.status}").inc()
+            API_CALLS.labels("wechat", "media_get", f"http_{response.status}").inc()
             if response.status >= 500:
                 raise ApiError(f"WeChat's media API answered HTTP {response.status}")
             raise ApiRefused(f"the media URL answered HTTP {response.status}", errcode=0)

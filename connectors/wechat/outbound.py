@@ -48,7 +48,8 @@ REFUSALS = {43004: "the customer has unfollowed the account",
             40003: "the openid is not valid for this account",
             48001: "this account is not authorised for the customer-service API",
             81013: "the WeCom user is not in the app's visible range"}
-WAITING = Gauge("intake_wechat_replies_waiting", "Replies held until their customer writes")
+WAITING = Gauge("intake_wechat_replies_waiting", "Replies held until their customer writes",
+                ["service"])
 log = get_logger(service="wechat", component="sender")
 
 
@@ -150,7 +151,7 @@ class WechatSender:
         await self.state.hold_reply(message.account, message.to.value, {
             "message": message.model_dump(mode="json", by_alias=True), "attempt": attempt + 1,
             "since": time.time(), "held_at": time.time()})
-        WAITING.inc()
+        WAITING.labels("wechat").inc()
         log.info("reply_held", outbound_id=str(message.id), account=message.account,
                  reason=reason)
         return Taken(status="window_expired", reason=reason)
@@ -171,7 +172,7 @@ class WechatSender:
         """Send the held replies of customers who interacted since; returns how many settled."""
         settled = 0
         held = await self.state.waiting_replies()
-        WAITING.set(len(held))
+        WAITING.labels("wechat").set(len(held))
         blocked: set[tuple[str, str]] = set()
         for key, item in held:
             customer = self.state.customer_of(key)
@@ -226,7 +227,7 @@ class WechatSender:
                       attempt: int) -> None:
         await self.kit.report(message, outcome, attempt=attempt)
         await self.state.waiting.delete(key)
-        WAITING.dec()
+        WAITING.labels("wechat").dec()
 
 
 def _configured_accounts() -> WechatAccounts:

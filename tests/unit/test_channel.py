@@ -65,3 +65,15 @@ def test_routes_may_be_given_alone_or_as_inbound(tmp_path: Path) -> None:
                    inbound=Inbound(routes=routes))
     assert short.http_routes() == full.http_routes() == routes()
     assert full.sender is None and full.commands == ()
+
+
+def test_a_channels_ready_checks_follow_the_outbox_check(tmp_path: Path) -> None:
+    async def lines(app: web.Application) -> dict[str, object]:
+        return {"lines": {}}
+
+    config = tmp_path / "intake.yaml"
+    config.write_text("channels: {}\n")
+    channel = Channel(name="probe", settings=ProbeSettings, accounts=ProbeAccounts,
+                      routes=routes, ready_checks=[lines])
+    service = channel.build_service(IntakeSettings(), load_document(config))
+    assert [check.__name__ for check in service.ready_checks] == ["outbox_ready", "lines"]

@@ -28,11 +28,11 @@ from ..normalize import Envelope, MailPolicy, Parsed, to_message, unreadable_mes
 from ..settings import EmailAccount, EmailAccounts, EmailSettings
 
 log = get_logger(service="email")
-PARSE_SECONDS = Histogram("intake_email_parse_seconds", "Time to parse one mail")
+PARSE_SECONDS = Histogram("intake_email_parse_seconds", "Time to parse one mail", ["service"])
 PARSE_ERRORS = Counter("intake_email_parse_errors_total",
-                       "Mails that could not be read, by reason", ["reason"])
+                       "Mails that could not be read, by reason", ["service", "reason"])
 MAILS_IN = Counter("intake_email_messages_total", "Mails made durable, by account and path",
-                   ["account", "path"])
+                   ["service", "account", "path"])
 
 
 def policy_for(account: EmailAccount, accounts: EmailAccounts) -> MailPolicy:
@@ -104,7 +104,7 @@ class ParserPool:
         except TimeoutError:
             return "timeout"
         finally:
-            PARSE_SECONDS.observe(time.perf_counter() - started)
+            PARSE_SECONDS.labels("email").observe(time.perf_counter() - started)
 
     def _restart(self, pool: concurrent.futures.ProcessPoolExecutor) -> None:
         if self._pool is pool:
@@ -158,7 +158,7 @@ class Deliverer:
         policies = [(policy_for(t.account, self.accounts), t.plus_detail) for t in targets]
         result = await self.pool.parse(raw, envelope, policies, received_at, channel_data)
         if isinstance(result, str):
-            PARSE_ERRORS.labels(result.split(":", 1)[0]).inc()
+            PARSE_ERRORS.labels("email", result.split(":", 1)[0]).inc()
             log.warning("mail_unreadable", reason=result, size=len(raw))
             parsed = [Parsed(unreadable_message(raw, envelope, policy, received_at, result,
                                                 plus_detail=plus, channel_data=channel_data))
@@ -178,7 +178,7 @@ class Deliverer:
                 item.message.flags = [*item.message.flags, "oversize"]
                 item.message.text = oversize_note
             await self.publisher.publish(item.message)
-            MAILS_IN.labels(item.message.account, path).inc()
+            MAILS_IN.labels("email", item.message.account, path).inc()
             log.info("mail_received", idempotency_key=item.message.idempotency_key,
                      account=item.message.account, path=path, flags=item.message.flags)
         if self.on_permanent_failure is not None:

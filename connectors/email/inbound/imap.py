@@ -34,9 +34,11 @@ from . import Deliverer, Target
 
 log = get_logger(service="email", component="imap")
 IMAP_STATE = Gauge("intake_email_imap_up", "1 while a mailbox is in this state",
-                   ["account", "state"])
-IMAP_LAST_UID = Gauge("intake_email_imap_last_uid", "Highest UID made durable", ["account"])
-IMAP_RECONNECTS = Counter("intake_email_imap_reconnects_total", "IMAP reconnects", ["account"])
+                   ["service", "account", "state"])
+IMAP_LAST_UID = Gauge("intake_email_imap_last_uid", "Highest UID made durable",
+                      ["service", "account"])
+IMAP_RECONNECTS = Counter("intake_email_imap_reconnects_total", "IMAP reconnects",
+                          ["service", "account"])
 STATES = ("connecting", "idle", "polling", "importing", "auth_error", "error")
 IDLE_REISSUE_S = 29 * 60
 BACKOFF_S = (1.0, 300.0)
@@ -77,7 +79,7 @@ class MailboxPoller:
             except Exception as exc:  # the server went away, a timeout, a protocol error
                 failures += 1
                 self._state("error", repr(exc)[:300])
-                IMAP_RECONNECTS.labels(self.account.id).inc()
+                IMAP_RECONNECTS.labels("email", self.account.id).inc()
                 low, high = BACKOFF_S
                 self._wait(min(high, low * 2 ** min(failures, 10)) * random.uniform(0.5, 1.0))
             finally:
@@ -194,7 +196,7 @@ class MailboxPoller:
         self._call(self.cursors.put(self.mailbox.folder,
                                     {"uidvalidity": uidvalidity, "last_uid": uid}))
         self.status["last_uid"] = uid
-        IMAP_LAST_UID.labels(self.account.id).set(uid)
+        IMAP_LAST_UID.labels("email", self.account.id).set(uid)
         return uid
 
     def _idle(self, client: imapclient.IMAPClient) -> None:
@@ -227,7 +229,7 @@ class MailboxPoller:
             self.status["last_error"] = error
         self.status["connected"] = state not in ("connecting", "auth_error", "error")
         for name in STATES:
-            IMAP_STATE.labels(self.account.id, name).set(1 if name == state else 0)
+            IMAP_STATE.labels("email", self.account.id, name).set(1 if name == state else 0)
         if changed and self.status_store is not None:
             # For `intake email status`, another process: the state as of its last change.
             try:

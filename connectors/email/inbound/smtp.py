@@ -38,9 +38,10 @@ from ..state import EmailState
 from . import Deliverer, Target
 
 log = get_logger(service="email", component="smtp")
-SESSIONS = Counter("intake_email_smtp_sessions_total", "SMTP sessions opened")
-ANSWERS = Counter("intake_email_smtp_answers_total", "SMTP answers to DATA, by code", ["code"])
-BYTES_IN = Counter("intake_email_smtp_bytes_total", "Bytes of mail received over SMTP")
+SESSIONS = Counter("intake_email_smtp_sessions_total", "SMTP sessions opened", ["service"])
+ANSWERS = Counter("intake_email_smtp_answers_total", "SMTP answers to DATA, by code",
+                  ["service", "code"])
+BYTES_IN = Counter("intake_email_smtp_bytes_total", "Bytes of mail received over SMTP", ["service"])
 LINE_LIMIT = 1024 * 1024
 DELIVERER: web.AppKey[Deliverer] = web.AppKey("email_deliverer", Deliverer)
 EMAIL_STATE: web.AppKey[EmailState] = web.AppKey("email_state", EmailState)
@@ -101,11 +102,11 @@ class EmailHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: SmtpEnvelope) -> str:
         raw = envelope.original_content or b""
-        BYTES_IN.inc(len(raw))
+        BYTES_IN.labels("email").inc(len(raw))
         answer = await self.deliver(raw, envelope.mail_from, list(envelope.rcpt_tos),
                                     client=_peer(session), helo=session.host_name,
                                     tls=bool(session.ssl))
-        ANSWERS.labels(answer[:3]).inc()
+        ANSWERS.labels("email", answer[:3]).inc()
         return answer
 
     async def deliver(self, raw: bytes, mail_from: str | None, rcpt_tos: list[str], *,
@@ -163,7 +164,7 @@ class EmailSMTP(SMTP):
         self._client, self._counted = client, True
         self.sessions[client] += 1
         self.sessions["*"] += 1
-        SESSIONS.inc()
+        SESSIONS.labels("email").inc()
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:

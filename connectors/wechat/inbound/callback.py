@@ -56,9 +56,9 @@ from .work import job_of
 
 CHUNK = 64 * 1024
 CALLBACKS = Counter("intake_wechat_callbacks_total", "WeChat callbacks by account and outcome",
-                    ["account", "outcome"])
+                    ["service", "account", "outcome"])
 ANSWER_SECONDS = Histogram("intake_wechat_callback_seconds",
-                           "Time to answer a WeChat callback, by account", ["account"],
+                           "Time to answer a WeChat callback, by account", ["service", "account"],
                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 5))
 log = get_logger(service="wechat", component="callback")
 Account = OfficialAccount | WecomApp
@@ -74,7 +74,7 @@ def _account(request: web.Request) -> Account:
 
 def _refused(request: web.Request, label: str, exc: IntakeError) -> web.Response:
     """The kernel's JSON error, one log line (never a secret or the body), one count."""
-    CALLBACKS.labels(label, exc.reason).inc()
+    CALLBACKS.labels("wechat", label, exc.reason).inc()
     log.info("callback_refused", reason=exc.reason, account=label, peer=request.remote,
              method=request.method, detail=str(exc)[:200])
     return error_answer(exc, "wechat")
@@ -114,7 +114,7 @@ async def check_url(request: web.Request) -> web.Response:
             answer = echostr
     except (Rejected, XmlInvalid) as exc:
         return _refused(request, label, exc)
-    CALLBACKS.labels(label, "verified").inc()
+    CALLBACKS.labels("wechat", label, "verified").inc()
     log.info("url_verified", account=label, peer=request.remote)
     return web.Response(body=answer.encode(), content_type="text/plain")
 
@@ -130,12 +130,12 @@ async def receive(request: web.Request, lazy: LazyRuntime) -> web.StreamResponse
     except Rejected as exc:
         return _refused(request, label, exc)
     except Transient as exc:
-        CALLBACKS.labels(label, exc.reason).inc()
+        CALLBACKS.labels("wechat", label, exc.reason).inc()
         log.warning("callback_deferred", reason=exc.reason, account=label, peer=request.remote,
                     error=str(exc)[:300])
         return error_answer(exc, "wechat")
     finally:
-        ANSWER_SECONDS.labels(label).observe(time.perf_counter() - started)
+        ANSWER_SECONDS.labels("wechat", label).observe(time.perf_counter() - started)
 
 
 async def _receive(request: web.Request, account: Account,
@@ -189,11 +189,11 @@ async def _receive(request: web.Request, account: Account,
                         wechat_event=event_name(xml, wecom=wecom) if is_event else None)
     if not await runtime.accept_once(callback, lambda: _make_durable(request, runtime,
                                                                      callback, xml)):
-        CALLBACKS.labels(account.id, "duplicate").inc()
+        CALLBACKS.labels("wechat", account.id, "duplicate").inc()
         log.info("callback_duplicate", account=account.id,
                  idempotency_key=callback.idempotency_key)
         return _success(account)
-    CALLBACKS.labels(account.id, "accepted").inc()
+    CALLBACKS.labels("wechat", account.id, "accepted").inc()
     return await _answer(runtime, account, callback, timestamp, nonce, encrypted)
 
 

@@ -43,9 +43,11 @@ PRUNE_EVERY_S = 60.0
 MAX_FAILED_ATTEMPTS = 5  # unexpected failures before a job is abandoned (logged, raw kept)
 EXTENSIONS = {"image": "jpg", "voice": "amr", "video": "mp4", "shortvideo": "mp4"}
 MEDIA_DOWNLOADS = Counter("intake_wechat_media_downloads_total",
-                          "Media downloads by account and outcome", ["account", "outcome"])
+                          "Media downloads by account and outcome",
+                          ["service", "account", "outcome"])
 USER_LOOKUPS = Counter("intake_wechat_user_lookups_total",
-                       "User-info lookups by account and outcome", ["account", "outcome"])
+                       "User-info lookups by account and outcome",
+                       ["service", "account", "outcome"])
 log = get_logger(service="wechat", component="work")
 
 
@@ -178,11 +180,11 @@ class Worker:
             try:
                 value = await self.client.unionid(account, callback.sender)
             except (ApiError, ApiRefused) as exc:
-                USER_LOOKUPS.labels(account.id, "failed").inc()
+                USER_LOOKUPS.labels("wechat", account.id, "failed").inc()
                 log.info("user_lookup_failed", account=account.id, error=str(exc))
                 future.set_result(None)
                 return None
-            USER_LOOKUPS.labels(account.id, "found" if value else "no_unionid").inc()
+            USER_LOOKUPS.labels("wechat", account.id, "found" if value else "no_unionid").inc()
             await self.state.put_user(account.id, callback.sender,
                                       {"unionid": value, "at": time.time()})
             future.set_result(value)
@@ -203,17 +205,17 @@ class Worker:
             finally:
                 await download.chunks.aclose()  # the response is released even if cut short
         except ApiRefused as exc:
-            MEDIA_DOWNLOADS.labels(account.id, "refused").inc()
+            MEDIA_DOWNLOADS.labels("wechat", account.id, "refused").inc()
             return Media(missing_reason=f"WeChat refused the media id: {exc}")
         except BlobTooLarge:
-            MEDIA_DOWNLOADS.labels(account.id, "too_large").inc()
+            MEDIA_DOWNLOADS.labels("wechat", account.id, "too_large").inc()
             return Media(missing_reason=f"over {self.settings.max_media_bytes} bytes")
         except ApiError:
-            MEDIA_DOWNLOADS.labels(account.id, "retried").inc()
+            MEDIA_DOWNLOADS.labels("wechat", account.id, "retried").inc()
             raise
         except OSError as exc:
             raise ApiError(f"blob store: {exc}") from exc
-        MEDIA_DOWNLOADS.labels(account.id, "stored").inc()
+        MEDIA_DOWNLOADS.labels("wechat", account.id, "stored").inc()
         kind = callback.msg_type
         original = download.filename or f"{kind}-{media_id[:32]}.{EXTENSIONS.get(kind, 'bin')}"
         return Media(attachment=Attachment(

@@ -21,7 +21,7 @@ from .simulator import COMPAT, PLAIN, SAFE, WECOM, Request, callback, text_xml, 
 
 
 def count(account: str, outcome: str) -> float:
-    return float(CALLBACKS.labels(account, outcome)._value.get())
+    return float(CALLBACKS.labels("wechat", account, outcome)._value.get())
 
 
 def image_xml(account: dict[str, Any], media_id: str, msg_id: str = "7000000000000000001",

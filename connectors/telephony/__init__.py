@@ -1,0 +1,5 @@
+"""The telephony channel."""
+
+from .channel import CHANNEL
+
+__all__ = ["CHANNEL"]

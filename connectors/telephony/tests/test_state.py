@@ -1,0 +1,179 @@
+"""The call state machine on a real SQLite journal, a recording publisher and an injected clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connectors.telephony.normalize import CallEvent
+from connectors.telephony.settings import GenericLine
+from connectors.telephony.state import TelephonyState
+from intake import Message, StateStore
+from intake.testing import RecordingPublisher
+
+T0 = datetime(2026, 12, 5, 1, 30, tzinfo=UTC)
+LINE = GenericLine(id="hotline", adapter="generic",
+                   secret="whsec_aW50YWtlLWhvdGxpbmUtdGVzdC1zZWNyZXQtMDAx",  # type: ignore[arg-type]
+                   ring_timeout_s=60, max_call_s=600, settle_s=2)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def event(kind: str, seconds: float, call_id: str = "c1", **fields: object) -> CallEvent:
+    return CallEvent.model_validate({"line": "hotline", "call_id": call_id, "type": kind,
+                                     "occurred_at": T0 + timedelta(seconds=seconds),
+                                     "from_raw": "13800138000", **fields})
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+async def open_state(tmp_path: Path, publisher: RecordingPublisher, clock: Clock,
+                     ) -> TelephonyState:
+    state = TelephonyState([LINE], StateStore(f"sqlite+aiosqlite:///{tmp_path / 's.sqlite3'}"),
+                           publisher, clock=clock)
+    await state.open()
+    return state
+
+
+@pytest.fixture
+async def state(tmp_path: Path, clock: Clock) -> AsyncIterator[TelephonyState]:
+    state = await open_state(tmp_path, RecordingPublisher(), clock)
+    yield state
+    await state.close()
+
+
+def keys(state: TelephonyState) -> list[str]:
+    publisher = state.machines["hotline"].publisher
+    assert isinstance(publisher, RecordingPublisher)
+    return [m.idempotency_key.rsplit(":", 1)[1] for m in publisher.messages]
+
+
+async def test_an_end_arriving_first_still_publishes_ringing_first_once(
+        state: TelephonyState, clock: Clock) -> None:
+    assert await state.accept_all("hotline", [event("ended", 60)]) == 1
+    assert await state.accept_all("hotline", [event("answered", 5, agent="1001"),
+                                              event("ended", 60)]) == 1
+    assert keys(state) == ["ringing", "ended", "answered"]
+    clock.now += 1
+    assert await state.tick() == 0  # settling: a straggler may still come
+    clock.now += 2
+    assert await state.tick() == 1
+    record = state.machines["hotline"].publisher.messages[-1]  # type: ignore[attr-defined]
+    assert record.call.state == "completed" and record.call.agent == "1001"
+    assert await state.accept_all("hotline", [event("answered", 6, agent="1002")]) == 1
+    clock.now += 10
+    assert await state.tick() == 0
+    assert keys(state) == ["ringing", "ended", "answered", "record"]
+
+
+async def test_a_call_rung_past_the_ring_timeout_closes_as_missed_end_inferred(
+        state: TelephonyState, clock: Clock) -> None:
+    await state.accept_all("hotline", [event("ringing", 0)])
+    clock.now += 59
+    assert await state.tick() == 0
+    clock.now += 2
+    assert await state.tick() == 1
+    record = state.machines["hotline"].publisher.messages[-1]  # type: ignore[attr-defined]
+    assert record.call.state == "missed"
+    assert set(record.flags) >= {"end_inferred", "callback"}
+    assert record.call.ended_at == T0 + timedelta(seconds=61)
+    assert keys(state) == ["ringing", "ended", "record"]
+
+
+async def test_a_restart_mid_call_loses_nothing_and_creates_nothing_twice(
+        tmp_path: Path, clock: Clock) -> None:
+    first = await open_state(tmp_path, RecordingPublisher(), clock)
+    await first.accept_all("hotline", [event("ringing", 0), event("answered", 3, agent="1001")])
+    await first.close()
+    publisher = RecordingPublisher()
+    second = await open_state(tmp_path, publisher, clock)
+    assert await second.accept_all("hotline", [event("answered", 3, agent="1001")]) == 0
+    await second.accept_all("hotline", [event("ended", 100)])
+    clock.now += 5
+    assert await second.tick() == 1
+    assert [m.idempotency_key.rsplit(":", 1)[1] for m in publisher.messages] == [
+        "ended", "record"]
+    assert publisher.messages[-1].call is not None
+    assert publisher.messages[-1].call.talk_s == 97.0
+    await second.close()
+
+
+async def test_a_thousand_interleaved_calls_make_a_thousand_records(
+        state: TelephonyState, clock: Clock) -> None:
+    calls = [f"c{i}" for i in range(1000)]
+    for kind, at in (("ringing", 0), ("answered", 5), ("ended", 50)):
+        for call_id in calls:
+            extra = {"agent": "1001"} if kind == "answered" else {}
+            await state.accept_all("hotline", [event(kind, at, call_id, **extra)])
+    clock.now += 3
+    assert await state.tick() == 1000
+    messages = state.machines["hotline"].publisher.messages  # type: ignore[attr-defined]
+    records = [m for m in messages if m.idempotency_key.endswith(":record")]
+    assert len(records) == len({m.idempotency_key for m in records}) == 1000
+    assert len(messages) == 4000
+
+
+async def test_a_recorded_call_is_pruned_from_the_journal_after_its_keep_time(
+        state: TelephonyState, clock: Clock) -> None:
+    machine = state.machines["hotline"]
+    machine.journal_keep_s = 100
+    await state.accept_all("hotline", [event("ringing", 0), event("ended", 30)])
+    clock.now += 3
+    assert await state.tick() == 1 and machine.live() == 0
+    clock.now += 50
+    await state.tick()
+    assert "c1" in machine.calls  # kept for late events
+    assert await state.accept_all("hotline", [event("ended", 30)]) == 0
+    clock.now += 60
+    await state.tick()
+    assert machine.calls == {} and await machine.events.items() == []
+    assert await machine.meta.items() == []
+
+
+CALL_EVENTS = [event("ringing", 0, agents=["1001"]), event("answered", 9, agent="1001"),
+               event("recording", 95, recording_url="http://127.0.0.1:18090/c1.wav"),
+               event("ended", 99)]
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(order=st.permutations(CALL_EVENTS), repeats=st.lists(st.integers(0, 3), max_size=4))
+def test_any_arrival_order_publishes_each_state_once_and_the_same_record(
+        order: list[CallEvent], repeats: list[int]) -> None:
+    async def run() -> list[Message]:
+        clock = Clock()
+        publisher = RecordingPublisher()
+        state = TelephonyState([LINE], StateStore("sqlite+aiosqlite:///:memory:"), publisher,
+                               clock=clock)
+        await state.open()
+        for item in [*order, *(order[i] for i in repeats)]:
+            await state.accept_all("hotline", [item])
+        clock.now += 3
+        await state.tick()
+        await state.close()
+        return publisher.messages
+
+    messages = asyncio.run(run())
+    parts = [m.idempotency_key.rsplit(":", 1)[1] for m in messages]
+    assert parts[0] == "ringing" and parts[-1] == "record"
+    assert sorted(parts) == ["answered", "ended", "record", "ringing"]
+    record = messages[-1]
+    assert record.call is not None
+    assert (record.call.state, record.call.agent, record.call.talk_s, record.call.wait_s) == (
+        "completed", "1001", 90.0, 9.0)
+    assert record.call.recording_url == "http://127.0.0.1:18090/c1.wav"
