@@ -29,7 +29,7 @@ run: install services
 
 test: install test-tools
 	@deploy/local/ensure-services.sh rabbitmq postgres
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
 
 # Every parser and entry point under hypothesis, FUZZ_N inputs each (100,000: about 50 minutes
 # on 2 cores); a crash leaves its input in tests/fuzz/crashes/ (see tests/fuzz/README.md).

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from intake.bus import Bus
+from intake.channel import find_channels
 from intake.settings import IntakeSettings
 
 IN_CI = os.environ.get("CI") == "true"
@@ -65,7 +66,9 @@ async def delete_topology(bus: Bus) -> None:
         return
     channel = await bus._connection.channel()
     try:
-        for queue in ("router", "ticket_core", "ticket_core.delivery", "dead", "dead.replayed"):
+        outbound = [f"outbound.{name}" for name in sorted(find_channels()[0])]
+        for queue in ("router", "ticket_core", "ticket_core.delivery", "dead", "dead.replayed",
+                      *outbound):
             try:
                 await channel.queue_delete(bus.names(queue))
             except Exception:

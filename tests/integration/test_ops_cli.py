@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from intake.bus import Bus
+from intake.channel import discover_channels
 from intake.doctor import diagnose, redact
 from intake.outbox_files import outbox_path
 from intake.service import Service, serve
@@ -119,6 +120,12 @@ async def test_doctor_finds_each_problem_and_says_where(
     doctor_settings = settings.model_copy(update={"amqp_url": urls,
                                                   "database_url": fresh_postgres})
     fill(outbox_path(tmp_path, "webform", "crashed"), ["x"])
+    # The queues each sender's connector declares for its replies, as it would at start.
+    senders = [name for name, channel in sorted(discover_channels().items())
+               if channel.sender is not None]
+    assert senders  # email, wechat, sdk: their outbound queues are part of the topology
+    for name in senders:
+        await bus._declare_queue(f"outbound.{name}")
     problems = problems_of(await diagnose(doctor_settings))
     text_ = "\n".join(problems)
     # The node that is down, by host:port; the consumers missing on the topology the bus made.

@@ -37,6 +37,8 @@ async def replica(settings: IntakeSettings, monkeypatch: pytest.MonkeyPatch,
                   port: int | None = None) -> AsyncIterator[str]:
     port = port or free_port()
     monkeypatch.setenv("INTAKE_SDK_PORT", str(port))
+    # Replicas share the data dir (one state store) but each has its own outbox.
+    settings = settings.model_copy(update={"instance_id": f"replica-{port}"})
     service = CHANNEL.build_service(settings, load_config(settings))
     stop, started = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(serve([service], stop=stop, started=lambda _: started.set()))
