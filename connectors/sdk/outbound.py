@@ -106,6 +106,8 @@ class TicketEvents:
     async def handle(self, event: TicketEvent) -> None:
         if event.ticket_id is None or not event.type.startswith("ticket."):
             return
+        if event.type == "ticket.created" and event.data.get("channel") != "sdk":
+            return  # every channel's tickets pass here: no state-store read for the others
         sdk_id = await self.core.get(event.ticket_id)
         if sdk_id is None and event.type == "ticket.created":
             if event.data.get("channel") != "sdk" or not event.data.get("conversation_id"):
