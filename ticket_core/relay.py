@@ -188,7 +188,10 @@ class Relay:
                 relayed = (await conn.execute(select(COUNTERS.c.value).where(
                     COUNTERS.c.name == db.EVENTS_RELAYED))).scalar()
             self._relayed = self._recorded = int(relayed or 0)
-        rows = await self.store.events_after(self._relayed, BATCH)
+        # What this process has just committed, when it continues the position; else the log.
+        recent = self.store.recent_events.after(self._relayed, BATCH)
+        rows: Sequence[Any] = (recent if recent is not None
+                               else await self.store.events_after(self._relayed, BATCH))
         if not rows:
             await self._record_position()
             return 0
@@ -197,7 +200,7 @@ class Relay:
         await self.bus.publish_many(
             "events", [(routing_key(row), orjson.dumps(envelope(row)), None) for row in rows],
             mandatory=False)
-        self._relayed = rows[-1].id
+        self._relayed = recent[-1]["id"] if recent else rows[-1].id
         self.published_events += len(rows)
         await self._record_position()
         return len(rows)

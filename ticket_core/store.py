@@ -31,7 +31,7 @@ from intake.logging import get_logger
 from intake.message import Message, utcnow
 
 from . import db
-from .events import PlannedEvent
+from .events import PlannedEvent, RecentEvents
 from .failures import RETRYABLE_SQLSTATES, Unpersistable, sqlstate, storage_unavailable
 from .planner import PersistResult, Plan, finish_results, normalize_identity, plan_batch
 from .queries import (
@@ -92,17 +92,21 @@ class Changes:
         return token.is_set()
 
 
-def append_events(statements: WriteStatements, events: Sequence[PlannedEvent]) -> None:
+def append_events(statements: WriteStatements,
+                  events: Sequence[PlannedEvent]) -> list[dict[str, Any]]:
     """Insert `events` with ids from the counter row; call it last in the transaction: on
-    PostgreSQL the row stays locked until commit, which is what makes ids visible in order."""
+    PostgreSQL the row stays locked until commit, which is what makes ids visible in order.
+    Returns the rows inserted."""
     if not events:
-        return
+        return []
     last = statements.bump_counter(db.EVENT_COUNTER, len(events))
     if last is None:  # a schema made without the migration's seed row
         last = len(events)
         statements.insert(COUNTERS, [{"name": db.EVENT_COUNTER, "value": last}])
     first = last - len(events) + 1
-    statements.insert(EVENTS, [event.row(first + i) for i, event in enumerate(events)])
+    rows = [event.row(first + i) for i, event in enumerate(events)]
+    statements.insert(EVENTS, rows)
+    return rows
 
 
 class TicketStore(TicketReader):
@@ -122,6 +126,8 @@ class TicketStore(TicketReader):
         self._write_lock: asyncio.Lock | contextlib.nullcontext[None] = (
             asyncio.Lock() if self._dialect == "sqlite" else contextlib.nullcontext())
         self.changes = Changes()
+        # The event rows this process committed last, for the relay (see RecentEvents).
+        self.recent_events = RecentEvents()
         # Outbox rows this process committed that the relay has not looked for yet (a reply);
         # the relay also looks at start and at every poll (other replicas, rows after a crash).
         self.outbox_pending = True
@@ -158,7 +164,8 @@ class TicketStore(TicketReader):
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
                 async with self._write_lock:
-                    results = await self._in_transaction(messages)
+                    results, events = await self._in_transaction(messages)
+                self.recent_events.add(events)  # committed: the relay may take them
                 self.changes.notify()
                 return results
             except sa_exc.IntegrityError as exc:
@@ -179,9 +186,12 @@ class TicketStore(TicketReader):
         # The same conflict after five fresh plans is no race: this batch cannot be written.
         raise Unpersistable(f"the same conflict {WRITE_ATTEMPTS} times: {last}") from last
 
-    async def _in_transaction(self, messages: Sequence[Message]) -> list[PersistResult]:
-        """The batch in one write transaction, committed if planning and writing succeed."""
-        def persist(statements: WriteStatements) -> list[PersistResult]:
+    async def _in_transaction(self, messages: Sequence[Message],
+                              ) -> tuple[list[PersistResult], list[dict[str, Any]]]:
+        """The batch in one write transaction, committed if planning and writing succeed;
+        returns the results and the event rows written."""
+        def persist(statements: WriteStatements,
+                    ) -> tuple[list[PersistResult], list[dict[str, Any]]]:
             return self._persist_batch(statements, messages)
 
         if self._writer is not None:
@@ -190,14 +200,15 @@ class TicketStore(TicketReader):
             return await connection.run_sync(
                 lambda sync: persist(CoreWriteStatements(sync)))
 
-    def _persist_batch(self, statements: WriteStatements,
-                       messages: Sequence[Message]) -> list[PersistResult]:
+    def _persist_batch(self, statements: WriteStatements, messages: Sequence[Message],
+                       ) -> tuple[list[PersistResult], list[dict[str, Any]]]:
         now = utcnow()
         plan = plan_batch(statements, messages, now)
-        self._write(statements, plan, now)
-        return finish_results(plan, messages)
+        events = self._write(statements, plan, now)
+        return finish_results(plan, messages), events
 
-    def _write(self, statements: WriteStatements, plan: Plan, now: Any) -> None:
+    def _write(self, statements: WriteStatements, plan: Plan,
+               now: Any) -> list[dict[str, Any]]:
         """Parents before children; the counters last, so their row locks are held briefly."""
         if plan.customers:
             statements.insert(CUSTOMERS, plan.customers)
@@ -224,7 +235,7 @@ class TicketStore(TicketReader):
             statements.touch_tickets(
                 [(ref.id, ref.status, now)
                  for ref in sorted(plan.touched.values(), key=lambda r: r.id)])
-        append_events(statements, plan.events)
+        return append_events(statements, plan.events)
 
     def _allocate_numbers(self, statements: WriteStatements, count: int) -> list[int]:
         last = statements.bump_counter(db.TICKET_COUNTER, count)

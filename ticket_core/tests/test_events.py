@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import orjson
 from sqlalchemy import select, update
 
 from intake.message import Identity, Thread
 from ticket_core.db import make_engine, migrate
-from ticket_core.events import TypeFilter, envelope, routing_key
+from ticket_core.events import RecentEvents, TypeFilter, envelope, routing_key
 from ticket_core.store import TicketStore
 from ticket_core.writes import EVENTS, TICKETS
 
@@ -106,3 +107,33 @@ def test_routing_keys_are_type_then_desk() -> None:
     assert routing_key(Row()) == "ticket.created.none"
     Row.desk = "aftersales"
     assert routing_key(Row()) == "ticket.created.aftersales"
+
+
+async def test_the_rows_a_commit_hands_the_relay_publish_as_the_log_does(
+        store: TicketStore) -> None:
+    """The relay publishes recent rows from memory: what reading them back gives (PostgreSQL's
+    jsonb orders `data`'s keys its own way, so the JSON is compared, not the bytes)."""
+    await store.persist_many([message(routed=route("aftersales")) for _ in range(3)])
+    await store.persist(message(kind="event", routed=route()))
+
+    recent = store.recent_events.after(0, 100)
+    stored = await store.events_after(0, 100)
+
+    assert recent is not None and len(recent) == len(stored) >= 7
+    assert [orjson.loads(orjson.dumps(envelope(row))) for row in recent] == [
+        orjson.loads(orjson.dumps(envelope(row))) for row in stored]
+    assert [routing_key(row) for row in recent] == [routing_key(row) for row in stored]
+
+
+def test_recent_events_continue_a_position_or_say_to_read_the_log() -> None:
+    recent = RecentEvents(limit=4)
+    assert recent.after(0, 10) is None  # nothing here: the log decides
+    recent.add([{"id": i} for i in (1, 2, 3)])
+    assert [r["id"] for r in recent.after(0, 2)] == [1, 2]  # at most `limit`
+    assert [r["id"] for r in recent.after(1, 10)] == [2, 3]
+    assert recent.after(3, 10) is None  # all taken
+    recent.add([{"id": 5}])  # id 4 committed elsewhere (another write path or process)
+    assert recent.after(3, 10) is None
+    recent.add([{"id": i} for i in (6, 7, 8, 9, 10)])  # over the limit: 5 and 6 dropped
+    assert recent.after(5, 10) is None
+    assert [r["id"] for r in recent.after(6, 10)] == [7, 8, 9, 10]
