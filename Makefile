@@ -27,9 +27,18 @@ run: install services
 	@$(BIN)/intake migrate
 	exec $(BIN)/intake run all
 
+# The quick chaos run (tests/chaos) runs beside the rest: it starts RabbitMQ nodes and a
+# PostgreSQL of its own on free ports, and spends most of its minutes waiting for them to come
+# back, so running it in turn would add those minutes to every `make test`.
+CHAOS_LOG := $(VENV)/chaos-quick.log
 test: install test-tools
 	@deploy/local/ensure-services.sh rabbitmq postgres
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
+	@$(BIN)/python -m pytest -q -p no:cacheprovider --durations=5 tests/chaos \
+	  >$(CHAOS_LOG) 2>&1 & chaos=$$!; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 --ignore=tests/chaos; rest=$$?; \
+	wait $$chaos; quick=$$?; \
+	echo "===== tests/chaos (run beside the rest, exit $$quick) ====="; cat $(CHAOS_LOG); \
+	test $$rest -eq 0 && test $$quick -eq 0
 
 # Every parser and entry point under hypothesis, FUZZ_N inputs each (100,000: about 50 minutes
 # on 2 cores); a crash leaves its input in tests/fuzz/crashes/ (see tests/fuzz/README.md).

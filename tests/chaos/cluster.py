@@ -176,7 +176,8 @@ async def cluster_leader_kill(lab: Lab, count: int, *, down_s: float = 5.0) -> R
                                         f"the intake.{logical} leader")
             await load
             result = await run.finish(driver, "three-node cluster: the leaders of "
-                                              "intake.ticket_core and intake.router killed")
+                                              "intake.ticket_core and intake.router killed",
+                                      timeout=120.0)
             result.notes["all_ready_after_restart_s"] = recovered
             result.notes["connections_per_node_at_end"] = await asyncio.to_thread(
                 cluster.connections_per_node)

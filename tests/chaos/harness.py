@@ -394,7 +394,7 @@ class Gateway:
             "INTAKE_BUS_PREFIX": prefix,
             "INTAKE_DATABASE_URL": database_url,
             "INTAKE_API_TOKEN": self.token,
-            "INTAKE_LOG_LEVEL": "warning",
+            "INTAKE_LOG_LEVEL": os.environ.get("CHAOS_LOG_LEVEL", "warning"),
             "INTAKE_TEST_HARNESS": "1",  # allows INTAKE_FAULT (refused anywhere else)
             "INTAKE_TICKET_CORE_PORT": str(ports["ticket-core"]),
             "INTAKE_ROUTER_PORT": str(ports["router"]),

@@ -43,6 +43,9 @@ def lab() -> Iterator[Lab]:
 
 @pytest.mark.rabbitmq
 @pytest.mark.postgres
+# Off make test's critical path (it runs beside the rest); long enough for a scenario's own
+# waits to end first and report what is missing, rather than a bare timeout.
+@pytest.mark.timeout(330)
 @pytest.mark.parametrize("name", QUICK_SCENARIOS)
 def test_nothing_lost_nothing_doubled(lab: Lab, name: str) -> None:
     count = COUNTS.get(name, COUNT)
