@@ -58,6 +58,23 @@ async def running(relay: Relay) -> AsyncIterator[Relay]:
         await relay.stop()
 
 
+@contextlib.asynccontextmanager
+async def events_seen(bus: Bus) -> AsyncIterator[list[Envelope]]:
+    """Every event published to intake.events while inside, in arrival order."""
+    seen: list[Envelope] = []
+
+    async def listener(event: Envelope) -> None:
+        seen.append(event)
+
+    bus.consume("events.test", listener, Envelope, binding=("events", "#"))
+    await asyncio.sleep(0.5)
+    try:
+        yield seen
+    finally:
+        await bus.stop_consumers()
+        await delete_queues(bus, "events.test")
+
+
 async def delete_queues(bus: Bus, *logical: str) -> None:
     assert bus._connection is not None
     channel = await bus._connection.channel()
@@ -121,14 +138,7 @@ async def test_a_reply_no_connector_takes_is_recorded_failed_no_connector(
 
 async def test_events_are_published_in_id_order_once_and_the_cursor_is_kept(
         store: TicketStore, bus: Bus) -> None:
-    seen: list[Envelope] = []
-
-    async def listener(event: Envelope) -> None:
-        seen.append(event)
-
-    bus.consume("events.test", listener, Envelope, binding=("events", "#"))
-    await asyncio.sleep(0.5)
-    try:
+    async with events_seen(bus) as seen:
         async with running(Relay(store, bus, poll_s=0.2)):
             for i in range(3):
                 await store.persist_many([message(routed=route("aftersales"))
@@ -136,30 +146,20 @@ async def test_events_are_published_in_id_order_once_and_the_cursor_is_kept(
             await eventually(lambda: len(seen) == 12)
         async with running(Relay(store, bus, poll_s=0.2)) as second:
             await asyncio.sleep(1.0)
-        assert second.published_events == 0
-        assert [e.id for e in seen] == list(range(1, 13))
-        assert seen[0].type == "ticket.created" and seen[0].desk == "aftersales"
-        async with store.engine.connect() as conn:
-            relayed = (await conn.execute(select(COUNTERS.c.value).where(
-                COUNTERS.c.name == db.EVENTS_RELAYED))).scalar()
-        assert relayed == 12
-    finally:
-        await bus.stop_consumers()
-        await delete_queues(bus, "events.test")
+    assert second.published_events == 0
+    assert [e.id for e in seen] == list(range(1, 13))
+    assert seen[0].type == "ticket.created" and seen[0].desk == "aftersales"
+    async with store.engine.connect() as conn:
+        relayed = (await conn.execute(select(COUNTERS.c.value).where(
+            COUNTERS.c.name == db.EVENTS_RELAYED))).scalar()
+    assert relayed == 12
 
 
 async def test_events_of_every_write_path_go_out_in_order_once(
         store: TicketStore, bus: Bus) -> None:
     """Persisted batches hand their rows to the relay in memory; a reply's event is only in
     the log. Interleaved, each is published once, in id order."""
-    seen: list[Envelope] = []
-
-    async def listener(event: Envelope) -> None:
-        seen.append(event)
-
-    bus.consume("events.test", listener, Envelope, binding=("events", "#"))
-    await asyncio.sleep(0.5)
-    try:
+    async with events_seen(bus) as seen:
         async with running(Relay(store, bus, poll_s=0.2)) as relay:
             relay.gather_s = 0
             for _ in range(3):
@@ -170,12 +170,9 @@ async def test_events_of_every_write_path_go_out_in_order_once(
             # The unroutable replies are recorded failed: their events come a little later.
             await eventually(lambda: len(seen) >= 21)
             await asyncio.sleep(1.0)
-        total = await store.last_event_id()
-        assert total > 21 and [e.id for e in seen] == list(range(1, total + 1))
-        assert {e.type for e in seen} >= {"ticket.created", "message.created"}
-    finally:
-        await bus.stop_consumers()
-        await delete_queues(bus, "events.test")
+    total = await store.last_event_id()
+    assert total > 21 and [e.id for e in seen] == list(range(1, total + 1))
+    assert {e.type for e in seen} >= {"ticket.created", "message.created"}
 
 
 async def test_the_delivery_consumer_records_results_and_dead_letters_unknown_ids(
