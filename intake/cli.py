@@ -434,6 +434,9 @@ def parser() -> argparse.ArgumentParser:
     config.add_argument("path", nargs="?", help="default: INTAKE_CONFIG")
     config.set_defaults(func=cmd_config)
 
+    # `intake route check|lint|test|explain` (the router's own module, imported by name).
+    importlib.import_module("router.cli").add_route_command(sub)
+
     connectors = sub.add_parser("connectors",
                                 help="list the connectors found, or check them all alike")
     connectors.add_argument("action", choices=["list", "check"])

@@ -20,6 +20,9 @@ from .errors import ConfigInvalid
 from .patterns import compiled
 
 TOP_LEVEL_SECTIONS = (
+    "label",
+    "options",
+    "tests",
     "calendars",
     "desks",
     "skill_groups",

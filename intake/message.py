@@ -149,6 +149,8 @@ class RouteDelivery(Strict):
     desk: str
     skill_group: str | None = None
     role: Role = "owner"
+    after: str | None = None  # overflow: the duration after received_at, e.g. "10m"
+    due: datetime | None = None  # overflow: received_at + after
 
 
 class RouteTrial(Strict):
@@ -160,8 +162,44 @@ class RouteTrial(Strict):
     saw: dict[str, Any] = Field(default_factory=dict)
 
 
+class SlaWarning(Strict):
+    target: Literal["first_response", "resolution"]
+    at: datetime
+
+
 class Sla(Strict):
     policy: str | None = None
+    business_hours: bool = False
+    calendar: str | None = None
+    first_response_due: datetime | None = None
+    resolution_due: datetime | None = None
+    warnings: list[SlaWarning] = Field(default_factory=list)
+
+
+class EscalationStepPlan(Strict):
+    id: str
+    target: RouteDelivery | None = None
+    due: datetime | None = None
+
+
+class EscalationPlan(Strict):
+    """The planned schedule of a timeline (预警投诉): each step due if the one before ends late."""
+
+    timeline: str
+    deadline: datetime | None = None
+    hard_deadline: datetime | None = None
+    steps: list[EscalationStepPlan] = Field(default_factory=list)
+
+
+class DecisionCustomer(Strict):
+    """The customer snapshot the rules read (`customer.*`), as the decision saw it."""
+
+    lookup: Literal["hit", "miss", "timeout", "error", "backoff", "skipped"] = "skipped"
+    id: str | None = None
+    vip_level: int | None = None
+    language: str | None = None
+    tickets_count: int | None = None
+    open_tickets_count: int | None = None
 
 
 class RouteDecision(Strict):
@@ -169,6 +207,9 @@ class RouteDecision(Strict):
 
     decision_id: str
     revision: str
+    label: str | None = None  # the rules file's own label, shown with the revision
+    clock: datetime | None = None  # the received_at the decision was made as of
+    customer: DecisionCustomer | None = None
     route: str
     tried: list[RouteTrial] = Field(default_factory=list)
     mode: Mode = "single"
@@ -177,6 +218,7 @@ class RouteDecision(Strict):
     category: str | None = None
     tags: list[str] = Field(default_factory=list)
     sla: Sla | None = None
+    escalation: EscalationPlan | None = None
     explanation: str | None = None
 
 

@@ -1,83 +1,129 @@
-"""Conditions, targets and routes compiled into closures: `decide` reads, it never parses.
+"""Routes compiled into closures: `decide` reads, it never parses.
 
-Each condition becomes a `test(message) -> bool` with its text for explanations; a route
-becomes the tuple of its conditions, a `first_failure` closure and its compiled target.
+A route's whole condition is one tree of the `when` language: v1's `match` (channel, account,
+kind, `where`) becomes comparison nodes, written in expression syntax, ahead of the `when`
+expression's conjuncts. Each top-level conjunct becomes a `CompiledCondition` (the channel index
+and the pattern screens read `key` and `pattern` from them); a route is the tuple of its
+conditions, a `first_failure` closure and its compiled target.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from intake.message import Message, RouteTrial
-from intake.patterns import compiled
+from intake.calendars import Calendar
+from intake.message import Message, RouteDelivery, RouteTrial
 
-from .models import LEAD_ROLE, Condition, DefaultRoute, Match, Route, Target, delivery_roles
-from .paths import MISSING, Reader, reader, resolve_path
+from .evaluate import (
+    MATCH_MAX_CHARS,
+    ExprError,
+    Fn,
+    as_word,
+    compile_all,
+    failing_node,
+    key_reader,
+    reads_customer,
+    saw_of,
+)
+from .expr import Node, literal_source, parse, to_source
+from .models import LEAD_ROLE, Condition, Delivery, Match, RoutingConfig, Target, delivery_roles
 
-# A `matches` condition reads at most this many characters of a text: even a linear pattern
-# must not cost a megabyte-long email body's worth of regex work per route.
-MATCH_MAX_CHARS = 10_000
+__all__ = ["MATCH_MAX_CHARS", "CompiledCondition", "CompiledRoute", "CompiledTarget",
+           "Resolved", "as_word", "compile_route", "compile_where", "match_nodes",
+           "route_tree"]
 
 Test = Callable[[Message], bool]
+# (desk, skill_group, role, after, weight) of one delivery, the group resolved from `skills`
+Resolved = tuple[str, str | None, str, timedelta | None, int | None]
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledCondition:
-    """One sub-expression: its text for people, what it reads, and its test."""
+    """One top-level conjunct: its source text, what it reads, its test and explanation."""
 
-    label: str  # the field it reads, the key in `saw`
-    text: str  # e.g. "form.fields.topic == complaint"
-    read: Reader
+    label: str  # the key it reads (or its own text), for the index
+    text: str  # expression syntax, e.g. "form.fields.topic == 'complaint'"
+    read: Fn
     test: Test
-    show_saw: bool  # whether the explanation repeats the value (not for ==, in, exists)
+    node: Node
+    fns: Mapping[int, Fn]  # a closure per node of the conjunct, for explanations
     # For `==`/`in` on words: the words for which it holds (read through `as_word`), so the
     # RuleSet can look routes up by value instead of testing each one.
     key: frozenset[str] | None = None
-    # For `matches`: the pattern, so runs of such routes can share one screen.
+    # For `matches` on a key: the pattern, so runs of such routes can share one screen.
     pattern: str | None = None
+
+    def explain(self, message: Message) -> tuple[str, dict[str, Any]]:
+        """The first false sub-expression (source text) and what its keys and calls saw."""
+        node = failing_node(self.node, self.fns, message)
+        return node.text, saw_of(node, self.fns, message)
+
+    def saw(self, message: Message) -> dict[str, Any]:
+        return saw_of(self.node, self.fns, message)
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledTarget:
     mode: str
-    deliveries: tuple[tuple[str, str | None, str], ...]  # (desk, skill_group, role)
+    deliveries: tuple[Resolved, ...]  # the owning (lead) delivery first
     priority: str
     category: str | None
     tags: tuple[str, ...]
     sla: str | None
+    escalation: str | None = None
+    taken_when: str = "acknowledged"
+    sticky_by: Fn | None = None  # split: reads the key whose value picks the delivery
+    sticky_key: str | None = None
+    # The record's deliveries when nothing in them depends on the message (no overflow times).
+    static_deliveries: tuple[RouteDelivery, ...] | None = None
 
     @property
     def desk(self) -> str:
-        """The owning desk: the routing key of the routed message."""
+        """The owning desk: the routing key of the routed message (split: see `pick`)."""
         return self.deliveries[0][0]
 
     def describe(self) -> str:
         if self.mode == "single":
-            desk, group, _ = self.deliveries[0]
+            desk, group = self.deliveries[0][:2]
             where = f"desk {desk}" + (f", skill group {group}" if group else "")
         else:
             where = f"{self.mode} to " + ", ".join(
-                f"{desk}{'/' + group if group else ''} ({role})"
-                for desk, group, role in self.deliveries)
+                f"{d[0]}{'/' + d[1] if d[1] else ''} ({d[2]}"
+                + (f", {d[4]}%" if d[4] is not None else "") + ")" for d in self.deliveries)
         extras = [f"priority {self.priority}"]
         if self.category:
             extras.append(f"category {self.category}")
         if self.sla:
             extras.append(f"SLA {self.sla}")
+        if self.escalation:
+            extras.append(f"escalation {self.escalation}")
         return f"{where}, {', '.join(extras)}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "mode": self.mode,
-            "deliveries": [{"desk": d, "skill_group": g, "role": r}
-                           for d, g, r in self.deliveries],
+            "deliveries": [_delivery_dict(d) for d in self.deliveries],
             "priority": self.priority,
             "category": self.category,
             "tags": list(self.tags),
-            "sla": {"policy": self.sla} if self.sla else None,
+            "sla": self.sla,
+            "escalation": self.escalation,
+            "taken_when": self.taken_when,
+            "sticky_by": self.sticky_key,
         }
+
+
+def _delivery_dict(d: Resolved) -> dict[str, Any]:
+    out: dict[str, Any] = {"desk": d[0], "skill_group": d[1], "role": d[2]}
+    if d[3] is not None:
+        out["after"] = int(d[3].total_seconds())
+    if d[4] is not None:
+        out["weight"] = d[4]
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +142,8 @@ class CompiledRoute:
     first_failure: Callable[[Message], int]
     # The index of its first `matches` condition (-1: none): the one a screen answers.
     pattern_at: int = -1
+    tree: Node | None = None  # the whole condition (match and when), for lint
+    reads_customer: bool = False
 
     def failing_condition(self, message: Message, known_false: int = -1) -> int:
         """The first false condition, all of them evaluated (for routes the index skipped);
@@ -106,164 +154,105 @@ class CompiledRoute:
         return -1
 
 
-def as_word(value: Any) -> str:
-    """How `==` and `in` compare a value with a word in the rules: as its text."""
-    return value if type(value) is str else str(value)
+# -- v1's `match` as nodes of the same tree --
+
+def _leaf(kind: str, value: Any, children: tuple[Node, ...] = ()) -> Node:
+    # The printer is the single source of the text: what it prints, `when` parses back.
+    return Node(kind, to_source(Node(kind, "", value, children)), value, children)
 
 
-def render_value(value: Any) -> str:
-    """A value as people write it in the rules: bare words, [a, b], null, true."""
-    if value is None or value is MISSING:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, list | tuple | set | frozenset):
-        return "[" + ", ".join(render_value(v) for v in value) + "]"
-    return str(value)
+def _key(path: str) -> Node:
+    return Node("key", path, path)
+
+
+def _literal(value: Any) -> Node:
+    if isinstance(value, list | tuple):
+        items = tuple(_literal(v) for v in value)
+        return Node("list", literal_source(list(value)), tuple(value), items)
+    return Node("literal", literal_source(value), value)
+
+
+def condition_node(condition: Condition) -> Node:
+    """A v1 `where` condition as the node meaning the same (`equals: x` → `field == 'x'`)."""
+    op, operand, key = condition.operator, condition.operand, _key(condition.field)
+    if op == "exists":
+        node = _leaf("exists", None, (key,))
+        return node if operand else _leaf("not", None, (node,))
+    symbol = {"equals": "==", "not_equals": "!=", "in": "in", "contains": "contains",
+              "matches": "matches", "gt": ">", "lt": "<"}[op]
+    if op in ("gt", "lt") and float(operand).is_integer():
+        operand = int(operand)
+    return _leaf("compare", symbol, (key, _literal(operand)))
+
+
+def match_nodes(match: Match) -> list[Node]:
+    nodes: list[Node] = []
+    for attr in ("channel", "account", "kind"):
+        values = getattr(match, attr)
+        if values is not None:
+            nodes.append(_leaf("compare", "==", (_key(attr), _literal(values[0])))
+                          if len(values) == 1 else
+                          _leaf("compare", "in", (_key(attr), _literal(list(values)))))
+    nodes.extend(condition_node(c) for c in match.where)
+    return nodes
+
+
+def route_tree(match: Match | None, when: str | None) -> tuple[list[Node], Node | None]:
+    """The conjuncts of a route's condition (match first, in v1's order) and the whole tree."""
+    nodes = match_nodes(match) if match is not None else []
+    if when is not None:
+        tree = parse(when)
+        nodes.extend(tree.children if tree.kind == "and" else (tree,))
+    # `true` conjuncts hold for every message: they add nothing to test.
+    nodes = [n for n in nodes if not (n.kind == "literal" and n.value is True)]
+    if not nodes:
+        return [], None
+    whole = nodes[0] if len(nodes) == 1 else Node(
+        "and", " and ".join(f"({n.text})" if n.kind == "or" else n.text for n in nodes),
+        None, tuple(nodes))
+    return nodes, whole
+
+
+def compile_condition(node: Node, calendars: Mapping[str, Calendar]) -> CompiledCondition:
+    fns = compile_all(node, calendars)
+    fn = fns.get(id(node))
+    test: Test
+    if fn is None:  # a literal alone: `false`
+        held = node.value is True
+
+        def test_literal(message: Message) -> bool:
+            return held
+        test = test_literal
+    elif node.kind in ("key", "call"):  # a value alone holds when it is `true`
+        def test_value(message: Message) -> bool:
+            return fn(message) is True
+        test = test_value
+    else:
+        test = fn
+    label, read = node.text, typing.cast(Fn, test)
+    key: frozenset[str] | None = None
+    pattern: str | None = None
+    if node.kind == "compare" and node.children[0].kind == "key" \
+            and not reads_customer(node):
+        left, right = node.children
+        label, read = str(left.value), fns[id(left)]
+        if node.value == "==" and right.kind == "literal" and isinstance(right.value, str):
+            key = frozenset({right.value})
+        elif node.value == "in" and right.kind == "list" and right.value and all(
+                isinstance(v, str) for v in right.value):
+            key = frozenset(right.value)
+        elif node.value == "matches":
+            pattern = str(right.value)
+    return CompiledCondition(label=label, text=node.text, read=read, test=test, node=node,
+                             fns=fns, key=key, pattern=pattern)
+
+
+def compile_where(condition: Condition) -> CompiledCondition:
+    return compile_condition(condition_node(condition), {})
 
 
 def _noop_first_failure(message: Message) -> int:
     return -1
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return value
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
-def _present(value: Any) -> bool:
-    return value is not MISSING and value is not None and value != []
-
-
-def _scalar_equals(operand: Any) -> Callable[[Any], bool]:
-    """`value == operand` as the rules mean it: words compare as text, "3" equals 3."""
-    if operand is None:
-        return lambda v: not _present(v)
-    if isinstance(operand, bool):
-        return lambda v: v is operand
-    if isinstance(operand, int | float):
-        return lambda v: _number(v) == operand
-    if isinstance(operand, str):
-        return lambda v: v == operand if type(v) is str else _present(v) and str(v) == operand
-    return lambda v: v == operand
-
-
-def _any_of(predicate: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    """Apply to a scalar, or to any element of a list (a fanned-out path or a list field)."""
-    def holds(value: Any) -> bool:
-        if value is MISSING or value is None:
-            return False
-        if type(value) is list:
-            return any(predicate(v) for v in value)
-        return predicate(value)
-
-    return holds
-
-
-def compile_where(condition: Condition) -> CompiledCondition:
-    steps, problem = resolve_path(condition.field)
-    assert problem is None, problem  # checked in cross_check
-    read = reader(steps)
-    op, operand = condition.operator, condition.operand
-    label = condition.field
-    key: frozenset[str] | None = None
-    holds: Callable[[Any], bool]
-    if op in ("equals", "not_equals"):
-        equals = _scalar_equals(operand) if operand is None else _any_of(_scalar_equals(operand))
-        if op == "equals":
-            holds = equals
-            key = frozenset({operand}) if isinstance(operand, str) else None
-        else:
-            holds = lambda v: not equals(v)  # noqa: E731
-        text = f"{label} {'==' if op == 'equals' else '!='} {render_value(operand)}"
-    elif op == "in":
-        members = list(operand)
-        words = frozenset(m for m in members if isinstance(m, str))
-        others = [_scalar_equals(m) for m in members if not isinstance(m, str) and m is not None]
-
-        def is_member(value: Any) -> bool:
-            return as_word(value) in words or any(t(value) for t in others)
-
-        holds = _any_of(is_member)
-        if None in members:
-            held_by_members = holds
-
-            def holds(v: Any) -> bool:
-                return held_by_members(v) or not _present(v)
-        key = words if len(words) == len(members) else None
-        text = f"{label} in {render_value(members)}"
-    elif op == "contains":
-        def contains(value: Any, operand: Any = operand) -> bool:
-            if type(value) is str:
-                return isinstance(operand, str) and operand in value
-            if type(value) is list or type(value) is dict:
-                return operand in value
-            return False
-
-        holds = contains
-        text = f"{label} contains {render_value(operand)}"
-    elif op == "matches":
-        search = compiled(operand).search
-        holds = _any_of(lambda v: type(v) is str and search(v, MATCH_MAX_CHARS))
-        text = f"{label} matches /{operand}/"
-    elif op == "exists":
-        holds = _present if operand else (lambda v: not _present(v))
-        text = f"{label} exists" if operand else f"{label} does not exist"
-    elif op in ("gt", "lt"):
-        bound = float(operand)
-
-        def compare(value: Any, gt: bool = op == "gt") -> bool:
-            number = _number(value)
-            return number is not None and (number > bound if gt else number < bound)
-
-        holds = _any_of(compare)
-        text = f"{label} {'>' if op == 'gt' else '<'} {render_value(operand)}"
-    else:  # pragma: no cover - the model allows no other operator
-        raise AssertionError(op)
-
-    # Text is what most conditions read: test it without the general path's extra calls.
-    if op == "equals" and isinstance(operand, str):
-        def test(message: Message) -> bool:
-            value = read(message)
-            return value == operand if type(value) is str else holds(value)
-    elif op == "matches":
-        def test(message: Message) -> bool:
-            value = read(message)
-            return search(value, MATCH_MAX_CHARS) if type(value) is str else holds(value)
-    elif op == "in" and key is not None:
-        def test(message: Message) -> bool:
-            value = read(message)
-            return value in key if type(value) is str else holds(value)
-    else:
-        def test(message: Message) -> bool:
-            return holds(read(message))
-
-    return CompiledCondition(label=label, text=text, read=read, test=test,
-                             show_saw=op not in ("equals", "in", "exists"), key=key,
-                             pattern=operand if op == "matches" else None)
-
-
-def _compile_attr_in(attr: str, values: Sequence[str]) -> CompiledCondition:
-    allowed = frozenset(values)
-
-    def read(message: Message) -> Any:
-        return getattr(message, attr)
-
-    def test(message: Message) -> bool:
-        return getattr(message, attr) in allowed
-
-    return CompiledCondition(label=attr, text=f"{attr} in {render_value(list(values))}",
-                             read=read, test=test, show_saw=False, key=allowed)
 
 
 def _compile_first_failure(tests: tuple[Test, ...], offset: int) -> Callable[[Message], int]:
@@ -287,47 +276,78 @@ def _compile_first_failure(tests: tuple[Test, ...], offset: int) -> Callable[[Me
     return first_failure
 
 
-def _compile_target(target: Target) -> CompiledTarget:
+def resolve_group(config: RoutingConfig, desk: str, group: str | None,
+                  skills: Sequence[str] | None) -> tuple[str | None, bool]:
+    """The group of a delivery: named, or the first of the desk (file order) having all the
+    skills, else the desk's default group; the flag says whether the skills were satisfied."""
+    if group is not None or skills is None:
+        if group is None:
+            group = next((d.default_skill_group for d in config.desks if d.id == desk), None)
+        return group, True
+    wanted = set(skills)
+    for candidate in config.skill_groups:
+        if candidate.desk == desk and wanted <= set(candidate.skills):
+            return candidate.id, True
+    return next((d.default_skill_group for d in config.desks if d.id == desk), None), False
+
+
+def _compile_target(target: Target, config: RoutingConfig) -> CompiledTarget:
+    def resolved(d: Delivery | Target, role: str) -> Resolved:
+        assert d.desk is not None
+        group, _ = resolve_group(config, d.desk, d.skill_group, d.skills)
+        after = d.after if isinstance(d, Delivery) else None
+        weight = d.weight if isinstance(d, Delivery) else None
+        return (d.desk, group, role, after, weight)
+
     if target.mode == "single":
-        assert target.desk is not None
-        deliveries: tuple[tuple[str, str | None, str], ...] = (
-            (target.desk, target.skill_group, "owner"),)
+        deliveries: tuple[Resolved, ...] = (resolved(target, "owner"),)
     else:
-        deliveries = tuple((d.desk, d.skill_group, role) for d, role in zip(
-            target.deliveries or (), delivery_roles(target.mode, target.deliveries or ()),
-            strict=True))
-        # The owning desk (the routing key) comes first.
-        lead = LEAD_ROLE[target.mode]
-        deliveries = tuple(sorted(deliveries, key=lambda d: d[2] != lead))
+        roles = delivery_roles(target.mode, target.deliveries or ())
+        deliveries = tuple(resolved(d, r) for d, r in zip(target.deliveries or (), roles,
+                                                          strict=True))
+        if target.mode != "split":  # the owning desk (the routing key) comes first
+            lead = LEAD_ROLE[target.mode]
+            deliveries = tuple(sorted(deliveries, key=lambda d: d[2] != lead))
+    try:
+        sticky = key_reader(target.sticky_by) if target.sticky_by else None
+    except ExprError as exc:
+        raise ExprError(exc.code, str(exc), sticky=True) from exc
+    static = None if any(d[3] is not None for d in deliveries) else tuple(
+        RouteDelivery.model_construct(desk=d[0], skill_group=d[1], role=d[2], after=None,
+                                      due=None) for d in deliveries)
     return CompiledTarget(mode=target.mode, deliveries=deliveries, priority=target.priority,
-                          category=target.category, tags=tuple(target.tags), sla=target.sla)
+                          category=target.category, tags=tuple(target.tags), sla=target.sla,
+                          escalation=target.escalation, taken_when=target.taken_when,
+                          sticky_by=sticky, sticky_key=target.sticky_by,
+                          static_deliveries=static)
 
 
-def compile_route(route: Route | DefaultRoute, route_id: str, position: int) -> CompiledRoute:
-    conditions: list[CompiledCondition] = []
-    match = route.match if isinstance(route, Route) else Match()
-    if match.channel is not None:
-        conditions.append(_compile_attr_in("channel", match.channel))
-    if match.account is not None:
-        conditions.append(_compile_attr_in("account", match.account))
-    if match.kind is not None:
-        conditions.append(_compile_attr_in("kind", match.kind))
-    where = [compile_where(c) for c in match.where]
-    # The route is looked up by its most telling word condition: a field of `where`, else the
-    # account, else the kind (few values, so it narrows least).
-    keyed = [c for c in (*where, *reversed(conditions)) if c.key is not None
-             and c.label != "channel"]
-    conditions.extend(where)
-    # The channel was checked by the plan; the key condition is tested again, which keeps
+def compile_route(route: Target, route_id: str, position: int, config: RoutingConfig,
+                  calendars: Mapping[str, Calendar]) -> CompiledRoute:
+    """Raises ParseError or ExprError for a `when` that cannot be compiled."""
+    match: Match | None = getattr(route, "match", None)
+    nodes, tree = route_tree(match, getattr(route, "when", None))
+    conditions = [compile_condition(n, calendars) for n in nodes]
+    channels: frozenset[str] | None = (
+        frozenset(match.channel) if match is not None and match.channel else None)
+    offset = 1 if channels is not None else 0
+    if channels is None:
+        # A `when` conjunct `channel == 'x'` / `channel in [...]` also files the route under
+        # those channels only (it is still tested: the plan is a pre-filter).
+        channels = next((c.key for c in conditions if c.label == "channel" and c.key), None)
+    # The route is looked up by its most telling word condition: a field of `where` or
+    # `when`, else the account, else the kind (few values, so it narrows least).
+    keyed = sorted((c for c in conditions if c.key is not None and c.label != "channel"),
+                   key=lambda c: {"account": 1, "kind": 2}.get(c.label, 0))
+    # v1's channel was checked by the plan; the key condition is tested again, which keeps
     # the lookup a pre-filter that can only ever let through too much, never too little.
-    offset = 1 if match.channel is not None else 0
     tests = tuple(c.test for c in conditions[offset:])
     return CompiledRoute(
-        id=route_id, description=route.description, position=position,
-        conditions=tuple(conditions),
-        channels=frozenset(match.channel) if match.channel is not None else None,
+        id=route_id, description=getattr(route, "description", None), position=position,
+        conditions=tuple(conditions), channels=channels,
         key=keyed[0] if keyed else None,
-        target=_compile_target(route),
+        target=_compile_target(route, config),
         failures=tuple(RouteTrial(route=route_id, matched=False, failed=c.text)
                        for c in conditions), first_failure=_compile_first_failure(tests, offset),
-        pattern_at=next((i for i, c in enumerate(conditions) if c.pattern is not None), -1))
+        pattern_at=next((i for i, c in enumerate(conditions) if c.pattern is not None), -1),
+        tree=tree, reads_customer=tree is not None and reads_customer(tree))

@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from intake.message import Message, RouteDecision
 
+from .metrics import CUSTOMER_LOOKUP, SERVICE, count_decision
 from .reload import RulesHolder
 from .rules import RuleSet
 
@@ -30,8 +31,15 @@ def owning_desk(decision: RouteDecision) -> str:
 
 
 async def route_message(message: Message, rules: RuleSet) -> tuple[str, Message]:
-    """Decide; return (routing key = owning desk, the message with `route` set)."""
-    decision = rules.decide(message)
+    """Decide; return (routing key = owning desk, the message with `route` set).
+
+    The router does not look customers up yet (issue 16's lookup comes in a later slice):
+    `customer.*` keys read a `skipped` lookup, every attribute null, and the record says so.
+    """
+    decision = rules.decide(message, None, lookup="skipped")
+    count_decision(decision.route)
+    if rules.reads_customer:
+        CUSTOMER_LOOKUP.labels(service=SERVICE, result="skipped").inc()
     return owning_desk(decision), message.model_copy(update={"route": decision})
 
 

@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from intake.calendars import Calendar
+from intake.message import DecisionCustomer, Message, RouteDecision, RouteTrial, Sla
 
-from intake.message import Message, RouteDecision, RouteDelivery, RouteTrial, Sla
-
-from .compile import CompiledRoute, render_value
+from .compile import CompiledRoute
+from .evaluate import CUSTOMER, SAW_MAX_CHARS, SAW_MAX_ITEMS
+from .expr import literal_source
 from .index import ChannelPlan, Narrowed, screened_false
 from .models import RoutingConfig
 from .paths import MISSING
+from .plan import Planner, as_delivery, split_pick
 
 # Decisions stamped on messages keep `tried` short; /explain asks for all of it (`full`).
 MAX_TRIED = 20
-# `saw` shows what a condition read; a long text is cut so the decision record stays small.
-SAW_MAX_CHARS = 200
-SAW_MAX_ITEMS = 20
+__all__ = ["MAX_TRIED", "SAW_MAX_CHARS", "SAW_MAX_ITEMS", "RuleSet", "customer_snapshot",
+           "new_decision_id"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,18 +38,40 @@ class RuleSet:
     plans: dict[str, ChannelPlan]
     loaded_at: datetime
     source: str  # the file(s) it came from, for /rules
+    planner: Planner | None = None
+    calendars: Mapping[str, Calendar] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()  # lint warnings of this revision
 
-    def decide(self, message: Message, *, full: bool = False,
-               max_tried: int | None = MAX_TRIED) -> RouteDecision:
+    @property
+    def label(self) -> str | None:
+        return self.config.label
+
+    @property
+    def reads_customer(self) -> bool:
+        return any(r.reads_customer for r in self.routes)
+
+    def decide(self, message: Message, customer: Mapping[str, Any] | None = None, *,
+               full: bool = False, max_tried: int | None = MAX_TRIED,
+               lookup: str | None = None) -> RouteDecision:
         """First matching route wins, else the default route; the record explains why.
 
-        `tried` ends with the route that matched and what its conditions saw. Before it, the
-        routes that did not match, each with the first condition that was false: at most
-        `max_tried` entries in all and without `saw` for the decision stamped on a message;
-        every route, each with the value its failed condition saw, when `full` or
-        `max_tried=None` (/explain).
+        `customer` is the snapshot the `customer.*` keys read (None: no customer known;
+        `lookup` says why: miss, timeout, error, backoff, skipped). `tried` ends with the
+        route that matched and what its conditions saw. Before it, the routes that did not
+        match, each with the first sub-expression that was false: at most `max_tried` entries
+        in all and without `saw` for the decision stamped on a message; every route, each with
+        what its failed sub-expression saw, when `full` or `max_tried=None` (/explain).
         """
-        full = full or max_tried is None
+        snapshot = customer_snapshot(customer, lookup)
+        token = CUSTOMER.set(snapshot)
+        try:
+            return self._decide(message, snapshot, full=full or max_tried is None,
+                                max_tried=max_tried)
+        finally:
+            CUSTOMER.reset(token)
+
+    def _decide(self, message: Message, snapshot: Mapping[str, Any], *, full: bool,
+                max_tried: int | None) -> RouteDecision:
         keep_before = len(self.routes) if full else max(1, max_tried or MAX_TRIED) - 1
         failed_at: dict[int, int] = {}
         ruled_out: list[Narrowed] = []
@@ -69,30 +93,59 @@ class RuleSet:
                 known = known_false.get(route.position, -1) if known_false else -1
                 index = max(route.failing_condition(message, known), 0)
             if full:
-                condition = route.conditions[index]
+                failed_text, saw = route.conditions[index].explain(message)
                 tried.append(RouteTrial.model_construct(
-                    route=route.id, matched=False, failed=condition.text,
-                    saw={condition.label: _saw(condition.read(message))}))
+                    route=route.id, matched=False, failed=failed_text, saw=saw))
             else:
                 # Built once at load, shared by decisions: a decision record is read-only.
                 tried.append(route.failures[index])
-        saw = {c.label: _saw(c.read(message)) for c in matched.conditions}
+        saw = {}
+        for condition in matched.conditions:
+            saw.update(condition.saw(message))
         tried.append(RouteTrial.model_construct(route=matched.id, matched=True, failed=None,
                                                 saw=saw))
+        return self._record(message, matched, tried, snapshot)
+
+    def _record(self, message: Message, matched: CompiledRoute, tried: list[RouteTrial],
+                snapshot: Mapping[str, Any]) -> RouteDecision:
         target = matched.target
+        received = message.received_at
+        chosen = target.deliveries
+        if target.mode == "split":
+            value = target.sticky_by(message) if target.sticky_by is not None else None
+            key = message.idempotency_key if value is None or value is MISSING else str(value)
+            desk, group, _, _, weight = split_pick(chosen, key)
+            chosen = ((desk, group, "owner", None, weight),)
+        if chosen is target.deliveries and target.static_deliveries is not None:
+            # Built once at load (no overflow times to fill in); a record is read-only.
+            deliveries = list(target.static_deliveries)
+        else:
+            deliveries = [as_delivery(d, received) for d in chosen]
+        owner = deliveries[0].desk
+        planner = self.planner
+        sla = None
+        if target.sla:
+            sla = (planner.sla(target.sla, owner, received) if planner
+                   else Sla.model_construct(policy=target.sla))
+        escalation = (planner.escalation(target.escalation, owner, received)
+                      if planner and target.escalation else None)
         return RouteDecision.model_construct(
             decision_id=new_decision_id(),
             revision=self.revision,
+            label=self.config.label,
+            clock=received,
+            customer=_NOBODY.get(id(snapshot)) or DecisionCustomer.model_construct(**{
+                k: snapshot.get(k) for k in DECISION_CUSTOMER_KEYS}),
             route=matched.id,
             tried=tried,
             mode=target.mode,
-            deliveries=[RouteDelivery.model_construct(desk=d, skill_group=g, role=r)
-                        for d, g, r in target.deliveries],
+            deliveries=deliveries,
             priority=target.priority,
             category=target.category,
             tags=list(target.tags),
-            sla=Sla.model_construct(policy=target.sla) if target.sla else None,
-            explanation=self._explain(matched, saw),
+            sla=sla,
+            escalation=escalation,
+            explanation=self._explain(matched, tried[-1].saw),
         )
 
     def _explain(self, route: CompiledRoute, saw: dict[str, Any]) -> str:
@@ -102,9 +155,10 @@ class RuleSet:
                 f" ({before} tried)" if before else "") + "; the default route applies"
         else:
             if route.conditions:
-                parts = [c.text + (f" (saw {render_value(saw[c.label])})" if c.show_saw else "")
-                         for c in route.conditions]
-                why = f"route '{route.id}' matched because " + " and ".join(parts)
+                seen = ", ".join(f"{k} = {literal_source(v)}" for k, v in saw.items())
+                parts = [c.text for c in route.conditions]
+                why = f"route '{route.id}' matched because " + " and ".join(parts) + (
+                    f" (saw {seen})" if seen else "")
             else:
                 why = f"route '{route.id}' matched: it has no conditions"
             if route.position:
@@ -116,17 +170,26 @@ class RuleSet:
         """What `GET /rules` shows: the revision and every route as people read it."""
         def route_dict(route: CompiledRoute) -> dict[str, Any]:
             return {"id": route.id, "description": route.description,
-                    "when": [c.text for c in route.conditions], **route.target.as_dict()}
+                    "when": route.tree.text if route.tree else None,
+                    "conditions": [c.text for c in route.conditions], **route.target.as_dict()}
 
         config = self.config
         return {
             "revision": self.revision,
+            "label": config.label,
             "loaded_at": self.loaded_at.isoformat(),
             "source": self.source,
+            "warnings": list(self.warnings),
             "desks": [d.model_dump(exclude_none=True) for d in config.desks],
             "skill_groups": [g.model_dump(exclude_none=True) for g in config.skill_groups],
+            "strategies": {g.id: g.strategy for g in config.skill_groups},
             "categories": [c.model_dump() for c in config.categories],
-            "sla_policies": [p.id for p in config.sla_policies],
+            "calendars": [c.model_dump(mode="json", exclude_none=True, by_alias=True)
+                          for c in config.calendars],
+            "sla_policies": [p.model_dump(mode="json", exclude_none=True)
+                             for p in config.sla_policies],
+            "escalations": [e.model_dump(mode="json", exclude_none=True)
+                            for e in config.escalations],
             "routes": [route_dict(r) for r in self.routes],
             "default_route": route_dict(self.default),
         }
@@ -142,16 +205,33 @@ def new_decision_id() -> str:
     return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
-def _saw(value: Any) -> Any:
-    """The value a condition read, small and JSON-ready for the decision record."""
-    if value is MISSING or value is None or isinstance(value, bool | int | float):
-        return None if value is MISSING else value
-    if isinstance(value, str):
-        return value if len(value) <= SAW_MAX_CHARS else value[:SAW_MAX_CHARS] + "…"
-    if isinstance(value, list | tuple):
-        return [_saw(item) for item in value[:SAW_MAX_ITEMS]]
-    if isinstance(value, BaseModel):
-        return _saw(value.model_dump(mode="json", exclude_none=True))
-    if isinstance(value, dict):
-        return {str(k): _saw(v) for k, v in list(value.items())[:SAW_MAX_ITEMS]}
-    return str(value)
+DECISION_CUSTOMER_KEYS = ("lookup", "id", "vip_level", "language", "tickets_count",
+                          "open_tickets_count")
+
+
+def customer_snapshot(customer: Mapping[str, Any] | None,
+                      lookup: str | None = None) -> dict[str, Any]:
+    """What `customer.*` reads: the given snapshot (`hit`), or nobody known (`miss`, or the
+    lookup's failure: then every key but `lookup` is null)."""
+    if customer is not None:
+        known = dict(customer)
+        known.setdefault("known", True)
+        known.setdefault("fields", {})
+        known["lookup"] = lookup or known.get("lookup") or "hit"
+        return known
+    return _NO_CUSTOMER.get(lookup or "miss") or _nobody(lookup or "miss")
+
+
+def _nobody(result: str) -> dict[str, Any]:
+    if result == "miss":
+        return {"lookup": "miss", "known": False, "tickets_count": 0, "open_tickets_count": 0,
+                "id": None, "vip_level": None, "language": None, "fields": {}}
+    return {"lookup": result, "known": None, "id": None, "vip_level": None, "language": None,
+            "tickets_count": None, "open_tickets_count": None, "fields": None}
+
+
+# No customer known: one snapshot per lookup result, and its record part, built once (read-only).
+_NO_CUSTOMER = {result: _nobody(result) for result in
+                ("miss", "timeout", "error", "backoff", "skipped")}
+_NOBODY = {id(snapshot): DecisionCustomer.model_construct(**{
+    k: snapshot.get(k) for k in DECISION_CUSTOMER_KEYS}) for snapshot in _NO_CUSTOMER.values()}

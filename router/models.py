@@ -1,23 +1,26 @@
-"""The routing sections of the config as models, and the checks between them (`cross_check`)."""
+"""The routing sections of the config as models (the checks between them: `check.py`)."""
 
 from __future__ import annotations
 
 import typing
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    field_validator,
     model_validator,
 )
 
+from intake.calendars import CalendarSpec
 from intake.config import ConfigPattern
+from intake.durations import Duration, Percent
 from intake.message import Channel, Kind, Priority, Role
-
-from .paths import resolve_path
 
 DEFAULT_ROUTE_ID = "default"
 
@@ -26,14 +29,18 @@ OPERATORS = ("equals", "not_equals", "in", "contains", "matches", "exists", "gt"
 # Ids end up in routing keys (`intake.routed` is a topic exchange keyed by desk): no dots,
 # no wildcards, no spaces.
 ID_PATTERN = r"^[A-Za-z0-9_-]+$"
-RouteMode = Literal["single", "multi", "primary_secondary"]
+RouteMode = Literal["single", "multi", "primary_secondary", "split"]
+Strategy = Literal["round_robin", "least_loaded", "claim"]
 MODE_ROLES: dict[str, tuple[Role, Role, frozenset[str]]] = {
     # mode: (the owning role, the default role of the others, roles allowed)
     "multi": ("owner", "copy", frozenset({"owner", "copy", "collaborator"})),
     "primary_secondary": ("primary", "collaborator",
                           frozenset({"primary", "collaborator", "overflow"})),
+    # split: one delivery is picked by weight; it is the owner.
+    "split": ("owner", "owner", frozenset({"owner"})),
 }
-LEAD_ROLE = {"single": "owner", "multi": "owner", "primary_secondary": "primary"}
+LEAD_ROLE = {"single": "owner", "multi": "owner", "primary_secondary": "primary",
+             "split": "owner"}
 
 Loc = tuple[str | int, ...]
 
@@ -56,20 +63,13 @@ class RulesModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Declared(BaseModel):
-    """An entry of a section a later issue deepens (calendars, SLA policies, escalations)."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    id: Id
-
-
 class Desk(RulesModel):
     id: Id
     name: str = Field(min_length=1)
+    # Its tickets' default for SLA arithmetic; routing modes belong to routes (v1's desk
+    # `mode` is gone).
     calendar: str | None = None
-    # 单服务台 / 多服务台 / 主从服务台: how this desk shares work; read by later issues.
-    mode: Literal["single", "multi", "primary_secondary", "split"] | None = None
+    default_skill_group: str | None = None
 
 
 class SkillGroup(RulesModel):
@@ -77,13 +77,67 @@ class SkillGroup(RulesModel):
     desk: str
     name: str | None = None
     skills: list[str] = Field(default_factory=list)
-    # TODO(issue: skill groups in depth): a closed vocabulary of strategies.
-    strategy: str = "round_robin"
+    # Read by the agent workflow, which assigns agents; the router validates and shows them.
+    strategy: Strategy = "round_robin"
+    capacity: dict[Channel, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
 
 
 class Category(RulesModel):
     id: Id
     name: str = Field(min_length=1)
+
+
+class SlaPolicy(RulesModel):
+    id: Id
+    name: str | None = None
+    business_hours: bool = False
+    calendar: str | None = None  # default: the owning desk's
+    first_response: Duration | None = None
+    resolution: Duration | None = None
+    warn_before: Duration | None = None
+    warn_at: Percent | None = None
+
+    @model_validator(mode="after")
+    def one_warning_rule(self) -> SlaPolicy:
+        if self.warn_before is not None and self.warn_at is not None:
+            raise ValueError("give warn_before or warn_at, not both")
+        return self
+
+
+class StepTarget(RulesModel):
+    desk: str
+    skill_group: str | None = None
+
+
+class AssignAction(RulesModel):
+    assign: StepTarget
+
+
+class PriorityAction(RulesModel):
+    priority: Priority
+
+
+OverdueAction = Literal["notify", "advance"] | AssignAction | PriorityAction
+
+
+class EscalationStep(RulesModel):
+    id: Id
+    name: str | None = None
+    target: StepTarget | None = None
+    within: Duration
+    done_when: Literal["acknowledged", "first_response", "resolved", "manual"] = "manual"
+    on_overdue: list[OverdueAction] = Field(default_factory=lambda: list[OverdueAction](
+        ["notify"]))
+
+
+class Escalation(RulesModel):
+    id: Id
+    name: str | None = None
+    business_hours: bool = False
+    calendar: str | None = None
+    steps: list[EscalationStep] = Field(min_length=1)
+    deadline: Duration | None = None
+    hard_deadline: Duration | None = None
 
 
 class Condition(RulesModel):
@@ -134,7 +188,32 @@ class Match(RulesModel):
 class Delivery(RulesModel):
     desk: str
     skill_group: str | None = None
+    skills: list[str] | None = None  # the first group of the desk having them all
     role: Role | None = None
+    after: Duration | None = None  # overflow: from received_at, cumulative
+    weight: Annotated[int, Field(ge=0, le=100)] | None = None  # split
+
+
+class Expect(RulesModel):
+    """What an inline test expects; only the keys given are compared."""
+
+    route: str | None = None
+    mode: str | None = None
+    deliveries: list[dict[str, Any]] | None = None
+    priority: Priority | None = None
+    category: str | None = None
+    tags: list[str] | None = None
+    sla_policy: str | None = None
+    escalation: str | None = None
+    first_response_due: AwareDatetime | None = None
+    resolution_due: AwareDatetime | None = None
+
+
+class RuleTest(RulesModel):
+    name: str | None = None
+    message: dict[str, Any]
+    customer: dict[str, Any] | None = None  # the snapshot: `hit` when given, `miss` when not
+    expect: Expect
 
 
 class Target(RulesModel):
@@ -142,33 +221,60 @@ class Target(RulesModel):
 
     desk: str | None = None
     skill_group: str | None = None
+    skills: list[str] | None = None
     mode: RouteMode = "single"
     deliveries: list[Delivery] | None = None
     priority: Priority = "normal"
     category: str | None = None
     tags: Annotated[list[str], Section] = Field(default_factory=list)
     sla: str | None = None
+    escalation: str | None = None
+    taken_when: Literal["acknowledged", "first_response"] = "acknowledged"
+    sticky_by: str | None = None  # split: the key whose value picks the delivery
+    tests: Annotated[list[RuleTest], Section] = Field(default_factory=list)
 
 
 class Route(Target):
     id: Id
     description: str | None = None
     match: Match = Field(default_factory=Match)
+    when: str | None = None  # an expression of the `when` language; with `match`, both hold
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def when_as_text(cls, value: Any) -> Any:
+        # `when: true` in YAML is a boolean: read it as the expression `true`.
+        return ("true" if value else "false") if isinstance(value, bool) else value
 
 
 class DefaultRoute(Target):
     description: str | None = None
 
 
+class CustomerLookup(RulesModel):
+    timeout: Duration = timedelta(milliseconds=50)
+    ttl: Duration = timedelta(seconds=60)
+    negative_ttl: Duration = timedelta(seconds=10)
+    max_entries: Annotated[int, Field(ge=1)] = 100_000
+    backoff: Duration = timedelta(seconds=5)
+
+
+class Options(RulesModel):
+    customer_lookup: CustomerLookup = Field(default_factory=CustomerLookup)
+
+
 class RoutingConfig(RulesModel):
     """The routing sections of the config (or of the `INTAKE_RULES` file)."""
 
-    calendars: Annotated[list[Declared], Section] = Field(default_factory=list)
+    label: str | None = None  # shown with the revision
+    options: Options = Field(default_factory=Options)
+    tests: Annotated[list[RuleTest], Section] = Field(default_factory=list)
+    calendars: Annotated[list[CalendarSpec], Section] = Field(default_factory=list)
     desks: Annotated[list[Desk], Section] = Field(default_factory=list)
     skill_groups: Annotated[list[SkillGroup], Section] = Field(default_factory=list)
     categories: Annotated[list[Category], Section] = Field(default_factory=list)
-    sla_policies: Annotated[list[Declared], Section] = Field(default_factory=list)
-    escalations: Annotated[list[Declared], Section] = Field(default_factory=list)
+    sla_policies: Annotated[list[SlaPolicy], Section] = Field(default_factory=list)
+    escalations: Annotated[list[Escalation], Section] = Field(default_factory=list)
     routes: Annotated[list[Route], Section] = Field(default_factory=list)
     default_route: DefaultRoute
 
@@ -188,97 +294,3 @@ def delivery_roles(mode: str, deliveries: Sequence[Delivery]) -> list[str]:
         else:
             roles.append(other_role)
     return roles
-
-
-def cross_check(config: RoutingConfig) -> list[tuple[Loc, str]]:
-    """What the models cannot see alone: references between sections, paths, modes."""
-    problems: list[tuple[Loc, str]] = []
-    for section in ("calendars", "desks", "skill_groups", "categories", "sla_policies",
-                    "escalations", "routes"):
-        seen: set[str] = set()
-        for i, entry in enumerate(getattr(config, section)):
-            if entry.id in seen:
-                problems.append(((section, i, "id"), f"duplicate id '{entry.id}'"))
-            seen.add(entry.id)
-    desks = {d.id for d in config.desks}
-    groups = {g.id: g.desk for g in config.skill_groups}
-    categories = {c.id for c in config.categories}
-    calendars = {c.id for c in config.calendars}
-    policies = {p.id for p in config.sla_policies}
-
-    def known(kind: str, value: str, names: set[str] | dict[str, str]) -> str:
-        listed = ", ".join(sorted(names)) or "none"
-        return f"unknown {kind} '{value}' (declared: {listed})"
-
-    for i, desk in enumerate(config.desks):
-        if desk.calendar and calendars and desk.calendar not in calendars:
-            problems.append((("desks", i, "calendar"), known("calendar", desk.calendar,
-                                                              calendars)))
-    for i, group in enumerate(config.skill_groups):
-        if group.desk not in desks:
-            problems.append((("skill_groups", i, "desk"), known("desk", group.desk, desks)))
-
-    def check_desk(loc: Loc, desk: str | None, group: str | None) -> None:
-        if desk is None:
-            problems.append(((*loc, "desk"), "required with mode single"))
-            return
-        if desk not in desks:
-            problems.append(((*loc, "desk"), known("desk", desk, desks)))
-        if group is not None:
-            if group not in groups:
-                problems.append(((*loc, "skill_group"), known("skill group", group, groups)))
-            elif desk in desks and groups[group] != desk:
-                problems.append(((*loc, "skill_group"), f"skill group '{group}' belongs to "
-                                 f"desk '{groups[group]}', not '{desk}'"))
-
-    def check_target(loc: Loc, target: Target) -> None:
-        if target.mode == "single":
-            if target.deliveries is not None:
-                problems.append(((*loc, "deliveries"),
-                                 "deliveries need mode multi or primary_secondary; "
-                                 "mode single takes desk and skill_group"))
-            else:
-                check_desk(loc, target.desk, target.skill_group)
-        else:
-            for name in ("desk", "skill_group"):
-                if getattr(target, name) is not None:
-                    problems.append(((*loc, name), f"with mode {target.mode}, name each desk "
-                                     "under deliveries"))
-            if not target.deliveries or len(target.deliveries) < 2:
-                problems.append(((*loc, "deliveries"),
-                                 f"mode {target.mode} needs at least two deliveries"))
-            else:
-                allowed = MODE_ROLES[target.mode][2]
-                roles = delivery_roles(target.mode, target.deliveries)
-                seen_desks: set[str] = set()
-                for j, delivery in enumerate(target.deliveries):
-                    dloc = (*loc, "deliveries", j)
-                    check_desk(dloc, delivery.desk, delivery.skill_group)
-                    if delivery.desk in seen_desks:
-                        problems.append(((*dloc, "desk"), f"desk '{delivery.desk}' is named "
-                                         "twice"))
-                    seen_desks.add(delivery.desk)
-                    if roles[j] not in allowed:
-                        problems.append(((*dloc, "role"), f"role {roles[j]} does not fit mode "
-                                         f"{target.mode} (use {', '.join(sorted(allowed))})"))
-                lead = LEAD_ROLE[target.mode]
-                if roles.count(lead) != 1:
-                    problems.append(((*loc, "deliveries"), f"mode {target.mode} needs exactly "
-                                     f"one delivery with role {lead} (got {roles.count(lead)})"))
-        if target.category is not None and categories and target.category not in categories:
-            problems.append(((*loc, "category"), known("category", target.category,
-                                                       categories)))
-        if target.sla is not None and target.sla not in policies:
-            problems.append(((*loc, "sla"), known("SLA policy", target.sla, policies)))
-
-    for i, route in enumerate(config.routes):
-        if route.id == DEFAULT_ROUTE_ID:
-            problems.append((("routes", i, "id"), f"'{DEFAULT_ROUTE_ID}' names the default "
-                             "route; choose another id"))
-        check_target(("routes", i), route)
-        for j, condition in enumerate(route.match.where):
-            _, problem = resolve_path(condition.field)
-            if problem:
-                problems.append((("routes", i, "match", "where", j, "field"), problem))
-    check_target(("default_route",), config.default_route)
-    return problems

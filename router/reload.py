@@ -1,6 +1,7 @@
 """Hot reload of the routing rules: poll the config file(s), swap in a valid new RuleSet whole.
 
-A change is picked up without a restart. A new config that does not validate is refused: the
+A change is picked up without a restart. A new config that does not validate, lints with an
+error (a shadowed or unreachable route, ...) or fails one of its inline tests is refused: the
 problems are logged (`rules_refused`) and kept in `last_error`, and the old RuleSet stays in
 force. The swap is one attribute assignment, so a decision in flight finishes on the RuleSet it
 started with.
@@ -18,6 +19,7 @@ from intake.errors import ConfigInvalid
 from intake.logging import get_logger
 from intake.settings import IntakeSettings
 
+from .metrics import RULES_RELOAD, SERVICE
 from .rules import RuleSet, load_rules
 
 
@@ -89,6 +91,7 @@ class RulesHolder:
         if old is not None and old.revision == rules.revision:
             return False  # only the part of the config the router does not read changed
         self._current = rules
+        RULES_RELOAD.labels(service=SERVICE, result="ok").inc()
         _log().info("rules_reloaded", old_revision=old.revision if old else None,
                  new_revision=rules.revision, routes=len(rules.routes))
         return True
@@ -104,6 +107,7 @@ class RulesHolder:
 
     def _refuse(self, fingerprint: Fingerprint, problems: list[str]) -> bool:
         if fingerprint != self._refused:
+            RULES_RELOAD.labels(service=SERVICE, result="refused").inc()
             _log().warning("rules_refused", problems=problems,
                         revision_in_force=self._current.revision if self._current else None)
         self._refused, self.last_error = fingerprint, problems

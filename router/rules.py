@@ -1,19 +1,24 @@
-"""The routing rules, as one import: models, field paths, compiling, the index, deciding, loading.
+"""The routing rules, as one import: models, the `when` language, compiling, the index,
+deciding, linting, loading.
 
 `load_rules(doc, source_bytes)` validates the routing sections of a loaded `ConfigDocument`
 (structure through `intake.config.validate`, then the cross-references: desks, skill groups,
-categories, SLA policies, message field paths), every problem naming `file:line: field`. The
-result is a `RuleSet`: immutable, compiled once per revision into closures, so `decide` reads the
-message without parsing anything (tens of microseconds at a few hundred routes).
+categories, calendars, SLA policies, escalations, message keys), compiles every route's
+condition (`match` and `when`, one tree) into closures, lints it and runs the inline tests;
+every problem names `file:line: field`. The result is a `RuleSet`: immutable, compiled once per
+revision, so `decide` reads the message without parsing anything.
 
-The parts, one module each: `models` (the config's routing sections and `cross_check`), `paths`
-(`resolve_path` and readers), `compile` (conditions, targets and routes as closures), `index`
-(per-channel plans: word lookups and pattern screens), `decide` (`RuleSet.decide` and its
-explanation), `load` (`load_rules`).
+The parts, one module each: `models` (the config's routing sections), `check` (references
+between them), `expr` (the `when` parser and printer), `evaluate` (the tree as closures, value
+semantics, explanations), `paths` (message field paths), `compile` (routes and targets),
+`index` (per-channel plans: word lookups and pattern screens), `plan` (SLA, escalation, split),
+`decide` (`RuleSet.decide`), `lint` (DNF: shadowed, unreachable, overlapping), `inline_tests`,
+`load` (`load_rules`, `analyse`).
 """
 
 from __future__ import annotations
 
+from .check import Finding, cross_check
 from .compile import (
     MATCH_MAX_CHARS,
     CompiledCondition,
@@ -24,7 +29,7 @@ from .compile import (
 )
 from .decide import MAX_TRIED, SAW_MAX_CHARS, SAW_MAX_ITEMS, RuleSet, new_decision_id
 from .index import SCREEN_MIN_ROUTES, ChannelPlan, Screen
-from .load import load_rules
+from .load import Analysis, analyse, load_rules
 from .models import (
     CHANNELS,
     DEFAULT_ROUTE_ID,
@@ -34,7 +39,6 @@ from .models import (
     OPERATORS,
     Category,
     Condition,
-    Declared,
     DefaultRoute,
     Delivery,
     Desk,
@@ -44,7 +48,6 @@ from .models import (
     RoutingConfig,
     SkillGroup,
     Target,
-    cross_check,
     delivery_roles,
 )
 from .paths import MISSING, resolve_path
@@ -52,9 +55,9 @@ from .paths import MISSING, resolve_path
 __all__ = [
     "CHANNELS", "DEFAULT_ROUTE_ID", "ID_PATTERN", "LEAD_ROLE", "MATCH_MAX_CHARS", "MAX_TRIED",
     "MISSING", "MODE_ROLES", "OPERATORS", "SAW_MAX_CHARS", "SAW_MAX_ITEMS", "SCREEN_MIN_ROUTES",
-    "Category", "ChannelPlan", "CompiledCondition", "CompiledRoute", "CompiledTarget",
-    "Condition", "Declared", "DefaultRoute", "Delivery", "Desk", "Match", "Route", "RouteMode",
-    "RoutingConfig", "RuleSet", "Screen", "SkillGroup", "Target", "compile_route",
-    "compile_where", "cross_check", "delivery_roles", "load_rules", "new_decision_id",
-    "resolve_path",
+    "Analysis", "Category", "ChannelPlan", "CompiledCondition", "CompiledRoute",
+    "CompiledTarget", "Condition", "DefaultRoute", "Delivery", "Desk", "Finding", "Match",
+    "Route", "RouteMode", "RoutingConfig", "RuleSet", "Screen", "SkillGroup", "Target",
+    "analyse", "compile_route", "compile_where", "cross_check", "delivery_roles", "load_rules",
+    "new_decision_id", "resolve_path",
 ]

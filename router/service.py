@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from aiohttp import web
 from pydantic import ValidationError
@@ -25,20 +27,32 @@ async def get_rules(request: web.Request) -> web.Response:
 
 
 async def post_explain(request: web.Request) -> web.Response:
-    """The decision the rules in force would make for this message; nothing is published."""
+    """The decision the rules in force would make for this message (or `{message, customer}`);
+    nothing is published."""
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         # aiohttp's own answer is plain text; every refusal here is JSON.
         return error_response(413, "payload_too_large",
                               f"the body is over {request.client_max_size} bytes")
+    customer: dict[str, Any] | None = None
     try:
-        message = Message.model_validate_json(body)
+        parsed = orjson.loads(body)
+        if isinstance(parsed, dict) and "message" in parsed and "channel" not in parsed:
+            # `{message, customer}`: the customer snapshot the rules' customer.* keys read.
+            customer = parsed.get("customer")
+            if customer is not None and not isinstance(customer, dict):
+                return error_response(422, "invalid_customer", "customer is an object")
+            parsed = parsed["message"]
+        message = Message.model_validate(parsed)
+    except orjson.JSONDecodeError:
+        return error_response(422, "invalid_message", "the body is not JSON")
     except ValidationError as exc:
         return error_response(
             422, "invalid_message", "the body is not a valid common message",
             {".".join(map(str, e["loc"])): e["msg"] for e in exc.errors()})
-    decision = request.app[RULES].current.decide(message, max_tried=None)
+    decision = request.app[RULES].current.decide(
+        message, customer, max_tried=None, lookup=None if customer is not None else "skipped")
     return web.Response(body=decision.model_dump_json(), content_type="application/json")
 
 

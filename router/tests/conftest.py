@@ -27,7 +27,7 @@ categories:
   - {id: complaint, name: 投诉}
   - {id: inquiry, name: 咨询}
 sla_policies:
-  - {id: standard, first_response_s: 3600}
+  - {id: standard, first_response: 1h}
 """
 DEFAULT = """\
 default_route:
@@ -58,9 +58,9 @@ def write_rules(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture
 def rules_from(write_rules: Callable[..., Path]) -> RulesFrom:
     """Write routes (YAML of the list items) after the standard declarations and load them."""
-    def load(routes: str = "", **kwargs: Any) -> RuleSet:
+    def load(routes: str = "", lint: bool = True, **kwargs: Any) -> RuleSet:
         path = write_rules(routes, **kwargs)
-        return load_rules(load_document(path), path.read_bytes())
+        return load_rules(load_document(path), path.read_bytes(), lint=lint)
 
     return load
 

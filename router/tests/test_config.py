@@ -117,10 +117,20 @@ def test_missing_default_route_is_refused(rules_from: RulesFrom, tmp_path: Path)
      "contains, matches, exists, gt, lt (got none)"),
     ("- id: r\n  match:\n    where:\n      - {field: subject, equals: a, contains: b}\n"
      "  desk: sales", "routes.0.match.where.0", "(got equals and contains)"),
-    ("- id: r\n  mode: split\n  desk: sales", "routes.0.mode",
-     "Input should be 'single', 'multi' or 'primary_secondary'"),
+    ("- id: r\n  mode: split\n  desk: sales", "routes.0.desk",
+     "with mode split, name each desk under deliveries"),
+    ("- id: r\n  mode: splat\n  desk: sales", "routes.0.mode",
+     "Input should be 'single', 'multi', 'primary_secondary' or 'split'"),
     ("- id: r\n  desk: sales\n  deliveries: [{desk: general}]", "routes.0.deliveries",
-     "deliveries need mode multi or primary_secondary"),
+     "deliveries need mode multi, primary_secondary or split"),
+    ("- id: r\n  mode: split\n  deliveries: [{desk: general, weight: 50}, "
+     "{desk: sales, weight: 40}]", "routes.0.deliveries", "split weights sum to 90, not 100"),
+    ("- id: r\n  mode: primary_secondary\n  deliveries: [{desk: general}, "
+     "{desk: sales, role: overflow}]", "routes.0.deliveries.1.after",
+     "an overflow delivery needs `after`"),
+    ("- id: r\n  sla: nope\n  desk: sales", "routes.0.sla", "unknown SLA policy 'nope'"),
+    ("- id: r\n  escalation: nope\n  desk: sales", "routes.0.escalation",
+     "unknown escalation 'nope'"),
     ("- id: r\n  mode: multi\n  deliveries: [{desk: general}]", "routes.0.deliveries",
      "mode multi needs at least two deliveries"),
     ("- id: r\n  mode: multi\n  deliveries: [{desk: general}, {desk: mars}]",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 from intake.message import Message
@@ -70,7 +71,7 @@ def random_message(rng: random.Random) -> Message:
 def test_indexed_decisions_equal_trying_every_route(rules_from: RulesFrom) -> None:
     rng = random.Random(20260102)
     for _ in range(30):
-        rules = rules_from(random_routes(rng, rng.randint(1, 12)))
+        rules = rules_from(random_routes(rng, rng.randint(1, 12)), lint=False)
         for _ in range(40):
             message = random_message(rng)
             decision = rules.decide(message, full=True)
@@ -83,3 +84,25 @@ def test_indexed_decisions_equal_trying_every_route(rules_from: RulesFrom) -> No
             assert [t.route for t in rules.decide(message).tried] == [
                 t.route for t in decision.tried][:19] + ([] if len(decision.tried) <= 19 else
                                                         [decision.route])
+
+
+def test_the_same_routes_written_as_when_decide_and_explain_alike(
+        rules_from: RulesFrom) -> None:
+    rng = random.Random(20261124)
+    for _ in range(15):
+        v1 = rules_from(random_routes(rng, rng.randint(1, 10)), lint=False)
+        # Each route's whole condition printed as one `when` (what /rules shows), no `match`.
+        rewritten = "\n".join(
+            f"- id: {route.id}\n  when: {json.dumps(route.tree.text if route.tree else 'true')}"
+            "\n  desk: sales" for route in v1.routes)
+        when = rules_from(rewritten, lint=False, name="when.yaml")
+        assert [r.key.key if r.key else None for r in when.routes] == [
+            r.key.key if r.key else None for r in v1.routes]
+        # `channel in [...]` in a `when` files the route under those channels, as v1's match.
+        assert [r.channels for r in when.routes] == [r.channels for r in v1.routes]
+        for _ in range(30):
+            message = random_message(rng)
+            old, new = v1.decide(message, full=True), when.decide(message, full=True)
+            assert new.route == old.route
+            assert [(t.route, t.failed, t.saw) for t in new.tried] == [
+                (t.route, t.failed, t.saw) for t in old.tried]

@@ -127,3 +127,35 @@ async def test_watch_picks_up_a_change(write_rules: Callable[..., Path]) -> None
         assert holder.current.decide(make_message()).deliveries[0].desk == "aftersales"
     finally:
         task.cancel()
+
+
+@pytest.mark.parametrize("bad", [
+    "desks: [oops",  # a YAML error
+    "- id: r\n  desk: nowhere",  # an unknown desk
+    "- id: r\n  priorty: high\n  desk: sales",  # an unknown key
+    "- id: r\n  when: \"text contains\"\n  desk: sales",  # a `when` that does not parse
+    "- id: r\n  when: \"text matches '(a)\\\\1'\"\n  desk: sales",  # a pattern RE2 cannot run
+    "- id: r\n  desk: sales\n- id: s\n  desk: aftersales",  # a shadowed route
+    "- id: r\n  desk: sales\n  tests: [{message: {}, expect: {route: s}}]",  # a failing test
+])
+def test_each_kind_of_bad_file_is_refused(write_rules: Callable[..., Path], bad: str) -> None:
+    path = write_rules(SALES)
+    holder = RulesHolder(path)
+    first = holder.load()
+    path.write_text(rules_text(bad) if not bad.startswith("desks") else bad, encoding="utf-8")
+    assert holder.check() is False
+    assert holder.current is first and holder.last_error
+
+
+def test_a_file_written_in_two_halves_is_taken_when_whole(
+        write_rules: Callable[..., Path]) -> None:
+    path = write_rules(SALES)
+    holder = RulesHolder(path)
+    first = holder.load()
+    whole = rules_text(AFTERSALES)
+    path.write_text(whole[: len(whole) // 2], encoding="utf-8")  # the editor's first write
+    assert holder.check() is False
+    assert holder.current is first and holder.last_error
+    path.write_text(whole, encoding="utf-8")
+    assert holder.check() is True and holder.last_error is None
+    assert holder.current.decide(make_message()).deliveries[0].desk == "aftersales"

@@ -58,7 +58,7 @@ async def test_the_event_stream_follows_a_submission_and_resumes_without_gap_or_
                 assert response.status == 201
             created, posted = await read_events(stream, 2)
         assert (created["event"], posted["event"]) == ("ticket.created", "message.created")
-        assert created["data"]["desk"] == "general"
+        assert created["data"]["desk"] == "aftersales"
 
         async with http.post(f"{gw.form}/forms/contact/submissions",
                              json=dict(submission, message="第二次"),

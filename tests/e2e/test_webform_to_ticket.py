@@ -112,7 +112,7 @@ async def test_form_post_becomes_a_routed_persisted_ticket(gateway: Gateway) -> 
 
         # The reference on the customer's confirmation resolves to the ticket.
         ticket = await find_ticket(http, gw, reference=receipt["reference"])
-        assert ticket["desk"] == "aftersales"  # the complaints route
+        assert ticket["desk"] == "complaints"  # the complaints route
         assert ticket["priority"] == "high"
         assert ticket["route"]["route"] == "complaints"
         assert ticket["channel"] == "webform"
@@ -141,7 +141,7 @@ async def test_form_post_becomes_a_routed_persisted_ticket(gateway: Gateway) -> 
         ticket2 = await find_ticket(http, gw, reference=receipt2["reference"])
         assert ticket2["customer_id"] == ticket["customer_id"]
         assert ticket2["id"] != ticket["id"]
-        assert ticket2["desk"] == "general"  # the default route
+        assert ticket2["desk"] == "aftersales"  # the default route
 
         # A retried submission (same Idempotency-Key) is the same message, stored once.
         async with http.post(f"{gw.form}/forms/contact/submissions", json=submission,
@@ -172,7 +172,7 @@ async def test_router_explains_a_decision(gateway: Gateway) -> None:
             decision = await response.json()
             assert response.status == 200, decision
         assert decision["route"] == "complaints"
-        assert decision["deliveries"][0]["desk"] == "aftersales"
+        assert decision["deliveries"][0]["desk"] == "complaints"
 
 
 async def test_submissions_made_while_the_broker_is_away_become_tickets_once_in_order(

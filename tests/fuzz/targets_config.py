@@ -1,4 +1,5 @@
-"""The YAML config (`intake config check`), the rules language, the common message, /explain."""
+"""The YAML config (`intake config check`), the rules language (`match`, `when`, lint, inline
+tests), the common message, /explain (with a customer snapshot)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from intake.errors import ConfigInvalid
 from intake.message import Message
 from intake.settings import REPO_ROOT, IntakeSettings
 from router.reload import RulesHolder
-from router.rules import OPERATORS, load_rules
+from router.rules import OPERATORS, analyse, load_rules
 from router.service import RULES, post_explain
 
 from .edge import Edge, app_client
@@ -39,6 +40,15 @@ REGEXES = ("(", "[", "(?P<x>a)(?P<x>b)", "\\", "(a+)+$", "(a|a)*$", ".*", "(?i)�
            "^$", "\\d{3,}", "(?<=a)b", "a{1000000}", "[^\\x00-\\x7f]", "(?x) # comment",
            ".*refund.*order", "(a)\\1", "a++", "(?>a)", "\\Z", "\\x{4e00}", "\\p{Han}+",
            "(?m)^a$", "(?U)a+b", "(?s)a.b", "(?i)É", "\\C", "\\b\\w+\\b", "a{2,}?$")
+# `when` expressions: valid ones of every kind, near misses, and the parser's edge cases.
+WHENS = ("text contains '投诉'", "channel == 'email' and not in_business_hours('always')",
+         "customer.vip_level >= 3 or sender.phone exists", "flags has 'bounce'",
+         "(a == 1", "custmer.vip_level > 1", "nope('x')", "text matches '(a)\\1'",
+         "subject matches '(?i)报价' and len(text) > 3", "lower(sender.email) in ['a@b.cn']",
+         "channel == 'email' and channel == 'sdk'", "true", "false", "not not not true",
+         "'\\u4e2d' == text", "form.fields.topic not in []", "local_time('cal') > '09:00'",
+         "((((((((((text))))))))))", "x" * 300, "a" + " and a" * 200,
+         "text contains '" + "\\" * 50 + "'", "is_workday('always') and is_holiday('always')")
 ids = st.one_of(st.sampled_from(["general", "aftersales", "sales", "complaints",
                                  "general_frontline", "inquiry", "x", "default"]),
                 hostile_text(12))
@@ -80,6 +90,8 @@ def routing(draw: st.DrawFn) -> dict[str, Any]:
     routes = []
     for _ in range(draw(st.integers(0, 4))):
         route = {"id": draw(ids), **draw(targets_of())}
+        if draw(st.integers(0, 2)) == 0:
+            route["when"] = draw(st.one_of(st.sampled_from(WHENS), hostile_text(30)))
         if draw(st.booleans()):
             route["match"] = {"where": draw(st.lists(conditions(), max_size=3))}
             for key, strategy in (("channel", st.sampled_from(["webform", "email", "fax"])),
@@ -159,7 +171,10 @@ def message_documents(draw: st.DrawFn) -> Any:
 def message_bodies(draw: st.DrawFn) -> bytes:
     kind = draw(st.sampled_from(["mutated", "mutated", "bytes", "raw"]))
     if kind == "mutated":
-        return json.dumps(draw(message_documents()), ensure_ascii=draw(st.booleans())).encode()
+        document = draw(message_documents())
+        if draw(st.integers(0, 3)) == 0:  # `{message, customer}`, the customer as hostile as any
+            document = {"message": document, "customer": draw(values)}
+        return json.dumps(document, ensure_ascii=draw(st.booleans())).encode()
     if kind == "raw":
         return draw(st.sampled_from([
             b"[" * 100000 + b"]" * 100000, b'{"a":' * 5000 + b"1" + b"}" * 5000,
@@ -187,13 +202,16 @@ def check_rules(value: tuple[str, list[Any]]) -> None:
     except ConfigInvalid as exc:
         assert exc.problems and all(isinstance(p, str) for p in exc.problems)
         return
+    analysis = analyse(load_document(path), text)  # lint and inline tests never crash
+    assert all(f.code and f.message for f in analysis.findings)
     route_ids = {route.id for route in rules.routes} | {"default"}
-    for document in messages:
+    for i, document in enumerate(messages):
         try:
             message = Message.model_validate(document)
         except ValidationError:
             continue
-        decision = rules.decide(message, max_tried=None)
+        customer = {"vip_level": document.get("text"), "fields": document} if i % 2 else None
+        decision = rules.decide(message, customer, max_tried=None)
         assert decision.route in route_ids, decision.route
         json.loads(decision.model_dump_json())
 
@@ -218,7 +236,9 @@ def check_screens(value: tuple[list[str], list[str]]) -> None:
     path = WORK / "screens.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
     try:
-        rules = load_rules(load_document(path), text.encode("utf-8", "surrogatepass"))
+        # Not linted: a run of the same pattern twice is a shadowed route, still worth screening.
+        rules = load_rules(load_document(path), text.encode("utf-8", "surrogatepass"),
+                           lint=False)
     except ConfigInvalid:
         return
     unscreened = dataclasses.replace(rules, plans={

@@ -161,6 +161,18 @@ EXAMPLES = ("deploy/intake.example.yaml", "router/example-rules.yaml",
             "connectors/webform/example.yaml")
 
 
+def _when_patterns(source: str) -> list[str]:
+    """The patterns of every `matches` in a `when` expression."""
+    from router.expr import Node, parse
+
+    def visit(node: Node) -> list[str]:
+        own = [str(node.children[1].value)] if node.kind == "compare" and \
+            node.value == "matches" else []
+        return own + [p for child in node.children for p in visit(child)]
+
+    return visit(parse(source))
+
+
 def _patterns_in(value: object) -> list[str]:
     """Every `matches:` (rule conditions) and `pattern:` (form fields) string in a document."""
     found: list[str] = []
@@ -168,6 +180,8 @@ def _patterns_in(value: object) -> list[str]:
         for key, item in value.items():
             if key in ("matches", "pattern") and isinstance(item, str):
                 found.append(item)
+            elif key == "when" and isinstance(item, str):
+                found.extend(_when_patterns(item))
             else:
                 found.extend(_patterns_in(item))
     elif isinstance(value, list):
