@@ -120,6 +120,15 @@ class BrokerUnavailable(Transient):
     reason = "broker_unavailable"
 
 
+class BrokerRefused(BrokerUnavailable):
+    """The broker nacked a publish on a live connection: a quorum queue between leaders (its
+    node was killed) or full (`reject-publish`). A consumer holds the message it is handling
+    and publishes again; requeueing it would come straight back, fail the same way and spend
+    the queue's delivery limit within seconds, dead-lettering accepted messages."""
+
+    hold = True
+
+
 class Unroutable(BrokerUnavailable):
     """The broker returned a `mandatory` publish: no queue is bound for its routing key.
 

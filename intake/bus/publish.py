@@ -12,7 +12,7 @@ import aio_pika
 import aiormq
 
 from .. import amqp
-from ..errors import BrokerUnavailable, Unroutable
+from ..errors import BrokerRefused, BrokerUnavailable, Unroutable
 from ..metrics import DEAD_LETTERED
 from .connection import _AMQP_ERRORS
 from .owned import BusOwned
@@ -99,7 +99,7 @@ class BusPublish(BusOwned):
         except aiormq.exceptions.PublishError as exc:  # basic.return: no queue is bound
             raise Unroutable(f"no queue took the message: {exc}") from exc
         except aio_pika.exceptions.DeliveryError as exc:
-            raise BrokerUnavailable(f"broker refused the message: {exc}") from exc
+            raise BrokerRefused(f"broker refused the message: {exc}") from exc
         except (TimeoutError, *_AMQP_ERRORS) as exc:
             raise BrokerUnavailable(f"publish not confirmed: {exc!r}") from exc
 

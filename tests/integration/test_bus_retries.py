@@ -11,6 +11,7 @@ from intake import amqp
 from intake.bus import ATTEMPT_HEADER, Bus
 from intake.errors import BrokerUnavailable, Transient, Unroutable
 from intake.message import Message
+from intake.settings import IntakeSettings
 from tests.factories import form_message
 from tests.support import eventually
 
@@ -270,3 +271,55 @@ async def test_a_republish_held_while_its_queue_is_declared_again_is_delivered(
     assert Message.model_validate_json(arrived.body).idempotency_key == sent.idempotency_key
     assert await bus.browse_dead() == []
     await channel.close()
+
+
+async def test_a_publish_the_broker_refuses_is_held_not_requeued(
+        settings: IntakeSettings) -> None:
+    """A quorum queue between leaders (its node killed) or full nacks publishes on a live
+    connection: the router holds the message it is routing and publishes it again. Requeued
+    instead, it would come straight back and spend the queue's delivery limit in seconds."""
+    from tests.conftest import delete_topology
+
+    # Attempt limit 1: the router queue's own limit is 3 deliveries, so more tries than that
+    # without a dead letter can only mean the message was held, not redelivered.
+    bus = Bus(settings.model_copy(update={"delivery_limit": 1}), "test")
+    await bus.connect(timeout=15)
+    try:
+        assert bus._connection is not None
+        channel = await bus._connection.channel()
+        await channel.queue_delete(bus.names("ticket_core"))
+        full = await channel.declare_queue(
+            bus.names("ticket_core"), durable=True,
+            arguments={"x-queue-type": "quorum", "x-max-length": 1,
+                       "x-overflow": "reject-publish"})
+        await full.bind(bus.names("routed"), "#")
+        # A quorum queue refuses once it holds more than its limit: two make it full.
+        fillers = [form_message(f"filler-{n}") for n in range(2)]
+        for filler in fillers:
+            await bus.publish("routed", "support", filler.model_dump_json().encode())
+        tries = 0
+
+        async def route(messages: list[Message]) -> None:
+            nonlocal tries
+            tries += 1
+            await bus.publish_many("routed", [("support", m.model_dump_json().encode(), None)
+                                              for m in messages])
+
+        sent = form_message("held-refused")
+        await bus.publish("inbound", sent.routing_key, sent.model_dump_json().encode())
+        bus.consume_batches("router", route, Message, max_batch=10)
+        await eventually(lambda: tries >= 5, timeout=30)
+        assert await bus.browse_dead() == []
+        for filler in fillers:  # room again: the held publish goes through
+            taken = await full.get(no_ack=True)
+            assert (Message.model_validate_json(taken.body).idempotency_key
+                    == filler.idempotency_key)
+        arrived = await eventually(lambda: full.get(no_ack=True, fail=False), timeout=30)
+        assert Message.model_validate_json(arrived.body).idempotency_key == sent.idempotency_key
+        await asyncio.sleep(0.3)  # acked once: not routed a second time
+        assert await full.get(no_ack=True, fail=False) is None
+        assert await bus.browse_dead() == []
+        await channel.close()
+    finally:
+        await delete_topology(bus)
+        await bus.close()
