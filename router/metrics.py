@@ -24,3 +24,15 @@ def count_decision(route: str) -> None:
     if child is None:
         child = _by_route[route] = DECISIONS.labels(service=SERVICE, route=route)
     child.inc()
+
+
+_by_result: dict[str, Counter] = {}
+
+
+def count_lookup(result: str) -> None:
+    """One customer lookup more that ended in `result` (hit, miss, timeout, error, backoff,
+    skipped)."""
+    child = _by_result.get(result)
+    if child is None:
+        child = _by_result[result] = CUSTOMER_LOOKUP.labels(service=SERVICE, result=result)
+    child.inc()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -13,10 +14,12 @@ from intake.http import error_response
 from intake.service import bus_context
 
 from .consume import route_batch_handler
+from .lookup import CustomerDirectory
 from .reload import RulesHolder
 from .settings import RouterSettings
 
 RULES = web.AppKey("rules", RulesHolder)
+DIRECTORY = web.AppKey("directory", CustomerDirectory)
 
 
 async def get_rules(request: web.Request) -> web.Response:
@@ -56,13 +59,30 @@ async def post_explain(request: web.Request) -> web.Response:
     return web.Response(body=decision.model_dump_json(), content_type="application/json")
 
 
+def agent_token(settings: IntakeSettings) -> str | None:
+    """The agent API's token: `INTAKE_API_TOKEN`, else the one the ticket core generated into
+    the data dir (None until it has)."""
+    if settings.api_token is not None:
+        return settings.api_token.get_secret_value()
+    try:
+        return (settings.data_dir / "api-token").read_text().strip() or None
+    except OSError:
+        return None
+
+
 def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
     own = RouterSettings()
     holder = RulesHolder.from_settings(settings)
     holder.load()  # a wrong config stops the start with its problems
 
+    directory = CustomerDirectory(settings.ticket_core_url, lambda: agent_token(settings))
+
     async def watch_rules(app: web.Application) -> None:
         await holder.watch(own.reload_interval_s)
+
+    async def lookups(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await directory.close()
 
     return Service(
         name="router",
@@ -73,11 +93,12 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
         # with its confirms awaited together, and acked with one frame. While one batch waits
         # for its confirms the next ones are decided and published (`pipeline`).
         consumers=[Consumer("router", Message,
-                            lambda app: route_batch_handler(holder, app[BUS]), batch=True,
+                            lambda app: route_batch_handler(holder, app[BUS], directory),
+                            batch=True,
                             max_batch=own.max_batch, max_wait_s=own.max_batch_wait_s,
                             prefetch=own.prefetch, pipeline=own.pipeline)],
         # Not critical: without it the rules in force stay in force; the router still routes.
         tasks=[Task("rules-watch", watch_rules, critical=False)],
-        contexts=[bus_context],
-        state={RULES: holder},
+        contexts=[bus_context, lookups],
+        state={RULES: holder, DIRECTORY: directory},
     )

@@ -58,6 +58,10 @@ class ApiError(Exception):
         self.fields = fields or {}
 
 
+# A sender has a handful of identities; more in one lookup is a mistake or an attack.
+MAX_IDENTITIES = 20
+
+
 def error_response(status: int, code: str, message: str, fields: dict[str, str] | None = None,
                    headers: dict[str, str] | None = None) -> web.Response:
     """The one JSON error shape (intake.http): `{"error", "message", "fields"}`."""
@@ -233,20 +237,27 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
 
     @_answers_errors
     async def find_customers(request: web.Request) -> web.StreamResponse:
+        """`identity=<kind>:<value>`, repeatable: the customers of the first identity found, in
+        the order given (the router sends all of a sender's identities in one call)."""
         unknown = {name: "unknown parameter; known: identity"
                    for name in request.query if name != "identity"}
-        identity = (request.query.get("identity") or "").strip()
-        kind, _, value = identity.partition(":")
-        if not identity:
+        identities = [i.strip() for i in request.query.getall("identity", [])]
+        pairs = [identity.partition(":")[::2] for identity in identities]
+        if not identities or not all(identities):
             unknown["identity"] = "required, as <kind>:<value>, e.g. email:li.wei@example.cn"
-        elif kind not in IDENTITY_KINDS or not value:
+        elif len(identities) > MAX_IDENTITIES:
+            unknown["identity"] = f"at most {MAX_IDENTITIES}"
+        elif any(kind not in IDENTITY_KINDS or not value for kind, value in pairs):
             unknown["identity"] = ("<kind>:<value> with kind one of "
                                    + ", ".join(sorted(IDENTITY_KINDS)))
         if unknown:
             raise ApiError(400, "invalid_parameter", "Some query parameters are not valid.",
                            unknown)
-        customers = await store.find_customers(kind, value)
-        return json_response(CustomerPage(items=customers, next=None))
+        for kind, value in pairs:
+            customers = await store.find_customers(kind, value)
+            if customers:
+                return json_response(CustomerPage(items=customers, next=None))
+        return json_response(CustomerPage(items=[], next=None))
 
     async def openapi(request: web.Request) -> web.StreamResponse:
         return web.Response(body=openapi_body, content_type="application/json")

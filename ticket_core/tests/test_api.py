@@ -204,6 +204,29 @@ async def test_customer_and_identity_lookup(client: TestClient[Any, Any],
     assert none == {"items": [], "next": None}
 
 
+async def test_lookup_by_several_identities_answers_the_first_found(
+        client: TestClient[Any, Any], store: TicketStore) -> None:
+    # The router's lookup: all of a sender's identities in one call, the first found wins.
+    mail = await store.persist(message(identities=[Identity(kind="email", value="a@shop.cn")]))
+    phone = await store.persist(message(identities=[
+        Identity(kind="phone", value="+8613800138000")]))
+
+    async def lookup(*identities: str) -> list[str]:
+        response = await client.get("/api/v1/customers", headers=AUTH,
+                                    params=[("identity", i) for i in identities])
+        assert response.status == 200, await response.text()
+        return [c["id"] for c in (await response.json())["items"]]
+
+    assert await lookup("email:nobody@x.cn", "phone:+8613800138000", "email:a@shop.cn") == [
+        phone.customer_id]
+    assert await lookup("email:a@shop.cn", "phone:+8613800138000") == [mail.customer_id]
+    assert await lookup("email:nobody@x.cn", "phone:+8600000000000") == []
+    too_many = await client.get("/api/v1/customers", headers=AUTH,
+                                params=[("identity", f"email:{n}@x.cn") for n in range(21)])
+    assert too_many.status == 400
+    assert_error(await too_many.json(), "invalid_parameter")
+
+
 async def test_unknown_customer_is_404(client: TestClient[Any, Any]) -> None:
     assert_error(await get(client, "/api/v1/customers/missing", 404), "customer_not_found")
 
