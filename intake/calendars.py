@@ -152,6 +152,9 @@ class CalendarSpec(_Spec):
         return value
 
 
+INTERVALS_CACHED = 4096  # dates per calendar: eleven years of days
+
+
 @dataclass(frozen=True)
 class Calendar:
     """A compiled calendar: which local dates work, with which intervals, in which zone."""
@@ -161,6 +164,10 @@ class Calendar:
     week: tuple[tuple[Minutes, ...], ...]  # per weekday, mon first; () closed
     holidays: dict[date, str | None] = field(default_factory=dict)
     make_up: dict[date, tuple[Minutes, ...]] = field(default_factory=dict)
+    # intervals_on's answers: a date's intervals never change, and every decision, SLA due
+    # time and `in_business_hours` asks for the same few dates.
+    _intervals: dict[date, list[tuple[datetime, datetime]]] = field(
+        default_factory=dict, compare=False, repr=False)
 
     @property
     def always_open(self) -> bool:
@@ -183,7 +190,17 @@ class Calendar:
         return self.week[day.weekday()]
 
     def intervals_on(self, day: date) -> list[tuple[datetime, datetime]]:
-        """The day's working intervals as UTC instants (empty ones, all in a DST gap, left out)."""
+        """The day's working intervals as UTC instants (empty ones, all in a DST gap, left out).
+        The list is shared: do not change it."""
+        known = self._intervals.get(day)
+        if known is not None:
+            return known
+        if len(self._intervals) >= INTERVALS_CACHED:
+            self._intervals.clear()
+        out = self._intervals[day] = self._compute_intervals(day)
+        return out
+
+    def _compute_intervals(self, day: date) -> list[tuple[datetime, datetime]]:
         out = []
         for start, end in self.hours_on(day):
             a = self._instant(day, start, earliest=True)

@@ -97,6 +97,12 @@ def _binding(pattern: str) -> Any:
 _last_encoded: tuple[str, int, bytes] = ("", 0, b"")
 
 
+def literal(text: str) -> str:
+    """A pattern found exactly where `text` is (every metacharacter escaped)."""
+    escaped: str = re2.escape(text)
+    return escaped
+
+
 def utf8_prefix(text: str, max_chars: int | None = None) -> bytes:
     """The first `max_chars` characters of `text` as UTF-8 (what RE2 reads).
 

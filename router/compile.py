@@ -17,6 +17,7 @@ from typing import Any
 
 from intake.calendars import Calendar
 from intake.message import Message, RouteDelivery, RouteTrial
+from intake.patterns import literal as re2_literal
 
 from .evaluate import (
     MATCH_MAX_CHARS,
@@ -54,8 +55,12 @@ class CompiledCondition:
     # For `==`/`in` on words: the words for which it holds (read through `as_word`), so the
     # RuleSet can look routes up by value instead of testing each one.
     key: frozenset[str] | None = None
-    # For `matches` on a key: the pattern, so runs of such routes can share one screen.
+    # For `matches` on a key (or `contains` a text, or an `or` of those on one key): the
+    # pattern, so the routes needing one on the same key can share one screen.
     pattern: str | None = None
+    # Whether the pattern holds only for the text's first MATCH_MAX_CHARS characters, as
+    # `matches` reads them; a `contains` reads all of it, so a longer text is not screened.
+    bounded: bool = True
 
     def explain(self, message: Message) -> tuple[str, dict[str, Any]]:
         """The first false sub-expression (source text) and what its keys and calls saw."""
@@ -232,19 +237,48 @@ def compile_condition(node: Node, calendars: Mapping[str, Calendar]) -> Compiled
     label, read = node.text, typing.cast(Fn, test)
     key: frozenset[str] | None = None
     pattern: str | None = None
-    if node.kind == "compare" and node.children[0].kind == "key" \
+    bounded = True
+    if node.kind == "compare" and node.children[0].kind in ("key", "call") \
             and not reads_customer(node):
         left, right = node.children
-        label, read = str(left.value), fns[id(left)]
+        label, read = _reads(left), fns[id(left)]
         if node.value == "==" and right.kind == "literal" and isinstance(right.value, str):
             key = frozenset({right.value})
         elif node.value == "in" and right.kind == "list" and right.value and all(
                 isinstance(v, str) for v in right.value):
             key = frozenset(right.value)
-        elif node.value == "matches":
-            pattern = str(right.value)
+        else:
+            pattern, bounded = _text_pattern(node) or (None, True)
+    elif node.kind == "or" and not reads_customer(node):
+        # `text contains 'a' or text matches 'b'`: one pattern on one key, `(?:a)|(?:b)`.
+        parts = [_text_pattern(child) for child in node.children]
+        lefts = {_reads(child.children[0]) for child in node.children if child.children}
+        if all(parts) and len(lefts) == 1:
+            label, read = lefts.pop(), fns[id(node.children[0].children[0])]
+            pattern = "|".join(f"(?:{part[0]})" for part in parts if part)
+            bounded = all(part[1] for part in parts if part)
     return CompiledCondition(label=label, text=node.text, read=read, test=test, node=node,
-                             fns=fns, key=key, pattern=pattern)
+                             fns=fns, key=key, pattern=pattern, bounded=bounded)
+
+
+def _reads(node: Node) -> str:
+    """What a key or call reads, as the index names it: the key's path, or the call's text."""
+    return str(node.value) if node.kind == "key" else node.text
+
+
+def _text_pattern(node: Node) -> tuple[str, bool] | None:
+    """(pattern, bounded) for `key matches 'p'` or `key contains 'text'` (a key or a call, not
+    a customer key): the RE2 pattern that is found in a text exactly when the test holds."""
+    if node.kind != "compare" or node.children[0].kind not in ("key", "call") \
+            or reads_customer(node):
+        return None
+    right = node.children[1]
+    if node.value == "matches":
+        return str(right.value), True
+    if node.value == "contains" and right.kind == "literal" and isinstance(right.value, str) \
+            and right.value:
+        return re2_literal(right.value), False
+    return None
 
 
 def compile_where(condition: Condition) -> CompiledCondition:

@@ -1,8 +1,8 @@
 """Which routes a message can match: per channel, found by a field's value, or screened.
 
 A channel's plan holds the routes tried for every message of that channel (`always`), the
-routes found by a word a field equals (`lookups`), and screens: one RE2 search for a run of
-routes that each need a pattern on the same field.
+routes found by a word a field equals (`lookups`), and screens: one RE2 search for the routes
+that each need a pattern on the same field (`matches`, `contains` a text, an `or` of those).
 """
 
 from __future__ import annotations
@@ -17,36 +17,43 @@ from .compile import MATCH_MAX_CHARS, CompiledCondition, CompiledRoute, as_word
 from .paths import MISSING, Reader
 
 SCREEN_MIN_ROUTES = 4  # below this, testing the routes one by one is as cheap
+# Keys with few values: a route keyed on one alone is tried with the others (and screened).
+WEAK_KEYS = frozenset({"account", "kind"})
 
 
 @dataclass(frozen=True, slots=True)
 class Screen:
-    """A run of `always` routes that each test one field against a pattern.
+    """The routes of a channel that each need a pattern on the same key (`matches`, `contains`
+    a text, or an `or` of those), wherever they stand in the file.
 
     One search with their patterns joined says whether any of them can match: when none can
-    (the common case, a message for the default route), the run is skipped at once instead
-    of searching route by route. When some can, RE2's set search names them, and only those
-    routes of the run are tried.
+    (the common case, a message for the default route), all of them are skipped at once
+    instead of searching route by route. When some can, RE2's set search names them, and only
+    those routes are tried.
     """
 
     read: Reader
     patterns: PatternSet
-    start: int  # the run is always[start:stop]
-    stop: int
-    routes: tuple[CompiledRoute, ...]  # always[start:stop]
+    routes: tuple[CompiledRoute, ...]  # in file order
     # position in the RuleSet's `routes` -> the index of the condition the screen answers
     pattern_at: dict[int, int]
+    # False when a pattern stands for `contains`, which reads the whole text: a text longer
+    # than `matches` reads is then not screened.
+    bounded: bool = True
 
     def narrow(self, message: Message) -> Sequence[CompiledRoute] | None:
-        """The routes of the run worth trying (those whose pattern is found); None: all."""
+        """The routes worth trying (those whose pattern is found); None: all."""
         value = self.read(message)
         if type(value) is not str:
-            # `matches` holds only for text: nothing or MISSING rules the run out.
+            # `matches` and `contains` hold only for text here: nothing or MISSING rules all
+            # out; a list or an object (`contains` an element or key) is tried route by route.
             return () if value is None or value is MISSING else None
+        if not self.bounded and len(value) > MATCH_MAX_CHARS:
+            return None
         if not self.patterns.any(value, MATCH_MAX_CHARS):
             return ()
         found = self.patterns.which(value, MATCH_MAX_CHARS)
-        if not found:  # RE2's set search gave up on this text: try every route of the run
+        if not found:  # RE2's set search gave up on this text: try every route
             return None
         routes = self.routes
         return [routes[i] for i in found]
@@ -63,26 +70,25 @@ class ChannelPlan:
 
     def screened(self, message: Message,
                  ruled_out: list[Narrowed] | None = None) -> Sequence[CompiledRoute]:
-        """`always` without the routes a screen rules out (each screen that did so and the
-        routes it kept are added to `ruled_out`, when given)."""
+        """`always` and the screened routes a screen does not rule out, in file order (each
+        screen that ruled routes out and the routes it kept are added to `ruled_out`)."""
         if not self.screens:
             return self.always
-        kept: list[CompiledRoute] | None = None
-        done = 0
+        found: list[CompiledRoute] | None = None
         for screen in self.screens:
             narrowed = screen.narrow(message)
-            if narrowed is not None:
-                if ruled_out is not None:
-                    ruled_out.append((screen, narrowed))
-                if kept is None:
-                    kept = []
-                kept.extend(self.always[done:screen.start])
-                kept.extend(narrowed)
-                done = screen.stop
-        if kept is None:
+            if narrowed is None:
+                narrowed = screen.routes
+            elif ruled_out is not None:
+                ruled_out.append((screen, narrowed))
+            if narrowed:
+                if found is None:
+                    found = list(self.always)
+                found.extend(narrowed)
+        if found is None:
             return self.always
-        kept.extend(self.always[done:])
-        return kept
+        found.sort(key=_position)
+        return found
 
     def candidates(self, message: Message,
                    ruled_out: list[Narrowed] | None = None) -> Sequence[CompiledRoute]:
@@ -130,50 +136,51 @@ def screened_false(ruled_out: Sequence[Narrowed]) -> dict[int, int]:
 
 
 def plan_channel(routes: Sequence[CompiledRoute], channel: str) -> ChannelPlan:
-    always: list[CompiledRoute] = []
+    tried: list[CompiledRoute] = []
     lookups: dict[str, tuple[Reader, dict[str, list[CompiledRoute]]]] = {}
     for route in routes:
         if route.channels is not None and channel not in route.channels:
             continue
-        if route.key is None or route.key.key is None:
-            always.append(route)
+        if route.key is None or route.key.key is None or (
+                route.key.label in WEAK_KEYS and route.pattern_at >= 0):
+            # An account or kind narrows little: a pattern the route needs narrows more.
+            tried.append(route)
             continue
         _, index = lookups.setdefault(route.key.label, (route.key.read, {}))
         for word in route.key.key:
             index.setdefault(word, []).append(route)
-    return ChannelPlan(always=tuple(always), lookups=tuple(
-        (read, {word: tuple(found) for word, found in index.items()})
-        for read, index in lookups.values()), screens=_screens(always))
+    screens = _screens(tried)
+    screened = {route.position for screen in screens for route in screen.routes}
+    return ChannelPlan(
+        always=tuple(r for r in tried if r.position not in screened),
+        lookups=tuple((read, {word: tuple(found) for word, found in index.items()})
+                      for read, index in lookups.values()),
+        screens=screens)
 
 
 def _screen_condition(route: CompiledRoute) -> CompiledCondition | None:
-    """A `matches` test the route needs (its conditions all must hold)."""
+    """A pattern test the route needs (its conditions all must hold)."""
     return route.conditions[route.pattern_at] if route.pattern_at >= 0 else None
 
 
-def _screens(always: Sequence[CompiledRoute]) -> tuple[Screen, ...]:
-    """Screens for the runs of consecutive routes that each need a pattern on one field."""
+def _screens(tried: Sequence[CompiledRoute]) -> tuple[Screen, ...]:
+    """A screen per key that at least SCREEN_MIN_ROUTES routes each need a pattern on."""
+    by_key: dict[str, list[tuple[CompiledRoute, CompiledCondition]]] = {}
+    for route in tried:
+        condition = _screen_condition(route)
+        if condition is not None:
+            by_key.setdefault(condition.label, []).append((route, condition))
     screens: list[Screen] = []
-    i = 0
-    while i < len(always):
-        first = _screen_condition(always[i])
-        j = i + 1
-        if first is not None:
-            patterns = [first.pattern]
-            while j < len(always) and (later := _screen_condition(always[j])) is not None \
-                    and later.label == first.label:
-                patterns.append(later.pattern)
-                j += 1
-            if j - i >= SCREEN_MIN_ROUTES:
-                try:
-                    # RE2 scopes flags to the group, so `(?i)` patterns join as they are.
-                    joined = PatternSet([p for p in patterns if p is not None])
-                except PatternInvalid:  # together past RE2's memory budget: no screen
-                    joined = None
-                if joined is not None:
-                    screens.append(Screen(
-                        read=first.read, patterns=joined, start=i, stop=j,
-                        routes=tuple(always[i:j]),
-                        pattern_at={r.position: r.pattern_at for r in always[i:j]}))
-        i = j
+    for needing in by_key.values():
+        if len(needing) < SCREEN_MIN_ROUTES:
+            continue
+        try:
+            # RE2 scopes flags to the group, so `(?i)` patterns join as they are.
+            joined = PatternSet([c.pattern for _, c in needing if c.pattern is not None])
+        except PatternInvalid:  # together past RE2's memory budget: no screen
+            continue
+        screens.append(Screen(
+            read=needing[0][1].read, patterns=joined, routes=tuple(r for r, _ in needing),
+            pattern_at={r.position: r.pattern_at for r, _ in needing},
+            bounded=all(c.bounded for _, c in needing)))
     return tuple(screens)

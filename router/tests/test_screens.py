@@ -19,8 +19,12 @@ SUBJECTS = ["订单问题", "REFUND please", "about keyword7", "about keyword", 
 
 
 def unscreened(rules: RuleSet) -> RuleSet:
-    return dataclasses.replace(rules, plans={
-        channel: dataclasses.replace(plan, screens=()) for channel, plan in rules.plans.items()})
+    """The same rules with every screened route tried one by one."""
+    return dataclasses.replace(rules, plans={channel: dataclasses.replace(
+        plan, screens=(), always=tuple(sorted(
+            [*plan.always, *(r for screen in plan.screens for r in screen.routes)],
+            key=lambda route: route.position)))
+        for channel, plan in rules.plans.items()})
 
 
 def routes_text(rng: random.Random, count: int) -> str:
@@ -88,3 +92,31 @@ def test_patterns_too_large_to_join_get_no_screen_and_still_decide(rules_from: R
     assert all(not plan.screens for plan in rules.plans.values())
     assert rules.decide(make_message(text="c" * 1000 + "x2")).route == "r2"
     assert rules.decide(make_message(text="c" * 999 + "x2")).route == "default"
+
+
+WHEN_TESTS = ["text contains '退款'", "text contains 'refund'", "text matches '(?i)urgent'",
+              "text contains '退货' or text contains '换货'",
+              "text contains 'a.b' or text matches '^\\\\s*$'", "text contains '#7#'",
+              "lower(text) contains 'refund'", "text contains 'order' and channel != 'email'"]
+TEXTS = ["我要退款", "REFUND", "refund now", "urgent!", "换货", "a.b", "axb", "   ", "#7#",
+         "nothing here", "x" * 10_000 + "退款",  # found only past what `matches` reads
+         "x" * 10_000 + "urgent", "order 7"]
+
+
+def test_contains_and_or_routes_screen_like_route_by_route(rules_from: RulesFrom) -> None:
+    rng = random.Random(11)
+    screened_any = False
+    for _ in range(20):
+        count = rng.randint(4, 30)
+        routes = "\n".join(f"- id: w{i}\n  when: \"{rng.choice(WHEN_TESTS)}\"\n  desk: sales"
+                           for i in range(count))
+        rules = rules_from(routes, lint=False)
+        screened_any |= bool(rules.plans["webform"].screens)
+        plain = unscreened(rules)
+        for text in TEXTS:
+            message = make_message(text=text)
+            decided = rules.decide(message, full=True)
+            assert decided.route == naive_route(rules, message), text[-20:]
+            assert [t.model_dump() for t in decided.tried] == [
+                t.model_dump() for t in plain.decide(message, full=True).tried]
+    assert screened_any
