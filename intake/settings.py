@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -48,8 +49,10 @@ class IntakeSettings(BaseSettings):
     api_token: SecretStr | None = Field(
         default=None, description="bearer token of the agent API; unset: generated once into "
         "`<data dir>/api-token` (mode 0600) and printed by `intake run` when generated")
-    ticket_core_url: str = Field(default="http://127.0.0.1:8000", description="where services "
-                                 "that look something up reach the ticket core")
+    ticket_core_url: str | None = Field(
+        default=None, description="where services that look something up (the router's "
+        "customer lookup) reach the ticket core; unset: `http://127.0.0.1:<INTAKE_TICKET_CORE_"
+        "PORT, else 8000>`, the ticket core of `intake run all` on this machine")
     host: str = Field(default="127.0.0.1", description="the address every service binds; set "
                       "`0.0.0.0` in a container, or nothing outside it can connect")
     log_level: str = Field(default="info", description="JSON log lines on stderr: debug, info, "
@@ -90,6 +93,13 @@ class IntakeSettings(BaseSettings):
             raise ValueError("INTAKE_FAULT is set but INTAKE_TEST_HARNESS is not: the fault "
                              "hook only runs under the test harness; unset INTAKE_FAULT")
         return self
+
+    @property
+    def effective_ticket_core_url(self) -> str:
+        if self.ticket_core_url:
+            return self.ticket_core_url
+        port = os.environ.get("INTAKE_TICKET_CORE_PORT", "").strip() or "8000"
+        return f"http://127.0.0.1:{port}"
 
     @property
     def amqp_urls(self) -> list[str]:

@@ -75,7 +75,7 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
     holder = RulesHolder.from_settings(settings)
     holder.load()  # a wrong config stops the start with its problems
 
-    directory = CustomerDirectory(settings.ticket_core_url, lambda: agent_token(settings))
+    directory = CustomerDirectory(settings.effective_ticket_core_url, lambda: agent_token(settings))
 
     async def watch_rules(app: web.Application) -> None:
         await holder.watch(own.reload_interval_s)

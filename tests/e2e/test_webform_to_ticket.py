@@ -116,6 +116,9 @@ async def test_form_post_becomes_a_routed_persisted_ticket(gateway: Gateway) -> 
         assert ticket["priority"] == "high"
         assert ticket["route"]["route"] == "complaints"
         assert ticket["channel"] == "webform"
+        # The example's rules read customer.*: the router asked the ticket core, which did not
+        # know this sender yet (an unreachable ticket core would say `error`).
+        assert ticket["route"]["customer"]["lookup"] == "miss"
 
         async with http.get(f"{gw.api}/api/v1/tickets/{ticket['id']}",
                             headers=gw.headers()) as response:
@@ -142,6 +145,16 @@ async def test_form_post_becomes_a_routed_persisted_ticket(gateway: Gateway) -> 
         assert ticket2["customer_id"] == ticket["customer_id"]
         assert ticket2["id"] != ticket["id"]
         assert ticket2["desk"] == "aftersales"  # the default route
+
+        # Looked up by the email alone (not the cached miss of email and phone): known now.
+        third = {k: v for k, v in second.items() if k != "phone"}
+        async with http.post(f"{gw.form}/forms/contact/submissions", json=third,
+                             headers={"Idempotency-Key": "e2e-3"}) as response:
+            assert response.status == 201, await response.text()
+            receipt3 = await response.json()
+        ticket3 = await find_ticket(http, gw, reference=receipt3["reference"])
+        assert ticket3["route"]["customer"]["lookup"] == "hit"
+        assert ticket3["route"]["customer"]["id"] == ticket["customer_id"]
 
         # A retried submission (same Idempotency-Key) is the same message, stored once.
         async with http.post(f"{gw.form}/forms/contact/submissions", json=submission,

@@ -137,7 +137,7 @@ async def _print_ticket(session: aiohttp.ClientSession, key: str, wait_s: float)
     token = (settings.api_token.get_secret_value() if settings.api_token is not None else
              (settings.data_dir / "api-token").read_text().strip()
              if (settings.data_dir / "api-token").exists() else "")
-    url = f"{settings.ticket_core_url.rstrip('/')}/api/v1/tickets"
+    url = f"{settings.effective_ticket_core_url.rstrip('/')}/api/v1/tickets"
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         try:
