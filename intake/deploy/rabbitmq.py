@@ -86,8 +86,10 @@ def definitions(specs: list[ServiceSpec], names: Names | None = None,
                         for spec in specs]
         + [{"user": OPS_USER, "vhost": VHOST, "configure": everything, "write": everything,
             "read": everything}],
+        # `queues`, not `quorum_queues` (3.12+): RabbitMQ 3.10 refuses the import otherwise;
+        # the pattern names only the work queues, all quorum queues.
         "policies": [{
-            "vhost": VHOST, "name": "intake-work-queue-length", "apply-to": "quorum_queues",
+            "vhost": VHOST, "name": "intake-work-queue-length", "apply-to": "queues",
             "pattern": _alternatives([names(q) for q in [*queues, *outbound]]),
             "definition": {"max-length": MAX_LENGTH}, "priority": 0}],
         "exchanges": [{"name": names(exchange), "vhost": VHOST, "type": "topic",
