@@ -324,24 +324,33 @@ def check_outboxes(settings: IntakeSettings) -> list[Finding]:
 
 
 async def check_blobs(settings: IntakeSettings) -> list[Finding]:
-    from .blobs import FileBlobStore
+    """A probe written, read back and (on S3, where replicas share the bucket) deleted."""
+    from .blobs import blob_store_for
 
-    where = str(settings.data_dir / "blobs")
     try:
-        store = FileBlobStore(settings.data_dir / "blobs")
+        store = blob_store_for(settings)
+    except ValueError as exc:
+        return [bad("blobs", "INTAKE_BLOB_URL", str(exc), "correct the URL")]
+    where = getattr(store, "where", str(settings.data_dir / "blobs"))
+    s3 = hasattr(store, "delete")
+    try:
         try:
             ref = await store.put(PROBE_BLOB)
             same = await store.get(ref) == PROBE_BLOB
+            if s3:
+                await store.delete(ref)  # type: ignore[union-attr]
         finally:
             await store.close()
     except Exception as exc:
-        return [bad("blobs", where, f"cannot write or read ({error_text(exc)})",
-                    "check the volume's permissions (the service's user writes there) and "
-                    "free space")]
+        fix = ("check the bucket exists, the credentials (AWS_*) may write, read and delete "
+               "in it, and the endpoint" if s3 else "check the volume's permissions (the "
+               "service's user writes there) and free space")
+        return [bad("blobs", where, f"cannot write or read ({error_text(exc)})", fix)]
     if not same:
         return [bad("blobs", where, "the probe read back differs", "the store is corrupt: "
                     "restore it from a backup")]
-    return [ok("blobs", where, "a probe was written and read back")]
+    done = "written, read back and deleted" if s3 else "written and read back"
+    return [ok("blobs", where, f"a probe was {done}")]
 
 
 async def diagnose(settings: IntakeSettings, *, service: str | None = None,
