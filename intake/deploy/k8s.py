@@ -216,6 +216,7 @@ def kustomization(specs: list[ServiceSpec]) -> dict[str, Any]:
         "labels": [{"pairs": PART_OF, "includeSelectors": False}],
         "images": [{"name": IMAGE, "newTag": "latest"}],
         "configMapGenerator": [{"name": "intake-config", "files": ["intake.yaml"]}],
-        "resources": ["engines.yaml", "keda.yaml", "network-policies.yaml", "ingress.yaml",
+        "resources": ["engines.yaml", "topology.yaml", "keda.yaml", "network-policies.yaml",
+                      "ingress.yaml",
                       *(f"services/{spec.name}.yaml" for spec in specs)],
     }

@@ -108,3 +108,42 @@ def definitions(specs: list[ServiceSpec], names: Names | None = None,
             "destination_type": "queue", "routing_key": queue.removeprefix("outbound.") + ".#",
             "arguments": {}} for queue in outbound],
     }
+
+
+def _resource_name(name: str) -> str:
+    """A broker name as a Kubernetes object name (DNS subdomain: no `_`)."""
+    return re.sub(r"[^a-z0-9.-]", "-", name.lower())
+
+
+def topology_resources(specs: list[ServiceSpec], cluster: str) -> list[dict[str, Any]]:
+    """The Messaging Topology Operator's Exchange, Queue, Binding and Policy resources for the
+    definitions file's exchanges, queues, bindings and policies, converted one for one."""
+    ours = definitions(specs)
+    reference = {"name": cluster}
+
+    def resource(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        return {"apiVersion": "rabbitmq.com/v1beta1", "kind": kind,
+                "metadata": {"name": _resource_name(name)},
+                "spec": {**spec, "vhost": VHOST, "rabbitmqClusterReference": reference}}
+
+    documents = [resource("Exchange", exchange["name"], {
+        "name": exchange["name"], "type": exchange["type"], "durable": exchange["durable"],
+        "autoDelete": exchange["auto_delete"]}) for exchange in ours["exchanges"]]
+    for queue in ours["queues"]:
+        arguments = dict(queue["arguments"])
+        kind = arguments.pop("x-queue-type")  # the resource's `type`
+        documents.append(resource("Queue", queue["name"], {
+            "name": queue["name"], "type": kind, "durable": queue["durable"],
+            "autoDelete": queue["auto_delete"], **({"arguments": arguments} if arguments
+                                                   else {}),
+            # Deleting the resource (`kubectl delete -k`) must not delete waiting messages.
+            "deletionPolicy": "retain"}))
+    documents += [resource("Binding", f"{binding['source']}.to.{binding['destination']}", {
+        "source": binding["source"], "destination": binding["destination"],
+        "destinationType": binding["destination_type"], "routingKey": binding["routing_key"]})
+        for binding in ours["bindings"]]
+    documents += [resource("Policy", policy["name"], {
+        "name": policy["name"], "pattern": policy["pattern"], "applyTo": policy["apply-to"],
+        "priority": policy["priority"], "definition": policy["definition"]})
+        for policy in ours["policies"]]
+    return documents

@@ -19,7 +19,7 @@ from intake.deploy.render import DEPLOY
 from intake.settings import IntakeSettings
 from tests.conftest import delete_topology
 
-from .support import tool
+from .support import OVERLAYS, rendered_overlay, tool
 
 
 def test_the_file_is_the_rendered_topology() -> None:
@@ -30,6 +30,41 @@ def test_the_file_is_the_rendered_topology() -> None:
             "intake.dead"} <= queues
     assert {user["name"] for user in on_disk["users"]} >= {s.name for s in services()}
     assert all(user["password_hash"] == "" for user in on_disk["users"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_topology_operators_resources_are_the_definitions(overlay: str) -> None:
+    """Exchange, Queue, Binding and Policy resources of the rendered overlay, read back into
+    the definitions' form, are the definitions file's (on Kubernetes, the same topology)."""
+    ours = definitions(services())
+    docs = [doc for doc in rendered_overlay(overlay) if doc["apiVersion"] == "rabbitmq.com/v1beta1"
+            and doc["kind"] != "RabbitmqCluster"]
+    assert all(doc["spec"]["rabbitmqClusterReference"] == {"name": "intake-rabbitmq"}
+               and doc["spec"]["vhost"] == "/" for doc in docs)
+    specs = {kind: [doc["spec"] for doc in docs if doc["kind"] == kind]
+             for kind in ("Exchange", "Queue", "Binding", "Policy")}
+
+    def same(rendered: list[dict[str, object]], listed: list[dict[str, object]]) -> bool:
+        """Equal as sets (kustomize orders resources its own way)."""
+        def text(item: object) -> str:
+            return json.dumps(item, sort_keys=True)
+
+        return sorted(map(text, rendered)) == sorted(map(text, listed))
+
+    assert same([{"name": s["name"], "vhost": s["vhost"], "type": s["type"],
+                  "durable": s["durable"], "auto_delete": s["autoDelete"], "internal": False,
+                  "arguments": {}} for s in specs["Exchange"]], ours["exchanges"])
+    assert same([{"name": s["name"], "vhost": s["vhost"], "durable": s["durable"],
+                  "auto_delete": s["autoDelete"],
+                  "arguments": {"x-queue-type": s["type"], **s.get("arguments", {})}}
+                 for s in specs["Queue"]], ours["queues"])
+    assert all(s["deletionPolicy"] == "retain" for s in specs["Queue"])
+    assert same([{"source": s["source"], "vhost": s["vhost"], "destination": s["destination"],
+                  "destination_type": s["destinationType"], "routing_key": s["routingKey"],
+                  "arguments": {}} for s in specs["Binding"]], ours["bindings"])
+    assert same([{"vhost": s["vhost"], "name": s["name"], "apply-to": s["applyTo"],
+                  "pattern": s["pattern"], "definition": s["definition"],
+                  "priority": s["priority"]} for s in specs["Policy"]], ours["policies"])
 
 
 async def test_its_queues_and_exchanges_are_what_the_code_declares(
