@@ -14,7 +14,7 @@ import pytest
 from intake.bus import Bus
 from intake.bus.topology import Names
 from intake.deploy.catalog import services
-from intake.deploy.rabbitmq import definitions
+from intake.deploy.rabbitmq import definitions, user_resource
 from intake.deploy.render import DEPLOY
 from intake.settings import IntakeSettings
 from tests.conftest import delete_topology
@@ -40,7 +40,7 @@ def test_the_topology_operators_resources_are_the_definitions(overlay: str) -> N
     docs = [doc for doc in rendered_overlay(overlay) if doc["apiVersion"] == "rabbitmq.com/v1beta1"
             and doc["kind"] != "RabbitmqCluster"]
     assert all(doc["spec"]["rabbitmqClusterReference"] == {"name": "intake-rabbitmq"}
-               and doc["spec"]["vhost"] == "/" for doc in docs)
+               and doc["spec"].get("vhost", "/") == "/" for doc in docs)
     specs = {kind: [doc["spec"] for doc in docs if doc["kind"] == kind]
              for kind in ("Exchange", "Queue", "Binding", "Policy")}
 
@@ -65,6 +65,16 @@ def test_the_topology_operators_resources_are_the_definitions(overlay: str) -> N
     assert same([{"vhost": s["vhost"], "name": s["name"], "apply-to": s["applyTo"],
                   "pattern": s["pattern"], "definition": s["definition"],
                   "priority": s["priority"]} for s in specs["Policy"]], ours["policies"])
+    # One User per definitions user (credentials generated into a Secret the service's pods
+    # read), and its permissions as the definitions give them.
+    users = {doc["metadata"]["name"]: doc["spec"] for doc in docs if doc["kind"] == "User"}
+    grants = {doc["spec"]["userReference"]["name"]: doc["spec"]["permissions"]
+              for doc in docs if doc["kind"] == "Permission"}
+    for permission in ours["permissions"]:
+        name = user_resource(permission["user"])
+        assert "importCredentialsSecret" not in users[name]
+        assert grants[name] == {key: permission[key] for key in ("configure", "write", "read")}
+    assert len(users) == len(grants) == len(ours["users"])
 
 
 async def test_its_queues_and_exchanges_are_what_the_code_declares(
