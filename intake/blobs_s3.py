@@ -3,10 +3,11 @@
 Connector replicas on several nodes share attachments through it. Objects keep the file
 store's content-addressed names, `<prefix>/<aa>/<bb>/<sha256>`. A `put` returns once S3 has
 answered the PUT (S3 stores an object durably before it answers), carries the sha256 the
-store computed so that S3 checks the bytes against the name, and is a no-op when the object
-exists. A stream becomes a multipart upload to `<prefix>/incoming/<uuid>`, hashed as it is
-written; once complete it is copied under its name (so no object is ever visible under a
-name its bytes do not have) and the upload's object is deleted. S3's copy takes objects up to
+store computed as `x-amz-checksum-sha256` (AWS S3 refuses bytes that do not match it; moto,
+which the tests use, does not check it), and is a no-op when the object exists. A stream
+becomes a multipart upload to `<prefix>/incoming/<uuid>`, hashed as it is written; once
+complete it is copied under its name (so no object is ever visible under a name its bytes
+do not have) and the upload's object is deleted. S3's copy takes objects up to
 5 GiB, far above any attachment or recording the gateway takes.
 
 The URL is `s3://bucket[/prefix][?endpoint=URL&region=NAME]`; credentials, and the endpoint
@@ -121,7 +122,7 @@ class S3BlobStore:
                              f"sha256:{digest}")
         key = self.key(digest)
         if not await self._has(key):
-            # S3 refuses the object if its bytes do not hash to what we send.
+            # AWS S3 refuses the object if its bytes do not hash to what we send.
             checksum = base64.b64encode(bytes.fromhex(digest)).decode()
             await self._call("put_object", Key=key, Body=data, ChecksumSHA256=checksum)
         return f"sha256:{digest}"
