@@ -1,6 +1,6 @@
 """The shared kernel: what every connector and service imports, and nothing else."""
 
-from .blobs import BlobStore, FileBlobStore, blob_ref
+from .blobs import BlobStore, FileBlobStore, blob_ref, blob_store_for
 from .bus import Bus, DeadLetter
 from .channel import Channel, Command, Inbound, discover_channels
 from .components import Consumer, Listener, Task, run_in_thread
@@ -108,6 +108,7 @@ __all__ = [
     "Unsupported",
     "bind_message",
     "blob_ref",
+    "blob_store_for",
     "configure_logging",
     "discover_channels",
     "error_answer",

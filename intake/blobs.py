@@ -25,7 +25,11 @@ from collections.abc import AsyncIterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .blobs_s3 import S3BlobStore
+    from .settings import IntakeSettings
 
 _REF = re.compile(r"^sha256:([0-9a-f]{64})$")
 PACK_NAME = "pack.sqlite3"
@@ -58,6 +62,15 @@ class BlobStore(Protocol):
                          max_bytes: int | None = None) -> StoredBlob: ...
     async def get(self, ref: str) -> bytes: ...
     async def exists(self, ref: str) -> bool: ...
+
+
+def blob_store_for(settings: IntakeSettings) -> FileBlobStore | S3BlobStore:
+    """The backend `INTAKE_BLOB_URL` names (`s3://…`), or the file store under the data dir."""
+    if settings.blob_url:
+        from .blobs_s3 import S3BlobStore
+
+        return S3BlobStore.from_url(settings.blob_url)
+    return FileBlobStore(settings.data_dir / "blobs")
 
 
 def blob_ref(data: bytes) -> str:

@@ -39,6 +39,7 @@ class Finding:
     where: str
     text: str
     fix: str = ""
+    noted: bool = False  # a check that could not be made: said, but not a problem
 
     @property
     def problem(self) -> bool:
@@ -47,6 +48,8 @@ class Finding:
     def line(self) -> str:
         if self.problem:
             return f"PROBLEM {self.check:<9} {self.where}: {self.text}; fix: {self.fix}"
+        if self.noted:
+            return f"note    {self.check:<9} {self.where}: {self.text}"
         return f"ok      {self.check:<9} {self.where}: {self.text}"
 
 
@@ -129,8 +132,11 @@ def _service_settings(service: str) -> list[Finding]:
     return [ok("settings", service, "its settings load")]
 
 
-async def check_broker(settings: IntakeSettings) -> list[Finding]:
+async def check_broker(settings: IntakeSettings,
+                       management_urls: list[str] | None = None) -> list[Finding]:
     import aio_pika
+
+    from .doctor_broker import check_management
 
     findings: list[Finding] = []
     checked_topology = False
@@ -151,6 +157,9 @@ async def check_broker(settings: IntakeSettings) -> list[Finding]:
                 checked_topology = True
         finally:
             await connection.close()
+    if checked_topology:  # members, policies and clocks: from the management API
+        findings.extend(await check_management(settings, _expected_queues(settings),
+                                               management_urls))
     return findings
 
 
@@ -315,30 +324,40 @@ def check_outboxes(settings: IntakeSettings) -> list[Finding]:
 
 
 async def check_blobs(settings: IntakeSettings) -> list[Finding]:
-    from .blobs import FileBlobStore
+    """A probe written, read back and (on S3, where replicas share the bucket) deleted."""
+    from .blobs import blob_store_for
 
-    where = str(settings.data_dir / "blobs")
     try:
-        store = FileBlobStore(settings.data_dir / "blobs")
+        store = blob_store_for(settings)
+    except ValueError as exc:
+        return [bad("blobs", "INTAKE_BLOB_URL", str(exc), "correct the URL")]
+    where = getattr(store, "where", str(settings.data_dir / "blobs"))
+    s3 = hasattr(store, "delete")
+    try:
         try:
             ref = await store.put(PROBE_BLOB)
             same = await store.get(ref) == PROBE_BLOB
+            if s3:
+                await store.delete(ref)  # type: ignore[union-attr]
         finally:
             await store.close()
     except Exception as exc:
-        return [bad("blobs", where, f"cannot write or read ({error_text(exc)})",
-                    "check the volume's permissions (the service's user writes there) and "
-                    "free space")]
+        fix = ("check the bucket exists, the credentials (AWS_*) may write, read and delete "
+               "in it, and the endpoint" if s3 else "check the volume's permissions (the "
+               "service's user writes there) and free space")
+        return [bad("blobs", where, f"cannot write or read ({error_text(exc)})", fix)]
     if not same:
         return [bad("blobs", where, "the probe read back differs", "the store is corrupt: "
                     "restore it from a backup")]
-    return [ok("blobs", where, "a probe was written and read back")]
+    done = "written, read back and deleted" if s3 else "written and read back"
+    return [ok("blobs", where, f"a probe was {done}")]
 
 
 async def diagnose(settings: IntakeSettings, *, service: str | None = None,
-                   database: bool = True) -> list[Finding]:
+                   database: bool = True,
+                   management_urls: list[str] | None = None) -> list[Finding]:
     findings = check_configuration(settings, service)
-    findings.extend(await check_broker(settings))
+    findings.extend(await check_broker(settings, management_urls))
     if database:
         findings.extend(await check_database(settings))
     findings.extend(check_disk(settings))
@@ -357,8 +376,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         for problem in settings_problems(exc):
             print(f"PROBLEM settings  environment: {problem}; fix: correct the variable")
         return 1
+    management = [url.strip() for url in (args.management_url or "").split(",") if url.strip()]
     findings = asyncio.run(diagnose(settings, service=args.service,
-                                    database=not args.no_database))
+                                    database=not args.no_database,
+                                    management_urls=management or None))
     for finding in findings:
         print(redact(finding.line(), settings))
     problems = sum(finding.problem for finding in findings)

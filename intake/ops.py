@@ -168,4 +168,7 @@ def add_commands(sub: Any) -> None:
     doctor.add_argument("--service", help="also check this service's own settings")
     doctor.add_argument("--no-database", action="store_true",
                         help="skip the database (a connector's host never reaches it)")
+    doctor.add_argument("--management-url", metavar="URL[,URL…]",
+                        help="each broker node's management API, in the order of "
+                        "INTAKE_AMQP_URL (default: its host at port 15672, its credentials)")
     doctor.set_defaults(func=cmd_doctor)

@@ -25,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 
-from .blobs import BlobStore, FileBlobStore
+from .blobs import BlobStore, blob_store_for
 from .bus import BROKER_COMPONENT, Bus
 from .components import Consumer, Listener, SenderFactory, SenderHook, Task
 from .config import ConfigDocument
@@ -264,7 +264,7 @@ async def _running_bus(app: web.Application, write_window_s: float) -> AsyncIter
 
 
 async def blobs_context(app: web.Application) -> AsyncIterator[None]:
-    blobs = FileBlobStore(app[SETTINGS].data_dir / "blobs")
+    blobs = blob_store_for(app[SETTINGS])
     app[BLOBS] = blobs
     yield
     await blobs.close()

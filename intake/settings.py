@@ -33,6 +33,11 @@ class IntakeSettings(BaseSettings):
         default=None, description="the ticket core's database; unset: SQLite "
         "`<data dir>/intake.sqlite3`; e.g. `postgresql+asyncpg://user@host/db`, or the plain "
         "`postgresql://…` URI (CloudNativePG's `<cluster>-app` Secret), run with asyncpg")
+    blob_url: str | None = Field(
+        default=None, pattern=r"^s3://", description="attachments and raw payloads in S3 or "
+        "an S3-compatible store, shared by replicas on several nodes: "
+        "`s3://bucket/prefix[?endpoint=URL&region=NAME]`, credentials from the `AWS_*` "
+        "variables; unset: files under `<data dir>/blobs`")
     state_url: str | None = Field(
         default=None, description="the connectors' state store (sent-ledger, cursors, "
         "journals); unset: SQLite `<data dir>/state.sqlite3`; or a PostgreSQL URL")

@@ -49,6 +49,9 @@ def rendered() -> dict[Path, str]:
             json.dumps(rabbitmq.definitions(specs), indent=2) + "\n",
         DEPLOY / "k8s" / "base" / "kustomization.yaml": HEADER + dump(k8s.kustomization(specs)),
         DEPLOY / "k8s" / "base" / "ingress.yaml": HEADER + dump_all(k8s.ingresses(specs)),
+        # The same topology as definitions.json, as Messaging Topology Operator resources.
+        DEPLOY / "k8s" / "base" / "topology.yaml": HEADER + dump_all(
+            rabbitmq.topology_resources(specs, k8s.RABBITMQ_CLUSTER)),
         # kustomize reads no file outside its folder: the example config, copied.
         DEPLOY / "k8s" / "base" / "intake.yaml":
             (DEPLOY / "intake.example.yaml").read_text(encoding="utf-8"),

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,8 +36,10 @@ class Cluster:
     nodes: list[RabbitNode]
 
     @classmethod
-    def form(cls) -> Cluster:
-        nodes = [RabbitNode() for _ in range(MEMBERS)]
+    def form(cls, make_node: Callable[[int], RabbitNode] = lambda _index: RabbitNode(),
+             ) -> Cluster:
+        """Start three nodes (`make_node(i)` makes the i-th) and join them into a cluster."""
+        nodes = [make_node(index) for index in range(MEMBERS)]
         try:
             nodes[0].start()
             for node in nodes[1:]:
@@ -68,15 +70,21 @@ class Cluster:
         result = self.live().ctl("cluster_status", "--formatter", "json")
         return sorted(json.loads(result.stdout).get("running_nodes", []))
 
-    def quorum_status(self, queue: str) -> list[dict[str, str]]:
+    def queues_ctl(self, *args: str) -> str:
+        """`rabbitmq-queues ARGS` on a live node; what it printed (RuntimeError on failure)."""
         node = self.live()
         result = subprocess.run(
-            [RABBITMQ_QUEUES, "-n", node.node, "quorum_status", queue, "--formatter", "json"],
+            [RABBITMQ_QUEUES, "-n", node.node, *args],
             env=node._env(), user="rabbitmq", group="rabbitmq", extra_groups=[],
             capture_output=True, text=True, timeout=60, check=False, cwd=node.base)
         if result.returncode != 0:
-            raise RuntimeError(f"quorum_status {queue}: {result.stdout}{result.stderr}")
-        rows: list[dict[str, str]] = json.loads(result.stdout)
+            raise RuntimeError(f"rabbitmq-queues {' '.join(args)}: {result.stdout}"
+                               f"{result.stderr}")
+        return result.stdout
+
+    def quorum_status(self, queue: str) -> list[dict[str, str]]:
+        rows: list[dict[str, str]] = json.loads(
+            self.queues_ctl("quorum_status", queue, "--formatter", "json"))
         return rows
 
     def leader(self, queue: str) -> RabbitNode:

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from intake.bus import Bus
 from intake.deploy.catalog import ServiceSpec, services
+from intake.deploy.rabbitmq import credentials_secret
 from intake.settings import IntakeSettings
 from tests.conftest import IN_CI, delete_topology
 
@@ -93,6 +94,8 @@ def manifest_environment(spec: ServiceSpec, database: str) -> dict[str, str]:
     container = workloads[spec.name]["spec"]["template"]["spec"]["containers"][0]
     secrets = {("intake-rabbitmq-default-user", "username"): "guest",
                ("intake-rabbitmq-default-user", "password"): "guest",
+               (credentials_secret(spec.name), "username"): "guest",
+               (credentials_secret(spec.name), "password"): "guest",
                ("intake-postgres-app", "uri"):
                    f"postgresql://postgres:x@intake-postgres-rw:5432/{database}",
                ("intake-secrets", "api-token"): "deploy-test-token"}

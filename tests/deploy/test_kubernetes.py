@@ -141,6 +141,24 @@ def test_production_runs_engines_at_three_and_consumers_at_two_or_more() -> None
         assert by_kind(docs, "Deployment")[name]["spec"]["replicas"] >= 2
 
 
+def test_production_stores_attachments_in_s3_for_every_service() -> None:
+    """Replicas on several nodes share attachments: every service has the same `s3://` URL,
+    its credentials from a Secret; dev keeps the file store on each pod's volume."""
+    for overlay, want in (("production", True), ("dev", False)):
+        workloads = [w for kind in WORKLOADS for w in by_kind(rendered_overlay(overlay),
+                                                              kind).values()]
+        assert {w["metadata"]["name"] for w in workloads} == {s.name for s in services()}
+        for workload in workloads:
+            container = workload["spec"]["template"]["spec"]["containers"][0]
+            urls = [e.get("value") for e in container["env"] if e["name"] == "INTAKE_BLOB_URL"]
+            refs = [e["secretRef"]["name"] for e in container["envFrom"] if "secretRef" in e]
+            if want:
+                assert urls == ["s3://intake-attachments/production"], workload["metadata"]
+                assert "intake-blob-store" in refs
+            else:
+                assert urls == [] and "intake-blob-store" not in refs
+
+
 def test_dev_runs_one_of_everything() -> None:
     docs = rendered_overlay("dev")
     assert by_kind(docs, "RabbitmqCluster")["intake-rabbitmq"]["spec"]["replicas"] == 1

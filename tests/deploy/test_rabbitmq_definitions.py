@@ -14,12 +14,12 @@ import pytest
 from intake.bus import Bus
 from intake.bus.topology import Names
 from intake.deploy.catalog import services
-from intake.deploy.rabbitmq import definitions
+from intake.deploy.rabbitmq import definitions, user_resource
 from intake.deploy.render import DEPLOY
 from intake.settings import IntakeSettings
 from tests.conftest import delete_topology
 
-from .support import tool
+from .support import OVERLAYS, rendered_overlay, tool
 
 
 def test_the_file_is_the_rendered_topology() -> None:
@@ -30,6 +30,51 @@ def test_the_file_is_the_rendered_topology() -> None:
             "intake.dead"} <= queues
     assert {user["name"] for user in on_disk["users"]} >= {s.name for s in services()}
     assert all(user["password_hash"] == "" for user in on_disk["users"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_topology_operators_resources_are_the_definitions(overlay: str) -> None:
+    """Exchange, Queue, Binding and Policy resources of the rendered overlay, read back into
+    the definitions' form, are the definitions file's (on Kubernetes, the same topology)."""
+    ours = definitions(services())
+    docs = [doc for doc in rendered_overlay(overlay) if doc["apiVersion"] == "rabbitmq.com/v1beta1"
+            and doc["kind"] != "RabbitmqCluster"]
+    assert all(doc["spec"]["rabbitmqClusterReference"] == {"name": "intake-rabbitmq"}
+               and doc["spec"].get("vhost", "/") == "/" for doc in docs)
+    specs = {kind: [doc["spec"] for doc in docs if doc["kind"] == kind]
+             for kind in ("Exchange", "Queue", "Binding", "Policy")}
+
+    def same(rendered: list[dict[str, object]], listed: list[dict[str, object]]) -> bool:
+        """Equal as sets (kustomize orders resources its own way)."""
+        def text(item: object) -> str:
+            return json.dumps(item, sort_keys=True)
+
+        return sorted(map(text, rendered)) == sorted(map(text, listed))
+
+    assert same([{"name": s["name"], "vhost": s["vhost"], "type": s["type"],
+                  "durable": s["durable"], "auto_delete": s["autoDelete"], "internal": False,
+                  "arguments": {}} for s in specs["Exchange"]], ours["exchanges"])
+    assert same([{"name": s["name"], "vhost": s["vhost"], "durable": s["durable"],
+                  "auto_delete": s["autoDelete"],
+                  "arguments": {"x-queue-type": s["type"], **s.get("arguments", {})}}
+                 for s in specs["Queue"]], ours["queues"])
+    assert all(s["deletionPolicy"] == "retain" for s in specs["Queue"])
+    assert same([{"source": s["source"], "vhost": s["vhost"], "destination": s["destination"],
+                  "destination_type": s["destinationType"], "routing_key": s["routingKey"],
+                  "arguments": {}} for s in specs["Binding"]], ours["bindings"])
+    assert same([{"vhost": s["vhost"], "name": s["name"], "apply-to": s["applyTo"],
+                  "pattern": s["pattern"], "definition": s["definition"],
+                  "priority": s["priority"]} for s in specs["Policy"]], ours["policies"])
+    # One User per definitions user (credentials generated into a Secret the service's pods
+    # read), and its permissions as the definitions give them.
+    users = {doc["metadata"]["name"]: doc["spec"] for doc in docs if doc["kind"] == "User"}
+    grants = {doc["spec"]["userReference"]["name"]: doc["spec"]["permissions"]
+              for doc in docs if doc["kind"] == "Permission"}
+    for permission in ours["permissions"]:
+        name = user_resource(permission["user"])
+        assert "importCredentialsSecret" not in users[name]
+        assert grants[name] == {key: permission[key] for key in ("configure", "write", "read")}
+    assert len(users) == len(grants) == len(ours["users"])
 
 
 async def test_its_queues_and_exchanges_are_what_the_code_declares(
