@@ -18,9 +18,11 @@ from intake import (
     IntakeSettings,
     Message,
     Service,
+    Task,
     get_logger,
 )
 from intake.blobs import FileBlobStore
+from intake.config import load_document, merge_rules
 from intake.service import bus_context
 
 from .api import api_routes, auth_middleware, ready_check
@@ -29,8 +31,10 @@ from .consume import persist_routed, record_results
 from .db import make_engine, migrate
 from .relay import Relay
 from .replies import ReplyChannels, default_accounts
+from .scheduler import Scheduler
 from .settings import TicketCoreSettings
 from .store import TicketStore
+from .timers import Timelines
 
 STORE = web.AppKey("store", TicketStore)
 log = get_logger(service="ticket-core")
@@ -51,11 +55,26 @@ def api_token(settings: IntakeSettings) -> str:
     return token
 
 
+def _with_rules(settings: IntakeSettings, doc: ConfigDocument) -> ConfigDocument:
+    rules_path = settings.rules_path
+    if rules_path is None:
+        return doc
+    try:
+        return merge_rules(doc, load_document(rules_path))
+    except Exception as exc:
+        log.warning("rules_unreadable", path=str(rules_path), error=str(exc)[:300])
+        return doc
+
+
 def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
     own = TicketCoreSettings()
     url = settings.effective_database_url
     engine = make_engine(url)
-    store = TicketStore(engine, sqlite_fast_path=own.sqlite_fast_path)
+    # The escalation timelines, desks and calendars of the rules (INTAKE_RULES, where set,
+    # replaces the routing sections; the router validated them).
+    store = TicketStore(engine, sqlite_fast_path=own.sqlite_fast_path,
+                        timelines=Timelines.from_document(_with_rules(settings, doc)))
+    scheduler = Scheduler(store, poll_s=own.timers_poll_s)
     blobs = FileBlobStore(settings.data_dir / "blobs")
     reply_channels = ReplyChannels.parse(own.reply_channels, default_accounts(doc))
     auto_replies = load_auto_replies(doc)
@@ -87,6 +106,7 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
         port=own.port,
         settings=settings,
         routes=list(api_routes(store, blobs=blobs, reply_channels=reply_channels)),
+        tasks=[Task("timers", lambda app: scheduler.run())] if own.timers else [],
         middlewares=[auth_middleware(api_token(settings))],
         # bus_context's exit stops the consumers and waits for in-flight commits.
         consumers=[Consumer("ticket_core", Message,

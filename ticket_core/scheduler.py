@@ -1,0 +1,156 @@
+"""The timer scheduler: a task of every ticket-core process that fires due timers exactly once.
+
+Each round is one write transaction: read up to `BATCH` pending timers due by the clock's
+now, in due order; lock their tickets (`FOR UPDATE SKIP LOCKED` on PostgreSQL: a ticket
+another process is working on waits for the next round; SQLite has one writer at a time,
+`BEGIN IMMEDIATE`); claim each timer with `UPDATE timers SET state = 'fired' … WHERE id = :id
+AND state = 'pending'` (a row another scheduler or an acknowledge settled first updates
+nothing and is skipped); re-check its condition, apply its effect (timeline.py), set its final
+state, and write its events to the event log, all committed together. So a timer fires once
+across processes and restarts; those that fell due while no process ran fire at start, in due
+order. Not RabbitMQ TTLs: a per-message TTL expires only at the head of its queue, and a broker
+timer can be neither listed on its ticket nor cancelled by an acknowledge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Connection
+
+from intake.logging import get_logger
+
+from .events import PlannedEvent
+from .statements import TICKETS, TIMERS, CoreWriteStatements
+from .store import TicketStore, append_events
+from .timeline import TicketWork
+from .timers import Timelines
+
+BATCH = 500
+POLL_S = 1.0
+MAX_BACKOFF_S = 5.0
+
+log = get_logger(component="timers")
+
+
+def fire_due(connection: Connection, now: datetime, timelines: Timelines,
+             limit: int = BATCH) -> int:
+    """One round in the caller's write transaction: the number of timers fired."""
+    due = connection.execute(
+        select(TIMERS).where(TIMERS.c.state == "pending", TIMERS.c.due_at <= now)
+        .order_by(TIMERS.c.due_at, TIMERS.c.id).limit(limit)).all()
+    if not due:
+        return 0
+    events: list[PlannedEvent] = []
+    works: dict[str, TicketWork | None] = {}
+    # Sorted: two schedulers lock tickets in the same order.
+    for ticket_id in sorted({row.ticket_id for row in due}):
+        works[ticket_id] = TicketWork.lock(connection, TICKETS.c.id == ticket_id, timelines,
+                                           events, skip_locked=True)
+    fired = 0
+    for timer in due:
+        work = works.get(timer.ticket_id)
+        if work is None:
+            if not _ticket_exists(connection, timer.ticket_id):
+                _settle(connection, timer.id, "cancelled", "ticket not found", now)
+            continue  # locked by another transaction: next round
+        claimed = connection.execute(
+            update(TIMERS).where(TIMERS.c.id == timer.id, TIMERS.c.state == "pending")
+            .values(state="fired", fired_at=now)).rowcount
+        if not claimed:
+            continue  # settled by another scheduler or an acknowledge first
+        try:
+            state, reason = work.fire(timer, now)
+        except Exception as exc:
+            log.warning("timer_failed", timer_id=timer.id, kind=timer.kind, error=repr(exc))
+            state, reason = "cancelled", f"failed: {exc!r}"[:256]
+        if (state, reason) != ("fired", None):
+            _settle(connection, timer.id, state, reason, now)
+        fired += 1
+    for work in works.values():
+        if work is not None:
+            work.save(now)
+    append_events(CoreWriteStatements(connection), events)
+    return fired
+
+
+def _settle(connection: Connection, timer_id: int, state: str, reason: str | None,
+            now: datetime) -> None:
+    connection.execute(update(TIMERS).where(TIMERS.c.id == timer_id).values(
+        state=state, reason=reason, fired_at=now))
+
+
+def _ticket_exists(connection: Connection, ticket_id: str) -> bool:
+    return connection.execute(select(TICKETS.c.id).where(TICKETS.c.id == ticket_id)
+                              ).first() is not None
+
+
+class Scheduler:
+    """Runs `fire_due` rounds until cancelled: at once while rounds are full, else at the
+    next due time (by the clock), at most `poll_s` apart (another process may plan a timer
+    due sooner). A round with nothing due is one read, no write transaction."""
+
+    def __init__(self, store: TicketStore, *, poll_s: float = POLL_S,
+                 batch: int = BATCH) -> None:
+        self.store = store
+        self.poll_s = poll_s
+        self.batch = batch
+        self.fired = 0
+        self.failing_since: float | None = None
+
+    async def run_once(self) -> int:
+        now = self.store.clock.now()
+        upcoming = await self.next_due()
+        if upcoming is None or upcoming > now:
+            return 0
+        timelines = self.store.timelines
+        fired: int = await self.store.write(
+            lambda c: fire_due(c, now, timelines, self.batch))
+        self.fired += fired
+        return fired
+
+    async def next_due(self) -> datetime | None:
+        async with self.store.engine.connect() as conn:
+            value: Any = (await conn.execute(select(func.min(TIMERS.c.due_at)).where(
+                TIMERS.c.state == "pending"))).scalar()
+        if value is None:
+            return None
+        # min() of a SQLite column comes back as its stored text, not through UtcDateTime.
+        found = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+        return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
+
+    async def run(self) -> None:
+        """Until cancelled; survives any error (logged once as it goes, once when back)."""
+        delay = 0.2
+        while True:
+            try:
+                fired = await self.run_once()
+                wait = 0.0 if fired >= self.batch else await self._wait_s()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
+                    log.warning("timers_failed", error=repr(exc)[:500])
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, MAX_BACKOFF_S)
+                continue
+            if self.failing_since is not None:
+                log.info("timers_recovered",
+                         seconds=round(time.monotonic() - self.failing_since, 1))
+                self.failing_since = None
+            delay = 0.2
+            if wait > 0:
+                await asyncio.sleep(wait)
+
+    async def _wait_s(self) -> float:
+        upcoming = await self.next_due()
+        if upcoming is None:
+            return self.poll_s
+        seconds = (upcoming - self.store.clock.now()).total_seconds()
+        return min(max(seconds, 0.01), self.poll_s)
