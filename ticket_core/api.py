@@ -157,6 +157,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
     send a reply (none: every reply is `422 no_reply_channel`).
     """
     from .calls_api import call_routes  # it builds on this module's errors and answers
+    from .timing_api import timing_routes
 
     openapi_body = orjson.dumps(build_openapi())
     channels = reply_channels or ReplyChannels()
@@ -262,6 +263,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         web.get(f"{PREFIX}/customers/{{customer_id}}", get_customer),
         web.get(OPENAPI_PATH, openapi),
         *call_routes(store),
+        *timing_routes(store),
     ]
 
 

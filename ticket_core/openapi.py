@@ -11,7 +11,9 @@ from intake.message import Channel, IdentityKind, Priority
 from .events import EVENT_TYPES
 from .schemas import (
     STATUSES,
+    AdvanceRequest,
     CustomerPage,
+    CustomerPatch,
     CustomerView,
     ErrorBody,
     MessageView,
@@ -22,6 +24,12 @@ from .schemas import (
 )
 
 REF = "#/components/schemas/{model}"
+
+
+def _timing() -> tuple[Any, Any]:
+    from .timing_api import customer_patch_operation, timing_paths  # it imports the API
+
+    return customer_patch_operation, timing_paths
 
 
 def _error(description: str, codes: list[str]) -> dict[str, Any]:
@@ -71,10 +79,12 @@ CALL_OK = {"description": "The call", "content": {"application/json": {"schema":
 
 def build_openapi() -> dict[str, Any]:
     """The document served at GET /api/v1/openapi.json."""
+    customer_patch_operation, timing_paths = _timing()
     _, defs = models_json_schema(
         [*((m, "serialization") for m in (TicketPage, TicketDetail, CustomerView, CustomerPage,
                                           ErrorBody, MessageView)),
-         (ReplyRequest, "validation"), (StatusChange, "validation")],
+         (ReplyRequest, "validation"), (StatusChange, "validation"),
+         (AdvanceRequest, "validation"), (CustomerPatch, "validation")],
         ref_template=REF)
     ticket_path_parameter = {"name": "ticket_id", "in": "path", "required": True,
                              "description": "The ticket's id, or its number (digits)",
@@ -236,7 +246,8 @@ def build_openapi() -> dict[str, Any]:
                               "401": UNAUTHORIZED,
                               "404": _error("No such customer", ["customer_not_found"]),
                               "503": UNAVAILABLE},
-            }},
+            }, "patch": customer_patch_operation(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE)},
+            **timing_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE),
             "/api/v1/calls/{call_id}": {"get": {
                 "operationId": "getCall",
                 "summary": "A phone call: state, screen pop, pick and, once recorded, its "
