@@ -64,18 +64,18 @@ async def until(condition: object, timeout: float) -> None:
 async def test_a_timer_due_after_a_kill_9_fires_once_after_the_restart(
         store: TicketStore, database_url: str) -> None:
     await migrate(database_url)
-    child = subprocess.Popen([sys.executable, "-c", PROCESS, database_url], cwd=REPO,
-                             stdout=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PROCESS, database_url, cwd=REPO, stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         assert child.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 60)
-        assert line.strip() == "planned"
+        line = await asyncio.wait_for(child.stdout.readline(), 60)
+        assert line.decode().strip() == "planned"
         # The first timer fires in the child; then it dies before the second is due.
         await until(lambda: _count(store, 1), 20)
     finally:
         child.send_signal(signal.SIGKILL)
-        child.wait(10)
+        await asyncio.wait_for(child.wait(), 10)
     async with store.engine.connect() as conn:
         pending = (await conn.execute(select(TIMERS.c.due_at).where(
             TIMERS.c.kind == "overflow", TIMERS.c.state == "pending"))).scalars().all()
