@@ -20,7 +20,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
 from intake.logging import get_logger
@@ -40,54 +40,58 @@ log = get_logger(component="timers")
 
 def fire_due(connection: Connection, now: datetime, timelines: Timelines,
              limit: int = BATCH) -> int:
-    """One round in the caller's write transaction: the number of timers fired."""
+    """One round in the caller's write transaction: the number of timers fired.
+
+    Set-based, so a round of 500 is a handful of statements: the due timers, their tickets
+    (locked), one claiming UPDATE … RETURNING, then the final states, the tickets and the
+    events in one executemany each.
+    """
     due = connection.execute(
         select(TIMERS).where(TIMERS.c.state == "pending", TIMERS.c.due_at <= now)
         .order_by(TIMERS.c.due_at, TIMERS.c.id).limit(limit)).all()
     if not due:
         return 0
     events: list[PlannedEvent] = []
-    works: dict[str, TicketWork | None] = {}
-    # Sorted: two schedulers lock tickets in the same order.
-    for ticket_id in sorted({row.ticket_id for row in due}):
-        works[ticket_id] = TicketWork.lock(connection, TICKETS.c.id == ticket_id, timelines,
-                                           events, skip_locked=True)
+    works = {work.row.id: work for work in TicketWork.lock_many(
+        connection, sorted({row.ticket_id for row in due}), timelines, events)}
+    mine = [row.id for row in due if row.ticket_id in works]
+    missing = {row.ticket_id for row in due} - works.keys()
+    if missing:  # locked by another transaction (next round), or gone
+        present = set(connection.execute(select(TICKETS.c.id).where(
+            TICKETS.c.id.in_(sorted(missing)))).scalars())
+        for row in due:
+            if row.ticket_id in missing and row.ticket_id not in present:
+                mine.append(row.id)  # claimed, then cancelled below
+    claimed = set(connection.execute(
+        update(TIMERS).where(TIMERS.c.id.in_(mine), TIMERS.c.state == "pending")
+        .values(state="fired", fired_at=now).returning(TIMERS.c.id)).scalars()) if mine else set()
+    settled: list[dict[str, Any]] = []
     fired = 0
     for timer in due:
+        if timer.id not in claimed:
+            continue  # settled by another scheduler or an acknowledge first, or locked
         work = works.get(timer.ticket_id)
         if work is None:
-            if not _ticket_exists(connection, timer.ticket_id):
-                _settle(connection, timer.id, "cancelled", "ticket not found", now)
-            continue  # locked by another transaction: next round
-        claimed = connection.execute(
-            update(TIMERS).where(TIMERS.c.id == timer.id, TIMERS.c.state == "pending")
-            .values(state="fired", fired_at=now)).rowcount
-        if not claimed:
-            continue  # settled by another scheduler or an acknowledge first
-        try:
-            state, reason = work.fire(timer, now)
-        except Exception as exc:
-            log.warning("timer_failed", timer_id=timer.id, kind=timer.kind, error=repr(exc))
-            state, reason = "cancelled", f"failed: {exc!r}"[:256]
+            state, reason = "cancelled", "ticket not found"
+        else:
+            try:
+                state, reason = work.fire(timer, now)
+            except Exception as exc:  # a bad row must not stop the others
+                log.warning("timer_failed", timer_id=timer.id, kind=timer.kind,
+                            error=repr(exc))
+                state, reason = "cancelled", f"failed: {exc!r}"[:256]
         if (state, reason) != ("fired", None):
-            _settle(connection, timer.id, state, reason, now)
+            settled.append({"b_id": timer.id, "b_state": state, "b_reason": reason})
         fired += 1
-    for work in works.values():
-        if work is not None:
-            work.save(now)
+    if settled:
+        connection.execute(_SETTLE, settled)
+    TicketWork.save_many(connection, list(works.values()), now)
     append_events(CoreWriteStatements(connection), events)
     return fired
 
 
-def _settle(connection: Connection, timer_id: int, state: str, reason: str | None,
-            now: datetime) -> None:
-    connection.execute(update(TIMERS).where(TIMERS.c.id == timer_id).values(
-        state=state, reason=reason, fired_at=now))
-
-
-def _ticket_exists(connection: Connection, ticket_id: str) -> bool:
-    return connection.execute(select(TICKETS.c.id).where(TICKETS.c.id == ticket_id)
-                              ).first() is not None
+_SETTLE = (update(TIMERS).where(TIMERS.c.id == bindparam("b_id"))
+           .values(state=bindparam("b_state"), reason=bindparam("b_reason")))
 
 
 class Scheduler:

@@ -14,7 +14,7 @@ import copy
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from intake.durations import parse_duration
@@ -24,6 +24,14 @@ from .planner import TicketRef
 from .schemas import DONE_STATUSES
 from .statements import TICKETS, TIMERS, CoreWriteStatements
 from .timers import Timelines, iso, timer_row
+
+_SAVE_TICKET = (
+    update(TICKETS).where(TICKETS.c.id == bindparam("b_id")).values(
+        desk=bindparam("b_desk"), skill_group=bindparam("b_skill_group"),
+        priority=bindparam("b_priority"), acknowledged_at=bindparam("b_acknowledged_at"),
+        sla=bindparam("b_sla", type_=TICKETS.c.sla.type),
+        escalation=bindparam("b_escalation", type_=TICKETS.c.escalation.type),
+        updated_at=bindparam("b_updated_at")))
 
 
 class StepNotManual(Exception):
@@ -76,6 +84,29 @@ class TicketWork:
             query = query.with_for_update(skip_locked=skip_locked)
         row = connection.execute(query).first()
         return cls(connection, row, timelines, events) if row is not None else None
+
+    @classmethod
+    def lock_many(cls, connection: Connection, ticket_ids: list[str], timelines: Timelines,
+                  events: list[PlannedEvent]) -> list[TicketWork]:
+        """These tickets, locked in id order; on PostgreSQL those another transaction holds
+        are skipped (SKIP LOCKED): the scheduler tries them next round."""
+        query = select(TICKETS).where(TICKETS.c.id.in_(ticket_ids)).order_by(TICKETS.c.id)
+        if connection.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        return [cls(connection, row, timelines, events) for row in connection.execute(query)]
+
+    @staticmethod
+    def save_many(connection: Connection, works: list[TicketWork], now: datetime) -> None:
+        changed = [w for w in works if w.changed]
+        if changed:
+            connection.execute(_SAVE_TICKET, [
+                {"b_id": w.row.id, "b_desk": w.desk, "b_skill_group": w.skill_group,
+                 "b_priority": w.priority, "b_acknowledged_at": w.acknowledged_at,
+                 "b_sla": w.sla, "b_escalation": w.escalation, "b_updated_at": now}
+                for w in changed])
+        timers = [t for w in works for t in w.new_timers]
+        if timers:
+            connection.execute(TIMERS.insert(), timers)
 
     # ---- what changes --------------------------------------------------------------------
 
