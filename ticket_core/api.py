@@ -40,6 +40,7 @@ IDENTITY_KINDS = frozenset(get_args(IdentityKind))
 TICKET_FILTERS = ("channel", "account", "desk", "skill_group", "status", "customer_id",
                   "priority", "category", "idempotency_key", "reference")
 TICKET_PARAMS = frozenset((*TICKET_FILTERS, "limit", "cursor"))
+MAX_IDENTITIES = 20  # `GET /api/v1/customers?identity=…` repeated
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -234,19 +235,26 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
 
     @_answers_errors
     async def find_customers(request: web.Request) -> web.StreamResponse:
+        # `identity` may repeat (the router looks up all of a sender's identities in one
+        # call): the customer owning the first one found, in the order given.
         unknown = {name: "unknown parameter; known: identity"
                    for name in request.query if name != "identity"}
-        identity = (request.query.get("identity") or "").strip()
-        kind, _, value = identity.partition(":")
-        if not identity:
+        given = [i.strip() for i in request.query.getall("identity", [])]
+        pairs: list[tuple[str, str]] = []
+        for identity in given:
+            kind, _, value = identity.partition(":")
+            if kind not in IDENTITY_KINDS or not value:
+                unknown["identity"] = ("<kind>:<value> with kind one of "
+                                       + ", ".join(sorted(IDENTITY_KINDS)))
+            pairs.append((kind, value))
+        if not given or not any(given):
             unknown["identity"] = "required, as <kind>:<value>, e.g. email:li.wei@example.cn"
-        elif kind not in IDENTITY_KINDS or not value:
-            unknown["identity"] = ("<kind>:<value> with kind one of "
-                                   + ", ".join(sorted(IDENTITY_KINDS)))
+        elif len(given) > MAX_IDENTITIES:
+            unknown["identity"] = f"at most {MAX_IDENTITIES}"
         if unknown:
             raise ApiError(400, "invalid_parameter", "Some query parameters are not valid.",
                            unknown)
-        customers = await store.find_customers(kind, value)
+        customers = await store.find_first_customer(pairs)
         return json_response(CustomerPage(items=customers, next=None))
 
     async def openapi(request: web.Request) -> web.StreamResponse:

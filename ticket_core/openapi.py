@@ -231,9 +231,13 @@ def build_openapi() -> dict[str, Any]:
             "/api/v1/customers": {"get": {
                 "operationId": "findCustomers",
                 "summary": "Find customers by identity",
-                "parameters": [_query(
+                "parameters": [{**_query(
                     "identity", "`<kind>:<value>`, e.g. `email:li.wei@example.cn`; kind one "
-                    "of " + ", ".join(get_args(IdentityKind)), required=True)],
+                    "of " + ", ".join(get_args(IdentityKind)) + ". Repeat it (at most 20) "
+                    "to look up several identities at once: the customer owning the first "
+                    "one found, in the order given.",
+                    {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                     "maxItems": 20}, required=True), "style": "form", "explode": True}],
                 "responses": {"200": _ok("CustomerPage", "The customers owning the identity"),
                               "400": BAD_PARAMETER, "401": UNAUTHORIZED, "503": UNAVAILABLE},
             }},

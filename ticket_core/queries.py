@@ -228,6 +228,19 @@ class TicketReader:
             IDENTITIES.c.kind == kind, IDENTITIES.c.value == normalize_identity(kind, value))
         return await self._customers(CUSTOMERS.c.id.in_(owners.scalar_subquery()))
 
+    async def find_first_customer(self, pairs: list[tuple[str, str]]) -> list[CustomerView]:
+        """The customer owning the first of these (kind, value) identities that is stored,
+        in the order given; none found: an empty list."""
+        wanted = [(kind, normalize_identity(kind, value)) for kind, value in pairs]
+        async with self._reading() as conn:
+            rows = (await conn.execute(select(
+                IDENTITIES.c.kind, IDENTITIES.c.value, IDENTITIES.c.customer_id).where(or_(
+                    *(and_(IDENTITIES.c.kind == kind, IDENTITIES.c.value == value)
+                      for kind, value in wanted))))).all()
+        owners = {(r.kind, r.value): r.customer_id for r in rows}
+        first = next((owners[pair] for pair in wanted if pair in owners), None)
+        return await self._customers(CUSTOMERS.c.id == first) if first else []
+
     async def _customers(self, condition: Any) -> list[CustomerView]:
         async with self._reading() as conn:
             customers = (await conn.execute(

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from intake.message import Identity
 from ticket_core.clock import ManualClock
 from ticket_core.schemas import CustomerView, TicketDetail
 from ticket_core.store import TicketStore
@@ -148,3 +149,25 @@ async def test_patching_an_unknown_customer_is_404(client: TestClient[Any, Any])
                                   json={"vip_level": 1})
     assert response.status == 404
     assert_error(await response.json(), "customer_not_found")
+
+
+async def test_repeated_identities_find_the_owner_of_the_first_one_found(
+        client: TestClient[Any, Any], store: TicketStore) -> None:
+    phone = await store.persist(message(email=None, identities=[
+        Identity(kind="phone", value="+8613800138000")]))
+    mail = await store.persist(message(email="Li.Wei@Example.CN"))
+    response = await client.get("/api/v1/customers", headers=AUTH, params=[
+        ("identity", "wechat_openid:o-none"), ("identity", "email:li.wei@example.cn"),
+        ("identity", "phone:+8613800138000")])
+    assert response.status == 200
+    assert [c["id"] for c in (await response.json())["items"]] == [mail.customer_id]
+    response = await client.get("/api/v1/customers", headers=AUTH, params=[
+        ("identity", "phone:+8613800138000"), ("identity", "email:li.wei@example.cn")])
+    assert [c["id"] for c in (await response.json())["items"]] == [phone.customer_id]
+    response = await client.get("/api/v1/customers", headers=AUTH, params=[
+        ("identity", "email:nobody@example.cn"), ("identity", "phone:+860")])
+    assert await response.json() == {"items": [], "next": None}
+    too_many = [("identity", f"email:{i}@example.cn") for i in range(21)]
+    response = await client.get("/api/v1/customers", headers=AUTH, params=too_many)
+    assert response.status == 400
+    assert_error(await response.json(), "invalid_parameter")
