@@ -198,7 +198,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         change = await _status_request(request)
         try:
             ticket_id, _ = await store.write(lambda c: write_status(
-                c, ticket_ref, change.status, utcnow()))
+                c, ticket_ref, change.status, store.clock.now(), store.timelines))
         except TicketNotFound as exc:
             raise ApiError(404, "ticket_not_found", f"No ticket {ticket_ref}.") from exc
         ticket = await store.get_ticket(ticket_id)

@@ -354,3 +354,25 @@ def advance_escalation(connection: Connection, ticket_ref: str, escalation_id: s
     work.save(now)
     append_events(CoreWriteStatements(connection), events)
     return str(work.row.id)
+
+
+def status_changed(connection: Connection, ticket_id: str, status: str, now: datetime,
+                   timelines: Timelines, actor: str = "agent") -> None:
+    """A ticket resolved (or closed, merged): its resolution clock stops, and a current
+    escalation step whose `done_when` is `resolved` is completed (the next one starts)."""
+    if status not in DONE_STATUSES:
+        return
+    from .store import append_events
+
+    events: list[PlannedEvent] = []
+    work = TicketWork.lock(connection, TICKETS.c.id == ticket_id, timelines, events)
+    if work is None:
+        return
+    work.now = now
+    for kind in ("sla_warning", "sla_breach"):
+        work.finish_timers("done", status, kind=kind, ref="resolution")
+    step = work.current_step()
+    if step is not None and step["done_when"] == "resolved":
+        work.complete_step(actor, None, now, actor)
+    work.save(now)
+    append_events(CoreWriteStatements(connection), events)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from intake.config import ConfigDocument
 from intake.message import Identity
 from ticket_core.clock import ManualClock
 from ticket_core.schemas import CustomerView, TicketDetail
@@ -171,3 +173,26 @@ async def test_repeated_identities_find_the_owner_of_the_first_one_found(
     response = await client.get("/api/v1/customers", headers=AUTH, params=too_many)
     assert response.status == 400
     assert_error(await response.json(), "invalid_parameter")
+
+
+async def test_resolving_stops_the_resolution_clock_and_completes_a_step_done_when_resolved(
+        client: TestClient[Any, Any], store: TicketStore, clock: ManualClock) -> None:
+    store.timelines = Timelines.from_document(ConfigDocument(path=Path("r.yaml"), data={
+        "escalations": [{"id": "resolve_flow", "steps": [
+            {"id": "fix", "within": "1h", "done_when": "resolved"},
+            {"id": "review", "within": "2h"}]}]}))
+    result = await store.persist(message(received_at=T0, routed=timed_route(
+        T0, steps=[("fix", None, timedelta(hours=1)), ("review", None, timedelta(hours=2))],
+        timeline="resolve_flow")))
+    clock.set(T0 + timedelta(minutes=20))
+    response = await client.patch(f"/api/v1/tickets/{result.ticket_id}", headers=AUTH,
+                                  json={"status": "resolved"})
+    assert response.status == 200, await response.text()
+    ticket = TicketDetail.model_validate(await response.json())
+    states = {(t.kind, t.ref): (t.state, t.reason) for t in ticket.timers}
+    assert states[("sla_breach", "resolution")] == ("done", "resolved")
+    assert states[("sla_warning", "resolution")] == ("done", "resolved")
+    assert states[("escalation_step", "resolve_flow.fix")] == ("done", "completed")
+    assert ticket.escalation is not None and ticket.escalation.step == "review"
+    assert ticket.escalation.steps[0].completed_at == T0 + timedelta(minutes=20)
+    assert ticket.escalation.steps[1].due_at == T0 + timedelta(hours=2, minutes=20)
