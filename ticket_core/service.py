@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -55,25 +56,39 @@ def api_token(settings: IntakeSettings) -> str:
     return token
 
 
-def _with_rules(settings: IntakeSettings, doc: ConfigDocument) -> ConfigDocument:
-    rules_path = settings.rules_path
-    if rules_path is None:
-        return doc
-    try:
-        return merge_rules(doc, load_document(rules_path))
-    except Exception as exc:
-        log.warning("rules_unreadable", path=str(rules_path), error=str(exc)[:300])
-        return doc
+async def follow_timelines(store: TicketStore, settings: IntakeSettings,
+                           interval_s: float = 2.0) -> None:
+    """Re-read the escalation timelines, desks and calendars when the config or rules file
+    changes (the router reloads its rules the same way): new tickets take the new timelines,
+    running ones keep the steps they copied. A file that does not load changes nothing."""
+    def stamps() -> list[float]:
+        paths = [settings.config_path, *([settings.rules_path] if settings.rules_path else [])]
+        return [p.stat().st_mtime if p.exists() else 0.0 for p in paths]
+
+    seen = stamps()
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            now = stamps()
+            if now == seen:
+                continue
+            seen = now
+            rules = load_document(settings.rules_path) if settings.rules_path else None
+            doc = merge_rules(load_document(settings.config_path), rules)
+            store.timelines = Timelines.from_document(doc)
+            log.info("timelines_reloaded", timelines=sorted(store.timelines.timelines))
+        except Exception as exc:  # the router refuses a broken file with its line
+            log.warning("timelines_not_reloaded", error=str(exc)[:300])
 
 
 def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
     own = TicketCoreSettings()
     url = settings.effective_database_url
     engine = make_engine(url)
-    # The escalation timelines, desks and calendars of the rules (INTAKE_RULES, where set,
-    # replaces the routing sections; the router validated them).
+    # The escalation timelines, desks and calendars of the rules (`doc` holds INTAKE_RULES'
+    # sections where set; the router validated them).
     store = TicketStore(engine, sqlite_fast_path=own.sqlite_fast_path,
-                        timelines=Timelines.from_document(_with_rules(settings, doc)))
+                        timelines=Timelines.from_document(doc))
     scheduler = Scheduler(store, poll_s=own.timers_poll_s)
     blobs = FileBlobStore(settings.data_dir / "blobs")
     reply_channels = ReplyChannels.parse(own.reply_channels, default_accounts(doc))
@@ -106,7 +121,9 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
         port=own.port,
         settings=settings,
         routes=list(api_routes(store, blobs=blobs, reply_channels=reply_channels)),
-        tasks=[Task("timers", lambda app: scheduler.run())] if own.timers else [],
+        tasks=[*([Task("timers", lambda app: scheduler.run())] if own.timers else []),
+               Task("timelines", lambda app: follow_timelines(store, settings),
+                    critical=False)],
         middlewares=[auth_middleware(api_token(settings))],
         # bus_context's exit stops the consumers and waits for in-flight commits.
         consumers=[Consumer("ticket_core", Message,

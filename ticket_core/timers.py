@@ -83,7 +83,9 @@ class Timelines:
             except Exception as exc:
                 log.warning("calendar_unreadable", error=str(exc)[:300])
         desks = doc.section("desks") or []
-        found.desks = frozenset(d["id"] for d in desks if isinstance(d, dict) and "id" in d)
+        if desks:  # without a desks section every desk is accepted
+            found.desks = frozenset(d["id"] for d in desks
+                                    if isinstance(d, dict) and "id" in d)
         for d in desks:
             if isinstance(d, dict) and "id" in d:
                 found.default_group[d["id"]] = d.get("default_skill_group")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,10 +16,12 @@ from sqlalchemy import select
 
 from intake.config import ConfigDocument
 from intake.message import RouteDelivery
+from intake.settings import IntakeSettings
 from ticket_core.clock import ManualClock, SystemClock
 from ticket_core.db import make_engine
 from ticket_core.events import EVENTS
 from ticket_core.scheduler import Scheduler
+from ticket_core.service import follow_timelines
 from ticket_core.statements import TIMERS
 from ticket_core.store import TicketStore
 from ticket_core.timeline import (
@@ -315,3 +318,29 @@ async def test_the_scheduler_task_fires_a_timer_due_in_a_second_on_the_system_cl
     moved = await store.get_ticket(result.ticket_id or "")
     assert moved is not None and moved.desk == "regional"
     assert store.clock.now() - now >= timedelta(seconds=1)
+
+
+def test_rules_without_desks_refuse_no_desk() -> None:
+    assert Timelines.from_document(ConfigDocument(path=Path("r.yaml"), data={})).desks is None
+    assert Timelines.from_document(RULES).desks == {"store_sh", "regional", "complaints",
+                                                    "management"}
+
+
+async def test_the_service_follows_changes_of_the_timelines(
+        store: TicketStore, tmp_path: Path) -> None:
+    config = tmp_path / "intake.yaml"
+    config.write_text("escalations:\n  - {id: a, steps: [{id: s, within: 5m}]}\n")
+    settings = IntakeSettings(config=config, rules=None)
+    task = asyncio.create_task(follow_timelines(store, settings, interval_s=0.05))
+    try:
+        await asyncio.sleep(0.2)
+        config.write_text("escalations:\n  - {id: b, steps: [{id: s, within: 5m}]}\n")
+        os.utime(config, (1, 1))  # a changed stamp, however coarse the file system's clock
+        for _ in range(100):
+            if "b" in store.timelines.timelines:
+                break
+            await asyncio.sleep(0.05)
+        assert list(store.timelines.timelines) == ["b"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
