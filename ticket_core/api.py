@@ -158,6 +158,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
     send a reply (none: every reply is `422 no_reply_channel`).
     """
     from .calls_api import call_routes  # it builds on this module's errors and answers
+    from .decisions import decision_routes
     from .timing_api import timing_routes
 
     openapi_body = orjson.dumps(build_openapi())
@@ -272,6 +273,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         web.get(OPENAPI_PATH, openapi),
         *call_routes(store),
         *timing_routes(store),
+        *decision_routes(store),
     ]
 
 

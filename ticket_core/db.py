@@ -166,6 +166,7 @@ class Message(Base):
         Index("ix_messages_customer_id", "customer_id"),
         Index("ix_messages_message_id", "message_id"),
         Index("ix_messages_reference", "reference"),
+        Index("ix_messages_persisted_at_id", "persisted_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(Id, primary_key=True)
@@ -199,6 +200,10 @@ class Message(Base):
     delivery_status: Mapped[str | None] = mapped_column(String(16))
     delivery_reason: Mapped[str | None] = mapped_column(String(256))
     delivery_attempt: Mapped[int | None] = mapped_column(Integer)
+    # Migration 0004, inbound only: the message's own decision and its sender as received
+    # (`{name, identities}`), so a decision can be replayed (`GET /api/v1/decisions`).
+    route: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    sender: Mapped[dict[str, Any] | None] = mapped_column(Json)
 
 
 class Attachment(Base):

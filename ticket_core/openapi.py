@@ -15,6 +15,7 @@ from .schemas import (
     CustomerPage,
     CustomerPatch,
     CustomerView,
+    DecisionPage,
     ErrorBody,
     MessageView,
     ReplyRequest,
@@ -26,10 +27,11 @@ from .schemas import (
 REF = "#/components/schemas/{model}"
 
 
-def _timing() -> tuple[Any, Any]:
-    from .timing_api import customer_patch_operation, timing_paths  # it imports the API
+def _timing() -> tuple[Any, Any, Any]:
+    from .decisions import decisions_path  # these import the API
+    from .timing_api import customer_patch_operation, timing_paths
 
-    return customer_patch_operation, timing_paths
+    return customer_patch_operation, timing_paths, decisions_path
 
 
 def _error(description: str, codes: list[str]) -> dict[str, Any]:
@@ -79,10 +81,10 @@ CALL_OK = {"description": "The call", "content": {"application/json": {"schema":
 
 def build_openapi() -> dict[str, Any]:
     """The document served at GET /api/v1/openapi.json."""
-    customer_patch_operation, timing_paths = _timing()
+    customer_patch_operation, timing_paths, decisions_path = _timing()
     _, defs = models_json_schema(
         [*((m, "serialization") for m in (TicketPage, TicketDetail, CustomerView, CustomerPage,
-                                          ErrorBody, MessageView)),
+                                          ErrorBody, MessageView, DecisionPage)),
          (ReplyRequest, "validation"), (StatusChange, "validation"),
          (AdvanceRequest, "validation"), (CustomerPatch, "validation")],
         ref_template=REF)
@@ -252,6 +254,7 @@ def build_openapi() -> dict[str, Any]:
                               "503": UNAVAILABLE},
             }, "patch": customer_patch_operation(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE)},
             **timing_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE),
+            **decisions_path(_ok, BAD_PARAMETER, UNAUTHORIZED, UNAVAILABLE),
             "/api/v1/calls/{call_id}": {"get": {
                 "operationId": "getCall",
                 "summary": "A phone call: state, screen pop, pick and, once recorded, its "

@@ -265,6 +265,8 @@ def _plan_message(plan: Plan, index: int, m: Message, now: datetime,
         "delivery_status": None,
         "delivery_reason": None,
         "delivery_attempt": None,
+        "route": m.route.model_dump(mode="json") if m.route else None,
+        "sender": m.sender.model_dump(mode="json"),
     })
     for a in m.attachments:
         plan.attachments.append({

@@ -346,4 +346,5 @@ def _message_view(row: Any, attachments: list[AttachmentView]) -> MessageView:
         received_at=row.received_at, persisted_at=row.persisted_at,
         idempotency_key=row.idempotency_key, trace_id=row.trace_id, raw=row.raw,
         delivery=(DeliveryView(status=row.delivery_status, reason=row.delivery_reason)
-                  if row.direction == "out" and row.delivery_status else None))
+                  if row.direction == "out" and row.delivery_status else None),
+        route=row.route)

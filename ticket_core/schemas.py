@@ -91,6 +91,9 @@ class MessageView(View):
     raw: str | None = Field(default=None, description="blob reference of the untouched payload")
     delivery: DeliveryView | None = Field(
         default=None, description="outbound messages only: the channel's delivery result")
+    route: dict[str, Any] | None = Field(
+        default=None, description="inbound: this message's own decision record (a follow-up "
+                                  "joining a ticket keeps the ticket where it is)")
 
 
 class TicketView(View):
@@ -208,6 +211,23 @@ class AdvanceRequest(View):
 
     note: str | None = Field(default=None, max_length=10_000,
                              description="why the step is done; required, not blank")
+
+
+class DecisionItem(View):
+    message_id: str
+    ticket_id: str | None
+    ticket_number: int | None
+    message: dict[str, Any] = Field(description="the common message as the router saw it "
+                                                "(without `route`)")
+    customer: dict[str, Any] | None = Field(description="the customer snapshot the decision "
+                                                        "read (`route.customer`)")
+    decision: dict[str, Any]
+    persisted_at: datetime
+
+
+class DecisionPage(View):
+    items: list[DecisionItem]
+    next: str | None = Field(description="pass as `cursor` for the next page; null at the end")
 
 
 class CustomerPatch(View):

@@ -196,3 +196,38 @@ async def test_resolving_stops_the_resolution_clock_and_completes_a_step_done_wh
     assert ticket.escalation is not None and ticket.escalation.step == "review"
     assert ticket.escalation.steps[0].completed_at == T0 + timedelta(minutes=20)
     assert ticket.escalation.steps[1].due_at == T0 + timedelta(hours=2, minutes=20)
+
+
+async def test_decisions_are_listed_by_when_they_were_stored_with_the_message_rebuilt(
+        client: TestClient[Any, Any], store: TicketStore) -> None:
+    first = await store.persist(message("d1", received_at=T0, routed=timed_route(T0),
+                                        identities=[Identity(kind="email", value="a@b.cn"),
+                                                    Identity(kind="phone",
+                                                             value="+8613800138000")]))
+    follow_up = await store.persist(message("d2", email="a@b.cn", routed=timed_route(T0)))
+    await store.persist(message("unrouted"))  # no decision: not a replay input
+    page = await (await client.get("/api/v1/decisions", headers=AUTH,
+                                   params={"limit": "1"})).json()
+    assert [i["message_id"] for i in page["items"]] == [first.message_id]
+    item = page["items"][0]
+    assert item["ticket_number"] == first.ticket_number
+    assert item["decision"]["route"] == "store_complaint"
+    assert item["message"]["sender"]["identities"] == [
+        {"kind": "email", "value": "a@b.cn", "verified": False},
+        {"kind": "phone", "value": "+8613800138000", "verified": False}]
+    assert item["message"]["idempotency_key"] == "webform:contact:d1"
+    assert "route" not in item["message"]
+    rest = await (await client.get("/api/v1/decisions", headers=AUTH,
+                                   params={"cursor": page["next"]})).json()
+    assert [i["message_id"] for i in rest["items"]] == [follow_up.message_id]
+    assert rest["next"] is None
+    ticket = TicketDetail.model_validate(await (await client.get(
+        f"/api/v1/tickets/{first.ticket_id}", headers=AUTH)).json())
+    assert ticket.messages[0].route is not None
+    later = await (await client.get("/api/v1/decisions", headers=AUTH, params={
+        "since": "2999-01-01T00:00:00Z"})).json()
+    assert later == {"items": [], "next": None}
+    for params in ({"since": "yesterday"}, {"limit": "0"}, {"cursor": "x"}, {"x": "1"}):
+        response = await client.get("/api/v1/decisions", headers=AUTH, params=params)
+        assert response.status == 400, params
+        assert_error(await response.json(), "invalid_parameter")

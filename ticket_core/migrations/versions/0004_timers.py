@@ -1,5 +1,6 @@
 """Timers: one row per timed action; tickets keep their SLA, escalation and acknowledgement;
-customers gain vip_level, language and fields.
+customers gain vip_level, language and fields; messages keep their own decision and sender
+(the replay source, `GET /api/v1/decisions`).
 
 Revision ID: 0004
 Revises: 0003
@@ -48,6 +49,10 @@ def upgrade() -> None:
         batch.add_column(sa.Column("acknowledged_at", Timestamp, nullable=True))
         batch.add_column(sa.Column("sla", Json, nullable=True))
         batch.add_column(sa.Column("escalation", Json, nullable=True))
+    with op.batch_alter_table("messages") as batch:
+        batch.add_column(sa.Column("route", Json, nullable=True))
+        batch.add_column(sa.Column("sender", Json, nullable=True))
+    op.create_index("ix_messages_persisted_at_id", "messages", ["persisted_at", "id"])
     with op.batch_alter_table("customers") as batch:
         batch.add_column(sa.Column("vip_level", sa.Integer(), nullable=False,
                                    server_default="0"))
@@ -60,6 +65,10 @@ def downgrade() -> None:
         batch.drop_column("fields")
         batch.drop_column("language")
         batch.drop_column("vip_level")
+    op.drop_index("ix_messages_persisted_at_id", table_name="messages")
+    with op.batch_alter_table("messages") as batch:
+        batch.drop_column("sender")
+        batch.drop_column("route")
     with op.batch_alter_table("tickets") as batch:
         batch.drop_column("escalation")
         batch.drop_column("sla")
