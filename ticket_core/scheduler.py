@@ -20,6 +20,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from prometheus_client import Counter
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
@@ -34,6 +35,12 @@ from .timers import Timelines
 BATCH = 500
 POLL_S = 1.0
 MAX_BACKOFF_S = 5.0
+# A scheduler failing this long makes the service unready (its timers would fire late).
+STALLED_AFTER_S = 30.0
+
+TIMERS_SETTLED = Counter("intake_ticket_core_timers_total",
+                         "Due timers the scheduler settled, by kind and final state",
+                         ["service", "kind", "state"])
 
 log = get_logger(component="timers")
 
@@ -66,6 +73,7 @@ def fire_due(connection: Connection, now: datetime, timelines: Timelines,
         update(TIMERS).where(TIMERS.c.id.in_(mine), TIMERS.c.state == "pending")
         .values(state="fired", fired_at=now).returning(TIMERS.c.id)).scalars()) if mine else set()
     settled: list[dict[str, Any]] = []
+    outcomes: list[tuple[str, str]] = []
     fired = 0
     for timer in due:
         if timer.id not in claimed:
@@ -82,11 +90,16 @@ def fire_due(connection: Connection, now: datetime, timelines: Timelines,
                 state, reason = "cancelled", f"failed: {exc!r}"[:256]
         if (state, reason) != ("fired", None):
             settled.append({"b_id": timer.id, "b_state": state, "b_reason": reason})
+        outcomes.append((timer.kind, state))
         fired += 1
     if settled:
         connection.execute(_SETTLE, settled)
     TicketWork.save_many(connection, list(works.values()), now)
     append_events(CoreWriteStatements(connection), events)
+    # Counted inside the transaction: a rollback after this over-counts, which a counter of
+    # settled timers tolerates better than missing the ones that committed.
+    for kind, state in outcomes:
+        TIMERS_SETTLED.labels("ticket-core", kind, state).inc()
     return fired
 
 
@@ -117,6 +130,13 @@ class Scheduler:
             lambda c: fire_due(c, now, timelines, self.batch))
         self.fired += fired
         return fired
+
+    def problem(self) -> str | None:
+        """A ready check's answer: why timers are not firing, or None."""
+        if self.failing_since is not None and (
+                time.monotonic() - self.failing_since) > STALLED_AFTER_S:
+            return f"timers: failing for {time.monotonic() - self.failing_since:.0f} s"
+        return None
 
     async def next_due(self) -> datetime | None:
         async with self.store.engine.connect() as conn:

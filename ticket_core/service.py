@@ -116,6 +116,9 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
     async def relay_ready(app: web.Application) -> str | None:
         return relay_box[0].problem() if relay_box else None
 
+    async def timers_ready(app: web.Application) -> str | None:
+        return scheduler.problem()
+
     return Service(
         name="ticket-core",
         port=own.port,
@@ -134,6 +137,6 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
                    Consumer("ticket_core.delivery", DeliveryResult,
                             lambda app: record_results(store))],
         contexts=[storage, bus_context, relay],
-        ready_checks=[ready_check(store), relay_ready],
+        ready_checks=[ready_check(store), relay_ready, timers_ready],
         state={STORE: store},
     )

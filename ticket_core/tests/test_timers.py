@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from intake.config import ConfigDocument
@@ -117,10 +118,13 @@ async def test_a_new_ticket_plans_its_timers_from_the_decision(timed: TicketStor
 
 async def test_overflow_moves_an_unacknowledged_ticket_once(
         timed: TicketStore, clock: ManualClock) -> None:
+    labels = {"service": "ticket-core", "kind": "overflow", "state": "fired"}
+    before = REGISTRY.get_sample_value("intake_ticket_core_timers_total", labels) or 0
     result = await timed.persist(message(received_at=T0, routed=timed_route(
         T0, overflow_after=timedelta(minutes=10))))
     assert await at(timed, clock, T0 + timedelta(minutes=9)) == 0
     assert await at(timed, clock, T0 + timedelta(minutes=10)) == 1
+    assert REGISTRY.get_sample_value("intake_ticket_core_timers_total", labels) == before + 1
     assert await at(timed, clock, T0 + timedelta(minutes=11)) == 0
     ticket = await timed.get_ticket(result.ticket_id or "")
     assert ticket is not None and (ticket.desk, ticket.skill_group) == ("regional", None)
