@@ -127,6 +127,13 @@ class TicketWork:
         desk, group = target["desk"], target.get("skill_group")
         if (desk, group) == (self.desk, self.skill_group):
             return
+        if self.timelines.desks is not None and desk not in self.timelines.desks:
+            # The rules changed under a running timeline: stay, and say so, never crash.
+            self.event("ticket.transferred", at, actor, {
+                "reason": reason, "skipped": f"desk {desk} is not in the rules in force",
+                "from": {"desk": self.desk, "skill_group": self.skill_group},
+                "to": {"desk": desk, "skill_group": group}})
+            return
         before = {"desk": self.desk, "skill_group": self.skill_group}
         self.desk, self.skill_group, self.changed = desk, group, True
         self.event("ticket.transferred", at, actor, {

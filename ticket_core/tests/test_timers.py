@@ -348,3 +348,19 @@ async def test_the_service_follows_changes_of_the_timelines(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_step_target_gone_from_the_rules_leaves_the_ticket_where_it_is(
+        timed: TicketStore, clock: ManualClock) -> None:
+    result = await timed.persist(message(received_at=T0, routed=timed_route(T0, steps=STEPS)))
+    ticket_id = result.ticket_id or ""
+    timed.timelines.desks = frozenset({"store_sh"})  # management left the rules
+    await timed.write(lambda c: acknowledge_ticket(c, ticket_id, T0, timed.timelines))
+    await timed.write(lambda c: advance_escalation(c, ticket_id, "complaint_warning", "ok",
+                                                   T0, timed.timelines))
+    ticket = await timed.get_ticket(ticket_id)
+    assert ticket is not None and ticket.escalation is not None
+    assert ticket.escalation.step == "gm" and ticket.desk == "store_sh"
+    skipped = await events_of(timed, "ticket.transferred")
+    assert [e.data["skipped"] for e in skipped] == [
+        "desk management is not in the rules in force"]
