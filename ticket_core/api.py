@@ -40,6 +40,7 @@ IDENTITY_KINDS = frozenset(get_args(IdentityKind))
 TICKET_FILTERS = ("channel", "account", "desk", "skill_group", "status", "customer_id",
                   "priority", "category", "idempotency_key", "reference")
 TICKET_PARAMS = frozenset((*TICKET_FILTERS, "limit", "cursor"))
+MAX_IDENTITIES = 20  # `GET /api/v1/customers?identity=…` repeated
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -56,10 +57,6 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.fields = fields or {}
-
-
-# A sender has a handful of identities; more in one lookup is a mistake or an attack.
-MAX_IDENTITIES = 20
 
 
 def error_response(status: int, code: str, message: str, fields: dict[str, str] | None = None,
@@ -161,6 +158,8 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
     send a reply (none: every reply is `422 no_reply_channel`).
     """
     from .calls_api import call_routes  # it builds on this module's errors and answers
+    from .decisions import decision_routes
+    from .timing_api import timing_routes
 
     openapi_body = orjson.dumps(build_openapi())
     channels = reply_channels or ReplyChannels()
@@ -200,7 +199,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         change = await _status_request(request)
         try:
             ticket_id, _ = await store.write(lambda c: write_status(
-                c, ticket_ref, change.status, utcnow()))
+                c, ticket_ref, change.status, store.clock.now(), store.timelines))
         except TicketNotFound as exc:
             raise ApiError(404, "ticket_not_found", f"No ticket {ticket_ref}.") from exc
         ticket = await store.get_ticket(ticket_id)
@@ -237,27 +236,27 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
 
     @_answers_errors
     async def find_customers(request: web.Request) -> web.StreamResponse:
-        """`identity=<kind>:<value>`, repeatable: the customers of the first identity found, in
-        the order given (the router sends all of a sender's identities in one call)."""
+        # `identity` may repeat (the router looks up all of a sender's identities in one
+        # call): the customer owning the first one found, in the order given.
         unknown = {name: "unknown parameter; known: identity"
                    for name in request.query if name != "identity"}
-        identities = [i.strip() for i in request.query.getall("identity", [])]
-        pairs = [identity.partition(":")[::2] for identity in identities]
-        if not identities or not all(identities):
+        given = [i.strip() for i in request.query.getall("identity", [])]
+        pairs: list[tuple[str, str]] = []
+        for identity in given:
+            kind, _, value = identity.partition(":")
+            if kind not in IDENTITY_KINDS or not value:
+                unknown["identity"] = ("<kind>:<value> with kind one of "
+                                       + ", ".join(sorted(IDENTITY_KINDS)))
+            pairs.append((kind, value))
+        if not given or not any(given):
             unknown["identity"] = "required, as <kind>:<value>, e.g. email:li.wei@example.cn"
-        elif len(identities) > MAX_IDENTITIES:
+        elif len(given) > MAX_IDENTITIES:
             unknown["identity"] = f"at most {MAX_IDENTITIES}"
-        elif any(kind not in IDENTITY_KINDS or not value for kind, value in pairs):
-            unknown["identity"] = ("<kind>:<value> with kind one of "
-                                   + ", ".join(sorted(IDENTITY_KINDS)))
         if unknown:
             raise ApiError(400, "invalid_parameter", "Some query parameters are not valid.",
                            unknown)
-        for kind, value in pairs:
-            customers = await store.find_customers(kind, value)
-            if customers:
-                return json_response(CustomerPage(items=customers, next=None))
-        return json_response(CustomerPage(items=[], next=None))
+        customers = await store.find_first_customer(pairs)
+        return json_response(CustomerPage(items=customers, next=None))
 
     async def openapi(request: web.Request) -> web.StreamResponse:
         return web.Response(body=openapi_body, content_type="application/json")
@@ -273,6 +272,8 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         web.get(f"{PREFIX}/customers/{{customer_id}}", get_customer),
         web.get(OPENAPI_PATH, openapi),
         *call_routes(store),
+        *timing_routes(store),
+        *decision_routes(store),
     ]
 
 

@@ -107,6 +107,11 @@ class Customer(Base):
     name: Mapped[str | None] = mapped_column(String(512))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    # Migration 0004: set by `PATCH /api/v1/customers/{id}`; read by the router's rules.
+    vip_level: Mapped[int] = mapped_column(Integer, nullable=False, default=0,
+                                           server_default="0")
+    language: Mapped[str | None] = mapped_column(String(35))
+    fields: Mapped[dict[str, Any] | None] = mapped_column(Json)
 
 
 class CustomerIdentity(Base):
@@ -148,6 +153,10 @@ class Ticket(Base):
     conversation_id: Mapped[str | None] = mapped_column(String(512))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    # Migration 0004: the decision's SLA and escalation as the ticket runs them (timers.py).
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    sla: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    escalation: Mapped[dict[str, Any] | None] = mapped_column(Json)
 
 
 class Message(Base):
@@ -157,6 +166,7 @@ class Message(Base):
         Index("ix_messages_customer_id", "customer_id"),
         Index("ix_messages_message_id", "message_id"),
         Index("ix_messages_reference", "reference"),
+        Index("ix_messages_persisted_at_id", "persisted_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(Id, primary_key=True)
@@ -190,6 +200,10 @@ class Message(Base):
     delivery_status: Mapped[str | None] = mapped_column(String(16))
     delivery_reason: Mapped[str | None] = mapped_column(String(256))
     delivery_attempt: Mapped[int | None] = mapped_column(Integer)
+    # Migration 0004, inbound only: the message's own decision and its sender as received
+    # (`{name, identities}`), so a decision can be replayed (`GET /api/v1/decisions`).
+    route: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    sender: Mapped[dict[str, Any] | None] = mapped_column(Json)
 
 
 class Attachment(Base):
@@ -380,3 +394,24 @@ class Call(Base):
     recorded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+
+class Timer(Base):
+    """A timed action (overflow, SLA warning or breach, escalation step or deadline), written
+    in the transaction that plans it and fired once by a scheduler (scheduler.py)."""
+
+    __tablename__ = "timers"
+    __table_args__ = (Index("ix_timers_state_due_at", "state", "due_at"),
+                      Index("ix_timers_ticket_id", "ticket_id"))
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    ticket_id: Mapped[str] = mapped_column(Id, nullable=False)
+    ref: Mapped[str] = mapped_column(String(256), nullable=False)
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    # pending, fired, done (its condition was met first), cancelled, overdue (a step).
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    fired_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    reason: Mapped[str | None] = mapped_column(String(256))
+    data: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)

@@ -22,7 +22,11 @@ if TYPE_CHECKING:
 
 EVENTS = db.Event.__table__
 EVENT_TYPES = ("ticket.created", "ticket.updated", "message.created",
-               "message.delivery_updated", "call.ringing", "call.answered", "call.ended")
+               "message.delivery_updated", "call.ringing", "call.answered", "call.ended",
+               # Timers and the acknowledge and advance endpoints (timeline.py).
+               "ticket.acknowledged", "ticket.transferred", "sla.warning", "sla.breached",
+               "escalation.step_started", "escalation.step_completed",
+               "escalation.step_overdue", "escalation.breached", "customer.updated")
 # The routing key's desk part for an event without one (a customer-timeline event).
 NO_DESK = "none"
 

@@ -11,8 +11,11 @@ from intake.message import Channel, IdentityKind, Priority
 from .events import EVENT_TYPES
 from .schemas import (
     STATUSES,
+    AdvanceRequest,
     CustomerPage,
+    CustomerPatch,
     CustomerView,
+    DecisionPage,
     ErrorBody,
     MessageView,
     ReplyRequest,
@@ -22,6 +25,13 @@ from .schemas import (
 )
 
 REF = "#/components/schemas/{model}"
+
+
+def _timing() -> tuple[Any, Any, Any]:
+    from .decisions import decisions_path  # these import the API
+    from .timing_api import customer_patch_operation, timing_paths
+
+    return customer_patch_operation, timing_paths, decisions_path
 
 
 def _error(description: str, codes: list[str]) -> dict[str, Any]:
@@ -71,10 +81,12 @@ CALL_OK = {"description": "The call", "content": {"application/json": {"schema":
 
 def build_openapi() -> dict[str, Any]:
     """The document served at GET /api/v1/openapi.json."""
+    customer_patch_operation, timing_paths, decisions_path = _timing()
     _, defs = models_json_schema(
         [*((m, "serialization") for m in (TicketPage, TicketDetail, CustomerView, CustomerPage,
-                                          ErrorBody, MessageView)),
-         (ReplyRequest, "validation"), (StatusChange, "validation")],
+                                          ErrorBody, MessageView, DecisionPage)),
+         (ReplyRequest, "validation"), (StatusChange, "validation"),
+         (AdvanceRequest, "validation"), (CustomerPatch, "validation")],
         ref_template=REF)
     ticket_path_parameter = {"name": "ticket_id", "in": "path", "required": True,
                              "description": "The ticket's id, or its number (digits)",
@@ -221,9 +233,13 @@ def build_openapi() -> dict[str, Any]:
             "/api/v1/customers": {"get": {
                 "operationId": "findCustomers",
                 "summary": "Find customers by identity",
-                "parameters": [_query(
+                "parameters": [{**_query(
                     "identity", "`<kind>:<value>`, e.g. `email:li.wei@example.cn`; kind one "
-                    "of " + ", ".join(get_args(IdentityKind)), required=True)],
+                    "of " + ", ".join(get_args(IdentityKind)) + ". Repeat it (at most 20) "
+                    "to look up several identities at once: the customer owning the first "
+                    "one found, in the order given.",
+                    {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                     "maxItems": 20}, required=True), "style": "form", "explode": True}],
                 "responses": {"200": _ok("CustomerPage", "The customers owning the identity"),
                               "400": BAD_PARAMETER, "401": UNAUTHORIZED, "503": UNAVAILABLE},
             }},
@@ -236,7 +252,9 @@ def build_openapi() -> dict[str, Any]:
                               "401": UNAUTHORIZED,
                               "404": _error("No such customer", ["customer_not_found"]),
                               "503": UNAVAILABLE},
-            }},
+            }, "patch": customer_patch_operation(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE)},
+            **timing_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE),
+            **decisions_path(_ok, BAD_PARAMETER, UNAUTHORIZED, UNAVAILABLE),
             "/api/v1/calls/{call_id}": {"get": {
                 "operationId": "getCall",
                 "summary": "A phone call: state, screen pop, pick and, once recorded, its "

@@ -34,6 +34,7 @@ from intake.message import Message, utcnow
 from .events import PlannedEvent
 from .schemas import DONE_STATUSES
 from .statements import UNJOINABLE_STATUSES, WriteStatements
+from .timers import Timelines, plan_timing
 
 # An inbound message on a ticket waiting for the customer, or already solved, reopens it;
 # unless a machine sent it (an out-of-office, a bounce, our own mail come back).
@@ -99,6 +100,7 @@ class Plan:
     attachments: list[dict[str, Any]] = field(default_factory=list)
     touched: dict[str, TicketRef] = field(default_factory=dict)
     events: list[PlannedEvent] = field(default_factory=list)
+    timers: list[dict[str, Any]] = field(default_factory=list)  # of new tickets (timers.py)
     # (result slot, ticket, message id, customer id, created): results once numbers exist.
     pending: list[tuple[int, TicketRef | None, str, str, bool]] = field(default_factory=list)
     # The first slot of each idempotency key: a repeat within the batch copies its result.
@@ -106,9 +108,10 @@ class Plan:
 
 
 def plan_batch(statements: WriteStatements, messages: Sequence[Message],
-               now: datetime) -> Plan:
+               now: datetime, timelines: Timelines | None = None) -> Plan:
     """Load what the batch needs, then plan it message by message."""
     plan = Plan(results=[None] * len(messages))
+    timelines = timelines if timelines is not None else Timelines()
 
     # 1. Load: which keys are stored already (and which message ids are taken).
     keys = {m.idempotency_key for m in messages}
@@ -143,7 +146,7 @@ def plan_batch(statements: WriteStatements, messages: Sequence[Message],
         if key in plan.batch_first:
             continue  # filled in after allocation from the first occurrence
         plan.batch_first[key] = index
-        _plan_message(plan, index, m, now, known, threads, taken_ids)
+        _plan_message(plan, index, m, now, known, threads, taken_ids, timelines)
     return plan
 
 
@@ -178,7 +181,7 @@ def _load_identities(statements: WriteStatements,
 
 def _plan_message(plan: Plan, index: int, m: Message, now: datetime,
                   known: dict[tuple[str, str], Known], threads: ThreadIndex,
-                  taken_ids: set[str]) -> None:
+                  taken_ids: set[str], timelines: Timelines) -> None:
     # The customer: the oldest one owning any of the sender's identities, else a new one.
     claims: dict[tuple[str, str], bool] = {}
     for identity in m.sender.identities:
@@ -193,7 +196,8 @@ def _plan_message(plan: Plan, index: int, m: Message, now: datetime,
         customer_id, customer_created_at, target = (
             str(uuid.uuid4()), now, plan.identities_new)
         plan.customers.append({"id": customer_id, "name": m.sender.name,
-                               "created_at": customer_created_at, "updated_at": now})
+                               "created_at": customer_created_at, "updated_at": now,
+                               "vip_level": 0, "language": None, "fields": None})
     for pair, verified in claims.items():
         existing = known.get(pair)
         if existing is None:
@@ -211,7 +215,7 @@ def _plan_message(plan: Plan, index: int, m: Message, now: datetime,
     if m.kind != "event":
         ticket = threads.find(m, customer_id)
         if ticket is None:
-            ticket = _plan_ticket(plan, m, customer_id, now)
+            ticket = _plan_ticket(plan, m, customer_id, now, timelines)
             created = True
         else:
             if ticket.status in REOPENED_BY_CUSTOMER and not NEVER_REOPENS.intersection(m.flags):
@@ -261,6 +265,8 @@ def _plan_message(plan: Plan, index: int, m: Message, now: datetime,
         "delivery_status": None,
         "delivery_reason": None,
         "delivery_attempt": None,
+        "route": m.route.model_dump(mode="json") if m.route else None,
+        "sender": m.sender.model_dump(mode="json"),
     })
     for a in m.attachments:
         plan.attachments.append({
@@ -275,7 +281,8 @@ def _plan_message(plan: Plan, index: int, m: Message, now: datetime,
     plan.pending.append((index, ticket, message_id, customer_id, created))
 
 
-def _plan_ticket(plan: Plan, m: Message, customer_id: str, now: datetime) -> TicketRef:
+def _plan_ticket(plan: Plan, m: Message, customer_id: str, now: datetime,
+                 timelines: Timelines) -> TicketRef:
     route = m.route
     desk = skill_group = category = None
     priority = "normal"
@@ -288,7 +295,11 @@ def _plan_ticket(plan: Plan, m: Message, customer_id: str, now: datetime) -> Tic
     subject = m.subject or (m.thread.subject if m.thread else None) or _first_line(m.text)
     # Each ticket its own instant, so newest-first lists keep a batch in arrival order.
     created_at = utcnow()
-    ref = TicketRef(id=str(uuid.uuid4()), number=None, status="new",
+    ticket_id = str(uuid.uuid4())
+    timing = plan_timing(ticket_id, route, m.received_at, now, timelines)
+    if timing.target is not None:  # the escalation's first step moves it when it starts
+        desk, skill_group = timing.target["desk"], timing.target["skill_group"]
+    ref = TicketRef(id=ticket_id, number=None, status="new",
                     customer_id=customer_id, channel=m.channel, desk=desk, new=True)
     plan.tickets.append({
         "id": ref.id, "number": None, "channel": m.channel, "account": m.account,
@@ -298,13 +309,23 @@ def _plan_ticket(plan: Plan, m: Message, customer_id: str, now: datetime) -> Tic
         "route": route.model_dump(mode="json") if route else None,
         "conversation_id": m.thread.conversation_id if m.thread else None,
         "created_at": created_at, "updated_at": created_at,
+        "acknowledged_at": None, "sla": timing.sla, "escalation": timing.escalation,
     })
     plan.new_ticket_refs.append(ref)
+    plan.timers.extend(timing.timers)
     plan.events.append(PlannedEvent(
         "ticket.created", now, ref, customer_id, "customer",
         {"channel": m.channel, "account": m.account, "status": "new", "priority": priority,
          "subject": subject, "skill_group": skill_group, "category": category,
          "conversation_id": m.thread.conversation_id if m.thread else None}))
+    escalation = timing.escalation
+    if escalation is not None:
+        first = escalation["steps"][0]
+        plan.events.append(PlannedEvent(
+            "escalation.step_started", now, ref, customer_id, "system",
+            {"escalation_id": escalation["id"], "timeline": escalation["timeline"],
+             "step": first["id"], "name": first["name"], "target": first["target"],
+             "due_at": first["due_at"]}))
     return ref
 
 

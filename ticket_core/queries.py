@@ -25,12 +25,15 @@ from .schemas import (
     CustomerEventView,
     CustomerView,
     DeliveryView,
+    EscalationView,
     IdentityView,
     MessageView,
+    SlaView,
     TicketDetail,
     TicketView,
+    TimerView,
 )
-from .statements import ATTACHMENTS, CUSTOMERS, IDENTITIES, MESSAGES, TICKETS
+from .statements import ATTACHMENTS, CUSTOMERS, IDENTITIES, MESSAGES, TICKETS, TIMERS
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -127,7 +130,8 @@ class TicketReader:
         query = query.order_by(TICKETS.c.created_at.desc(), TICKETS.c.id.desc()).limit(limit + 1)
         async with self._reading() as conn:
             rows = (await conn.execute(query)).all()
-        items = [_ticket_view(row) for row in rows[:limit]]
+            timers = await self._timers(conn, [row.id for row in rows[:limit]])
+        items = [_ticket_view(row, timers.get(row.id, [])) for row in rows[:limit]]
         following = None
         if len(rows) > limit:
             following = encode_cursor(items[-1].created_at, items[-1].id)
@@ -153,9 +157,24 @@ class TicketReader:
                           MESSAGES.c.received_at, MESSAGES.c.persisted_at, MESSAGES.c.id)
             )).all()
             attachments = await self._attachments(conn, [m.id for m in messages])
-        return TicketDetail(**_ticket_view(row).model_dump(),
+            timers = await self._timers(conn, [row.id])
+        return TicketDetail(**_ticket_view(row, timers.get(row.id, [])).model_dump(),
                             messages=[_message_view(m, attachments.get(m.id, []))
                                       for m in messages])
+
+    async def _timers(self, conn: AsyncConnection,
+                      ticket_ids: list[str]) -> dict[str, list[TimerView]]:
+        if not ticket_ids:
+            return {}
+        rows = await conn.execute(
+            select(TIMERS).where(TIMERS.c.ticket_id.in_(ticket_ids))
+            .order_by(TIMERS.c.due_at, TIMERS.c.id))
+        found: dict[str, list[TimerView]] = {}
+        for r in rows:
+            found.setdefault(r.ticket_id, []).append(TimerView(
+                id=r.id, kind=r.kind, ref=r.ref, due_at=r.due_at, state=r.state,
+                fired_at=r.fired_at, reason=r.reason))
+        return found
 
     async def _attachments(self, conn: AsyncConnection,
                            message_ids: list[str]) -> dict[str, list[AttachmentView]]:
@@ -209,6 +228,19 @@ class TicketReader:
             IDENTITIES.c.kind == kind, IDENTITIES.c.value == normalize_identity(kind, value))
         return await self._customers(CUSTOMERS.c.id.in_(owners.scalar_subquery()))
 
+    async def find_first_customer(self, pairs: list[tuple[str, str]]) -> list[CustomerView]:
+        """The customer owning the first of these (kind, value) identities that is stored,
+        in the order given; none found: an empty list."""
+        wanted = [(kind, normalize_identity(kind, value)) for kind, value in pairs]
+        async with self._reading() as conn:
+            rows = (await conn.execute(select(
+                IDENTITIES.c.kind, IDENTITIES.c.value, IDENTITIES.c.customer_id).where(or_(
+                    *(and_(IDENTITIES.c.kind == kind, IDENTITIES.c.value == value)
+                      for kind, value in wanted))))).all()
+        owners = {(r.kind, r.value): r.customer_id for r in rows}
+        first = next((owners[pair] for pair in wanted if pair in owners), None)
+        return await self._customers(CUSTOMERS.c.id == first) if first else []
+
     async def _customers(self, condition: Any) -> list[CustomerView]:
         async with self._reading() as conn:
             customers = (await conn.execute(
@@ -216,16 +248,29 @@ class TicketReader:
                 .order_by(CUSTOMERS.c.created_at, CUSTOMERS.c.id))).all()
             if not customers:
                 return []
+            ids = [c.id for c in customers]
             identities = (await conn.execute(
                 select(IDENTITIES)
-                .where(IDENTITIES.c.customer_id.in_([c.id for c in customers]))
+                .where(IDENTITIES.c.customer_id.in_(ids))
                 .order_by(IDENTITIES.c.id))).all()
+            counts: dict[tuple[str, bool], int] = {}
+            for customer_id, status, n in await conn.execute(
+                    select(TICKETS.c.customer_id, TICKETS.c.status, func.count())
+                    .where(TICKETS.c.customer_id.in_(ids))
+                    .group_by(TICKETS.c.customer_id, TICKETS.c.status)):
+                key = (customer_id, status in DONE_STATUSES)
+                counts[key] = counts.get(key, 0) + int(n)
         by_customer: dict[str, list[IdentityView]] = {}
         for i in identities:
             by_customer.setdefault(i.customer_id, []).append(
                 IdentityView(kind=i.kind, value=i.value, verified=i.verified))
         return [CustomerView(id=c.id, name=c.name, identities=by_customer.get(c.id, []),
-                             created_at=c.created_at, updated_at=c.updated_at)
+                             created_at=c.created_at, updated_at=c.updated_at,
+                             vip_level=c.vip_level, language=c.language,
+                             fields=c.fields or {},
+                             tickets_count=counts.get((c.id, True), 0)
+                             + counts.get((c.id, False), 0),
+                             open_tickets_count=counts.get((c.id, False), 0))
                 for c in customers]
 
 
@@ -278,13 +323,16 @@ def _filtered(query: Select[Any], f: TicketFilter) -> Select[Any]:
     return query
 
 
-def _ticket_view(row: Any) -> TicketView:
+def _ticket_view(row: Any, timers: list[TimerView]) -> TicketView:
     return TicketView(
         id=row.id, number=row.number, channel=row.channel, account=row.account, desk=row.desk,
         skill_group=row.skill_group, status=row.status, priority=row.priority,
         category=row.category, tags=row.tags or [], subject=row.subject,
         customer_id=row.customer_id, conversation_id=row.conversation_id, route=row.route,
-        created_at=row.created_at, updated_at=row.updated_at)
+        created_at=row.created_at, updated_at=row.updated_at,
+        acknowledged_at=row.acknowledged_at,
+        sla=SlaView.model_validate(row.sla) if row.sla else None, timers=timers,
+        escalation=EscalationView.model_validate(row.escalation) if row.escalation else None)
 
 
 def _message_view(row: Any, attachments: list[AttachmentView]) -> MessageView:
@@ -298,4 +346,5 @@ def _message_view(row: Any, attachments: list[AttachmentView]) -> MessageView:
         received_at=row.received_at, persisted_at=row.persisted_at,
         idempotency_key=row.idempotency_key, trace_id=row.trace_id, raw=row.raw,
         delivery=(DeliveryView(status=row.delivery_status, reason=row.delivery_reason)
-                  if row.direction == "out" and row.delivery_status else None))
+                  if row.direction == "out" and row.delivery_status else None),
+        route=row.route)

@@ -91,6 +91,9 @@ class MessageView(View):
     raw: str | None = Field(default=None, description="blob reference of the untouched payload")
     delivery: DeliveryView | None = Field(
         default=None, description="outbound messages only: the channel's delivery result")
+    route: dict[str, Any] | None = Field(
+        default=None, description="inbound: this message's own decision record (a follow-up "
+                                  "joining a ticket keeps the ticket where it is)")
 
 
 class TicketView(View):
@@ -111,6 +114,132 @@ class TicketView(View):
         description="the router's decision record (`route` of message schema v1)")
     created_at: datetime
     updated_at: datetime
+    acknowledged_at: datetime | None = Field(
+        default=None, description="when the ticket was acknowledged (`POST …/acknowledge`)")
+    sla: SlaView | None = Field(default=None, description="the decision's SLA as it runs")
+    timers: list[TimerView] = Field(default_factory=list,
+                                    description="its timed actions, by due time")
+    escalation: EscalationView | None = Field(
+        default=None, description="the escalation timeline (预警投诉) as it runs: the actual "
+                                  "schedule (the decision carries the planned one)")
+
+
+SlaTarget = Literal["first_response", "resolution"]
+TimerKind = Literal["overflow", "sla_warning", "sla_breach", "escalation_step",
+                    "escalation_deadline"]
+TimerState = Literal["pending", "fired", "done", "cancelled", "overdue"]
+
+
+class SlaWarningView(View):
+    target: SlaTarget
+    at: datetime = Field(description="when the warning falls")
+    fired_at: datetime | None = Field(default=None, description="when it was given")
+
+
+class SlaBreachView(View):
+    target: SlaTarget
+    at: datetime = Field(description="the due time that passed")
+
+
+class SlaView(View):
+    policy: str | None = None
+    business_hours: bool = False
+    calendar: str | None = None
+    first_response_due_at: datetime | None = None
+    next_response_due_at: datetime | None = Field(
+        default=None, description="filled in by the agent workflow (next-response clocks)")
+    resolution_due_at: datetime | None = None
+    paused: bool = False
+    warnings: list[SlaWarningView] = Field(default_factory=list)
+    breaches: list[SlaBreachView] = Field(default_factory=list)
+
+
+class TimerView(View):
+    id: int
+    kind: TimerKind
+    ref: str = Field(description="overflow: the desk; SLA: the target; escalation: "
+                                 "`<timeline>.<step>` or `<timeline>.deadline`")
+    due_at: datetime
+    state: TimerState
+    fired_at: datetime | None = None
+    reason: str | None = Field(default=None, description="why it was done or cancelled")
+
+
+class StepTargetView(View):
+    desk: str
+    skill_group: str | None = None
+
+
+class EscalationStepView(View):
+    id: str
+    name: str | None = None
+    target: StepTargetView | None = None
+    within: str = Field(description="a duration such as 30m")
+    done_when: Literal["acknowledged", "first_response", "resolved", "manual"]
+    on_overdue: list[Any] = Field(default_factory=list)
+    started_at: datetime | None = None
+    due_at: datetime | None = None
+    completed_at: datetime | None = None
+    overdue: bool = False
+    by: str | None = Field(default=None, description="who completed it: agent, system, …")
+    note: str | None = None
+
+
+class EscalationBreachView(View):
+    deadline: Literal["deadline", "hard_deadline"]
+    at: datetime
+
+
+class EscalationView(View):
+    id: str = Field(description="for `POST …/escalations/{id}/advance` (the timeline id works "
+                                "too)")
+    timeline: str
+    name: str | None = None
+    business_hours: bool = False
+    calendar: str | None = None
+    step: str | None = Field(description="the current step; null once every step is done")
+    step_due_at: datetime | None = None
+    deadline_at: datetime | None = None
+    hard_deadline_at: datetime | None = None
+    completed_at: datetime | None = None
+    breaches: list[EscalationBreachView] = Field(default_factory=list)
+    steps: list[EscalationStepView]
+
+
+class AdvanceRequest(View):
+    """`POST /api/v1/tickets/{id}/escalations/{escalation_id}/advance`."""
+
+    note: str | None = Field(default=None, max_length=10_000,
+                             description="why the step is done; required, not blank")
+
+
+class DecisionItem(View):
+    message_id: str
+    ticket_id: str | None
+    ticket_number: int | None
+    message: dict[str, Any] = Field(description="the common message as the router saw it "
+                                                "(without `route`)")
+    customer: dict[str, Any] | None = Field(description="the customer snapshot the decision "
+                                                        "read (`route.customer`)")
+    decision: dict[str, Any]
+    persisted_at: datetime
+
+
+class DecisionPage(View):
+    items: list[DecisionItem]
+    next: str | None = Field(description="pass as `cursor` for the next page; null at the end")
+
+
+class CustomerPatch(View):
+    """`PATCH /api/v1/customers/{id}`: the keys given change; `fields` merges (a key set to
+    null is removed)."""
+
+    name: str | None = Field(default=None, max_length=512)
+    vip_level: int | None = Field(default=None, ge=0, le=9)
+    language: str | None = Field(default=None, max_length=35,
+                                 pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$",
+                                 description="a BCP 47 tag such as zh-CN")
+    fields: dict[str, Any] | None = Field(default=None, description="free-form values")
 
 
 class TicketDetail(TicketView):
@@ -140,6 +269,11 @@ class CustomerView(View):
     identities: list[IdentityView]
     created_at: datetime
     updated_at: datetime
+    vip_level: int = Field(default=0, ge=0, le=9)
+    language: str | None = Field(default=None, description="BCP 47")
+    fields: dict[str, Any] = Field(default_factory=dict)
+    tickets_count: int = 0
+    open_tickets_count: int = Field(default=0, description="not resolved, closed or merged")
     events: list[CustomerEventView] = Field(
         default_factory=list, description="`GET /customers/{id}` only: the customer's events "
         "from the timeline, by `occurred_at`; never on a ticket")
@@ -160,3 +294,8 @@ class ErrorBody(View):
     message: str = Field(description="for people")
     fields: dict[str, str] = Field(default_factory=dict,
                                    description="the parameter or field at fault and why")
+
+
+# TicketView names the SLA, timer and escalation views defined after it.
+TicketView.model_rebuild()
+TicketDetail.model_rebuild()

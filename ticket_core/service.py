@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -18,9 +19,11 @@ from intake import (
     IntakeSettings,
     Message,
     Service,
+    Task,
     get_logger,
 )
-from intake.blobs import FileBlobStore
+from intake.blobs import blob_store_for
+from intake.config import load_document, merge_rules
 from intake.service import bus_context
 
 from .api import api_routes, auth_middleware, ready_check
@@ -29,8 +32,10 @@ from .consume import persist_routed, record_results
 from .db import make_engine, migrate
 from .relay import Relay
 from .replies import ReplyChannels, default_accounts
+from .scheduler import Scheduler
 from .settings import TicketCoreSettings
 from .store import TicketStore
+from .timers import Timelines
 
 STORE = web.AppKey("store", TicketStore)
 log = get_logger(service="ticket-core")
@@ -51,12 +56,41 @@ def api_token(settings: IntakeSettings) -> str:
     return token
 
 
+async def follow_timelines(store: TicketStore, settings: IntakeSettings,
+                           interval_s: float = 2.0) -> None:
+    """Re-read the escalation timelines, desks and calendars when the config or rules file
+    changes (the router reloads its rules the same way): new tickets take the new timelines,
+    running ones keep the steps they copied. A file that does not load changes nothing."""
+    def stamps() -> list[float]:
+        paths = [settings.config_path, *([settings.rules_path] if settings.rules_path else [])]
+        return [p.stat().st_mtime if p.exists() else 0.0 for p in paths]
+
+    seen = stamps()
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            now = stamps()
+            if now == seen:
+                continue
+            seen = now
+            rules = load_document(settings.rules_path) if settings.rules_path else None
+            doc = merge_rules(load_document(settings.config_path), rules)
+            store.timelines = Timelines.from_document(doc)
+            log.info("timelines_reloaded", timelines=sorted(store.timelines.timelines))
+        except Exception as exc:  # the router refuses a broken file with its line
+            log.warning("timelines_not_reloaded", error=str(exc)[:300])
+
+
 def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
     own = TicketCoreSettings()
     url = settings.effective_database_url
     engine = make_engine(url)
-    store = TicketStore(engine, sqlite_fast_path=own.sqlite_fast_path)
-    blobs = FileBlobStore(settings.data_dir / "blobs")
+    # The escalation timelines, desks and calendars of the rules (`doc` holds INTAKE_RULES'
+    # sections where set; the router validated them).
+    store = TicketStore(engine, sqlite_fast_path=own.sqlite_fast_path,
+                        timelines=Timelines.from_document(doc))
+    scheduler = Scheduler(store, poll_s=own.timers_poll_s)
+    blobs = blob_store_for(settings)  # INTAKE_BLOB_URL: S3, else files under the data dir
     reply_channels = ReplyChannels.parse(own.reply_channels, default_accounts(doc))
     auto_replies = load_auto_replies(doc)
     relay_box: list[Relay] = []
@@ -82,11 +116,17 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
     async def relay_ready(app: web.Application) -> str | None:
         return relay_box[0].problem() if relay_box else None
 
+    async def timers_ready(app: web.Application) -> str | None:
+        return scheduler.problem()
+
     return Service(
         name="ticket-core",
         port=own.port,
         settings=settings,
         routes=list(api_routes(store, blobs=blobs, reply_channels=reply_channels)),
+        tasks=[*([Task("timers", lambda app: scheduler.run())] if own.timers else []),
+               Task("timelines", lambda app: follow_timelines(store, settings),
+                    critical=False)],
         middlewares=[auth_middleware(api_token(settings))],
         # bus_context's exit stops the consumers and waits for in-flight commits.
         consumers=[Consumer("ticket_core", Message,
@@ -97,6 +137,6 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
                    Consumer("ticket_core.delivery", DeliveryResult,
                             lambda app: record_results(store))],
         contexts=[storage, bus_context, relay],
-        ready_checks=[ready_check(store), relay_ready],
+        ready_checks=[ready_check(store), relay_ready, timers_ready],
         state={STORE: store},
     )

@@ -36,3 +36,9 @@ class TicketCoreSettings(BaseSettings):
     # through the SQLAlchemy Core statements PostgreSQL uses (false): the same rows either way
     # (test_writes.py compares them); kept switchable to measure what the raw path saves.
     sqlite_fast_path: bool = True
+    # The timer scheduler (scheduler.py) looks for due timers at the next due time, and at
+    # least this often (a timer another process planned may fall due sooner).
+    timers_poll_s: float = 1.0
+    # Run the timer scheduler in this process (each of several processes may: every timer
+    # fires once whichever claims it).
+    timers: bool = True

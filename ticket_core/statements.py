@@ -41,7 +41,9 @@ ATTACHMENTS = db.Attachment.__table__
 COUNTERS = db.Counter.__table__
 EVENTS = db.Event.__table__
 OUTBOX = db.Outbox.__table__
-INSERTED_TABLES = (CUSTOMERS, IDENTITIES, TICKETS, MESSAGES, ATTACHMENTS, COUNTERS, EVENTS, OUTBOX)
+TIMERS = db.Timer.__table__
+INSERTED_TABLES = (CUSTOMERS, IDENTITIES, TICKETS, MESSAGES, ATTACHMENTS, COUNTERS, EVENTS, OUTBOX,
+                   TIMERS)
 
 # A conversation stays joinable until the ticket is closed or merged away.
 UNJOINABLE_STATUSES = ("closed", "merged")

@@ -18,13 +18,15 @@ from .planner import TicketRef
 from .replies import TicketNotFound
 from .statements import TICKETS, CoreWriteStatements
 from .store import append_events
+from .timeline import status_changed
+from .timers import Timelines
 
 # What an agent may set; `merged` is the merge operation's, not a plain status.
 SETTABLE = ("new", "open", "pending", "on_hold", "resolved", "closed")
 
 
 def write_status(connection: Connection, ticket_ref: str, status: str,
-                 now: datetime) -> tuple[str, bool]:
+                 now: datetime, timelines: Timelines | None = None) -> tuple[str, bool]:
     """Set the ticket's status in the caller's transaction: (ticket id, whether it changed)."""
     is_number = ticket_ref.isascii() and ticket_ref.isdigit() and len(ticket_ref) <= 18
     condition = (TICKETS.c.number == int(ticket_ref)) if is_number else (
@@ -44,4 +46,7 @@ def write_status(connection: Connection, ticket_ref: str, status: str,
          "changes": {"status": [ticket.status, status]}, "channel": ticket.channel,
          "account": ticket.account, "conversation_id": ticket.conversation_id,
          "subject": ticket.subject})])
+    # Resolved: the resolution clock stops, a step done when resolved completes.
+    status_changed(connection, ticket.id, status, now,
+                   timelines if timelines is not None else Timelines())
     return ticket.id, True

@@ -31,6 +31,7 @@ from intake.logging import get_logger
 from intake.message import Message, utcnow
 
 from . import db
+from .clock import Clock, SystemClock
 from .events import PlannedEvent, RecentEvents
 from .failures import RETRYABLE_SQLSTATES, Unpersistable, sqlstate, storage_unavailable
 from .planner import PersistResult, Plan, finish_results, normalize_identity, plan_batch
@@ -53,9 +54,11 @@ from .statements import (
     IDENTITIES,
     MESSAGES,
     TICKETS,
+    TIMERS,
     CoreWriteStatements,
     WriteStatements,
 )
+from .timers import Timelines
 from .writes import SqliteWriter
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "WRITE_ATTEMPTS", "Changes", "CursorInvalid",
@@ -112,10 +115,15 @@ def append_events(statements: WriteStatements,
 class TicketStore(TicketReader):
     """The only writer of the ticket core database, and its reader for the agent API."""
 
-    def __init__(self, engine: AsyncEngine, *, sqlite_fast_path: bool = True) -> None:
+    def __init__(self, engine: AsyncEngine, *, sqlite_fast_path: bool = True,
+                 clock: Clock | None = None, timelines: Timelines | None = None) -> None:
         """`sqlite_fast_path=False` writes a SQLite file through SQLAlchemy Core statements,
-        as PostgreSQL is written, instead of raw sqlite3 ones (see writes.py): same rows."""
+        as PostgreSQL is written, instead of raw sqlite3 ones (see writes.py): same rows.
+        `clock`: domain time (timers, acknowledgements); `timelines`: the rules' escalation
+        timelines (timers.py)."""
         super().__init__(engine)
+        self.clock: Clock = clock or SystemClock()
+        self.timelines = timelines if timelines is not None else Timelines()
         self._dialect = engine.dialect.name
         self._write_engine = engine.execution_options(**{db.WRITE: True})
         # A SQLite file is written from one thread of our own, a transaction per hop (see
@@ -203,7 +211,7 @@ class TicketStore(TicketReader):
     def _persist_batch(self, statements: WriteStatements, messages: Sequence[Message],
                        ) -> tuple[list[PersistResult], list[dict[str, Any]]]:
         now = utcnow()
-        plan = plan_batch(statements, messages, now)
+        plan = plan_batch(statements, messages, now, self.timelines)
         events = self._write(statements, plan, now)
         return finish_results(plan, messages), events
 
@@ -227,6 +235,8 @@ class TicketStore(TicketReader):
                 row["number"] = ref.number = number
                 row["status"] = ref.status
             statements.insert(TICKETS, plan.tickets)
+        if plan.timers:
+            statements.insert(TIMERS, plan.timers)
         if plan.messages:
             statements.insert(MESSAGES, plan.messages)
         if plan.attachments:

@@ -25,7 +25,6 @@ from prometheus_client import Gauge
 
 from intake import (
     Failed,
-    FileBlobStore,
     IntakeSettings,
     OutboundMessage,
     RetryLater,
@@ -33,6 +32,7 @@ from intake import (
     SendOutcome,
     Sent,
     Taken,
+    blob_store_for,
     get_logger,
     load_document,
 )
@@ -135,7 +135,7 @@ class WechatSender:
                 continue
             try:
                 if self.blobs is None:
-                    self.blobs = FileBlobStore(IntakeSettings().data_dir / "blobs")
+                    self.blobs = blob_store_for(IntakeSettings())
                 data = await self.blobs.get(attachment.blob)
                 media_id = await self.client.upload(account, "image", attachment.filename,
                                                     attachment.content_type, data)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from intake.message import (
     Attachment,
+    EscalationPlan,
+    EscalationStepPlan,
     Identity,
     Message,
     RouteDecision,
     RouteDelivery,
     Sender,
+    Sla,
+    SlaWarning,
     Thread,
     utcnow,
 )
@@ -20,12 +24,52 @@ from intake.message import (
 
 def route(desk: str = "aftersales", *, skill_group: str | None = "returns",
           priority: str = "normal", category: str | None = None,
-          tags: list[str] | None = None, deliveries: list[RouteDelivery] | None = None
+          tags: list[str] | None = None, deliveries: list[RouteDelivery] | None = None,
+          sla: Sla | None = None, escalation: EscalationPlan | None = None,
           ) -> RouteDecision:
     return RouteDecision(
         decision_id=uuid.uuid4().hex, revision="0" * 64, route="r1",
         deliveries=deliveries or [RouteDelivery(desk=desk, skill_group=skill_group)],
-        priority=priority, category=category, tags=tags or [])  # type: ignore[arg-type]
+        priority=priority, category=category, tags=tags or [],  # type: ignore[arg-type]
+        sla=sla, escalation=escalation)
+
+
+def timed_route(received_at: datetime, *, overflow_after: timedelta | None = None,
+                first_response: timedelta = timedelta(minutes=30),
+                resolution: timedelta = timedelta(hours=2),
+                warn_before: timedelta = timedelta(minutes=10),
+                steps: list[tuple[str, RouteDelivery | None, timedelta]] | None = None,
+                deadline: timedelta | None = timedelta(hours=24),
+                hard_deadline: timedelta | None = None,
+                timeline: str = "complaint_warning") -> RouteDecision:
+    """A decision as the router plans it: SLA due times and warnings from `received_at`,
+    an overflow delivery after `overflow_after`, the escalation schedule of `steps`
+    ((id, target, within), each starting when the one before is due)."""
+    t0 = received_at
+    deliveries = [RouteDelivery(desk="store_sh", skill_group="store_sh_service",
+                                role="primary")]
+    if overflow_after is not None:
+        deliveries.append(RouteDelivery(desk="regional", role="overflow", after="10m",
+                                        due=t0 + overflow_after))
+    sla = Sla(policy="complaint_simple", first_response_due=t0 + first_response,
+              resolution_due=t0 + resolution,
+              warnings=[SlaWarning(target="first_response",
+                                   at=t0 + first_response - warn_before),
+                        SlaWarning(target="resolution", at=t0 + resolution - warn_before)])
+    escalation = None
+    if steps:
+        planned, start = [], t0
+        for step_id, target, within in steps:
+            start = start + within
+            planned.append(EscalationStepPlan(id=step_id, target=target, due=start))
+        escalation = EscalationPlan(
+            timeline=timeline, deadline=t0 + deadline if deadline else None,
+            hard_deadline=t0 + hard_deadline if hard_deadline else None, steps=planned)
+    return RouteDecision(
+        decision_id=uuid.uuid4().hex, revision="0" * 64, route="store_complaint",
+        mode="primary_secondary" if overflow_after is not None else "single",
+        deliveries=deliveries, priority="high", category="complaint", tags=["complaint"],
+        sla=sla, escalation=escalation)
 
 
 def message(key: str | None = None, *, channel: str = "webform", account: str = "contact",

@@ -25,6 +25,7 @@ from ticket_core import store as store_module
 from ticket_core.consume import persist_routed
 from ticket_core.failures import Unpersistable
 from ticket_core.store import PersistResult, TicketStore
+from ticket_core.timers import Timelines
 from ticket_core.writes import (
     MESSAGES,
     SqliteWriteStatements,
@@ -34,9 +35,11 @@ from ticket_core.writes import (
     _sqlite_datetime,
 )
 
-from .builders import message, route
+from .builders import message, route, timed_route
+from .test_timers import RULES, STEPS
 
-TABLES = ("customers", "customer_identities", "tickets", "messages", "attachments", "counters")
+TABLES = ("customers", "customer_identities", "tickets", "messages", "attachments", "counters",
+          "timers")
 SHANGHAI = timezone(timedelta(hours=8))
 FAST_AND_CORE = pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "core"])
 
@@ -46,7 +49,8 @@ async def sqlite_store(path: Path, *, fast_path: bool) -> AsyncIterator[TicketSt
     url = f"sqlite+aiosqlite:///{path}"
     await db.migrate(url)
     engine = db.make_engine(url)
-    store = TicketStore(engine, sqlite_fast_path=fast_path)
+    store = TicketStore(engine, sqlite_fast_path=fast_path,
+                        timelines=Timelines.from_document(RULES))
     try:
         yield store
     finally:
@@ -231,6 +235,16 @@ async def scenario(s: Recorder) -> None:
     ])
     assert [r.ticket_id for r in fifth] == [third[0].ticket_id, third[4].ticket_id]
     await s.persist([message("last", email=None, routed=route(priority="high"))])
+    # SLA, escalation (a timeline of the rules, and one only the decision knows) and
+    # overflow: the tickets' sla and escalation, their timers and events.
+    t0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+    await s.persist([
+        message("timed-1", received_at=t0, routed=timed_route(
+            t0, overflow_after=timedelta(minutes=10), steps=STEPS,
+            hard_deadline=timedelta(hours=48))),
+        message("timed-2", received_at=t0, routed=timed_route(
+            t0, steps=STEPS[1:], timeline="not_in_the_rules", deadline=None)),
+        message("timed-3", email="li.wei@example.cn", routed=timed_route(t0))])
 
 
 def dump(path: Path) -> dict[str, list[tuple[tuple[str, Any], ...]]]:
@@ -284,6 +298,7 @@ async def test_fast_path_reads_back_what_postgresql_reads_back(
     recorded, fast_views = await record_scenario(tmp_path, monkeypatch)
 
     Deterministic().install(monkeypatch)
+    store.timelines = Timelines.from_document(RULES)
     assert recorded.results == await replay(store, recorded.steps)
     assert fast_views == await views(store)
 

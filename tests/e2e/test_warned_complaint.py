@@ -1,0 +1,55 @@
+"""The example's 预警投诉 end to end: a form complaint threatening the media becomes a ticket
+with its SLA, its escalation timeline and their timers; acknowledging it moves the timeline on."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import aiohttp
+
+from tests.e2e.test_webform_to_ticket import Gateway, find_ticket, gateway  # noqa: F401
+
+
+async def test_a_warned_complaint_gets_its_sla_timeline_and_timers(gateway: Gateway) -> None:  # noqa: F811
+    gw = gateway
+    async with aiohttp.ClientSession() as http:
+        submission = {"name": "赵敏", "email": "zhao.min@example.cn", "topic": "complaint",
+                      "subject": "门店服务", "message": "我要投诉你们门店的服务，否则找媒体曝光",
+                      "consent": "on"}
+        async with http.post(f"{gw.form}/forms/contact/submissions", json=submission,
+                             headers={"Idempotency-Key": "e2e-warned-1"}) as response:
+            assert response.status == 201, await response.text()
+            receipt = await response.json()
+        found = await find_ticket(http, gw, reference=receipt["reference"])
+        async with http.get(f"{gw.api}/api/v1/tickets/{found['id']}",
+                            headers=gw.headers()) as response:
+            ticket = await response.json()
+        assert ticket["route"]["route"] == "warned_complaint"
+        # The timeline's first step moves the ticket to the hotline's supervisors.
+        assert (ticket["desk"], ticket["skill_group"]) == ("complaints", "sg_hotline_supervisors")
+        received = datetime.fromisoformat(ticket["messages"][0]["received_at"])
+        sla = ticket["sla"]
+        assert sla["policy"] == "complaint"
+        assert datetime.fromisoformat(sla["first_response_due_at"]) == received + timedelta(
+            minutes=30)
+        escalation = ticket["escalation"]
+        assert (escalation["timeline"], escalation["step"]) == ("warned_complaint", "supervisor")
+        assert [s["id"] for s in escalation["steps"]] == [
+            "supervisor", "store_manager", "executive"]
+        kinds = sorted((t["kind"], t["ref"]) for t in ticket["timers"])
+        assert ("escalation_step", "warned_complaint.supervisor") in kinds
+        assert ("escalation_deadline", "warned_complaint.hard_deadline") in kinds
+        assert ("sla_breach", "first_response") in kinds
+        assert all(t["state"] == "pending" for t in ticket["timers"])
+
+        async with http.post(f"{gw.api}/api/v1/tickets/{ticket['id']}/acknowledge",
+                             headers=gw.headers()) as response:
+            assert response.status == 200, await response.text()
+            acknowledged = await response.json()
+        assert acknowledged["acknowledged_at"] is not None
+        assert acknowledged["escalation"]["step"] == "store_manager"
+        assert (acknowledged["desk"], acknowledged["skill_group"]) == (
+            "store_sh", "sg_store_managers")
+        first_response = {t["kind"]: t["state"] for t in acknowledged["timers"]
+                          if t["ref"] == "first_response"}
+        assert first_response == {"sla_warning": "done", "sla_breach": "done"}

@@ -1,0 +1,385 @@
+"""One ticket's timed state in a write transaction: acknowledging, moving, the escalation's
+steps, and what a due timer does to it.
+
+`TicketWork.lock` reads the ticket `FOR UPDATE` (PostgreSQL; SQLite writes one at a time) so
+the scheduler, the acknowledge and advance endpoints never overwrite each other's changes to
+its `sla` and `escalation`; every writer locks the ticket before its timers, so they cannot
+deadlock. `save()` writes the ticket and the timers it planned; the events go to the shared
+list the caller appends to the event log last (store.append_events).
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.engine import Connection
+
+from intake.durations import parse_duration
+
+from .events import PlannedEvent
+from .planner import TicketRef
+from .schemas import DONE_STATUSES
+from .statements import TICKETS, TIMERS, CoreWriteStatements
+from .timers import Timelines, iso, timer_row
+
+_SAVE_TICKET = (
+    update(TICKETS).where(TICKETS.c.id == bindparam("b_id")).values(
+        desk=bindparam("b_desk"), skill_group=bindparam("b_skill_group"),
+        priority=bindparam("b_priority"), acknowledged_at=bindparam("b_acknowledged_at"),
+        sla=bindparam("b_sla", type_=TICKETS.c.sla.type),
+        escalation=bindparam("b_escalation", type_=TICKETS.c.escalation.type),
+        updated_at=bindparam("b_updated_at")))
+
+
+class StepNotManual(Exception):
+    """The escalation's current step is completed by a signal (`done_when`), not by hand."""
+
+    def __init__(self, step: str, done_when: str) -> None:
+        super().__init__(step)
+        self.step, self.done_when = step, done_when
+
+
+class EscalationNotFound(LookupError):
+    pass
+
+
+class EscalationCompleted(Exception):
+    pass
+
+
+def ticket_condition(ticket_ref: str) -> Any:
+    """A ticket by id, or by number (ASCII digits)."""
+    if ticket_ref.isascii() and ticket_ref.isdigit() and len(ticket_ref) <= 18:
+        return TICKETS.c.number == int(ticket_ref)
+    return TICKETS.c.id == ticket_ref
+
+
+class TicketWork:
+    def __init__(self, connection: Connection, row: Any, timelines: Timelines,
+                 events: list[PlannedEvent]) -> None:
+        self.connection = connection
+        self.row = row
+        self.timelines = timelines
+        self.events = events
+        self.desk: str | None = row.desk
+        self.skill_group: str | None = row.skill_group
+        self.priority: str = row.priority
+        self.acknowledged_at: datetime | None = row.acknowledged_at
+        self.sla: dict[str, Any] | None = copy.deepcopy(row.sla)
+        self.escalation: dict[str, Any] | None = copy.deepcopy(row.escalation)
+        self.new_timers: list[dict[str, Any]] = []
+        self.changed = False
+        self.now: datetime | None = None
+
+    @classmethod
+    def lock(cls, connection: Connection, condition: Any, timelines: Timelines,
+             events: list[PlannedEvent], *, skip_locked: bool = False) -> TicketWork | None:
+        """The ticket, locked for this transaction; None when absent (or, with
+        `skip_locked`, held by another transaction: try it next round)."""
+        query = select(TICKETS).where(condition)
+        if connection.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=skip_locked)
+        row = connection.execute(query).first()
+        return cls(connection, row, timelines, events) if row is not None else None
+
+    @classmethod
+    def lock_many(cls, connection: Connection, ticket_ids: list[str], timelines: Timelines,
+                  events: list[PlannedEvent]) -> list[TicketWork]:
+        """These tickets, locked in id order; on PostgreSQL those another transaction holds
+        are skipped (SKIP LOCKED): the scheduler tries them next round."""
+        query = select(TICKETS).where(TICKETS.c.id.in_(ticket_ids)).order_by(TICKETS.c.id)
+        if connection.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        return [cls(connection, row, timelines, events) for row in connection.execute(query)]
+
+    @staticmethod
+    def save_many(connection: Connection, works: list[TicketWork], now: datetime) -> None:
+        changed = [w for w in works if w.changed]
+        if changed:
+            connection.execute(_SAVE_TICKET, [
+                {"b_id": w.row.id, "b_desk": w.desk, "b_skill_group": w.skill_group,
+                 "b_priority": w.priority, "b_acknowledged_at": w.acknowledged_at,
+                 "b_sla": w.sla, "b_escalation": w.escalation, "b_updated_at": now}
+                for w in changed])
+        timers = [t for w in works for t in w.new_timers]
+        if timers:
+            connection.execute(TIMERS.insert(), timers)
+
+    # ---- what changes --------------------------------------------------------------------
+
+    def ref(self) -> TicketRef:
+        r = self.row
+        return TicketRef(id=r.id, number=r.number, status=r.status, customer_id=r.customer_id,
+                         channel=r.channel, desk=self.desk)
+
+    def event(self, event_type: str, at: datetime, actor: str, data: dict[str, Any]) -> None:
+        self.events.append(PlannedEvent(event_type, at, self.ref(), self.row.customer_id,
+                                        actor, data))
+
+    def move(self, target: dict[str, Any] | None, at: datetime, actor: str,
+             reason: str) -> None:
+        """To another desk and group: `ticket.transferred` (key: the new desk)."""
+        if target is None:
+            return
+        desk, group = target["desk"], target.get("skill_group")
+        if (desk, group) == (self.desk, self.skill_group):
+            return
+        if self.timelines.desks is not None and desk not in self.timelines.desks:
+            # The rules changed under a running timeline: stay, and say so, never crash.
+            self.event("ticket.transferred", at, actor, {
+                "reason": reason, "skipped": f"desk {desk} is not in the rules in force",
+                "from": {"desk": self.desk, "skill_group": self.skill_group},
+                "to": {"desk": desk, "skill_group": group}})
+            return
+        before = {"desk": self.desk, "skill_group": self.skill_group}
+        self.desk, self.skill_group, self.changed = desk, group, True
+        self.event("ticket.transferred", at, actor, {
+            "reason": reason, "from": before, "to": {"desk": desk, "skill_group": group}})
+
+    def set_priority(self, priority: str, at: datetime, actor: str, reason: str) -> None:
+        if priority == self.priority:
+            return
+        previous, self.priority, self.changed = self.priority, priority, True
+        self.event("ticket.updated", at, actor, {
+            "priority": priority, "reason": reason,
+            "changes": {"priority": [previous, priority]}})
+
+    def finish_timers(self, state: str, reason: str, *, kind: str,
+                      ref: str | None = None) -> None:
+        """Pending timers of this ticket whose condition was met (`done`) or that no longer
+        apply (`cancelled`)."""
+        condition = [TIMERS.c.ticket_id == self.row.id, TIMERS.c.state == "pending",
+                     TIMERS.c.kind == kind]
+        if ref is not None:
+            condition.append(TIMERS.c.ref == ref)
+        self.connection.execute(update(TIMERS).where(*condition).values(
+            state=state, reason=reason))
+
+    # ---- acknowledge and the escalation's steps ------------------------------------------
+
+    def acknowledge(self, at: datetime, actor: str) -> bool:
+        """Stops the first-response clock and the overflow moves; completes a current step
+        whose `done_when` is `acknowledged`. Again: no change (False)."""
+        if self.acknowledged_at is not None:
+            return False
+        self.acknowledged_at, self.changed = at, True
+        self.event("ticket.acknowledged", at, actor, {"acknowledged_at": at.isoformat()})
+        self.finish_timers("done", "acknowledged", kind="overflow")
+        self.finish_timers("done", "acknowledged", kind="sla_warning", ref="first_response")
+        self.finish_timers("done", "acknowledged", kind="sla_breach", ref="first_response")
+        step = self.current_step()
+        if step is not None and step["done_when"] == "acknowledged":
+            self.complete_step(actor, None, at, actor)
+        return True
+
+    def current_step(self) -> dict[str, Any] | None:
+        escalation = self.escalation
+        if escalation is None or escalation.get("completed_at") or not escalation.get("step"):
+            return None
+        return next((s for s in escalation["steps"] if s["id"] == escalation["step"]), None)
+
+    def advance(self, escalation_id: str, by: str, note: str, at: datetime) -> None:
+        """`POST …/escalations/{id}/advance`: completes the current `manual` step."""
+        escalation = self.escalation
+        if escalation is None or escalation_id not in (escalation["id"],
+                                                       escalation["timeline"]):
+            raise EscalationNotFound(escalation_id)
+        step = self.current_step()
+        if step is None:
+            raise EscalationCompleted(escalation_id)
+        if step["done_when"] != "manual":
+            raise StepNotManual(step["id"], step["done_when"])
+        self.complete_step(by, note, at, "agent")
+
+    def complete_step(self, by: str, note: str | None, at: datetime, actor: str) -> None:
+        escalation = self.escalation
+        step = self.current_step()
+        assert escalation is not None and step is not None
+        step.update(completed_at=iso(at), by=by, note=note)
+        self.changed = True
+        timeline = escalation["timeline"]
+        self.finish_timers("done", "completed", kind="escalation_step",
+                           ref=f"{timeline}.{step['id']}")
+        self.event("escalation.step_completed", at, actor, {
+            "escalation_id": escalation["id"], "timeline": timeline, "step": step["id"],
+            "by": by, "note": note, "overdue": step["overdue"]})
+        index = next(i for i, s in enumerate(escalation["steps"]) if s is step)
+        if index + 1 < len(escalation["steps"]):
+            self.start_step(index + 1, at, actor)
+            return
+        escalation.update(completed_at=iso(at), step=None, step_due_at=None)
+        self.finish_timers("done", "completed", kind="escalation_deadline")
+
+    def start_step(self, index: int, start: datetime, actor: str) -> None:
+        escalation = self.escalation
+        assert escalation is not None
+        step = escalation["steps"][index]
+        target = self.timelines.target(step.get("target"))
+        due = self.timelines.after(escalation, (target or {}).get("desk") or self.desk,
+                                   start, parse_duration(step["within"]))
+        step.update(started_at=iso(start), due_at=iso(due))
+        escalation.update(step=step["id"], step_due_at=iso(due))
+        self.changed = True
+        self.move(target, start, actor, "escalation")
+        self.event("escalation.step_started", start, actor, {
+            "escalation_id": escalation["id"], "timeline": escalation["timeline"],
+            "step": step["id"], "name": step.get("name"), "target": target,
+            "due_at": iso(due)})
+        self.new_timers.append(timer_row(
+            "escalation_step", self.row.id, f"{escalation['timeline']}.{step['id']}", due,
+            self.now or start))
+
+    # ---- a due timer ---------------------------------------------------------------------
+
+    def fire(self, timer: Any, now: datetime) -> tuple[str, str | None]:
+        """What the timer does: its final state and why (None: it fired as planned)."""
+        self.now = now
+        status = self.row.status
+        kind, ref = timer.kind, timer.ref
+        if kind in ("sla_warning", "sla_breach"):
+            if ref == "first_response" and self.acknowledged_at is not None:
+                return "done", "acknowledged"
+            if status in DONE_STATUSES:
+                return "done", f"ticket {status}"
+            self._sla_fired(kind, ref, timer.due_at, now)
+            return "fired", None
+        if status in DONE_STATUSES:
+            return "cancelled", f"ticket {status}"
+        if kind == "overflow":
+            if self.acknowledged_at is not None:
+                return "done", "acknowledged"
+            if self.timelines.desks is not None and ref not in self.timelines.desks:
+                return "cancelled", f"desk {ref} is not in the rules in force"
+            self.move({"desk": ref, "skill_group": (timer.data or {}).get("skill_group")},
+                      now, "system", "overflow")
+            return "fired", None
+        if kind == "escalation_step":
+            return self._step_due(ref, timer.due_at, now)
+        if kind == "escalation_deadline":
+            return self._deadline_passed(ref, timer.due_at, now)
+        return "cancelled", f"unknown timer kind {kind}"
+
+    def _sla_fired(self, kind: str, target: str, due_at: datetime, now: datetime) -> None:
+        sla = self.sla if self.sla is not None else {"warnings": [], "breaches": []}
+        self.sla, self.changed = sla, True
+        if kind == "sla_warning":
+            for warning in sla.setdefault("warnings", []):
+                if warning["target"] == target and warning.get("fired_at") is None:
+                    warning["fired_at"] = iso(now)
+                    break
+            self.event("sla.warning", now, "system", {
+                "target": target, "at": iso(due_at),
+                "due_at": sla.get(f"{target}_due_at"), "policy": sla.get("policy")})
+        else:
+            sla.setdefault("breaches", []).append({"target": target, "at": iso(due_at)})
+            self.event("sla.breached", now, "system", {
+                "target": target, "due_at": iso(due_at), "policy": sla.get("policy")})
+
+    def _step_due(self, ref: str, due_at: datetime, now: datetime) -> tuple[str, str | None]:
+        step = self.current_step()
+        escalation = self.escalation
+        if escalation is None or step is None or ref != f"{escalation['timeline']}.{step['id']}":
+            return "done", "step completed"
+        step["overdue"], self.changed = True, True
+        self.event("escalation.step_overdue", now, "system", {
+            "escalation_id": escalation["id"], "timeline": escalation["timeline"],
+            "step": step["id"], "name": step.get("name"), "due_at": iso(due_at)})
+        for action in step.get("on_overdue") or ["notify"]:
+            if action == "advance":
+                # The next step starts from this one's due time, not from when we noticed.
+                self.complete_step("system", "overdue", due_at, "system")
+            elif isinstance(action, dict) and "priority" in action:
+                self.set_priority(action["priority"], now, "system", "escalation")
+            elif isinstance(action, dict) and "assign" in action:
+                self.move(self.timelines.target(action["assign"]), now, "system",
+                          "escalation")
+            # notify: the step_overdue event is the notification.
+        return "overdue", None
+
+    def _deadline_passed(self, ref: str, due_at: datetime,
+                         now: datetime) -> tuple[str, str | None]:
+        escalation = self.escalation
+        if escalation is None or escalation.get("completed_at"):
+            return "done", "completed"
+        which = ref.rsplit(".", 1)[-1]
+        escalation.setdefault("breaches", []).append({"deadline": which, "at": iso(due_at)})
+        self.changed = True
+        self.event("escalation.breached", now, "system", {
+            "escalation_id": escalation["id"], "timeline": escalation["timeline"],
+            "deadline": which, "at": iso(due_at), "step": escalation.get("step")})
+        return "fired", None
+
+    # ---- writing -------------------------------------------------------------------------
+
+    def save(self, now: datetime) -> None:
+        if self.changed:
+            self.connection.execute(update(TICKETS).where(TICKETS.c.id == self.row.id).values(
+                desk=self.desk, skill_group=self.skill_group, priority=self.priority,
+                acknowledged_at=self.acknowledged_at, sla=self.sla,
+                escalation=self.escalation, updated_at=now))
+        if self.new_timers:
+            self.connection.execute(TIMERS.insert(), self.new_timers)
+
+
+def _locked(connection: Connection, ticket_ref: str, timelines: Timelines,
+            events: list[PlannedEvent]) -> TicketWork:
+    from .replies import TicketNotFound  # replies imports the store, which imports us
+
+    work = TicketWork.lock(connection, ticket_condition(ticket_ref), timelines, events)
+    if work is None:
+        raise TicketNotFound(ticket_ref)
+    return work
+
+
+def acknowledge_ticket(connection: Connection, ticket_ref: str, now: datetime,
+                       timelines: Timelines, actor: str = "agent") -> tuple[str, bool]:
+    """`POST /api/v1/tickets/{id}/acknowledge` in the caller's transaction:
+    (ticket id, whether it changed)."""
+    from .store import append_events
+
+    events: list[PlannedEvent] = []
+    work = _locked(connection, ticket_ref, timelines, events)
+    work.now = now
+    changed = work.acknowledge(now, actor)
+    work.save(now)
+    append_events(CoreWriteStatements(connection), events)
+    return work.row.id, changed
+
+
+def advance_escalation(connection: Connection, ticket_ref: str, escalation_id: str, note: str,
+                       now: datetime, timelines: Timelines) -> str:
+    """`POST /api/v1/tickets/{id}/escalations/{escalation_id}/advance`: the ticket id."""
+    from .store import append_events
+
+    events: list[PlannedEvent] = []
+    work = _locked(connection, ticket_ref, timelines, events)
+    work.now = now
+    work.advance(escalation_id, "agent", note, now)
+    work.save(now)
+    append_events(CoreWriteStatements(connection), events)
+    return str(work.row.id)
+
+
+def status_changed(connection: Connection, ticket_id: str, status: str, now: datetime,
+                   timelines: Timelines, actor: str = "agent") -> None:
+    """A ticket resolved (or closed, merged): its resolution clock stops, and a current
+    escalation step whose `done_when` is `resolved` is completed (the next one starts)."""
+    if status not in DONE_STATUSES:
+        return
+    from .store import append_events
+
+    events: list[PlannedEvent] = []
+    work = TicketWork.lock(connection, TICKETS.c.id == ticket_id, timelines, events)
+    if work is None:
+        return
+    work.now = now
+    for kind in ("sla_warning", "sla_breach"):
+        work.finish_timers("done", status, kind=kind, ref="resolution")
+    step = work.current_step()
+    if step is not None and step["done_when"] == "resolved":
+        work.complete_step(actor, None, now, actor)
+    work.save(now)
+    append_events(CoreWriteStatements(connection), events)
