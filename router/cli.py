@@ -1,4 +1,5 @@
-"""`intake route check|lint|test|explain`: a rules file checked and a decision shown, offline.
+"""`intake route check|lint|test|explain`: a rules file checked and a decision shown, offline;
+`intake route replay`: candidate rules over the decisions the ticket core stored.
 
 No broker, no ticket core: everything here is a pure function of the file, the message and
 the customer snapshot given (none given: a `miss`, the router's lookup is not run offline).
@@ -201,18 +202,65 @@ def render_text(decision: RouteDecision, zone: ZoneInfo) -> str:
     return "\n".join(lines)
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """The candidate (`--rules`) and the rules in force (`--old`) over the stored traffic."""
+    import asyncio
+
+    from intake.settings import IntakeSettings
+
+    from .replay import ReplayUnavailable, render, replay, stored_decisions
+    from .service import agent_token
+
+    if not args.rules or not args.since:
+        print("replay needs --rules CANDIDATE and --since TIME", file=sys.stderr)
+        return 2
+    settings = IntakeSettings()
+    loaded = []
+    for path in (Path(args.rules), Path(args.old) if args.old else (
+            settings.rules_path or settings.config_path)):
+        try:
+            analysis = _analyse(path, lint=False, run_tests=False)
+        except ConfigInvalid as exc:
+            return _structural(exc)
+        if analysis.rules is None:
+            return _structural(ConfigInvalid(analysis.problems()))
+        loaded.append(analysis.rules)
+    new, old = loaded
+
+    async def collect() -> list[dict[str, Any]]:
+        return [item async for item in stored_decisions(
+            settings.effective_ticket_core_url, agent_token(settings), args.since, args.until)]
+
+    try:
+        items = asyncio.run(collect())
+    except (ReplayUnavailable, OSError) as exc:
+        print(f"replay: no stored decisions: {exc}", file=sys.stderr)
+        return 1
+    report = replay(items, old, new)
+    print(json.dumps(report, ensure_ascii=False, indent=2) if args.format == "json"
+          else render(report))
+    return 0
+
+
 def cmd_route(args: argparse.Namespace) -> int:
+    if args.action != "replay" and not args.file:
+        print(f"intake route {args.action} needs a FILE", file=sys.stderr)
+        return 2
     command = {"check": cmd_check, "lint": cmd_lint, "test": cmd_test,
-               "explain": cmd_explain}[args.action]
+               "explain": cmd_explain, "replay": cmd_replay}[args.action]
     return command(args)
 
 
 def add_route_command(sub: Any) -> None:
     route = sub.add_parser("route", help="check, lint, test a rules file; explain a decision")
-    route.add_argument("action", choices=["check", "lint", "test", "explain"])
-    route.add_argument("file", help="check/lint/test: the rules (or config) file; explain: "
-                       "a message, or {message, customer}, as JSON")
+    route.add_argument("action", choices=["check", "lint", "test", "explain", "replay"])
+    route.add_argument("file", nargs="?", help="check/lint/test: the rules (or config) file; "
+                       "explain: a message, or {message, customer}, as JSON")
     route.add_argument("--rules", help="explain: the rules file (default: INTAKE_RULES, "
-                       "else INTAKE_CONFIG)")
+                       "else INTAKE_CONFIG); replay: the candidate rules")
+    route.add_argument("--old", help="replay: the rules to compare with (default: those in "
+                       "force, INTAKE_RULES else INTAKE_CONFIG)")
+    route.add_argument("--since", help="replay: messages stored at or after (RFC 3339)")
+    route.add_argument("--until", help="replay: messages stored before (RFC 3339)")
     route.add_argument("--format", choices=["text", "json"], default="text")
     route.set_defaults(func=cmd_route)
