@@ -67,15 +67,17 @@ def test_a_quick_run_writes_every_scenarios_figures_and_passes_exactly_once(
     expected = {s.name for s in select(scenarios, ["all"])}
     assert set(results) == expected
     loads = [r["load"] for r in results["router-decision"]]
-    assert loads[:2] == ["10 rules", "200 rules"]
-    assert len(loads) > 2 and all(load.startswith("hostile: ") for load in loads[2:])
+    assert loads[:3] == ["10 rules", "200 rules", "200 rules, when language"]
+    assert len(loads) > 3 and all(load.startswith("hostile: ") for load in loads[3:])
+    [timers] = results["timers"]
+    assert timers["extra"]["fired"] == timers["extra"]["moved"] == timers["messages"]
     for name, rows in results.items():
         for r in rows:
             assert r["ok"], (name, r.get("failure"))
             assert r["throughput"] and r["throughput"] > 0, name
-            if name != "router-service":
+            if name not in ("router-service", "timers"):
                 assert r["latency"]["p50"] is not None and r["latency"]["p99"] is not None
-            if name not in ("raw", "router-decision"):
+            if name not in ("raw", "router-decision", "timers"):
                 assert r["check"]["ok"] and r["check"]["missing"] == 0, name
                 assert r["rss_mb"], name
                 assert r["ratio"] is not None, name
