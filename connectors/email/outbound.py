@@ -11,15 +11,20 @@ caps, is `Suppressed` and reaches no relay. Agent replies are never held back.
 from __future__ import annotations
 
 import email.utils
+import hashlib
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
+from typing import Any
 
 import aiosmtplib
 import re2
 from prometheus_client import Counter
 
 from intake import (
+    Attachment,
     Failed,
+    FileBlobStore,
+    IntakeSettings,
     OutboundMessage,
     RetryLater,
     SenderKit,
@@ -47,9 +52,47 @@ def message_id_for(message: OutboundMessage, account: EmailAccount) -> str:
     return f"<{number}.{message.id}@{account.domain}>"
 
 
+def _content_type(attachment: Attachment) -> tuple[str, str]:
+    """The attachment's type as `add_attachment` wants it; anything odd is octet-stream."""
+    maintype, _, subtype = attachment.content_type.split(";")[0].strip().lower().partition("/")
+    if re2.fullmatch(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}", maintype or "-") and \
+            re2.fullmatch(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}", subtype or "-") and \
+            maintype not in ("multipart", "message"):
+        return maintype, subtype
+    return "application", "octet-stream"
+
+
+def _attach(mail: EmailMessage, attachments: list[tuple[Attachment, bytes]]) -> None:
+    """Each attachment as a base64 part; inline ones with a `Content-ID` next to the HTML.
+
+    An inline image with a content id goes into `multipart/related` with the HTML, so `cid:`
+    references show in the reader; every other file is a plain attachment. File names and
+    content ids come from ticket data: they pass `clean_header_value` like every header.
+    """
+    html_part = None
+    if any(a.inline and a.content_id for a, _ in attachments) and mail.is_multipart():
+        html_part = next((p for p in mail.iter_parts() if p.get_content_type() == "text/html"),
+                         None)
+    for attachment, data in attachments:
+        maintype, subtype = _content_type(attachment)
+        name = clean_header_value(attachment.filename) or "attachment"
+        headers: dict[str, Any] = {"filename": name}
+        cid = clean_header_value(attachment.content_id or "").strip("<> ")
+        if attachment.inline and cid and html_part is not None:
+            html_part.add_related(data, maintype=maintype, subtype=subtype,
+                                  disposition="inline", cid=f"<{cid}>", **headers)
+            continue
+        if attachment.inline and cid:
+            headers["cid"] = f"<{cid}>"
+        mail.add_attachment(data, maintype=maintype, subtype=subtype,
+                            disposition="inline" if attachment.inline else "attachment",
+                            **headers)
+
+
 def build_mail(message: OutboundMessage, account: EmailAccount, accounts: EmailAccounts,
-               ) -> EmailMessage:
-    """The mail for `message`; no header built from customer data carries CR, LF or NUL."""
+               attachments: list[tuple[Attachment, bytes]] | None = None) -> EmailMessage:
+    """The mail for `message` with `attachments` (each with its bytes from the blob store);
+    no header built from customer data carries CR, LF or NUL."""
     mail = EmailMessage(policy=SMTP_POLICY)
     mail["From"] = account.address
     mail["To"] = clean_header_value(message.to.value)
@@ -81,6 +124,8 @@ def build_mail(message: OutboundMessage, account: EmailAccount, accounts: EmailA
     mail.set_content(message.text.replace("\x00", ""))
     if message.html:
         mail.add_alternative(message.html, subtype="html")
+    if attachments:
+        _attach(mail, attachments)
     return mail
 
 
@@ -99,6 +144,41 @@ class EmailSender:
         self.accounts = accounts
         self.state = EmailState(kit.state)
         self._no_auto = re2.compile(accounts.no_auto_reply_to)
+        self.blobs: Any = None  # the blob store holding reply attachments (opened on first use)
+
+    async def close(self) -> None:
+        if self.blobs is not None:
+            await self.blobs.close()
+            self.blobs = None
+
+    async def _attachment_bytes(self, message: OutboundMessage,
+                                ) -> list[tuple[Attachment, bytes]] | SendOutcome:
+        """Each attachment's bytes from the kernel's blob store, checked against its sha256.
+
+        A blob that is gone or differs is `failed` (`attachment_missing`): retrying would not
+        bring it back, and a reply without the file the agent attached must not go out. A
+        store that cannot be read now (a disk error) is retried.
+        """
+        if not message.attachments:
+            return []
+        if self.blobs is None:
+            self.blobs = FileBlobStore(IntakeSettings().data_dir / "blobs")
+        loaded: list[tuple[Attachment, bytes]] = []
+        for attachment in message.attachments:
+            try:
+                data = await self.blobs.get(attachment.blob)
+            except (FileNotFoundError, ValueError):
+                return Failed("attachment_missing", f"{attachment.filename}: blob "
+                                                    f"{attachment.blob} is not in the store")
+            except OSError as exc:
+                log.warning("attachment_unreadable", outbound_id=str(message.id),
+                            error=repr(exc)[:200])
+                return RetryLater("blob_store_unavailable")
+            if hashlib.sha256(data).hexdigest() != attachment.sha256:
+                return Failed("attachment_missing", f"{attachment.filename}: blob "
+                                                    f"{attachment.blob} differs from its sha256")
+            loaded.append((attachment, data))
+        return loaded
 
     async def send(self, message: OutboundMessage) -> SendOutcome:
         account = self.accounts.find(message.account)
@@ -116,7 +196,10 @@ class EmailSender:
             if held is not None:
                 log.info("outbound_suppressed", outbound_id=str(message.id), reason=held)
                 return self._counted(Suppressed(held))
-        mail = build_mail(message, account, self.accounts)
+        files = await self._attachment_bytes(message)
+        if not isinstance(files, list):
+            return self._counted(files)
+        mail = build_mail(message, account, self.accounts, files)
         return self._counted(await self._deliver(mail, account, recipient, message))
 
     async def _held_back(self, recipient: str) -> str | None:
