@@ -39,6 +39,11 @@ IMAP_LAST_UID = Gauge("intake_email_imap_last_uid", "Highest UID made durable",
                       ["service", "account"])
 IMAP_RECONNECTS = Counter("intake_email_imap_reconnects_total", "IMAP reconnects",
                           ["service", "account"])
+IMAP_BACKLOG = Gauge("intake_email_imap_backlog", "Mails found in the folder, not yet durable",
+                     ["service", "account"])
+IMAP_LAG = Gauge("intake_email_imap_lag_seconds",
+                 "Age (INTERNALDATE) of the oldest mail found and not yet durable; 0 caught up",
+                 ["service", "account"])
 STATES = ("connecting", "idle", "polling", "importing", "auth_error", "error")
 IDLE_REISSUE_S = 29 * 60
 BACKOFF_S = (1.0, 300.0)
@@ -128,16 +133,19 @@ class MailboxPoller:
 
     def import_new(self, client: imapclient.IMAPClient, uidvalidity: int, last_uid: int) -> int:
         uids = sorted(u for u in client.search(["UID", f"{last_uid + 1}:*"]) if u > last_uid)
-        self.status["backlog"] = len(uids)
+        self._backlog(len(uids))
         if uids:
             self._state("importing", None)
+            oldest = client.fetch(uids[:1], ["INTERNALDATE"]).get(uids[0]) or {}
+            self._lag(oldest.get(b"INTERNALDATE"))
         batch_size = self.mailbox.batch_size
         for start in range(0, len(uids), batch_size):
             batch = uids[start:start + batch_size]
-            sizes = client.fetch(batch, ["RFC822.SIZE"])
+            sizes = client.fetch(batch, ["RFC822.SIZE", "INTERNALDATE"])
             for uid in batch:
                 if self.stop.is_set():
                     return last_uid
+                self._lag((sizes.get(uid) or {}).get(b"INTERNALDATE"))
                 if uid not in sizes:
                     log.info("imap_message_gone", account=self.account.id, uid=uid)
                     last_uid = self._advance(uid, uidvalidity)
@@ -156,8 +164,23 @@ class MailboxPoller:
                 self._deliver(bytes(raw), uid, uidvalidity)
                 self._after_intake(client, uid)
                 last_uid = self._advance(uid, uidvalidity)
-                self.status["backlog"] = max(0, int(self.status.get("backlog", 1)) - 1)
+                self._backlog(max(0, int(self.status.get("backlog", 1)) - 1))
+        self._lag(None)  # caught up with what the search found
         return last_uid
+
+    def _backlog(self, count: int) -> None:
+        self.status["backlog"] = count
+        IMAP_BACKLOG.labels("email", self.account.id).set(count)
+
+    def _lag(self, internal_date: Any) -> None:
+        """The lag metric from the oldest pending mail's INTERNALDATE (None: nothing pending).
+
+        imapclient gives a naive local time (or an aware one): `timestamp()` reads both right.
+        """
+        lag = max(0.0, time.time() - internal_date.timestamp()) if isinstance(
+            internal_date, datetime) else 0.0
+        self.status["lag_s"] = round(lag, 1)
+        IMAP_LAG.labels("email", self.account.id).set(lag)
 
     def _deliver(self, raw: bytes, uid: int, uidvalidity: int) -> None:
         envelope = Envelope(mail_from=None, rcpt_to=(self.account.address,))

@@ -9,6 +9,7 @@ send 60 kB lines), and only `<CRLF>.<CRLF>` ends the data (aiosmtpd 1.4.5's SMTP
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import ssl
 from collections import Counter as Tally
@@ -17,7 +18,7 @@ from typing import Any, cast
 from aiohttp import web
 from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from intake import (
     ACCOUNTS,
@@ -42,6 +43,10 @@ SESSIONS = Counter("intake_email_smtp_sessions_total", "SMTP sessions opened", [
 ANSWERS = Counter("intake_email_smtp_answers_total", "SMTP answers to DATA, by code",
                   ["service", "code"])
 BYTES_IN = Counter("intake_email_smtp_bytes_total", "Bytes of mail received over SMTP", ["service"])
+REPLIES = Counter("intake_email_smtp_replies_total",
+                  "Every SMTP reply line sent (the last of a multi-line one), by command and code",
+                  ["service", "command", "code"])
+SESSIONS_OPEN = Gauge("intake_email_smtp_sessions_open", "SMTP sessions open now", ["service"])
 LINE_LIMIT = 1024 * 1024
 DELIVERER: web.AppKey[Deliverer] = web.AppKey("email_deliverer", Deliverer)
 EMAIL_STATE: web.AppKey[EmailState] = web.AppKey("email_state", EmailState)
@@ -152,12 +157,37 @@ class EmailSMTP(SMTP):
         self.sessions = sessions  # open sessions by client address ("*": all), per server
         self._client: str | None = None
         self._counted = False
+        self._command = "CONNECT"  # the command the next reply answers (a label value)
+        self._smtp_methods = {name: self._noting(name, method)
+                              for name, method in self._smtp_methods.items()}
+
+    async def push(self, status: Any) -> None:
+        """aiosmtpd's one way out for every reply: counted here by command and code."""
+        text = status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status)
+        if text[3:4] != "-":  # the last line of a multi-line reply
+            REPLIES.labels("email", self._command, text[:3]).inc()
+        await super().push(status)
+
+    def _noting(self, command: str, method: Any) -> Any:
+        """`method` (aiosmtpd's `smtp_<COMMAND>`) labelling the replies it sends."""
+        @functools.wraps(method)
+        async def answering(arg: str | None) -> Any:
+            self._command = command
+            try:
+                return await method(arg)
+            finally:
+                self._command = "OTHER"  # a reply outside a command: syntax, line too long
+        return answering
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._counted:  # the TLS transport after STARTTLS: the same session, counted once
+            super().connection_made(transport)
+            return
         peer = transport.get_extra_info("peername")
         client = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
         refusal = self._refusal(client)
         if refusal is not None:
+            REPLIES.labels("email", "CONNECT", refusal[:3]).inc()
             transport.write(refusal.encode() + b"\r\n")  # type: ignore[attr-defined]
             transport.close()
             return
@@ -165,6 +195,7 @@ class EmailSMTP(SMTP):
         self.sessions[client] += 1
         self.sessions["*"] += 1
         SESSIONS.labels("email").inc()
+        SESSIONS_OPEN.labels("email").inc()
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -172,6 +203,7 @@ class EmailSMTP(SMTP):
             self._counted = False
             self.sessions[self._client] -= 1
             self.sessions["*"] -= 1
+            SESSIONS_OPEN.labels("email").dec()
         super().connection_lost(error)
 
     def _refusal(self, client: str) -> str | None:
