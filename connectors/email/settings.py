@@ -46,6 +46,8 @@ class EmailSettings(BaseSettings):
     require_tls: bool = False
     # Comma-separated networks allowed to deliver (`10.0.0.0/8,127.0.0.1/32`); empty: anyone.
     trusted_relays: str = ""
+    # Expect a PROXY protocol header (v1 or v2) from a load balancer on every connection; the
+    # client it names is the one limits, trusted relays and the envelope see.
     proxy_protocol: bool = False
 
     @model_validator(mode="after")
