@@ -34,6 +34,7 @@ from intake import (
     get_logger,
 )
 
+from .client import TokenRefused, TokenSource, TokenUnavailable, token_namespace
 from .normalize.classify import MAX_REFERENCES, ticket_number_from_subject, trim_references
 from .normalize.mime import clean_header_value
 from .settings import EmailAccount, EmailAccounts
@@ -145,6 +146,7 @@ class EmailSender:
         self.state = EmailState(kit.state)
         self._no_auto = re2.compile(accounts.no_auto_reply_to)
         self.blobs: Any = None  # the blob store holding reply attachments (opened on first use)
+        self._tokens: dict[str, TokenSource] = {}  # XOAUTH2 relays' tokens, per account
 
     async def close(self) -> None:
         if self.blobs is not None:
@@ -220,16 +222,31 @@ class EmailSender:
                        message: OutboundMessage) -> SendOutcome:
         relay = account.outbound
         assert relay is not None
+        login: dict[str, Any] = {
+            "username": relay.username,
+            "password": relay.password.get_secret_value() if relay.password else None}
+        tokens = self._token_source(account)
+        if tokens is not None:  # XOAUTH2: aiosmtplib asks for the token at each login
+            login = {"username": relay.username or account.address,
+                     "oauth_token_generator": tokens.access_token}
         client = aiosmtplib.SMTP(
             hostname=relay.host, port=relay.port, timeout=relay.timeout_s,
             use_tls=relay.security == "tls",
-            start_tls=True if relay.security == "starttls" else False,
-            username=relay.username,
-            password=relay.password.get_secret_value() if relay.password else None)
+            start_tls=True if relay.security == "starttls" else False, **login)
         try:
             async with client:
                 _refused, answer = await client.send_message(
                     mail, sender=account.address, recipients=[recipient])
+        except (TokenRefused, TokenUnavailable) as exc:
+            log.warning("relay_token_unavailable", account=account.id, error=str(exc)[:300])
+            return RetryLater("oauth2_token_unavailable")
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            # A wrong password or a revoked grant is fixed in the config, not by the sender:
+            # the mail waits in the retry queue meanwhile instead of failing.
+            if tokens is not None:
+                tokens.forget()
+            log.warning("relay_auth_failed", account=account.id, code=exc.code)
+            return RetryLater(f"relay_auth_failed_{exc.code}")
         except aiosmtplib.SMTPNotSupported as exc:
             return Failed("smtputf8_unsupported", str(exc)[:500])
         except aiosmtplib.SMTPRecipientsRefused as exc:
@@ -241,6 +258,15 @@ class EmailSender:
             return RetryLater("relay_unavailable")
         log.info("outbound_sent", outbound_id=str(message.id), answer=answer[:200])
         return Sent(provider_message_id=str(mail["Message-ID"]))
+
+    def _token_source(self, account: EmailAccount) -> TokenSource | None:
+        relay = account.outbound
+        if relay is None or relay.auth != "xoauth2" or relay.oauth2 is None:
+            return None
+        if account.id not in self._tokens:
+            self._tokens[account.id] = TokenSource(f"{account.id}:smtp", relay.oauth2,
+                                                   token_namespace(self.kit.state))
+        return self._tokens[account.id]
 
     @staticmethod
     def _answer(code: int, text: str) -> SendOutcome:

@@ -27,6 +27,7 @@ from prometheus_client import Counter, Gauge
 
 from intake import Task, get_logger, run_in_thread
 
+from ..client import TokenRefused, TokenSource, token_namespace
 from ..normalize import Envelope
 from ..settings import EmailAccount, EmailAccounts
 from ..state import status_namespace
@@ -58,7 +59,7 @@ class MailboxPoller:
 
     def __init__(self, account: EmailAccount, deliverer: Deliverer, cursors: Any,
                  loop: asyncio.AbstractEventLoop, stop: threading.Event,
-                 status_store: Any = None) -> None:
+                 status_store: Any = None, tokens: TokenSource | None = None) -> None:
         assert account.imap is not None
         self.account = account
         self.mailbox = account.imap
@@ -69,6 +70,10 @@ class MailboxPoller:
         self.status = STATUS.setdefault(account.id, {"state": "connecting", "last_error": None})
         self.client: imapclient.IMAPClient | None = None
         self.status_store = status_store
+        oauth = account.imap.oauth2
+        if tokens is None and account.imap.auth == "xoauth2" and oauth is not None:
+            tokens = TokenSource(f"{account.id}:imap", oauth)
+        self.tokens = tokens  # XOAUTH2's access tokens (None: password login)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -78,7 +83,9 @@ class MailboxPoller:
             try:
                 self.session()
                 failures = 0
-            except LoginError as exc:
+            except (LoginError, TokenRefused) as exc:
+                if self.tokens is not None:
+                    self.tokens.forget()  # a refused token is not offered again
                 self._state("auth_error", str(exc)[:300])
                 self._wait(AUTH_RETRY_S)
             except Exception as exc:  # the server went away, a timeout, a protocol error
@@ -98,8 +105,11 @@ class MailboxPoller:
         self.client = client
         if mailbox.security == "starttls":
             client.starttls()
-        client.login(mailbox.username,
-                     mailbox.password.get_secret_value() if mailbox.password else "")
+        if self.tokens is not None:
+            client.oauth2_login(mailbox.username, self._call(self.tokens.access_token()))
+        else:
+            client.login(mailbox.username,
+                         mailbox.password.get_secret_value() if mailbox.password else "")
         selected = client.select_folder(mailbox.folder)
         uidvalidity = int(selected[b"UIDVALIDITY"])
         self.status.update({"uidvalidity": uidvalidity, "connected": True})
@@ -298,8 +308,12 @@ async def run_mailboxes(app: web.Application) -> None:
     for account in mailboxes(deliverer.accounts):
         def work(_app: web.Application, stop: threading.Event,
                  account: EmailAccount = account) -> None:
+            imap = account.imap
+            tokens = TokenSource(f"{account.id}:imap", imap.oauth2, token_namespace(
+                state.store)) if imap is not None and imap.auth == "xoauth2" and imap.oauth2 \
+                else None
             MailboxPoller(account, deliverer, state.cursors(account.id), loop, stop,
-                          status_namespace(state.store)).run()
+                          status_namespace(state.store), tokens).run()
         work.__name__ = f"imap_{account.id}"
         works.append(run_in_thread(work)(app))
     if not works:
