@@ -93,3 +93,32 @@ async def test_starttls_sessions_count_once_and_are_released(tmp_path: Path) -> 
         assert len(listener.published) == 3
     finally:
         await closed(listener)
+
+
+async def test_a_40_mib_mail_with_a_30_mib_attachment_is_kept_whole() -> None:
+    """The issue's big-mail case over a real socket: 30 MiB of binary is 40 MiB of base64."""
+    import hashlib
+    import os
+    from email.message import EmailMessage
+
+    data = os.urandom(30 * 1024 * 1024)
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = "li@example.cn", "support@shop.example", "big"
+    mail["Message-ID"] = "<big@example.cn>"
+    mail.set_content("the scan is attached")
+    mail.add_attachment(data, maintype="application", subtype="pdf", filename="scan.pdf")
+    raw = mail.as_bytes(policy=mail.policy.clone(linesep="\r\n"))  # SMTP's line ends
+    assert len(raw) > 40 * 1024 * 1024
+    listener = await listening(RecordingPublisher(), parse_workers=1, parse_timeout_s=120.0)
+    try:
+        answer = await listener.client(lambda c: c.sendmail(
+            "li@example.cn", ["support@shop.example"], raw))
+        assert answer == {}
+        [message] = listener.published
+        [attachment] = message.attachments
+        assert (attachment.filename, attachment.size) == ("scan.pdf", len(data))
+        assert attachment.sha256 == hashlib.sha256(data).hexdigest()
+        assert await listener.deliverer.blobs.get(attachment.blob) == data
+        assert message.text == "the scan is attached"
+    finally:
+        await closed(listener)
