@@ -122,3 +122,33 @@ async def test_a_40_mib_mail_with_a_30_mib_attachment_is_kept_whole() -> None:
         assert message.text == "the scan is attached"
     finally:
         await closed(listener)
+
+
+async def test_status_reads_the_running_services_counters() -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+    from prometheus_client import generate_latest
+
+    from connectors.email.inbound.files import live_figures
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(REGISTRY), content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    listener = await listening(RecordingPublisher(), parse_workers=0)
+    try:
+        before = replies("RCPT", "550")
+        await listener.client(lambda c: c.sendmail("li@example.cn", ["nobody@shop.example",
+                                                                     "support@shop.example"],
+                                                   MAIL))
+        live = await asyncio.to_thread(live_figures, str(server.make_url("/metrics")))
+        assert live["smtp_replies"]["code=550,command=RCPT"] == before + 1  # type: ignore[index]
+        assert "all" in live["smtp_sessions_open"]  # type: ignore[operator]
+        gone = await asyncio.to_thread(live_figures, "http://127.0.0.1:1/metrics")
+        assert str(gone["service"]).startswith("not answering")
+    finally:
+        await closed(listener)
+        await server.close()
