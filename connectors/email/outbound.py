@@ -11,15 +11,20 @@ caps, is `Suppressed` and reaches no relay. Agent replies are never held back.
 from __future__ import annotations
 
 import email.utils
+import hashlib
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
+from typing import Any
 
 import aiosmtplib
 import re2
 from prometheus_client import Counter
 
 from intake import (
+    Attachment,
     Failed,
+    FileBlobStore,
+    IntakeSettings,
     OutboundMessage,
     RetryLater,
     SenderKit,
@@ -29,6 +34,7 @@ from intake import (
     get_logger,
 )
 
+from .client import TokenRefused, TokenSource, TokenUnavailable, token_namespace
 from .normalize.classify import MAX_REFERENCES, ticket_number_from_subject, trim_references
 from .normalize.mime import clean_header_value
 from .settings import EmailAccount, EmailAccounts
@@ -47,9 +53,47 @@ def message_id_for(message: OutboundMessage, account: EmailAccount) -> str:
     return f"<{number}.{message.id}@{account.domain}>"
 
 
+def _content_type(attachment: Attachment) -> tuple[str, str]:
+    """The attachment's type as `add_attachment` wants it; anything odd is octet-stream."""
+    maintype, _, subtype = attachment.content_type.split(";")[0].strip().lower().partition("/")
+    if re2.fullmatch(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}", maintype or "-") and \
+            re2.fullmatch(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}", subtype or "-") and \
+            maintype not in ("multipart", "message"):
+        return maintype, subtype
+    return "application", "octet-stream"
+
+
+def _attach(mail: EmailMessage, attachments: list[tuple[Attachment, bytes]]) -> None:
+    """Each attachment as a base64 part; inline ones with a `Content-ID` next to the HTML.
+
+    An inline image with a content id goes into `multipart/related` with the HTML, so `cid:`
+    references show in the reader; every other file is a plain attachment. File names and
+    content ids come from ticket data: they pass `clean_header_value` like every header.
+    """
+    html_part = None
+    if any(a.inline and a.content_id for a, _ in attachments) and mail.is_multipart():
+        html_part = next((p for p in mail.iter_parts() if p.get_content_type() == "text/html"),
+                         None)
+    for attachment, data in attachments:
+        maintype, subtype = _content_type(attachment)
+        name = clean_header_value(attachment.filename) or "attachment"
+        headers: dict[str, Any] = {"filename": name}
+        cid = clean_header_value(attachment.content_id or "").strip("<> ")
+        if attachment.inline and cid and html_part is not None:
+            html_part.add_related(data, maintype=maintype, subtype=subtype,
+                                  disposition="inline", cid=f"<{cid}>", **headers)
+            continue
+        if attachment.inline and cid:
+            headers["cid"] = f"<{cid}>"
+        mail.add_attachment(data, maintype=maintype, subtype=subtype,
+                            disposition="inline" if attachment.inline else "attachment",
+                            **headers)
+
+
 def build_mail(message: OutboundMessage, account: EmailAccount, accounts: EmailAccounts,
-               ) -> EmailMessage:
-    """The mail for `message`; no header built from customer data carries CR, LF or NUL."""
+               attachments: list[tuple[Attachment, bytes]] | None = None) -> EmailMessage:
+    """The mail for `message` with `attachments` (each with its bytes from the blob store);
+    no header built from customer data carries CR, LF or NUL."""
     mail = EmailMessage(policy=SMTP_POLICY)
     mail["From"] = account.address
     mail["To"] = clean_header_value(message.to.value)
@@ -81,6 +125,8 @@ def build_mail(message: OutboundMessage, account: EmailAccount, accounts: EmailA
     mail.set_content(message.text.replace("\x00", ""))
     if message.html:
         mail.add_alternative(message.html, subtype="html")
+    if attachments:
+        _attach(mail, attachments)
     return mail
 
 
@@ -99,6 +145,42 @@ class EmailSender:
         self.accounts = accounts
         self.state = EmailState(kit.state)
         self._no_auto = re2.compile(accounts.no_auto_reply_to)
+        self.blobs: Any = None  # the blob store holding reply attachments (opened on first use)
+        self._tokens: dict[str, TokenSource] = {}  # XOAUTH2 relays' tokens, per account
+
+    async def close(self) -> None:
+        if self.blobs is not None:
+            await self.blobs.close()
+            self.blobs = None
+
+    async def _attachment_bytes(self, message: OutboundMessage,
+                                ) -> list[tuple[Attachment, bytes]] | SendOutcome:
+        """Each attachment's bytes from the kernel's blob store, checked against its sha256.
+
+        A blob that is gone or differs is `failed` (`attachment_missing`): retrying would not
+        bring it back, and a reply without the file the agent attached must not go out. A
+        store that cannot be read now (a disk error) is retried.
+        """
+        if not message.attachments:
+            return []
+        if self.blobs is None:
+            self.blobs = FileBlobStore(IntakeSettings().data_dir / "blobs")
+        loaded: list[tuple[Attachment, bytes]] = []
+        for attachment in message.attachments:
+            try:
+                data = await self.blobs.get(attachment.blob)
+            except (FileNotFoundError, ValueError):
+                return Failed("attachment_missing", f"{attachment.filename}: blob "
+                                                    f"{attachment.blob} is not in the store")
+            except OSError as exc:
+                log.warning("attachment_unreadable", outbound_id=str(message.id),
+                            error=repr(exc)[:200])
+                return RetryLater("blob_store_unavailable")
+            if hashlib.sha256(data).hexdigest() != attachment.sha256:
+                return Failed("attachment_missing", f"{attachment.filename}: blob "
+                                                    f"{attachment.blob} differs from its sha256")
+            loaded.append((attachment, data))
+        return loaded
 
     async def send(self, message: OutboundMessage) -> SendOutcome:
         account = self.accounts.find(message.account)
@@ -116,7 +198,10 @@ class EmailSender:
             if held is not None:
                 log.info("outbound_suppressed", outbound_id=str(message.id), reason=held)
                 return self._counted(Suppressed(held))
-        mail = build_mail(message, account, self.accounts)
+        files = await self._attachment_bytes(message)
+        if not isinstance(files, list):
+            return self._counted(files)
+        mail = build_mail(message, account, self.accounts, files)
         return self._counted(await self._deliver(mail, account, recipient, message))
 
     async def _held_back(self, recipient: str) -> str | None:
@@ -137,16 +222,31 @@ class EmailSender:
                        message: OutboundMessage) -> SendOutcome:
         relay = account.outbound
         assert relay is not None
+        login: dict[str, Any] = {
+            "username": relay.username,
+            "password": relay.password.get_secret_value() if relay.password else None}
+        tokens = self._token_source(account)
+        if tokens is not None:  # XOAUTH2: aiosmtplib asks for the token at each login
+            login = {"username": relay.username or account.address,
+                     "oauth_token_generator": tokens.access_token}
         client = aiosmtplib.SMTP(
             hostname=relay.host, port=relay.port, timeout=relay.timeout_s,
             use_tls=relay.security == "tls",
-            start_tls=True if relay.security == "starttls" else False,
-            username=relay.username,
-            password=relay.password.get_secret_value() if relay.password else None)
+            start_tls=True if relay.security == "starttls" else False, **login)
         try:
             async with client:
                 _refused, answer = await client.send_message(
                     mail, sender=account.address, recipients=[recipient])
+        except (TokenRefused, TokenUnavailable) as exc:
+            log.warning("relay_token_unavailable", account=account.id, error=str(exc)[:300])
+            return RetryLater("oauth2_token_unavailable")
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            # A wrong password or a revoked grant is fixed in the config, not by the sender:
+            # the mail waits in the retry queue meanwhile instead of failing.
+            if tokens is not None:
+                tokens.forget()
+            log.warning("relay_auth_failed", account=account.id, code=exc.code)
+            return RetryLater(f"relay_auth_failed_{exc.code}")
         except aiosmtplib.SMTPNotSupported as exc:
             return Failed("smtputf8_unsupported", str(exc)[:500])
         except aiosmtplib.SMTPRecipientsRefused as exc:
@@ -158,6 +258,15 @@ class EmailSender:
             return RetryLater("relay_unavailable")
         log.info("outbound_sent", outbound_id=str(message.id), answer=answer[:200])
         return Sent(provider_message_id=str(mail["Message-ID"]))
+
+    def _token_source(self, account: EmailAccount) -> TokenSource | None:
+        relay = account.outbound
+        if relay is None or relay.auth != "xoauth2" or relay.oauth2 is None:
+            return None
+        if account.id not in self._tokens:
+            self._tokens[account.id] = TokenSource(f"{account.id}:smtp", relay.oauth2,
+                                                   token_namespace(self.kit.state))
+        return self._tokens[account.id]
 
     @staticmethod
     def _answer(code: int, text: str) -> SendOutcome:

@@ -46,6 +46,8 @@ class EmailSettings(BaseSettings):
     require_tls: bool = False
     # Comma-separated networks allowed to deliver (`10.0.0.0/8,127.0.0.1/32`); empty: anyone.
     trusted_relays: str = ""
+    # Expect a PROXY protocol header (v1 or v2) from a load balancer on every connection; the
+    # client it names is the one limits, trusted relays and the envelope see.
     proxy_protocol: bool = False
 
     @model_validator(mode="after")
@@ -61,17 +63,6 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class OutboundRelay(Strict):
-    """Where an account's mail goes out: an SMTP relay (submission port, or a local MTA)."""
-
-    host: str
-    port: int = Field(default=587, ge=1, le=65535)
-    security: Literal["none", "starttls", "tls"] = "starttls"
-    username: str | None = None
-    password: SecretStr | None = None
-    timeout_s: float = Field(default=30.0, gt=0)
-
-
 class OAuth2(Strict):
     token_url: str
     client_id: str
@@ -79,6 +70,26 @@ class OAuth2(Strict):
     refresh_token: SecretStr | None = None
     grant: Literal["refresh_token", "client_credentials"] = "refresh_token"
     scope: str = ""
+
+
+class OutboundRelay(Strict):
+    """Where an account's mail goes out: an SMTP relay (submission port, or a local MTA)."""
+
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["none", "starttls", "tls"] = "starttls"
+    auth: Literal["password", "xoauth2"] = "password"
+    username: str | None = None  # xoauth2: defaults to the account address
+    password: SecretStr | None = None
+    # xoauth2: e.g. scope `https://outlook.office.com/SMTP.Send offline_access`
+    oauth2: OAuth2 | None = None
+    timeout_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def consistent(self) -> OutboundRelay:
+        if self.auth == "xoauth2" and self.oauth2 is None:
+            raise ValueError("auth: xoauth2 needs an oauth2 section")
+        return self
 
 
 class ImapMailbox(Strict):

@@ -14,8 +14,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .email_load import email_service_kills
 from .harness import HarnessUnavailable, check_prerequisites
 from .scenarios import SCENARIOS, Lab, Result
+
+SCENARIOS["email_service_kills"] = email_service_kills
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -32,6 +35,7 @@ FULL: dict[str, dict[str, Any]] = {
     "queue_deleted": {"deletions": 4},
     "cluster_leader_kill": {"down_s": 5.0},
     "wechat_broker_restarts": {"restarts": 3, "down_s": 2.0},
+    "email_service_kills": {"kills": 8, "broker_restarts": 2, "down_s": 2.0},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "broker_restarts": {"restarts": 1, "down_s": 0.5},
@@ -45,6 +49,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "queue_deleted": {"deletions": 2},
     "cluster_leader_kill": {"down_s": 3.0},
     "wechat_broker_restarts": {"restarts": 1, "down_s": 0.5},
+    "email_service_kills": {"kills": 2, "broker_restarts": 1, "down_s": 0.5},
 }
 COLUMNS = ("scenario", "sent", "accepted", "persisted", "lost", "dup tickets", "dup messages",
            "dead-lettered (reason)", "longest", "p99", "time")

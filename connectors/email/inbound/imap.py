@@ -27,6 +27,7 @@ from prometheus_client import Counter, Gauge
 
 from intake import Task, get_logger, run_in_thread
 
+from ..client import TokenRefused, TokenSource, token_namespace
 from ..normalize import Envelope
 from ..settings import EmailAccount, EmailAccounts
 from ..state import status_namespace
@@ -39,6 +40,11 @@ IMAP_LAST_UID = Gauge("intake_email_imap_last_uid", "Highest UID made durable",
                       ["service", "account"])
 IMAP_RECONNECTS = Counter("intake_email_imap_reconnects_total", "IMAP reconnects",
                           ["service", "account"])
+IMAP_BACKLOG = Gauge("intake_email_imap_backlog", "Mails found in the folder, not yet durable",
+                     ["service", "account"])
+IMAP_LAG = Gauge("intake_email_imap_lag_seconds",
+                 "Age (INTERNALDATE) of the oldest mail found and not yet durable; 0 caught up",
+                 ["service", "account"])
 STATES = ("connecting", "idle", "polling", "importing", "auth_error", "error")
 IDLE_REISSUE_S = 29 * 60
 BACKOFF_S = (1.0, 300.0)
@@ -53,7 +59,7 @@ class MailboxPoller:
 
     def __init__(self, account: EmailAccount, deliverer: Deliverer, cursors: Any,
                  loop: asyncio.AbstractEventLoop, stop: threading.Event,
-                 status_store: Any = None) -> None:
+                 status_store: Any = None, tokens: TokenSource | None = None) -> None:
         assert account.imap is not None
         self.account = account
         self.mailbox = account.imap
@@ -64,6 +70,10 @@ class MailboxPoller:
         self.status = STATUS.setdefault(account.id, {"state": "connecting", "last_error": None})
         self.client: imapclient.IMAPClient | None = None
         self.status_store = status_store
+        oauth = account.imap.oauth2
+        if tokens is None and account.imap.auth == "xoauth2" and oauth is not None:
+            tokens = TokenSource(f"{account.id}:imap", oauth)
+        self.tokens = tokens  # XOAUTH2's access tokens (None: password login)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -73,7 +83,9 @@ class MailboxPoller:
             try:
                 self.session()
                 failures = 0
-            except LoginError as exc:
+            except (LoginError, TokenRefused) as exc:
+                if self.tokens is not None:
+                    self.tokens.forget()  # a refused token is not offered again
                 self._state("auth_error", str(exc)[:300])
                 self._wait(AUTH_RETRY_S)
             except Exception as exc:  # the server went away, a timeout, a protocol error
@@ -93,8 +105,11 @@ class MailboxPoller:
         self.client = client
         if mailbox.security == "starttls":
             client.starttls()
-        client.login(mailbox.username,
-                     mailbox.password.get_secret_value() if mailbox.password else "")
+        if self.tokens is not None:
+            client.oauth2_login(mailbox.username, self._call(self.tokens.access_token()))
+        else:
+            client.login(mailbox.username,
+                         mailbox.password.get_secret_value() if mailbox.password else "")
         selected = client.select_folder(mailbox.folder)
         uidvalidity = int(selected[b"UIDVALIDITY"])
         self.status.update({"uidvalidity": uidvalidity, "connected": True})
@@ -128,16 +143,19 @@ class MailboxPoller:
 
     def import_new(self, client: imapclient.IMAPClient, uidvalidity: int, last_uid: int) -> int:
         uids = sorted(u for u in client.search(["UID", f"{last_uid + 1}:*"]) if u > last_uid)
-        self.status["backlog"] = len(uids)
+        self._backlog(len(uids))
         if uids:
             self._state("importing", None)
+            oldest = client.fetch(uids[:1], ["INTERNALDATE"]).get(uids[0]) or {}
+            self._lag(oldest.get(b"INTERNALDATE"))
         batch_size = self.mailbox.batch_size
         for start in range(0, len(uids), batch_size):
             batch = uids[start:start + batch_size]
-            sizes = client.fetch(batch, ["RFC822.SIZE"])
+            sizes = client.fetch(batch, ["RFC822.SIZE", "INTERNALDATE"])
             for uid in batch:
                 if self.stop.is_set():
                     return last_uid
+                self._lag((sizes.get(uid) or {}).get(b"INTERNALDATE"))
                 if uid not in sizes:
                     log.info("imap_message_gone", account=self.account.id, uid=uid)
                     last_uid = self._advance(uid, uidvalidity)
@@ -156,8 +174,23 @@ class MailboxPoller:
                 self._deliver(bytes(raw), uid, uidvalidity)
                 self._after_intake(client, uid)
                 last_uid = self._advance(uid, uidvalidity)
-                self.status["backlog"] = max(0, int(self.status.get("backlog", 1)) - 1)
+                self._backlog(max(0, int(self.status.get("backlog", 1)) - 1))
+        self._lag(None)  # caught up with what the search found
         return last_uid
+
+    def _backlog(self, count: int) -> None:
+        self.status["backlog"] = count
+        IMAP_BACKLOG.labels("email", self.account.id).set(count)
+
+    def _lag(self, internal_date: Any) -> None:
+        """The lag metric from the oldest pending mail's INTERNALDATE (None: nothing pending).
+
+        imapclient gives a naive local time (or an aware one): `timestamp()` reads both right.
+        """
+        lag = max(0.0, time.time() - internal_date.timestamp()) if isinstance(
+            internal_date, datetime) else 0.0
+        self.status["lag_s"] = round(lag, 1)
+        IMAP_LAG.labels("email", self.account.id).set(lag)
 
     def _deliver(self, raw: bytes, uid: int, uidvalidity: int) -> None:
         envelope = Envelope(mail_from=None, rcpt_to=(self.account.address,))
@@ -275,8 +308,12 @@ async def run_mailboxes(app: web.Application) -> None:
     for account in mailboxes(deliverer.accounts):
         def work(_app: web.Application, stop: threading.Event,
                  account: EmailAccount = account) -> None:
+            imap = account.imap
+            tokens = TokenSource(f"{account.id}:imap", imap.oauth2, token_namespace(
+                state.store)) if imap is not None and imap.auth == "xoauth2" and imap.oauth2 \
+                else None
             MailboxPoller(account, deliverer, state.cursors(account.id), loop, stop,
-                          status_namespace(state.store)).run()
+                          status_namespace(state.store), tokens).run()
         work.__name__ = f"imap_{account.id}"
         works.append(run_in_thread(work)(app))
     if not works:

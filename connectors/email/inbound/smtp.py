@@ -9,15 +9,17 @@ send 60 kB lines), and only `<CRLF>.<CRLF>` ends the data (aiosmtpd 1.4.5's SMTP
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import ssl
 from collections import Counter as Tally
 from typing import Any, cast
 
 from aiohttp import web
+from aiosmtpd.proxy_protocol import ProxyData
 from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from intake import (
     ACCOUNTS,
@@ -42,7 +44,12 @@ SESSIONS = Counter("intake_email_smtp_sessions_total", "SMTP sessions opened", [
 ANSWERS = Counter("intake_email_smtp_answers_total", "SMTP answers to DATA, by code",
                   ["service", "code"])
 BYTES_IN = Counter("intake_email_smtp_bytes_total", "Bytes of mail received over SMTP", ["service"])
+REPLIES = Counter("intake_email_smtp_replies_total",
+                  "Every SMTP reply line sent (the last of a multi-line one), by command and code",
+                  ["service", "command", "code"])
+SESSIONS_OPEN = Gauge("intake_email_smtp_sessions_open", "SMTP sessions open now", ["service"])
 LINE_LIMIT = 1024 * 1024
+PROXY_TIMEOUT_S = 5.0  # a balancer sends its PROXY header at once; a silent peer is dropped
 DELIVERER: web.AppKey[Deliverer] = web.AppKey("email_deliverer", Deliverer)
 EMAIL_STATE: web.AppKey[EmailState] = web.AppKey("email_state", EmailState)
 
@@ -75,6 +82,11 @@ class EmailHandler:
     @property
     def settings(self) -> EmailSettings:
         return self.deliverer.settings
+
+    async def handle_PROXY(self, server: SMTP, session: Session, envelope: SmtpEnvelope,
+                           proxy: ProxyData) -> bool:
+        """Called before the greeting when `INTAKE_EMAIL_PROXY_PROTOCOL` is on (v1 or v2)."""
+        return await cast(EmailSMTP, server).admit_proxied(proxy)
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: SmtpEnvelope,
                           hostname: str, responses: list[str]) -> list[str]:
@@ -147,39 +159,97 @@ class EmailSMTP(SMTP):
                          enable_SMTPUTF8=True, decode_data=False, hostname=kwargs.pop(
                              "hostname", None) or "intake.local", ident="intake email",
                          tls_context=tls_context, require_starttls=settings.require_tls,
-                         timeout=settings.idle_timeout_s, **kwargs)
+                         timeout=settings.idle_timeout_s,
+                         proxy_protocol_timeout=PROXY_TIMEOUT_S if settings.proxy_protocol
+                         else None, **kwargs)
         self.limits = settings
         self.sessions = sessions  # open sessions by client address ("*": all), per server
         self._client: str | None = None
         self._counted = False
+        self._command = "CONNECT"  # the command the next reply answers (a label value)
+        self._smtp_methods = {name: self._noting(name, method)
+                              for name, method in self._smtp_methods.items()}
+
+    async def push(self, status: Any) -> None:
+        """aiosmtpd's one way out for every reply: counted here by command and code."""
+        text = status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status)
+        if text[3:4] != "-":  # the last line of a multi-line reply
+            REPLIES.labels("email", self._command, text[:3]).inc()
+        await super().push(status)
+
+    def _noting(self, command: str, method: Any) -> Any:
+        """`method` (aiosmtpd's `smtp_<COMMAND>`) labelling the replies it sends."""
+        @functools.wraps(method)
+        async def answering(arg: str | None) -> Any:
+            self._command = command
+            try:
+                return await method(arg)
+            finally:
+                self._command = "OTHER"  # a reply outside a command: syntax, line too long
+        return answering
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._counted:  # the TLS transport after STARTTLS: the same session, counted once
+            super().connection_made(transport)
+            return
         peer = transport.get_extra_info("peername")
         client = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
-        refusal = self._refusal(client)
+        # Behind a load balancer the peer is the balancer: the client's own limits wait for
+        # its PROXY header (`admit_proxied`); only the total is checked here.
+        proxied = self.limits.proxy_protocol
+        refusal = self._total_refusal() if proxied else self._refusal(client)
         if refusal is not None:
+            REPLIES.labels("email", "CONNECT", refusal[:3]).inc()
             transport.write(refusal.encode() + b"\r\n")  # type: ignore[attr-defined]
             transport.close()
             return
-        self._client, self._counted = client, True
-        self.sessions[client] += 1
+        self._counted = True
         self.sessions["*"] += 1
+        if not proxied:
+            self._client = client
+            self.sessions[client] += 1
         SESSIONS.labels("email").inc()
+        SESSIONS_OPEN.labels("email").inc()
         super().connection_made(transport)
 
+    async def admit_proxied(self, proxy: ProxyData) -> bool:
+        """The client named by the PROXY header, under the trusted-relay and per-client limits.
+
+        A `LOCAL` header (a balancer's own health check) names no client: the peer counts.
+        """
+        source = proxy.src_addr
+        peer = self.session.peer if self.session is not None else None
+        client = str(source) if source else (str(peer[0]) if isinstance(peer, tuple) and peer
+                                             else "unknown")
+        refusal = self._refusal(client, total=False)
+        if refusal is not None:
+            await self.push(refusal)  # counted under CONNECT: no command was read yet
+            log.info("smtp_refused", client=client, answer=refusal)
+            return False
+        self._client = client
+        self.sessions[client] += 1
+        return True
+
     def connection_lost(self, error: Exception | None) -> None:
-        if self._counted and self._client is not None:
+        if self._counted:
             self._counted = False
-            self.sessions[self._client] -= 1
             self.sessions["*"] -= 1
+            if self._client is not None:
+                self.sessions[self._client] -= 1
+            SESSIONS_OPEN.labels("email").dec()
         super().connection_lost(error)
 
-    def _refusal(self, client: str) -> str | None:
+    def _total_refusal(self) -> str | None:
+        if self.sessions["*"] >= self.limits.max_sessions:
+            return "421 4.7.0 too many sessions, try again later"
+        return None
+
+    def _refusal(self, client: str, *, total: bool = True) -> str | None:
         relays = [n.strip() for n in self.limits.trusted_relays.split(",") if n.strip()]
         if relays and not _within(client, relays):
             return "554 5.7.1 not a trusted relay"
-        if self.sessions["*"] >= self.limits.max_sessions:
-            return "421 4.7.0 too many sessions, try again later"
+        if total and (refusal := self._total_refusal()) is not None:
+            return refusal
         if self.sessions[client] >= self.limits.max_sessions_per_client:
             return "421 4.7.0 too many sessions from your address, try again later"
         return None
@@ -194,6 +264,10 @@ def _within(client: str, networks: list[str]) -> bool:
 
 
 def _peer(session: Session) -> str | None:
+    """The client's address: the PROXY header's source behind a balancer, else the peer."""
+    proxied = session.proxy_data
+    if proxied is not None and getattr(proxied, "src_addr", None):
+        return str(proxied.src_addr)
     peer = session.peer
     return str(peer[0]) if isinstance(peer, tuple) and peer else None
 

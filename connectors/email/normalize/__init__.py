@@ -222,6 +222,13 @@ def _address(value: str | None) -> tuple[str | None, str | None]:
     if not value:
         return None, None
     pairs = email.utils.getaddresses([value])
+    if len(pairs) > 1 and sum("@" in address for _, address in pairs) == 1:
+        # `Li, Lei <lilei@…>`: an unquoted comma split the name; it is all before the `<`.
+        angle = re.search(r"<([^<>@\s]+@[^<>\s]+)>", value)
+        if angle:
+            whole = value[:angle.start()].strip().strip('"').strip()
+            return (clean_header_value(whole)[:512] or None), clean_header_value(
+                angle.group(1))[:512]
     for name, address in pairs:
         if "@" in address:
             return (clean_header_value(name)[:512] or None), clean_header_value(address)[:512]

@@ -36,12 +36,16 @@ class Dovecot:
     port: int
     process: subprocess.Popen[bytes] | None = None
     capability: str | None = None  # e.g. without IDLE
+    # XOAUTH2 and OAUTHBEARER through Dovecot's oauth2 passdb, asking this URL about each token
+    # (RFC 7662 introspection, `introspection_mode = post`); passwords keep working beside it.
+    introspection_url: str | None = None
 
     @classmethod
     def create(cls, root: Path | None = None, port: int | None = None,
-               capability: str | None = None) -> Dovecot:
+               capability: str | None = None, introspection_url: str | None = None) -> Dovecot:
         folder = root or Path(tempfile.mkdtemp(prefix="intake-dovecot-"))
-        return cls(folder, port or free_port(), capability=capability)
+        return cls(folder, port or free_port(), capability=capability,
+                   introspection_url=introspection_url)
 
     @property
     def maildir(self) -> Path:
@@ -59,6 +63,14 @@ class Dovecot:
             f"{USER}:{{PLAIN}}{PASSWORD}:{mail_user.pw_uid}:{mail_user.pw_gid}::"
             f"{self.maildir}::\n")
         capability = (f"imap_capability = {self.capability}\n" if self.capability else "")
+        mechanisms, oauth_passdb = "plain login", ""
+        if self.introspection_url:
+            mechanisms = "plain login xoauth2 oauthbearer"
+            (self.root / "oauth2.conf").write_text(
+                f"introspection_mode = post\nintrospection_url = {self.introspection_url}\n"
+                "username_attribute = email\nactive_attribute = active\nactive_value = true\n")
+            oauth_passdb = (f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+                            f"  args = {self.root}/oauth2.conf\n}}\n")
         config = f"""
 base_dir = {self.root}/run
 state_dir = {self.root}/run
@@ -67,7 +79,7 @@ protocols = imap
 listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 first_valid_uid = {mail_user.pw_uid}
 mail_location = maildir:{self.maildir}
 mail_uid = {mail_user.pw_uid}
@@ -99,9 +111,10 @@ service stats {{
 }}
 passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = {self.root}/passwd
 }}
-userdb {{
+{oauth_passdb}userdb {{
   driver = passwd-file
   args = {self.root}/passwd
 }}

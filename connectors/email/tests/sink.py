@@ -16,6 +16,7 @@ from aiosmtpd.smtp import SMTP
 class Sink:
     mails: list[email.message.EmailMessage] = field(default_factory=list)
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
+    raws: list[bytes] = field(default_factory=list)  # each mail's DATA bytes as received
     answers: list[str] = field(default_factory=list)  # the next DATA answers, then 250
     server: asyncio.Server | None = None
     port: int = 0
@@ -24,6 +25,7 @@ class Sink:
         if self.answers:
             return self.answers.pop(0)
         self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        self.raws.append(envelope.original_content)
         parsed = email.message_from_bytes(envelope.original_content, policy=policy.default)
         assert isinstance(parsed, email.message.EmailMessage)
         self.mails.append(parsed)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import imapclient
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from connectors.email.inbound import Deliverer, ParserPool
@@ -219,4 +221,53 @@ async def test_a_restarted_dovecot_is_reconnected_and_new_mail_imported(
         messages = await intake.until(2, timeout=20)
         assert [m.subject for m in messages] == ["mail 1", "mail 2"]
     finally:
+        await intake.close()
+
+
+class HeldPublisher(RecordingPublisher):
+    """Keeps each publish waiting until `release` is set: the import stays mid-backlog."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def publish(self, message: Any, exchange: str = "inbound", *,
+                      timeout: float | None = None) -> None:
+        await self.release.wait()
+        await super().publish(message, exchange, timeout=timeout)
+
+
+def imap_metric(name: str) -> float | None:
+    return REGISTRY.get_sample_value(name, {"service": "email", "account": USER})
+
+
+async def test_lag_and_backlog_show_the_oldest_unimported_mail_then_zero(
+        dovecot: Dovecot, store: StateStore) -> None:
+    two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
+    with imapclient.IMAPClient("127.0.0.1", dovecot.port, ssl=False, timeout=10) as client:
+        client.login(USER, PASSWORD)
+        for n in (1, 2):
+            client.append("INBOX", mail(n), msg_time=two_hours_ago)
+    publisher = HeldPublisher()
+    intake = Intake(store, publisher)
+    await intake.start(account(dovecot.port))
+    try:
+        for _ in range(200):
+            if imap_metric("intake_email_imap_backlog") == 2:
+                break
+            await asyncio.sleep(0.05)
+        lag = imap_metric("intake_email_imap_lag_seconds")
+        assert imap_metric("intake_email_imap_backlog") == 2
+        assert lag is not None and 7200 - 120 < lag < 7200 + 120
+        publisher.release.set()
+        await intake.until(2)
+        for _ in range(100):
+            if imap_metric("intake_email_imap_lag_seconds") == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert imap_metric("intake_email_imap_lag_seconds") == 0
+        assert imap_metric("intake_email_imap_backlog") == 0
+        assert STATUS[USER]["lag_s"] == 0
+    finally:
+        publisher.release.set()
         await intake.close()
