@@ -23,7 +23,6 @@ from prometheus_client import Counter
 from intake import (
     Attachment,
     Failed,
-    FileBlobStore,
     IntakeSettings,
     OutboundMessage,
     RetryLater,
@@ -31,6 +30,7 @@ from intake import (
     SendOutcome,
     Sent,
     Suppressed,
+    blob_store_for,
     get_logger,
 )
 
@@ -164,7 +164,7 @@ class EmailSender:
         if not message.attachments:
             return []
         if self.blobs is None:
-            self.blobs = FileBlobStore(IntakeSettings().data_dir / "blobs")
+            self.blobs = blob_store_for(IntakeSettings())
         loaded: list[tuple[Attachment, bytes]] = []
         for attachment in message.attachments:
             try:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from intake import (
     Bus,
-    FileBlobStore,
     IntakeSettings,
     Outbox,
     Publisher,
+    blob_store_for,
     load_document,
 )
 
@@ -63,7 +63,7 @@ async def import_mail(path: str, account_id: str) -> int:
         return 2
     bus = Bus(settings, "email-import")
     bus.start()
-    blobs = FileBlobStore(settings.data_dir / "blobs")
+    blobs = blob_store_for(settings)
     outbox = Outbox(settings.data_dir / "outbox" / "email-import.sqlite3")
     publisher = Publisher(bus, outbox, "email-import", channel="email")
     publisher.start()
