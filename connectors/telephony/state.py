@@ -43,7 +43,7 @@ class Recordings(Protocol):
 
 @dataclass
 class LiveCall:
-    """What the machine knows of one call: its events and what it published."""
+    """What the machine knows of one call: its events, when each arrived, what it published."""
 
     call_id: str
     events: dict[str, CallEvent] = field(default_factory=dict)  # digest -> event
@@ -54,18 +54,24 @@ class LiveCall:
     answered_received: float | None = None
     recorded_at: float | None = None
 
+    def add(self, digest: str, event: CallEvent, received: float) -> None:
+        """Take `event`, arrived at `received` (gateway clock); any order, as a rebuild reads
+        the journal in key order."""
+        self.events[digest] = event
+        self.first_received = min(self.first_received or received, received)
+        self.last_received = max(self.last_received, received)
+        if event.terminal:
+            self.terminal_received = min(self.terminal_received or received, received)
+        if event.type in ("answered", "transferred"):
+            self.answered_received = min(self.answered_received or received, received)
+
     def meta(self) -> dict[str, Any]:
-        return {"published": self.published, "first_received": self.first_received,
-                "last_received": self.last_received,
-                "terminal_received": self.terminal_received,
-                "answered_received": self.answered_received, "recorded_at": self.recorded_at}
+        # The arrival times live with each event in the journal, not here: this is written
+        # after the publishes, so a crash before it must not lose when the events came.
+        return {"published": self.published, "recorded_at": self.recorded_at}
 
     def restore(self, meta: dict[str, Any]) -> None:
         self.published = list(meta.get("published", []))
-        self.first_received = float(meta.get("first_received", 0.0))
-        self.last_received = float(meta.get("last_received", 0.0))
-        self.terminal_received = meta.get("terminal_received")
-        self.answered_received = meta.get("answered_received")
         self.recorded_at = meta.get("recorded_at")
 
 
@@ -88,19 +94,30 @@ class CallMachine:
         # The timer looks at live calls only; recorded ones wait in order for their pruning.
         self.live_ids: dict[str, None] = {}
         self.recorded: deque[tuple[float, str]] = deque()
+        # Live calls whose due progress may not be out: rebuilt ones, and those whose publish
+        # failed (an AMI or ESL event is not sent again the way a webhook is).
+        self.unpublished: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
 
     # -- start -----------------------------------------------------------------------------
 
     async def rebuild(self) -> int:
         """Load the journal; returns how many calls are still live (not yet recorded)."""
+        metas = dict(await self.meta.items(limit=10_000_000))
         for key, value in await self.events.items(limit=10_000_000):
             call_id, _, digest = key.rpartition("\x1f")
-            self._call(call_id).events[digest] = CallEvent.model_validate(value)
-        for call_id, value in await self.meta.items(limit=10_000_000):
+            if "received_at" in value:
+                received = float(value["received_at"])
+                event = CallEvent.model_validate(value["event"])
+            else:  # a journal written before events kept their arrival: the call's times
+                event = CallEvent.model_validate(value)
+                received = _legacy_received(metas.get(call_id, {}), event, self.clock())
+            self._call(call_id).add(digest, event, received)
+        for call_id, value in metas.items():
             self._call(call_id).restore(value)
         self.live_ids = {call_id: None for call_id, call in self.calls.items()
                          if call.recorded_at is None}
+        self.unpublished = set(self.live_ids)
         self.recorded = deque(sorted((call.recorded_at, call_id)
                                      for call_id, call in self.calls.items()
                                      if call.recorded_at is not None))
@@ -120,27 +137,32 @@ class CallMachine:
         async with self._lock(event.call_id):
             call = self._call(event.call_id)
             digest = event.digest
-            fresh = digest not in call.events and await self.events.put_new(
-                f"{event.call_id}\x1f{digest}", event.model_dump(mode="json"))
             now = self.clock()
+            # The arrival goes into the journal with the event: timeouts and settling count
+            # from it, and a rebuild after a crash has nothing else to go by.
+            fresh = digest not in call.events and await self.events.put_new(
+                f"{event.call_id}\x1f{digest}",
+                {"event": event.model_dump(mode="json"), "received_at": now})
             if fresh:
-                call.events[digest] = event
-                call.first_received = call.first_received or now
-                call.last_received = now
-                if event.terminal and call.terminal_received is None:
-                    call.terminal_received = now
-                if event.type in ("answered", "transferred") and call.answered_received is None:
-                    call.answered_received = now
+                call.add(digest, event, now)
             elif call.recorded_at is not None:
                 return False
             if fresh and call.recorded_at is not None and event.recording_url \
                     and self.recordings is not None:
                 # A recording after the record: it follows on the record's ticket.
                 await self.recordings.follow_up(self.view(call), event.recording_url)
-            await self._publish_progress(call)
-            if fresh:
-                await self.meta.put(event.call_id, call.meta())
+            try:
+                await self._publish_due(call)
+            except BaseException:
+                self.unpublished.add(call.call_id)
+                raise
             return fresh
+
+    async def _publish_due(self, call: LiveCall) -> None:
+        published = len(call.published)
+        await self._publish_progress(call)
+        if len(call.published) != published:
+            await self.meta.put(call.call_id, call.meta())
 
     async def _publish_progress(self, call: LiveCall) -> None:
         if call.recorded_at is not None or not call.events:
@@ -170,6 +192,17 @@ class CallMachine:
             pruned = self.calls.get(call_id)
             if pruned is not None and pruned.recorded_at is not None:
                 await self._prune(pruned)
+        for call_id in list(self.unpublished):
+            call = self.calls.get(call_id)
+            if call is not None:
+                async with self._lock(call_id):
+                    try:
+                        await self._publish_due(call)
+                    except Exception as exc:  # neither broker nor outbox: the next tick
+                        log.warning("call_progress_deferred", line=self.line.id,
+                                    call_id=call_id, error=str(exc))
+                        break
+            self.unpublished.discard(call_id)
         for call_id in list(self.live_ids):
             call = self.calls[call_id]
             inferred = self._timeout(call, now)
@@ -254,6 +287,15 @@ class CallMachine:
 
 def _utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
+
+
+def _legacy_received(meta: dict[str, Any], event: CallEvent, now: float) -> float:
+    """An older journal's event without its arrival time: the best its call's meta knew."""
+    if event.terminal and meta.get("terminal_received") is not None:
+        return float(meta["terminal_received"])
+    if event.type in ("answered", "transferred") and meta.get("answered_received") is not None:
+        return float(meta["answered_received"])
+    return float(meta.get("last_received") or meta.get("first_received") or now)
 
 
 class TelephonyState:
