@@ -271,6 +271,12 @@ class CallMachine:
     def live(self) -> int:
         return len(self.live_ids)
 
+    def open_calls(self) -> list[str]:
+        """Live calls no terminal event closed yet (what a PBX client reconciles after a
+        reconnect)."""
+        return [call_id for call_id in self.live_ids
+                if self.calls[call_id].terminal_received is None]
+
     def _call(self, call_id: str) -> LiveCall:
         call = self.calls.get(call_id)
         if call is None:
@@ -349,6 +355,9 @@ class TelephonyState:
         machine = self.machines.get(line_id)
         call = machine.calls.get(call_id) if machine is not None else None
         return machine.view(call) if machine is not None and call and call.events else None
+
+    def open_calls(self, line_id: str) -> list[str]:
+        return self.machines[line_id].open_calls()
 
     async def seen(self, line: str, webhook_id: str) -> bool:
         """True when this webhook id was accepted on the line within the last 48 h."""
