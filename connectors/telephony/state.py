@@ -11,6 +11,7 @@ in between publishes it again (a duplicate the ticket core's idempotency key abs
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -304,8 +305,40 @@ def _legacy_received(meta: dict[str, Any], event: CallEvent, now: float) -> floa
     return float(meta.get("last_received") or meta.get("first_received") or now)
 
 
+class SeenFilter:
+    """Which webhook ids may have been remembered: a Bloom filter (10 bits an id, 7 probes,
+    about 1 % false positives), so that a new id, nearly every request, costs no read of the
+    store. Never a false negative; a false positive reads the store. Only sound where no other
+    process remembers ids (the SQLite store is this process's own)."""
+
+    PROBES = 7
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.bits = bytearray(capacity * 10 // 8 + 1)
+        self.size = len(self.bits) * 8
+        self.count = 0
+
+    def _positions(self, key: str) -> list[int]:
+        digest = hashlib.blake2b(key.encode(), digest_size=16).digest()
+        first = int.from_bytes(digest[:8], "little")
+        step = int.from_bytes(digest[8:], "little") | 1
+        return [(first + i * step) % self.size for i in range(self.PROBES)]
+
+    def add(self, key: str) -> None:
+        for position in self._positions(key):
+            self.bits[position >> 3] |= 1 << (position & 7)
+        self.count += 1
+
+    def may_contain(self, key: str) -> bool:
+        return all(self.bits[p >> 3] & (1 << (p & 7)) for p in self._positions(key))
+
+
 class TelephonyState:
     """The journal store, one machine per line, and the webhook ids seen (48 h)."""
+
+    # Webhook ids the filter holds at least; four times those in the store at start.
+    FILTER_CAPACITY = 1_000_000
 
     def __init__(self, lines: list[LineBase], store: StateStore, publisher: Publishing, *,
                  clock: Clock = time.time, journal_keep_s: float = 24 * 3600.0,
@@ -321,6 +354,7 @@ class TelephonyState:
         self._webhook_ids = {line.id: store.namespace(f"telephony:webhook-ids:{line.id}")
                              for line in lines}
         self._last_sweep = 0.0
+        self._filter: SeenFilter | None = None
         # The PBX clients by line (AMI, ESL), for `/readyz`: each has `state` and `detail`.
         self.clients: dict[str, Any] = {}
 
@@ -328,6 +362,21 @@ class TelephonyState:
         await self.store.open()
         for machine in self.machines.values():
             await machine.rebuild()
+        if self.store.dialect == "sqlite":
+            await self._load_filter()
+
+    async def _load_filter(self) -> None:
+        ids: list[str] = []
+        for line, namespace in self._webhook_ids.items():
+            start: str | None = None
+            while page := await namespace.items(limit=50_000, start=start):
+                ids += (f"{line}\x1f{key}" for key, _ in page if key != start)
+                if len(page) < 50_000:
+                    break
+                start = page[-1][0]
+        self._filter = SeenFilter(max(self.FILTER_CAPACITY, 4 * len(ids)))
+        for key in ids:
+            self._filter.add(key)
 
     async def close(self) -> None:
         await self.store.close()
@@ -361,11 +410,20 @@ class TelephonyState:
 
     async def seen(self, line: str, webhook_id: str) -> bool:
         """True when this webhook id was accepted on the line within the last 48 h."""
+        if self._filter is not None and not self._filter.may_contain(f"{line}\x1f{webhook_id}"):
+            return False  # never remembered: no need to ask the store
         stamp = await self._webhook_ids[line].get(webhook_id)
         return stamp is not None and self.clock() - float(stamp) < self.webhook_id_ttl_s
 
     async def remember(self, line: str, webhook_id: str) -> None:
         await self._webhook_ids[line].put(webhook_id, self.clock())
+        if self._filter is not None:
+            self._filter.add(f"{line}\x1f{webhook_id}")
+            if self._filter.count >= self._filter.capacity:
+                # Past its size it would answer "maybe" to everything: the store decides
+                # until the next start sizes a larger one.
+                log.warning("webhook_id_filter_full", capacity=self._filter.capacity)
+                self._filter = None
 
     async def tick(self) -> int:
         recorded = 0

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from connectors.telephony.normalize import CallEvent
 from connectors.telephony.settings import GenericLine
-from connectors.telephony.state import TelephonyState
+from connectors.telephony.state import SeenFilter, TelephonyState
 from intake import Message, StateStore, Transient
 from intake.testing import RecordingPublisher, RefusingPublisher
 
@@ -239,4 +239,38 @@ async def test_a_journal_written_before_arrival_times_is_read_with_its_calls_tim
     assert (call.first_received, call.published) == (clock.now, ["ringing"])
     clock.now += 30
     assert await state.tick() == 0  # rung 30 s ago, not since the epoch
+    await state.close()
+
+
+async def test_webhook_ids_are_remembered_across_a_restart_and_new_ones_read_nothing(
+        tmp_path: Path, clock: Clock) -> None:
+    first = await open_state(tmp_path, RecordingPublisher(), clock)
+    await first.remember("hotline", "msg_1")
+    assert await first.seen("hotline", "msg_1")
+    await first.close()
+    second = await open_state(tmp_path, RecordingPublisher(), clock)
+    assert await second.seen("hotline", "msg_1")  # the filter was loaded from the store
+    ids = second._webhook_ids["hotline"]
+
+    async def unreadable(key: str, default: object = None) -> object:
+        raise AssertionError("a new webhook id should not be read from the store")
+
+    ids.get = unreadable  # type: ignore[method-assign]
+    # With one id in a filter sized for a million, a false positive (which would read, and
+    # fail here) is practically impossible.
+    assert not any([await second.seen("hotline", f"msg_new_{i}") for i in range(200)])
+    await second.close()
+
+
+async def test_a_full_webhook_id_filter_leaves_the_store_to_decide(
+        tmp_path: Path, clock: Clock) -> None:
+    state = await open_state(tmp_path, RecordingPublisher(), clock)
+    assert state._filter is not None
+    state._filter = SeenFilter(capacity=3)
+    for i in range(3):
+        await state.remember("hotline", f"msg_{i}")
+    assert state._filter is None
+    assert await state.seen("hotline", "msg_2") and not await state.seen("hotline", "msg_9")
+    clock.now += 48 * 3600
+    assert not await state.seen("hotline", "msg_2")  # expired
     await state.close()
