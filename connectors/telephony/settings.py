@@ -116,12 +116,21 @@ class TwilioLine(LineBase):
     adapter: Literal["twilio"]
     account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$")
     auth_token: SecretStr
+    # A Webhook Rule's SharedKey secret: requests with X-Twilio-Webhooks-Signature-Settings
+    # are signed with it (HMAC_SHA256); `require_shared_key` then refuses the auth token's.
     shared_key_secret: SecretStr | None = None
+    require_shared_key: bool = False
     public_url: str = Field(pattern=r"^https?://")
     dial: list[str] = Field(default_factory=list)
     twiml: bool = True
     record_calls: bool = False
     voicemail: Voicemail | None = None
+
+    @model_validator(mode="after")
+    def a_required_shared_key_is_set(self) -> TwilioLine:
+        if self.require_shared_key and self.shared_key_secret is None:
+            raise ValueError(f"line {self.id!r}: require_shared_key needs shared_key_secret")
+        return self
 
 
 class AmiLine(LineBase):

@@ -11,6 +11,7 @@ in between publishes it again (a duplicate the ticket core's idempotency key abs
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -43,7 +44,7 @@ class Recordings(Protocol):
 
 @dataclass
 class LiveCall:
-    """What the machine knows of one call: its events and what it published."""
+    """What the machine knows of one call: its events, when each arrived, what it published."""
 
     call_id: str
     events: dict[str, CallEvent] = field(default_factory=dict)  # digest -> event
@@ -54,18 +55,24 @@ class LiveCall:
     answered_received: float | None = None
     recorded_at: float | None = None
 
+    def add(self, digest: str, event: CallEvent, received: float) -> None:
+        """Take `event`, arrived at `received` (gateway clock); any order, as a rebuild reads
+        the journal in key order."""
+        self.events[digest] = event
+        self.first_received = min(self.first_received or received, received)
+        self.last_received = max(self.last_received, received)
+        if event.terminal:
+            self.terminal_received = min(self.terminal_received or received, received)
+        if event.type in ("answered", "transferred"):
+            self.answered_received = min(self.answered_received or received, received)
+
     def meta(self) -> dict[str, Any]:
-        return {"published": self.published, "first_received": self.first_received,
-                "last_received": self.last_received,
-                "terminal_received": self.terminal_received,
-                "answered_received": self.answered_received, "recorded_at": self.recorded_at}
+        # The arrival times live with each event in the journal, not here: this is written
+        # after the publishes, so a crash before it must not lose when the events came.
+        return {"published": self.published, "recorded_at": self.recorded_at}
 
     def restore(self, meta: dict[str, Any]) -> None:
         self.published = list(meta.get("published", []))
-        self.first_received = float(meta.get("first_received", 0.0))
-        self.last_received = float(meta.get("last_received", 0.0))
-        self.terminal_received = meta.get("terminal_received")
-        self.answered_received = meta.get("answered_received")
         self.recorded_at = meta.get("recorded_at")
 
 
@@ -88,19 +95,30 @@ class CallMachine:
         # The timer looks at live calls only; recorded ones wait in order for their pruning.
         self.live_ids: dict[str, None] = {}
         self.recorded: deque[tuple[float, str]] = deque()
+        # Live calls whose due progress may not be out: rebuilt ones, and those whose publish
+        # failed (an AMI or ESL event is not sent again the way a webhook is).
+        self.unpublished: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
 
     # -- start -----------------------------------------------------------------------------
 
     async def rebuild(self) -> int:
         """Load the journal; returns how many calls are still live (not yet recorded)."""
+        metas = dict(await self.meta.items(limit=10_000_000))
         for key, value in await self.events.items(limit=10_000_000):
             call_id, _, digest = key.rpartition("\x1f")
-            self._call(call_id).events[digest] = CallEvent.model_validate(value)
-        for call_id, value in await self.meta.items(limit=10_000_000):
+            if "received_at" in value:
+                received = float(value["received_at"])
+                event = CallEvent.model_validate(value["event"])
+            else:  # a journal written before events kept their arrival: the call's times
+                event = CallEvent.model_validate(value)
+                received = _legacy_received(metas.get(call_id, {}), event, self.clock())
+            self._call(call_id).add(digest, event, received)
+        for call_id, value in metas.items():
             self._call(call_id).restore(value)
         self.live_ids = {call_id: None for call_id, call in self.calls.items()
                          if call.recorded_at is None}
+        self.unpublished = set(self.live_ids)
         self.recorded = deque(sorted((call.recorded_at, call_id)
                                      for call_id, call in self.calls.items()
                                      if call.recorded_at is not None))
@@ -120,27 +138,32 @@ class CallMachine:
         async with self._lock(event.call_id):
             call = self._call(event.call_id)
             digest = event.digest
-            fresh = digest not in call.events and await self.events.put_new(
-                f"{event.call_id}\x1f{digest}", event.model_dump(mode="json"))
             now = self.clock()
+            # The arrival goes into the journal with the event: timeouts and settling count
+            # from it, and a rebuild after a crash has nothing else to go by.
+            fresh = digest not in call.events and await self.events.put_new(
+                f"{event.call_id}\x1f{digest}",
+                {"event": event.model_dump(mode="json"), "received_at": now})
             if fresh:
-                call.events[digest] = event
-                call.first_received = call.first_received or now
-                call.last_received = now
-                if event.terminal and call.terminal_received is None:
-                    call.terminal_received = now
-                if event.type in ("answered", "transferred") and call.answered_received is None:
-                    call.answered_received = now
+                call.add(digest, event, now)
             elif call.recorded_at is not None:
                 return False
             if fresh and call.recorded_at is not None and event.recording_url \
                     and self.recordings is not None:
                 # A recording after the record: it follows on the record's ticket.
                 await self.recordings.follow_up(self.view(call), event.recording_url)
-            await self._publish_progress(call)
-            if fresh:
-                await self.meta.put(event.call_id, call.meta())
+            try:
+                await self._publish_due(call)
+            except BaseException:
+                self.unpublished.add(call.call_id)
+                raise
             return fresh
+
+    async def _publish_due(self, call: LiveCall) -> None:
+        published = len(call.published)
+        await self._publish_progress(call)
+        if len(call.published) != published:
+            await self.meta.put(call.call_id, call.meta())
 
     async def _publish_progress(self, call: LiveCall) -> None:
         if call.recorded_at is not None or not call.events:
@@ -170,6 +193,17 @@ class CallMachine:
             pruned = self.calls.get(call_id)
             if pruned is not None and pruned.recorded_at is not None:
                 await self._prune(pruned)
+        for call_id in list(self.unpublished):
+            call = self.calls.get(call_id)
+            if call is not None:
+                async with self._lock(call_id):
+                    try:
+                        await self._publish_due(call)
+                    except Exception as exc:  # neither broker nor outbox: the next tick
+                        log.warning("call_progress_deferred", line=self.line.id,
+                                    call_id=call_id, error=str(exc))
+                        break
+            self.unpublished.discard(call_id)
         for call_id in list(self.live_ids):
             call = self.calls[call_id]
             inferred = self._timeout(call, now)
@@ -238,6 +272,12 @@ class CallMachine:
     def live(self) -> int:
         return len(self.live_ids)
 
+    def open_calls(self) -> list[str]:
+        """Live calls no terminal event closed yet (what a PBX client reconciles after a
+        reconnect)."""
+        return [call_id for call_id in self.live_ids
+                if self.calls[call_id].terminal_received is None]
+
     def _call(self, call_id: str) -> LiveCall:
         call = self.calls.get(call_id)
         if call is None:
@@ -256,8 +296,49 @@ def _utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
 
 
+def _legacy_received(meta: dict[str, Any], event: CallEvent, now: float) -> float:
+    """An older journal's event without its arrival time: the best its call's meta knew."""
+    if event.terminal and meta.get("terminal_received") is not None:
+        return float(meta["terminal_received"])
+    if event.type in ("answered", "transferred") and meta.get("answered_received") is not None:
+        return float(meta["answered_received"])
+    return float(meta.get("last_received") or meta.get("first_received") or now)
+
+
+class SeenFilter:
+    """Which webhook ids may have been remembered: a Bloom filter (10 bits an id, 7 probes,
+    about 1 % false positives), so that a new id, nearly every request, costs no read of the
+    store. Never a false negative; a false positive reads the store. Only sound where no other
+    process remembers ids (the SQLite store is this process's own)."""
+
+    PROBES = 7
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.bits = bytearray(capacity * 10 // 8 + 1)
+        self.size = len(self.bits) * 8
+        self.count = 0
+
+    def _positions(self, key: str) -> list[int]:
+        digest = hashlib.blake2b(key.encode(), digest_size=16).digest()
+        first = int.from_bytes(digest[:8], "little")
+        step = int.from_bytes(digest[8:], "little") | 1
+        return [(first + i * step) % self.size for i in range(self.PROBES)]
+
+    def add(self, key: str) -> None:
+        for position in self._positions(key):
+            self.bits[position >> 3] |= 1 << (position & 7)
+        self.count += 1
+
+    def may_contain(self, key: str) -> bool:
+        return all(self.bits[p >> 3] & (1 << (p & 7)) for p in self._positions(key))
+
+
 class TelephonyState:
     """The journal store, one machine per line, and the webhook ids seen (48 h)."""
+
+    # Webhook ids the filter holds at least; four times those in the store at start.
+    FILTER_CAPACITY = 1_000_000
 
     def __init__(self, lines: list[LineBase], store: StateStore, publisher: Publishing, *,
                  clock: Clock = time.time, journal_keep_s: float = 24 * 3600.0,
@@ -273,6 +354,7 @@ class TelephonyState:
         self._webhook_ids = {line.id: store.namespace(f"telephony:webhook-ids:{line.id}")
                              for line in lines}
         self._last_sweep = 0.0
+        self._filter: SeenFilter | None = None
         # The PBX clients by line (AMI, ESL), for `/readyz`: each has `state` and `detail`.
         self.clients: dict[str, Any] = {}
 
@@ -280,6 +362,21 @@ class TelephonyState:
         await self.store.open()
         for machine in self.machines.values():
             await machine.rebuild()
+        if self.store.dialect == "sqlite":
+            await self._load_filter()
+
+    async def _load_filter(self) -> None:
+        ids: list[str] = []
+        for line, namespace in self._webhook_ids.items():
+            start: str | None = None
+            while page := await namespace.items(limit=50_000, start=start):
+                ids += (f"{line}\x1f{key}" for key, _ in page if key != start)
+                if len(page) < 50_000:
+                    break
+                start = page[-1][0]
+        self._filter = SeenFilter(max(self.FILTER_CAPACITY, 4 * len(ids)))
+        for key in ids:
+            self._filter.add(key)
 
     async def close(self) -> None:
         await self.store.close()
@@ -308,13 +405,25 @@ class TelephonyState:
         call = machine.calls.get(call_id) if machine is not None else None
         return machine.view(call) if machine is not None and call and call.events else None
 
+    def open_calls(self, line_id: str) -> list[str]:
+        return self.machines[line_id].open_calls()
+
     async def seen(self, line: str, webhook_id: str) -> bool:
         """True when this webhook id was accepted on the line within the last 48 h."""
+        if self._filter is not None and not self._filter.may_contain(f"{line}\x1f{webhook_id}"):
+            return False  # never remembered: no need to ask the store
         stamp = await self._webhook_ids[line].get(webhook_id)
         return stamp is not None and self.clock() - float(stamp) < self.webhook_id_ttl_s
 
     async def remember(self, line: str, webhook_id: str) -> None:
         await self._webhook_ids[line].put(webhook_id, self.clock())
+        if self._filter is not None:
+            self._filter.add(f"{line}\x1f{webhook_id}")
+            if self._filter.count >= self._filter.capacity:
+                # Past its size it would answer "maybe" to everything: the store decides
+                # until the next start sizes a larger one.
+                log.warning("webhook_id_filter_full", capacity=self._filter.capacity)
+                self._filter = None
 
     async def tick(self) -> int:
         recorded = 0

@@ -21,6 +21,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -557,33 +558,49 @@ class LoadDriver:
         self._progress.set()
 
     async def submit(self, http: aiohttp.ClientSession, index: int) -> None:
-        key = self.header_key(index)
-        sub = Submission(key=key, started=time.time())
-        self.submissions[key] = sub
-        self.sent += 1
+        sub = self.start(self.header_key(index))
         body = self.body(index)
+
+        async def post() -> int:
+            async with http.post(self.gateway.form_url, json=body,
+                                 headers={"Idempotency-Key": sub.key},
+                                 timeout=aiohttp.ClientTimeout(total=30)) as response:
+                await response.read()
+                return response.status
+
+        if await self.deliver(sub, post):
+            self.accept(sub)
+
+    def start(self, key: str) -> Submission:
+        sub = self.submissions[key] = Submission(key=key, started=time.time())
+        self.sent += 1
+        return sub
+
+    def accept(self, sub: Submission) -> None:
+        sub.accepted_at = time.time()
+        self.accepted_count += 1
+        self._progress.set()
+
+    async def deliver(self, sub: Submission, post: Callable[[], Awaitable[int]]) -> bool:
+        """`post()` (one request, its status) again after a short growing pause until a 2xx
+        (True), as a real client does; False once `give_up_s` passed since `sub` started.
+        A connection error counts as status 0."""
         pause = 0.05
         while time.time() - sub.started < self.give_up_s:
             await self.paused.wait()
             sub.attempts += 1
             try:
-                async with http.post(self.gateway.form_url, json=body,
-                                     headers={"Idempotency-Key": key},
-                                     timeout=aiohttp.ClientTimeout(total=30)) as response:
-                    await response.read()
-                    status = response.status
+                status = await post()
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 self.errors[exc.__class__.__name__] += 1
                 status = 0
             self.statuses[status] += 1
             sub.statuses.append(status)
             if 200 <= status < 300:
-                sub.accepted_at = time.time()
-                self.accepted_count += 1
-                self._progress.set()
-                return
+                return True
             await asyncio.sleep(pause + random.random() * pause)
             pause = min(pause * 2, 1.0)
+        return False
 
     async def reached(self, fraction: float) -> None:
         """Wait until this share of the stream is accepted (or the stream is over)."""

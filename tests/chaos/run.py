@@ -17,6 +17,11 @@ from typing import Any
 from .email_load import email_service_kills
 from .harness import HarnessUnavailable, check_prerequisites
 from .scenarios import SCENARIOS, Lab, Result
+from .telephony import telephony_faults
+
+# Scenarios with a quick test of their own (tests/chaos/test_chaos_<name>.py), so that
+# test_chaos_quick.py, which runs SCENARIOS, does not run them twice.
+OWN_TESTS = {"telephony_faults": telephony_faults}
 
 SCENARIOS["email_service_kills"] = email_service_kills
 
@@ -36,6 +41,7 @@ FULL: dict[str, dict[str, Any]] = {
     "cluster_leader_kill": {"down_s": 5.0},
     "wechat_broker_restarts": {"restarts": 3, "down_s": 2.0},
     "email_service_kills": {"kills": 8, "broker_restarts": 2, "down_s": 2.0},
+    "telephony_faults": {"kills": 4, "down_s": 10.0},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "broker_restarts": {"restarts": 1, "down_s": 0.5},
@@ -50,6 +56,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "cluster_leader_kill": {"down_s": 3.0},
     "wechat_broker_restarts": {"restarts": 1, "down_s": 0.5},
     "email_service_kills": {"kills": 2, "broker_restarts": 1, "down_s": 0.5},
+    "telephony_faults": {"kills": 2, "down_s": 3.0},
 }
 COLUMNS = ("scenario", "sent", "accepted", "persisted", "lost", "dup tickets", "dup messages",
            "dead-lettered (reason)", "longest", "p99", "time")
@@ -80,7 +87,7 @@ async def run_all(names: list[str], count: int, quick: bool,
         for name in names:
             kwargs = (QUICK if quick else FULL)[name]
             print(f"-- {name} ({count} submissions) ...", flush=True)
-            result = await SCENARIOS[name](lab, count, **kwargs)
+            result = await {**SCENARIOS, **OWN_TESTS}[name](lab, count, **kwargs)
             results.append(result)
             verdict = "ok" if result.ok else "FAILED"
             print(f"   {verdict}: {result.outcome.accepted} accepted, "
@@ -113,10 +120,11 @@ def main(argv: list[str] | None = None) -> int:
                              "that the longest time shows the faults; 0 = as fast as taken")
     parser.add_argument("--only", default="", help="comma-separated scenario names")
     args = parser.parse_args(argv)
-    names = [n for n in args.only.split(",") if n] or list(SCENARIOS)
-    unknown = set(names) - set(SCENARIOS)
+    known = [*SCENARIOS, *OWN_TESTS]
+    names = [n for n in args.only.split(",") if n] or known
+    unknown = set(names) - set(known)
     if unknown:
-        parser.error(f"unknown scenarios {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
+        parser.error(f"unknown scenarios {sorted(unknown)}; known: {', '.join(known)}")
     try:
         check_prerequisites()
     except HarnessUnavailable as exc:

@@ -8,15 +8,11 @@ carries the run's content marker, so `check` finds duplicates by content.
 
 from __future__ import annotations
 
-import asyncio
-import random
-import time
-
 import aiohttp
 
 from connectors.wechat.tests.simulator import WECOM, callback, text_xml
 
-from .harness import LoadDriver, Submission
+from .harness import LoadDriver
 
 SERVICE = "wechat"
 
@@ -27,32 +23,18 @@ class WechatLoadDriver(LoadDriver):
 
     async def submit(self, http: aiohttp.ClientSession, index: int) -> None:
         key = self.header_key(index)
-        sub = Submission(key=key, started=time.time())
-        self.submissions[key] = sub
-        self.sent += 1
+        sub = self.start(key)
         xml = text_xml(WECOM, f"chaos submission {index} of run {self.run_id}",
                        sender=f"chaos-{self.run_id}-{index}", msg_id=key)
         base = self.gateway[SERVICE].base
-        pause = 0.05
-        while time.time() - sub.started < self.give_up_s:
-            await self.paused.wait()
-            sub.attempts += 1
+
+        async def post() -> int:
             request = callback(WECOM, xml)  # signed afresh: WeChat's retries carry new nonces
-            try:
-                async with http.post(f"{base}{request.path}", params=request.query,
-                                     data=request.body,
-                                     timeout=aiohttp.ClientTimeout(total=5)) as response:
-                    await response.read()
-                    status = response.status
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                self.errors[exc.__class__.__name__] += 1
-                status = 0
-            self.statuses[status] += 1
-            sub.statuses.append(status)
-            if 200 <= status < 300:
-                sub.accepted_at = time.time()
-                self.accepted_count += 1
-                self._progress.set()
-                return
-            await asyncio.sleep(pause + random.random() * pause)
-            pause = min(pause * 2, 1.0)
+            async with http.post(f"{base}{request.path}", params=request.query,
+                                 data=request.body,
+                                 timeout=aiohttp.ClientTimeout(total=5)) as response:
+                await response.read()
+                return response.status
+
+        if await self.deliver(sub, post):
+            self.accept(sub)

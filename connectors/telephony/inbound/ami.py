@@ -22,7 +22,7 @@ import itertools
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
@@ -166,22 +166,31 @@ class AmiCalls:
             return []
         return self.translate({**fields, "Event": "Newchannel"})
 
-    def reconcile(self, listed: set[str]) -> list[CallEvent]:
-        """Calls the PBX no longer lists ended while the link was down: they end now."""
+    def reconcile(self, listed: set[str], open_calls: Iterable[str] = ()) -> list[CallEvent]:
+        """Calls the PBX no longer lists ended while the link was down: they end now. Those
+        the journal holds open (`open_calls`, after a connector restart this client knows
+        none) too; their end carries no direction, the journal's events have it."""
         events: list[CallEvent] = []
         for linked in [c for c in self.calls if c not in listed]:
             call = self.calls.pop(linked)
             if not call.internal:
                 events.append(self._event("ended", call, {}, cause="gone_after_reconnect"))
+        for linked in open_calls:
+            if linked not in listed and linked not in self.calls:
+                events.append(self._event("ended", AmiCall(linked, inbound=True), {},
+                                          cause="gone_after_reconnect",
+                                          direction=None))
         return events
 
 
 class AmiClient:
     """One line's connection: login, events into `accept`, ping, reconnect with backoff."""
 
-    def __init__(self, line: AmiLine, accept: Accept) -> None:
+    def __init__(self, line: AmiLine, accept: Accept,
+                 open_calls: Callable[[], Iterable[str]] = tuple) -> None:
         self.line = line
         self.accept = accept
+        self.open_calls = open_calls  # the line's calls the journal holds open
         self.calls = AmiCalls(line)
         self.state = "connecting"
         self.detail = ""
@@ -244,7 +253,7 @@ class AmiClient:
                         listed.add(fields.get("Linkedid", ""))
                         events = self.calls.adopt(fields)
                     elif fields.get("Event") == "CoreShowChannelsComplete":
-                        events = self.calls.reconcile(listed)
+                        events = self.calls.reconcile(listed, self.open_calls())
                     else:
                         events = self.calls.translate(fields)
                     if events:

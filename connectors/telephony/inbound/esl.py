@@ -14,11 +14,12 @@ The call id is the a-leg's `Unique-ID`; b-legs join through `Other-Leg-Unique-ID
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
@@ -45,14 +46,25 @@ def parse_headers(raw: bytes, *, decode: bool = False) -> dict[str, str]:
     return fields
 
 
-async def read_frame(reader: asyncio.StreamReader) -> tuple[dict[str, str], dict[str, str]]:
-    """One ESL frame: its headers, and its body's event headers (empty without a body)."""
+async def read_frame(reader: asyncio.StreamReader) -> tuple[dict[str, str], bytes]:
+    """One ESL frame: its headers and its body (`Content-Length` bytes, empty without)."""
     headers = parse_headers((await reader.readuntil(b"\n\n"))[:-2])
     length = int(headers.get("Content-Length", "0") or 0)
-    body = await reader.readexactly(length) if length else b""
-    if headers.get("Content-Type") == "text/event-plain":
-        return headers, parse_headers(body, decode=True)
-    return headers, {}
+    return headers, await reader.readexactly(length) if length else b""
+
+
+def channel_rows(body: bytes) -> list[dict[str, str]] | None:
+    """The rows of `api show channels as json` (`{"row_count": 0}` has none); None when the
+    answer is no such listing (`-ERR …`)."""
+    try:
+        listing = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(listing, dict) or "row_count" not in listing:
+        return None
+    rows = listing.get("rows") or []
+    return [{k: str(v) for k, v in row.items() if v is not None}
+            for row in rows if isinstance(row, dict)]
 
 
 class EslCalls:
@@ -125,12 +137,51 @@ class EslCalls:
         return []
 
 
+    def reconcile(self, rows: list[dict[str, str]], open_calls: Iterable[str] = ()
+                  ) -> list[CallEvent]:
+        """After a (re)connect, `show channels`' rows against what is known: a call (known
+        here, or open in the journal: `open_calls`, after a restart) whose a-leg is no longer
+        listed ended while the link was down and ends now; a listed inbound a-leg not known is
+        adopted (its ringing), and a listed agent leg up on a known call answers it."""
+        listed = {row.get("uuid", "") for row in rows}
+        events: list[CallEvent] = []
+        for uid in [*self.a_legs, *(c for c in open_calls if c not in self.a_legs)]:
+            if uid not in listed:
+                self.a_legs.pop(uid, None)
+                self.answered.pop(uid, None)
+                events.append(self._event("ended", uid, {}, cause="gone_after_reconnect"))
+        for row in sorted(rows, key=lambda r: r.get("direction") != "inbound"):  # a-legs first
+            uid = row.get("uuid", "")
+            if row.get("direction") == "inbound":
+                if uid in self.a_legs:
+                    continue
+                fields = {"Event-Name": "CHANNEL_CREATE", "Unique-ID": uid,
+                          "Call-Direction": "inbound", "Caller-Context": row.get("context", ""),
+                          "Caller-Caller-ID-Number": row.get("cid_num", ""),
+                          "Caller-Caller-ID-Name": row.get("cid_name", ""),
+                          "Caller-Destination-Number": row.get("dest", "")}
+                if row.get("created_epoch", "").isdigit():
+                    fields["Event-Date-Timestamp"] = str(int(row["created_epoch"]) * 1_000_000)
+                events += self.translate(fields)
+            elif row.get("callstate") == "ACTIVE" and row.get("call_uuid") in self.a_legs:
+                # An agent leg up: answered while the link was down (or known already, then
+                # translate() drops it). Its answer time is not listed: the time of receipt.
+                events += self.translate({"Event-Name": "CHANNEL_ANSWER", "Unique-ID": uid,
+                                          "Other-Leg-Unique-ID": row["call_uuid"],
+                                          "Channel-Name": row.get("name", "")})
+        return events
+
+
 class EslClient:
     """One line's event socket: auth, subscription, events into `accept`, backoff."""
 
-    def __init__(self, line: EslLine, accept: Accept) -> None:
+    def __init__(self, line: EslLine, accept: Accept,
+                 open_calls: Callable[[], Iterable[str]] = tuple) -> None:
         self.line = line
         self.accept = accept
+        # The line's calls the journal holds open: after a connector restart this client
+        # knows none of them, and those the PBX no longer lists must still end.
+        self.open_calls = open_calls
         self.calls = EslCalls(line)
         self.state = "connecting"
         self.detail = ""
@@ -169,14 +220,27 @@ class EslClient:
                 self.state, self.detail = "auth_failed", headers.get("Reply-Text", "refused")
                 raise LoginRefused(self.detail)
             writer.write(f"event plain {EVENTS}\n\n".encode())
+            # What happened while the link was down: the channels FreeSWITCH has now (the
+            # answer comes among the events subscribed to just before, as `api/response`).
+            writer.write(b"api show channels as json\n\n")
             await writer.drain()
             self.state, self.detail, self.attempts = "connected", "", 0
             log.info("pbx_connected", line=self.line.id)
             while True:
-                headers, fields = await read_frame(reader)
-                if headers.get("Content-Type") == "text/disconnect-notice":
+                headers, body = await read_frame(reader)
+                kind = headers.get("Content-Type")
+                if kind == "text/disconnect-notice":
                     raise EOFError("FreeSWITCH sent a disconnect notice")
-                events = self.calls.translate(fields) if fields else []
+                events: list[CallEvent] = []
+                if kind == "text/event-plain":
+                    events = self.calls.translate(parse_headers(body, decode=True))
+                elif kind == "api/response":
+                    rows = channel_rows(body)
+                    if rows is None:
+                        log.warning("pbx_channels_unlisted", line=self.line.id,
+                                    answer=body[:200].decode("utf-8", "replace"))
+                    else:
+                        events = self.calls.reconcile(rows, self.open_calls())
                 if events:
                     await self.accept(events)  # journaled before the next is read
         finally:

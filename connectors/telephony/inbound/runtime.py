@@ -114,9 +114,9 @@ async def run_pbx_clients(app: web.Application) -> None:
     for line in accounts.lines:
         accept = partial(state.accept_all, line.id)
         if isinstance(line, AmiLine):
-            clients.append(AmiClient(line, accept))
+            clients.append(AmiClient(line, accept, partial(state.open_calls, line.id)))
         elif isinstance(line, EslLine):
-            clients.append(EslClient(line, accept))
+            clients.append(EslClient(line, accept, partial(state.open_calls, line.id)))
     state.clients.update({client.line.id: client for client in clients})
     if not clients:
         await asyncio.Event().wait()  # nothing to run: stay up, quietly

@@ -3,7 +3,9 @@
 Every request is checked as Twilio signs it (https://www.twilio.com/docs/usage/security):
 `X-Twilio-Signature` is base64 HMAC-SHA1, keyed with the auth token, of the URL Twilio called
 (the line's `public_url` + path + query) followed by every POST parameter name and value sorted
-by name; a JSON body is covered by its `bodySHA256` query parameter instead. The `twilio`
+by name; a JSON body is covered by its `bodySHA256` query parameter instead. Under a webhook
+rule (`X-Twilio-Webhooks-Signature-Settings: key=…,algorithm=HMAC_SHA256`) the same string is
+signed with the line's `shared_key_secret` and that algorithm. The `twilio`
 package's `RequestValidator` does the same; it is not on this machine's package index, so these
 few lines follow its algorithm (the tests sign as it does). TwiML is written with ElementTree.
 Twilio retries and does not promise order: the same callback twice is one event (its
@@ -38,11 +40,37 @@ class CallSidMissing(Rejected):
     status = 400
 
 
-def twilio_signature(auth_token: str, url: str, params: dict[str, str]) -> str:
-    """What Twilio puts in X-Twilio-Signature for a form POST to `url`."""
+# Set by Twilio when a Webhook Rule matches the URL: `key=<SharedKey SID>,algorithm=HMAC_SHA256`.
+# The request is then signed with that shared key's secret and algorithm instead of the auth
+# token and HMAC-SHA1; the signed string is the same (the URL, then the sorted parameters).
+SIGNATURE_SETTINGS = "X-Twilio-Webhooks-Signature-Settings"
+ALGORITHMS = {"HMAC_SHA1": hashlib.sha1, "HMAC_SHA256": hashlib.sha256}
+
+
+def twilio_signature(key: str, url: str, params: dict[str, str],
+                     algorithm: str = "HMAC_SHA1") -> str:
+    """What Twilio puts in X-Twilio-Signature for a POST to `url`, keyed with the auth token
+    (HMAC_SHA1) or a webhook rule's shared key secret (its algorithm)."""
     payload = url + "".join(name + params[name] for name in sorted(params))
-    digest = hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()
+    digest = hmac.new(key.encode(), payload.encode(), ALGORITHMS[algorithm]).digest()
     return base64.b64encode(digest).decode()
+
+
+def signing_key(line: TwilioLine, settings: str | None) -> tuple[str, str]:
+    """The key and algorithm a request says it was signed with; refuses what the line cannot
+    check (an unknown algorithm, a shared key the line has no secret for) and, on a line with
+    `require_shared_key`, a request signed with the auth token."""
+    if settings is None:
+        if line.require_shared_key:
+            raise SignatureInvalid("this line takes only requests signed with its shared key")
+        return line.auth_token.get_secret_value(), "HMAC_SHA1"
+    fields = dict(part.strip().partition("=")[::2] for part in settings.split(","))
+    algorithm = fields.get("algorithm", "").strip().upper()
+    if algorithm not in ALGORITHMS:
+        raise SignatureInvalid(f"unsupported signature algorithm {algorithm[:40]!r}")
+    if line.shared_key_secret is None:
+        raise SignatureInvalid("signed with a shared key; the line has no shared_key_secret")
+    return line.shared_key_secret.get_secret_value(), algorithm
 
 
 def agent_of(target: str | None) -> str | None:
@@ -64,13 +92,13 @@ async def _verified(request: web.Request) -> tuple[TwilioLine, dict[str, str]]:
     if not signature:
         raise SignatureMissing("X-Twilio-Signature is needed")
     url = line.public_url.rstrip("/") + request.path_qs
-    token = line.auth_token.get_secret_value()
+    key, algorithm = signing_key(line, request.headers.get(SIGNATURE_SETTINGS))
     body = await request.read()
     if "bodySHA256" in request.query:
         if not hmac.compare_digest(hashlib.sha256(body).hexdigest(),
                                    request.query["bodySHA256"]):
             raise SignatureInvalid("bodySHA256 does not match the body")
-        expected = twilio_signature(token, url, {})
+        expected = twilio_signature(key, url, {}, algorithm)
         try:
             loaded = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -80,7 +108,7 @@ async def _verified(request: web.Request) -> tuple[TwilioLine, dict[str, str]]:
     else:
         form = await request.post()
         params = {k: str(v) for k, v in form.items()}
-        expected = twilio_signature(token, url, params)
+        expected = twilio_signature(key, url, params, algorithm)
     if not hmac.compare_digest(signature.encode(), expected.encode()):
         raise SignatureInvalid("X-Twilio-Signature does not match")
     if params.get("AccountSid", line.account_sid) != line.account_sid:

@@ -123,3 +123,37 @@ async def test_a_reconnect_mid_call_continues_the_call_and_closes_what_the_pbx_d
             assert record.call.recording_url is not None
         else:
             assert record.call.end_reason == "gone_after_reconnect"
+
+
+async def test_a_call_open_in_the_journal_at_a_restart_ends_when_the_pbx_no_longer_lists_it(
+        tmp_path: Path) -> None:
+    """The connector restarted mid-call: this client knows no call, the journal does; the PBX
+    lists no channel of it after the (re)connect, so it ended meanwhile."""
+    whole = transcript("ami_queue_call_mixmonitor.txt")
+    first = next(raw for raw in whole.split(b"\r\n\r\n") if b"Event: Newchannel" in raw)
+    ringing = AmiCalls(line()).translate(parse_message(first))
+    fake = FakeAmi(b"", channels=[[]])
+    await fake.start()
+    publisher = RecordingPublisher()
+    ami = line(fake.port)
+    state = TelephonyState([ami], StateStore(f"sqlite+aiosqlite:///{tmp_path / 's.sqlite3'}"),
+                           publisher)
+    await state.open()
+    await state.accept_all(ami.id, ringing)
+    client = AmiClient(ami, lambda events: state.accept_all(ami.id, events),
+                       lambda: state.open_calls(ami.id))
+    task = asyncio.create_task(client.run_forever())
+    try:
+        async with asyncio.timeout(20):
+            while not any(m.idempotency_key.endswith(":record") for m in publisher.messages):
+                await state.tick()
+                await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await state.close()
+        await fake.stop()
+    record = publisher.messages[-1]
+    assert record.call is not None
+    assert (record.call.call_id, record.call.direction, record.call.state,
+            record.call.end_reason) == ("1796527800.1", "inbound", "missed",
+                                        "gone_after_reconnect")

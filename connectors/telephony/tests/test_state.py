@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from connectors.telephony.normalize import CallEvent
 from connectors.telephony.settings import GenericLine
-from connectors.telephony.state import TelephonyState
-from intake import Message, StateStore
-from intake.testing import RecordingPublisher
+from connectors.telephony.state import SeenFilter, TelephonyState
+from intake import Message, StateStore, Transient
+from intake.testing import RecordingPublisher, RefusingPublisher
 
 T0 = datetime(2026, 12, 5, 1, 30, tzinfo=UTC)
 LINE = GenericLine(id="hotline", adapter="generic",
@@ -113,6 +113,50 @@ async def test_a_restart_mid_call_loses_nothing_and_creates_nothing_twice(
     await second.close()
 
 
+async def test_a_live_call_recovered_from_the_journal_keeps_its_arrival_times(
+        tmp_path: Path, clock: Clock) -> None:
+    # The process dies after journaling the events and before anything else (here: neither
+    # broker nor outbox took the progress). The journal alone must say when they arrived,
+    # else the rebuilt call looks rung since the epoch and closes at once as missed.
+    first = await open_state(tmp_path, RefusingPublisher(), clock)
+    with pytest.raises(Transient):
+        await first.accept_all("hotline", [event("ringing", 0)])
+    with pytest.raises(Transient):
+        await first.accept_all("hotline", [event("answered", 3, agent="1001")])
+    await first.close()
+    clock.now += 1
+    publisher = RecordingPublisher()
+    second = await open_state(tmp_path, publisher, clock)
+    assert await second.tick() == 0  # answered 1 s ago: still talking
+    # ... and the progress the broker never took goes out without the PBX sending again.
+    assert [m.idempotency_key.rsplit(":", 1)[1] for m in publisher.messages] == [
+        "ringing", "answered"]
+    await second.accept_all("hotline", [event("ended", 100)])
+    clock.now += 5
+    assert await second.tick() == 1
+    record = publisher.messages[-1]
+    assert record.call is not None and record.call.state == "completed"
+    assert record.call.talk_s == 97.0 and "end_inferred" not in record.flags
+    assert [m.idempotency_key.rsplit(":", 1)[1] for m in publisher.messages] == [
+        "ringing", "answered", "ended", "record"]
+    await second.close()
+
+
+async def test_an_end_recovered_from_the_journal_is_recorded_after_settling(
+        tmp_path: Path, clock: Clock) -> None:
+    first = await open_state(tmp_path, RecordingPublisher(), clock)
+    await first.accept_all("hotline", [event("ringing", 0)])
+    first.machines["hotline"].publisher = RefusingPublisher()
+    clock.now += 10
+    with pytest.raises(Transient):
+        await first.accept_all("hotline", [event("missed", 10)])
+    await first.close()
+    second = await open_state(tmp_path, RecordingPublisher(), clock)
+    clock.now += LINE.settle_s + 1  # not the ring timeout: the end arrived 3 s ago
+    assert await second.tick() == 1
+    await second.close()
+
+
 async def test_a_thousand_interleaved_calls_make_a_thousand_records(
         state: TelephonyState, clock: Clock) -> None:
     calls = [f"c{i}" for i in range(1000)]
@@ -177,3 +221,56 @@ def test_any_arrival_order_publishes_each_state_once_and_the_same_record(
     assert (record.call.state, record.call.agent, record.call.talk_s, record.call.wait_s) == (
         "completed", "1001", 90.0, 9.0)
     assert record.call.recording_url == "http://127.0.0.1:18090/c1.wav"
+
+
+async def test_a_journal_written_before_arrival_times_is_read_with_its_calls_times(
+        tmp_path: Path, clock: Clock) -> None:
+    store = StateStore(f"sqlite+aiosqlite:///{tmp_path / 's.sqlite3'}")
+    await store.open()
+    ringing = event("ringing", 0)
+    await store.namespace("telephony:events:hotline").put(
+        f"c1\x1f{ringing.digest}", ringing.model_dump(mode="json"))
+    await store.namespace("telephony:calls:hotline").put("c1", {
+        "published": ["ringing"], "first_received": clock.now, "last_received": clock.now,
+        "terminal_received": None, "answered_received": None, "recorded_at": None})
+    await store.close()
+    state = await open_state(tmp_path, RecordingPublisher(), clock)
+    call = state.machines["hotline"].calls["c1"]
+    assert (call.first_received, call.published) == (clock.now, ["ringing"])
+    clock.now += 30
+    assert await state.tick() == 0  # rung 30 s ago, not since the epoch
+    await state.close()
+
+
+async def test_webhook_ids_are_remembered_across_a_restart_and_new_ones_read_nothing(
+        tmp_path: Path, clock: Clock) -> None:
+    first = await open_state(tmp_path, RecordingPublisher(), clock)
+    await first.remember("hotline", "msg_1")
+    assert await first.seen("hotline", "msg_1")
+    await first.close()
+    second = await open_state(tmp_path, RecordingPublisher(), clock)
+    assert await second.seen("hotline", "msg_1")  # the filter was loaded from the store
+    ids = second._webhook_ids["hotline"]
+
+    async def unreadable(key: str, default: object = None) -> object:
+        raise AssertionError("a new webhook id should not be read from the store")
+
+    ids.get = unreadable  # type: ignore[method-assign]
+    # With one id in a filter sized for a million, a false positive (which would read, and
+    # fail here) is practically impossible.
+    assert not any([await second.seen("hotline", f"msg_new_{i}") for i in range(200)])
+    await second.close()
+
+
+async def test_a_full_webhook_id_filter_leaves_the_store_to_decide(
+        tmp_path: Path, clock: Clock) -> None:
+    state = await open_state(tmp_path, RecordingPublisher(), clock)
+    assert state._filter is not None
+    state._filter = SeenFilter(capacity=3)
+    for i in range(3):
+        await state.remember("hotline", f"msg_{i}")
+    assert state._filter is None
+    assert await state.seen("hotline", "msg_2") and not await state.seen("hotline", "msg_9")
+    clock.now += 48 * 3600
+    assert not await state.seen("hotline", "msg_2")  # expired
+    await state.close()
