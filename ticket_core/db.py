@@ -148,6 +148,8 @@ class Ticket(Base):
     conversation_id: Mapped[str | None] = mapped_column(String(512))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    # The customer's latest rating: {score, comment, via, answered_at, first_answered_at}.
+    satisfaction: Mapped[dict[str, Any] | None] = mapped_column(Json)
 
 
 class Message(Base):

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 EVENTS = db.Event.__table__
 EVENT_TYPES = ("ticket.created", "ticket.updated", "message.created",
-               "message.delivery_updated", "call.ringing", "call.answered", "call.ended")
+               "message.delivery_updated", "call.ringing", "call.answered", "call.ended",
+               "satisfaction.answered")
 # The routing key's desk part for an event without one (a customer-timeline event).
 NO_DESK = "none"
 

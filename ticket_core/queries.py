@@ -27,6 +27,7 @@ from .schemas import (
     DeliveryView,
     IdentityView,
     MessageView,
+    SatisfactionView,
     TicketDetail,
     TicketView,
 )
@@ -284,7 +285,9 @@ def _ticket_view(row: Any) -> TicketView:
         skill_group=row.skill_group, status=row.status, priority=row.priority,
         category=row.category, tags=row.tags or [], subject=row.subject,
         customer_id=row.customer_id, conversation_id=row.conversation_id, route=row.route,
-        created_at=row.created_at, updated_at=row.updated_at)
+        created_at=row.created_at, updated_at=row.updated_at,
+        satisfaction=SatisfactionView.model_validate(row.satisfaction)
+        if row.satisfaction else None)
 
 
 def _message_view(row: Any, attachments: list[AttachmentView]) -> MessageView:

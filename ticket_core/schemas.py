@@ -93,6 +93,16 @@ class MessageView(View):
         default=None, description="outbound messages only: the channel's delivery result")
 
 
+class SatisfactionView(View):
+    """The customer's latest rating of the ticket (a `satisfaction` event from the channel)."""
+
+    score: int = Field(ge=1, le=5)
+    comment: str | None = None
+    via: str = Field(description="the channel the rating came through, e.g. `sdk`")
+    answered_at: datetime = Field(description="when the latest rating was given, UTC")
+    first_answered_at: datetime = Field(description="when the ticket was first rated, UTC")
+
+
 class TicketView(View):
     id: str
     number: int = Field(description="human-friendly sequential number, from 1001")
@@ -111,6 +121,8 @@ class TicketView(View):
         description="the router's decision record (`route` of message schema v1)")
     created_at: datetime
     updated_at: datetime
+    satisfaction: SatisfactionView | None = Field(
+        default=None, description="the customer's latest rating; null until rated")
 
 
 class TicketDetail(TicketView):
