@@ -16,6 +16,10 @@ from typing import Any
 
 from .harness import HarnessUnavailable, check_prerequisites
 from .scenarios import SCENARIOS, Lab, Result
+from .sdk import SDK_SCENARIOS
+
+# The connectors' scenarios that live in modules of their own (tests/chaos/sdk.py).
+ALL_SCENARIOS = {**SCENARIOS, **SDK_SCENARIOS}
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -32,6 +36,7 @@ FULL: dict[str, dict[str, Any]] = {
     "queue_deleted": {"deletions": 4},
     "cluster_leader_kill": {"down_s": 5.0},
     "wechat_broker_restarts": {"restarts": 3, "down_s": 2.0},
+    "sdk_socket_faults": {"users": 50, "down_s": 2.0},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "broker_restarts": {"restarts": 1, "down_s": 0.5},
@@ -45,6 +50,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "queue_deleted": {"deletions": 2},
     "cluster_leader_kill": {"down_s": 3.0},
     "wechat_broker_restarts": {"restarts": 1, "down_s": 0.5},
+    "sdk_socket_faults": {"users": 20, "down_s": 0.5},
 }
 COLUMNS = ("scenario", "sent", "accepted", "persisted", "lost", "dup tickets", "dup messages",
            "dead-lettered (reason)", "longest", "p99", "time")
@@ -75,7 +81,7 @@ async def run_all(names: list[str], count: int, quick: bool,
         for name in names:
             kwargs = (QUICK if quick else FULL)[name]
             print(f"-- {name} ({count} submissions) ...", flush=True)
-            result = await SCENARIOS[name](lab, count, **kwargs)
+            result = await ALL_SCENARIOS[name](lab, count, **kwargs)
             results.append(result)
             verdict = "ok" if result.ok else "FAILED"
             print(f"   {verdict}: {result.outcome.accepted} accepted, "
@@ -108,10 +114,10 @@ def main(argv: list[str] | None = None) -> int:
                              "that the longest time shows the faults; 0 = as fast as taken")
     parser.add_argument("--only", default="", help="comma-separated scenario names")
     args = parser.parse_args(argv)
-    names = [n for n in args.only.split(",") if n] or list(SCENARIOS)
-    unknown = set(names) - set(SCENARIOS)
+    names = [n for n in args.only.split(",") if n] or list(ALL_SCENARIOS)
+    unknown = set(names) - set(ALL_SCENARIOS)
     if unknown:
-        parser.error(f"unknown scenarios {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
+        parser.error(f"unknown scenarios {sorted(unknown)}; known: {', '.join(ALL_SCENARIOS)}")
     try:
         check_prerequisites()
     except HarnessUnavailable as exc:
