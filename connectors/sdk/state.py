@@ -254,9 +254,12 @@ class SdkState:
 
     async def add_message(self, owner: Owner, ticket_id: str, view: dict[str, Any], *,
                           device: str | None = None,
-                          also: Callable[[int], Writes] | None = None) -> int:
-        """Append a message to the owner's log and to its ticket; its seq."""
-        ticket = await self.ticket(ticket_id)
+                          also: Callable[[int], Writes] | None = None,
+                          ticket: dict[str, Any] | None = None) -> int:
+        """Append a message to the owner's log and to its ticket; its seq. `ticket`: the
+        ticket as the caller has just read it (saves reading it again)."""
+        if ticket is None:
+            ticket = await self.ticket(ticket_id)
         agent_seqs = list(ticket.get("agent_seqs", [])) if ticket is not None else []
 
         def writes(seq: int) -> Writes:  # called again with the next seq if this one was taken
