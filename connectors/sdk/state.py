@@ -124,6 +124,7 @@ class SdkState:
         self._sessions: dict[str, tuple[float, Session]] = {}
         self._heads: dict[str, int] = {}  # the last seq this process appended, per owner
         self._recent: dict[str, deque[dict[str, Any]]] = {}  # see events_after
+        self._session_reads: dict[str, asyncio.Future[Session | None]] = {}
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -150,6 +151,17 @@ class SdkState:
         cached = self._sessions.get(hashed)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
+        # One read per token at a time: a user's sockets (up to `sockets_per_user`) check
+        # their session together after a quiet spell, and each read is a state-store hop.
+        reading = self._session_reads.get(hashed)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read_session(hashed))
+            self._session_reads[hashed] = reading
+            reading.add_done_callback(lambda done: self._session_reads.pop(hashed, None)
+                                      if self._session_reads.get(hashed) is done else None)
+        return await asyncio.shield(reading)
+
+    async def _read_session(self, hashed: str) -> Session | None:
         data = await self.sessions.get(hashed)
         if data is None:
             self._sessions.pop(hashed, None)
@@ -158,6 +170,8 @@ class SdkState:
                           float(data["expires_at"]), data.get("display_name"),
                           data.get("contact"),
                           tuple(Identity.model_validate(i) for i in data.get("identities", [])))
+        if self._session_reads.get(hashed) is not asyncio.current_task():
+            return session  # revoked while it was read: not kept
         if len(self._sessions) >= SESSION_CACHE_SIZE:
             self._sessions.pop(next(iter(self._sessions)))
         self._sessions[hashed] = (time.monotonic() + SESSION_CACHE_S, session)
@@ -165,7 +179,9 @@ class SdkState:
 
     async def revoke(self, session: Session) -> None:
         self._sessions.pop(session.token_hash, None)
+        self._session_reads.pop(session.token_hash, None)  # a read racing it caches nothing
         await self.sessions.delete(session.token_hash)
+        self._sessions.pop(session.token_hash, None)
 
     # -- devices -----------------------------------------------------------------------------
 

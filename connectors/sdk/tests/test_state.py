@@ -85,6 +85,29 @@ async def test_sessions_are_stored_by_hash_and_revoked_at_once(state: SdkState) 
     assert await state.session(token) is None
 
 
+async def test_a_users_sockets_checking_at_once_read_the_session_once(
+        state: SdkState, monkeypatch: pytest.MonkeyPatch) -> None:
+    token, session = await state.open_session("demo-app", ALICE, 60)
+    state._sessions.clear()  # as after a quiet spell
+    reads = 0
+    get = state.sessions.get
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        nonlocal reads
+        reads += 1
+        return await get(*args, **kwargs)  # type: ignore[arg-type]
+    monkeypatch.setattr(state.sessions, "get", counted)
+
+    found = await asyncio.gather(*(state.session(token) for _ in range(10)))
+    assert reads == 1 and all(f is not None and f.owner == ALICE for f in found)
+    state._sessions.clear()
+    racing = asyncio.ensure_future(state.session(token))
+    await asyncio.sleep(0)  # the read has started
+    await state.revoke(session)
+    await racing  # whatever it found, it keeps nothing
+    assert await state.session(token) is None
+
+
 async def test_a_device_token_is_spent_once_and_its_tickets_move(state: SdkState) -> None:
     device_id, token = await state.new_device("demo-widget")
     device = Owner("device", "demo-widget", device_id)
