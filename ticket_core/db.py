@@ -157,6 +157,8 @@ class Ticket(Base):
     acknowledged_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     sla: Mapped[dict[str, Any] | None] = mapped_column(Json)
     escalation: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    # The customer's latest rating: {score, comment, via, answered_at, first_answered_at}.
+    satisfaction: Mapped[dict[str, Any] | None] = mapped_column(Json)
 
 
 class Message(Base):

@@ -26,7 +26,8 @@ EVENT_TYPES = ("ticket.created", "ticket.updated", "message.created",
                # Timers and the acknowledge and advance endpoints (timeline.py).
                "ticket.acknowledged", "ticket.transferred", "sla.warning", "sla.breached",
                "escalation.step_started", "escalation.step_completed",
-               "escalation.step_overdue", "escalation.breached", "customer.updated")
+               "escalation.step_overdue", "escalation.breached", "customer.updated",
+               "satisfaction.answered")
 # The routing key's desk part for an event without one (a customer-timeline event).
 NO_DESK = "none"
 

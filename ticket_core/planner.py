@@ -15,6 +15,11 @@ pending or resolved ticket reopens it (status `open`), unless it is flagged `aut
 `bounce` or `loop`. A Message-ID leads only to tickets of messages of the same channel and
 account.
 
+Ratings: a `satisfaction` event (`event.data: {score, comment}`, `thread.conversation_id`) stays
+on the customer's timeline like any event, and sets the satisfaction of the latest ticket of that
+conversation on its channel (not merged): the latest answer wins (by `occurred_at`, else
+`received_at`), the first answer's time is kept, and `satisfaction.answered` is written.
+
 Identities: e-mail addresses are stored lower-cased. The sender's customer is the oldest one
 owning any of the message's identities; the others are added to it unless another customer owns
 them already (never taken away); a verified identity upgrades a stored unverified one.
@@ -26,7 +31,7 @@ import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from intake.message import Message, utcnow
@@ -41,6 +46,7 @@ from .timers import Timelines, plan_timing
 REOPENED_BY_CUSTOMER = ("pending", "resolved")
 NEVER_REOPENS = frozenset({"auto_reply", "bounce", "loop"})
 OWNING_ROLES = ("owner", "primary")
+RATING_EVENT = "satisfaction"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +105,7 @@ class Plan:
     messages: list[dict[str, Any]] = field(default_factory=list)
     attachments: list[dict[str, Any]] = field(default_factory=list)
     touched: dict[str, TicketRef] = field(default_factory=dict)
+    satisfaction: dict[str, dict[str, Any]] = field(default_factory=dict)  # by ticket id
     events: list[PlannedEvent] = field(default_factory=list)
     timers: list[dict[str, Any]] = field(default_factory=list)  # of new tickets (timers.py)
     # (result slot, ticket, message id, customer id, created): results once numbers exist.
@@ -278,7 +285,43 @@ def _plan_message(plan: Plan, index: int, m: Message, now: datetime,
         "message.created", now, ticket, customer_id, "customer",
         {"message_id": message_id, "direction": "in", "kind": m.kind, "channel": m.channel,
          "account": m.account}))
+    if _is_rating(m):
+        _plan_rating(plan, m, customer_id, message_id, now, threads)
     plan.pending.append((index, ticket, message_id, customer_id, created))
+
+
+def _is_rating(m: Message) -> bool:
+    return (m.kind == "event" and m.event is not None and m.event.type == RATING_EVENT
+            and m.thread is not None and bool(m.thread.conversation_id))
+
+
+def _plan_rating(plan: Plan, m: Message, customer_id: str, message_id: str, now: datetime,
+                 threads: ThreadIndex) -> None:
+    """Set the rated ticket's satisfaction, unless a later answer is stored already."""
+    assert m.event is not None and m.thread is not None
+    ticket = threads.rated.get((m.channel, m.thread.conversation_id or ""))
+    score = m.event.data.get("score")
+    if (ticket is None or not isinstance(score, int) or isinstance(score, bool)
+            or not 1 <= score <= 5):
+        return  # nothing to rate, or not a rating the agent API can show
+    comment = m.event.data.get("comment")
+    answered_at = (m.occurred_at or m.received_at).astimezone(UTC).isoformat(
+        timespec="microseconds")  # the same width always, so text order is time order
+    previous = threads.satisfaction.get(ticket.id)
+    if previous is not None and str(previous.get("answered_at", "")) > answered_at:
+        return  # an older answer delivered late
+    satisfaction = {
+        "score": score, "comment": comment if isinstance(comment, str) else None,
+        "via": m.channel, "answered_at": answered_at,
+        "first_answered_at": (previous or {}).get("first_answered_at") or answered_at}
+    plan.satisfaction[ticket.id] = threads.satisfaction[ticket.id] = satisfaction
+    if not ticket.new:
+        plan.touched[ticket.id] = ticket
+    plan.events.append(PlannedEvent(
+        "satisfaction.answered", now, ticket, customer_id, "customer",
+        {**satisfaction, "message_id": message_id, "channel": m.channel,
+         "conversation_id": m.thread.conversation_id,
+         "previous_score": previous.get("score") if previous else None}))
 
 
 def _plan_ticket(plan: Plan, m: Message, customer_id: str, now: datetime,
@@ -308,7 +351,7 @@ def _plan_ticket(plan: Plan, m: Message, customer_id: str, now: datetime,
         "customer_id": customer_id,
         "route": route.model_dump(mode="json") if route else None,
         "conversation_id": m.thread.conversation_id if m.thread else None,
-        "created_at": created_at, "updated_at": created_at,
+        "created_at": created_at, "updated_at": created_at, "satisfaction": None,
         "acknowledged_at": None, "sla": timing.sla, "escalation": timing.escalation,
     })
     plan.new_ticket_refs.append(ref)
@@ -339,6 +382,9 @@ class ThreadIndex:
         self.by_message_id: dict[tuple[str, str, str], TicketRef] = {}
         self.by_conversation: dict[tuple[str, str], TicketRef] = {}
         self.latest_open: dict[tuple[str, str], TicketRef] = {}
+        # (channel, conversation id) → the ticket a rating lands on, and stored ratings.
+        self.rated: dict[tuple[str, str], TicketRef] = {}
+        self.satisfaction: dict[str, dict[str, Any] | None] = {}
 
     @classmethod
     def load(cls, statements: WriteStatements, messages: Sequence[Message],
@@ -353,6 +399,8 @@ class ThreadIndex:
                    for m in messages if m.kind != "event" and m.thread is not None
                    and m.thread.join_latest_open for i in m.sender.identities
                    if (i.kind, normalize_identity(i.kind, i.value)) in known}
+        rated = {m.thread.conversation_id for m in messages
+                 if _is_rating(m) and m.thread is not None}
 
         if ticket_ids or numbers:
             for row in statements.tickets_named(sorted(ticket_ids), sorted(numbers)):
@@ -370,6 +418,11 @@ class ThreadIndex:
             for row in statements.open_tickets(sorted(joiners)):
                 ref = index._add(row)
                 index.latest_open[(ref.customer_id, ref.channel)] = ref
+        if rated:
+            for *row, satisfaction in statements.rated_tickets(sorted(c for c in rated if c)):
+                ref = index._add(row)
+                index.rated[(ref.channel, row[6])] = ref  # oldest first: the latest wins
+                index.satisfaction[ref.id] = satisfaction
         return index
 
     def _add(self, row: Sequence[Any]) -> TicketRef:
@@ -416,6 +469,8 @@ class ThreadIndex:
             self.by_message_id[(m.channel, m.account, t.message_id)] = ticket
         if t is not None and t.conversation_id:
             self.by_conversation[(m.channel, t.conversation_id)] = ticket
+            if ticket.new or (m.channel, t.conversation_id) not in self.rated:
+                self.rated[(m.channel, t.conversation_id)] = ticket
         if ticket.status not in DONE_STATUSES and ticket.channel == m.channel:
             self.latest_open[(customer_id, m.channel)] = ticket
 

@@ -28,6 +28,7 @@ from .schemas import (
     EscalationView,
     IdentityView,
     MessageView,
+    SatisfactionView,
     SlaView,
     TicketDetail,
     TicketView,
@@ -332,7 +333,9 @@ def _ticket_view(row: Any, timers: list[TimerView]) -> TicketView:
         created_at=row.created_at, updated_at=row.updated_at,
         acknowledged_at=row.acknowledged_at,
         sla=SlaView.model_validate(row.sla) if row.sla else None, timers=timers,
-        escalation=EscalationView.model_validate(row.escalation) if row.escalation else None)
+        escalation=EscalationView.model_validate(row.escalation) if row.escalation else None,
+        satisfaction=SatisfactionView.model_validate(row.satisfaction)
+        if row.satisfaction else None)
 
 
 def _message_view(row: Any, attachments: list[AttachmentView]) -> MessageView:

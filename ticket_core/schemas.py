@@ -96,6 +96,16 @@ class MessageView(View):
                                   "joining a ticket keeps the ticket where it is)")
 
 
+class SatisfactionView(View):
+    """The customer's latest rating of the ticket (a `satisfaction` event from the channel)."""
+
+    score: int = Field(ge=1, le=5)
+    comment: str | None = None
+    via: str = Field(description="the channel the rating came through, e.g. `sdk`")
+    answered_at: datetime = Field(description="when the latest rating was given, UTC")
+    first_answered_at: datetime = Field(description="when the ticket was first rated, UTC")
+
+
 class TicketView(View):
     id: str
     number: int = Field(description="human-friendly sequential number, from 1001")
@@ -122,6 +132,8 @@ class TicketView(View):
     escalation: EscalationView | None = Field(
         default=None, description="the escalation timeline (预警投诉) as it runs: the actual "
                                   "schedule (the decision carries the planned one)")
+    satisfaction: SatisfactionView | None = Field(
+        default=None, description="the customer's latest rating; null until rated")
 
 
 SlaTarget = Literal["first_response", "resolution"]

@@ -58,6 +58,8 @@ TicketRow = tuple[str, int, str, str, str | None, str, str | None]
 """id, number, status, customer_id, desk, channel, conversation_id."""
 RepliedTicketRow = tuple[str, int, str, str, str | None, str, str | None, str, str, str]
 """A TicketRow, then the channel, account and stored Message-ID of the message leading to it."""
+RatedTicketRow = tuple[str, int, str, str, str | None, str, str | None, dict[str, Any] | None]
+"""A TicketRow, then its stored satisfaction (None when never rated)."""
 
 
 class WriteStatements(Protocol):
@@ -89,6 +91,15 @@ class WriteStatements(Protocol):
 
     def open_tickets(self, customer_ids: Sequence[str]) -> Iterable[TicketRow]:
         """Tickets of these customers not resolved, closed or merged, oldest first."""
+        ...
+
+    def rated_tickets(self, conversations: Sequence[str]) -> Iterable[RatedTicketRow]:
+        """Tickets of these conversation ids a rating may land on (not merged), oldest
+        first, with their satisfaction."""
+        ...
+
+    def set_satisfaction(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Set (ticket id, satisfaction) on rated tickets."""
         ...
 
     def insert(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -187,6 +198,14 @@ _TICKETS_OPEN_FOR = (
     .where(TICKETS.c.customer_id.in_(bindparam("customers", expanding=True)),
            TICKETS.c.status.not_in(DONE_STATUSES))
     .order_by(TICKETS.c.created_at, TICKETS.c.id))
+_TICKETS_RATED = (
+    select(*_TICKET_COLUMNS, TICKETS.c.satisfaction)
+    .where(TICKETS.c.conversation_id.in_(bindparam("conversations", expanding=True)),
+           TICKETS.c.status != "merged")
+    .order_by(TICKETS.c.created_at, TICKETS.c.id))
+_SET_SATISFACTION = (
+    update(TICKETS).where(TICKETS.c.id == bindparam("b_id"))
+    .values(satisfaction=bindparam("b_satisfaction", type_=TICKETS.c.satisfaction.type)))
 _INSERTS = {table.name: insert(table) for table in INSERTED_TABLES}
 # Identities added to a found customer: one a concurrent writer added first is left alone.
 _INSERT_IDENTITIES_IGNORING_PG = (
@@ -239,6 +258,14 @@ class CoreWriteStatements:
 
     def open_tickets(self, customer_ids: Sequence[str]) -> Iterable[TicketRow]:
         return self._connection.execute(_TICKETS_OPEN_FOR, {"customers": customer_ids})
+
+    def rated_tickets(self, conversations: Sequence[str]) -> Iterable[RatedTicketRow]:
+        return self._connection.execute(_TICKETS_RATED, {"conversations": conversations})
+
+    def set_satisfaction(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        self._connection.execute(_SET_SATISFACTION, [
+            {"b_id": ticket_id, "b_satisfaction": satisfaction}
+            for ticket_id, satisfaction in changes])
 
     def insert(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
         self._connection.execute(_INSERTS[table.name], rows)

@@ -245,6 +245,8 @@ class TicketStore(TicketReader):
             statements.touch_tickets(
                 [(ref.id, ref.status, now)
                  for ref in sorted(plan.touched.values(), key=lambda r: r.id)])
+        if plan.satisfaction:
+            statements.set_satisfaction(sorted(plan.satisfaction.items()))
         return append_events(statements, plan.events)
 
     def _allocate_numbers(self, statements: WriteStatements, count: int) -> list[int]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,7 @@ from .statements import (
     UNJOINABLE_STATUSES,
     CoreWriteStatements,
     KnownIdentityRow,
+    RatedTicketRow,
     RepliedTicketRow,
     StoredMessageRow,
     TicketRow,
@@ -185,6 +187,11 @@ _SQLITE_OPEN_TICKETS = (
     _TICKET_SELECT + " FROM tickets WHERE tickets.customer_id IN ({customers}) "
     f"AND tickets.status NOT IN ({_sql_strings(DONE_STATUSES)}) "
     "ORDER BY tickets.created_at, tickets.id")
+_SQLITE_RATED_TICKETS = (
+    _TICKET_SELECT + ", tickets.satisfaction FROM tickets "
+    "WHERE tickets.conversation_id IN ({conversations}) AND tickets.status != 'merged' "
+    "ORDER BY tickets.created_at, tickets.id")
+_SQLITE_SET_SATISFACTION = "UPDATE tickets SET satisfaction = ? WHERE id = ?"
 _SQLITE_VERIFY_IDENTITIES = (
     "UPDATE customer_identities SET verified = 1 WHERE ({identities}) AND verified IS 0")
 _SQLITE_BUMP_COUNTER = "UPDATE counters SET value = value + ? WHERE name = ? RETURNING value"
@@ -267,6 +274,16 @@ class SqliteWriteStatements:
     def open_tickets(self, customer_ids: Sequence[str]) -> Iterable[TicketRow]:
         return self._run(_SQLITE_OPEN_TICKETS.format(customers=_marks(len(customer_ids))),
                          customer_ids)
+
+    def rated_tickets(self, conversations: Sequence[str]) -> Iterable[RatedTicketRow]:
+        rows = self._run(_SQLITE_RATED_TICKETS.format(
+            conversations=_marks(len(conversations))), conversations)
+        # The JSON text as SQLAlchemy reads it back ('null' and NULL both None).
+        return [(*row[:-1], None if row[-1] is None else json.loads(row[-1])) for row in rows]
+
+    def set_satisfaction(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        self._run_many(_SQLITE_SET_SATISFACTION, [
+            (db.json_dumps(satisfaction), ticket_id) for ticket_id, satisfaction in changes])
 
     def insert(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
         self._insert(_SQLITE_INSERTS[table.name], rows)

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import secrets
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -35,6 +37,7 @@ SESSION_CACHE_S = 2.0
 LOG_RETENTION_S = 30 * 86_400  # a resume from before this gets `reset` (reload over REST)
 SESSION_CACHE_SIZE = 50_000
 HEAD_CACHE_SIZE = 50_000
+RECENT_PER_OWNER = 32  # the latest events this process appended, per owner, for the pushes
 Writes = list[tuple[str, str, Any]]  # (namespace, key, value), for StateStore.put_many
 LOG_PAGE = 500
 # Called with an owner key after each append in this process: the live sockets' wake-up.
@@ -120,6 +123,8 @@ class SdkState:
         self._append_turns: dict[str, asyncio.Lock] = {}
         self._sessions: dict[str, tuple[float, Session]] = {}
         self._heads: dict[str, int] = {}  # the last seq this process appended, per owner
+        self._recent: dict[str, deque[dict[str, Any]]] = {}  # see events_after
+        self._session_reads: dict[str, asyncio.Future[Session | None]] = {}
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -146,6 +151,17 @@ class SdkState:
         cached = self._sessions.get(hashed)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
+        # One read per token at a time: a user's sockets (up to `sockets_per_user`) check
+        # their session together after a quiet spell, and each read is a state-store hop.
+        reading = self._session_reads.get(hashed)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read_session(hashed))
+            self._session_reads[hashed] = reading
+            reading.add_done_callback(lambda done: self._session_reads.pop(hashed, None)
+                                      if self._session_reads.get(hashed) is done else None)
+        return await asyncio.shield(reading)
+
+    async def _read_session(self, hashed: str) -> Session | None:
         data = await self.sessions.get(hashed)
         if data is None:
             self._sessions.pop(hashed, None)
@@ -154,6 +170,8 @@ class SdkState:
                           float(data["expires_at"]), data.get("display_name"),
                           data.get("contact"),
                           tuple(Identity.model_validate(i) for i in data.get("identities", [])))
+        if self._session_reads.get(hashed) is not asyncio.current_task():
+            return session  # revoked while it was read: not kept
         if len(self._sessions) >= SESSION_CACHE_SIZE:
             self._sessions.pop(next(iter(self._sessions)))
         self._sessions[hashed] = (time.monotonic() + SESSION_CACHE_S, session)
@@ -161,7 +179,9 @@ class SdkState:
 
     async def revoke(self, session: Session) -> None:
         self._sessions.pop(session.token_hash, None)
+        self._session_reads.pop(session.token_hash, None)  # a read racing it caches nothing
         await self.sessions.delete(session.token_hash)
+        self._sessions.pop(session.token_hash, None)
 
     # -- devices -----------------------------------------------------------------------------
 
@@ -254,9 +274,12 @@ class SdkState:
 
     async def add_message(self, owner: Owner, ticket_id: str, view: dict[str, Any], *,
                           device: str | None = None,
-                          also: Callable[[int], Writes] | None = None) -> int:
-        """Append a message to the owner's log and to its ticket; its seq."""
-        ticket = await self.ticket(ticket_id)
+                          also: Callable[[int], Writes] | None = None,
+                          ticket: dict[str, Any] | None = None) -> int:
+        """Append a message to the owner's log and to its ticket; its seq. `ticket`: the
+        ticket as the caller has just read it (saves reading it again)."""
+        if ticket is None:
+            ticket = await self.ticket(ticket_id)
         agent_seqs = list(ticket.get("agent_seqs", [])) if ticket is not None else []
 
         def writes(seq: int) -> Writes:  # called again with the next seq if this one was taken
@@ -302,12 +325,13 @@ class SdkState:
         # in one transaction, only if this seq is still free.
         while not await self.store.put_new_with(
                 "sdk:log", f"{owner.key}:{seq:0{SEQ_DIGITS}d}",
-                {**event, "seq": seq, "at": time.time()},
+                entry := {**event, "seq": seq, "at": time.time()},
                 [("sdk:head", owner.key, seq), *(then(seq) if then else [])]):
             seq += 1  # another writer (a replica) took this one: the next is ours to try
         if len(self._heads) >= HEAD_CACHE_SIZE:
             self._heads.pop(next(iter(self._heads)))
         self._heads[owner.key] = seq
+        self._remember(owner.key, entry)
         for wake in APPENDED:
             wake(owner.key)
         return seq
@@ -333,6 +357,7 @@ class SdkState:
                     break
                 start = fresh[-1][0]  # the next page starts here (this key itself skipped)
         self._sessions.clear()
+        self._recent.clear()  # nothing pruned is served from memory
         return removed
 
     async def head(self, owner: Owner) -> int:
@@ -341,9 +366,32 @@ class SdkState:
             seq += 1
         return seq
 
+    def _remember(self, owner_key: str, entry: dict[str, Any]) -> None:
+        """Keep a committed entry as the store will give it back (a JSON round trip)."""
+        recent = self._recent.pop(owner_key, None)  # re-inserted: the dict stays in LRU order
+        if recent is None:
+            if len(self._recent) >= HEAD_CACHE_SIZE:
+                self._recent.pop(next(iter(self._recent)))
+            recent = deque(maxlen=RECENT_PER_OWNER)
+        recent.append(json.loads(json.dumps(entry, ensure_ascii=False, sort_keys=True)))
+        self._recent[owner_key] = recent
+
     async def events_after(self, owner: Owner, after: int,
                            limit: int = LOG_PAGE) -> list[dict[str, Any]]:
-        """The owner's events with seq > `after`, in order, at most `limit`."""
+        """The owner's events with seq > `after`, in order, at most `limit`.
+
+        A push right after an append wants just what this process appended: those entries are
+        served from memory when they run on from `after` without a gap up to the latest this
+        process wrote (a reply's push read the log back: one state-store read per socket). A
+        gap (another replica appended in between), or nothing past `after` here (another
+        replica may have appended since), reads the log itself, which is always right.
+        """
+        recent = self._recent.get(owner.key)
+        if (recent and recent[0]["seq"] <= after + 1 <= recent[-1]["seq"]
+                and float(recent[0]["at"]) > time.time() - LOG_RETENTION_S):  # none pruned
+            run = [entry for entry in recent if entry["seq"] > after]
+            if all(entry["seq"] == after + 1 + i for i, entry in enumerate(run)):
+                return run[:limit]
         start = f"{owner.key}:{after + 1:0{SEQ_DIGITS}d}"
         return [event for _, event in await self.log.items(owner.key + ":", limit, start=start)]
 

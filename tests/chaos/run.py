@@ -17,13 +17,15 @@ from typing import Any
 from .email_load import email_service_kills
 from .harness import HarnessUnavailable, check_prerequisites
 from .scenarios import SCENARIOS, Lab, Result
+from .sdk import SDK_SCENARIOS
 from .telephony import telephony_faults
 
 # Scenarios with a quick test of their own (tests/chaos/test_chaos_<name>.py), so that
 # test_chaos_quick.py, which runs SCENARIOS, does not run them twice.
-OWN_TESTS = {"telephony_faults": telephony_faults}
+OWN_TESTS = {"telephony_faults": telephony_faults, **SDK_SCENARIOS}
 
 SCENARIOS["email_service_kills"] = email_service_kills
+ALL_SCENARIOS = {**SCENARIOS, **OWN_TESTS}
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -42,6 +44,7 @@ FULL: dict[str, dict[str, Any]] = {
     "wechat_broker_restarts": {"restarts": 3, "down_s": 2.0},
     "email_service_kills": {"kills": 8, "broker_restarts": 2, "down_s": 2.0},
     "telephony_faults": {"kills": 4, "down_s": 10.0},
+    "sdk_socket_faults": {"users": 50, "down_s": 2.0},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "broker_restarts": {"restarts": 1, "down_s": 0.5},
@@ -57,6 +60,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "wechat_broker_restarts": {"restarts": 1, "down_s": 0.5},
     "email_service_kills": {"kills": 2, "broker_restarts": 1, "down_s": 0.5},
     "telephony_faults": {"kills": 2, "down_s": 3.0},
+    "sdk_socket_faults": {"users": 20, "down_s": 0.5},
 }
 COLUMNS = ("scenario", "sent", "accepted", "persisted", "lost", "dup tickets", "dup messages",
            "dead-lettered (reason)", "longest", "p99", "time")
@@ -87,7 +91,7 @@ async def run_all(names: list[str], count: int, quick: bool,
         for name in names:
             kwargs = (QUICK if quick else FULL)[name]
             print(f"-- {name} ({count} submissions) ...", flush=True)
-            result = await {**SCENARIOS, **OWN_TESTS}[name](lab, count, **kwargs)
+            result = await ALL_SCENARIOS[name](lab, count, **kwargs)
             results.append(result)
             verdict = "ok" if result.ok else "FAILED"
             print(f"   {verdict}: {result.outcome.accepted} accepted, "
@@ -120,11 +124,10 @@ def main(argv: list[str] | None = None) -> int:
                              "that the longest time shows the faults; 0 = as fast as taken")
     parser.add_argument("--only", default="", help="comma-separated scenario names")
     args = parser.parse_args(argv)
-    known = [*SCENARIOS, *OWN_TESTS]
-    names = [n for n in args.only.split(",") if n] or known
-    unknown = set(names) - set(known)
+    names = [n for n in args.only.split(",") if n] or list(ALL_SCENARIOS)
+    unknown = set(names) - set(ALL_SCENARIOS)
     if unknown:
-        parser.error(f"unknown scenarios {sorted(unknown)}; known: {', '.join(known)}")
+        parser.error(f"unknown scenarios {sorted(unknown)}; known: {', '.join(ALL_SCENARIOS)}")
     try:
         check_prerequisites()
     except HarnessUnavailable as exc:

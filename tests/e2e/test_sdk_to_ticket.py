@@ -73,6 +73,22 @@ async def frame_of(ws: aiohttp.ClientWebSocketResponse, kind: str,
                 return frame
 
 
+async def streamed_events(http: aiohttp.ClientSession, gw: Gateway, types: str,
+                          count: int) -> list[dict[str, Any]]:
+    """The first `count` envelopes of the ticket core's event stream from the log's start."""
+    events: list[dict[str, Any]] = []
+    async with http.get(f"{gw.api}/api/v1/events", headers=gw.headers(),
+                        params={"types": types, "last_event_id": "0"}) as response:
+        assert response.status == 200, await response.text()
+        async with asyncio.timeout(15):
+            async for line in response.content:
+                if line.startswith(b"data: "):
+                    events.append(json.loads(line[6:]))
+                    if len(events) == count:
+                        return events
+    return events
+
+
 async def test_ticket_reply_and_status_travel_between_app_and_agent(
         gateway: tuple[Gateway, str]) -> None:
     gw, sdk = gateway
@@ -144,6 +160,29 @@ async def test_ticket_reply_and_status_travel_between_app_and_agent(
         async with http.post(f"{base}/tickets/{ticket['id']}/satisfaction", headers=auth,
                              json={"score": 5, "comment": "很满意"}) as response:
             assert response.status == 201, await response.text()
+
+        async def rated() -> dict[str, Any] | None:
+            async with http.get(f"{gw.api}/api/v1/tickets/{core['id']}",
+                                headers=gw.headers()) as found:
+                satisfaction: dict[str, Any] | None = (await found.json())["satisfaction"]
+            return satisfaction
+        assert await eventually(rated, timeout=30)
+        first = await rated()
+        assert first is not None
+        assert (first["score"], first["comment"], first["via"]) == (5, "很满意", "sdk")
+        async with http.post(f"{base}/tickets/{ticket['id']}/satisfaction", headers=auth,
+                             json={"score": 3, "comment": "其实一般"}) as response:
+            assert response.status == 201, await response.text()
+
+        async def changed_rating() -> dict[str, Any] | None:
+            latest = await rated()
+            return latest if latest and latest["score"] == 3 else None
+        assert await eventually(changed_rating, timeout=30)
+        latest = await changed_rating()
+        assert latest is not None and latest["first_answered_at"] == first["answered_at"]
+        events = await streamed_events(http, gw, "satisfaction.answered", count=2)
+        assert [(e["ticket_id"], e["data"]["score"]) for e in events] == [
+            (core["id"], 5), (core["id"], 3)]
         async with http.get(f"{base}/tickets", headers=auth) as response:
             [mine] = (await response.json())["items"]
         assert (mine["status"], mine["number"]) == ("resolved", core["number"])

@@ -39,7 +39,7 @@ from .builders import message, route, timed_route
 from .test_timers import RULES, STEPS
 
 TABLES = ("customers", "customer_identities", "tickets", "messages", "attachments", "counters",
-          "timers")
+          "timers", "events")
 SHANGHAI = timezone(timedelta(hours=8))
 FAST_AND_CORE = pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "core"])
 
@@ -234,6 +234,26 @@ async def scenario(s: Recorder) -> None:
                 email="b@shop.cn", thread=Thread(join_latest_open=True)),
     ])
     assert [r.ticket_id for r in fifth] == [third[0].ticket_id, third[4].ticket_id]
+
+    # Ratings land on the conversation's latest ticket, closed too; the latest answer wins, an
+    # older one delivered late changes nothing; a ticket of the same batch can be rated.
+    def rating(key: str, score: int, minute: int, conversation: str = "conv-1") -> Message:
+        return message(key, channel="wechat", account="wx1", kind="event", email=None,
+                       identities=[Identity(kind="wechat_openid", value="o-123")],
+                       thread=Thread(conversation_id=conversation), text="好",
+                       occurred_at=datetime(2025, 3, 2, 10, minute, tzinfo=SHANGHAI),
+                       event=Event(type="satisfaction", data={"score": score, "comment": "好"}))
+    await s.sql(f"UPDATE tickets SET status = 'closed' WHERE number = {third[0].ticket_number}")
+    rated = await s.persist([
+        rating("rate-1", 3, 10), rating("rate-2", 5, 11), rating("rate-late", 1, 9),
+        message("chat-new", channel="wechat", account="wx1", kind="message", email=None,
+                identities=[Identity(kind="wechat_openid", value="o-9")],
+                thread=Thread(conversation_id="conv-2")),
+        rating("rate-new", 4, 10, conversation="conv-2"),
+        rating("rate-nowhere", 4, 10, conversation="conv-none"),
+    ])
+    assert all(r.ticket_id is None for r in rated if r.ticket_id != rated[3].ticket_id)
+    await s.persist([rating("rate-3", 2, 12)])
     await s.persist([message("last", email=None, routed=route(priority="high"))])
     # SLA, escalation (a timeline of the rules, and one only the decision knows) and
     # overflow: the tickets' sla and escalation, their timers and events.

@@ -85,6 +85,29 @@ async def test_sessions_are_stored_by_hash_and_revoked_at_once(state: SdkState) 
     assert await state.session(token) is None
 
 
+async def test_a_users_sockets_checking_at_once_read_the_session_once(
+        state: SdkState, monkeypatch: pytest.MonkeyPatch) -> None:
+    token, session = await state.open_session("demo-app", ALICE, 60)
+    state._sessions.clear()  # as after a quiet spell
+    reads = 0
+    get = state.sessions.get
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        nonlocal reads
+        reads += 1
+        return await get(*args, **kwargs)  # type: ignore[arg-type]
+    monkeypatch.setattr(state.sessions, "get", counted)
+
+    found = await asyncio.gather(*(state.session(token) for _ in range(10)))
+    assert reads == 1 and all(f is not None and f.owner == ALICE for f in found)
+    state._sessions.clear()
+    racing = asyncio.ensure_future(state.session(token))
+    await asyncio.sleep(0)  # the read has started
+    await state.revoke(session)
+    await racing  # whatever it found, it keeps nothing
+    assert await state.session(token) is None
+
+
 async def test_a_device_token_is_spent_once_and_its_tickets_move(state: SdkState) -> None:
     device_id, token = await state.new_device("demo-widget")
     device = Owner("device", "demo-widget", device_id)
@@ -120,3 +143,30 @@ async def test_prune_removes_old_events_expired_sessions_and_uploads(state: SdkS
     assert await state.session(token) is None and await uploads.get("u1") is None
     # The log goes on above what was pruned.
     assert await state.append(ALICE, {"type": "t"}) == 6
+
+
+async def test_a_push_after_an_append_is_served_from_memory_and_equals_the_log(
+        state: SdkState, monkeypatch: pytest.MonkeyPatch) -> None:
+    replica = SdkState(state.store)
+    reads = 0
+    log_items = state.log.items
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        nonlocal reads
+        reads += 1
+        return await log_items(*args, **kwargs)  # type: ignore[arg-type]
+    monkeypatch.setattr(state.log, "items", counted)
+    fresh = SdkState(state.store)  # reads the log only: what the store holds
+
+    for n in range(3):
+        await state.append(ALICE, {"type": "t", "n": n, "text": "您好\u202e", "x": [1.5, None]})
+    assert await state.events_after(ALICE, 1) == await fresh.events_after(ALICE, 1)
+    assert reads == 0
+    await replica.append(ALICE, {"type": "t", "n": 3})  # seq 4, another replica's
+    assert [e["seq"] for e in await state.events_after(ALICE, 3)] == [4]  # not here: the log
+    assert reads == 1
+    await state.append(ALICE, {"type": "t", "n": 4})  # seq 5: a gap in what this one wrote
+    assert [e["seq"] for e in await state.events_after(ALICE, 2)] == [3, 4, 5]
+    assert reads == 2
+    assert await state.events_after(ALICE, 4) == await fresh.events_after(ALICE, 4)
+    assert reads == 2  # 5 follows 4 without a gap: from memory
