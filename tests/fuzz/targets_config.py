@@ -241,8 +241,12 @@ def check_screens(value: tuple[list[str], list[str]]) -> None:
                            lint=False)
     except ConfigInvalid:
         return
-    unscreened = dataclasses.replace(rules, plans={
-        channel: dataclasses.replace(plan, screens=()) for channel, plan in rules.plans.items()})
+    # Screened routes are not in `always`: without screens they are tried one by one.
+    unscreened = dataclasses.replace(rules, plans={channel: dataclasses.replace(
+        plan, screens=(), always=tuple(sorted(
+            [*plan.always, *(r for screen in plan.screens for r in screen.routes)],
+            key=lambda route: route.position)))
+        for channel, plan in rules.plans.items()})
     for subject in subjects:
         message = Message.model_validate({**MESSAGE, "subject": subject})
         one_by_one = next((route.id for route in rules.routes
