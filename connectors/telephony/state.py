@@ -457,7 +457,18 @@ class TelephonyState:
         if now - self._last_sweep > 600:  # forget expired webhook ids now and then
             self._last_sweep = now
             for ids in self._webhook_ids.values():
-                for key, stamp in await ids.items(limit=100_000):
-                    if now - float(stamp) >= self.webhook_id_ttl_s:
-                        await ids.delete(key)
+                await self._forget_expired(ids, now)
         return recorded
+
+    # Webhook ids read per page by the sweep (every id of a line, page after page).
+    SWEEP_PAGE = 10_000
+
+    async def _forget_expired(self, ids: StateNamespace, now: float) -> None:
+        start: str | None = None
+        while page := await ids.items(limit=self.SWEEP_PAGE, start=start):
+            for key, stamp in page:
+                if key != start and now - float(stamp) >= self.webhook_id_ttl_s:
+                    await ids.delete(key)
+            if len(page) < self.SWEEP_PAGE:
+                break
+            start = page[-1][0]
