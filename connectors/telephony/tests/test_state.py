@@ -274,3 +274,16 @@ async def test_a_full_webhook_id_filter_leaves_the_store_to_decide(
     clock.now += 48 * 3600
     assert not await state.seen("hotline", "msg_2")  # expired
     await state.close()
+
+
+async def test_the_sweep_forgets_expired_webhook_ids_past_its_first_page(
+        state: TelephonyState, clock: Clock) -> None:
+    state.SWEEP_PAGE = 4  # type: ignore[misc]
+    for i in range(10):
+        await state.remember("hotline", f"old-{i:02d}")
+    clock.now += state.webhook_id_ttl_s - 1
+    await state.remember("hotline", "new")  # key order puts it before every "old-…"
+    clock.now += 700
+    await state.tick()
+    ids = state._webhook_ids["hotline"]
+    assert [key for key, _ in await ids.items(limit=100)] == ["new"]
