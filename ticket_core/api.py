@@ -24,6 +24,7 @@ from intake.logging import get_logger
 from intake.message import Channel, IdentityKind, Priority, utcnow
 
 from .attachments import attachment_handler
+from .links import NotCustomerFacing
 from .openapi import build_openapi
 from .replies import AttachmentUnknown, NoReplyChannel, ReplyChannels, TicketNotFound, write_reply
 from .schemas import STATUSES, CustomerPage, ReplyRequest, StatusChange, TicketPage
@@ -176,6 +177,11 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
             store.outbox_pending = True
         except TicketNotFound as exc:
             raise ApiError(404, "ticket_not_found", f"No ticket {ticket_ref}.") from exc
+        except NotCustomerFacing as exc:
+            raise ApiError(409, "not_customer_facing",
+                           "This ticket is internal (a copy or collaborator ticket linked to "
+                           f"ticket {exc}): a reply would reach the customer. Reply on the "
+                           "customer-facing ticket.", {"ticket_id": f"reply on {exc}"}) from exc
         except NoReplyChannel as exc:
             raise ApiError(422, "no_reply_channel",
                            "No channel can reach this customer: the ticket's channel cannot "

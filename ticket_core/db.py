@@ -22,6 +22,9 @@ from sqlalchemy import (
     UniqueConstraint,
     event,
 )
+from sqlalchemy import (
+    true as sa_true,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import URL, Connection, Engine, create_engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -134,6 +137,7 @@ class Ticket(Base):
         Index("ix_tickets_customer_id_channel_status", "customer_id", "channel", "status"),
         Index("ix_tickets_conversation_id", "conversation_id"),
         Index("ix_tickets_desk_status", "desk", "status"),
+        Index("ix_tickets_primary_ticket_id", "primary_ticket_id"),
     )
 
     id: Mapped[str] = mapped_column(Id, primary_key=True)
@@ -159,6 +163,16 @@ class Ticket(Base):
     escalation: Mapped[dict[str, Any] | None] = mapped_column(Json)
     # The customer's latest rating: {score, comment, via, answered_at, first_answered_at}.
     satisfaction: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    # Migration 0006: one ticket per delivery. `role` is the delivery's; a linked ticket
+    # (`copy`, `collaborator`) is internal, shows the messages of its `primary_ticket_id` (the
+    # customer-facing one of its message) and is linked to it by `link_relation`, "multi" or
+    # "collaborator". Not a foreign key: SQLite would rebuild the table to add one.
+    role: Mapped[str] = mapped_column(String(16), nullable=False, default="owner",
+                                      server_default="owner")
+    customer_facing: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True,
+                                                  server_default=sa_true())
+    primary_ticket_id: Mapped[str | None] = mapped_column(Id)
+    link_relation: Mapped[str | None] = mapped_column(String(16))
 
 
 class Message(Base):

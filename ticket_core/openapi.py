@@ -179,6 +179,9 @@ def build_openapi() -> dict[str, Any]:
                 "responses": {"201": _ok("MessageView", "The stored outgoing message"),
                               "401": UNAUTHORIZED,
                               "404": _error("No such ticket", ["ticket_not_found"]),
+                              "409": _error("A linked internal ticket (a copy or a "
+                                            "collaborator's): reply on the customer-facing one",
+                                            ["not_customer_facing"]),
                               "422": _error("The body is not valid (an empty text, an unknown "
                                             "attachment), or no channel can reach the customer",
                                             ["invalid_body", "no_reply_channel"]),

@@ -37,6 +37,7 @@ from typing import Any
 from intake.message import Message, utcnow
 
 from .events import PlannedEvent
+from .links import linked_deliveries, linked_ticket_row
 from .schemas import DONE_STATUSES
 from .statements import UNJOINABLE_STATUSES, WriteStatements
 from .timers import Timelines, plan_timing
@@ -330,6 +331,7 @@ def _plan_ticket(plan: Plan, m: Message, customer_id: str, now: datetime,
     desk = skill_group = category = None
     priority = "normal"
     tags: list[str] = []
+    owner = None
     if route is not None:
         owner = next((d for d in route.deliveries if d.role in OWNING_ROLES),
                      route.deliveries[0])
@@ -344,7 +346,7 @@ def _plan_ticket(plan: Plan, m: Message, customer_id: str, now: datetime,
         desk, skill_group = timing.target["desk"], timing.target["skill_group"]
     ref = TicketRef(id=ticket_id, number=None, status="new",
                     customer_id=customer_id, channel=m.channel, desk=desk, new=True)
-    plan.tickets.append({
+    row = {
         "id": ref.id, "number": None, "channel": m.channel, "account": m.account,
         "desk": desk, "skill_group": skill_group, "status": "new", "priority": priority,
         "category": category, "tags": tags, "subject": subject,
@@ -353,14 +355,31 @@ def _plan_ticket(plan: Plan, m: Message, customer_id: str, now: datetime,
         "conversation_id": m.thread.conversation_id if m.thread else None,
         "created_at": created_at, "updated_at": created_at, "satisfaction": None,
         "acknowledged_at": None, "sla": timing.sla, "escalation": timing.escalation,
-    })
+        "role": owner.role if owner is not None else "owner", "customer_facing": True,
+        "primary_ticket_id": None, "link_relation": None,
+    }
+    plan.tickets.append(row)
     plan.new_ticket_refs.append(ref)
     plan.timers.extend(timing.timers)
+    created = {"channel": m.channel, "account": m.account, "status": "new",
+               "priority": priority, "subject": subject, "category": category,
+               "conversation_id": m.thread.conversation_id if m.thread else None}
     plan.events.append(PlannedEvent(
         "ticket.created", now, ref, customer_id, "customer",
-        {"channel": m.channel, "account": m.account, "status": "new", "priority": priority,
-         "subject": subject, "skill_group": skill_group, "category": category,
-         "conversation_id": m.thread.conversation_id if m.thread else None}))
+        {**created, "skill_group": skill_group, "role": row["role"]}))
+    for delivery in linked_deliveries(route, owner):
+        assert route is not None
+        linked = linked_ticket_row(row, delivery, route.mode, str(uuid.uuid4()), utcnow())
+        linked_ref = TicketRef(id=linked["id"], number=None, status="new",
+                               customer_id=customer_id, channel=m.channel,
+                               desk=delivery.desk, new=True)
+        plan.tickets.append(linked)
+        plan.new_ticket_refs.append(linked_ref)
+        plan.events.append(PlannedEvent(
+            "ticket.created", now, linked_ref, customer_id, "customer",
+            {**created, "skill_group": delivery.skill_group, "role": delivery.role,
+             "customer_facing": False, "primary_ticket_id": ref.id,
+             "relation": linked["link_relation"]}))
     escalation = timing.escalation
     if escalation is not None:
         first = escalation["steps"][0]

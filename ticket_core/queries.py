@@ -18,6 +18,7 @@ from intake.errors import StorageUnavailable
 
 from .events import EVENTS
 from .failures import storage_unavailable
+from .links import read_links, thread_of
 from .planner import normalize_identity
 from .schemas import (
     DONE_STATUSES,
@@ -31,6 +32,7 @@ from .schemas import (
     SatisfactionView,
     SlaView,
     TicketDetail,
+    TicketLink,
     TicketView,
     TimerView,
 )
@@ -132,7 +134,9 @@ class TicketReader:
         async with self._reading() as conn:
             rows = (await conn.execute(query)).all()
             timers = await self._timers(conn, [row.id for row in rows[:limit]])
-        items = [_ticket_view(row, timers.get(row.id, [])) for row in rows[:limit]]
+            links = await read_links(conn, rows[:limit])
+        items = [_ticket_view(row, timers.get(row.id, []), links.get(row.id, []))
+                 for row in rows[:limit]]
         following = None
         if len(rows) > limit:
             following = encode_cursor(items[-1].created_at, items[-1].id)
@@ -152,14 +156,17 @@ class TicketReader:
             row = (await conn.execute(select(TICKETS).where(condition))).first()
             if row is None:
                 return None
+            # A linked ticket shows the messages of its customer-facing ticket (links.py).
             messages = (await conn.execute(
-                select(MESSAGES).where(MESSAGES.c.ticket_id == row.id)
+                select(MESSAGES).where(MESSAGES.c.ticket_id == thread_of(row))
                 .order_by(func.coalesce(MESSAGES.c.occurred_at, MESSAGES.c.received_at),
                           MESSAGES.c.received_at, MESSAGES.c.persisted_at, MESSAGES.c.id)
             )).all()
             attachments = await self._attachments(conn, [m.id for m in messages])
             timers = await self._timers(conn, [row.id])
-        return TicketDetail(**_ticket_view(row, timers.get(row.id, [])).model_dump(),
+            links = await read_links(conn, [row])
+        return TicketDetail(**_ticket_view(row, timers.get(row.id, []),
+                                           links.get(row.id, [])).model_dump(),
                             messages=[_message_view(m, attachments.get(m.id, []))
                                       for m in messages])
 
@@ -257,7 +264,8 @@ class TicketReader:
             counts: dict[tuple[str, bool], int] = {}
             for customer_id, status, n in await conn.execute(
                     select(TICKETS.c.customer_id, TICKETS.c.status, func.count())
-                    .where(TICKETS.c.customer_id.in_(ids))
+                    .where(TICKETS.c.customer_id.in_(ids),
+                           TICKETS.c.primary_ticket_id.is_(None))  # the customer's own
                     .group_by(TICKETS.c.customer_id, TICKETS.c.status)):
                 key = (customer_id, status in DONE_STATUSES)
                 counts[key] = counts.get(key, 0) + int(n)
@@ -313,18 +321,17 @@ def _filtered(query: Select[Any], f: TicketFilter) -> Select[Any]:
         if "open" in f.status:
             conditions.append(TICKETS.c.status.not_in(DONE_STATUSES))
         query = query.where(or_(*conditions))
-    if f.idempotency_key is not None:
-        query = query.where(TICKETS.c.id.in_(
-            select(MESSAGES.c.ticket_id).where(MESSAGES.c.idempotency_key == f.idempotency_key)
-            .scalar_subquery()))
-    if f.reference is not None:
-        query = query.where(TICKETS.c.id.in_(
-            select(MESSAGES.c.ticket_id).where(MESSAGES.c.reference == f.reference)
-            .scalar_subquery()))
+    # A message's tickets: the one it is stored on and the ones linked to that (links.py).
+    for column, value in ((MESSAGES.c.idempotency_key, f.idempotency_key),
+                          (MESSAGES.c.reference, f.reference)):
+        if value is not None:
+            holders = select(MESSAGES.c.ticket_id).where(column == value).scalar_subquery()
+            query = query.where(or_(TICKETS.c.id.in_(holders),
+                                    TICKETS.c.primary_ticket_id.in_(holders)))
     return query
 
 
-def _ticket_view(row: Any, timers: list[TimerView]) -> TicketView:
+def _ticket_view(row: Any, timers: list[TimerView], links: list[TicketLink]) -> TicketView:
     return TicketView(
         id=row.id, number=row.number, channel=row.channel, account=row.account, desk=row.desk,
         skill_group=row.skill_group, status=row.status, priority=row.priority,
@@ -335,7 +342,8 @@ def _ticket_view(row: Any, timers: list[TimerView]) -> TicketView:
         sla=SlaView.model_validate(row.sla) if row.sla else None, timers=timers,
         escalation=EscalationView.model_validate(row.escalation) if row.escalation else None,
         satisfaction=SatisfactionView.model_validate(row.satisfaction)
-        if row.satisfaction else None)
+        if row.satisfaction else None,
+        role=row.role, customer_facing=row.customer_facing, links=links)
 
 
 def _message_view(row: Any, attachments: list[AttachmentView]) -> MessageView:

@@ -24,6 +24,7 @@ from intake.config import ConfigDocument
 from intake.message import Attachment, Identity, OutboundMessage, Thread
 
 from .events import PlannedEvent
+from .links import NotCustomerFacing
 from .planner import TicketRef
 from .statements import ATTACHMENTS, IDENTITIES, MESSAGES, OUTBOX, TICKETS, CoreWriteStatements
 from .store import append_events
@@ -75,6 +76,8 @@ def write_reply(connection: Connection, ticket_ref: str, text: str,
     ticket = _ticket(connection, ticket_ref)
     if ticket is None:
         raise TicketNotFound(ticket_ref)
+    if not ticket.customer_facing:  # a linked internal ticket: its reply would reach them
+        raise NotCustomerFacing(ticket.primary_ticket_id)
     channel, account, to = choose_channel(connection, ticket, channels)
     attachments = [_attachment(connection, ref) for ref in attachment_refs]
     replied_to = connection.execute(

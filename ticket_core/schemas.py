@@ -106,6 +106,19 @@ class SatisfactionView(View):
     first_answered_at: datetime = Field(description="when the ticket was first rated, UTC")
 
 
+class TicketLink(View):
+    """Another ticket made for the same message (one ticket per delivery)."""
+
+    ticket_id: str
+    number: int
+    desk: str | None
+    role: str = Field(description="that ticket's delivery role: owner, primary, copy, "
+                                  "collaborator")
+    relation: Literal["multi", "collaborator"] = Field(
+        description="`multi`: a 多服务台 decision's tickets; `collaborator`: a "
+                    "primary_secondary decision's collaborator ticket and its primary")
+
+
 class TicketView(View):
     id: str
     number: int = Field(description="human-friendly sequential number, from 1001")
@@ -134,6 +147,13 @@ class TicketView(View):
                                   "schedule (the decision carries the planned one)")
     satisfaction: SatisfactionView | None = Field(
         default=None, description="the customer's latest rating; null until rated")
+    role: str = Field(default="owner", description="its delivery's role: owner, primary (the "
+                                                   "customer-facing ticket), copy, collaborator")
+    customer_facing: bool = Field(
+        default=True, description="false for a linked internal ticket: replies are refused, "
+                                  "it shows the messages of the customer-facing one")
+    links: list[TicketLink] = Field(
+        default_factory=list, description="the other tickets of the same message")
 
 
 SlaTarget = Literal["first_response", "resolution"]

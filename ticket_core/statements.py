@@ -174,14 +174,17 @@ def _verify_identities(kinds: int) -> Update:
 
 
 # Only the lists given: next to an empty `IN ()`, SQLite scans the table.
+# A linked ticket (a copy, a collaborator's) is internal: no thread hint leads a customer's
+# message to it, only to the customer-facing ticket it is linked to.
+_CUSTOMER_FACING = TICKETS.c.primary_ticket_id.is_(None)
 _TICKETS_NAMED = {
     (True, False): select(*_TICKET_COLUMNS).where(
-        TICKETS.c.id.in_(bindparam("ids", expanding=True))),
+        TICKETS.c.id.in_(bindparam("ids", expanding=True)), _CUSTOMER_FACING),
     (False, True): select(*_TICKET_COLUMNS).where(
-        TICKETS.c.number.in_(bindparam("numbers", expanding=True))),
+        TICKETS.c.number.in_(bindparam("numbers", expanding=True)), _CUSTOMER_FACING),
     (True, True): select(*_TICKET_COLUMNS).where(
         or_(TICKETS.c.id.in_(bindparam("ids", expanding=True)),
-            TICKETS.c.number.in_(bindparam("numbers", expanding=True)))),
+            TICKETS.c.number.in_(bindparam("numbers", expanding=True))), _CUSTOMER_FACING),
 }
 _TICKETS_BY_MESSAGE_ID = (
     select(*_TICKET_COLUMNS, MESSAGES.c.channel, MESSAGES.c.account, MESSAGES.c.message_id)
@@ -191,17 +194,17 @@ _TICKETS_BY_MESSAGE_ID = (
 _TICKETS_BY_CONVERSATION = (
     select(*_TICKET_COLUMNS)
     .where(TICKETS.c.conversation_id.in_(bindparam("conversations", expanding=True)),
-           TICKETS.c.status.not_in(UNJOINABLE_STATUSES))
+           TICKETS.c.status.not_in(UNJOINABLE_STATUSES), _CUSTOMER_FACING)
     .order_by(TICKETS.c.created_at, TICKETS.c.id))
 _TICKETS_OPEN_FOR = (
     select(*_TICKET_COLUMNS)
     .where(TICKETS.c.customer_id.in_(bindparam("customers", expanding=True)),
-           TICKETS.c.status.not_in(DONE_STATUSES))
+           TICKETS.c.status.not_in(DONE_STATUSES), _CUSTOMER_FACING)
     .order_by(TICKETS.c.created_at, TICKETS.c.id))
 _TICKETS_RATED = (
     select(*_TICKET_COLUMNS, TICKETS.c.satisfaction)
     .where(TICKETS.c.conversation_id.in_(bindparam("conversations", expanding=True)),
-           TICKETS.c.status != "merged")
+           TICKETS.c.status != "merged", _CUSTOMER_FACING)
     .order_by(TICKETS.c.created_at, TICKETS.c.id))
 _SET_SATISFACTION = (
     update(TICKETS).where(TICKETS.c.id == bindparam("b_id"))

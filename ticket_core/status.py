@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
 from .events import PlannedEvent
+from .links import close_collaborators
 from .planner import TicketRef
 from .replies import TicketNotFound
 from .statements import TICKETS, CoreWriteStatements
@@ -38,15 +39,28 @@ def write_status(connection: Connection, ticket_ref: str, status: str,
         return ticket.id, False
     connection.execute(update(TICKETS).where(TICKETS.c.id == ticket.id)
                        .values(status=status, updated_at=now))
+    # A primary closed or merged closes its collaborator tickets with it (links.py).
+    collaborators = close_collaborators(connection, ticket.id, status, now)
+    events = [_updated(ticket, status, "agent", now, {})]
+    events += [_updated(c, "closed", "system", now,
+                        {"reason": f"primary ticket {ticket.number} {status}",
+                         "primary_ticket_id": ticket.id}) for c in collaborators]
+    append_events(CoreWriteStatements(connection), events)
+    # Resolved: the resolution clock stops, a step done when resolved completes.
+    timelines = timelines if timelines is not None else Timelines()
+    status_changed(connection, ticket.id, status, now, timelines)
+    for collaborator in collaborators:
+        status_changed(connection, collaborator.id, "closed", now, timelines)
+    return ticket.id, True
+
+
+def _updated(ticket: Any, status: str, actor: str, now: datetime,
+             extra: dict[str, Any]) -> PlannedEvent:
     ref = TicketRef(id=ticket.id, number=ticket.number, status=status,
                     customer_id=ticket.customer_id, channel=ticket.channel, desk=ticket.desk)
-    append_events(CoreWriteStatements(connection), [PlannedEvent(
-        "ticket.updated", now, ref, ticket.customer_id, "agent",
+    return PlannedEvent(
+        "ticket.updated", now, ref, ticket.customer_id, actor,
         {"status": status, "previous_status": ticket.status,
          "changes": {"status": [ticket.status, status]}, "channel": ticket.channel,
          "account": ticket.account, "conversation_id": ticket.conversation_id,
-         "subject": ticket.subject})])
-    # Resolved: the resolution clock stops, a step done when resolved completes.
-    status_changed(connection, ticket.id, status, now,
-                   timelines if timelines is not None else Timelines())
-    return ticket.id, True
+         "subject": ticket.subject, **extra})

@@ -174,7 +174,9 @@ _SQLITE_KNOWN_IDENTITIES = (
     "customer_identities.customer_id, customer_identities.verified, customers.created_at "
     "FROM customer_identities JOIN customers ON customers.id = customer_identities.customer_id "
     "WHERE {identities}")
-_SQLITE_TICKETS_NAMED = _TICKET_SELECT + " FROM tickets WHERE {named}"
+# Linked tickets are internal: thread hints lead to customer-facing ones (statements.py).
+_SQLITE_TICKETS_NAMED = (_TICKET_SELECT + " FROM tickets WHERE ({named}) "
+                         "AND tickets.primary_ticket_id IS NULL")
 _SQLITE_TICKETS_REPLIED_TO = (
     _TICKET_SELECT + ", messages.channel, messages.account, messages.message_id FROM messages "
     "JOIN tickets ON tickets.id = messages.ticket_id "
@@ -182,14 +184,17 @@ _SQLITE_TICKETS_REPLIED_TO = (
 _SQLITE_JOINABLE_TICKETS = (
     _TICKET_SELECT + " FROM tickets WHERE tickets.conversation_id IN ({conversations}) "
     f"AND tickets.status NOT IN ({_sql_strings(UNJOINABLE_STATUSES)}) "
+    "AND tickets.primary_ticket_id IS NULL "
     "ORDER BY tickets.created_at, tickets.id")
 _SQLITE_OPEN_TICKETS = (
     _TICKET_SELECT + " FROM tickets WHERE tickets.customer_id IN ({customers}) "
     f"AND tickets.status NOT IN ({_sql_strings(DONE_STATUSES)}) "
+    "AND tickets.primary_ticket_id IS NULL "
     "ORDER BY tickets.created_at, tickets.id")
 _SQLITE_RATED_TICKETS = (
     _TICKET_SELECT + ", tickets.satisfaction FROM tickets "
     "WHERE tickets.conversation_id IN ({conversations}) AND tickets.status != 'merged' "
+    "AND tickets.primary_ticket_id IS NULL "
     "ORDER BY tickets.created_at, tickets.id")
 _SQLITE_SET_SATISFACTION = "UPDATE tickets SET satisfaction = ? WHERE id = ?"
 _SQLITE_VERIFY_IDENTITIES = (

@@ -26,9 +26,10 @@ def route(desk: str = "aftersales", *, skill_group: str | None = "returns",
           priority: str = "normal", category: str | None = None,
           tags: list[str] | None = None, deliveries: list[RouteDelivery] | None = None,
           sla: Sla | None = None, escalation: EscalationPlan | None = None,
-          ) -> RouteDecision:
+          mode: str = "single") -> RouteDecision:
     return RouteDecision(
         decision_id=uuid.uuid4().hex, revision="0" * 64, route="r1",
+        mode=mode,  # type: ignore[arg-type]
         deliveries=deliveries or [RouteDelivery(desk=desk, skill_group=skill_group)],
         priority=priority, category=category, tags=tags or [],  # type: ignore[arg-type]
         sla=sla, escalation=escalation)

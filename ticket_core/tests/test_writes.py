@@ -265,6 +265,32 @@ async def scenario(s: Recorder) -> None:
         message("timed-2", received_at=t0, routed=timed_route(
             t0, steps=STEPS[1:], timeline="not_in_the_rules", deadline=None)),
         message("timed-3", email="li.wei@example.cn", routed=timed_route(t0))])
+    # One ticket per delivery: a multi decision (owner, copy, collaborator) and a
+    # primary_secondary one (its collaborator linked, its overflow a timer); a follow-up
+    # joins the customer-facing ticket and makes no more.
+    fanned = await s.persist([
+        message("multi-1", channel="wechat", account="wx1", kind="message", email=None,
+                identities=[Identity(kind="wechat_openid", value="o-77")],
+                thread=Thread(conversation_id="conv-77"), routed=route(mode="multi", deliveries=[
+                    RouteDelivery(desk="brand_a"),
+                    RouteDelivery(desk="logistics", skill_group="parcels", role="copy"),
+                    RouteDelivery(desk="aftersales", role="collaborator")])),
+        message("primary-1", email="p@example.com", routed=route(
+            mode="primary_secondary", deliveries=[
+                RouteDelivery(desk="sales", role="primary"),
+                RouteDelivery(desk="aftersales", role="collaborator"),
+                RouteDelivery(desk="regional", role="overflow", after="10m",
+                              due=t0 + timedelta(minutes=10))]))])
+    follow_up = await s.persist([
+        message("multi-2", channel="wechat", account="wx1", kind="message", email=None,
+                identities=[Identity(kind="wechat_openid", value="o-77")],
+                thread=Thread(conversation_id="conv-77"), routed=route(mode="multi", deliveries=[
+                    RouteDelivery(desk="brand_a"),
+                    RouteDelivery(desk="logistics", role="copy")])),
+        message("join-77", channel="wechat", account="wx1", kind="message", email=None,
+                identities=[Identity(kind="wechat_openid", value="o-77")],
+                thread=Thread(join_latest_open=True))])
+    assert [r.ticket_id for r in follow_up] == [fanned[0].ticket_id] * 2
 
 
 def dump(path: Path) -> dict[str, list[tuple[tuple[str, Any], ...]]]:
