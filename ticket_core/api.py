@@ -115,6 +115,20 @@ def _answers_errors(handler: Handler) -> Handler:
     return wrapped
 
 
+def page_limit(value: str | None, default: int, maximum: int,
+               problems: dict[str, str]) -> int:
+    """A page's `limit` parameter: `default` when absent; a problem when not 1 to `maximum`."""
+    if value is None:
+        return default
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= maximum:
+        problems["limit"] = f"an integer from 1 to {maximum}"
+    return limit
+
+
 def _ticket_query(query: Any) -> tuple[TicketFilter, int, str | None]:
     """Validate `GET /api/v1/tickets` parameters; an empty value counts as absent."""
     problems: dict[str, str] = {}
@@ -136,14 +150,7 @@ def _ticket_query(query: Any) -> tuple[TicketFilter, int, str | None]:
         if unknown or not statuses:
             problems["status"] = ("one or more (comma-separated) of " + ", ".join(STATUSES)
                                   + "; `open` means not resolved, closed or merged")
-    limit = 50
-    if values["limit"] is not None:
-        try:
-            limit = int(values["limit"])
-        except ValueError:
-            limit = 0
-        if not 1 <= limit <= MAX_LIMIT:
-            problems["limit"] = f"an integer from 1 to {MAX_LIMIT}"
+    limit = page_limit(values["limit"], 50, MAX_LIMIT, problems)
     if problems:
         raise ApiError(400, "invalid_parameter", "Some query parameters are not valid.",
                        problems)

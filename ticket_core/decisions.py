@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import String, and_, cast, or_, select
 
-from .api import PREFIX, ApiError, _answers_errors, json_response
+from .api import PREFIX, ApiError, _answers_errors, json_response, page_limit
 from .queries import CursorInvalid, decode_cursor, encode_cursor
 from .schemas import DecisionItem, DecisionPage
 from .statements import ATTACHMENTS, MESSAGES, TICKETS
@@ -103,14 +103,7 @@ def decision_routes(store: TicketStore) -> list[web.RouteDef]:
                 problems[name] = "given more than once"
         since = _instant("since", query.get("since"), problems)
         until = _instant("until", query.get("until"), problems)
-        limit = DEFAULT_LIMIT
-        if query.get("limit"):
-            try:
-                limit = int(query["limit"])
-            except ValueError:
-                limit = 0
-            if not 1 <= limit <= MAX_LIMIT:
-                problems["limit"] = f"an integer from 1 to {MAX_LIMIT}"
+        limit = page_limit(query.get("limit") or None, DEFAULT_LIMIT, MAX_LIMIT, problems)
         if problems:
             raise ApiError(400, "invalid_parameter", "Some query parameters are not valid.",
                            problems)
