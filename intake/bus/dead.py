@@ -28,7 +28,7 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aiormq.abc import DeliveredMessage
 
-from ..errors import Rejected, Transient
+from ..errors import BrokerUnavailable, Rejected, Transient
 from .consumer import Delivery
 from .publish import BusPublish
 from .topology import DEAD_ARGUMENTS, EXCHANGES, REASON_HEADER
@@ -276,8 +276,17 @@ class BusDeadLetters(BusPublish):
             async def on_message(message: DeliveredMessage) -> None:
                 inbox.put_nowait(message)
 
-            await underlay.basic_consume(self.names(logical), on_message,
-                                         arguments={"x-stream-offset": "first"})
+            try:
+                await underlay.basic_consume(self.names(logical), on_message,
+                                             arguments={"x-stream-offset": "first"})
+            except aiormq.exceptions.ChannelPreconditionFailed as exc:
+                # In a cluster, a node whose stream member is still restarting (after the node
+                # itself restarted) cannot serve a stream consumer: transient, not a bad request.
+                if "replica" not in str(exc):
+                    raise
+                raise BrokerUnavailable(
+                    f"{self.names(logical)}: the node this connection reached has no running "
+                    f"replica of the stream yet; try again (another node may answer)") from exc
             seen = 0
             while True:
                 try:

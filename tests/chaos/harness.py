@@ -725,14 +725,23 @@ async def wait_persisted(driver: LoadDriver, database_url: str, timeout: float) 
 
 async def dead_letters(amqp_url: str, prefix: str) -> list[Any]:
     from intake.bus import Bus
+    from intake.errors import BrokerUnavailable
     from intake.settings import IntakeSettings
 
-    bus = Bus(IntakeSettings(amqp_url=amqp_url, bus_prefix=prefix), "chaos-check")
-    await bus.connect(timeout=30)
-    try:
-        return await bus.browse_dead(None, replayed=True)  # every letter, replayed or not
-    finally:
-        await bus.close()
+    # On a cluster, a node just restarted serves no stream consumer until its stream member is
+    # back: connect again (each connection starts at a random node) until one answers.
+    deadline = time.monotonic() + 90
+    while True:
+        bus = Bus(IntakeSettings(amqp_url=amqp_url, bus_prefix=prefix), "chaos-check")
+        await bus.connect(timeout=30)
+        try:
+            return await bus.browse_dead(None, replayed=True)  # every letter, replayed or not
+        except BrokerUnavailable:
+            if time.monotonic() > deadline:
+                raise
+        finally:
+            await bus.close()
+        await asyncio.sleep(1)
 
 
 async def queue_depths(amqp_url: str, prefix: str) -> dict[str, int]:
