@@ -183,6 +183,14 @@ class Gateway:
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
 
+    @property
+    def faq_dir(self) -> Path:
+        """The SDK's FAQ folder: a copy of the shipped one, which `sdk-faq` adds articles to."""
+        folder = self.data_dir / "faq"
+        if not folder.is_dir():
+            shutil.copytree(REPO / "deploy" / "faq", folder)
+        return folder
+
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update({
@@ -201,6 +209,7 @@ class Gateway:
         for service, port in self.ports.items():
             env[f"INTAKE_{service.upper().replace('-', '_')}_PORT"] = str(port)
         env["INTAKE_WEBFORM_PUBLIC_URL"] = self.url("webform")
+        env["INTAKE_SDK_FAQ_DIR"] = str(self.faq_dir)
         return env
 
     async def start(self, *names: str, timeout: float = 60.0) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
 import html
 import logging
 import math
@@ -168,8 +169,10 @@ class Faq:
         self.stamp: tuple[tuple[str, float, int], ...] | None = None
         self.checked = 0.0
         self.lock = asyncio.Lock()
-        self.lengths: dict[str, float] = {}
-        self.document_frequency: Counter[str] = Counter()
+        self.parsed: dict[tuple[str, float, int], Article | None] = {}  # by name, mtime, size
+        # term → [(article, its BM25 score for the term)]: a search reads only the postings of
+        # its terms, not every article (2,000 articles: well under a millisecond)
+        self.postings: dict[str, list[tuple[Article, float]]] = {}
 
     def _stamp(self) -> tuple[tuple[str, float, int], ...]:
         if self.folder is None or not self.folder.is_dir():
@@ -189,30 +192,55 @@ class Faq:
         if stamp == self.stamp:
             return
         articles: dict[str, Article] = {a.id: build(a) for a in self.inline}
-        for name, _, _ in stamp:
+        parsed: dict[tuple[str, float, int], Article | None] = {}
+        for entry in stamp:
             assert self.folder is not None
-            try:
-                article = parse_file(self.folder / name)
-            except (ValueError, OSError) as exc:
-                log.error("faq_article_skipped", file=str(self.folder / name), error=str(exc))
-                continue
-            articles[article.id] = article
+            # an unchanged file keeps its parse: tokenising is the slow part (about 15 ms an
+            # article), and one edited article must not cost a rescan of thousands
+            if entry in self.parsed:
+                article = self.parsed[entry]
+            else:
+                try:
+                    article = parse_file(self.folder / entry[0])
+                except (ValueError, OSError) as exc:
+                    log.error("faq_article_skipped", file=str(self.folder / entry[0]),
+                              error=str(exc))
+                    article = None
+            parsed[entry] = article
+            if article is not None:
+                articles[article.id] = article
         self._index(articles)
+        self.parsed = parsed
         self.stamp = stamp
 
     def _index(self, articles: dict[str, Article]) -> None:
         frequency: Counter[str] = Counter()
         for article in articles.values():
             frequency.update({t for counts in article.terms.values() for t in counts})
-        count = max(1, len(articles))
-        self.lengths = {name: sum(sum(a.terms[name].values()) for a in articles.values()) / count
-                        for name in WEIGHTS}
-        self.document_frequency = frequency
+        total = len(articles)
+        count = max(1, total)
+        lengths = {name: sum(sum(a.terms[name].values()) for a in articles.values()) / count
+                   for name in WEIGHTS}
+        postings: dict[str, list[tuple[Article, float]]] = {}
+        for article in articles.values():
+            sizes = {name: sum(article.terms[name].values()) for name in WEIGHTS}
+            for term in {t for counts in article.terms.values() for t in counts}:
+                df = frequency[term]
+                idf = math.log(1 + (total - df + 0.5) / (df + 0.5))
+                score = 0.0
+                for name, weight in WEIGHTS.items():
+                    tf = article.terms[name].get(term, 0)
+                    if tf:
+                        norm = 1 - B + B * sizes[name] / (lengths[name] or 1)
+                        score += weight * idf * tf * (K1 + 1) / (tf + K1 * norm)
+                postings.setdefault(term, []).append((article, score))
+        self.postings = postings
         self.articles = articles
 
     async def fresh(self) -> None:
-        if time.monotonic() - self.checked < RESCAN_S and self.stamp is not None:
-            return
+        if self.stamp is not None and (time.monotonic() - self.checked < RESCAN_S
+                                       or self.lock.locked()):
+            return  # searches go on with the index they have while a rescan runs
         async with self.lock:
             if time.monotonic() - self.checked >= RESCAN_S or self.stamp is None:
                 await asyncio.to_thread(self.load)
@@ -220,28 +248,17 @@ class Faq:
 
     def search(self, app: SdkApp, query: str, limit: int) -> list[dict[str, Any]]:
         terms = list(dict.fromkeys(tokens(query)))
-        total = len(self.articles)
-        scored = []
-        for article in self.articles.values():
-            if not article.visible_to(app):
-                continue
-            score = 0.0
-            for term in terms:
-                df = self.document_frequency.get(term, 0)
-                if not df:
-                    continue
-                idf = math.log(1 + (total - df + 0.5) / (df + 0.5))
-                for name, weight in WEIGHTS.items():
-                    tf = article.terms[name].get(term, 0)
-                    if tf:
-                        size = sum(article.terms[name].values())
-                        norm = 1 - B + B * size / (self.lengths[name] or 1)
-                        score += weight * idf * tf * (K1 + 1) / (tf + K1 * norm)
-            if score > 0:
-                scored.append((score, article))
-        scored.sort(key=lambda pair: (-pair[0], pair[1].id))
-        return [{"id": a.id, "title": a.title, "snippet": snippet(a.text, terms),
-                 "score": round(s, 4)} for s, a in scored[:limit]]
+        scores: dict[str, float] = {}
+        found: dict[str, Article] = {}
+        for term in terms:
+            for article, score in self.postings.get(term, ()):
+                scores[article.id] = scores.get(article.id, 0.0) + score
+                found[article.id] = article
+        best = heapq.nsmallest(limit, ((-score, name) for name, score in scores.items()
+                                       if score > 0 and found[name].visible_to(app)))
+        return [{"id": name, "title": found[name].title,
+                 "snippet": snippet(found[name].text, terms), "score": round(-score, 4)}
+                for score, name in best]
 
 
 def snippet(text: str, terms: list[str]) -> str:

@@ -12,11 +12,13 @@ import pytest
 
 from connectors.sdk import CHANNEL
 from connectors.sdk.inbound import faq as faq_module
+from connectors.sdk.settings import SdkApp
 from intake.testing import ContractEdge, RecordingPublisher
 
 from .conftest import EXAMPLE, Sdk
 
 REPO = Path(__file__).resolve().parents[3]
+SEARCHER = SdkApp(id="demo-widget")
 
 
 async def search(sdk: Sdk, q: str, **params: Any) -> tuple[int, Any]:
@@ -106,3 +108,28 @@ async def test_no_script_reaches_an_app_and_the_folder_is_reloaded(
         assert [i["id"] for i in (await search(sdk, "预售"))[1]["items"]] == ["new"]
     finally:
         await edge.close()
+
+
+def test_a_rescan_parses_only_the_files_that_changed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("returns", "shipping", "invoices"):
+        (tmp_path / f"{name}.md").write_text(f"# {name}\n\n{name} 说明\n", encoding="utf-8")
+    parsed: list[str] = []
+    parse_file = faq_module.parse_file
+
+    def counting(path: Path) -> faq_module.Article:
+        parsed.append(path.name)
+        return parse_file(path)
+
+    monkeypatch.setattr(faq_module, "parse_file", counting)
+    articles = faq_module.Faq(tmp_path, [])
+    articles.load()
+    assert sorted(parsed) == ["invoices.md", "returns.md", "shipping.md"]
+    parsed.clear()
+    (tmp_path / "shipping.md").write_text("# shipping\n\n顺丰 快递 说明\n", encoding="utf-8")
+    (tmp_path / "invoices.md").unlink()
+    articles.load()
+    assert parsed == ["shipping.md"]
+    assert sorted(articles.articles) == ["returns", "shipping"]
+    assert [hit["id"] for hit in articles.search(SEARCHER, "顺丰", 10)] == ["shipping"]
+    assert articles.search(SEARCHER, "invoices", 10) == []
