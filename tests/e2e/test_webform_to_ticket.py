@@ -116,9 +116,9 @@ async def test_form_post_becomes_a_routed_persisted_ticket(gateway: Gateway) -> 
         assert ticket["priority"] == "high"
         assert ticket["route"]["route"] == "complaints"
         assert ticket["channel"] == "webform"
-        # The example's rules read customer.*: the router asked the ticket core, which did not
-        # know this sender yet (an unreachable ticket core would say `error`).
-        assert ticket["route"]["customer"]["lookup"] == "miss"
+        # The example's rules read customer.* only in the `vip` route, after the complaint
+        # routes: a complaint is decided without asking the ticket core.
+        assert ticket["route"]["customer"]["lookup"] == "skipped"
 
         async with http.get(f"{gw.api}/api/v1/tickets/{ticket['id']}",
                             headers=gw.headers()) as response:
@@ -145,8 +145,12 @@ async def test_form_post_becomes_a_routed_persisted_ticket(gateway: Gateway) -> 
         assert ticket2["customer_id"] == ticket["customer_id"]
         assert ticket2["id"] != ticket["id"]
         assert ticket2["desk"] == "aftersales"  # the default route
+        # It reached the `vip` route: the router asked the ticket core, which knows the sender
+        # from the first ticket (an unreachable ticket core would say `error`), VIP level 0.
+        assert ticket2["route"]["customer"]["lookup"] == "hit"
+        assert ticket2["route"]["customer"]["id"] == ticket["customer_id"]
 
-        # Looked up by the email alone (not the cached miss of email and phone): known now.
+        # Looked up by the email alone (another cache entry than email and phone): known too.
         third = {k: v for k, v in second.items() if k != "phone"}
         async with http.post(f"{gw.form}/forms/contact/submissions", json=third,
                              headers={"Idempotency-Key": "e2e-3"}) as response:
