@@ -54,14 +54,22 @@ async def route_messages(messages: Sequence[Message], rules: RuleSet,
     decisions: list[RouteDecision | None]
     if rules.reads_customer and directory is not None:
         decisions = [rules.decide_unless_customer(message) for message in messages]
-        waiting = [i for i, decision in enumerate(decisions) if decision is None]
         options = rules.config.options.customer_lookup
+        waiting: list[int] = []
+        for i, decision in enumerate(decisions):
+            if decision is not None:
+                count_lookup("skipped")
+                continue
+            known = directory.known(messages[i], options)  # a warm cache: no task, no await
+            if known is None:
+                waiting.append(i)
+                continue
+            count_lookup(known[1])
+            decisions[i] = rules.decide(messages[i], known[0], lookup=known[1])
         found = await asyncio.gather(*(directory.find(messages[i], options) for i in waiting))
         for i, (customer, lookup) in zip(waiting, found, strict=True):
             count_lookup(lookup)
             decisions[i] = rules.decide(messages[i], customer, lookup=lookup)
-        for _ in range(len(messages) - len(waiting)):
-            count_lookup("skipped")
     else:
         if rules.reads_customer:
             for _ in messages:

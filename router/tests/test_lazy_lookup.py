@@ -165,6 +165,11 @@ async def test_the_router_asks_the_ticket_core_only_when_the_decision_needs_it(
     # A complaint alone, in a batch of one: still no request.
     await handle([topic("complaint", idempotency_key="webform:contact:c2")])
     assert len(core.requests) == 2
+    # The VIP again: answered from the cache (`CustomerDirectory.known`), no request either.
+    await handle([vip.model_copy(update={"idempotency_key": "webform:contact:v2"})])
+    assert len(core.requests) == 2
+    last = orjson.loads(bus.published[-1][2])["route"]
+    assert (last["route"], last["customer"]["lookup"]) == ("vip", "hit")
 
 
 async def test_a_hanging_ticket_core_delays_only_the_messages_that_need_it(
