@@ -84,6 +84,18 @@ async def route_messages(messages: Sequence[Message], rules: RuleSet,
     return routed
 
 
+async def decide_in_full(message: Message, rules: RuleSet,
+                         directory: CustomerDirectory | None) -> RouteDecision:
+    """The decision `/explain` and `intake route explain` show for a message given without a
+    customer snapshot: every route with `saw`, the sender looked up as the router does (only
+    when the decision reads `customer.*`; without a directory the lookup is `skipped`)."""
+    if directory is None or not rules.reads_customer \
+            or rules.decide_unless_customer(message) is not None:
+        return rules.decide(message, None, max_tried=None, lookup="skipped")
+    customer, lookup = await directory.find(message, rules.config.options.customer_lookup)
+    return rules.decide(message, customer, max_tried=None, lookup=lookup)
+
+
 def route_batch_handler(holder: RulesHolder, bus: Publishing,
                         directory: CustomerDirectory | None = None,
                         ) -> Callable[[list[Message]], Awaitable[None]]:

@@ -123,8 +123,10 @@ class RuleSet:
         failed_at: dict[int, int] = {}
         ruled_out: list[Narrowed] = []
         matched = self._match(message, keep_before, failed_at, ruled_out)
+        # Not looked up: the customer's conditions are unknown, not false.
         return self._recorded(message, snapshot, matched, failed_at, ruled_out, full=full,
-                              keep_before=keep_before)
+                              keep_before=keep_before,
+                              without_customer=snapshot.get("lookup") == "skipped")
 
     def _recorded(self, message: Message, snapshot: Mapping[str, Any], matched: CompiledRoute,
                   failed_at: dict[int, int], ruled_out: list[Narrowed], *, full: bool,

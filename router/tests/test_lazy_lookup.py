@@ -3,24 +3,32 @@ before or at their match, a route that reads the customer (`RuleSet.decide_unles
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import REGISTRY
 
+from intake.cli import main
 from intake.config import load_document
 from intake.message import Message
 from router.consume import route_batch_handler
 from router.reload import RulesHolder
 from router.rules import load_rules
+from router.service import DIRECTORY, RULES, post_explain
 
 from . import test_lookup
 from .conftest import RulesFrom, make_message
 from .test_consume import RecordingBus
-from .test_lookup import VIP, Served
+from .test_lookup import TOKEN, VIP, FakeCore, Served
 
 served = test_lookup.served  # the fixture: a real aiohttp server as the ticket core
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "intake.example.yaml"
@@ -196,3 +204,71 @@ def test_the_example_decides_a_form_complaint_without_the_customer() -> None:
     decision = rules.decide_unless_customer(topic("complaint", text="我要投诉你们门店的服务"))
     assert decision is not None and decision.route == "complaints"
     assert rules.decide_unless_customer(topic("enquiry", text="请开发票")) is None
+
+
+@contextlib.contextmanager
+def core_in_a_thread(core: FakeCore) -> Iterator[str]:
+    """The stand-in ticket core on a loop of its own: `intake route explain` runs its own."""
+    loop = asyncio.new_event_loop()
+    app = web.Application()
+    app.router.add_get("/api/v1/customers", core.handle)
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+
+def explain(capsys: pytest.CaptureFixture[str], tmp_path: Path, message: Message) -> str:
+    path = tmp_path / "msg.json"
+    path.write_text(message.model_dump_json(), encoding="utf-8")
+    assert main(["route", "explain", str(path), "--rules", str(EXAMPLE)]) == 0
+    return capsys.readouterr().out
+
+
+def test_route_explain_without_a_customer_looks_the_sender_up_as_the_router_does(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    core = FakeCore()
+    with core_in_a_thread(core) as url:
+        monkeypatch.setenv("INTAKE_TICKET_CORE_URL", url)
+        monkeypatch.setenv("INTAKE_API_TOKEN", TOKEN)
+        out = explain(capsys, tmp_path, topic("enquiry", text="请开发票"))
+        assert "route vip," in out and "customer lookup hit, id cus_1" in out
+        assert core.requests == [["email:li@example.com"]]
+        # A complaint is decided before the VIP route: no request.
+        out = explain(capsys, tmp_path, topic("complaint", text="我要投诉"))
+        assert "customer lookup skipped" in out and len(core.requests) == 1
+    # No ticket core at all: decided all the same, and the record says so.
+    monkeypatch.setenv("INTAKE_TICKET_CORE_URL", url)
+    out = explain(capsys, tmp_path, topic("enquiry", text="请开发票"))
+    assert "customer lookup error" in out and "route default," in out
+
+
+async def test_explain_without_a_customer_looks_the_sender_up_as_the_router_does(
+        served: Served) -> None:
+    core, _, directory = served
+    holder = RulesHolder(EXAMPLE)
+    holder.load()
+    app = web.Application()
+    app[RULES] = holder
+    app[DIRECTORY] = directory
+    app.router.add_post("/explain", post_explain)
+    async with TestClient(TestServer(app)) as client:
+        enquiry = topic("enquiry", text="请开发票").model_dump(mode="json")
+        body = await (await client.post("/explain", json=enquiry)).json()
+        assert (body["route"], body["customer"]["lookup"]) == ("vip", "hit")
+        assert all("saw" in t for t in body["tried"])  # every route, with what it saw
+        complaint = topic("complaint", text="我要投诉").model_dump(mode="json")
+        body = await (await client.post("/explain", json=complaint)).json()
+        assert (body["route"], body["customer"]["lookup"]) == ("complaints", "skipped")
+    assert core.requests == [["email:li@example.com"]]

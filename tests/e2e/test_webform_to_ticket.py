@@ -81,10 +81,19 @@ async def running_gateway(settings: IntakeSettings, monkeypatch: pytest.MonkeyPa
         await cleanup.close()
 
 
+# The example's rules with a lookup bound for a machine shared with other sessions: the ticket
+# core answers the router's lookup on the same event loop, which can take over the example's
+# 50 ms there (and the test would read `timeout`). The bound itself: router/tests/test_lookup.py.
+SHARED_MACHINE_LOOKUP = "options:\n  customer_lookup: {timeout: 2s}\n"
+
+
 @pytest.fixture
 async def gateway(settings: IntakeSettings,
                   monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Gateway]:
-    async with running_gateway(settings, monkeypatch) as gw:
+    rules = settings.data_dir / "lookup-options.yaml"
+    rules.write_text(SHARED_MACHINE_LOOKUP, encoding="utf-8")
+    async with running_gateway(settings.model_copy(update={"rules": rules}),
+                               monkeypatch) as gw:
         yield gw
 
 
