@@ -28,7 +28,7 @@ from router.service import DIRECTORY, RULES, post_explain
 from . import test_lookup
 from .conftest import RulesFrom, make_message
 from .test_consume import RecordingBus
-from .test_lookup import TOKEN, VIP, FakeCore, Served
+from .test_lookup import LOOKUP_BOUND, TOKEN, VIP, FakeCore, Served
 
 served = test_lookup.served  # the fixture: a real aiohttp server as the ticket core
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "intake.example.yaml"
@@ -151,7 +151,7 @@ async def test_the_router_asks_the_ticket_core_only_when_the_decision_needs_it(
         served: Served, write_rules: Callable[..., Path]) -> None:
     core, _, directory = served
     core.known["email:vip@example.com"] = VIP
-    holder = RulesHolder(write_rules(LAZY))
+    holder = RulesHolder(write_rules(LAZY, declarations=LOOKUP_BOUND))
     holder.load()
     bus = RecordingBus()
     handle = route_batch_handler(holder, bus, directory)
@@ -183,11 +183,11 @@ async def test_the_router_asks_the_ticket_core_only_when_the_decision_needs_it(
 async def test_a_hanging_ticket_core_delays_only_the_messages_that_need_it(
         served: Served, write_rules: Callable[..., Path]) -> None:
     core, _, directory = served
-    holder = RulesHolder(write_rules(LAZY))
+    holder = RulesHolder(write_rules(LAZY, declarations=LOOKUP_BOUND))
     holder.load()
     bus = RecordingBus()
     handle = route_batch_handler(holder, bus, directory)
-    core.delay = 2.0  # hangs past the 50 ms bound of the rules' defaults
+    core.delay = 2.0  # hangs past the bound
     await handle([topic("complaint", idempotency_key="webform:contact:c3"),
                   topic("enquiry", idempotency_key="webform:contact:e3", sender={
                       "identities": [{"kind": "email", "value": "slow@example.com"}]})])
@@ -228,10 +228,18 @@ def core_in_a_thread(core: FakeCore) -> Iterator[str]:
         loop.close()
 
 
+def bounded_example(tmp_path: Path) -> Path:
+    """The example with the lookup bound of LOOKUP_BOUND (it sets no options of its own)."""
+    path = tmp_path / "example.yaml"
+    path.write_text("options:\n  customer_lookup: {timeout: 500ms}\n"
+                    + EXAMPLE.read_text(encoding="utf-8"), encoding="utf-8")
+    return path
+
+
 def explain(capsys: pytest.CaptureFixture[str], tmp_path: Path, message: Message) -> str:
     path = tmp_path / "msg.json"
     path.write_text(message.model_dump_json(), encoding="utf-8")
-    assert main(["route", "explain", str(path), "--rules", str(EXAMPLE)]) == 0
+    assert main(["route", "explain", str(path), "--rules", str(bounded_example(tmp_path))]) == 0
     return capsys.readouterr().out
 
 
@@ -255,9 +263,9 @@ def test_route_explain_without_a_customer_looks_the_sender_up_as_the_router_does
 
 
 async def test_explain_without_a_customer_looks_the_sender_up_as_the_router_does(
-        served: Served) -> None:
+        served: Served, tmp_path: Path) -> None:
     core, _, directory = served
-    holder = RulesHolder(EXAMPLE)
+    holder = RulesHolder(bounded_example(tmp_path))
     holder.load()
     app = web.Application()
     app[RULES] = holder
