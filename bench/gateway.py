@@ -173,6 +173,9 @@ class Gateway:
     starts: dict[str, int] = field(default_factory=dict)
     profiles: list[str] = field(default_factory=list)
     token: str = "bench-token"
+    # Set by a scenario for the services it starts next (the router-service customer line's
+    # INTAKE_RULES), and removed by it afterwards.
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for service in self.services:
@@ -210,6 +213,7 @@ class Gateway:
             env[f"INTAKE_{service.upper().replace('-', '_')}_PORT"] = str(port)
         env["INTAKE_WEBFORM_PUBLIC_URL"] = self.url("webform")
         env["INTAKE_SDK_FAQ_DIR"] = str(self.faq_dir)
+        env.update(self.extra_env)
         return env
 
     async def start(self, *names: str, timeout: float = 60.0) -> None:

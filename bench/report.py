@@ -47,10 +47,14 @@ def render(results: list[dict[str, Any]]) -> str:
     lines = ["  ".join(cell.ljust(widths[i]) if i in (0, 2, 11, 12) else cell.rjust(widths[i])
                        for i, cell in enumerate(row)) for row in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    seen: set[str] = set()
     for r in results:
         cpu = (r.get("extra") or {}).get("cpu_ms_per_message")
+        # A scenario's second line (router-service's customer line) is told by its load.
+        name = r["scenario"] + (f" [{r['load']}]" if r["scenario"] in seen else "")
+        seen.add(r["scenario"])
         if cpu:
-            lines.append(f"CPU ms per message, {r['scenario']}: " + ", ".join(
+            lines.append(f"CPU ms per message, {name}: " + ", ".join(
                 f"{name} {value:.2f}" for name, value in cpu.items()))
     lines.append("latency: request → persisted in ms (raw: publish → confirm; router-decision: "
                  "per decision in µs); http: request → HTTP answer in ms; "
@@ -61,8 +65,12 @@ def render(results: list[dict[str, Any]]) -> str:
 def figures(report: dict[str, Any]) -> dict[str, float]:
     """Every numeric figure of a run, flattened: `<scenario>[<load>].<path>` → value."""
     flat: dict[str, float] = {}
+    seen: set[str] = set()
     for r in report.get("results", []):
-        key = r["scenario"] + (f"[{r['load']}]" if r["scenario"] == "router-decision" else "")
+        # router-decision's rows, and a scenario's second line, are told apart by their load.
+        key = r["scenario"] + (f"[{r['load']}]" if r["scenario"] == "router-decision"
+                               or r["scenario"] in seen else "")
+        seen.add(r["scenario"])
         for field in ("throughput", "ratio"):
             if isinstance(r.get(field), int | float):
                 flat[f"{key}.{field}"] = float(r[field])

@@ -8,6 +8,7 @@ the customer snapshot given (none given: a `miss`, the router's lookup is not ru
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import re
 import sys
@@ -21,6 +22,7 @@ from intake.config import load_document
 from intake.errors import ConfigInvalid
 from intake.message import Message, RouteDecision
 
+from .decide import RuleSet
 from .load import Analysis, analyse, line_of
 
 
@@ -139,13 +141,32 @@ def cmd_explain(args: argparse.Namespace) -> int:
         for error in exc.errors():
             print(f"  {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr)
         return 1
-    decision = analysis.rules.decide(message, customer, max_tried=None)
+    if customer is not None:
+        decision = analysis.rules.decide(message, customer, max_tried=None)
+    else:  # looked up in the ticket core as the router does, when the decision needs it
+        decision = asyncio.run(_decide_looking_up(message, analysis.rules))
     if args.format == "json":
         print(decision.model_dump_json(indent=2))
     else:
         zone = _desk_zone(analysis, decision)
         print(render_text(decision, zone))
     return 0
+
+
+async def _decide_looking_up(message: Message, rules: RuleSet) -> RouteDecision:
+    from intake.settings import IntakeSettings
+
+    from .consume import decide_in_full
+    from .lookup import CustomerDirectory
+    from .service import agent_token
+
+    settings = IntakeSettings()
+    directory = CustomerDirectory(settings.effective_ticket_core_url,
+                                  lambda: agent_token(settings))
+    try:
+        return await decide_in_full(message, rules, directory)
+    finally:
+        await directory.close()
 
 
 def _desk_zone(analysis: Analysis, decision: RouteDecision) -> ZoneInfo:

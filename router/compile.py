@@ -61,6 +61,9 @@ class CompiledCondition:
     # Whether the pattern holds only for the text's first MATCH_MAX_CHARS characters, as
     # `matches` reads them; a `contains` reads all of it, so a longer text is not screened.
     bounded: bool = True
+    # Whether it reads a `customer.*` key: a decision made without the customer never
+    # names it as the false one (it is unknown there, not false).
+    reads_customer: bool = False
 
     def explain(self, message: Message) -> tuple[str, dict[str, Any]]:
         """The first false sub-expression (source text) and what its keys and calls saw."""
@@ -150,13 +153,24 @@ class CompiledRoute:
     tree: Node | None = None  # the whole condition (match and when), for lint
     reads_customer: bool = False
 
-    def failing_condition(self, message: Message, known_false: int = -1) -> int:
+    def failing_condition(self, message: Message, known_false: int = -1, *,
+                          without_customer: bool = False) -> int:
         """The first false condition, all of them evaluated (for routes the index skipped);
-        `known_false` is one a screen already found false, so it is not searched again."""
+        `known_false` is one a screen already found false, so it is not searched again.
+        `without_customer`: the customer was not looked up, so conditions reading it are
+        passed over (the index and the screens never rule a route out by one of those)."""
         for i, condition in enumerate(self.conditions):
+            if without_customer and condition.reads_customer:
+                continue
             if i == known_false or not condition.test(message):
                 return i
         return -1
+
+    @property
+    def picks_by_customer(self) -> bool:
+        """Its split picks a delivery by a `customer.*` key (`sticky_by`)."""
+        key = self.target.sticky_key
+        return key is not None and key.startswith("customer.")
 
 
 # -- v1's `match` as nodes of the same tree --
@@ -258,7 +272,8 @@ def compile_condition(node: Node, calendars: Mapping[str, Calendar]) -> Compiled
             pattern = "|".join(f"(?:{part[0]})" for part in parts if part)
             bounded = all(part[1] for part in parts if part)
     return CompiledCondition(label=label, text=node.text, read=read, test=test, node=node,
-                             fns=fns, key=key, pattern=pattern, bounded=bounded)
+                             fns=fns, key=key, pattern=pattern, bounded=bounded,
+                             reads_customer=reads_customer(node))
 
 
 def _reads(node: Node) -> str:

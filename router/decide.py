@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -48,7 +48,9 @@ class RuleSet:
 
     @property
     def reads_customer(self) -> bool:
-        return any(r.reads_customer for r in self.routes)
+        """Whether any route's condition, or any split's `sticky_by`, reads `customer.*`."""
+        return any(r.reads_customer or r.picks_by_customer for r in self.routes) \
+            or self.default.picks_by_customer
 
     def decide(self, message: Message, customer: Mapping[str, Any] | None = None, *,
                full: bool = False, max_tried: int | None = MAX_TRIED,
@@ -70,20 +72,65 @@ class RuleSet:
         finally:
             CUSTOMER.reset(token)
 
+    def decide_unless_customer(self, message: Message) -> RouteDecision | None:
+        """The decision, `customer.lookup` `skipped`, when reaching it reads no customer key;
+        None when it does: look the sender up, then `decide` with what was found.
+
+        Pure, like `decide`. Whether the customer matters is found by deciding with a probe
+        bound as the customer: the candidate routes are tried in file order (after the channel
+        plan, word index and pattern screens), and a route's conjuncts in order, so the first
+        read of a `customer.*` key is one the decision depends on: a route before the match
+        that reads the customer once its other conjuncts before it held, the match itself, or
+        a split picking by a customer key. A route after the match is never evaluated, and a
+        route whose earlier conjunct is false never reads its customer conjunct.
+        """
+        keep_before = max(1, MAX_TRIED) - 1
+        failed_at: dict[int, int] = {}
+        ruled_out: list[Narrowed] = []
+        token = CUSTOMER.set(_PROBE)
+        try:
+            matched = self._match(message, keep_before, failed_at, ruled_out)
+        except CustomerNeeded:
+            return None
+        finally:
+            CUSTOMER.reset(token)
+        if matched.picks_by_customer:
+            return None
+        snapshot = _NO_CUSTOMER["skipped"]
+        token = CUSTOMER.set(snapshot)
+        try:
+            return self._recorded(message, snapshot, matched, failed_at, ruled_out,
+                                  full=False, keep_before=keep_before, without_customer=True)
+        finally:
+            CUSTOMER.reset(token)
+
+    def _match(self, message: Message, keep_before: int, failed_at: dict[int, int],
+               ruled_out: list[Narrowed]) -> CompiledRoute:
+        """The first candidate route whose conditions all hold, else the default; fills
+        `failed_at` (position -> first false condition) for the routes it tried."""
+        plan = self.plans.get(message.channel)
+        for route in plan.candidates(message, ruled_out) if plan else ():
+            failed = route.first_failure(message)
+            if failed < 0:
+                return route
+            if route.position < keep_before:
+                failed_at[route.position] = failed
+        return self.default
+
     def _decide(self, message: Message, snapshot: Mapping[str, Any], *, full: bool,
                 max_tried: int | None) -> RouteDecision:
         keep_before = len(self.routes) if full else max(1, max_tried or MAX_TRIED) - 1
         failed_at: dict[int, int] = {}
         ruled_out: list[Narrowed] = []
-        matched = self.default
-        plan = self.plans.get(message.channel)
-        for route in plan.candidates(message, ruled_out) if plan else ():
-            failed = route.first_failure(message)
-            if failed < 0:
-                matched = route
-                break
-            if route.position < keep_before:
-                failed_at[route.position] = failed
+        matched = self._match(message, keep_before, failed_at, ruled_out)
+        # Not looked up: the customer's conditions are unknown, not false.
+        return self._recorded(message, snapshot, matched, failed_at, ruled_out, full=full,
+                              keep_before=keep_before,
+                              without_customer=snapshot.get("lookup") == "skipped")
+
+    def _recorded(self, message: Message, snapshot: Mapping[str, Any], matched: CompiledRoute,
+                  failed_at: dict[int, int], ruled_out: list[Narrowed], *, full: bool,
+                  keep_before: int, without_customer: bool = False) -> RouteDecision:
         tried: list[RouteTrial] = []
         before = min(matched.position, keep_before)
         known_false = screened_false(ruled_out) if ruled_out and before else None
@@ -91,7 +138,8 @@ class RuleSet:
             index = failed_at.get(route.position)
             if index is None:  # skipped by the channel, a lookup or a screen: find what was false
                 known = known_false.get(route.position, -1) if known_false else -1
-                index = max(route.failing_condition(message, known), 0)
+                index = max(route.failing_condition(message, known,
+                                                    without_customer=without_customer), 0)
             if full:
                 failed_text, saw = route.conditions[index].explain(message)
                 tried.append(RouteTrial.model_construct(
@@ -235,3 +283,27 @@ _NO_CUSTOMER = {result: _nobody(result) for result in
                 ("miss", "timeout", "error", "backoff", "skipped")}
 _NOBODY = {id(snapshot): DecisionCustomer.model_construct(**{
     k: snapshot.get(k) for k in DECISION_CUSTOMER_KEYS}) for snapshot in _NO_CUSTOMER.values()}
+
+
+class CustomerNeeded(Exception):
+    """Deciding read a `customer.*` key while the customer was not looked up."""
+
+
+class _CustomerProbe(Mapping[str, Any]):
+    """Bound as the customer by `decide_unless_customer`: reading any key of it stops the
+    decision, which then needs the customer looked up."""
+
+    def __getitem__(self, key: str) -> Any:
+        raise CustomerNeeded(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        raise CustomerNeeded(key)
+
+    def __iter__(self) -> Iterator[str]:
+        raise CustomerNeeded("*")
+
+    def __len__(self) -> int:
+        raise CustomerNeeded("*")
+
+
+_PROBE = _CustomerProbe()

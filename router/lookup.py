@@ -80,8 +80,10 @@ class CustomerDirectory:
             self._cache = TLRUCache(maxsize=options.max_entries, ttu=self._expiry,
                                     timer=self._clock)
 
-    async def find(self, message: Message, options: CustomerLookup) -> Found:
-        """(snapshot, `hit`) or (None, `miss` | `timeout` | `error` | `backoff`)."""
+    def known(self, message: Message, options: CustomerLookup) -> Found | None:
+        """The answer without asking: cached, an anonymous sender (`miss`) or backing off;
+        None when only a request can tell (`find`). Synchronous, so a batch whose senders are
+        all cached awaits nothing."""
         self._configure(options)
         key = sender_key(message)
         if not key:
@@ -91,6 +93,14 @@ class CustomerDirectory:
             return cached
         if self._clock() < self._backoff_until:
             return None, "backoff"
+        return None
+
+    async def find(self, message: Message, options: CustomerLookup) -> Found:
+        """(snapshot, `hit`) or (None, `miss` | `timeout` | `error` | `backoff`)."""
+        known = self.known(message, options)
+        if known is not None:
+            return known
+        key = sender_key(message)
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.ensure_future(self._fetch(key, options))

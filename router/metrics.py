@@ -12,7 +12,8 @@ DECISIONS = Counter("intake_router_decisions_total", "Messages routed, by the ro
 RULES_RELOAD = Counter("intake_router_rules_reload_total",
                        "Rules files taken (ok) or refused on reload", ["service", "result"])
 CUSTOMER_LOOKUP = Counter("intake_router_customer_lookup_total",
-                          "Customer lookups for rules reading customer.*, by result",
+                          "Customer lookups for rules reading customer.*, by result (skipped: the "
+                          "decision read no customer key)",
                           ["service", "result"])
 
 _by_route: dict[str, Counter] = {}

@@ -13,7 +13,7 @@ from intake import BUS, ConfigDocument, Consumer, IntakeSettings, Message, Servi
 from intake.http import error_response
 from intake.service import bus_context
 
-from .consume import route_batch_handler
+from .consume import decide_in_full, route_batch_handler
 from .lookup import CustomerDirectory
 from .reload import RulesHolder
 from .settings import RouterSettings
@@ -30,8 +30,8 @@ async def get_rules(request: web.Request) -> web.Response:
 
 
 async def post_explain(request: web.Request) -> web.Response:
-    """The decision the rules in force would make for this message (or `{message, customer}`);
-    nothing is published."""
+    """The decision the rules in force would make for this message (or `{message, customer}`:
+    the snapshot instead of the lookup); nothing is published."""
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -54,8 +54,11 @@ async def post_explain(request: web.Request) -> web.Response:
         return error_response(
             422, "invalid_message", "the body is not a valid common message",
             {".".join(map(str, e["loc"])): e["msg"] for e in exc.errors()})
-    decision = request.app[RULES].current.decide(
-        message, customer, max_tried=None, lookup=None if customer is not None else "skipped")
+    rules = request.app[RULES].current
+    if customer is not None:
+        decision = rules.decide(message, customer, max_tried=None)
+    else:  # as the router would: the sender looked up when the decision reads customer.*
+        decision = await decide_in_full(message, rules, request.app.get(DIRECTORY))
     return web.Response(body=decision.model_dump_json(), content_type="application/json")
 
 

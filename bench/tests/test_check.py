@@ -205,3 +205,16 @@ async def test_the_local_brokers_log_is_rolled_over_before_a_scenario() -> None:
         pytest.skip("no local RabbitMQ node with rabbitmqctl")
     assert await roll_broker_log()
     assert await roll_broker_log()  # a fresh log rolls over again without complaint
+
+
+def test_a_scenarios_second_line_keeps_figures_of_its_own() -> None:
+    """router-service's customer line is not folded into its first line's figures."""
+    from bench.report import figures
+
+    flat = figures({"results": [
+        {"scenario": "router-service", "load": "pre-filled queue", "throughput": 100.0,
+         "ratio": 1.0},
+        {"scenario": "router-service", "load": "rules reading customer.*, warm lookup cache",
+         "throughput": 50.0, "ratio": 0.5}]})
+    assert flat["router-service.throughput"] == 100.0
+    assert flat["router-service[rules reading customer.*, warm lookup cache].ratio"] == 0.5
