@@ -66,18 +66,30 @@ def parse_mail(raw: bytes, envelope: Envelope, targets: list[tuple[MailPolicy, s
         return "too_deep" if name == "MailTooDeep" else f"parser_failed:{name}"
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class ParserPool:
     """Worker processes that parse mail, each mail with a time limit.
 
     A mail over its time is cut off by ending the pool's processes (a process pool cannot
-    cancel one task) and starting a new pool; so is a crashed worker. `workers=0` parses in a
-    thread instead (tests, tiny deployments).
+    cancel one task) and starting a new pool; so is a crashed worker. At most `workers` mails
+    are handed to the pool at once, so a mail's time counts from when a worker takes it, not
+    from a queue behind a slow one; the others a restart cut off were innocent and are parsed
+    again on the new pool (a mail that breaks the pool on its own every time is
+    `worker_crashed`). `workers=0` parses in a thread instead (tests, tiny deployments).
     """
+
+    ATTEMPTS = 3
 
     def __init__(self, workers: int, timeout_s: float) -> None:
         self.workers = workers
         self.timeout_s = timeout_s
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._slots = asyncio.Semaphore(max(1, workers))
+        self.retried = 0  # mails parsed again after a restart cut them off
 
     def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._pool is None:
@@ -91,15 +103,28 @@ class ParserPool:
             if self.workers == 0:
                 async with asyncio.timeout(self.timeout_s):
                     return await asyncio.to_thread(parse_mail, *args)
-            pool = self._executor()
-            future = asyncio.get_running_loop().run_in_executor(pool, parse_mail, *args)
-            try:
-                return await asyncio.wait_for(future, self.timeout_s)
-            except TimeoutError:
-                self._restart(pool)
-                return "timeout"
-            except BrokenProcessPool:
-                self._restart(pool)
+            async with self._slots:
+                for attempt in range(1, self.ATTEMPTS + 1):
+                    pool = self._executor()
+                    future = asyncio.get_running_loop().run_in_executor(pool, parse_mail, *args)
+                    # once left behind (timeout, a cancel), its BrokenProcessPool is expected
+                    future.add_done_callback(_retrieve)
+                    try:
+                        # shielded: a cancel from outside leaves `future` as it is, so a
+                        # cancelled `future` below means a restart cut it off
+                        return await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
+                    except TimeoutError:
+                        self._restart(pool)
+                        return "timeout"
+                    except BrokenProcessPool:
+                        self._restart(pool)
+                        if attempt == self.ATTEMPTS:
+                            return "worker_crashed"
+                    except asyncio.CancelledError:
+                        if not future.cancelled() or self._pool is pool:
+                            raise
+                    self.retried += 1
+                    log.info("mail_parse_retried", attempt=attempt + 1)
                 return "worker_crashed"
         except TimeoutError:
             return "timeout"
@@ -109,7 +134,8 @@ class ParserPool:
     def _restart(self, pool: concurrent.futures.ProcessPoolExecutor) -> None:
         if self._pool is pool:
             self._pool = None
-        for process in list(getattr(pool, "_processes", {}).values()):
+        # a pool already shut down (two mails saw it break) has `_processes` None
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
             process.kill()
         pool.shutdown(wait=False, cancel_futures=True)
 
