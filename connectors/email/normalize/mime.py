@@ -25,6 +25,7 @@ import nh3
 from tnefparse import TNEF
 
 from .charsets import decode_body, decode_header_bytes, decode_labelled
+from .containers import SMIME_TYPES, SignedDataUnreadable, signed_content
 
 BODY, ALTERNATIVE, ATTACHED = "body", "alternative", "attached"  # a part's role in the mail
 MAX_DEPTH = 200  # deeper mail is a parse_error (100 levels read normally)
@@ -72,6 +73,7 @@ class Body:
     report_type: str | None = None
     report_parts: list[email.message.Message] = field(default_factory=list)
     calendar: bool = False
+    damage: str | None = None  # a part we could not read (the mail is kept, flagged parse_error)
 
 
 def parse_bytes(raw: bytes) -> email.message.Message:
@@ -308,6 +310,11 @@ def read_body(root: email.message.Message) -> Body:
             children = [c for c in part.get_payload() if isinstance(c, email.message.Message)]
             _read_multipart(body, part, kind, children, depth, role, stack)
             continue
+        if kind in SMIME_TYPES:
+            signed = _read_smime(body, part, kind, role, counters)
+            if signed is not None:
+                stack.append((signed, depth + 1, role, "signed"))
+            continue
         _read_leaf(body, part, kind, role, parent, counters)
     return body
 
@@ -333,6 +340,35 @@ def _read_multipart(body: Body, part: email.message.Message, kind: str,
         order = [(c, role) for c in children]
     for child, child_role in reversed(order):
         stack.append((child, depth + 1, child_role, subtype))
+
+
+def _read_smime(body: Body, part: email.message.Message, kind: str, role: str,
+                counters: dict[str, int]) -> email.message.Message | None:
+    """An S/MIME `smime.p7m`, kept as it came; for opaque `signed-data` in the body, the MIME
+    entity it signs, to be read as the body (its text and attachments).
+
+    The `smime-type` parameter is a hint (some clients leave it out): the structure decides.
+    A blob that cannot be read is kept and named in `damage`, never a lost mail.
+    """
+    data = payload_bytes(part)
+    _keep(body, part, kind, data, filename_of(part, body.charset), counters)
+    declared = (param(part, "smime-type") or "").lower()
+    try:
+        content = signed_content(data)
+    except SignedDataUnreadable as exc:
+        if declared not in ("", "signed-data"):
+            body.encrypted = True  # enveloped-data is not ours to read
+            return None
+        body.signed = body.signed or declared == "signed-data"
+        body.damage = body.damage or f"smime_unreadable: {exc}"
+        return None
+    if content is None:
+        body.encrypted = True
+        return None
+    body.signed = True
+    if role != BODY:
+        return None  # a signed file attached to a mail: kept, not read as the body
+    return parse_bytes(content)
 
 
 def _choose_alternative(children: list[email.message.Message]) -> email.message.Message | None:
@@ -371,12 +407,6 @@ def _read_leaf(body: Body, part: email.message.Message, kind: str, role: str,
         body.calendar = True
         _keep(body, part, kind, payload_bytes(part), name, counters)
         return
-    if kind == "application/pkcs7-mime":
-        smime = (param(part, "smime-type") or "").lower()
-        if smime == "signed-data":
-            body.signed = True
-        else:
-            body.encrypted = True
     if in_body and not attached and kind in ("text/plain", "text/html"):
         text, codec = leaf_text(part, hint)
         if body.charset is None and codec not in ("ascii",):
