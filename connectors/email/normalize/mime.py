@@ -12,7 +12,6 @@ import base64
 import email.message
 import email.utils
 import html
-import mimetypes
 import quopri
 import re
 from dataclasses import dataclass, field
@@ -22,10 +21,9 @@ from html.parser import HTMLParser
 from urllib.parse import unquote_to_bytes
 
 import nh3
-from tnefparse import TNEF
 
 from .charsets import decode_body, decode_header_bytes, decode_labelled
-from .containers import SMIME_TYPES, SignedDataUnreadable, signed_content
+from .containers import SMIME_TYPES, SignedDataUnreadable, read_tnef, signed_content
 
 BODY, ALTERNATIVE, ATTACHED = "body", "alternative", "attached"  # a part's role in the mail
 MAX_DEPTH = 200  # deeper mail is a parse_error (100 levels read normally)
@@ -433,35 +431,23 @@ def _expand_tnef(body: Body, data: bytes) -> None:
     """Outlook's `winmail.dat` (TNEF): its files become attachments beside it (kept too).
 
     Exchange wraps a rich-text mail's attachments into one TNEF blob that no other client
-    opens; without this, the agent sees `winmail.dat` and not the customer's invoice. Its plain
-    (or HTML) body fills `text` only when the mail had none. A blob tnefparse cannot read stays
-    the one `.dat` it was.
+    opens; without this, the agent sees `winmail.dat` and not the customer's invoice. Its body
+    (plain, HTML, or compressed RTF) fills `text` only when the mail had none, and `html` too
+    when it was HTML. A blob tnefparse cannot read stays the one `.dat` it was.
     """
-    try:
-        tnef = TNEF(data, do_checksum=False)
-    except Exception:
+    contents = read_tnef(data)
+    if contents is None:
         return
-    for number, attachment in enumerate(tnef.attachments, start=1):
-        try:
-            name = attachment.long_filename() or attachment.name
-        except Exception:  # tnefparse decodes names as UTF-8; an 8-bit name may not be
-            name = ""
-        payload = attachment.data if isinstance(attachment.data, bytes) else b""
-        name = clean_header_value(str(name)) or f"attachment-tnef-{number}.bin"
-        kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        body.parts.append(Part(filename=name, content_type=kind, data=payload))
-    if not any(text.strip() for text in body.texts):
-        plain = _tnef_text(tnef.body)
-        if plain.strip():
-            body.texts.append(plain)
-        elif html_body := _tnef_text(tnef.htmlbody):
-            body.texts.append(html_to_text(html_body))
-
-
-def _tnef_text(value: object) -> str:
-    if isinstance(value, bytes):
-        return decode_body(value.rstrip(b"\x00"), None)[0]
-    return value.rstrip("\x00") if isinstance(value, str) else ""
+    for name, kind, payload in contents.files:
+        body.parts.append(Part(filename=clean_header_value(name) or name, content_type=kind,
+                               data=payload))
+    if any(text.strip() for text in body.texts):
+        return
+    if contents.text.strip():
+        body.texts.append(contents.text)
+    elif contents.html is not None:
+        body.texts.append(html_to_text(contents.html))
+        body.html = body.html if body.html is not None else sanitize_html(contents.html)
 
 
 def _keep(body: Body, part: email.message.Message, kind: str, data: bytes, name: str | None,
