@@ -271,3 +271,49 @@ async def test_lag_and_backlog_show_the_oldest_unimported_mail_then_zero(
     finally:
         publisher.release.set()
         await intake.close()
+
+
+class ExpungedBeforeFetch:
+    """An IMAP connection on which another client (a person in webmail, a rule) deletes and
+    expunges one mail after the intake's SEARCH and size FETCH, just before its body FETCH."""
+
+    def __init__(self, client: imapclient.IMAPClient, dovecot: Dovecot, uid: int) -> None:
+        self.client = client
+        self.dovecot = dovecot
+        self.uid = uid
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def fetch(self, uids: list[int], items: list[str]) -> Any:
+        if items == ["BODY.PEEK[]"] and list(uids) == [self.uid]:
+            with imapclient.IMAPClient("127.0.0.1", self.dovecot.port, ssl=False) as other:
+                other.login(USER, PASSWORD)
+                other.select_folder("INBOX")
+                other.delete_messages([self.uid])
+                other.expunge()
+        return self.client.fetch(uids, items)
+
+
+async def test_a_mail_expunged_between_search_and_fetch_is_skipped_and_the_rest_imported(
+        dovecot: Dovecot, store: StateStore) -> None:
+    for n in (1, 2, 3):
+        dovecot.append(mail(n))
+    publisher = RecordingPublisher()
+    acct = account(dovecot.port)
+    deliverer = Deliverer(publisher, MemoryBlobStore(), EmailAccounts(accounts=[acct]),
+                          EmailSettings(), ParserPool(0, 30.0))
+    cursors = EmailState(store).cursors(acct.id)
+    poller = MailboxPoller(acct, deliverer, cursors, asyncio.get_running_loop(),
+                           threading.Event())
+
+    def import_once() -> int:
+        with imapclient.IMAPClient("127.0.0.1", dovecot.port, ssl=False) as client:
+            client.login(USER, PASSWORD)
+            uidvalidity = int(client.select_folder("INBOX")[b"UIDVALIDITY"])
+            return poller.import_new(ExpungedBeforeFetch(client, dovecot, 2),  # type: ignore[arg-type]
+                                     uidvalidity, 0)
+
+    assert await asyncio.to_thread(import_once) == 3
+    assert [m.subject for m in publisher.messages] == ["mail 1", "mail 3"]
+    assert (await cursors.get("INBOX"))["last_uid"] == 3
