@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -317,3 +319,30 @@ async def test_a_mail_expunged_between_search_and_fetch_is_skipped_and_the_rest_
     assert await asyncio.to_thread(import_once) == 3
     assert [m.subject for m in publisher.messages] == ["mail 1", "mail 3"]
     assert (await cursors.get("INBOX"))["last_uid"] == 3
+
+
+async def test_killed_between_publish_and_seen_the_restart_imports_that_mail_again_once(
+        dovecot: Dovecot, tmp_path: Path) -> None:
+    for n in (1, 2, 3):
+        dovecot.append(mail(n))
+    state_db, keys = tmp_path / "state.sqlite3", tmp_path / "keys.txt"
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "connectors.email.tests.imap_child", str(dovecot.port),
+        str(state_db), str(keys), "2", cwd=Path(__file__).resolve().parents[3])
+    assert await asyncio.wait_for(child.wait(), 60) == -signal.SIGKILL
+    before = keys.read_text().split()
+    assert len(before) == 2  # mail 1 and mail 2 durable, then the kill
+    assert seen_flags(dovecot) == {1: True, 2: False, 3: False}
+    async with StateStore(f"sqlite+aiosqlite:///{state_db}") as store:
+        assert (await EmailState(store).cursors(USER).get("INBOX"))["last_uid"] == 1
+        intake = Intake(store, RecordingPublisher())
+        await intake.start(account(dovecot.port))
+        try:
+            after = [m.idempotency_key for m in await intake.until(2)]
+            await asyncio.sleep(0.5)  # nothing more comes
+            assert len(intake.publisher.messages) == 2
+        finally:
+            await intake.close()
+    assert after[0] == before[1]  # mail 2 again, by its key: stored once downstream
+    assert len({*before, *after}) == 3  # mail 1 not again, mail 3 once
+    assert seen_flags(dovecot) == {1: True, 2: True, 3: True}
