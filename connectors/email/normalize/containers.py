@@ -1,4 +1,5 @@
-"""Mail wrapped in another format: opaque S/MIME (`signed-data`) and Outlook's TNEF.
+"""Mail wrapped in another format: opaque S/MIME (`signed-data`, `compressed-data`) and
+Outlook's TNEF.
 
 Both hide the customer's words inside a binary structure that no MIME walk sees: an opaque
 S/MIME mail is one `smime.p7m` part whose PKCS #7 `SignedData` carries the real MIME body, and
@@ -12,6 +13,7 @@ from __future__ import annotations
 import codecs
 import mimetypes
 import re
+import zlib
 from dataclasses import dataclass, field
 
 from asn1crypto import cms  # type: ignore[import-untyped]
@@ -22,35 +24,45 @@ from tnefparse import TNEF  # type: ignore[import-untyped]
 from .charsets import codec_for, decode_body
 
 SMIME_TYPES = frozenset({"application/pkcs7-mime", "application/x-pkcs7-mime"})
+MAX_OPAQUE_BYTES = 64 * 1024 * 1024  # compressed S/MIME inflated past this is not read
 MAX_RTF_BYTES = 20 * 1024 * 1024  # a larger decompressed RTF body stays in the .dat alone
 
 
-class SignedDataUnreadable(Exception):
-    """An opaque S/MIME part whose signed content could not be read; the mail is still kept."""
+class SmimeUnreadable(Exception):
+    """An opaque S/MIME part whose content could not be read; the mail is still kept."""
 
 
-def signed_content(blob: bytes) -> bytes | None:
-    """The content a PKCS #7 / CMS `SignedData` carries (DER or BER, chunked octet strings
-    included); None when the blob is another kind (`enveloped-data`: encrypted).
+def opaque_content(blob: bytes) -> tuple[str, bytes | None]:
+    """What an opaque S/MIME blob carries: `("signed", content)` for a PKCS #7 / CMS
+    `SignedData` (DER or BER, chunked octet strings included), `("compressed", content)` for
+    RFC 3274 `CompressedData` (zlib, inflated to at most `MAX_OPAQUE_BYTES`), `("other",
+    None)` for anything else (`enveloped-data`: encrypted, not ours to read).
 
-    Raises `SignedDataUnreadable` with a short reason for a blob that is not PKCS #7 at all,
-    is cut short, or signs nothing (a detached signature sent as if opaque).
+    Raises `SmimeUnreadable` with a short reason for a blob that is not PKCS #7 at all, is cut
+    short, carries nothing (a detached signature sent as if opaque), or inflates too far.
     """
     try:
         info = cms.ContentInfo.load(blob)
         kind = info["content_type"].native
-        if kind != "signed_data":
-            return None
+        if kind not in ("signed_data", "compressed_data"):
+            return "other", None
         content = info["content"]["encap_content_info"]["content"].native
-    except SignedDataUnreadable:
-        raise
     except Exception as exc:  # asn1crypto raises ValueError, TypeError, KeyError on damage
-        raise SignedDataUnreadable("the PKCS #7 structure is damaged or cut short") from exc
+        raise SmimeUnreadable("the PKCS #7 structure is damaged or cut short") from exc
     if content is None:
-        raise SignedDataUnreadable("the PKCS #7 structure carries no signed content")
+        raise SmimeUnreadable("the PKCS #7 structure carries no content")
     if not isinstance(content, bytes):
-        raise SignedDataUnreadable("the signed content is not a byte string")
-    return content
+        raise SmimeUnreadable("the content is not a byte string")
+    if kind == "signed_data":
+        return "signed", content
+    inflater = zlib.decompressobj()
+    try:
+        inflated = inflater.decompress(content, MAX_OPAQUE_BYTES)
+    except zlib.error as exc:
+        raise SmimeUnreadable("the compressed content does not inflate") from exc
+    if inflater.unconsumed_tail:
+        raise SmimeUnreadable(f"the compressed content inflates past {MAX_OPAQUE_BYTES} bytes")
+    return "compressed", inflated
 
 
 @dataclass

@@ -23,7 +23,7 @@ from urllib.parse import unquote_to_bytes
 import nh3
 
 from .charsets import decode_body, decode_header_bytes, decode_labelled
-from .containers import SMIME_TYPES, SignedDataUnreadable, read_tnef, signed_content
+from .containers import SMIME_TYPES, SmimeUnreadable, opaque_content, read_tnef
 
 BODY, ALTERNATIVE, ATTACHED = "body", "alternative", "attached"  # a part's role in the mail
 MAX_DEPTH = 200  # deeper mail is a parse_error (100 levels read normally)
@@ -342,8 +342,9 @@ def _read_multipart(body: Body, part: email.message.Message, kind: str,
 
 def _read_smime(body: Body, part: email.message.Message, kind: str, role: str,
                 counters: dict[str, int]) -> email.message.Message | None:
-    """An S/MIME `smime.p7m`, kept as it came; for opaque `signed-data` in the body, the MIME
-    entity it signs, to be read as the body (its text and attachments).
+    """An S/MIME `smime.p7m`, kept as it came; for opaque `signed-data` (or RFC 3274
+    `compressed-data`) in the body, the MIME entity it carries, to be read as the body (its
+    text and attachments).
 
     The `smime-type` parameter is a hint (some clients leave it out): the structure decides.
     A blob that cannot be read is kept and named in `damage`, never a lost mail.
@@ -352,9 +353,9 @@ def _read_smime(body: Body, part: email.message.Message, kind: str, role: str,
     _keep(body, part, kind, data, filename_of(part, body.charset), counters)
     declared = (param(part, "smime-type") or "").lower()
     try:
-        content = signed_content(data)
-    except SignedDataUnreadable as exc:
-        if declared not in ("", "signed-data"):
+        wrapping, content = opaque_content(data)
+    except SmimeUnreadable as exc:
+        if declared not in ("", "signed-data", "compressed-data"):
             body.encrypted = True  # enveloped-data is not ours to read
             return None
         body.signed = body.signed or declared == "signed-data"
@@ -363,7 +364,7 @@ def _read_smime(body: Body, part: email.message.Message, kind: str, role: str,
     if content is None:
         body.encrypted = True
         return None
-    body.signed = True
+    body.signed = body.signed or wrapping == "signed"
     if role != BODY:
         return None  # a signed file attached to a mail: kept, not read as the body
     return parse_bytes(content)

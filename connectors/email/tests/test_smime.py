@@ -12,6 +12,7 @@ import base64
 import datetime
 import shutil
 import subprocess
+import zlib
 from datetime import UTC
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 
-from connectors.email.normalize import Envelope, MailPolicy, to_message
+from connectors.email.normalize import Envelope, MailPolicy, containers, to_message
 from intake import Message
 
 POLICY = MailPolicy(account="support@shop.example", address="support@shop.example",
@@ -153,3 +154,35 @@ def test_a_signed_mail_inside_a_signed_mail_is_read_to_the_end() -> None:
     assert message.text == "您好，账单见附件。堃"
     assert [a.filename for a in message.attachments] == [
         "smime.p7m", "smime.p7m", "statement.pdf"]
+
+
+def compressed(content: bytes) -> bytes:
+    """RFC 3274 `CompressedData` (zlib), built with asn1crypto as AS2 and S/MIME agents send it."""
+    from asn1crypto import cms  # type: ignore[import-untyped]
+
+    return cms.ContentInfo({"content_type": "compressed_data", "content": cms.CompressedData({
+        "version": "v0", "compression_algorithm": {"algorithm": "zlib"},
+        "encap_content_info": {"content_type": "data", "content": zlib.compress(content)}}),
+    }).dump()
+
+
+def test_compressed_data_is_inflated_and_read_and_a_signed_mail_inside_keeps_signed() -> None:
+    message = read(opaque_mail(compressed(SIGNED_BODY), smime_type="compressed-data"))
+    assert message.text == "您好，账单见附件。堃"
+    assert [a.filename for a in message.attachments] == ["smime.p7m", "statement.pdf"]
+    assert message.flags == []
+    signed_inside = opaque_mail(signed_der(SIGNED_BODY)).split(b"MIME-Version: 1.0\r\n", 1)[1]
+    message = read(opaque_mail(compressed(signed_inside), smime_type="compressed-data"))
+    assert message.text == "您好，账单见附件。堃"
+    assert message.flags == ["signed"]
+
+
+def test_compressed_data_that_inflates_too_far_is_kept_flagged_not_inflated(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(containers, "MAX_OPAQUE_BYTES", 100_000)
+    blob = compressed(b"Content-Type: text/plain\r\n\r\n" + b"A" * 1_000_000)
+    message = read(opaque_mail(blob, smime_type="compressed-data"))
+    assert message.flags == ["parse_error"]
+    assert message.channel_data["parse_error"] == (
+        "smime_unreadable: the compressed content inflates past 100000 bytes")
+    assert [(a.filename, a.size) for a in message.attachments] == [("smime.p7m", len(blob))]
