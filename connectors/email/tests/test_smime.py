@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors.email.normalize import Envelope, MailPolicy, containers, to_message
 from intake import Message
@@ -186,3 +188,23 @@ def test_compressed_data_that_inflates_too_far_is_kept_flagged_not_inflated(
     assert message.channel_data["parse_error"] == (
         "smime_unreadable: the compressed content inflates past 100000 bytes")
     assert [(a.filename, a.size) for a in message.attachments] == [("smime.p7m", len(blob))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(position=st.integers(min_value=0), value=st.integers(min_value=0, max_value=255),
+       cut=st.integers(min_value=0))
+def test_a_damaged_real_blob_is_read_or_refused_with_a_reason_never_raises_else(
+        position: int, value: int, cut: int) -> None:
+    blob = bytearray(DAMAGE_SEED)
+    blob[position % len(blob)] = value
+    damaged = bytes(blob[: len(blob) - cut % len(blob)])
+    try:
+        kind, content = containers.opaque_content(damaged)
+    except containers.SmimeUnreadable as exc:
+        assert str(exc)
+        return
+    assert kind in ("signed", "compressed", "other")
+    assert content is None or isinstance(content, bytes)
+
+
+DAMAGE_SEED = signed_der(SIGNED_BODY)

@@ -11,7 +11,11 @@ import base64
 import struct
 from datetime import UTC, datetime
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from connectors.email.normalize import Envelope, MailPolicy, to_message
+from connectors.email.normalize.containers import html_from_rtf, rtf_body
 
 TNEF_SIGNATURE = 0x223E9F78
 LEVEL_MESSAGE, LEVEL_ATTACHMENT = 1, 2
@@ -176,3 +180,24 @@ def test_file_names_in_the_tnef_code_page_are_read() -> None:
                                                     ("发票.pdf", len(PDF)),
                                                     ("客户报表-十二月.xls", 3)]
     assert blobs[1] == PDF
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2048))
+def test_any_compressed_rtf_bytes_give_text_or_nothing(data: bytes) -> None:
+    text, html = rtf_body(data)
+    assert isinstance(text, str) and (html is None or isinstance(html, str))
+
+
+RTF_ALPHABET = st.sampled_from(list("{}\\*'0123456789abcdefu -htmlragpr<>\r\n"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=RTF_ALPHABET, max_size=400), st.booleans())
+def test_any_rtf_markup_gives_a_string(markup: str, html: bool) -> None:
+    from compressed_rtf import compress  # type: ignore[import-untyped]
+
+    document = ("{\\rtf1\\fromhtml1 " if html else "{\\rtf1 ") + markup
+    assert isinstance(html_from_rtf(document, "cp1252"), str)
+    text, found = rtf_body(compress(document.encode("latin-1")))
+    assert isinstance(text, str) and (found is None or isinstance(found, str))
