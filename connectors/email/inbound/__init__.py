@@ -81,14 +81,16 @@ class ParserPool:
     cancel one task) and starting a new pool; so is a crashed worker. The other mails the
     ended pool was parsing are parsed again on the new one (up to `PARSE_ATTEMPTS` pools), so
     a MIME bomb costs them time, never a `451` or a `parse_error`; a mail that breaks every
-    pool it is given is `worker_crashed`. `workers=0` parses in a thread instead (tests, tiny
-    deployments).
+    pool it is given is `worker_crashed`. At most one mail per worker is in the pool, the rest
+    wait here: a mail's time limit counts its parse, not its wait behind a flood. `workers=0`
+    parses in a thread instead (tests, tiny deployments).
     """
 
     def __init__(self, workers: int, timeout_s: float) -> None:
         self.workers = workers
         self.timeout_s = timeout_s
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._slots = asyncio.Semaphore(max(1, workers))  # one mail per worker at a time
         self._warming: tuple[concurrent.futures.ProcessPoolExecutor,
                              asyncio.Future[Any]] | None = None
 
@@ -105,24 +107,26 @@ class ParserPool:
                 async with asyncio.timeout(self.timeout_s):
                     return await asyncio.to_thread(parse_mail, *args)
             for _attempt in range(PARSE_ATTEMPTS):
-                pool = await self._started()
-                try:
-                    future = asyncio.get_running_loop().run_in_executor(pool, parse_mail, *args)
-                    return await asyncio.wait_for(future, self.timeout_s)
-                except TimeoutError:
-                    self._restart(pool)
-                    return "timeout"
-                except BrokenProcessPool:
-                    self._restart(pool)  # a worker died: this mail's doing, or another's
-                except asyncio.CancelledError:
-                    task = asyncio.current_task()
-                    if task is not None and task.cancelling():
-                        raise
-                    # Not ours: another mail's timeout shut the pool down under this one.
-                except RuntimeError:
-                    if self._pool is pool:
-                        raise
-                    # The pool was shut down (another mail's timeout) before this one was in.
+                async with self._slots:  # waiting for a worker is not part of the time limit
+                    pool = await self._started()
+                    try:
+                        future = asyncio.get_running_loop().run_in_executor(
+                            pool, parse_mail, *args)
+                        return await asyncio.wait_for(future, self.timeout_s)
+                    except TimeoutError:
+                        self._restart(pool)
+                        return "timeout"
+                    except BrokenProcessPool:
+                        self._restart(pool)  # a worker died: this mail's doing, or another's
+                    except asyncio.CancelledError:
+                        task = asyncio.current_task()
+                        if task is not None and task.cancelling():
+                            raise
+                        # Not ours: another mail's timeout shut the pool down under this one.
+                    except RuntimeError:
+                        if self._pool is pool:
+                            raise
+                        # The pool was shut down (another mail's timeout) before this was in.
             return "worker_crashed"
         except TimeoutError:
             return "timeout"
