@@ -18,6 +18,7 @@ from typing import Any
 
 import aiosmtplib
 import re2
+from aiosmtplib.email import flatten_message
 from prometheus_client import Counter
 
 from intake import (
@@ -235,6 +236,9 @@ class EmailSender:
             start_tls=True if relay.security == "starttls" else False, **login)
         try:
             async with client:
+                too_large = await self._over_relay_size(client, mail, account, recipient)
+                if too_large is not None:
+                    return too_large
                 _refused, answer = await client.send_message(
                     mail, sender=account.address, recipients=[recipient])
         except (TokenRefused, TokenUnavailable) as exc:
@@ -258,6 +262,36 @@ class EmailSender:
             return RetryLater("relay_unavailable")
         log.info("outbound_sent", outbound_id=str(message.id), answer=answer[:200])
         return Sent(provider_message_id=str(mail["Message-ID"]))
+
+    @staticmethod
+    async def _over_relay_size(client: aiosmtplib.SMTP, mail: EmailMessage,
+                               account: EmailAccount, recipient: str) -> Failed | None:
+        """`too_large_for_relay` when the mail is larger than the relay's `SIZE` (RFC 1870).
+
+        Asked after EHLO, before `MAIL`: a reply with a 40 MiB attachment to a relay that
+        takes 25 MiB fails at once with a reason an agent can act on (send a link instead),
+        not after uploading it, and not as a bare `552`. The size is the one `send_message`
+        will put on the wire (8BITMIME and SMTPUTF8 as the relay offers them). A relay that
+        advertises no limit (no `SIZE`, or `SIZE 0`) is given the mail to judge.
+        """
+        if client.is_ehlo_or_helo_needed:
+            try:
+                await client.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                return None  # an old relay without EHLO advertises no SIZE; send_message HELOs
+        advertised = client.esmtp_extensions.get("size", "").strip()
+        limit = int(advertised) if advertised.isdigit() else 0
+        if limit <= 0:
+            return None
+        utf8 = not (account.address + recipient).isascii()
+        cte_type = "8bit" if client.supports_extension("8bitmime") else "7bit"
+        wire = flatten_message(mail, utf8=utf8, cte_type=cte_type)
+        size = len(wire.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+        if size <= limit:
+            return None
+        log.warning("outbound_too_large_for_relay", account=account.id, size=size, limit=limit)
+        return Failed("too_large_for_relay",
+                      f"the mail is {size} bytes; the relay accepts at most {limit} (SIZE)")
 
     def _token_source(self, account: EmailAccount) -> TokenSource | None:
         relay = account.outbound

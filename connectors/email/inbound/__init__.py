@@ -28,6 +28,8 @@ from ..normalize import Envelope, MailPolicy, Parsed, to_message, unreadable_mes
 from ..settings import EmailAccount, EmailAccounts, EmailSettings
 
 log = get_logger(service="email")
+PARSE_ATTEMPTS = 3  # pools a mail is given when another mail's timeout or crash ends its pool
+WORKER_START_TIMEOUT_S = 120.0  # a pool whose workers do not start in this long: 451, retried
 PARSE_SECONDS = Histogram("intake_email_parse_seconds", "Time to parse one mail", ["service"])
 PARSE_ERRORS = Counter("intake_email_parse_errors_total",
                        "Mails that could not be read, by reason", ["service", "reason"])
@@ -66,30 +68,31 @@ def parse_mail(raw: bytes, envelope: Envelope, targets: list[tuple[MailPolicy, s
         return "too_deep" if name == "MailTooDeep" else f"parser_failed:{name}"
 
 
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
+def worker_ready() -> bool:
+    """Run once per new worker: spawning it and importing this module happen before any
+    mail's time limit starts."""
+    return True
 
 
 class ParserPool:
     """Worker processes that parse mail, each mail with a time limit.
 
     A mail over its time is cut off by ending the pool's processes (a process pool cannot
-    cancel one task) and starting a new pool; so is a crashed worker. At most `workers` mails
-    are handed to the pool at once, so a mail's time counts from when a worker takes it, not
-    from a queue behind a slow one; the others a restart cut off were innocent and are parsed
-    again on the new pool (a mail that breaks the pool on its own every time is
-    `worker_crashed`). `workers=0` parses in a thread instead (tests, tiny deployments).
+    cancel one task) and starting a new pool; so is a crashed worker. The other mails the
+    ended pool was parsing are parsed again on the new one (up to `PARSE_ATTEMPTS` pools), so
+    a MIME bomb costs them time, never a `451` or a `parse_error`; a mail that breaks every
+    pool it is given is `worker_crashed`. At most one mail per worker is in the pool, the rest
+    wait here: a mail's time limit counts its parse, not its wait behind a flood. `workers=0`
+    parses in a thread instead (tests, tiny deployments).
     """
-
-    ATTEMPTS = 3
 
     def __init__(self, workers: int, timeout_s: float) -> None:
         self.workers = workers
         self.timeout_s = timeout_s
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
-        self._slots = asyncio.Semaphore(max(1, workers))
-        self.retried = 0  # mails parsed again after a restart cut them off
+        self._slots = asyncio.Semaphore(max(1, workers))  # one mail per worker at a time
+        self._warming: tuple[concurrent.futures.ProcessPoolExecutor,
+                             asyncio.Future[Any]] | None = None
 
     def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._pool is None:
@@ -103,38 +106,55 @@ class ParserPool:
             if self.workers == 0:
                 async with asyncio.timeout(self.timeout_s):
                     return await asyncio.to_thread(parse_mail, *args)
-            async with self._slots:
-                for attempt in range(1, self.ATTEMPTS + 1):
-                    pool = self._executor()
-                    future = asyncio.get_running_loop().run_in_executor(pool, parse_mail, *args)
-                    # once left behind (timeout, a cancel), its BrokenProcessPool is expected
-                    future.add_done_callback(_retrieve)
+            for _attempt in range(PARSE_ATTEMPTS):
+                async with self._slots:  # waiting for a worker is not part of the time limit
+                    pool = await self._started()
                     try:
-                        # shielded: a cancel from outside leaves `future` as it is, so a
-                        # cancelled `future` below means a restart cut it off
-                        return await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
+                        future = asyncio.get_running_loop().run_in_executor(
+                            pool, parse_mail, *args)
+                        return await asyncio.wait_for(future, self.timeout_s)
                     except TimeoutError:
                         self._restart(pool)
                         return "timeout"
                     except BrokenProcessPool:
-                        self._restart(pool)
-                        if attempt == self.ATTEMPTS:
-                            return "worker_crashed"
+                        self._restart(pool)  # a worker died: this mail's doing, or another's
                     except asyncio.CancelledError:
-                        if not future.cancelled() or self._pool is pool:
+                        task = asyncio.current_task()
+                        if task is not None and task.cancelling():
                             raise
-                    self.retried += 1
-                    log.info("mail_parse_retried", attempt=attempt + 1)
-                return "worker_crashed"
+                        # Not ours: another mail's timeout shut the pool down under this one.
+                    except RuntimeError:
+                        if self._pool is pool:
+                            raise
+                        # The pool was shut down (another mail's timeout) before this was in.
+            return "worker_crashed"
         except TimeoutError:
             return "timeout"
         finally:
             PARSE_SECONDS.labels("email").observe(time.perf_counter() - started)
 
+    async def _started(self) -> concurrent.futures.ProcessPoolExecutor:
+        """The pool, its workers started and this module imported in them.
+
+        Spawning workers takes seconds on a busy machine; a mail's time limit counts its
+        parse, not that, or the mails waiting behind a bomb would time out on the new pool.
+        """
+        pool = self._executor()
+        if self._warming is None or self._warming[0] is not pool:
+            loop = asyncio.get_running_loop()
+            warming = asyncio.gather(*(loop.run_in_executor(pool, worker_ready)
+                                       for _ in range(self.workers)), return_exceptions=True)
+            self._warming = (pool, warming)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._warming[1]), WORKER_START_TIMEOUT_S)
+        except TimeoutError:
+            self._restart(pool)
+            raise Transient("the parser workers did not start") from None
+        return pool
+
     def _restart(self, pool: concurrent.futures.ProcessPoolExecutor) -> None:
         if self._pool is pool:
             self._pool = None
-        # a pool already shut down (two mails saw it break) has `_processes` None
         for process in list((getattr(pool, "_processes", None) or {}).values()):
             process.kill()
         pool.shutdown(wait=False, cancel_futures=True)

@@ -93,6 +93,8 @@ def to_message(raw: bytes, envelope: Envelope, policy: MailPolicy, received_at: 
     text = "\n\n".join(t.strip("\n") for t in body.texts if t.strip()) if len(
         body.texts) > 1 else (body.texts[0] if body.texts else "")
     text = text.replace("\x00", "").rstrip()
+    if body.damage and not text.strip():
+        text = UNREADABLE_TEXT.format(reason=body.damage)
     report = read_report(body, text)
     name, address = _sender(root, envelope, policy, hint)
     flags = flags_of(root, body, subject=subject, text=text, envelope_from=envelope.mail_from,
@@ -119,6 +121,8 @@ def to_message(raw: bytes, envelope: Envelope, policy: MailPolicy, received_at: 
         data["plus_detail"] = plus_detail
     if report:
         data["dsn"] = report
+    if body.damage:
+        data["parse_error"] = body.damage
     auth = root.get_all("Authentication-Results") or []
     if auth:
         data["authentication_results"] = [clean_header_value(str(v))[:2000] for v in auth]

@@ -156,7 +156,10 @@ def flags_of(message: email.message.Message, body: Body, *, subject: str | None,
         flags.add("signed")
     if body.encrypted:
         flags.add("encrypted")
-    order = ("auto_reply", "bounce", "bulk", "loop", "spam_suspect", "signed", "encrypted")
+    if body.damage:
+        flags.add("parse_error")
+    order = ("auto_reply", "bounce", "bulk", "loop", "spam_suspect", "signed", "encrypted",
+             "parse_error")
     return [flag for flag in order if flag in flags]
 
 

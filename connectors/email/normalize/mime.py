@@ -12,7 +12,6 @@ import base64
 import email.message
 import email.utils
 import html
-import mimetypes
 import quopri
 import re
 from dataclasses import dataclass, field
@@ -22,9 +21,9 @@ from html.parser import HTMLParser
 from urllib.parse import unquote_to_bytes
 
 import nh3
-from tnefparse import TNEF
 
 from .charsets import decode_body, decode_header_bytes, decode_labelled
+from .containers import SMIME_TYPES, SmimeUnreadable, opaque_content, read_tnef
 
 BODY, ALTERNATIVE, ATTACHED = "body", "alternative", "attached"  # a part's role in the mail
 MAX_DEPTH = 200  # deeper mail is a parse_error (100 levels read normally)
@@ -72,6 +71,7 @@ class Body:
     report_type: str | None = None
     report_parts: list[email.message.Message] = field(default_factory=list)
     calendar: bool = False
+    damage: str | None = None  # a part we could not read (the mail is kept, flagged parse_error)
 
 
 def parse_bytes(raw: bytes) -> email.message.Message:
@@ -308,6 +308,11 @@ def read_body(root: email.message.Message) -> Body:
             children = [c for c in part.get_payload() if isinstance(c, email.message.Message)]
             _read_multipart(body, part, kind, children, depth, role, stack)
             continue
+        if kind in SMIME_TYPES:
+            signed = _read_smime(body, part, kind, role, counters)
+            if signed is not None:
+                stack.append((signed, depth + 1, role, "signed"))
+            continue
         _read_leaf(body, part, kind, role, parent, counters)
     return body
 
@@ -333,6 +338,36 @@ def _read_multipart(body: Body, part: email.message.Message, kind: str,
         order = [(c, role) for c in children]
     for child, child_role in reversed(order):
         stack.append((child, depth + 1, child_role, subtype))
+
+
+def _read_smime(body: Body, part: email.message.Message, kind: str, role: str,
+                counters: dict[str, int]) -> email.message.Message | None:
+    """An S/MIME `smime.p7m`, kept as it came; for opaque `signed-data` (or RFC 3274
+    `compressed-data`) in the body, the MIME entity it carries, to be read as the body (its
+    text and attachments).
+
+    The `smime-type` parameter is a hint (some clients leave it out): the structure decides.
+    A blob that cannot be read is kept and named in `damage`, never a lost mail.
+    """
+    data = payload_bytes(part)
+    _keep(body, part, kind, data, filename_of(part, body.charset), counters)
+    declared = (param(part, "smime-type") or "").lower()
+    try:
+        wrapping, content = opaque_content(data)
+    except SmimeUnreadable as exc:
+        if declared not in ("", "signed-data", "compressed-data"):
+            body.encrypted = True  # enveloped-data is not ours to read
+            return None
+        body.signed = body.signed or declared == "signed-data"
+        body.damage = body.damage or f"smime_unreadable: {exc}"
+        return None
+    if content is None:
+        body.encrypted = True
+        return None
+    body.signed = body.signed or wrapping == "signed"
+    if role != BODY:
+        return None  # a signed file attached to a mail: kept, not read as the body
+    return parse_bytes(content)
 
 
 def _choose_alternative(children: list[email.message.Message]) -> email.message.Message | None:
@@ -371,12 +406,6 @@ def _read_leaf(body: Body, part: email.message.Message, kind: str, role: str,
         body.calendar = True
         _keep(body, part, kind, payload_bytes(part), name, counters)
         return
-    if kind == "application/pkcs7-mime":
-        smime = (param(part, "smime-type") or "").lower()
-        if smime == "signed-data":
-            body.signed = True
-        else:
-            body.encrypted = True
     if in_body and not attached and kind in ("text/plain", "text/html"):
         text, codec = leaf_text(part, hint)
         if body.charset is None and codec not in ("ascii",):
@@ -403,35 +432,23 @@ def _expand_tnef(body: Body, data: bytes) -> None:
     """Outlook's `winmail.dat` (TNEF): its files become attachments beside it (kept too).
 
     Exchange wraps a rich-text mail's attachments into one TNEF blob that no other client
-    opens; without this, the agent sees `winmail.dat` and not the customer's invoice. Its plain
-    (or HTML) body fills `text` only when the mail had none. A blob tnefparse cannot read stays
-    the one `.dat` it was.
+    opens; without this, the agent sees `winmail.dat` and not the customer's invoice. Its body
+    (plain, HTML, or compressed RTF) fills `text` only when the mail had none, and `html` too
+    when it was HTML. A blob tnefparse cannot read stays the one `.dat` it was.
     """
-    try:
-        tnef = TNEF(data, do_checksum=False)
-    except Exception:
+    contents = read_tnef(data)
+    if contents is None:
         return
-    for number, attachment in enumerate(tnef.attachments, start=1):
-        try:
-            name = attachment.long_filename() or attachment.name
-        except Exception:  # tnefparse decodes names as UTF-8; an 8-bit name may not be
-            name = ""
-        payload = attachment.data if isinstance(attachment.data, bytes) else b""
-        name = clean_header_value(str(name)) or f"attachment-tnef-{number}.bin"
-        kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        body.parts.append(Part(filename=name, content_type=kind, data=payload))
-    if not any(text.strip() for text in body.texts):
-        plain = _tnef_text(tnef.body)
-        if plain.strip():
-            body.texts.append(plain)
-        elif html_body := _tnef_text(tnef.htmlbody):
-            body.texts.append(html_to_text(html_body))
-
-
-def _tnef_text(value: object) -> str:
-    if isinstance(value, bytes):
-        return decode_body(value.rstrip(b"\x00"), None)[0]
-    return value.rstrip("\x00") if isinstance(value, str) else ""
+    for name, kind, payload in contents.files:
+        body.parts.append(Part(filename=clean_header_value(name) or name, content_type=kind,
+                               data=payload))
+    if any(text.strip() for text in body.texts):
+        return
+    if contents.text.strip():
+        body.texts.append(contents.text)
+    elif contents.html is not None:
+        body.texts.append(html_to_text(contents.html))
+        body.html = body.html if body.html is not None else sanitize_html(contents.html)
 
 
 def _keep(body: Body, part: email.message.Message, kind: str, data: bytes, name: str | None,

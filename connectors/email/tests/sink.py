@@ -12,12 +12,27 @@ from typing import Any
 from aiosmtpd.smtp import SMTP
 
 
+class _RecordingSMTP(SMTP):
+    """aiosmtpd's server, noting each MAIL and DATA command before it answers (a refused one
+    too), so a test can tell that a mail never reached the relay."""
+
+    async def smtp_MAIL(self, arg: str) -> None:
+        self.event_handler.commands.append(f"MAIL {arg}")
+        await super().smtp_MAIL(arg)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        self.event_handler.commands.append("DATA")
+        await super().smtp_DATA(arg)
+
+
 @dataclass
 class Sink:
     mails: list[email.message.EmailMessage] = field(default_factory=list)
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
     raws: list[bytes] = field(default_factory=list)  # each mail's DATA bytes as received
     answers: list[str] = field(default_factory=list)  # the next DATA answers, then 250
+    size_limit: int = 33554432  # advertised in EHLO as SIZE (aiosmtpd's default), enforced
+    commands: list[str] = field(default_factory=list)  # every MAIL and DATA, accepted or not
     server: asyncio.Server | None = None
     port: int = 0
 
@@ -34,7 +49,8 @@ class Sink:
     async def start(self, port: int = 0) -> Sink:
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
-            lambda: SMTP(self, enable_SMTPUTF8=True, hostname="sink.test"), "127.0.0.1", port)
+            lambda: _RecordingSMTP(self, enable_SMTPUTF8=True, hostname="sink.test",
+                         data_size_limit=self.size_limit), "127.0.0.1", port)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 

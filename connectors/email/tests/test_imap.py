@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -271,3 +273,76 @@ async def test_lag_and_backlog_show_the_oldest_unimported_mail_then_zero(
     finally:
         publisher.release.set()
         await intake.close()
+
+
+class ExpungedBeforeFetch:
+    """An IMAP connection on which another client (a person in webmail, a rule) deletes and
+    expunges one mail after the intake's SEARCH and size FETCH, just before its body FETCH."""
+
+    def __init__(self, client: imapclient.IMAPClient, dovecot: Dovecot, uid: int) -> None:
+        self.client = client
+        self.dovecot = dovecot
+        self.uid = uid
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def fetch(self, uids: list[int], items: list[str]) -> Any:
+        if items == ["BODY.PEEK[]"] and list(uids) == [self.uid]:
+            with imapclient.IMAPClient("127.0.0.1", self.dovecot.port, ssl=False) as other:
+                other.login(USER, PASSWORD)
+                other.select_folder("INBOX")
+                other.delete_messages([self.uid])
+                other.expunge()
+        return self.client.fetch(uids, items)
+
+
+async def test_a_mail_expunged_between_search_and_fetch_is_skipped_and_the_rest_imported(
+        dovecot: Dovecot, store: StateStore) -> None:
+    for n in (1, 2, 3):
+        dovecot.append(mail(n))
+    publisher = RecordingPublisher()
+    acct = account(dovecot.port)
+    deliverer = Deliverer(publisher, MemoryBlobStore(), EmailAccounts(accounts=[acct]),
+                          EmailSettings(), ParserPool(0, 30.0))
+    cursors = EmailState(store).cursors(acct.id)
+    poller = MailboxPoller(acct, deliverer, cursors, asyncio.get_running_loop(),
+                           threading.Event())
+
+    def import_once() -> int:
+        with imapclient.IMAPClient("127.0.0.1", dovecot.port, ssl=False) as client:
+            client.login(USER, PASSWORD)
+            uidvalidity = int(client.select_folder("INBOX")[b"UIDVALIDITY"])
+            return poller.import_new(ExpungedBeforeFetch(client, dovecot, 2),  # type: ignore[arg-type]
+                                     uidvalidity, 0)
+
+    assert await asyncio.to_thread(import_once) == 3
+    assert [m.subject for m in publisher.messages] == ["mail 1", "mail 3"]
+    assert (await cursors.get("INBOX"))["last_uid"] == 3
+
+
+async def test_killed_between_publish_and_seen_the_restart_imports_that_mail_again_once(
+        dovecot: Dovecot, tmp_path: Path) -> None:
+    for n in (1, 2, 3):
+        dovecot.append(mail(n))
+    state_db, keys = tmp_path / "state.sqlite3", tmp_path / "keys.txt"
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "connectors.email.tests.imap_child", str(dovecot.port),
+        str(state_db), str(keys), "2", cwd=Path(__file__).resolve().parents[3])
+    assert await asyncio.wait_for(child.wait(), 60) == -signal.SIGKILL
+    before = keys.read_text().split()
+    assert len(before) == 2  # mail 1 and mail 2 durable, then the kill
+    assert seen_flags(dovecot) == {1: True, 2: False, 3: False}
+    async with StateStore(f"sqlite+aiosqlite:///{state_db}") as store:
+        assert (await EmailState(store).cursors(USER).get("INBOX"))["last_uid"] == 1
+        intake = Intake(store, RecordingPublisher())
+        await intake.start(account(dovecot.port))
+        try:
+            after = [m.idempotency_key for m in await intake.until(2)]
+            await asyncio.sleep(0.5)  # nothing more comes
+            assert len(intake.publisher.messages) == 2
+        finally:
+            await intake.close()
+    assert after[0] == before[1]  # mail 2 again, by its key: stored once downstream
+    assert len({*before, *after}) == 3  # mail 1 not again, mail 3 once
+    assert seen_flags(dovecot) == {1: True, 2: True, 3: True}

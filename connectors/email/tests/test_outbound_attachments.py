@@ -137,3 +137,45 @@ async def test_a_blob_that_differs_from_its_sha256_fails(
         real.model_copy(update={"sha256": hashlib.sha256(b"other").hexdigest()})]))
     assert results(runner) == [("failed", "attachment_missing")]
     assert sink.mails == []
+
+
+async def test_a_reply_larger_than_the_relay_takes_fails_before_mail_from(
+        tmp_path: Path, blobs: FileBlobStore) -> None:
+    small_relay = await Sink(size_limit=64 * 1024).start()  # EHLO says SIZE 65536
+    started = await open_runner(tmp_path, small_relay.port)
+    sender = started.sender
+    assert isinstance(sender, EmailSender)
+    sender.blobs = blobs
+    try:
+        big = await stored(blobs, PDF, "scan.pdf", "application/pdf")  # ~100 kB, base64 more
+        await started.handle(outbound(kind="reply", attachments=[big]))
+        [result] = [r for _, r in started.bus.results]  # type: ignore[attr-defined]
+        assert (result.status, result.reason) == ("failed", "too_large_for_relay")
+        assert small_relay.commands == []  # neither MAIL nor DATA: nothing was uploaded
+        small = await stored(blobs, PNG, "photo.png", "image/png")
+        await started.handle(outbound(kind="reply", attachments=[small]))
+        assert [(r.status, r.reason) for _, r in started.bus.results][1] == ("sent", None)  # type: ignore[attr-defined]
+        assert [c.split(" ", 1)[0] for c in small_relay.commands] == ["MAIL", "DATA"]
+        assert len(small_relay.mails) == 1
+    finally:
+        sender.blobs = None
+        await started.close()
+        await small_relay.stop()
+
+
+async def test_a_relay_without_a_size_limit_gets_the_mail(
+        tmp_path: Path, blobs: FileBlobStore) -> None:
+    unlimited = await Sink(size_limit=0).start()  # aiosmtpd then advertises no SIZE value
+    started = await open_runner(tmp_path, unlimited.port)
+    sender = started.sender
+    assert isinstance(sender, EmailSender)
+    sender.blobs = blobs
+    try:
+        big = await stored(blobs, PDF, "scan.pdf", "application/pdf")
+        await started.handle(outbound(kind="reply", attachments=[big]))
+        assert [(r.status, r.reason) for _, r in started.bus.results] == [("sent", None)]  # type: ignore[attr-defined]
+        assert unlimited.mails[0].get_payload()[1].get_payload(decode=True) == PDF
+    finally:
+        sender.blobs = None
+        await started.close()
+        await unlimited.stop()
