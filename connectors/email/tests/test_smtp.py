@@ -158,8 +158,9 @@ async def test_a_parse_over_its_time_becomes_a_parse_error_message_and_the_pool_
         ) -> None:
     listener = await listening(RecordingPublisher(), parse_workers=1, parse_timeout_s=0.001)
     try:
+        slow = MAIL.replace(b"hello", b"hello\r\n" * 200_000)  # surely over 1 ms to parse
         await listener.client(lambda c: c.sendmail("li@example.cn", ["support@shop.example"],
-                                                   MAIL))
+                                                   slow))
         [message] = listener.published
         assert message.flags == ["parse_error"]
         assert message.channel_data["parse_error"] == "timeout"
