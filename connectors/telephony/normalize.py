@@ -216,7 +216,13 @@ def fold(events: list[CallEvent], region: str, *,
     from_raw = next((e.from_raw for e in ordered if e.from_raw is not None), None)
     to_raw = next((e.to_raw for e in ordered if e.to_raw is not None), None)
     terminal = next((e for e in ordered if e.terminal), None)
-    answers = [e for e in ordered if e.type in ("answered", "transferred") and e.agent]
+    answers: list[CallEvent] = []
+    for e in ordered:
+        # The same agent answering again (a PBX client that adopted the call after a
+        # reconnect, a retried event with a new time) is the same leg, from its first answer.
+        if e.type in ("answered", "transferred") and e.agent \
+                and (not answers or answers[-1].agent != e.agent):
+            answers.append(e)
     started_at = first.occurred_at
     answered_at = answers[0].occurred_at if answers else None
     ended_at = terminal.occurred_at if terminal else inferred_end

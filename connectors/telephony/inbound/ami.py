@@ -159,17 +159,19 @@ class AmiCalls:
         return []
 
 
-    def adopt(self, fields: dict[str, str]) -> list[CallEvent]:
-        """A channel the PBX lists after a reconnect: a call not known yet is adopted."""
-        linked = fields.get("Linkedid", "")
-        if not linked or fields.get("Uniqueid") != linked or linked in self.calls:
-            return []
-        return self.translate({**fields, "Event": "Newchannel"})
-
-    def reconcile(self, listed: set[str], open_calls: Iterable[str] = ()) -> list[CallEvent]:
-        """Calls the PBX no longer lists ended while the link was down: they end now. Those
-        the journal holds open (`open_calls`, after a connector restart this client knows
-        none) too; their end carries no direction, the journal's events have it."""
+    def reconcile(self, rows: list[dict[str, str]], open_calls: Iterable[str] = ()
+                  ) -> list[CallEvent]:
+        """After a (re)connect, the `CoreShowChannel` rows (every channel the PBX has) against
+        what is known. A call (known here, or open in the journal: `open_calls`, after a
+        connector restart this client knows none) whose first channel is not listed ended
+        while the link was down: it ends now (its end carries no direction when only the
+        journal knows it). A listed first channel not known is adopted (its ringing, started
+        `Duration` ago), and a listed agent leg up and bridged to a known inbound call answers
+        it (the answer time is the time of receipt: the listing has none)."""
+        # A call lives while its first channel does (its Hangup ends it, as in translate()).
+        firsts = {row["Linkedid"]: row for row in rows
+                  if row.get("Linkedid") and row.get("Uniqueid") == row["Linkedid"]}
+        listed = set(firsts)
         events: list[CallEvent] = []
         for linked in [c for c in self.calls if c not in listed]:
             call = self.calls.pop(linked)
@@ -180,7 +182,54 @@ class AmiCalls:
                 events.append(self._event("ended", AmiCall(linked, inbound=True), {},
                                           cause="gone_after_reconnect",
                                           direction=None))
+        for linked, row in firsts.items():
+            if linked not in self.calls:
+                fields = {**row, "Event": "Newchannel"}
+                fields.pop("Timestamp", None)
+                age = _listed_age(row.get("Duration"))
+                if age is not None:
+                    fields["Timestamp"] = str(self.clock() - age)
+                events += self.translate(fields)
+        bridged = {row["BridgeId"]: row["Linkedid"] for row in firsts.values()
+                   if row.get("BridgeId")}
+        # Oldest channels first: after a transfer the first agent answered before the next.
+        for row in sorted(rows, key=lambda r: -(_listed_age(r.get("Duration")) or 0)):
+            linked = self._bridged_call(row, firsts, bridged)
+            if linked is not None:
+                events += self.translate({"Event": "AgentConnect", "Linkedid": linked,
+                                          "DestChannel": row.get("Channel", "")})
         return events
+
+    def _bridged_call(self, row: dict[str, str], firsts: dict[str, dict[str, str]],
+                      bridged: dict[str, str]) -> str | None:
+        """The known inbound call whose caller `row`, an agent's channel, talks to: up, in a
+        bridge, and either in the caller's bridge or connected to the caller's number (through
+        a Local channel pair the agent's bridge is not the caller's); its call is its
+        `Linkedid`, else the call of the caller in its bridge."""
+        bridge = row.get("BridgeId", "")
+        up = row.get("ChannelState") == "6" or row.get("ChannelStateDesc") == "Up"
+        if not bridge or not up or row.get("Uniqueid") == row.get("Linkedid") \
+                or self.agent_of(row.get("Channel")) is None:
+            return None
+        linked = row.get("Linkedid", "")
+        if linked not in self.calls:
+            linked = bridged.get(bridge, "")
+        call, caller = self.calls.get(linked), firsts.get(linked)
+        if call is None or not call.inbound or call.internal or caller is None:
+            return None
+        if bridge == caller.get("BridgeId") or (
+                row.get("ConnectedLineNum") or None) == (caller.get("CallerIDNum") or ""):
+            return linked
+        return None
+
+
+def _listed_age(duration: str | None) -> float | None:
+    """A `CoreShowChannel` `Duration` (`HH:MM:SS` since the channel was created) in seconds."""
+    parts = (duration or "").split(":")
+    if len(parts) != 3 or not all(part.isdigit() for part in parts):
+        return None
+    hours, minutes, seconds = map(int, parts)
+    return float(hours * 3600 + minutes * 60 + seconds)
 
 
 class AmiClient:
@@ -240,7 +289,7 @@ class AmiClient:
             writer.write(message_bytes(Action="CoreShowChannels",
                                        ActionID=str(next(self._action_ids))))
             await writer.drain()
-            listed: set[str] = set()
+            listed: list[dict[str, str]] = []
             pinger = asyncio.create_task(self._ping(writer))
             try:
                 while True:
@@ -250,9 +299,10 @@ class AmiClient:
                             self._pong.set()
                         continue
                     if fields.get("Event") == "CoreShowChannel":
-                        listed.add(fields.get("Linkedid", ""))
-                        events = self.calls.adopt(fields)
-                    elif fields.get("Event") == "CoreShowChannelsComplete":
+                        # Reconciled whole: an agent's channel may come before its caller's.
+                        listed.append(fields)
+                        continue
+                    if fields.get("Event") == "CoreShowChannelsComplete":
                         events = self.calls.reconcile(listed, self.open_calls())
                     else:
                         events = self.calls.translate(fields)
