@@ -22,6 +22,8 @@ import itertools
 import random
 import re
 import time
+import zoneinfo
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,7 +31,7 @@ from pathlib import PurePosixPath
 
 from intake import get_logger
 
-from ..normalize import CallEvent
+from ..normalize import GONE_AFTER_RECONNECT, CallEvent
 from ..settings import AmiLine
 from .runtime import RECONNECTS
 
@@ -40,6 +42,8 @@ BACKOFF_MAX_S = 60.0
 PING_EVERY_S = 20.0
 PING_TIMEOUT_S = 10.0
 MAX_MESSAGE_BYTES = 64 * 1024
+# Ended calls whose `Cdr` may still come (cdr.conf `batch = yes` posts them minutes later).
+ENDED_KEPT = 10_000
 
 Accept = Callable[[list[CallEvent]], Awaitable[object]]
 
@@ -79,6 +83,8 @@ class AmiCalls:
         self.agent = re.compile(line.agent_channel)
         self.clock = clock
         self.calls: dict[str, AmiCall] = {}
+        self.ended: OrderedDict[str, AmiCall] = OrderedDict()
+        self.zone = zoneinfo.ZoneInfo(line.timezone)
 
     def agent_of(self, channel: str | None) -> str | None:
         match = self.agent.search(channel or "")
@@ -97,8 +103,37 @@ class AmiCalls:
             "occurred_at": self._at(fields), "adapter": "asterisk_ami",
             "direction": "inbound" if call.inbound else "outbound", **extra})
 
+    def _close(self, linked: str) -> AmiCall:
+        call = self.ended[linked] = self.calls.pop(linked)
+        while len(self.ended) > ENDED_KEPT:
+            self.ended.popitem(last=False)
+        return call
+
+    def _cdr(self, fields: dict[str, str]) -> list[CallEvent]:
+        """cdr_manager's record of a call (one per party dialled): its end (`EndTime`, the
+        PBX's local time), `Duration`, `BillableSeconds` when an agent answered (the answer was
+        `EndTime` less those) and `Disposition`. Only a call this client knows (live or ended
+        lately) is confirmed: an internal call's, or one older than a restart, is dropped."""
+        linked = fields.get("LinkedID") or fields.get("Linkedid") or fields.get("UniqueID", "")
+        call = self.calls.get(linked) or self.ended.get(linked)
+        if call is None or call.internal:
+            return []
+        agent = self.agent_of(fields.get("DestinationChannel" if call.inbound else "Channel"))
+        answered = fields.get("Disposition") == "ANSWERED" and agent is not None
+        try:
+            ended = datetime.strptime(fields.get("EndTime", ""), "%Y-%m-%d %H:%M:%S")
+            at = {"Timestamp": str(ended.replace(tzinfo=self.zone).timestamp())}
+        except ValueError:
+            at = fields
+        return [self._event("cdr", call, at, agent=agent,
+                            duration_s=_seconds(fields.get("Duration")),
+                            talk_s=_seconds(fields.get("BillableSeconds")) if answered else None,
+                            cause=fields.get("Disposition") or None)]
+
     def translate(self, fields: dict[str, str]) -> list[CallEvent]:
         name = fields.get("Event")
+        if name == "Cdr":
+            return self._cdr(fields)
         linked = fields.get("Linkedid") or fields.get("DestLinkedid") or ""
         if name == "Newchannel":
             if fields.get("Uniqueid") != linked or linked in self.calls:
@@ -154,7 +189,7 @@ class AmiCalls:
             url = self.line.recording_url.format(basename=PurePosixPath(path).name, path=path)
             return [self._event("recording", call, fields, recording_url=url)]
         if name == "Hangup" and fields.get("Uniqueid") == linked:
-            del self.calls[linked]
+            self._close(linked)
             return [self._event("ended", call, fields, cause=fields.get("Cause-txt"))]
         return []
 
@@ -174,13 +209,15 @@ class AmiCalls:
         listed = set(firsts)
         events: list[CallEvent] = []
         for linked in [c for c in self.calls if c not in listed]:
-            call = self.calls.pop(linked)
+            call = self._close(linked)
             if not call.internal:
-                events.append(self._event("ended", call, {}, cause="gone_after_reconnect"))
+                events.append(self._event("ended", call, {}, cause=GONE_AFTER_RECONNECT))
         for linked in open_calls:
             if linked not in listed and linked not in self.calls:
+                # Its Cdr may still come: known as ended (its direction the journal's).
+                self.ended[linked] = AmiCall(linked, inbound=True)
                 events.append(self._event("ended", AmiCall(linked, inbound=True), {},
-                                          cause="gone_after_reconnect",
+                                          cause=GONE_AFTER_RECONNECT,
                                           direction=None))
         for linked, row in firsts.items():
             if linked not in self.calls:
@@ -194,9 +231,9 @@ class AmiCalls:
                    if row.get("BridgeId")}
         # Oldest channels first: after a transfer the first agent answered before the next.
         for row in sorted(rows, key=lambda r: -(_listed_age(r.get("Duration")) or 0)):
-            linked = self._bridged_call(row, firsts, bridged)
-            if linked is not None:
-                events += self.translate({"Event": "AgentConnect", "Linkedid": linked,
+            answering = self._bridged_call(row, firsts, bridged)
+            if answering is not None:
+                events += self.translate({"Event": "AgentConnect", "Linkedid": answering,
                                           "DestChannel": row.get("Channel", "")})
         return events
 
@@ -220,6 +257,13 @@ class AmiCalls:
         if bridge == caller.get("BridgeId") or (
                 row.get("ConnectedLineNum") or None) == (caller.get("CallerIDNum") or ""):
             return linked
+        return None
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
         return None
 
 
