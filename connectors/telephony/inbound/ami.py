@@ -12,7 +12,9 @@ Calls: the call id is the `Linkedid`; its first channel in an `inbound_contexts`
 makes an inbound call from its `CallerIDNum`. Only an agent channel (`agent_channel`)
 answering (`DialEnd` `ANSWER`, `AgentConnect`) is an answer, not the trunk going `Up` for an
 IVR. A call whose first channel is an agent's and that dials another agent is internal: it
-publishes nothing.
+publishes nothing. After each (re)connect the `CoreShowChannels` listing is reconciled whole
+(calls ended meanwhile, calls and bridged agent legs adopted); cdr_manager's `Cdr` events
+confirm the PBX's durations and complete what the link lost (`AmiCalls._cdr`).
 """
 
 from __future__ import annotations
