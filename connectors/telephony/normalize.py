@@ -20,9 +20,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from intake import Attachment, Call, CallLeg, Identity, Message, Sender, Thread
 
+# `cdr`: the PBX's billing record of the call (Asterisk's cdr_manager `Event: Cdr`), at its
+# end: it confirms the end and the PBX's durations, and closes a call whose hangup was lost.
 EventType = Literal["ringing", "answered", "transferred", "ended", "missed", "voicemail",
-                    "recording"]
-TERMINAL: frozenset[str] = frozenset({"ended", "missed", "voicemail"})
+                    "recording", "cdr"]
+TERMINAL: frozenset[str] = frozenset({"ended", "missed", "voicemail", "cdr"})
+# The cause of an end a PBX client inferred after a reconnect: the PBX no longer listed the
+# call, so it ended while the link was down, at a time nobody told; a CDR knows when.
+GONE_AFTER_RECONNECT = "gone_after_reconnect"
 LIVE_STATES = ("ringing", "answered", "ended")
 
 # What PBXs and carriers put where a number was withheld. Twilio sends numbers that parse:
@@ -150,9 +155,11 @@ class CallEvent(BaseModel):
 
 
 _TYPE_ORDER = {name: i for i, name in enumerate(
-    ("ringing", "answered", "transferred", "recording", "voicemail", "missed", "ended"))}
+    ("ringing", "answered", "transferred", "recording", "voicemail", "missed", "ended",
+     "cdr"))}
 _OUTBOUND_CAUSES = {"busy": "busy", "no_answer": "no_answer", "no-answer": "no_answer",
-                    "noanswer": "no_answer", "failed": "failed", "congestion": "failed",
+                    "noanswer": "no_answer", "no answer": "no_answer",
+                    "failed": "failed", "congestion": "failed",
                     "cancelled": "cancelled", "canceled": "cancelled", "cancel": "cancelled"}
 
 
@@ -215,8 +222,24 @@ def fold(events: list[CallEvent], region: str, *,
         "outbound" if any(e.direction == "outbound" for e in ordered) else "inbound")
     from_raw = next((e.from_raw for e in ordered if e.from_raw is not None), None)
     to_raw = next((e.to_raw for e in ordered if e.to_raw is not None), None)
-    terminal = next((e for e in ordered if e.terminal), None)
-    answers = [e for e in ordered if e.type in ("answered", "transferred") and e.agent]
+    # Billing records only fill in: the call's own events say when it ended and why, and
+    # who answered when, so that a record is the same whether its CDR came in time or not.
+    cdrs = [e for e in ordered if e.type == "cdr"]
+    terminal = next((e for e in ordered if e.terminal and e.type != "cdr"
+                     and e.cause != GONE_AFTER_RECONNECT), cdrs[-1] if cdrs else None) \
+        or next((e for e in ordered if e.terminal), None)
+    answered = [e for e in ordered
+                if e.type in ("answered", "transferred") and e.agent] or sorted(
+        (cdr.model_copy(update={"type": "answered",
+                                "occurred_at": cdr.occurred_at - timedelta(seconds=cdr.talk_s)})
+         for cdr in cdrs if cdr.agent and cdr.talk_s is not None),
+        key=lambda e: e.occurred_at)  # a CDR's answer: its end less its billable seconds
+    answers: list[CallEvent] = []
+    for e in answered:
+        # The same agent answering again (a PBX client that adopted the call after a
+        # reconnect, a retried event with a new time) is the same leg, from its first answer.
+        if e.agent and (not answers or answers[-1].agent != e.agent):
+            answers.append(e)
     started_at = first.occurred_at
     answered_at = answers[0].occurred_at if answers else None
     ended_at = terminal.occurred_at if terminal else inferred_end
@@ -230,9 +253,15 @@ def fold(events: list[CallEvent], region: str, *,
                 agents.append(named)
     dialler = next((e.agent for e in ordered if e.agent), None)
     agent = legs[-1].agent if legs else (dialler if direction == "outbound" else None)
-    reported = [e for e in ordered if e.duration_s is not None or e.talk_s is not None]
+    reported = [e for e in ordered if e.type != "cdr"]
     duration_s = next((e.duration_s for e in reported if e.duration_s is not None), None)
     talk_s = next((e.talk_s for e in reported if e.talk_s is not None), None)
+    if duration_s is None and any(c.duration_s is not None for c in cdrs):
+        # From the first CDR's start to the last's end (Asterisk writes one per party dialled).
+        duration_s = _seconds(max(c.occurred_at for c in cdrs) - min(
+            c.occurred_at - timedelta(seconds=c.duration_s or 0) for c in cdrs))
+    if talk_s is None and any(c.talk_s is not None for c in cdrs):
+        talk_s = round(sum(c.talk_s or 0 for c in cdrs), 3)
     if duration_s is None and ended_at is not None:
         duration_s = _seconds(ended_at - started_at)
     if talk_s is None and ended_at is not None and answered_at is not None:
@@ -242,7 +271,8 @@ def fold(events: list[CallEvent], region: str, *,
     recording_url = next((e.recording_url for e in reversed(ordered) if e.recording_url), None)
     cause = terminal.cause if terminal else ("timeout" if inferred_end else None)
     state = _state(direction, terminal, answered_at is not None, inferred_end is not None,
-                   any(e.type == "voicemail" for e in ordered), cause)
+                   any(e.type == "voicemail" for e in ordered), cause,
+                   cdrs[-1].cause if cdrs else None)
     return CallView(
         line=first.line, call_id=first.call_id, adapter=first.adapter, direction=direction,
         caller=parse_number(from_raw, region), called=parse_number(to_raw, region),
@@ -256,7 +286,7 @@ def fold(events: list[CallEvent], region: str, *,
 
 
 def _state(direction: str, terminal: CallEvent | None, answered: bool, inferred: bool,
-           voicemail: bool, cause: str | None) -> str:
+           voicemail: bool, cause: str | None, disposition: str | None = None) -> str:
     if terminal is None and not inferred:
         return "answered" if answered else "ringing"
     if voicemail and not answered:
@@ -265,7 +295,8 @@ def _state(direction: str, terminal: CallEvent | None, answered: bool, inferred:
         return "completed"
     if direction == "inbound":
         return "missed"
-    return _OUTBOUND_CAUSES.get((cause or "").lower(), "no_answer")
+    return _OUTBOUND_CAUSES.get((cause or "").lower()) \
+        or _OUTBOUND_CAUSES.get((disposition or "").lower(), "no_answer")
 
 
 def _seconds(delta: timedelta) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import zoneinfo
 from typing import Annotated, Literal
 
 import phonenumbers
@@ -44,6 +45,14 @@ class TelephonySettings(BaseSettings):
 def _known_region(value: str) -> str:
     if value not in phonenumbers.SUPPORTED_REGIONS:
         raise ValueError(f"{value!r} is not a region phonenumbers knows (e.g. CN, US, GB)")
+    return value
+
+
+def _known_timezone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"{value!r} is not an IANA time zone (e.g. Asia/Shanghai)") from exc
     return value
 
 
@@ -139,7 +148,8 @@ class AmiLine(LineBase):
     port: int = Field(default=5038, ge=1, le=65535)
     username: str
     secret: SecretStr
-    timezone: str = "UTC"
+    # The PBX's: cdr_manager writes a `Cdr`'s times in its local time, without an offset.
+    timezone: Annotated[str, AfterValidator(_known_timezone)] = "UTC"
     inbound_contexts: list[str] = Field(default_factory=lambda: ["from-pstn"])
     agent_channel: ConfigPattern = DEFAULT_AMI_AGENT
     recording_url: str | None = None

@@ -196,17 +196,8 @@ class CallMachine:
             pruned = self.calls.get(call_id)
             if pruned is not None and pruned.recorded_at is not None:
                 await self._prune(pruned)
-        for call_id in list(self.unpublished):
-            call = self.calls.get(call_id)
-            if call is not None:
-                async with self._lock(call_id):
-                    try:
-                        await self._publish_due(call)
-                    except Exception as exc:  # neither broker nor outbox: the next tick
-                        log.warning("call_progress_deferred", line=self.line.id,
-                                    call_id=call_id, error=str(exc))
-                        break
-            self.unpublished.discard(call_id)
+        if self.unpublished:
+            await self._publish_owed()
         due: list[tuple[LiveCall, datetime | None]] = []
         for call_id in list(self.live_ids):
             call = self.calls[call_id]
@@ -234,6 +225,33 @@ class CallMachine:
             else:
                 recorded += outcome
         return recorded
+
+    async def _publish_owed(self) -> None:
+        """The progress rebuilt calls and failed publishes still owe, the calls together (as
+        the due records: one after another a rebuild of many live calls waited one confirm
+        per message); each call's states in order under its lock. A call whose publish fails
+        stays owed for the next tick."""
+        owed = [call_id for call_id in self.unpublished if call_id in self.calls]
+        self.unpublished.intersection_update(owed)
+        slots = asyncio.Semaphore(self.RECORDING_AT_ONCE)
+
+        async def publish(call_id: str) -> None:
+            async with slots, self._lock(call_id):
+                await self._publish_due(self.calls[call_id])
+                # Under the lock: an event's failed publish may owe the call again after it.
+                self.unpublished.discard(call_id)
+
+        outcomes = await asyncio.gather(*(publish(call_id) for call_id in owed),
+                                        return_exceptions=True)
+        failed: list[Exception] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, Exception):
+                    raise outcome
+                failed.append(outcome)  # neither broker nor outbox: the next tick
+        if failed:
+            log.warning("call_progress_deferred", line=self.line.id, calls=len(failed),
+                        error=str(failed[0]))
 
     async def _record_due(self, call: LiveCall, inferred: datetime | None,
                           slots: asyncio.Semaphore) -> bool:

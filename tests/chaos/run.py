@@ -43,7 +43,7 @@ FULL: dict[str, dict[str, Any]] = {
     "cluster_leader_kill": {"down_s": 5.0},
     "wechat_broker_restarts": {"restarts": 3, "down_s": 2.0},
     "email_service_kills": {"kills": 8, "broker_restarts": 2, "down_s": 2.0},
-    "telephony_faults": {"kills": 4, "down_s": 10.0},
+    "telephony_faults": {"kills": 4, "down_s": 10.0, "pbx_calls": 80},
     "sdk_socket_faults": {"users": 50, "down_s": 2.0},
 }
 QUICK: dict[str, dict[str, Any]] = {
@@ -59,7 +59,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "cluster_leader_kill": {"down_s": 3.0},
     "wechat_broker_restarts": {"restarts": 1, "down_s": 0.5},
     "email_service_kills": {"kills": 2, "broker_restarts": 1, "down_s": 0.5},
-    "telephony_faults": {"kills": 2, "down_s": 3.0},
+    "telephony_faults": {"kills": 2, "down_s": 3.0, "pbx_calls": 25},
     "sdk_socket_faults": {"users": 20, "down_s": 0.5},
 }
 COLUMNS = ("scenario", "sent", "accepted", "persisted", "lost", "dup tickets", "dup messages",

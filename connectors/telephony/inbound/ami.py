@@ -12,7 +12,9 @@ Calls: the call id is the `Linkedid`; its first channel in an `inbound_contexts`
 makes an inbound call from its `CallerIDNum`. Only an agent channel (`agent_channel`)
 answering (`DialEnd` `ANSWER`, `AgentConnect`) is an answer, not the trunk going `Up` for an
 IVR. A call whose first channel is an agent's and that dials another agent is internal: it
-publishes nothing.
+publishes nothing. After each (re)connect the `CoreShowChannels` listing is reconciled whole
+(calls ended meanwhile, calls and bridged agent legs adopted); cdr_manager's `Cdr` events
+confirm the PBX's durations and complete what the link lost (`AmiCalls._cdr`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import itertools
 import random
 import re
 import time
+import zoneinfo
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,7 +33,7 @@ from pathlib import PurePosixPath
 
 from intake import get_logger
 
-from ..normalize import CallEvent
+from ..normalize import GONE_AFTER_RECONNECT, CallEvent
 from ..settings import AmiLine
 from .runtime import RECONNECTS
 
@@ -40,6 +44,8 @@ BACKOFF_MAX_S = 60.0
 PING_EVERY_S = 20.0
 PING_TIMEOUT_S = 10.0
 MAX_MESSAGE_BYTES = 64 * 1024
+# Ended calls whose `Cdr` may still come (cdr.conf `batch = yes` posts them minutes later).
+ENDED_KEPT = 10_000
 
 Accept = Callable[[list[CallEvent]], Awaitable[object]]
 
@@ -79,6 +85,8 @@ class AmiCalls:
         self.agent = re.compile(line.agent_channel)
         self.clock = clock
         self.calls: dict[str, AmiCall] = {}
+        self.ended: OrderedDict[str, AmiCall] = OrderedDict()
+        self.zone = zoneinfo.ZoneInfo(line.timezone)
 
     def agent_of(self, channel: str | None) -> str | None:
         match = self.agent.search(channel or "")
@@ -97,8 +105,37 @@ class AmiCalls:
             "occurred_at": self._at(fields), "adapter": "asterisk_ami",
             "direction": "inbound" if call.inbound else "outbound", **extra})
 
+    def _close(self, linked: str) -> AmiCall:
+        call = self.ended[linked] = self.calls.pop(linked)
+        while len(self.ended) > ENDED_KEPT:
+            self.ended.popitem(last=False)
+        return call
+
+    def _cdr(self, fields: dict[str, str]) -> list[CallEvent]:
+        """cdr_manager's record of a call (one per party dialled): its end (`EndTime`, the
+        PBX's local time), `Duration`, `BillableSeconds` when an agent answered (the answer was
+        `EndTime` less those) and `Disposition`. Only a call this client knows (live or ended
+        lately) is confirmed: an internal call's, or one older than a restart, is dropped."""
+        linked = fields.get("LinkedID") or fields.get("Linkedid") or fields.get("UniqueID", "")
+        call = self.calls.get(linked) or self.ended.get(linked)
+        if call is None or call.internal:
+            return []
+        agent = self.agent_of(fields.get("DestinationChannel" if call.inbound else "Channel"))
+        answered = fields.get("Disposition") == "ANSWERED" and agent is not None
+        try:
+            ended = datetime.strptime(fields.get("EndTime", ""), "%Y-%m-%d %H:%M:%S")
+            at = {"Timestamp": str(ended.replace(tzinfo=self.zone).timestamp())}
+        except ValueError:
+            at = fields
+        return [self._event("cdr", call, at, agent=agent,
+                            duration_s=_seconds(fields.get("Duration")),
+                            talk_s=_seconds(fields.get("BillableSeconds")) if answered else None,
+                            cause=fields.get("Disposition") or None)]
+
     def translate(self, fields: dict[str, str]) -> list[CallEvent]:
         name = fields.get("Event")
+        if name == "Cdr":
+            return self._cdr(fields)
         linked = fields.get("Linkedid") or fields.get("DestLinkedid") or ""
         if name == "Newchannel":
             if fields.get("Uniqueid") != linked or linked in self.calls:
@@ -154,33 +191,91 @@ class AmiCalls:
             url = self.line.recording_url.format(basename=PurePosixPath(path).name, path=path)
             return [self._event("recording", call, fields, recording_url=url)]
         if name == "Hangup" and fields.get("Uniqueid") == linked:
-            del self.calls[linked]
+            self._close(linked)
             return [self._event("ended", call, fields, cause=fields.get("Cause-txt"))]
         return []
 
 
-    def adopt(self, fields: dict[str, str]) -> list[CallEvent]:
-        """A channel the PBX lists after a reconnect: a call not known yet is adopted."""
-        linked = fields.get("Linkedid", "")
-        if not linked or fields.get("Uniqueid") != linked or linked in self.calls:
-            return []
-        return self.translate({**fields, "Event": "Newchannel"})
-
-    def reconcile(self, listed: set[str], open_calls: Iterable[str] = ()) -> list[CallEvent]:
-        """Calls the PBX no longer lists ended while the link was down: they end now. Those
-        the journal holds open (`open_calls`, after a connector restart this client knows
-        none) too; their end carries no direction, the journal's events have it."""
+    def reconcile(self, rows: list[dict[str, str]], open_calls: Iterable[str] = ()
+                  ) -> list[CallEvent]:
+        """After a (re)connect, the `CoreShowChannel` rows (every channel the PBX has) against
+        what is known. A call (known here, or open in the journal: `open_calls`, after a
+        connector restart this client knows none) whose first channel is not listed ended
+        while the link was down: it ends now (its end carries no direction when only the
+        journal knows it). A listed first channel not known is adopted (its ringing, started
+        `Duration` ago), and a listed agent leg up and bridged to a known inbound call answers
+        it (the answer time is the time of receipt: the listing has none)."""
+        # A call lives while its first channel does (its Hangup ends it, as in translate()).
+        firsts = {row["Linkedid"]: row for row in rows
+                  if row.get("Linkedid") and row.get("Uniqueid") == row["Linkedid"]}
+        listed = set(firsts)
         events: list[CallEvent] = []
         for linked in [c for c in self.calls if c not in listed]:
-            call = self.calls.pop(linked)
+            call = self._close(linked)
             if not call.internal:
-                events.append(self._event("ended", call, {}, cause="gone_after_reconnect"))
+                events.append(self._event("ended", call, {}, cause=GONE_AFTER_RECONNECT))
         for linked in open_calls:
             if linked not in listed and linked not in self.calls:
+                # Its Cdr may still come: known as ended (its direction the journal's).
+                self.ended[linked] = AmiCall(linked, inbound=True)
                 events.append(self._event("ended", AmiCall(linked, inbound=True), {},
-                                          cause="gone_after_reconnect",
+                                          cause=GONE_AFTER_RECONNECT,
                                           direction=None))
+        for linked, row in firsts.items():
+            if linked not in self.calls:
+                fields = {**row, "Event": "Newchannel"}
+                fields.pop("Timestamp", None)
+                age = _listed_age(row.get("Duration"))
+                if age is not None:
+                    fields["Timestamp"] = str(self.clock() - age)
+                events += self.translate(fields)
+        bridged = {row["BridgeId"]: row["Linkedid"] for row in firsts.values()
+                   if row.get("BridgeId")}
+        # Oldest channels first: after a transfer the first agent answered before the next.
+        for row in sorted(rows, key=lambda r: -(_listed_age(r.get("Duration")) or 0)):
+            answering = self._bridged_call(row, firsts, bridged)
+            if answering is not None:
+                events += self.translate({"Event": "AgentConnect", "Linkedid": answering,
+                                          "DestChannel": row.get("Channel", "")})
         return events
+
+    def _bridged_call(self, row: dict[str, str], firsts: dict[str, dict[str, str]],
+                      bridged: dict[str, str]) -> str | None:
+        """The known inbound call whose caller `row`, an agent's channel, talks to: up, in a
+        bridge, and either in the caller's bridge or connected to the caller's number (through
+        a Local channel pair the agent's bridge is not the caller's); its call is its
+        `Linkedid`, else the call of the caller in its bridge."""
+        bridge = row.get("BridgeId", "")
+        up = row.get("ChannelState") == "6" or row.get("ChannelStateDesc") == "Up"
+        if not bridge or not up or row.get("Uniqueid") == row.get("Linkedid") \
+                or self.agent_of(row.get("Channel")) is None:
+            return None
+        linked = row.get("Linkedid", "")
+        if linked not in self.calls:
+            linked = bridged.get(bridge, "")
+        call, caller = self.calls.get(linked), firsts.get(linked)
+        if call is None or not call.inbound or call.internal or caller is None:
+            return None
+        if bridge == caller.get("BridgeId") or (
+                row.get("ConnectedLineNum") or None) == (caller.get("CallerIDNum") or ""):
+            return linked
+        return None
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def _listed_age(duration: str | None) -> float | None:
+    """A `CoreShowChannel` `Duration` (`HH:MM:SS` since the channel was created) in seconds."""
+    parts = (duration or "").split(":")
+    if len(parts) != 3 or not all(part.isdigit() for part in parts):
+        return None
+    hours, minutes, seconds = map(int, parts)
+    return float(hours * 3600 + minutes * 60 + seconds)
 
 
 class AmiClient:
@@ -240,7 +335,7 @@ class AmiClient:
             writer.write(message_bytes(Action="CoreShowChannels",
                                        ActionID=str(next(self._action_ids))))
             await writer.drain()
-            listed: set[str] = set()
+            listed: list[dict[str, str]] = []
             pinger = asyncio.create_task(self._ping(writer))
             try:
                 while True:
@@ -250,9 +345,10 @@ class AmiClient:
                             self._pong.set()
                         continue
                     if fields.get("Event") == "CoreShowChannel":
-                        listed.add(fields.get("Linkedid", ""))
-                        events = self.calls.adopt(fields)
-                    elif fields.get("Event") == "CoreShowChannelsComplete":
+                        # Reconciled whole: an agent's channel may come before its caller's.
+                        listed.append(fields)
+                        continue
+                    if fields.get("Event") == "CoreShowChannelsComplete":
                         events = self.calls.reconcile(listed, self.open_calls())
                     else:
                         events = self.calls.translate(fields)

@@ -25,7 +25,7 @@ from pathlib import PurePosixPath
 
 from intake import get_logger
 
-from ..normalize import CallEvent
+from ..normalize import GONE_AFTER_RECONNECT, CallEvent
 from ..settings import EslLine
 from .ami import BACKOFF_FIRST_S, BACKOFF_MAX_S, Accept, LoginRefused
 from .runtime import RECONNECTS
@@ -149,7 +149,7 @@ class EslCalls:
             if uid not in listed:
                 self.a_legs.pop(uid, None)
                 self.answered.pop(uid, None)
-                events.append(self._event("ended", uid, {}, cause="gone_after_reconnect"))
+                events.append(self._event("ended", uid, {}, cause=GONE_AFTER_RECONNECT))
         for row in sorted(rows, key=lambda r: r.get("direction") != "inbound"):  # a-legs first
             uid = row.get("uuid", "")
             if row.get("direction") == "inbound":

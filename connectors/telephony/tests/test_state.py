@@ -287,3 +287,59 @@ async def test_the_sweep_forgets_expired_webhook_ids_past_its_first_page(
     await state.tick()
     ids = state._webhook_ids["hotline"]
     assert [key for key, _ in await ids.items(limit=100)] == ["new"]
+
+
+class SlowPublisher(RecordingPublisher):
+    """A broker whose confirms take a while; refuses the calls in `refusing` (an outbox full)
+    and counts the publishes in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refusing: set[str] = set()
+        self.in_flight = self.most_in_flight = 0
+
+    async def publish(self, message: Message, exchange: str = "inbound", *,
+                      timeout: float | None = None) -> None:
+        assert message.call is not None
+        if message.call.call_id in self.refusing:
+            raise Transient("broker down and outbox unwritable", reason="outbox_unwritable")
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.02)
+            await super().publish(message, exchange, timeout=timeout)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_progress_owed_after_a_rebuild_goes_out_for_all_calls_together(
+        tmp_path: Path, clock: Clock) -> None:
+    """Forty calls journaled while nothing could be published: after the restart the first
+    tick publishes what each owes, the calls together, each call's states in order; a call
+    still refused stays owed and goes out on a later tick."""
+    calls = [f"c{i}" for i in range(40)]
+    first = await open_state(tmp_path, RefusingPublisher(), clock)
+    for call_id in calls:
+        for owed in (event("ringing", 0, call_id), event("answered", 3, call_id, agent="1001")):
+            with pytest.raises(Transient):  # journaled, not published
+                await first.accept_all("hotline", [owed])
+    await first.close()
+    publisher = SlowPublisher()
+    publisher.refusing = {"c7"}
+    second = await open_state(tmp_path, publisher, clock)
+    await second.tick()
+    sent = [(m.call.call_id, m.idempotency_key.rsplit(":", 1)[1])
+            for m in publisher.messages if m.call is not None]
+    assert sorted(sent) == sorted((c, s) for c in calls if c != "c7"
+                                  for s in ("ringing", "answered"))
+    for call_id in calls:
+        mine = [s for c, s in sent if c == call_id]
+        assert mine == ([] if call_id == "c7" else ["ringing", "answered"])
+    assert publisher.most_in_flight > 1  # not one call after another
+    assert second.machines["hotline"].unpublished == {"c7"}
+    publisher.refusing.clear()
+    await second.tick()
+    assert [m.idempotency_key.rsplit(":", 1)[1] for m in publisher.messages
+            if m.call is not None and m.call.call_id == "c7"] == ["ringing", "answered"]
+    assert second.machines["hotline"].unpublished == set()
+    await second.close()
