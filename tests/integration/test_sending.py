@@ -275,7 +275,11 @@ async def test_a_transient_failure_is_retried_from_the_state_store_then_sent(
     [result] = await results.wait_for(1)
     assert (result.status, result.attempt) == ("sent", 3)
     assert delivered(sink) == [str(message.id)]
-    assert await runner.retries.depth() == 0
+    # The queue item is finished just after the result is published (a crash between the two
+    # leaves a retry that finds the ledger done): give that write its moment.
+    async with asyncio.timeout(5):
+        while await runner.retries.depth():
+            await asyncio.sleep(0.01)
 
 
 async def test_retries_that_never_succeed_end_failed_with_the_transport_reason(
