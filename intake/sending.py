@@ -36,6 +36,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from prometheus_client import Counter
 from pydantic import BaseModel
 
+from .claims import owner_is_gone, this_process
 from .errors import Rejected, Transient
 from .logging import get_logger
 from .message import DeliveryResult, OutboundMessage, utcnow
@@ -278,7 +279,7 @@ class SenderRunner:
 
     async def _handle(self, message: OutboundMessage) -> None:
         key = str(message.id)
-        fresh = {"state": "sending", "attempt": 1, "at": time.time()}
+        fresh = {"state": "sending", "attempt": 1, "at": time.time(), "owner": this_process()}
         if await self.ledger.put_new(key, fresh):
             await self._attempt(message, 1)
             return
@@ -308,7 +309,7 @@ class SenderRunner:
         attempt = int(entry.get("attempt", 1))
         if self._declared("resend_unknown", False):
             await self.ledger.put(str(message.id), {"state": "sending", "attempt": attempt + 1,
-                                                    "at": time.time()})
+                                                    "at": time.time(), "owner": this_process()})
             await self._attempt(message, attempt + 1)
             return
         self.log.warning("outbound_outcome_unknown", outbound_id=str(message.id),
@@ -318,9 +319,12 @@ class SenderRunner:
                           attempt=attempt)
 
     async def _settled_or_stale(self, key: str, entry: dict[str, Any]) -> dict[str, Any]:
-        """The ledger entry once it leaves `sending`, or as it is when its claim goes stale."""
+        """The ledger entry once it leaves `sending`, or as it is when its claim goes stale:
+        at the send timeout, or at once when the process that claimed it is gone."""
         deadline = float(entry.get("at", 0)) + self._send_timeout_s() + 1.0
         while entry.get("state") == "sending" and time.time() < deadline:
+            if owner_is_gone(entry.get("owner")):
+                break
             await asyncio.sleep(IN_FLIGHT_POLL_S)
             entry = await self.ledger.get(key) or entry
         return entry
@@ -458,7 +462,7 @@ class SenderRunner:
                     await self.record(message, Failed("outcome_unknown"), attempt=attempt)
                     continue
             await self.ledger.put(str(message.id), {"state": "sending", "attempt": attempt,
-                                                    "at": time.time()})
+                                                    "at": time.time(), "owner": this_process()})
             await self._attempt(message, attempt, queued_id=queued.id)
         return len(claimed)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -18,6 +20,7 @@ from typing import Any
 import pytest
 
 from intake.bus import Bus
+from intake.claims import owner_is_gone, this_process
 from intake.errors import BrokerUnavailable, Unroutable
 from intake.message import DeliveryResult, Identity, OutboundMessage
 from intake.sending import SenderRunner
@@ -276,13 +279,12 @@ async def test_a_transient_failure_is_retried_from_the_state_store_then_sent(
     [result] = await results.wait_for(1)
     assert (result.status, result.attempt) == ("sent", 3)
     assert delivered(sink) == [str(message.id)]
-    # the result is published before the retry is marked done (a crash between them only
-    # publishes the result again), so the queue empties just after the result arrives
-    deadline = time.monotonic() + 10
-    for _ in range(200):
-        if not await runner.retries.depth() or time.monotonic() > deadline:
+    # The queue item is finished just after the result is published (a crash between the two
+    # leaves a retry that finds the ledger done): give that write its moment.
+    for _ in range(500):
+        if not await runner.retries.depth():
             break
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.01)
     assert await runner.retries.depth() == 0
 
 
@@ -316,3 +318,33 @@ async def test_a_service_runs_its_channel_sender_from_a_cleanup_context(
     finally:
         await server.close()
         await drop_queues(bus, "outbound.api", f"{bus.service}.results")
+
+
+async def test_a_claim_whose_process_is_gone_is_stale_at_once_not_after_the_send_timeout(
+        bus: Bus, runner: SenderRunner, results: Results, sink: Path) -> None:
+    """A restarted sender finds a "sending" claim left by a process that was killed: the
+    claim names its owner (boot, PID namespace, pid, start time), which no longer runs, so
+    the message is settled now rather than after the 60 s send timeout."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c",
+        "import json, sys; from intake.claims import this_process; "
+        "print(json.dumps(this_process()), flush=True); sys.stdin.read()",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    assert child.stdout is not None
+    owner = json.loads(await child.stdout.readline())
+    assert owner is not None and owner["pid"] == child.pid
+    assert not owner_is_gone(owner) and not owner_is_gone(this_process())
+    child.kill()
+    await child.wait()
+    assert owner_is_gone(owner)
+    message = outbound()
+    await runner.ledger.put(str(message.id), {"state": "sending", "attempt": 1,
+                                              "at": time.time(), "owner": owner})
+    assert isinstance(runner.sender, LoopbackSender)
+    runner.sender.send_timeout_s = 60.0  # the claim would go stale only after a minute
+    started = time.monotonic()
+    await publish(bus, message)
+    [result] = await results.wait_for(1, timeout=30)
+    assert (result.status, result.reason) == ("failed", "outcome_unknown")
+    assert time.monotonic() - started < 10
+    assert delivered(sink) == []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -150,3 +152,61 @@ async def test_put_new_with_writes_the_rest_only_with_the_claim(store: StateStor
     assert not await store.put_new_with("log", "u:1", {"n": 2}, [("head", "u", 99)])
     assert await store.namespace("log").get("u:1") == {"n": 1}
     assert await store.namespace("head").get("u") == 1
+
+
+# A child process writes as fast as it can (puts, claims-with-writes and queue pushes, many in
+# flight at once so that they are group-committed) and prints each write's key once its call
+# returned; it is SIGKILLed mid-stream. Every key it printed must be there after a reopen.
+CRASHING_WRITER = r"""
+import asyncio, os, sys
+from intake.state import StateStore
+
+async def one(store, n):
+    if n % 3 == 0:
+        await store.namespace("crash").put(f"k{n}", {"n": n, "pad": "x" * (n % 200)})
+    elif n % 3 == 1:
+        assert await store.put_new_with("crash", f"k{n}", n, [("crash-side", f"k{n}", n)])
+    else:
+        await store.queue("crash-queue").push({"n": n})
+        await store.namespace("crash").put(f"k{n}", n)
+    os.write(1, f"{n}\n".encode())
+
+async def main():
+    store = StateStore(sys.argv[1])
+    await store.open()
+    os.write(1, b"open\n")
+    n = 0
+    while True:
+        await asyncio.gather(*(one(store, n + i) for i in range(16)))
+        n += 16
+
+asyncio.run(main())
+"""
+
+
+async def test_every_write_that_returned_survives_a_sigkill(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'state.sqlite3'}"
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CRASHING_WRITER, url, stdout=asyncio.subprocess.PIPE)
+    assert child.stdout is not None
+    returned: list[int] = []
+    try:
+        assert await asyncio.wait_for(child.stdout.readline(), 30) == b"open\n"
+        async with asyncio.timeout(60):
+            while len(returned) < 1500:
+                returned.append(int(await child.stdout.readline()))
+    finally:
+        child.send_signal(signal.SIGKILL)  # in the middle of a group, most likely
+        returned += [int(line) for line in (await child.stdout.read()).split()]
+        await child.wait()
+    assert child.returncode == -signal.SIGKILL
+    async with StateStore(url) as store:
+        values = dict(await store.namespace("crash").items(limit=1_000_000))
+        side = dict(await store.namespace("crash-side").items(limit=1_000_000))
+        queued = await store.queue("crash-queue").claim(1_000_000)
+    missing = [n for n in returned if f"k{n}" not in values]
+    assert not missing, f"{len(missing)} returned writes lost, e.g. {missing[:5]}"
+    assert all(side[f"k{n}"] == n for n in returned if n % 3 == 1)
+    pushed = {item.item["n"] for item in queued}
+    assert {n for n in returned if n % 3 == 2} <= pushed
+    assert len(returned) >= 1500
