@@ -219,6 +219,8 @@ class RouteDecision(Strict):
     tags: list[str] = Field(default_factory=list)
     sla: Sla | None = None
     escalation: EscalationPlan | None = None
+    # When an overflow no longer applies: the primary was acknowledged, or got its first reply.
+    taken_when: Literal["acknowledged", "first_response"] = "acknowledged"
     explanation: str | None = None
 
 

@@ -193,6 +193,7 @@ class RuleSet:
             tags=list(target.tags),
             sla=sla,
             escalation=escalation,
+            taken_when=target.taken_when,
             explanation=self._explain(matched, tried[-1].saw),
         )
 

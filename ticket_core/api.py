@@ -180,7 +180,8 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         reply = await _reply_request(request)
         try:
             message_id = await store.write(lambda c: write_reply(
-                c, ticket_ref, reply.text, reply.attachments, channels, utcnow()))
+                c, ticket_ref, reply.text, reply.attachments, channels, utcnow(),
+                timelines=store.timelines, domain_now=store.clock.now()))
             store.outbox_pending = True
         except TicketNotFound as exc:
             raise ApiError(404, "ticket_not_found", f"No ticket {ticket_ref}.") from exc

@@ -28,6 +28,8 @@ from .links import NotCustomerFacing
 from .planner import TicketRef
 from .statements import ATTACHMENTS, IDENTITIES, MESSAGES, OUTBOX, TICKETS, CoreWriteStatements
 from .store import append_events
+from .timeline import reply_sent
+from .timers import Timelines
 
 # The identity kinds each channel can send to.
 REACHES: dict[str, tuple[str, ...]] = {
@@ -71,8 +73,12 @@ class ReplyChannels:
 
 def write_reply(connection: Connection, ticket_ref: str, text: str,
                 attachment_refs: Sequence[str], channels: ReplyChannels,
-                now: datetime) -> str:
-    """Store the reply, its outbox row and its event in the caller's transaction; its id."""
+                now: datetime, *, timelines: Timelines | None = None,
+                domain_now: datetime | None = None) -> str:
+    """Store the reply, its outbox row and its event in the caller's transaction; its id.
+
+    With `timelines`, the reply is also the first-response signal (timeline.reply_sent) in
+    the same transaction, as of `domain_now` (the store's clock; default `now`)."""
     ticket = _ticket(connection, ticket_ref)
     if ticket is None:
         raise TicketNotFound(ticket_ref)
@@ -117,6 +123,8 @@ def write_reply(connection: Connection, ticket_ref: str, text: str,
         "message.created", now, ref, ticket.customer_id, "agent",
         {"message_id": str(message_id), "direction": "out", "kind": "reply",
          "channel": channel, "account": account})])
+    if timelines is not None:
+        reply_sent(connection, ticket.id, domain_now or now, timelines)
     return str(message_id)
 
 

@@ -178,6 +178,8 @@ class SlaView(View):
     business_hours: bool = False
     calendar: str | None = None
     first_response_due_at: datetime | None = None
+    first_response_at: datetime | None = Field(
+        default=None, description="the first agent reply: it meets the first-response target")
     next_response_due_at: datetime | None = Field(
         default=None, description="filled in by the agent workflow (next-response clocks)")
     resolution_due_at: datetime | None = None

@@ -14,7 +14,7 @@ import copy
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
 from intake.durations import parse_duration
@@ -22,7 +22,7 @@ from intake.durations import parse_duration
 from .events import PlannedEvent
 from .planner import TicketRef
 from .schemas import DONE_STATUSES
-from .statements import TICKETS, TIMERS, CoreWriteStatements
+from .statements import MESSAGES, TICKETS, TIMERS, CoreWriteStatements
 from .timers import Timelines, iso, timer_row
 
 _SAVE_TICKET = (
@@ -48,6 +48,13 @@ class EscalationNotFound(LookupError):
 
 class EscalationCompleted(Exception):
     pass
+
+
+def taken_by(data: Any) -> str:
+    """What takes a ticket off its overflow timer: `acknowledged` (the default, and rows
+    planned before the decision carried `taken_when`) or `first_response`."""
+    taken = (data or {}).get("taken_when") if isinstance(data, dict) else None
+    return taken if taken in ("acknowledged", "first_response") else "acknowledged"
 
 
 def ticket_condition(ticket_ref: str) -> Any:
@@ -161,19 +168,54 @@ class TicketWork:
     # ---- acknowledge and the escalation's steps ------------------------------------------
 
     def acknowledge(self, at: datetime, actor: str) -> bool:
-        """Stops the first-response clock and the overflow moves; completes a current step
-        whose `done_when` is `acknowledged`. Again: no change (False)."""
+        """Stops the overflow moves of a route `taken_when: acknowledged`; completes a current
+        step whose `done_when` is `acknowledged`. Again: no change (False). The first-response
+        clock runs on: the first reply meets it (`first_response`), as Zendesk's first reply
+        time."""
         if self.acknowledged_at is not None:
             return False
         self.acknowledged_at, self.changed = at, True
         self.event("ticket.acknowledged", at, actor, {"acknowledged_at": at.isoformat()})
-        self.finish_timers("done", "acknowledged", kind="overflow")
-        self.finish_timers("done", "acknowledged", kind="sla_warning", ref="first_response")
-        self.finish_timers("done", "acknowledged", kind="sla_breach", ref="first_response")
+        self.finish_overflow("acknowledged")
         step = self.current_step()
         if step is not None and step["done_when"] == "acknowledged":
             self.complete_step(actor, None, at, actor)
         return True
+
+    def first_response(self, at: datetime, actor: str, *, first: bool) -> None:
+        """An agent's reply to the customer (`first`: the ticket's first one). The first meets
+        the first-response target (its timers `done`, `sla.first_response_at`) and stops the
+        overflow moves of a route `taken_when: first_response`; any reply completes a current
+        step whose `done_when` is `first_response` (a step started after the first reply waits
+        for the next one: it asks for an answer while it runs)."""
+        if first:
+            self.finish_overflow("first_response")
+            self.finish_timers("done", "first_response", kind="sla_warning",
+                               ref="first_response")
+            self.finish_timers("done", "first_response", kind="sla_breach",
+                               ref="first_response")
+            if self.sla is not None and not self.sla.get("first_response_at"):
+                self.sla["first_response_at"], self.changed = iso(at), True
+        step = self.current_step()
+        if step is not None and step["done_when"] == "first_response":
+            self.complete_step(actor, None, at, actor)
+
+    def finish_overflow(self, signal: str) -> None:
+        """Pending overflow timers this signal takes the ticket by (their `taken_when`)."""
+        rows = self.connection.execute(select(TIMERS.c.id, TIMERS.c.data).where(
+            TIMERS.c.ticket_id == self.row.id, TIMERS.c.state == "pending",
+            TIMERS.c.kind == "overflow")).all()
+        ids = [r.id for r in rows if taken_by(r.data) == signal]
+        if ids:
+            self.connection.execute(update(TIMERS).where(
+                TIMERS.c.id.in_(ids), TIMERS.c.state == "pending").values(
+                state="done", reason=signal))
+
+    def responded(self) -> bool:
+        """Whether an agent replied on this ticket (the first-response signal)."""
+        return self.connection.execute(select(MESSAGES.c.id).where(
+            MESSAGES.c.ticket_id == self.row.id, MESSAGES.c.direction == "out",
+            MESSAGES.c.kind == "reply").limit(1)).first() is not None
 
     def current_step(self) -> dict[str, Any] | None:
         escalation = self.escalation
@@ -240,8 +282,8 @@ class TicketWork:
         status = self.row.status
         kind, ref = timer.kind, timer.ref
         if kind in ("sla_warning", "sla_breach"):
-            if ref == "first_response" and self.acknowledged_at is not None:
-                return "done", "acknowledged"
+            if ref == "first_response" and self.responded():
+                return "done", "first_response"
             if status in DONE_STATUSES:
                 return "done", f"ticket {status}"
             self._sla_fired(kind, ref, timer.due_at, now)
@@ -249,8 +291,11 @@ class TicketWork:
         if status in DONE_STATUSES:
             return "cancelled", f"ticket {status}"
         if kind == "overflow":
-            if self.acknowledged_at is not None:
+            signal = taken_by(timer.data)
+            if signal == "acknowledged" and self.acknowledged_at is not None:
                 return "done", "acknowledged"
+            if signal == "first_response" and self.responded():
+                return "done", "first_response"
             if self.timelines.desks is not None and ref not in self.timelines.desks:
                 return "cancelled", f"desk {ref} is not in the rules in force"
             self.move({"desk": ref, "skill_group": (timer.data or {}).get("skill_group")},
@@ -347,6 +392,25 @@ def acknowledge_ticket(connection: Connection, ticket_ref: str, now: datetime,
     work.save(now)
     append_events(CoreWriteStatements(connection), events)
     return work.row.id, changed
+
+
+def reply_sent(connection: Connection, ticket_id: str, now: datetime, timelines: Timelines,
+               actor: str = "agent") -> None:
+    """After `write_reply` stored an agent's reply, in its transaction: the first-response
+    signal (`TicketWork.first_response`)."""
+    from .store import append_events
+
+    events: list[PlannedEvent] = []
+    work = TicketWork.lock(connection, TICKETS.c.id == ticket_id, timelines, events)
+    if work is None:
+        return
+    work.now = now
+    replies = connection.execute(select(func.count()).select_from(MESSAGES).where(
+        MESSAGES.c.ticket_id == ticket_id, MESSAGES.c.direction == "out",
+        MESSAGES.c.kind == "reply")).scalar_one()
+    work.first_response(now, actor, first=replies == 1)
+    work.save(now)
+    append_events(CoreWriteStatements(connection), events)
 
 
 def advance_escalation(connection: Connection, ticket_ref: str, escalation_id: str, note: str,

@@ -5,7 +5,8 @@ deliveries), the message's `received_at` and the timelines of the rules (`Timeli
 planner (planner.py) writes their rows in the transaction that creates the ticket, and the
 scheduler (scheduler.py) fires them. Timer kinds and their `ref`:
 
-- `overflow`: the overflow delivery's desk (`data.skill_group`), due at its `due`;
+- `overflow`: the overflow delivery's desk (`data.skill_group`, `data.taken_when`: what
+  stops it, `acknowledged` or `first_response`), due at its `due`;
 - `sla_warning`, `sla_breach`: `first_response` or `resolution`;
 - `escalation_step`: `<timeline>.<step>`, due `within` after the step started;
 - `escalation_deadline`: `<timeline>.deadline` or `<timeline>.hard_deadline`.
@@ -162,8 +163,11 @@ def plan_timing(ticket_id: str, decision: RouteDecision | None, received_at: dat
         return timing
     for delivery in decision.deliveries:
         if delivery.role == "overflow" and delivery.due is not None:
+            # `taken_when` rides on the timer: what stops it is settled when the ticket is
+            # created, as the route said then (old rows without it: acknowledged).
             timing.timers.append(timer_row("overflow", ticket_id, delivery.desk, delivery.due,
-                                           now, {"skill_group": delivery.skill_group}))
+                                           now, {"skill_group": delivery.skill_group,
+                                                 "taken_when": decision.taken_when}))
     sla = decision.sla
     if sla is not None and sla.policy is not None:
         timing.sla = {

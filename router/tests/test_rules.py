@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from intake.config import load_document
-from intake.message import Message
+from intake.message import Message, RouteDecision
 
 from .conftest import RulesFrom, make_message
 
@@ -288,6 +288,22 @@ def test_primary_secondary_puts_the_primary_first(rules_from: RulesFrom) -> None
     decision = rules.decide(make_message())
     assert [(d.desk, d.role) for d in decision.deliveries] == [
         ("sales", "primary"), ("general", "overflow")]
+    assert decision.taken_when == "acknowledged"  # the default
+
+
+def test_the_decision_carries_taken_when(rules_from: RulesFrom) -> None:
+    rules = rules_from("""
+        - id: ps
+          mode: primary_secondary
+          taken_when: first_response
+          deliveries:
+            - {desk: sales}
+            - {desk: general, role: overflow, after: 10m}
+    """)
+    decision = rules.decide(make_message())
+    assert decision.taken_when == "first_response"
+    assert RouteDecision.model_validate_json(decision.model_dump_json()).taken_when == (
+        "first_response")
 
 
 def test_example_rules_route_a_complaint_to_aftersales() -> None:

@@ -42,7 +42,8 @@ def timed_route(received_at: datetime, *, overflow_after: timedelta | None = Non
                 steps: list[tuple[str, RouteDelivery | None, timedelta]] | None = None,
                 deadline: timedelta | None = timedelta(hours=24),
                 hard_deadline: timedelta | None = None,
-                timeline: str = "complaint_warning") -> RouteDecision:
+                timeline: str = "complaint_warning",
+                taken_when: str = "acknowledged") -> RouteDecision:
     """A decision as the router plans it: SLA due times and warnings from `received_at`,
     an overflow delivery after `overflow_after`, the escalation schedule of `steps`
     ((id, target, within), each starting when the one before is due)."""
@@ -70,7 +71,7 @@ def timed_route(received_at: datetime, *, overflow_after: timedelta | None = Non
         decision_id=uuid.uuid4().hex, revision="0" * 64, route="store_complaint",
         mode="primary_secondary" if overflow_after is not None else "single",
         deliveries=deliveries, priority="high", category="complaint", tags=["complaint"],
-        sla=sla, escalation=escalation)
+        sla=sla, escalation=escalation, taken_when=taken_when)  # type: ignore[arg-type]
 
 
 def message(key: str | None = None, *, channel: str = "webform", account: str = "contact",

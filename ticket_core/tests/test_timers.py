@@ -21,6 +21,7 @@ from intake.settings import IntakeSettings
 from ticket_core.clock import ManualClock, SystemClock
 from ticket_core.db import make_engine
 from ticket_core.events import EVENTS
+from ticket_core.replies import ReplyChannels, write_reply
 from ticket_core.scheduler import Scheduler
 from ticket_core.service import follow_timelines
 from ticket_core.statements import TIMERS
@@ -136,7 +137,7 @@ async def test_overflow_moves_an_unacknowledged_ticket_once(
     assert moves[0].data["from"] == {"desk": "store_sh", "skill_group": "store_sh_service"}
 
 
-async def test_acknowledged_in_time_the_ticket_stays_and_its_first_response_clock_stops(
+async def test_acknowledged_in_time_the_ticket_stays_and_its_first_response_clock_runs_on(
         timed: TicketStore, clock: ManualClock) -> None:
     result = await timed.persist(message(received_at=T0, routed=timed_route(
         T0, overflow_after=timedelta(minutes=10), steps=STEPS)))
@@ -147,15 +148,16 @@ async def test_acknowledged_in_time_the_ticket_stays_and_its_first_response_cloc
     _, again = await timed.write(lambda c: acknowledge_ticket(
         c, str(result.ticket_number), clock.now(), timed.timelines))
     assert (changed, again) == (True, False)
-    # Until the resolution warning only the store's step falls overdue (at 65 min).
-    assert await at(timed, clock, T0 + timedelta(minutes=100)) == 1
+    # Until the resolution warning: the first-response warning and breach (an acknowledgement
+    # is no reply) and the store's step overdue (at 65 min).
+    assert await at(timed, clock, T0 + timedelta(minutes=100)) == 3
     ticket = await timed.get_ticket(ticket_id)
     assert ticket is not None and ticket.desk == "store_sh"
     assert ticket.acknowledged_at == T0 + timedelta(minutes=5)
     states = {(t.kind, t.ref): (t.state, t.reason) for t in ticket.timers}
     assert states[("overflow", "regional")] == ("done", "acknowledged")
-    assert states[("sla_warning", "first_response")] == ("done", "acknowledged")
-    assert states[("sla_breach", "first_response")] == ("done", "acknowledged")
+    assert states[("sla_warning", "first_response")] == ("fired", None)
+    assert states[("sla_breach", "first_response")] == ("fired", None)
     assert states[("escalation_step", "complaint_warning.pickup")] == ("done", "completed")
     # The pickup step is done by the acknowledgement: the store's step runs from then.
     assert ticket.escalation is not None and ticket.escalation.step == "store_handle"
@@ -168,8 +170,78 @@ async def test_acknowledged_in_time_the_ticket_stays_and_its_first_response_cloc
     assert ticket.priority == "urgent"  # the store step's on_overdue
     assert await at(timed, clock, T0 + timedelta(minutes=110)) == 1
     warned = await events_of(timed, "sla.warning")
-    assert [e.data["target"] for e in warned] == ["resolution"]
+    assert [e.data["target"] for e in warned] == ["first_response", "resolution"]
     assert not await events_of(timed, "ticket.transferred")
+
+
+REPLY_CHANNELS = ReplyChannels(frozenset({"email"}), {"email": "support"})
+
+
+async def reply(store: TicketStore, ticket_id: str, text: str = "您好，我们已收到") -> str:
+    """An agent's reply as `POST …/replies` writes it: with the first-response signal."""
+    return await store.write(lambda c: write_reply(
+        c, ticket_id, text, [], REPLY_CHANNELS, store.clock.now(),
+        timelines=store.timelines, domain_now=store.clock.now()))
+
+
+async def test_taken_when_first_response_an_acknowledgement_does_not_stop_the_overflow(
+        timed: TicketStore, clock: ManualClock) -> None:
+    result = await timed.persist(message(received_at=T0, routed=timed_route(
+        T0, overflow_after=timedelta(minutes=10), taken_when="first_response")))
+    ticket_id = result.ticket_id or ""
+    clock.set(T0 + timedelta(minutes=2))
+    await timed.write(lambda c: acknowledge_ticket(c, ticket_id, clock.now(), timed.timelines))
+    await at(timed, clock, T0 + timedelta(minutes=10))
+    ticket = await timed.get_ticket(ticket_id)
+    assert ticket is not None and ticket.desk == "regional"
+    overflow = next(t for t in ticket.timers if t.kind == "overflow")
+    assert (overflow.state, overflow.reason) == ("fired", None)
+
+
+async def test_taken_when_first_response_the_first_reply_stops_the_overflow_and_meets_the_sla(
+        timed: TicketStore, clock: ManualClock) -> None:
+    first_response_steps = [("reply", None, timedelta(minutes=45))]
+    timed.timelines = Timelines.from_document(ConfigDocument(path=Path("r.yaml"), data={
+        **RULES.data, "escalations": [{"id": "complaint_warning", "steps": [
+            {"id": "reply", "within": "45m", "done_when": "first_response"}]}]}))
+    result = await timed.persist(message(received_at=T0, routed=timed_route(
+        T0, overflow_after=timedelta(minutes=10), taken_when="first_response",
+        steps=first_response_steps)))
+    ticket_id = result.ticket_id or ""
+    clock.set(T0 + timedelta(minutes=4))
+    await reply(timed, ticket_id)
+    clock.set(T0 + timedelta(minutes=6))
+    await reply(timed, ticket_id, "补充一下")
+    # Nothing of the first response is left to fire: only resolution and the deadline.
+    assert await at(timed, clock, T0 + timedelta(hours=1)) == 0
+    ticket = await timed.get_ticket(ticket_id)
+    assert ticket is not None and ticket.desk == "store_sh" and ticket.acknowledged_at is None
+    states = {(t.kind, t.ref): (t.state, t.reason) for t in ticket.timers}
+    assert states[("overflow", "regional")] == ("done", "first_response")
+    assert states[("sla_warning", "first_response")] == ("done", "first_response")
+    assert states[("sla_breach", "first_response")] == ("done", "first_response")
+    assert states[("escalation_step", "complaint_warning.reply")] == ("done", "completed")
+    assert states[("sla_breach", "resolution")] == ("pending", None)
+    assert ticket.sla is not None
+    assert ticket.sla.first_response_at == T0 + timedelta(minutes=4)  # the first, kept
+    assert ticket.escalation is not None and ticket.escalation.completed_at == (
+        T0 + timedelta(minutes=4))
+    assert not await events_of(timed, "ticket.transferred")
+    assert not await events_of(timed, "sla.warning")
+
+
+async def test_taken_when_acknowledged_a_reply_meets_the_sla_but_the_overflow_waits(
+        timed: TicketStore, clock: ManualClock) -> None:
+    result = await timed.persist(message(received_at=T0, routed=timed_route(
+        T0, overflow_after=timedelta(minutes=10))))
+    ticket_id = result.ticket_id or ""
+    clock.set(T0 + timedelta(minutes=1))
+    await reply(timed, ticket_id)
+    assert await at(timed, clock, T0 + timedelta(minutes=30)) == 1  # the overflow
+    ticket = await timed.get_ticket(ticket_id)
+    assert ticket is not None and ticket.desk == "regional"
+    states = {(t.kind, t.ref): (t.state, t.reason) for t in ticket.timers}
+    assert states[("sla_breach", "first_response")] == ("done", "first_response")
 
 
 async def test_the_warned_complaint_walks_its_timeline_and_records_its_deadlines(

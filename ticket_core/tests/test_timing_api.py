@@ -40,7 +40,7 @@ async def post(client: TestClient[Any, Any], path: str, body: Any = None,
     return await response.json()
 
 
-async def test_acknowledge_stops_the_overflow_and_the_first_response_clock(
+async def test_acknowledge_stops_the_overflow_not_the_first_response_clock(
         client: TestClient[Any, Any], store: TicketStore, clock: ManualClock) -> None:
     result = await store.persist(message(received_at=T0, routed=timed_route(
         T0, overflow_after=timedelta(minutes=10), steps=STEPS)))
@@ -60,7 +60,43 @@ async def test_acknowledge_stops_the_overflow_and_the_first_response_clock(
     assert after.desk == "store_sh"
     types = await event_types(store, ticket.id)
     assert types.count("ticket.acknowledged") == 1
-    assert "ticket.transferred" not in types and "sla.breached" not in types
+    assert "ticket.transferred" not in types
+    # The first reply meets the first-response target, not an acknowledgement (Zendesk's
+    # first reply time): its breach fell due at 30 min.
+    assert [t.state for t in after.timers if t.kind == "sla_breach"
+            and t.ref == "first_response"] == ["fired"]
+    assert types.count("sla.breached") == 1
+
+
+async def test_the_first_reply_over_http_stops_a_first_response_overflow(
+        store: TicketStore, clock: ManualClock, aiohttp_client: ClientFactory) -> None:
+    from aiohttp import web
+
+    from ticket_core.api import api_routes, auth_middleware
+    from ticket_core.replies import ReplyChannels
+
+    from .test_api import TOKEN
+
+    store.clock, store.timelines = clock, Timelines.from_document(RULES)
+    app = web.Application(middlewares=[auth_middleware(TOKEN)])
+    app.add_routes(api_routes(store, reply_channels=ReplyChannels(
+        frozenset({"email"}), {"email": "support"})))
+    client = await aiohttp_client(app)
+    result = await store.persist(message(received_at=T0, routed=timed_route(
+        T0, overflow_after=timedelta(minutes=10), taken_when="first_response")))
+    clock.set(T0 + timedelta(minutes=7))
+    await post(client, f"/api/v1/tickets/{result.ticket_number}/replies",
+               {"text": "您好，已为您处理"}, expect=201)
+    await at(store, clock, T0 + timedelta(minutes=40))
+    ticket = TicketDetail.model_validate(await (await client.get(
+        f"/api/v1/tickets/{result.ticket_id}", headers=AUTH)).json())
+    assert ticket.desk == "store_sh"
+    assert {(t.kind, t.ref): (t.state, t.reason) for t in ticket.timers
+            if t.ref in ("regional", "first_response")} == {
+        ("overflow", "regional"): ("done", "first_response"),
+        ("sla_warning", "first_response"): ("done", "first_response"),
+        ("sla_breach", "first_response"): ("done", "first_response")}
+    assert ticket.sla is not None and ticket.sla.first_response_at == T0 + timedelta(minutes=7)
 
 
 async def test_unknown_ticket_is_404_on_acknowledge_and_advance(
