@@ -33,3 +33,10 @@ END_TO_END_SECONDS = Histogram(
     ["service", "channel"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+# SLA targets missed: the ticket core's scheduler counts an `sla_breach` timer that fires with
+# its target not met, by the ticket's desk then; the SLA alert and panel read it.
+SLA_BREACHES = Counter(
+    "intake_sla_breaches_total",
+    "SLA targets missed (an sla_breach timer fired), by the ticket's desk and the target",
+    ["service", "desk", "target"],
+)

@@ -25,6 +25,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
 from intake.logging import get_logger
+from intake.metrics import SLA_BREACHES
 
 from .events import PlannedEvent
 from .statements import TICKETS, TIMERS, CoreWriteStatements
@@ -74,6 +75,7 @@ def fire_due(connection: Connection, now: datetime, timelines: Timelines,
         .values(state="fired", fired_at=now).returning(TIMERS.c.id)).scalars()) if mine else set()
     settled: list[dict[str, Any]] = []
     outcomes: list[tuple[str, str]] = []
+    breaches: list[tuple[str, str]] = []  # (desk, target)
     fired = 0
     for timer in due:
         if timer.id not in claimed:
@@ -91,6 +93,8 @@ def fire_due(connection: Connection, now: datetime, timelines: Timelines,
         if (state, reason) != ("fired", None):
             settled.append({"b_id": timer.id, "b_state": state, "b_reason": reason})
         outcomes.append((timer.kind, state))
+        if timer.kind == "sla_breach" and state == "fired" and work is not None:
+            breaches.append((work.desk or "", str(timer.ref)))
         fired += 1
     if settled:
         connection.execute(_SETTLE, settled)
@@ -100,6 +104,8 @@ def fire_due(connection: Connection, now: datetime, timelines: Timelines,
     # settled timers tolerates better than missing the ones that committed.
     for kind, state in outcomes:
         TIMERS_SETTLED.labels("ticket-core", kind, state).inc()
+    for desk, target in breaches:
+        SLA_BREACHES.labels("ticket-core", desk, target).inc()
     return fired
 
 

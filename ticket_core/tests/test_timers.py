@@ -148,9 +148,12 @@ async def test_acknowledged_in_time_the_ticket_stays_and_its_first_response_cloc
     _, again = await timed.write(lambda c: acknowledge_ticket(
         c, str(result.ticket_number), clock.now(), timed.timelines))
     assert (changed, again) == (True, False)
+    breach = {"service": "ticket-core", "desk": "store_sh", "target": "first_response"}
+    before = REGISTRY.get_sample_value("intake_sla_breaches_total", breach) or 0
     # Until the resolution warning: the first-response warning and breach (an acknowledgement
     # is no reply) and the store's step overdue (at 65 min).
     assert await at(timed, clock, T0 + timedelta(minutes=100)) == 3
+    assert REGISTRY.get_sample_value("intake_sla_breaches_total", breach) == before + 1
     ticket = await timed.get_ticket(ticket_id)
     assert ticket is not None and ticket.desk == "store_sh"
     assert ticket.acknowledged_at == T0 + timedelta(minutes=5)
