@@ -134,10 +134,11 @@ class TicketWork:
         desk, group = target["desk"], target.get("skill_group")
         if (desk, group) == (self.desk, self.skill_group):
             return
-        if self.timelines.desks is not None and desk not in self.timelines.desks:
+        gone = self.timelines.gone(desk, group)
+        if gone is not None:
             # The rules changed under a running timeline: stay, and say so, never crash.
             self.event("ticket.transferred", at, actor, {
-                "reason": reason, "skipped": f"desk {desk} is not in the rules in force",
+                "reason": reason, "skipped": gone,
                 "from": {"desk": self.desk, "skill_group": self.skill_group},
                 "to": {"desk": desk, "skill_group": group}})
             return
@@ -296,10 +297,11 @@ class TicketWork:
                 return "done", "acknowledged"
             if signal == "first_response" and self.responded():
                 return "done", "first_response"
-            if self.timelines.desks is not None and ref not in self.timelines.desks:
-                return "cancelled", f"desk {ref} is not in the rules in force"
-            self.move({"desk": ref, "skill_group": (timer.data or {}).get("skill_group")},
-                      now, "system", "overflow")
+            group = (timer.data or {}).get("skill_group")
+            gone = self.timelines.gone(ref, group)
+            if gone is not None:
+                return "cancelled", gone
+            self.move({"desk": ref, "skill_group": group}, now, "system", "overflow")
             return "fired", None
         if kind == "escalation_step":
             return self._step_due(ref, timer.due_at, now)

@@ -70,6 +70,18 @@ class Timelines:
     desk_calendar: dict[str, str | None] = field(default_factory=dict)
     calendars: dict[str, Calendar] = field(default_factory=lambda: {"always": ALWAYS})
     desks: frozenset[str] | None = None  # None: unknown (no rules), every desk is accepted
+    groups: dict[str, str] | None = None  # skill group → its desk; None: every group accepted
+
+    def gone(self, desk: str, group: str | None) -> str | None:
+        """Why a move to `desk`/`group` cannot happen under the rules in force, or None."""
+        if self.desks is not None and desk not in self.desks:
+            return f"desk {desk} is not in the rules in force"
+        if group is not None and self.groups is not None:
+            if group not in self.groups:
+                return f"skill group {group} is not in the rules in force"
+            if self.groups[group] != desk:
+                return f"skill group {group} is not on desk {desk} in the rules in force"
+        return None
 
     @classmethod
     def from_document(cls, doc: ConfigDocument) -> Timelines:
@@ -87,6 +99,10 @@ class Timelines:
         if desks:  # without a desks section every desk is accepted
             found.desks = frozenset(d["id"] for d in desks
                                     if isinstance(d, dict) and "id" in d)
+        groups = doc.section("skill_groups") or []
+        if desks and groups:  # without a skill_groups section every group is accepted
+            found.groups = {g["id"]: g.get("desk") for g in groups
+                            if isinstance(g, dict) and "id" in g}
         for d in desks:
             if isinstance(d, dict) and "id" in d:
                 found.default_group[d["id"]] = d.get("default_skill_group")

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
-from intake.config import ConfigDocument
+from intake.config import ConfigDocument, load_document
 from intake.message import RouteDelivery
 from intake.settings import IntakeSettings
 from ticket_core.clock import ManualClock, SystemClock
@@ -34,6 +34,8 @@ from ticket_core.timeline import (
 from ticket_core.timers import Timelines
 
 from .builders import message, timed_route
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "intake.example.yaml"
 
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
 RULES = ConfigDocument(path=Path("rules.yaml"), data={
@@ -439,3 +441,33 @@ async def test_a_step_target_gone_from_the_rules_leaves_the_ticket_where_it_is(
     skipped = await events_of(timed, "ticket.transferred")
     assert [e.data["skipped"] for e in skipped] == [
         "desk management is not in the rules in force"]
+
+
+@pytest.mark.parametrize(("groups", "reason"), [
+    ({"store_sh_service": "store_sh"}, "skill group regional_l2 is not in the rules in force"),
+    ({"regional_l2": "store_sh"},
+     "skill group regional_l2 is not on desk regional in the rules in force"),
+])
+async def test_an_overflow_to_a_skill_group_gone_from_the_rules_is_cancelled_with_the_reason(
+        timed: TicketStore, clock: ManualClock, groups: dict[str, str], reason: str) -> None:
+    timed.timelines.desks = frozenset({"store_sh", "regional"})
+    timed.timelines.groups = groups
+    route = timed_route(T0, overflow_after=timedelta(minutes=10))
+    overflow_delivery = route.deliveries[-1].model_copy(update={"skill_group": "regional_l2"})
+    route = route.model_copy(update={"deliveries": [*route.deliveries[:-1], overflow_delivery]})
+    result = await timed.persist(message(received_at=T0, routed=route))
+    await at(timed, clock, T0 + timedelta(minutes=10))
+    ticket = await timed.get_ticket(result.ticket_id or "")
+    assert ticket is not None and (ticket.desk, ticket.skill_group) == (
+        "store_sh", "store_sh_service")
+    overflow = next(t for t in ticket.timers if t.kind == "overflow")
+    assert (overflow.state, overflow.reason) == ("cancelled", reason)
+
+
+async def test_the_rules_skill_groups_are_read_with_their_desks() -> None:
+    timelines = Timelines.from_document(load_document(EXAMPLE))
+    assert timelines.groups is not None
+    assert timelines.groups["sg_hotline"] == "complaints"
+    assert timelines.gone("complaints", "sg_hotline") is None
+    assert timelines.gone("aftersales", "sg_hotline") == (
+        "skill group sg_hotline is not on desk aftersales in the rules in force")
