@@ -89,6 +89,10 @@ def _connect(path: str) -> sqlite3.Connection:
     return connection
 
 
+def _settled(result: Any) -> Any:
+    return None if isinstance(result, sqlite3.Cursor) else result
+
+
 class SqliteState:
     """A SQLite file (or `:memory:`): group-committed writes on one thread, reads on another."""
 
@@ -183,7 +187,10 @@ class SqliteState:
         assert connection is not None
         connection.execute("BEGIN IMMEDIATE")
         try:
-            results = [work(connection) for work in group]
+            # A cursor must die on this thread: one freed on the event loop's thread resets its
+            # statement there, beside this thread's next statement on the same connection
+            # (SQLITE_MISUSE, "bad parameter or other API misuse").
+            results = [_settled(work(connection)) for work in group]
             connection.execute("COMMIT")
         except BaseException:
             if connection.in_transaction:
@@ -193,7 +200,7 @@ class SqliteState:
 
     async def put_many(self, rows: list[Row], now: float) -> None:
         parameters = [(namespace, key, value, now) for namespace, key, value in rows]
-        await self._write(lambda c: c.executemany(UPSERT, parameters))
+        await self._write(lambda c: _settled(c.executemany(UPSERT, parameters)))
 
     async def put_new_with(self, claim: Row, rows: list[Row], now: float) -> bool:
         parameters = [(namespace, key, value, now) for namespace, key, value in rows]
@@ -229,13 +236,14 @@ class SqliteState:
         return await self._write(work)
 
     async def done(self, item_id: int) -> None:
-        await self._write(lambda c: c.execute(DONE, (item_id,)))
+        await self._write(lambda c: _settled(c.execute(DONE, (item_id,))))
 
     async def retry(self, item_id: int, due_at: float, item: str | None) -> None:
         if item is None:
-            await self._write(lambda c: c.execute(RETRY, (due_at, item_id)))
+            await self._write(lambda c: _settled(c.execute(RETRY, (due_at, item_id))))
         else:
-            await self._write(lambda c: c.execute(RETRY_WITH_ITEM, (due_at, item, item_id)))
+            await self._write(lambda c: _settled(
+                c.execute(RETRY_WITH_ITEM, (due_at, item, item_id))))
 
     # ---- reads: the reader connection ----------------------------------------------------
 
