@@ -142,16 +142,7 @@ async def test_a_call_open_in_the_journal_at_a_restart_ends_when_the_pbx_no_long
     await state.accept_all(ami.id, ringing)
     client = AmiClient(ami, lambda events: state.accept_all(ami.id, events),
                        lambda: state.open_calls(ami.id))
-    task = asyncio.create_task(client.run_forever())
-    try:
-        async with asyncio.timeout(20):
-            while not any(m.idempotency_key.endswith(":record") for m in publisher.messages):
-                await state.tick()
-                await asyncio.sleep(0.05)
-    finally:
-        task.cancel()
-        await state.close()
-        await fake.stop()
+    await _run_until_recorded(fake, state, client, publisher)
     record = publisher.messages[-1]
     assert record.call is not None
     assert (record.call.call_id, record.call.direction, record.call.state,
