@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import importlib
 import json
+import os
 import sys
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -162,7 +166,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("\n".join(lines), flush=True)
 
     _run_async(serve(services, started=banner))
+    _exit_even_if_threads_hang()
     return 0
+
+
+def _exit_even_if_threads_hang(after_s: float = 10.0) -> None:
+    """`serve` has finished its work; the interpreter now waits for non-daemon threads.
+
+    One that a library leaks would keep a stopped service alive for ever (aiosqlite's
+    connection threads are not daemons, and a connection whose opening was cancelled by the
+    shutdown is never handed to the pool that would close it). Past `after_s`, name the
+    threads left, dump their stacks to stderr and exit 0: the work is done.
+    """
+    def watchdog() -> None:
+        time.sleep(after_s)
+        left = sorted(t.name for t in threading.enumerate()
+                      if t.is_alive() and not t.daemon and t is not threading.main_thread())
+        from .logging import get_logger
+
+        get_logger(service="intake").warning("threads_left_at_exit", threads=left,
+                                             waited_s=after_s)
+        faulthandler.dump_traceback(all_threads=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+    threading.Thread(target=watchdog, name="exit-watchdog", daemon=True).start()
 
 
 def api_token_line(settings: IntakeSettings, *, generated: bool) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import gc
 import signal
 import time
@@ -338,6 +339,11 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+# How long past the graceful shutdown window a signalled stop may take before the watchdog
+# dumps the stacks and exits.
+STOP_WATCHDOG_MARGIN_S = 15.0
+
+
 async def serve(services: Sequence[Service], *, shutdown_timeout: float = 30.0,
                 stop: asyncio.Event | None = None,
                 started: Callable[[list[tuple[Service, str]]], None] | None = None) -> None:
@@ -349,9 +355,17 @@ async def serve(services: Sequence[Service], *, shutdown_timeout: float = 30.0,
     log = get_logger(service="intake")
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stop_signalled() -> None:
+        stop.set()
+        # A stop that never ends (a cleanup that hangs, a library's thread the interpreter
+        # waits for at exit) must still end the process: past the graceful window every
+        # thread's stack goes to stderr and the process exits 1, so the cause is on record.
+        faulthandler.dump_traceback_later(shutdown_timeout + STOP_WATCHDOG_MARGIN_S, exit=True)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, stop_signalled)
     runners: list[tuple[Service, web.AppRunner]] = []
     listening: list[tuple[Service, str]] = []
     try:
