@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 import phonenumbers
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from intake.config import ConfigDocument, validate
 from intake.durations import Duration
@@ -86,17 +86,6 @@ class TicketsConfig(TicketsModel):
     def without_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
 
-    @model_validator(mode="after")
-    def unique_keys(self) -> TicketsConfig:
-        for name in ("ticket_fields", "customer_fields", "quick_replies"):
-            seen: set[str] = set()
-            for item in getattr(self, name) or []:
-                ident = getattr(item, "key", None) or getattr(item, "id", "")
-                if ident in seen:
-                    raise ValueError(f"{name}: '{ident}' is listed twice")
-                seen.add(ident)
-        return self
-
     @property
     def ticket_field_set(self) -> FieldSet:
         return FieldSet(self.ticket_fields, self.default_phone_region)
@@ -146,7 +135,13 @@ def load_tickets(doc: ConfigDocument) -> TicketsConfig:
                         f"{'.'.join(map(str, ('tickets', *loc)))}: {message}")
 
     for section in ("ticket_fields", "customer_fields", "quick_replies"):
+        seen: set[str] = set()
         for i, item in enumerate(getattr(config, section) or []):
+            name = "key" if section != "quick_replies" else "id"
+            ident = getattr(item, name)
+            if ident in seen:
+                problem((section, i, name), f"'{ident}' is listed twice")
+            seen.add(ident)
             for j, desk in enumerate(item.desks):
                 if desk not in desks:
                     problem((section, i, "desks", j), f"unknown desk '{desk}' (declared: "
