@@ -54,6 +54,7 @@ from .statements import (
     IDENTITIES,
     MESSAGES,
     TICKETS,
+    TICKET_TAGS,
     TIMERS,
     CoreWriteStatements,
     WriteStatements,
@@ -235,6 +236,8 @@ class TicketStore(TicketReader):
                 row["number"] = ref.number = number
                 row["status"] = ref.status
             statements.insert(TICKETS, plan.tickets)
+            if plan.ticket_tags:
+                statements.insert(TICKET_TAGS, plan.ticket_tags)
         if plan.timers:
             statements.insert(TIMERS, plan.timers)
         if plan.messages:
