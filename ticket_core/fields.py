@@ -49,6 +49,9 @@ MAX_SAFE_INTEGER = 2**53 - 1
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _BOUNDED = ("text", "textarea", "number", "decimal", "date", "datetime", "multiselect")
 _PATTERNED = ("text", "textarea", "email", "phone", "url")
+# Keys of the PATCH bodies: a 422 names a field's problem by its key, so none may be one.
+RESERVED_KEYS = frozenset({"status", "category", "tags", "add_tags", "remove_tags", "fields",
+                           "name", "vip_level", "language", "body"})
 
 
 def _option(value: Any) -> Any:
@@ -80,6 +83,8 @@ class FieldDefinition(BaseModel):
 
     @model_validator(mode="after")
     def consistent(self) -> FieldDefinition:
+        if self.key in RESERVED_KEYS:
+            raise ValueError(f"key '{self.key}' names a key of the API's bodies; choose another")
         if self.type in ("select", "multiselect"):
             if not self.options:
                 raise ValueError(f"a {self.type} field needs options (value and label)")
@@ -126,7 +131,7 @@ class FieldDefinition(BaseModel):
 
 
 class FieldsInvalid(ValueError):
-    """Values that cannot be written: `problems` maps `fields.<key>` to a message."""
+    """Values that cannot be written: `problems` maps each field's key to a message."""
 
     def __init__(self, problems: dict[str, str]) -> None:
         super().__init__("; ".join(f"{k}: {v}" for k, v in problems.items()))
@@ -302,21 +307,21 @@ class FieldSet:
             field = fields.get(key)
             if _is_empty(value):
                 if field is None and key not in merged:
-                    problems[f"fields.{key}"] = self._unknown(key, desk)
+                    problems[key] = self._unknown(key, desk)
                 merged.pop(key, None)
                 continue
             if field is None:
-                problems[f"fields.{key}"] = self._unknown(key, desk)
+                problems[key] = self._unknown(key, desk)
                 continue
             try:
                 merged[key] = clean_value(field, value, self.phone_region)
             except ValueError as exc:
-                problems[f"fields.{key}"] = str(exc)
+                problems[key] = str(exc)
         if creating:
             for key, field in fields.items():
                 if field.required == "on_create" and _missing(field, merged.get(key)) \
-                        and f"fields.{key}" not in problems:
-                    problems[f"fields.{key}"] = "required"
+                        and key not in problems:
+                    problems[key] = "required"
         if problems:
             raise FieldsInvalid(problems)
         return merged
@@ -355,3 +360,20 @@ class FieldSet:
 def _missing(field: FieldDefinition, value: Any) -> bool:
     # A required checkbox is one that must be ticked (a confirmation), as on the web form.
     return _is_empty(value) or (field.type == "checkbox" and value is not True)
+
+
+class FieldsRequired(ValueError):
+    """A resolution without the desk's `required: on_resolve` fields: their keys."""
+
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__(", ".join(keys))
+        self.keys = keys
+
+
+def missing_on_resolve(ticket: Any, field_set: FieldSet) -> list[str]:
+    """The keys of `required: on_resolve` fields of the ticket's desk that have no current
+    value (`ticket`: a row or a view with `desk` and `fields`; a stale value counts as none)."""
+    stored = getattr(ticket, "fields", None) or {}
+    plain = {k: v["value"] if isinstance(v, dict) and v.get("stale") else v
+             for k, v in stored.items()}
+    return field_set.missing_on_resolve(getattr(ticket, "desk", None), plain)
