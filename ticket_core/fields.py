@@ -109,7 +109,7 @@ class FieldDefinition(BaseModel):
         if isinstance(value, bool):
             raise ValueError(f"{name}: not a bound")
         if self.type in ("text", "textarea", "multiselect", "number"):
-            if not isinstance(value, int) or value < 0 and self.type != "number":
+            if not isinstance(value, int) or (value < 0 and self.type != "number"):
                 raise ValueError(f"{name}: a whole number" + ("" if self.type == "number"
                                                               else " (a length or count)"))
             return value
