@@ -340,7 +340,7 @@ class FieldSet:
         if field is None:
             return True
         try:
-            return clean_value(field, value, self.phone_region) != value
+            return bool(clean_value(field, value, self.phone_region) != value)
         except ValueError:
             return True
 
