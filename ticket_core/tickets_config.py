@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 import phonenumbers
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from intake.config import ConfigDocument, validate
 from intake.durations import Duration
@@ -69,9 +69,24 @@ class TicketsConfig(TicketsModel):
         = None
     load_statuses: list[LoadStatus] = Field(
         default_factory=lambda: list[LoadStatus](["new", "open"]), min_length=1)
-    # Not config keys: filled in from the routing sections by `load_tickets`.
-    desk_ids: frozenset[str] = Field(default=frozenset(), exclude=True)
-    category_ids: frozenset[str] = Field(default=frozenset(), exclude=True)
+    # Not config keys: the routing sections' ids, filled in by `load_tickets`.
+    _desk_ids: frozenset[str] = PrivateAttr(default_factory=frozenset)
+    _category_ids: frozenset[str] = PrivateAttr(default_factory=frozenset)
+
+    def with_routing(self, desks: frozenset[str], categories: frozenset[str]) -> TicketsConfig:
+        """This config knowing the desks and categories the routing sections declare."""
+        copy = self.model_copy()
+        copy._desk_ids, copy._category_ids = desks, categories
+        return copy
+
+    @property
+    def desk_ids(self) -> frozenset[str]:
+        return self._desk_ids
+
+    @property
+    def category_ids(self) -> frozenset[str]:
+        """Empty when the config declares no categories: any category id is taken."""
+        return self._category_ids
 
     @field_validator("default_phone_region")
     @classmethod
@@ -153,7 +168,7 @@ def load_tickets(doc: ConfigDocument) -> TicketsConfig:
         problem(("satisfaction", "text"), message)
     if problems:
         raise ConfigInvalid(problems)
-    return config.model_copy(update={"desk_ids": desks, "category_ids": categories})
+    return config.with_routing(desks, categories)
 
 
 def field_definitions(config: TicketsConfig, desk: str | None = None) -> dict[str, Any]:
