@@ -12,7 +12,13 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
 from intake.config import load_document
-from ticket_core.fields import FieldDefinition, FieldSet, clean_value
+from ticket_core.fields import (
+    FieldDefinition,
+    FieldSet,
+    FieldsInvalid,
+    clean_value,
+    missing_on_resolve,
+)
 from ticket_core.statements import TICKET_TAGS
 from ticket_core.store import TicketStore
 from ticket_core.tags import normalize_tag, normalize_tags
@@ -383,3 +389,30 @@ def test_without_customer_fields_configured_they_stay_free_form() -> None:
     free = FieldSet(None)
     assert free.merge({"a": 1}, {"a": None, "b": {"x": 1}}) == {"b": {"x": 1}}
     assert free.shown({"b": 2}) == {"b": 2}
+
+
+def test_on_create_fields_are_required_when_an_agent_creates_a_ticket(tmp_path: Path) -> None:
+    fields = tickets_config(tmp_path, CONFIG.replace(
+        "{key: quantity, label: 数量, type: number, min: 1, max: 99}",
+        "{key: quantity, label: 数量, type: number, min: 1, max: 99, required: on_create}"),
+    ).ticket_field_set
+    with pytest.raises(FieldsInvalid) as caught:
+        fields.merge(None, {"gift": True}, desk="aftersales", creating=True)
+    assert caught.value.problems == {"quantity": "required"}
+    assert fields.merge(None, {"quantity": 2}, creating=True) == {"quantity": 2}
+    assert fields.merge(None, {"gift": True}) == {"gift": True}  # later writes: not required
+
+
+def test_missing_on_resolve_reads_rows_and_views(tmp_path: Path) -> None:
+    fields = tickets_config(tmp_path).ticket_field_set
+
+    from types import SimpleNamespace
+
+    def ticket(desk: str, values: dict[str, Any]) -> Any:
+        return SimpleNamespace(desk=desk, fields=values)
+
+    stale = {"resolution_code": {"value": "gone", "stale": True}}
+    assert missing_on_resolve(ticket("aftersales", stale), fields) == ["resolution_code"]
+    assert missing_on_resolve(ticket("aftersales", {"resolution_code": "explained"}),
+                              fields) == []
+    assert missing_on_resolve(ticket("presales", {}), fields) == []
