@@ -416,3 +416,32 @@ def test_missing_on_resolve_reads_rows_and_views(tmp_path: Path) -> None:
     assert missing_on_resolve(ticket("aftersales", {"resolution_code": "explained"}),
                               fields) == []
     assert missing_on_resolve(ticket("presales", {}), fields) == []
+
+
+def test_the_migration_fills_ticket_tags_from_the_tags_tickets_have(tmp_path: Path) -> None:
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from ticket_core.db import alembic_config
+
+    url = f"sqlite:///{tmp_path}/old.sqlite3"
+    command.upgrade(alembic_config(url), "0006")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO customers (id, name, created_at, updated_at, vip_level) "
+            "VALUES ('c1', NULL, '2026-01-01 00:00:00', '2026-01-01 00:00:00', 0)"))
+        for i, tags in enumerate(('["VIP", "vip", "退款"]', '[]', '["Urgent"]')):
+            connection.execute(text(
+                "INSERT INTO tickets (id, number, channel, account, status, priority, tags, "
+                "customer_id, created_at, updated_at) VALUES (:id, :n, 'webform', 'contact', "
+                "'new', 'normal', :tags, 'c1', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"),
+                {"id": f"t{i}", "n": 1001 + i, "tags": tags})
+    command.upgrade(alembic_config(url), "head")
+    with engine.connect() as connection:
+        rows = connection.execute(text(
+            "SELECT ticket_id, tag FROM ticket_tags ORDER BY ticket_id, tag")).all()
+        fields = connection.execute(text("SELECT fields FROM tickets")).scalars().all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [("t0", "vip"), ("t0", "退款"), ("t2", "urgent")]
+    assert fields == [None, None, None]
