@@ -139,7 +139,7 @@ def timing_routes(store: TicketStore) -> list[web.RouteDef]:
         if patch.name is not None and "\x00" in patch.name:
             raise ApiError(422, "invalid_body", "The name holds a NUL character.",
                            {"name": "must not contain NUL (U+0000)"})
-        if "\x00" in orjson.dumps(patch.fields).decode():
+        if "\\u0000" in orjson.dumps(patch.fields).decode():  # JSON writes NUL escaped
             raise ApiError(422, "invalid_body", "A field holds a NUL character.",
                            {"fields": "must not contain NUL (U+0000)"})
         now = store.clock.now()

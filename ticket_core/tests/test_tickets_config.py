@@ -180,3 +180,17 @@ def test_an_unknown_skill_group_in_an_escalation_step_names_its_line(tmp_path: P
     line = ROUTING.count("\n") + 5
     assert any(f":{line}: escalations.0.steps.0.target.skill_group: unknown skill group "
                "'sg_ghost'" in p for p in problems), problems
+
+
+def test_a_decision_takes_its_prioritys_targets_in_business_time() -> None:
+    from datetime import UTC, datetime
+
+    rules = load_rules(load_document(EXAMPLE), EXAMPLE.read_bytes())
+    assert rules.planner is not None
+    monday_10am = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
+    urgent = rules.planner.sla("standard", "aftersales", monday_10am, "urgent")
+    assert urgent.first_response_due == datetime(2026, 3, 2, 2, 30, tzinfo=UTC)
+    # 10:00-12:00, the lunch break, then 13:30-15:30.
+    assert urgent.resolution_due == datetime(2026, 3, 2, 7, 30, tzinfo=UTC)
+    normal = rules.planner.sla("standard", "aftersales", monday_10am, "normal")
+    assert normal.first_response_due == datetime(2026, 3, 2, 4, 0, tzinfo=UTC)
