@@ -258,8 +258,14 @@ async def test_resolving_needs_the_desks_on_resolve_fields(
                                      expect=422), "fields_required")
     assert error.fields == {"resolution_code": "required to resolve"}
     assert "resolution_code" in error.message
+    # The other changes of a refused resolution are not written either.
+    assert_error(await patch(client, result.ticket_id, {
+        "status": "resolved", "fields": {"quantity": 2}, "add_tags": ["x"]}, expect=422),
+        "fields_required")
     ticket = await store.get_ticket(result.ticket_id or "")
     assert ticket is not None and ticket.status == "new"
+    assert (ticket.fields, ticket.tags) == ({}, [])
+    assert await events_of(store, "ticket.updated") == []
     body = await patch(client, result.ticket_id, {"status": "resolved",
                                                   "fields": {"resolution_code": "refunded"}})
     assert body["status"] == "resolved" and body["fields"]["resolution_code"] == "refunded"
