@@ -81,6 +81,7 @@ def check_config(settings: IntakeSettings) -> list[str]:
 
     # The ticket core's own section (imported by name: the kernel's type check stays on it).
     load_auto_replies = importlib.import_module("ticket_core.autoreply").load_auto_replies
+    load_tickets = importlib.import_module("ticket_core.tickets_config").load_tickets
 
     try:
         doc = load_config(settings)
@@ -93,10 +94,11 @@ def check_config(settings: IntakeSettings) -> list[str]:
         load_rules(doc, _rules_bytes(settings))
     except ConfigInvalid as exc:
         problems.extend(exc.problems)
-    try:
-        load_auto_replies(doc)
-    except ConfigInvalid as exc:
-        problems.extend(exc.problems)
+    for load_section in (load_auto_replies, load_tickets):
+        try:
+            load_section(doc)
+        except ConfigInvalid as exc:
+            problems.extend(exc.problems)
     channels, broken = find_channels()
     problems.extend(f"connector {name!r} cannot be loaded: {error}"
                     for name, error in sorted(broken.items()))

@@ -33,8 +33,10 @@ TOP_LEVEL_SECTIONS = (
     "default_route",
     "channels",
     "auto_replies",  # read by the ticket core (ticket_core/autoreply.py)
+    "tickets",  # read by the ticket core (ticket_core/tickets_config.py)
 )
-ROUTING_SECTIONS = tuple(s for s in TOP_LEVEL_SECTIONS if s not in ("channels", "auto_replies"))
+ROUTING_SECTIONS = tuple(s for s in TOP_LEVEL_SECTIONS
+                         if s not in ("channels", "auto_replies", "tickets"))
 
 # No real config comes near this many values; a file that expands past it is refused.
 MAX_VALUES = 100_000

@@ -90,8 +90,16 @@ def cross_check(config: RoutingConfig) -> list[Finding]:
                       f"skill group '{group}' belongs to desk '{groups[group]}', not "
                       f"'{desk}'", route)
 
+    def check_policy(loc: Loc, policy: str | None) -> None:
+        if policy is not None and policy not in policies:
+            error("unknown-sla-policy", (*loc, "sla_policy"), known("SLA policy", policy,
+                                                                     policies))
+
+    for i, category in enumerate(config.categories):
+        check_policy(("categories", i), category.sla_policy)
     for i, desk in enumerate(config.desks):
         check_calendar(("desks", i), desk.calendar)
+        check_policy(("desks", i), desk.sla_policy)
         default_group = desk.default_skill_group
         if default_group is not None:
             if default_group not in groups:
@@ -114,6 +122,12 @@ def cross_check(config: RoutingConfig) -> list[Finding]:
                 and policy.warn_before >= policy.first_response:
             error("bad-sla", ("sla_policies", i, "warn_before"),
                   "warn_before is not shorter than first_response")
+        for priority, targets in policy.targets.items():
+            first = targets.first_response
+            if policy.warn_before is not None and first is not None \
+                    and policy.warn_before >= first:
+                error("bad-sla", ("sla_policies", i, "targets", priority, "first_response"),
+                      f"not longer than warn_before ({priority})")
     for i, escalation in enumerate(config.escalations):
         check_calendar(("escalations", i), escalation.calendar)
         step_ids: set[str] = set()

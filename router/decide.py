@@ -173,7 +173,7 @@ class RuleSet:
         planner = self.planner
         sla = None
         if target.sla:
-            sla = (planner.sla(target.sla, owner, received) if planner
+            sla = (planner.sla(target.sla, owner, received, target.priority) if planner
                    else Sla.model_construct(policy=target.sla))
         escalation = (planner.escalation(target.escalation, owner, received)
                       if planner and target.escalation else None)

@@ -340,6 +340,11 @@ def _declarations(rules: RuleSet) -> list[Finding]:
     for desk in config.desks:
         if desk.default_skill_group:
             used["skill_groups"].add(desk.default_skill_group)
+        if desk.sla_policy:
+            used["sla_policies"].add(desk.sla_policy)
+    for category in config.categories:
+        if category.sla_policy:
+            used["sla_policies"].add(category.sla_policy)
         if desk.calendar:
             used["calendars"].add(desk.calendar)
     for calendar in [p.calendar for p in config.sla_policies] + [

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -63,6 +64,19 @@ class RulesModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _reply_address(value: str) -> str:
+    from intake.fields import clean_email
+
+    return clean_email(value)
+
+
+class ReplyFrom(RulesModel):
+    """Where a desk's mail to customers comes from (a channel that cannot reply, e.g. the web
+    form, answers by mail from here)."""
+
+    email: Annotated[str, AfterValidator(_reply_address)]
+
+
 class Desk(RulesModel):
     id: Id
     name: str = Field(min_length=1)
@@ -70,6 +84,10 @@ class Desk(RulesModel):
     # `mode` is gone).
     calendar: str | None = None
     default_skill_group: str | None = None
+    # The agent workflow: the policy of its tickets when neither the decision nor the
+    # category names one; the sender of its mail.
+    sla_policy: str | None = None
+    reply_from: ReplyFrom | None = None
 
 
 class SkillGroup(RulesModel):
@@ -85,6 +103,19 @@ class SkillGroup(RulesModel):
 class Category(RulesModel):
     id: Id
     name: str = Field(min_length=1)
+    sla_policy: str | None = None  # before the desk's, after the decision's
+
+
+class SlaTargets(RulesModel):
+    """The targets of one priority (`targets: {urgent: {...}}`)."""
+
+    first_response: Duration | None = None
+    next_response: Duration | None = None
+    resolution: Duration | None = None
+
+
+# Statuses that may stop a policy's clocks (the done ones stop them anyway).
+PauseStatus = Literal["new", "open", "pending", "on_hold"]
 
 
 class SlaPolicy(RulesModel):
@@ -93,15 +124,30 @@ class SlaPolicy(RulesModel):
     business_hours: bool = False
     calendar: str | None = None  # default: the owning desk's
     first_response: Duration | None = None
+    next_response: Duration | None = None
     resolution: Duration | None = None
     warn_before: Duration | None = None
     warn_at: Percent | None = None
+    pause_on: list[PauseStatus] = Field(default_factory=lambda: list[PauseStatus](["pending"]))
+    # Per priority; the flat targets above apply to a priority not listed here.
+    targets: dict[Priority, SlaTargets] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def one_warning_rule(self) -> SlaPolicy:
         if self.warn_before is not None and self.warn_at is not None:
             raise ValueError("give warn_before or warn_at, not both")
         return self
+
+    def targets_for(self, priority: str | None) -> SlaTargets:
+        """The targets of `priority`: its own entry, each target unset there taken from the
+        flat ones."""
+        own = next((t for p, t in self.targets.items() if p == priority), None)
+        flat = SlaTargets(first_response=self.first_response,
+                          next_response=self.next_response, resolution=self.resolution)
+        if own is None:
+            return flat
+        return SlaTargets(**{name: getattr(own, name) if getattr(own, name) is not None
+                             else getattr(flat, name) for name in SlaTargets.model_fields})
 
 
 class StepTarget(RulesModel):

@@ -70,8 +70,10 @@ class Planner:
         cal_id = named or self.desk_calendar.get(desk) or "always"
         return cal_id, self.calendars.get(cal_id, ALWAYS)
 
-    def sla(self, policy_id: str, desk: str, received_at: datetime) -> Sla:
+    def sla(self, policy_id: str, desk: str, received_at: datetime,
+            priority: str | None = None) -> Sla:
         policy: SlaPolicy = self.policies[policy_id]
+        chosen = policy.targets_for(priority)
         cal_id, calendar = self._calendar(policy.calendar, desk)
 
         def after(elapsed: timedelta) -> datetime | None:
@@ -81,8 +83,8 @@ class Planner:
 
         warnings: list[SlaWarning] = []
         dues: dict[str, datetime | None] = {}
-        for target, length in (("first_response", policy.first_response),
-                               ("resolution", policy.resolution)):
+        for target, length in (("first_response", chosen.first_response),
+                               ("resolution", chosen.resolution)):
             dues[target] = after(length) if length is not None else None
             if length is None:
                 continue

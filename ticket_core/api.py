@@ -27,10 +27,10 @@ from .attachments import attachment_handler
 from .links import NotCustomerFacing
 from .openapi import build_openapi
 from .replies import AttachmentUnknown, NoReplyChannel, ReplyChannels, TicketNotFound, write_reply
-from .schemas import STATUSES, CustomerPage, ReplyRequest, StatusChange, TicketPage
+from .schemas import STATUSES, CustomerPage, ReplyRequest, TicketPage
 from .sse import events_handler
-from .status import write_status
 from .store import MAX_LIMIT, CursorInvalid, TicketFilter, TicketStore
+from .tags import normalize_tag
 
 PREFIX = "/api/v1"
 OPENAPI_PATH = f"{PREFIX}/openapi.json"
@@ -39,7 +39,7 @@ CHANNELS = frozenset(get_args(Channel))
 PRIORITIES = frozenset(get_args(Priority))
 IDENTITY_KINDS = frozenset(get_args(IdentityKind))
 TICKET_FILTERS = ("channel", "account", "desk", "skill_group", "status", "customer_id",
-                  "priority", "category", "idempotency_key", "reference")
+                  "priority", "category", "idempotency_key", "reference", "tag")
 TICKET_PARAMS = frozenset((*TICKET_FILTERS, "limit", "cursor"))
 MAX_IDENTITIES = 20  # `GET /api/v1/customers?identity=…` repeated
 
@@ -82,17 +82,6 @@ async def _reply_request(request: web.Request) -> ReplyRequest:
         raise ApiError(422, "invalid_body", "The text holds a NUL character.",
                        {"text": "must not contain NUL (U+0000)"})
     return reply
-
-
-async def _status_request(request: web.Request) -> StatusChange:
-    """The body of `PATCH …/tickets/{id}`, or a 422 naming the fields at fault."""
-    try:
-        return StatusChange.model_validate(orjson.loads(await request.read()))
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(422, "invalid_body", "The body is not JSON.", {"body": str(exc)}) from exc
-    except ValidationError as exc:
-        fields = {".".join(str(p) for p in e["loc"]) or "body": e["msg"] for e in exc.errors()}
-        raise ApiError(422, "invalid_body", "Some fields are not valid.", fields) from exc
 
 
 def json_response(model: BaseModel | dict[str, Any]) -> web.Response:
@@ -150,6 +139,11 @@ def _ticket_query(query: Any) -> tuple[TicketFilter, int, str | None]:
         if unknown or not statuses:
             problems["status"] = ("one or more (comma-separated) of " + ", ".join(STATUSES)
                                   + "; `open` means not resolved, closed or merged")
+    if values["tag"] is not None:
+        try:
+            values["tag"] = normalize_tag(values["tag"])
+        except ValueError as exc:
+            problems["tag"] = str(exc)
     limit = page_limit(values["limit"], 50, MAX_LIMIT, problems)
     if problems:
         raise ApiError(400, "invalid_parameter", "Some query parameters are not valid.",
@@ -167,6 +161,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
     """
     from .calls_api import call_routes  # it builds on this module's errors and answers
     from .decisions import decision_routes
+    from .ticket_patch import patch_routes
     from .timing_api import timing_routes
 
     openapi_body = orjson.dumps(build_openapi())
@@ -204,21 +199,6 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         response.set_status(201)
         response.headers["Location"] = f"{PREFIX}/tickets/{stored.ticket_id}"
         return response
-
-    @_answers_errors
-    async def patch_ticket(request: web.Request) -> web.StreamResponse:
-        ticket_ref = request.match_info["ticket_id"]
-        if not ticket_ref.isascii() or len(ticket_ref) > 64:
-            raise ApiError(404, "ticket_not_found", f"No ticket {ticket_ref}.")
-        change = await _status_request(request)
-        try:
-            ticket_id, _ = await store.write(lambda c: write_status(
-                c, ticket_ref, change.status, store.clock.now(), store.timelines))
-        except TicketNotFound as exc:
-            raise ApiError(404, "ticket_not_found", f"No ticket {ticket_ref}.") from exc
-        ticket = await store.get_ticket(ticket_id)
-        assert ticket is not None
-        return json_response(ticket)
 
     @_answers_errors
     async def list_tickets(request: web.Request) -> web.StreamResponse:
@@ -278,7 +258,6 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
     return [
         web.get(f"{PREFIX}/tickets", list_tickets),
         web.get(f"{PREFIX}/tickets/{{ticket_id}}", get_ticket),
-        web.patch(f"{PREFIX}/tickets/{{ticket_id}}", patch_ticket),
         web.post(f"{PREFIX}/tickets/{{ticket_id}}/replies", post_reply),
         attachment_handler(store, blobs),
         events_handler(store),
@@ -288,6 +267,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         *call_routes(store),
         *timing_routes(store),
         *decision_routes(store),
+        *patch_routes(store),
     ]
 
 

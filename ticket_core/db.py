@@ -173,6 +173,19 @@ class Ticket(Base):
                                                   server_default=sa_true())
     primary_ticket_id: Mapped[str | None] = mapped_column(Id)
     link_relation: Mapped[str | None] = mapped_column(String(16))
+    # Migration 0009: custom field values {key: canonical value} (fields.py).
+    fields: Mapped[dict[str, Any] | None] = mapped_column(Json)
+
+
+class TicketTag(Base):
+    """One row per (ticket, tag), beside `tickets.tags`: `?tag=` searches this index."""
+
+    __tablename__ = "ticket_tags"
+    __table_args__ = (Index("ix_ticket_tags_tag_ticket_id", "tag", "ticket_id"),)
+
+    ticket_id: Mapped[str] = mapped_column(
+        Id, ForeignKey("tickets.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(200), primary_key=True)
 
 
 class Message(Base):

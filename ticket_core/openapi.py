@@ -17,21 +17,23 @@ from .schemas import (
     CustomerView,
     DecisionPage,
     ErrorBody,
+    FieldsView,
     MessageView,
     ReplyRequest,
-    StatusChange,
     TicketDetail,
     TicketPage,
+    TicketPatch,
 )
 
 REF = "#/components/schemas/{model}"
 
 
-def _timing() -> tuple[Any, Any, Any]:
+def _timing() -> tuple[Any, Any, Any, Any]:
     from .decisions import decisions_path  # these import the API
+    from .ticket_patch import patch_paths
     from .timing_api import customer_patch_operation, timing_paths
 
-    return customer_patch_operation, timing_paths, decisions_path
+    return customer_patch_operation, timing_paths, decisions_path, patch_paths
 
 
 def _error(description: str, codes: list[str]) -> dict[str, Any]:
@@ -81,11 +83,12 @@ CALL_OK = {"description": "The call", "content": {"application/json": {"schema":
 
 def build_openapi() -> dict[str, Any]:
     """The document served at GET /api/v1/openapi.json."""
-    customer_patch_operation, timing_paths, decisions_path = _timing()
+    customer_patch_operation, timing_paths, decisions_path, patch_paths = _timing()
+    patch = patch_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE, BAD_PARAMETER)
     _, defs = models_json_schema(
         [*((m, "serialization") for m in (TicketPage, TicketDetail, CustomerView, CustomerPage,
-                                          ErrorBody, MessageView, DecisionPage)),
-         (ReplyRequest, "validation"), (StatusChange, "validation"),
+                                          ErrorBody, MessageView, DecisionPage, FieldsView)),
+         (ReplyRequest, "validation"), (TicketPatch, "validation"),
          (AdvanceRequest, "validation"), (CustomerPatch, "validation")],
         ref_template=REF)
     ticket_path_parameter = {"name": "ticket_id", "in": "path", "required": True,
@@ -108,6 +111,8 @@ def build_openapi() -> dict[str, Any]:
         _query("idempotency_key", "The ticket holding the message with this idempotency key."),
         _query("reference", "The ticket holding the message with this customer-quotable "
                "reference (e.g. a web form confirmation)."),
+        _query("tag", "Only tickets with this tag (normalised as tags are: `VIP` finds "
+               "`vip`)."),
         _query("limit", "Page size.",
                {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
         _query("cursor", "The `next` value of the previous page (opaque)."),
@@ -146,19 +151,8 @@ def build_openapi() -> dict[str, Any]:
                               "401": UNAUTHORIZED,
                               "404": _error("No such ticket", ["ticket_not_found"]),
                               "503": UNAVAILABLE},
-            }, "patch": {
-                "operationId": "changeTicketStatus",
-                "summary": "Change the ticket's status (writes ticket.updated with `changes`)",
-                "parameters": [ticket_path_parameter],
-                "requestBody": {"required": True, "content": {"application/json": {
-                    "schema": {"$ref": REF.format(model="StatusChange")},
-                    "example": {"status": "resolved"}}}},
-                "responses": {"200": _ok("TicketDetail", "The ticket as it now is"),
-                              "401": UNAUTHORIZED,
-                              "404": _error("No such ticket", ["ticket_not_found"]),
-                              "422": _error("The body is not valid", ["invalid_body"]),
-                              "503": UNAVAILABLE},
-            }},
+            }, "patch": patch["patch"]},
+            "/api/v1/fields": patch["fields"],
             "/api/v1/tickets/{ticket_id}/replies": {"post": {
                 "operationId": "replyToTicket",
                 "summary": "Answer the customer: store an outgoing message and send it",

@@ -30,6 +30,7 @@ from intake.message import Message, utcnow
 from .events import PlannedEvent
 from .links import linked_deliveries, linked_ticket_row
 from .statements import WriteStatements
+from .tags import lenient_tags, tag_rows
 from .threads import (
     Known,
     ThreadIndex,
@@ -84,6 +85,7 @@ class Plan:
     satisfaction: dict[str, dict[str, Any]] = field(default_factory=dict)  # by ticket id
     events: list[PlannedEvent] = field(default_factory=list)
     timers: list[dict[str, Any]] = field(default_factory=list)  # of new tickets (timers.py)
+    ticket_tags: list[dict[str, Any]] = field(default_factory=list)  # of new tickets (tags.py)
     # (result slot, ticket, message id, customer id, created): results once numbers exist.
     pending: list[tuple[int, TicketRef | None, str, str, bool]] = field(default_factory=list)
     # The first slot of each idempotency key: a repeat within the batch copies its result.
@@ -306,7 +308,7 @@ def _plan_ticket(plan: Plan, m: Message, customer_id: str, now: datetime,
         owner = next((d for d in route.deliveries if d.role in OWNING_ROLES),
                      route.deliveries[0])
         desk, skill_group = owner.desk, owner.skill_group
-        priority, category, tags = route.priority, route.category, list(route.tags)
+        priority, category, tags = route.priority, route.category, lenient_tags(route.tags)
     subject = m.subject or (m.thread.subject if m.thread else None) or _first_line(m.text)
     # Each ticket its own instant, so newest-first lists keep a batch in arrival order.
     created_at = utcnow()
@@ -326,9 +328,10 @@ def _plan_ticket(plan: Plan, m: Message, customer_id: str, now: datetime,
         "created_at": created_at, "updated_at": created_at, "satisfaction": None,
         "acknowledged_at": None, "sla": timing.sla, "escalation": timing.escalation,
         "role": owner.role if owner is not None else "owner", "customer_facing": True,
-        "primary_ticket_id": None, "link_relation": None,
+        "primary_ticket_id": None, "link_relation": None, "fields": None,
     }
     plan.tickets.append(row)
+    plan.ticket_tags.extend(tag_rows(ticket_id, tags))
     plan.new_ticket_refs.append(ref)
     plan.timers.extend(timing.timers)
     created = {"channel": m.channel, "account": m.account, "status": "new",
@@ -344,6 +347,7 @@ def _plan_ticket(plan: Plan, m: Message, customer_id: str, now: datetime,
                                customer_id=customer_id, channel=m.channel,
                                desk=delivery.desk, new=True)
         plan.tickets.append(linked)
+        plan.ticket_tags.extend(tag_rows(linked["id"], tags))
         plan.new_ticket_refs.append(linked_ref)
         plan.events.append(PlannedEvent(
             "ticket.created", now, linked_ref, customer_id, "customer",

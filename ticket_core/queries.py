@@ -36,7 +36,16 @@ from .schemas import (
     TicketView,
     TimerView,
 )
-from .statements import ATTACHMENTS, CUSTOMERS, IDENTITIES, MESSAGES, TICKETS, TIMERS
+from .statements import (
+    ATTACHMENTS,
+    CUSTOMERS,
+    IDENTITIES,
+    MESSAGES,
+    TICKET_TAGS,
+    TICKETS,
+    TIMERS,
+)
+from .tickets_config import TicketsConfig
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -56,6 +65,7 @@ class TicketFilter:
     category: str | None = None
     idempotency_key: str | None = None
     reference: str | None = None
+    tag: str | None = None  # one tag's spelling (tags.py)
 
 
 @dataclass(slots=True)
@@ -100,6 +110,8 @@ class TicketReader:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # The `tickets` config section: custom fields are shown (stale ones marked) by it.
+        self.tickets = TicketsConfig()
 
 
 
@@ -135,8 +147,8 @@ class TicketReader:
             rows = (await conn.execute(query)).all()
             timers = await self._timers(conn, [row.id for row in rows[:limit]])
             links = await read_links(conn, rows[:limit])
-        items = [_ticket_view(row, timers.get(row.id, []), links.get(row.id, []))
-                 for row in rows[:limit]]
+        items = [_ticket_view(row, timers.get(row.id, []), links.get(row.id, []),
+                              self.tickets) for row in rows[:limit]]
         following = None
         if len(rows) > limit:
             following = encode_cursor(items[-1].created_at, items[-1].id)
@@ -166,7 +178,7 @@ class TicketReader:
             timers = await self._timers(conn, [row.id])
             links = await read_links(conn, [row])
         return TicketDetail(**_ticket_view(row, timers.get(row.id, []),
-                                           links.get(row.id, [])).model_dump(),
+                                           links.get(row.id, []), self.tickets).model_dump(),
                             messages=[_message_view(m, attachments.get(m.id, []))
                                       for m in messages])
 
@@ -276,7 +288,7 @@ class TicketReader:
         return [CustomerView(id=c.id, name=c.name, identities=by_customer.get(c.id, []),
                              created_at=c.created_at, updated_at=c.updated_at,
                              vip_level=c.vip_level, language=c.language,
-                             fields=c.fields or {},
+                             fields=self.tickets.customer_field_set.shown(c.fields),
                              tickets_count=counts.get((c.id, True), 0)
                              + counts.get((c.id, False), 0),
                              open_tickets_count=counts.get((c.id, False), 0))
@@ -321,6 +333,9 @@ def _filtered(query: Select[Any], f: TicketFilter) -> Select[Any]:
         if "open" in f.status:
             conditions.append(TICKETS.c.status.not_in(DONE_STATUSES))
         query = query.where(or_(*conditions))
+    if f.tag is not None:
+        query = query.where(TICKETS.c.id.in_(
+            select(TICKET_TAGS.c.ticket_id).where(TICKET_TAGS.c.tag == f.tag)))
     # A message's tickets: the one it is stored on and the ones linked to that (links.py).
     for column, value in ((MESSAGES.c.idempotency_key, f.idempotency_key),
                           (MESSAGES.c.reference, f.reference)):
@@ -331,7 +346,8 @@ def _filtered(query: Select[Any], f: TicketFilter) -> Select[Any]:
     return query
 
 
-def _ticket_view(row: Any, timers: list[TimerView], links: list[TicketLink]) -> TicketView:
+def _ticket_view(row: Any, timers: list[TimerView], links: list[TicketLink],
+                 tickets: TicketsConfig) -> TicketView:
     return TicketView(
         id=row.id, number=row.number, channel=row.channel, account=row.account, desk=row.desk,
         skill_group=row.skill_group, status=row.status, priority=row.priority,
@@ -343,7 +359,8 @@ def _ticket_view(row: Any, timers: list[TimerView], links: list[TicketLink]) -> 
         escalation=EscalationView.model_validate(row.escalation) if row.escalation else None,
         satisfaction=SatisfactionView.model_validate(row.satisfaction)
         if row.satisfaction else None,
-        role=row.role, customer_facing=row.customer_facing, links=links)
+        role=row.role, customer_facing=row.customer_facing, links=links,
+        fields=tickets.ticket_field_set.shown(row.fields, row.desk))
 
 
 def _message_view(row: Any, attachments: list[AttachmentView]) -> MessageView:

@@ -41,13 +41,49 @@ class DeliveryView(View):
     reason: str | None = Field(default=None, description="why it failed, e.g. `no_connector`")
 
 
-class StatusChange(View):
-    """`PATCH /api/v1/tickets/{id}`: the plain status change (no transition rules yet)."""
+class TicketPatch(View):
+    """`PATCH /api/v1/tickets/{id}`: the keys given change (at least one)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    status: Literal["new", "open", "pending", "on_hold", "resolved", "closed"] = Field(
-        description="the new status; the same one again changes nothing")
+    status: Literal["new", "open", "pending", "on_hold", "resolved", "closed"] | None = Field(
+        default=None, description="the new status; the same one again changes nothing")
+    category: str | None = Field(default=None, max_length=128,
+                                 description="a category id of the config; null clears it")
+    fields: dict[str, Any] | None = Field(
+        default=None, description="custom field values by key (`GET /api/v1/fields`); merged "
+                                  "into the stored ones, null removes one")
+    tags: list[str] | None = Field(default=None, max_length=100,
+                                   description="replaces the tags (at most 30)")
+    add_tags: list[str] | None = Field(default=None, max_length=100)
+    remove_tags: list[str] | None = Field(default=None, max_length=100)
+
+
+class FieldOptionView(View):
+    value: str
+    label: str
+
+
+class FieldDefinitionView(View):
+    key: str
+    label: str
+    type: Literal["text", "textarea", "number", "decimal", "date", "datetime", "select",
+                  "multiselect", "checkbox", "email", "phone", "url"]
+    required: Literal["on_create", "on_resolve"] | None = None
+    options: list[FieldOptionView] | None = None
+    pattern: str | None = Field(default=None, description="RE2; the whole value must match")
+    min: int | str | None = Field(
+        default=None, description="number: a value; decimal: a value as a string; date, "
+                                  "datetime: ISO 8601; text: a length; multiselect: a count")
+    max: int | str | None = None
+    desks: list[str] = Field(default_factory=list, description="empty: every desk")
+
+
+class FieldsView(View):
+    """`GET /api/v1/fields`: the custom fields of the `tickets` config section."""
+
+    ticket_fields: list[FieldDefinitionView]
+    customer_fields: list[FieldDefinitionView]
 
 
 class ReplyRequest(View):
@@ -154,6 +190,9 @@ class TicketView(View):
                                   "it shows the messages of the customer-facing one")
     links: list[TicketLink] = Field(
         default_factory=list, description="the other tickets of the same message")
+    fields: dict[str, Any] = Field(
+        default_factory=dict, description="custom field values by key (decimals as strings); "
+        "a value the config no longer accepts shows as `{\"value\": …, \"stale\": true}`")
 
 
 SlaTarget = Literal["first_response", "resolution"]
@@ -273,7 +312,9 @@ class CustomerPatch(View):
     language: str | None = Field(default=None, max_length=35,
                                  pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$",
                                  description="a BCP 47 tag such as zh-CN")
-    fields: dict[str, Any] | None = Field(default=None, description="free-form values")
+    fields: dict[str, Any] | None = Field(
+        default=None, description="values by key, checked against `tickets.customer_fields` "
+                                  "(free-form where that is not configured)")
 
 
 class TicketDetail(TicketView):
@@ -305,7 +346,9 @@ class CustomerView(View):
     updated_at: datetime
     vip_level: int = Field(default=0, ge=0, le=9)
     language: str | None = Field(default=None, description="BCP 47")
-    fields: dict[str, Any] = Field(default_factory=dict)
+    fields: dict[str, Any] = Field(
+        default_factory=dict, description="custom field values by key; a value the config no "
+        "longer accepts shows as `{\"value\": …, \"stale\": true}`")
     tickets_count: int = 0
     open_tickets_count: int = Field(default=0, description="not resolved, closed or merged")
     events: list[CustomerEventView] = Field(

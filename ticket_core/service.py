@@ -35,6 +35,7 @@ from .replies import ReplyChannels, default_accounts
 from .scheduler import Scheduler
 from .settings import TicketCoreSettings
 from .store import TicketStore
+from .tickets_config import load_tickets
 from .timers import Timelines
 
 STORE = web.AppKey("store", TicketStore)
@@ -76,6 +77,7 @@ async def follow_timelines(store: TicketStore, settings: IntakeSettings,
             rules = load_document(settings.rules_path) if settings.rules_path else None
             doc = merge_rules(load_document(settings.config_path), rules)
             store.timelines = Timelines.from_document(doc)
+            store.tickets = load_tickets(doc)
             log.info("timelines_reloaded", timelines=sorted(store.timelines.timelines))
         except Exception as exc:  # the router refuses a broken file with its line
             log.warning("timelines_not_reloaded", error=str(exc)[:300])
@@ -93,6 +95,7 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
     blobs = blob_store_for(settings)  # INTAKE_BLOB_URL: S3, else files under the data dir
     reply_channels = ReplyChannels.parse(own.reply_channels, default_accounts(doc))
     auto_replies = load_auto_replies(doc)
+    store.tickets = load_tickets(doc)  # the `tickets` section: custom fields, …
     relay_box: list[Relay] = []
 
     async def storage(app: web.Application) -> AsyncIterator[None]:

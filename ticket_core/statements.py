@@ -42,8 +42,9 @@ COUNTERS = db.Counter.__table__
 EVENTS = db.Event.__table__
 OUTBOX = db.Outbox.__table__
 TIMERS = db.Timer.__table__
+TICKET_TAGS = db.TicketTag.__table__
 INSERTED_TABLES = (CUSTOMERS, IDENTITIES, TICKETS, MESSAGES, ATTACHMENTS, COUNTERS, EVENTS, OUTBOX,
-                   TIMERS)
+                   TIMERS, TICKET_TAGS)
 
 # A conversation stays joinable until the ticket is closed or merged away.
 UNJOINABLE_STATUSES = ("closed", "merged")

@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
 from .events import PlannedEvent
+from .fields import FieldSet, FieldsRequired, missing_on_resolve
 from .links import close_collaborators
 from .planner import TicketRef
 from .replies import TicketNotFound
@@ -27,8 +28,12 @@ SETTABLE = ("new", "open", "pending", "on_hold", "resolved", "closed")
 
 
 def write_status(connection: Connection, ticket_ref: str, status: str,
-                 now: datetime, timelines: Timelines | None = None) -> tuple[str, bool]:
-    """Set the ticket's status in the caller's transaction: (ticket id, whether it changed)."""
+                 now: datetime, timelines: Timelines | None = None,
+                 fields: FieldSet | None = None) -> tuple[str, bool]:
+    """Set the ticket's status in the caller's transaction: (ticket id, whether it changed).
+
+    Resolving checks `fields`' `required: on_resolve` fields of the ticket's desk: any
+    without a value raise FieldsRequired naming them."""
     is_number = ticket_ref.isascii() and ticket_ref.isdigit() and len(ticket_ref) <= 18
     condition = (TICKETS.c.number == int(ticket_ref)) if is_number else (
         TICKETS.c.id == ticket_ref)
@@ -37,6 +42,10 @@ def write_status(connection: Connection, ticket_ref: str, status: str,
         raise TicketNotFound(ticket_ref)
     if ticket.status == status:
         return ticket.id, False
+    if status == "resolved" and fields is not None:
+        missing = missing_on_resolve(ticket, fields)
+        if missing:
+            raise FieldsRequired(missing)
     connection.execute(update(TICKETS).where(TICKETS.c.id == ticket.id)
                        .values(status=status, updated_at=now))
     # A primary closed or merged closes its collaborator tickets with it (links.py).

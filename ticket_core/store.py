@@ -53,6 +53,7 @@ from .statements import (
     EVENTS,
     IDENTITIES,
     MESSAGES,
+    TICKET_TAGS,
     TICKETS,
     TIMERS,
     CoreWriteStatements,
@@ -235,6 +236,8 @@ class TicketStore(TicketReader):
                 row["number"] = ref.number = number
                 row["status"] = ref.status
             statements.insert(TICKETS, plan.tickets)
+            if plan.ticket_tags:
+                statements.insert(TICKET_TAGS, plan.ticket_tags)
         if plan.timers:
             statements.insert(TIMERS, plan.timers)
         if plan.messages:

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from .api import PREFIX, ApiError, _answers_errors, json_response
 from .events import PlannedEvent
+from .fields import FieldSet, FieldsInvalid
 from .replies import TicketNotFound
 from .schemas import AdvanceRequest, CustomerPatch
 from .statements import CUSTOMERS, CoreWriteStatements
@@ -57,9 +58,10 @@ def _ticket_ref(request: web.Request) -> str:
 
 
 def patch_customer(connection: Connection, customer_id: str, patch: CustomerPatch,
-                   now: datetime) -> None:
-    """The keys given change; `fields` merges, a key set to null is removed. A change writes
-    `customer.updated` with `changes: {key: [before, after]}`."""
+                   now: datetime, field_set: FieldSet | None = None) -> None:
+    """The keys given change; `fields` merges, a key set to null is removed, each value
+    checked by `field_set` (FieldsInvalid). A change writes `customer.updated` with
+    `changes: {key: [before, after]}`."""
     query = select(CUSTOMERS).where(CUSTOMERS.c.id == customer_id)
     if connection.dialect.name == "postgresql":
         query = query.with_for_update()
@@ -74,12 +76,7 @@ def patch_customer(connection: Connection, customer_id: str, patch: CustomerPatc
                 continue  # vip_level is never null (0 is "not a VIP")
             values[key] = getattr(patch, key)
     if "fields" in given and patch.fields is not None:
-        merged = dict(row.fields or {})
-        for key, value in patch.fields.items():
-            if value is None:
-                merged.pop(key, None)
-            else:
-                merged[key] = value
+        merged = (field_set or FieldSet(None)).merge(row.fields, patch.fields)
         if merged != (row.fields or {}):
             values["fields"] = merged
     if not values:
@@ -142,14 +139,18 @@ def timing_routes(store: TicketStore) -> list[web.RouteDef]:
         if patch.name is not None and "\x00" in patch.name:
             raise ApiError(422, "invalid_body", "The name holds a NUL character.",
                            {"name": "must not contain NUL (U+0000)"})
-        if "\x00" in orjson.dumps(patch.fields).decode():
+        if "\\u0000" in orjson.dumps(patch.fields).decode():  # JSON writes NUL escaped
             raise ApiError(422, "invalid_body", "A field holds a NUL character.",
                            {"fields": "must not contain NUL (U+0000)"})
         now = store.clock.now()
         try:
-            await store.write(lambda c: patch_customer(c, customer_id, patch, now))
+            await store.write(lambda c: patch_customer(c, customer_id, patch, now,
+                                                       store.tickets.customer_field_set))
         except CustomerNotFound as exc:
             raise ApiError(404, "customer_not_found", f"No customer {customer_id}.") from exc
+        except FieldsInvalid as exc:
+            raise ApiError(422, "invalid_fields", "Some field values cannot be written; "
+                           "`fields` says why for each.", exc.problems) from exc
         customer = await store.get_customer(customer_id)
         assert customer is not None
         return json_response(customer)
@@ -223,6 +224,8 @@ def customer_patch_operation(ok: Any, error: Any, ref: str, unauthorized: Any,
         "responses": {"200": ok("CustomerView", "The customer as it now is"),
                       "401": unauthorized,
                       "404": error("No such customer", ["customer_not_found"]),
-                      "422": error("The body is not valid", ["invalid_body"]),
+                      "422": error("The body is not valid, or a field value cannot be "
+                                   "written (one message per field)",
+                                   ["invalid_body", "invalid_fields"]),
                       "503": unavailable},
     }

@@ -168,7 +168,7 @@ def test_summary_shows_label_calendars_escalations_and_strategies(example: RuleS
     assert [e["id"] for e in summary["escalations"]] == ["warned_complaint",
                                                          "complaint_warning"]
     assert summary["strategies"]["sg_hotline"] == "least_loaded"
-    assert summary["strategies"]["sg_aftersales_l1"] == "round_robin"
+    assert summary["strategies"]["sg_aftersales_l1"] == "least_loaded"
     store = next(r for r in summary["routes"] if r["id"] == "store_complaint")
     assert store["when"] == "account in ['store_sh_feedback', 'wx1111111111111111'] and " \
         "(text contains '投诉' or text contains '差评')"

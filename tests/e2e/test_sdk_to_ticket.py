@@ -150,7 +150,9 @@ async def test_ticket_reply_and_status_travel_between_app_and_agent(
         assert await eventually(lambda: delivery("read"), timeout=15)
 
         async with http.patch(f"{gw.api}/api/v1/tickets/{core['id']}", headers=gw.headers(),
-                              json={"status": "resolved"}) as response:
+                              # The example's aftersales desk needs its resolution code.
+                              json={"status": "resolved",
+                                    "fields": {"resolution_code": "explained"}}) as response:
             assert response.status == 200, await response.text()
         while (changed := await frame_of(ws, "ticket.updated"))["ticket"]["status"] != (
                 "resolved"):

@@ -48,6 +48,7 @@ from ticket_core.db import make_engine, migrate
 from ticket_core.openapi import build_openapi as agent_openapi
 from ticket_core.store import TicketStore
 from ticket_core.tests.builders import message, route
+from ticket_core.tickets_config import load_tickets
 
 from .harness import DEFAULT_N, RESULTS, STATUSES, fuzz_n
 
@@ -150,6 +151,7 @@ async def agent_api_app(folder: Path) -> web.Application:
     url = f"sqlite+aiosqlite:///{folder}/intake.sqlite3"
     await migrate(url)
     store = TicketStore(make_engine(url))
+    store.tickets = load_tickets(load_document(EXAMPLE))  # custom fields to check
     await store.persist_many(seed_messages())
     return Service(name="ticket_core", port=0, settings=IntakeSettings(),
                    routes=list(api_routes(store)),
@@ -260,7 +262,10 @@ def known_values(server: ServerThread, name: str, path: str) -> list[dict[str, A
             "email:li.wei@example.cn", "phone:+8613800138000", "email:WANG@example.cn")]
     if path == "/api/v1/tickets":
         return [{"query": {"status": "open", "desk": "aftersales", "limit": "1"}},
-                {"query": {"channel": "email", "priority": "low"}}]
+                {"query": {"channel": "email", "priority": "low"}},
+                {"query": {"tag": "VIP"}}]
+    if path == "/api/v1/fields":
+        return [{"query": {"desk": "aftersales"}}]
     return []
 
 
