@@ -6,7 +6,7 @@ customer named `{{agent.name}}` stays that), nothing is evaluated, and a placeho
 value and no default is an error naming it, never "您好 " with a hole in it.
 
     {{customer.name}}                   a value
-    {{customer.name | default: "您"}}   a value, else the fallback
+    {{customer.name | default: "您"}}   a value, else the fallback (or 'single quotes')
     {{input.tracking_no}}               asked of the agent when the text is used
 
 Names: `customer.name`, `customer.fields.<key>`, `agent.name`, `ticket.number`,
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*"
 _PLACEHOLDER = re.compile(
     r"\{\{\s*(?P<name>" + _NAME + r")\s*"
-    r"(?:\|\s*default:\s*\"(?P<default>[^\"{}]*)\"\s*)?\}\}")
+    r"(?:\|\s*default:\s*(?:\"(?P<default>[^\"{}]*)\"|'(?P<single>[^'{}]*)')\s*)?\}\}")
 _OPEN = "{{"
 
 # Fixed names, and the prefixes whose last part is free (a field key, an input's name).
@@ -47,7 +47,11 @@ class Placeholder:
 
 def placeholders(template: str) -> list[Placeholder]:
     """Every well-formed placeholder, in order."""
-    return [Placeholder(m["name"], m["default"]) for m in _PLACEHOLDER.finditer(template)]
+    return [Placeholder(m["name"], _default(m)) for m in _PLACEHOLDER.finditer(template)]
+
+
+def _default(match: re.Match[str]) -> str | None:
+    return match["default"] if match["default"] is not None else match["single"]
 
 
 def problems(template: str, *, ticket_fields: Collection[str] | None = None,
@@ -97,8 +101,9 @@ def render(template: str, values: Mapping[str, object | None]) -> str:
         value = values.get(match["name"])
         if value is not None and str(value) != "":
             return str(value)
-        if match["default"] is not None:
-            return match["default"]
+        fallback = _default(match)
+        if fallback is not None:
+            return fallback
         if match["name"] not in missing:
             missing.append(match["name"])
         return ""

@@ -8,7 +8,6 @@ declares, a placeholder naming no known variable.
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
@@ -18,15 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 from intake.config import ConfigDocument, validate
 from intake.durations import Duration
 from intake.errors import ConfigInvalid
+from intake.placeholders import placeholders, problems
 
 from .fields import FieldDefinition, FieldSet
 
 LoadStatus = Literal["new", "open", "pending", "on_hold"]
-# `{{ name }}` or `{{ name | default: "您" }}`.
-PLACEHOLDER = re.compile(
-    r"\{\{\s*(?P<name>[^|{}\s]+)\s*(?:\|\s*default:\s*(?P<default>\"[^\"]*\"|'[^']*')\s*)?\}\}")
-_FIXED = ("customer.name", "agent.name", "ticket.number", "ticket.subject")
-_PREFIXED = re.compile(r"(ticket\.fields|customer\.fields|input)\.([a-z0-9_]+)")
 
 
 class TicketsModel(BaseModel):
@@ -51,7 +46,7 @@ class Satisfaction(TicketsModel):
     @field_validator("text")
     @classmethod
     def holds_the_link(cls, value: str) -> str:
-        if not any(m.group("name") == "satisfaction.url" for m in PLACEHOLDER.finditer(value)):
+        if not any(p.name == "satisfaction.url" for p in placeholders(value)):
             raise ValueError("the text must hold {{satisfaction.url}}, the rating page's link")
         return value
 
@@ -112,24 +107,10 @@ class TicketsConfig(TicketsModel):
 
 def placeholder_problems(text: str, config: TicketsConfig, *,
                          satisfaction: bool = False) -> list[str]:
-    """Each placeholder of `text` that names no known variable."""
-    ticket_keys = {f.key for f in config.ticket_fields}
-    customer_keys = {f.key for f in config.customer_fields or []}
-    problems = []
-    for match in PLACEHOLDER.finditer(text):
-        name = match.group("name")
-        if name in _FIXED or (satisfaction and name == "satisfaction.url"):
-            continue
-        prefixed = _PREFIXED.fullmatch(name)
-        if prefixed is None:
-            problems.append(f"{{{{{name}}}}} names no known variable (customer.name, "
-                            "agent.name, ticket.number, ticket.fields.<key>, "
-                            "customer.fields.<key>, input.<name>)")
-        elif prefixed.group(1) == "ticket.fields" and prefixed.group(2) not in ticket_keys:
-            problems.append(f"{{{{{name}}}}}: no ticket field {prefixed.group(2)}")
-        elif prefixed.group(1) == "customer.fields" and prefixed.group(2) not in customer_keys:
-            problems.append(f"{{{{{name}}}}}: no customer field {prefixed.group(2)}")
-    return problems
+    """Each placeholder of `text` that is malformed or names no known variable or field."""
+    return problems(text, ticket_fields={f.key for f in config.ticket_fields},
+                    customer_fields={f.key for f in config.customer_fields or []},
+                    unavailable=() if satisfaction else ("satisfaction.url",))
 
 
 def _ids(doc: ConfigDocument, section: str) -> frozenset[str]:

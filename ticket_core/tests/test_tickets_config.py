@@ -128,7 +128,7 @@ def test_routing_keys_load_and_per_priority_targets_fall_back_to_flat(tmp_path: 
      "      text: '您好 {{customer.nmae}}'\n", 5,
      "tickets.quick_replies.0.text: {{customer.nmae}} names no known variable"),
     ("tickets:\n  quick_replies:\n    - id: q\n      title: Q\n"
-     "      text: '{{ticket.fields.nothing}}'\n", 5, "no ticket field nothing"),
+     "      text: '{{ticket.fields.nothing}}'\n", 5, "no ticket field 'nothing'"),
     ("tickets:\n  satisfaction: {on_resolve: true, text: 请评分}\n", 2,
      "the text must hold {{satisfaction.url}}"),
     ("tickets:\n  default_phone_region: XX\n", 2, "not a region phonenumbers knows"),
