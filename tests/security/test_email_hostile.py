@@ -160,7 +160,8 @@ async def test_a_client_that_never_sends_is_closed_after_the_idle_timeout() -> N
 
 
 async def test_data_trickled_slowly_is_cut_and_never_answered_250() -> None:
-    listener = await listening(RecordingPublisher(), parse_workers=0, idle_timeout_s=1.0)
+    listener = await listening(RecordingPublisher(), parse_workers=0, idle_timeout_s=1.0,
+                               data_timeout_s=2.0)
     try:
         def trickle() -> tuple[bytes, float]:
             started = time.monotonic()
@@ -186,6 +187,7 @@ async def test_data_trickled_slowly_is_cut_and_never_answered_250() -> None:
             return heard, time.monotonic() - started
         heard, took = await asyncio.to_thread(trickle)
         assert b"354" in heard and b"250 2.0.0" not in heard
+        assert b"421 4.4.2" in heard, heard  # cut by the DATA time limit, not left hanging
         assert took < 10.0
         assert listener.published == []
     finally:
