@@ -71,10 +71,16 @@ class Sent:
 
 @dataclass(frozen=True)
 class Failed:
-    """It will never go out this way: `reason` is a snake_case code the agent sees."""
+    """It will never go out this way: `reason` is a snake_case code the agent sees.
+
+    With `dead_letter` (the provider refused it for good, e.g. an SMTP relay's 5xx, and nothing
+    went out) the runner also dead-letters the outbound message, reason and `detail` in its
+    headers, so `intake dlq replay` sends it again once the cause is fixed.
+    """
 
     reason: str
     detail: str = ""
+    dead_letter: bool = False
 
 
 @dataclass(frozen=True)
@@ -289,6 +295,8 @@ class SenderRunner:
     async def _resume(self, message: OutboundMessage, entry: dict[str, Any]) -> None:
         """A message seen before: publish its result again, or settle a send that was cut."""
         state = entry.get("state")
+        if state == "done" and entry.get("dead_id") and await self._replayed(message, entry):
+            return
         if state == "done":
             await self._publish(DeliveryResult.model_validate(entry["result"]))
             self.log.info("outbound_repeat_acked", outbound_id=str(message.id),
@@ -332,6 +340,11 @@ class SenderRunner:
     async def _attempt(self, message: OutboundMessage, attempt: int,
                        queued_id: int | None = None) -> None:
         outcome = await self._send(message)
+        dead_id: str | None = None
+        if isinstance(outcome, Failed) and outcome.dead_letter:
+            dead_id = await self._dead_letter(message, outcome)
+            if dead_id is None:  # not dead-lettered: try the send again rather than lose it
+                outcome = RetryLater("dead_letter_unavailable")
         if isinstance(outcome, RetryLater):
             if attempt >= int(self._declared("max_attempts", 5)):
                 outcome_final: Sent | Failed | Suppressed = Failed(outcome.reason,
@@ -371,8 +384,47 @@ class SenderRunner:
             if held is not None:
                 await self._publish(held)
             return
-        await self.record(message, outcome, attempt=attempt)
+        await self.record(message, outcome, attempt=attempt, dead_id=dead_id)
         await self._finish_retry(queued_id)
+
+    async def _dead_letter(self, message: OutboundMessage, outcome: Failed) -> str | None:
+        """The outbound message in `intake.dead` as the ticket core published it (exchange
+        `outbound`, key `<channel>.<account>`, so a replay comes back to this queue); its dead
+        letter id, or None when the broker did not take it."""
+        try:
+            return str(await self.bus.dead_letter(
+                message.model_dump_json(by_alias=True).encode(), outcome.reason,
+                outcome.detail or outcome.reason, queue=self.bus.names(f"outbound.{self.channel}"),
+                exchange=self.bus.names("outbound"),
+                routing_key=f"{message.channel}.{message.account}"))
+        except Exception as exc:
+            self.log.warning("outbound_dead_letter_failed", outbound_id=str(message.id),
+                             error=repr(exc)[:300])
+            return None
+
+    async def _replayed(self, message: OutboundMessage, entry: dict[str, Any]) -> bool:
+        """Send again a message whose last attempt was dead-lettered, once per dead letter.
+
+        `intake dlq replay` republishes the very message, so its id is in the ledger as
+        `done`: a `dead_id` there means that outcome was a refusal with nothing sent, which a
+        fix may turn into a send. The claim (`resent:<channel>`, keyed by id and dead letter)
+        and the ledger's new `sending` entry are written together, so two deliveries of one
+        letter send once. A broker redelivery of the original between its ledger entry and its
+        ack is sent again too: harmless, the provider refused it and nothing went out.
+        """
+        key = str(message.id)
+        attempt = int(entry.get("result", {}).get("attempt", entry.get("attempt", 1))) + 1
+        sending = {"state": "sending", "attempt": attempt, "at": time.time(),
+                   "owner": this_process()}
+        claimed = await self.state.put_new_with(
+            f"resent:{self.channel}", f"{key}:{entry['dead_id']}", {"at": time.time()},
+            [(self.ledger.name, key, sending)])
+        if not claimed:
+            return False
+        self.log.info("outbound_replayed", outbound_id=key, dead_id=entry["dead_id"],
+                      attempt=attempt)
+        await self._attempt(message, attempt)
+        return True
 
     async def _send(self, message: OutboundMessage) -> SendOutcome:
         assert self.sender is not None, "SenderRunner.open() first"
@@ -398,8 +450,9 @@ class SenderRunner:
         return outcome
 
     async def record(self, message: OutboundMessage, outcome: Sent | Failed | Suppressed, *,
-                     attempt: int) -> None:
-        """Write the final outcome to the ledger, then publish it as a DeliveryResult."""
+                     attempt: int, dead_id: str | None = None) -> None:
+        """Write the final outcome to the ledger, then publish it as a DeliveryResult
+        (`dead_id`: the outbound message was dead-lettered, so a replay may send it)."""
         if isinstance(outcome, Sent):
             result = DeliveryResult(outbound_id=message.id, channel=message.channel,
                                     account=message.account, status=outcome.status,
@@ -415,8 +468,11 @@ class SenderRunner:
                                     account=message.account, status="failed",
                                     reason=outcome.reason, attempt=attempt,
                                     occurred_at=utcnow())
-        await self.ledger.put(str(message.id), {
-            "state": "done", "result": result.model_dump(mode="json"), "at": time.time()})
+        entry: dict[str, Any] = {"state": "done", "result": result.model_dump(mode="json"),
+                                 "at": time.time()}
+        if dead_id is not None:
+            entry["dead_id"] = dead_id
+        await self.ledger.put(str(message.id), entry)
         self.log.info("outbound_settled", outbound_id=str(message.id), status=result.status,
                       reason=result.reason, attempt=attempt)
         await self._publish(result)
