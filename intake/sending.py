@@ -11,6 +11,9 @@ The ticket core publishes each `OutboundMessage` to `intake.outbound` with the k
   `failed` with reason `outcome_unknown`, unless the sender declares `resend_unknown` (its
   provider drops a repeat of the same id itself);
 - publishes a `DeliveryResult` to `intake.delivery`, key `<channel>.<account>`, for each attempt;
+- dead-letters a message the sender refused for good with `Failed(dead_letter=True)` (nothing
+  went out: an SMTP relay's 5xx), so `intake dlq replay` brings it back and it is sent again,
+  once per dead letter, as a later attempt;
 - retries a transport failure the sender calls transient (`RetryLater`, or a raised
   `Transient`) from its own durable queue in the state store (`retry:<channel>`), acking the
   broker's message at once: a retry that outlasts RabbitMQ's 30-minute consumer_timeout cannot

@@ -40,6 +40,7 @@ from ..normalize import Envelope
 from ..settings import EmailAccounts, EmailSettings
 from ..state import EmailState
 from . import Deliverer, Target
+from .export import HOSTNAME
 from .smtp_data import read_data
 
 log = get_logger(service="email", component="smtp")
@@ -163,7 +164,7 @@ class EmailSMTP(SMTP):
                  **kwargs: Any) -> None:
         super().__init__(handler, data_size_limit=settings.max_message_bytes,
                          enable_SMTPUTF8=True, decode_data=False, hostname=kwargs.pop(
-                             "hostname", None) or "intake.local", ident="intake email",
+                             "hostname", None) or HOSTNAME, ident="intake email",
                          tls_context=tls_context, require_starttls=settings.require_tls,
                          timeout=settings.idle_timeout_s,
                          proxy_protocol_timeout=PROXY_TIMEOUT_S if settings.proxy_protocol
