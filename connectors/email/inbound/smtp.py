@@ -257,7 +257,7 @@ class EmailSMTP(SMTP):
         answer = (f"421 4.4.2 {self.hostname} DATA took longer than "
                   f"{self.limits.data_timeout_s:g} s, closing connection" if phase == "data"
                   else f"421 4.4.2 {self.hostname} idle timeout, closing connection")
-        REPLIES.labels("email", self._command if phase == "data" else "OTHER", "421").inc()
+        REPLIES.labels("email", self._command, "421").inc()  # DATA within it, else OTHER
         log.info("smtp_timed_out", client=self._client, phase=phase)
         self.transport.write(answer.encode() + b"\r\n")  # type: ignore[attr-defined]
         self.transport.close()
