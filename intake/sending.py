@@ -43,6 +43,7 @@ from .claims import owner_is_gone, this_process
 from .errors import Rejected, Transient
 from .logging import get_logger
 from .message import DeliveryResult, OutboundMessage, utcnow
+from .sending_dead import claim_replay, dead_letter_outbound
 from .settings import IntakeSettings
 from .state import StateNamespace, StateQueue, StateStore
 
@@ -345,7 +346,7 @@ class SenderRunner:
         outcome = await self._send(message)
         dead_id: str | None = None
         if isinstance(outcome, Failed) and outcome.dead_letter:
-            dead_id = await self._dead_letter(message, outcome)
+            dead_id = await dead_letter_outbound(self.bus, message, outcome, self.log)
             if dead_id is None:  # not dead-lettered: try the send again rather than lose it
                 outcome = RetryLater("dead_letter_unavailable")
         if isinstance(outcome, RetryLater):
@@ -390,42 +391,13 @@ class SenderRunner:
         await self.record(message, outcome, attempt=attempt, dead_id=dead_id)
         await self._finish_retry(queued_id)
 
-    async def _dead_letter(self, message: OutboundMessage, outcome: Failed) -> str | None:
-        """The outbound message in `intake.dead` as the ticket core published it (exchange
-        `outbound`, key `<channel>.<account>`, so a replay comes back to this queue); its dead
-        letter id, or None when the broker did not take it."""
-        try:
-            return str(await self.bus.dead_letter(
-                message.model_dump_json(by_alias=True).encode(), outcome.reason,
-                outcome.detail or outcome.reason, queue=self.bus.names(f"outbound.{self.channel}"),
-                exchange=self.bus.names("outbound"),
-                routing_key=f"{message.channel}.{message.account}"))
-        except Exception as exc:
-            self.log.warning("outbound_dead_letter_failed", outbound_id=str(message.id),
-                             error=repr(exc)[:300])
-            return None
-
     async def _replayed(self, message: OutboundMessage, entry: dict[str, Any]) -> bool:
-        """Send again a message whose last attempt was dead-lettered, once per dead letter.
-
-        `intake dlq replay` republishes the very message, so its id is in the ledger as
-        `done`: a `dead_id` there means that outcome was a refusal with nothing sent, which a
-        fix may turn into a send. The claim (`resent:<channel>`, keyed by id and dead letter)
-        and the ledger's new `sending` entry are written together, so two deliveries of one
-        letter send once. A broker redelivery of the original between its ledger entry and its
-        ack is sent again too: harmless, the provider refused it and nothing went out.
-        """
-        key = str(message.id)
-        attempt = int(entry.get("result", {}).get("attempt", entry.get("attempt", 1))) + 1
-        sending = {"state": "sending", "attempt": attempt, "at": time.time(),
-                   "owner": this_process()}
-        claimed = await self.state.put_new_with(
-            f"resent:{self.channel}", f"{key}:{entry['dead_id']}", {"at": time.time()},
-            [(self.ledger.name, key, sending)])
-        if not claimed:
+        """Send again a message whose last attempt was dead-lettered (`sending_dead.py`)."""
+        attempt = await claim_replay(self.state, self.ledger, message, entry)
+        if attempt is None:
             return False
-        self.log.info("outbound_replayed", outbound_id=key, dead_id=entry["dead_id"],
-                      attempt=attempt)
+        self.log.info("outbound_replayed", outbound_id=str(message.id),
+                      dead_id=entry["dead_id"], attempt=attempt)
         await self._attempt(message, attempt)
         return True
 
