@@ -11,6 +11,9 @@ The ticket core publishes each `OutboundMessage` to `intake.outbound` with the k
   `failed` with reason `outcome_unknown`, unless the sender declares `resend_unknown` (its
   provider drops a repeat of the same id itself);
 - publishes a `DeliveryResult` to `intake.delivery`, key `<channel>.<account>`, for each attempt;
+- dead-letters a message the sender refused for good with `Failed(dead_letter=True)` (nothing
+  went out: an SMTP relay's 5xx), so `intake dlq replay` brings it back and it is sent again,
+  once per dead letter, as a later attempt;
 - retries a transport failure the sender calls transient (`RetryLater`, or a raised
   `Transient`) from its own durable queue in the state store (`retry:<channel>`), acking the
   broker's message at once: a retry that outlasts RabbitMQ's 30-minute consumer_timeout cannot
@@ -40,6 +43,7 @@ from .claims import owner_is_gone, this_process
 from .errors import Rejected, Transient
 from .logging import get_logger
 from .message import DeliveryResult, OutboundMessage, utcnow
+from .sending_dead import claim_replay, dead_letter_outbound
 from .settings import IntakeSettings
 from .state import StateNamespace, StateQueue, StateStore
 
@@ -71,10 +75,16 @@ class Sent:
 
 @dataclass(frozen=True)
 class Failed:
-    """It will never go out this way: `reason` is a snake_case code the agent sees."""
+    """It will never go out this way: `reason` is a snake_case code the agent sees.
+
+    With `dead_letter` (the provider refused it for good, e.g. an SMTP relay's 5xx, and nothing
+    went out) the runner also dead-letters the outbound message, reason and `detail` in its
+    headers, so `intake dlq replay` sends it again once the cause is fixed.
+    """
 
     reason: str
     detail: str = ""
+    dead_letter: bool = False
 
 
 @dataclass(frozen=True)
@@ -289,6 +299,8 @@ class SenderRunner:
     async def _resume(self, message: OutboundMessage, entry: dict[str, Any]) -> None:
         """A message seen before: publish its result again, or settle a send that was cut."""
         state = entry.get("state")
+        if state == "done" and entry.get("dead_id") and await self._replayed(message, entry):
+            return
         if state == "done":
             await self._publish(DeliveryResult.model_validate(entry["result"]))
             self.log.info("outbound_repeat_acked", outbound_id=str(message.id),
@@ -332,6 +344,11 @@ class SenderRunner:
     async def _attempt(self, message: OutboundMessage, attempt: int,
                        queued_id: int | None = None) -> None:
         outcome = await self._send(message)
+        dead_id: str | None = None
+        if isinstance(outcome, Failed) and outcome.dead_letter:
+            dead_id = await dead_letter_outbound(self.bus, message, outcome, self.log)
+            if dead_id is None:  # not dead-lettered: try the send again rather than lose it
+                outcome = RetryLater("dead_letter_unavailable")
         if isinstance(outcome, RetryLater):
             if attempt >= int(self._declared("max_attempts", 5)):
                 outcome_final: Sent | Failed | Suppressed = Failed(outcome.reason,
@@ -371,8 +388,18 @@ class SenderRunner:
             if held is not None:
                 await self._publish(held)
             return
-        await self.record(message, outcome, attempt=attempt)
+        await self.record(message, outcome, attempt=attempt, dead_id=dead_id)
         await self._finish_retry(queued_id)
+
+    async def _replayed(self, message: OutboundMessage, entry: dict[str, Any]) -> bool:
+        """Send again a message whose last attempt was dead-lettered (`sending_dead.py`)."""
+        attempt = await claim_replay(self.state, self.ledger, message, entry)
+        if attempt is None:
+            return False
+        self.log.info("outbound_replayed", outbound_id=str(message.id),
+                      dead_id=entry["dead_id"], attempt=attempt)
+        await self._attempt(message, attempt)
+        return True
 
     async def _send(self, message: OutboundMessage) -> SendOutcome:
         assert self.sender is not None, "SenderRunner.open() first"
@@ -398,8 +425,9 @@ class SenderRunner:
         return outcome
 
     async def record(self, message: OutboundMessage, outcome: Sent | Failed | Suppressed, *,
-                     attempt: int) -> None:
-        """Write the final outcome to the ledger, then publish it as a DeliveryResult."""
+                     attempt: int, dead_id: str | None = None) -> None:
+        """Write the final outcome to the ledger, then publish it as a DeliveryResult
+        (`dead_id`: the outbound message was dead-lettered, so a replay may send it)."""
         if isinstance(outcome, Sent):
             result = DeliveryResult(outbound_id=message.id, channel=message.channel,
                                     account=message.account, status=outcome.status,
@@ -415,8 +443,11 @@ class SenderRunner:
                                     account=message.account, status="failed",
                                     reason=outcome.reason, attempt=attempt,
                                     occurred_at=utcnow())
-        await self.ledger.put(str(message.id), {
-            "state": "done", "result": result.model_dump(mode="json"), "at": time.time()})
+        entry: dict[str, Any] = {"state": "done", "result": result.model_dump(mode="json"),
+                                 "at": time.time()}
+        if dead_id is not None:
+            entry["dead_id"] = dead_id
+        await self.ledger.put(str(message.id), entry)
         self.log.info("outbound_settled", outbound_id=str(message.id), status=result.status,
                       reason=result.reason, attempt=attempt)
         await self._publish(result)

@@ -282,6 +282,7 @@ class MemoryBus:
 
     def __init__(self) -> None:
         self.published: list[tuple[str, str, bytes]] = []
+        self.dead: list[tuple[str, str, str, str | None, str | None, bytes]] = []
         self.refuse = 0  # this many publishes raise BrokerUnavailable
 
     async def publish(self, exchange: str, routing_key: str, body: bytes,
@@ -291,6 +292,20 @@ class MemoryBus:
             self.refuse -= 1
             raise BrokerUnavailable("the broker did not confirm (test)")
         self.published.append((exchange, routing_key, body))
+
+    def names(self, logical: str) -> str:
+        """The physical name of a logical exchange or queue (no prefix here)."""
+        return logical
+
+    async def dead_letter(self, body: bytes, reason: str, error: str, *, queue: str,
+                          exchange: str | None = None, routing_key: str | None = None,
+                          headers: dict[str, Any] | None = None) -> str:
+        """As `Bus.dead_letter`: published to `dead` (key: the reason); `dead` keeps each
+        letter's (id, reason, error, exchange, routing key, body)."""
+        await self.publish("dead", reason, body)
+        dead_id = uuid.uuid4().hex
+        self.dead.append((dead_id, reason, error, exchange, routing_key, body))
+        return dead_id
 
     @property
     def results(self) -> list[tuple[str, DeliveryResult]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from intake import Channel, Command, Inbound
 
-from .inbound import files, imap, smtp
+from .inbound import export, files, imap, smtp
 from .outbound import EmailSender
 from .settings import EmailAccounts, EmailSettings
 
@@ -16,6 +16,8 @@ CHANNEL = Channel(name="email", settings=EmailSettings, accounts=EmailAccounts,
                               files.run, files.arguments),
                       Command("status", "IMAP mailboxes and outbound mail, from the state store",
                               files.run_status),
+                      Command("export", "a stored mail as .eml, with Return-Path and Received",
+                              export.run, export.arguments),
                       Command("dovecot", "a throwaway local Dovecot with the example mailbox",
                               files.run_dovecot, files.dovecot_arguments),
                   ])

@@ -2,10 +2,12 @@
 
 The kernel's runner (intake/sending.py) gives each outbound message once (its sent-ledger),
 retries a `RetryLater` from its durable retry queue (here a 4xx or a connection failure, for
-about 24 hours) and publishes each result. This module builds the mail and runs the loop
-breaker: automatic mail (any kind but `reply`) to an address matching `no_auto_reply_to`, to
-one of our own addresses, to one that bounced permanently in 60 days, or over the per-recipient
-caps, is `Suppressed` and reaches no relay. Agent replies are never held back.
+about 24 hours), dead-letters a relay's permanent refusal (a 5xx: `Failed(dead_letter=True)`)
+so `intake dlq replay` can send it after a fix, and publishes each result. This module builds
+the mail and runs the loop breaker: automatic mail (any kind but `reply`) to an address
+matching `no_auto_reply_to`, to one of our own addresses, to one that bounced permanently in 60
+days, or over the per-recipient caps, is `Suppressed` and reaches no relay. Agent replies are
+never held back.
 """
 
 from __future__ import annotations
@@ -304,9 +306,11 @@ class EmailSender:
 
     @staticmethod
     def _answer(code: int, text: str) -> SendOutcome:
+        """A 4xx waits in the retry queue; a 5xx is `failed` and dead-lettered with the relay's
+        answer (nothing went out), so `intake dlq replay` sends it once the cause is fixed."""
         if 400 <= code < 500:
             return RetryLater(f"relay_deferred_{code}")
-        return Failed("relay_rejected", f"{code} {text}"[:500])
+        return Failed("relay_rejected", f"{code} {text}"[:500], dead_letter=True)
 
     @staticmethod
     def _counted(outcome: SendOutcome) -> SendOutcome:

@@ -38,7 +38,11 @@ class EmailSettings(BaseSettings):
     # MIME parsing runs in worker processes, each mail with a time limit (a MIME bomb).
     parse_workers: int = Field(default=2, ge=0)
     parse_timeout_s: float = Field(default=30.0, gt=0)
+    # A session silent this long (between commands, or between data blocks) gets `421 4.4.2`.
     idle_timeout_s: float = Field(default=300.0, gt=0)
+    # The whole DATA transfer's time limit: a client trickling bytes is cut with `421 4.4.2`
+    # (600 s lets a 50 MiB mail through at 90 kB/s).
+    data_timeout_s: float = Field(default=600.0, gt=0)
     max_sessions: int = Field(default=200, ge=1)
     max_sessions_per_client: int = Field(default=20, ge=1)
     tls_cert: str | None = None

@@ -20,6 +20,7 @@ import contextlib
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -136,14 +137,20 @@ async def email_scenario(lab: Lab, name: str, env: dict[str, str]) -> AsyncItera
             print(f"   stopped in {await gateway.stop()}", flush=True)
 
 
-async def email_service_kills(lab: Lab, count: int, *, kills: int = 3,
-                              broker_restarts: int = 1, down_s: float = 1.0) -> Result:
-    """Mail over SMTP while the email service is SIGKILLed and the broker restarted: every
-    mail answered `250` is stored once, and none is stored twice."""
+def email_env(lab: Lab) -> tuple[dict[str, str], int, Path]:
+    """The email service's settings for a scenario: (env, SMTP port, config)."""
     smtp_port = free_port()
     config = chaos_config(lab.workdir)
     env = {"INTAKE_CONFIG": str(config), "INTAKE_EMAIL_SMTP_PORT": str(smtp_port),
            "INTAKE_EMAIL_PARSE_WORKERS": "1", "INTAKE_EMAIL_MAX_SESSIONS_PER_CLIENT": "1000"}
+    return env, smtp_port, config
+
+
+async def email_service_kills(lab: Lab, count: int, *, kills: int = 3,
+                              broker_restarts: int = 1, down_s: float = 1.0) -> Result:
+    """Mail over SMTP while the email service is SIGKILLed and the broker restarted: every
+    mail answered `250` is stored once, and none is stored twice."""
+    env, smtp_port, config = email_env(lab)
     async with email_scenario(lab, "email_service_kills", env) as run:
         run.gateway.supervise(run.http)
         driver = EmailLoadDriver(run.gateway, run.run_id, count, rate=lab.rate,
@@ -171,4 +178,70 @@ async def email_service_kills(lab: Lab, count: int, *, kills: int = 3,
         result = await run.finish(driver, f"mail over SMTP, the email service SIGKILLed {kills}"
                                           f" times, the broker restarted {broker_restarts}")
         result.notes["smtp_errors"] = dict(driver.errors)
+        return result
+
+
+async def email_broker_outage(lab: Lab, count: int, *, down_s: float = 10.0) -> Result:
+    """The broker down under mail: `250` from the email service's fsynced outbox meanwhile (no
+    `451`: the outbox is writable), every mail stored once when it is back."""
+    env, smtp_port, config = email_env(lab)
+    async with email_scenario(lab, "email_broker_outage", env) as run:
+        run.gateway.supervise(run.http)
+        driver = EmailLoadDriver(run.gateway, run.run_id, count, rate=lab.rate,
+                                 smtp_port=smtp_port, config=config)
+        load = _background(driver.run(run.http))
+        await driver.reached(0.25)
+        before = Counter(driver.statuses)
+        await asyncio.to_thread(lab.rabbit.stop)
+        run.fault("broker stopped")
+        await asyncio.sleep(down_s)
+        during = Counter(driver.statuses) - before
+        await asyncio.to_thread(lab.rabbit.start)
+        run.fault("broker back")
+        await load
+        result = await run.finish(driver, f"mail over SMTP, the broker down for {down_s:.0f} s")
+        result.notes.update({"statuses_while_down": dict(during),
+                             "smtp_errors": dict(driver.errors)})
+        if not during.get(250):
+            result.problems.append("no mail was answered 250 while the broker was down")
+        refused = {code: n for code, n in during.items() if code != 250}
+        if refused:
+            result.problems.append(f"answers other than 250 while the broker was down: {refused}")
+        return result
+
+
+async def email_postgres_restart(lab: Lab, count: int, *, down_s: float = 5.0) -> Result:
+    """PostgreSQL stopped (fast, then kill -9) under mail: the listener keeps answering `250`
+    (it needs the broker, not the database) and the ticket core stores every mail once."""
+    env, smtp_port, config = email_env(lab)
+    async with email_scenario(lab, "email_postgres_restart", env) as run:
+        run.gateway.supervise(run.http)
+        core = run.gateway["ticket-core"]
+        driver = EmailLoadDriver(run.gateway, run.run_id, count, rate=lab.rate,
+                                 smtp_port=smtp_port, config=config)
+        load = _background(driver.run(run.http))
+        refused: Counter[int] = Counter()
+        for i, how in enumerate(("fast stop", "kill -9")):
+            await driver.reached((i + 1) / 3)
+            before = Counter(driver.statuses)
+            await asyncio.to_thread(lab.postgres.stop if i == 0 else lab.postgres.kill)
+            run.fault(f"PostgreSQL {how}")
+            await asyncio.sleep(down_s)
+            refused += Counter({code: n for code, n in (Counter(driver.statuses) - before)
+                                .items() if code != 250})
+            await asyncio.to_thread(lab.postgres.start)
+            run.fault("PostgreSQL back")
+            for _ in range(80):  # the next fault once the ticket core is ready again
+                if await core.readyz(run.http) == 200:
+                    break
+                await asyncio.sleep(0.25)
+        await load
+        result = await run.finish(driver, "mail over SMTP, PostgreSQL restarted twice "
+                                          "(fast stop, kill -9)")
+        result.notes["smtp_errors"] = dict(driver.errors)
+        if refused:
+            result.problems.append(f"answers other than 250 while the database was down: "
+                                   f"{dict(refused)}")
+        if result.notes["crash_restarts"].get("ticket-core"):
+            result.problems.append("the ticket core exited while the database was down")
         return result

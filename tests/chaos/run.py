@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .email_load import email_service_kills
+from .email_load import email_broker_outage, email_postgres_restart, email_service_kills
 from .harness import HarnessUnavailable, check_prerequisites
 from .scenarios import SCENARIOS, Lab, Result
 from .sdk import SDK_SCENARIOS
@@ -25,6 +25,8 @@ from .telephony import telephony_faults
 OWN_TESTS = {"telephony_faults": telephony_faults, **SDK_SCENARIOS}
 
 SCENARIOS["email_service_kills"] = email_service_kills
+SCENARIOS["email_broker_outage"] = email_broker_outage
+SCENARIOS["email_postgres_restart"] = email_postgres_restart
 ALL_SCENARIOS = {**SCENARIOS, **OWN_TESTS}
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -43,6 +45,8 @@ FULL: dict[str, dict[str, Any]] = {
     "cluster_leader_kill": {"down_s": 5.0},
     "wechat_broker_restarts": {"restarts": 3, "down_s": 2.0},
     "email_service_kills": {"kills": 8, "broker_restarts": 2, "down_s": 2.0},
+    "email_broker_outage": {"down_s": 30.0},
+    "email_postgres_restart": {"down_s": 10.0},
     "telephony_faults": {"kills": 4, "down_s": 10.0, "pbx_calls": 80},
     "sdk_socket_faults": {"users": 50, "down_s": 2.0},
 }
@@ -59,6 +63,8 @@ QUICK: dict[str, dict[str, Any]] = {
     "cluster_leader_kill": {"down_s": 3.0},
     "wechat_broker_restarts": {"restarts": 1, "down_s": 0.5},
     "email_service_kills": {"kills": 2, "broker_restarts": 1, "down_s": 0.5},
+    "email_broker_outage": {"down_s": 3.0},
+    "email_postgres_restart": {"down_s": 2.0},
     "telephony_faults": {"kills": 2, "down_s": 3.0, "pbx_calls": 25},
     "sdk_socket_faults": {"users": 20, "down_s": 0.5},
 }

@@ -1,14 +1,19 @@
 """Mail bytes to the common message: `parse_mail`, the worker's entry point, and the
-`parse_error` message a mail it cannot read becomes. Nothing escapes; every result validates."""
+`parse_error` message a mail it cannot read becomes. Nothing escapes; every result validates.
+And the SMTP listener's DATA reader (`read_data`): any dot-stuffed data comes back as sent, ended
+only by `<CRLF>.<CRLF>`, nothing read past it; any byte stream ends in a section or None."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
 from hypothesis import strategies as st
 
 from connectors.email.inbound import parse_mail
+from connectors.email.inbound.smtp import LINE_LIMIT
+from connectors.email.inbound.smtp_data import DataSection, read_data
 from connectors.email.normalize import Envelope, MailPolicy, unreadable_message
 from intake.message import Message
 
@@ -83,5 +88,38 @@ def check_mail(raw: bytes) -> None:
             assert "\r" not in value and "\n" not in value and "\x00" not in value
 
 
+# Pieces that make line ends, dots at line starts and would-be terminators likely.
+DATA_PIECES = (b".", b"..", b"\r", b"\n", b"\r\n", b"\n.\n", b"\n.\r\n", b"\r\n.\r\n", b"a",
+               b"\x00", "中".encode())
+
+
+def smtp_data() -> st.SearchStrategy[tuple[bool, bytes]]:
+    """(stuffed, bytes): data a client dot-stuffs and ends, or a raw stream as it comes."""
+    data = st.one_of(st.lists(st.sampled_from(DATA_PIECES), max_size=60).map(b"".join),
+                     st.binary(max_size=300))
+    return st.tuples(st.booleans(), data)
+
+
+def check_smtp_data(case: tuple[bool, bytes]) -> None:
+    stuffed, data = case
+    wire = data
+    if stuffed:  # RFC 5321 4.5.2: a line starting with "." gets one more
+        wire = (b"." if data[:1] == b"." else b"") + data.replace(b"\r\n.", b"\r\n..")
+        wire += b"\r\n.\r\nQUIT\r\n"
+
+    async def read() -> tuple[DataSection | None, bytes]:
+        reader = asyncio.StreamReader(limit=LINE_LIMIT)
+        reader.feed_data(wire)
+        reader.feed_eof()
+        section = await read_data(reader, max_bytes=1_000_000)
+        return section, await reader.read()
+
+    section, rest = asyncio.run(read())
+    if stuffed:  # the CRLF before the dot is the data's own (RFC 5321 4.1.1.4)
+        assert section is not None and section.content == data + b"\r\n", section
+        assert rest == b"QUIT\r\n"
+
+
 def targets() -> list[Target]:
-    return [Target("email_mime", mails(), check_mail)]
+    return [Target("email_mime", mails(), check_mail),
+            Target("email_smtp_data", smtp_data(), check_smtp_data)]

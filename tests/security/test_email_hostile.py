@@ -147,20 +147,22 @@ async def test_a_client_that_never_sends_is_closed_after_the_idle_timeout() -> N
     try:
         def silent() -> tuple[bytes, float]:
             started = time.monotonic()
+            heard = b""
             with socket.create_connection(("127.0.0.1", listener.port), timeout=10) as sock:
-                greeting = sock.recv(1024)
-                while sock.recv(1024):  # until the server closes
-                    pass
-            return greeting, time.monotonic() - started
-        greeting, took = await asyncio.to_thread(silent)
-        assert greeting.startswith(b"220") and took < 5.0
+                while chunk := sock.recv(1024):  # until the server closes
+                    heard += chunk
+            return heard, time.monotonic() - started
+        heard, took = await asyncio.to_thread(silent)
+        assert heard.startswith(b"220") and took < 5.0
+        assert heard.endswith(b"421 4.4.2 intake.local idle timeout, closing connection\r\n")
     finally:
         listener.server.close()
         await listener.server.wait_closed()
 
 
 async def test_data_trickled_slowly_is_cut_and_never_answered_250() -> None:
-    listener = await listening(RecordingPublisher(), parse_workers=0, idle_timeout_s=1.0)
+    listener = await listening(RecordingPublisher(), parse_workers=0, idle_timeout_s=1.0,
+                               data_timeout_s=2.0)
     try:
         def trickle() -> tuple[bytes, float]:
             started = time.monotonic()
@@ -186,6 +188,7 @@ async def test_data_trickled_slowly_is_cut_and_never_answered_250() -> None:
             return heard, time.monotonic() - started
         heard, took = await asyncio.to_thread(trickle)
         assert b"354" in heard and b"250 2.0.0" not in heard
+        assert b"421 4.4.2" in heard, heard  # cut by the DATA time limit, not left hanging
         assert took < 10.0
         assert listener.published == []
     finally:

@@ -2,8 +2,10 @@
 
 `250` only once the mail is durable (raw in the blob store, the message confirmed or in the
 outbox), `451 4.3.0` otherwise; recipients are mapped to accounts at RCPT, so a mail for nobody
-is refused before its data is sent. DATA lines up to 1 MiB are kept as they are (real mailers
-send 60 kB lines), and only `<CRLF>.<CRLF>` ends the data (aiosmtpd 1.4.5's SMTP-smuggling fix).
+is refused before its data is sent. DATA lines up to 1 MiB, ended by CRLF or a bare LF, are kept
+as they are (real mailers send 60 kB lines), and only `<CRLF>.<CRLF>` ends the data (SMTP
+smuggling; `smtp_data.py`). A silent session, or a DATA transfer longer than
+`INTAKE_EMAIL_DATA_TIMEOUT_S` (a client trickling bytes), is cut with `421 4.4.2`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, cast
 
 from aiohttp import web
 from aiosmtpd.proxy_protocol import ProxyData
-from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import MISSING, SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from prometheus_client import Counter, Gauge
 
@@ -38,6 +40,8 @@ from ..normalize import Envelope
 from ..settings import EmailAccounts, EmailSettings
 from ..state import EmailState
 from . import Deliverer, Target
+from .export import HOSTNAME
+from .smtp_data import read_data
 
 log = get_logger(service="email", component="smtp")
 SESSIONS = Counter("intake_email_smtp_sessions_total", "SMTP sessions opened", ["service"])
@@ -150,6 +154,9 @@ class EmailHandler:
 class EmailSMTP(SMTP):
     """aiosmtpd's SMTP with 1 MiB lines and the session limits (each a proper 4xx)."""
 
+    _data_deadline: float | None = None  # while DATA is read: when its time is up
+    _last_read = 0.0  # loop time of the last bytes received
+
     line_length_limit = LINE_LIMIT
 
     def __init__(self, handler: EmailHandler, settings: EmailSettings,
@@ -157,7 +164,7 @@ class EmailSMTP(SMTP):
                  **kwargs: Any) -> None:
         super().__init__(handler, data_size_limit=settings.max_message_bytes,
                          enable_SMTPUTF8=True, decode_data=False, hostname=kwargs.pop(
-                             "hostname", None) or "intake.local", ident="intake email",
+                             "hostname", None) or HOSTNAME, ident="intake email",
                          tls_context=tls_context, require_starttls=settings.require_tls,
                          timeout=settings.idle_timeout_s,
                          proxy_protocol_timeout=PROXY_TIMEOUT_S if settings.proxy_protocol
@@ -187,6 +194,73 @@ class EmailSMTP(SMTP):
             finally:
                 self._command = "OTHER"  # a reply outside a command: syntax, line too long
         return answering
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA, reading the data with `read_data` under the DATA time limit.
+
+        aiosmtpd resets its idle timer per command only, so a whole transfer had to fit in the
+        idle timeout however fast it went, and a client trickling a byte now and then held the
+        session until then. Here the idle timeout counts silence between data pieces (RFC 5321
+        4.5.3.2.5's data block timeout) and `data_timeout_s` bounds the whole transfer. While
+        the handler makes the mail durable no timer runs: that wait is ours, not the client's.
+        """
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        self._last_read = self.loop.time()
+        self._data_deadline = self._last_read + self.limits.data_timeout_s
+        self._reset_timeout(min(self.limits.idle_timeout_s, self.limits.data_timeout_s))
+        try:
+            section = await read_data(self._reader, max_bytes=self.limits.max_message_bytes)
+        finally:
+            self._data_deadline = None
+        if section is None or self.transport is None:
+            return  # the connection ended (or timed out) before the data did
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+        try:
+            status: Any = section.refusal
+            if status is None:
+                self.envelope.content = section.content
+                self.envelope.original_content = section.content
+                status = await self._call_handler_hook("DATA")
+        finally:
+            if self.transport is not None:
+                self._reset_timeout()
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_read = self.loop.time()  # any bytes count as activity (the idle clock)
+        super().data_received(data)
+
+    def _timeout_cb(self) -> None:
+        """Idle or DATA time up: `421 4.4.2` and the connection closed (RFC 5321 4.5.3.2)."""
+        if self.transport is None:
+            return
+        phase = "idle"
+        if self._data_deadline is not None:
+            now = self.loop.time()
+            idle_left = self._last_read + self.limits.idle_timeout_s - now
+            data_left = self._data_deadline - now
+            if idle_left > 0 and data_left > 0:  # data is coming: look again when one runs out
+                self._reset_timeout(max(min(idle_left, data_left), 0.01))
+                return
+            phase = "data" if data_left <= 0 else "idle"
+        answer = (f"421 4.4.2 {self.hostname} DATA took longer than "
+                  f"{self.limits.data_timeout_s:g} s, closing connection" if phase == "data"
+                  else f"421 4.4.2 {self.hostname} idle timeout, closing connection")
+        REPLIES.labels("email", self._command, "421").inc()  # DATA within it, else OTHER
+        log.info("smtp_timed_out", client=self._client, phase=phase)
+        self.transport.write(answer.encode() + b"\r\n")  # type: ignore[attr-defined]
+        self.transport.close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._counted:  # the TLS transport after STARTTLS: the same session, counted once

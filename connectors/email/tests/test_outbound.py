@@ -3,6 +3,7 @@ breaker."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -208,3 +209,20 @@ async def test_a_bounce_hold_ends_after_60_days(tmp_path: Path) -> None:
         await state.note_bounced(["Gone@Example.com"], now=0.0)
         assert await state.bounced_recently("gone@example.com", now=59 * 86400.0)
         assert not await state.bounced_recently("gone@example.com", now=61 * 86400.0)
+
+
+async def test_a_dead_lettered_reply_delivered_twice_at_once_is_sent_once(
+        runner: SenderRunner, sink: Sink) -> None:
+    sink.answers.append("550 5.1.1 no such user")
+    message = outbound(kind="reply")
+    await runner.handle(message)
+    assert isinstance(runner.bus, MemoryBus)
+    [(_, reason, error, exchange, key, body)] = runner.bus.dead
+    assert (reason, error, exchange, key) == (
+        "relay_rejected", "550 5.1.1 no such user", "outbound", f"email.{ACCOUNT}")
+    assert OutboundMessage.model_validate_json(body) == message
+    # Two deliveries of the replayed letter racing (two replicas): one send between them.
+    await asyncio.gather(runner.handle(message), runner.handle(message))
+    assert len(sink.mails) == 1
+    assert results(runner)[0] == ("failed", "relay_rejected")
+    assert "sent" in [s for s, _ in results(runner)[1:]]
