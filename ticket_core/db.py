@@ -173,6 +173,9 @@ class Ticket(Base):
                                                   server_default=sa_true())
     primary_ticket_id: Mapped[str | None] = mapped_column(Id)
     link_relation: Mapped[str | None] = mapped_column(String(16))
+    # Migration 0007: the ticket's first-contact agent (首问负责人), who keeps read and notes
+    # access after it leaves their desks (scope.py).
+    first_contact_agent_id: Mapped[str | None] = mapped_column(Id, index=True)
 
 
 class Message(Base):
@@ -431,3 +434,7 @@ class Timer(Base):
     reason: Mapped[str | None] = mapped_column(String(256))
     data: Mapped[dict[str, Any] | None] = mapped_column(Json)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+
+# Migration 0007: agents, their API tokens and notifications (agents.py, scope.py).
+from .agents_db import Agent, ApiToken, Notification  # noqa: E402,F401  (one metadata)
