@@ -98,6 +98,11 @@ def check_fields(timelines: Timelines, desks: list[str] | None, groups: list[str
         problems["name"] = "must not be empty or hold NUL"
     if email is not None and normalize_email(email) is None:
         problems["email"] = "an email address, e.g. li@shop.example"
+    for key, values in (("desks", desks), ("skill_groups", groups)):
+        if values is not None and any(not v or len(v) > 128 or "\x00" in v for v in values):
+            problems[key] = "ids of 1 to 128 characters"
+    if problems.keys() & {"desks", "skill_groups"}:
+        return
     if desks is not None and timelines.desks is not None:
         unknown = [d for d in desks if d not in timelines.desks]
         if unknown:

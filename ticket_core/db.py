@@ -437,4 +437,4 @@ class Timer(Base):
 
 
 # Migration 0007: agents, their API tokens and notifications (agents.py, scope.py).
-from .agents_db import Agent, ApiToken, Notification  # noqa: E402,F401  (one metadata)
+from . import agents_db  # noqa: E402,F401  (one metadata; a cycle-safe import)
