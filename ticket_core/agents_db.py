@@ -7,9 +7,9 @@ test_db.py's comparison with the migrations) holds every table.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Index, String
+from sqlalchemy import Index, String, Table
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .db import Base, Id, Json, UtcDateTime
@@ -69,7 +69,7 @@ class Notification(Base):
     read_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
-AGENTS = Agent.__table__
-API_TOKENS = ApiToken.__table__
-NOTIFICATIONS = Notification.__table__
+AGENTS = cast(Table, Agent.__table__)
+API_TOKENS = cast(Table, ApiToken.__table__)
+NOTIFICATIONS = cast(Table, Notification.__table__)
 __all__ = ["AGENTS", "API_TOKENS", "NOTIFICATIONS", "Agent", "ApiToken", "Notification"]

@@ -28,7 +28,8 @@ from .statements import TICKETS
 def notify(connection: Connection, agent_ids: Iterable[str | None], ticket_id: str | None,
            kind: str, payload: dict[str, Any], at: datetime) -> list[str]:
     """One notification per distinct agent (None and repeats skipped); returns their ids."""
-    rows, seen = [], set()
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for agent_id in agent_ids:
         if agent_id is None or agent_id in seen:
             continue
