@@ -86,6 +86,11 @@ class TokenView(View):
     revoked_at: datetime | None = None
 
 
+class TokenPage(View):
+    items: list[TokenView]
+    next: str | None = Field(description="pass as `cursor` for the next page; null at the end")
+
+
 class IssuedTokenView(TokenView):
     token: str = Field(description="the bearer token; shown this once, stored only as its "
                                    "SHA-256")

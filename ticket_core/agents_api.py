@@ -44,7 +44,7 @@ from .scope import Principal, current
 from .store import TicketStore
 from .timers import Timelines
 from .timing_api import _body
-from .tokens import TokenNotFound, issue_token, registry_for, revoke_token
+from .tokens import TokenNotFound, issue_token, list_tokens, registry_for, revoke_token
 
 CHANNELS = frozenset(get_args(Channel))
 EMAIL = re.compile(r"^[^@\s\x00]{1,64}@[^@\s\x00]{1,255}$")
@@ -373,6 +373,25 @@ def agent_routes(store: TicketStore) -> list[web.RouteDef]:
         return response
 
     @_answers_errors
+    async def get_tokens(request: web.Request) -> web.StreamResponse:
+        if not current().has_role("admin"):
+            raise _forbidden("admin", "Listing tokens")
+        params, query = ("agent_id", "limit", "cursor"), request.query
+        problems = {name: "unknown parameter; known: " + ", ".join(params)
+                    for name in query if name not in params}
+        limit = page_limit(query.get("limit") or None, 50, 200, problems)
+        if problems:
+            raise ApiError(400, "invalid_parameter", "Some query parameters are not valid.",
+                           problems)
+        try:
+            page = await list_tokens(store, query.get("agent_id") or None, limit,
+                                     query.get("cursor") or None)
+        except CursorInvalid as exc:
+            raise ApiError(400, "invalid_parameter", "The cursor is not valid.",
+                           {"cursor": "use the `next` value of a previous page"}) from exc
+        return json_response(page)
+
+    @_answers_errors
     async def delete_token(request: web.Request) -> web.StreamResponse:
         if not current().has_role("admin"):
             raise _forbidden("admin", "Revoking a token")
@@ -431,6 +450,7 @@ def agent_routes(store: TicketStore) -> list[web.RouteDef]:
         web.patch(f"{PREFIX}/agents/{{agent_id}}", patch_agent),
         web.put(f"{PREFIX}/agents/{{agent_id}}/presence", put_presence),
         web.post(f"{PREFIX}/tokens", create_token),
+        web.get(f"{PREFIX}/tokens", get_tokens),
         web.delete(f"{PREFIX}/tokens/{{token_id}}", delete_token),
         web.post(f"{PREFIX}/notifications/{{notification_id}}/read", read_notification),
     ]

@@ -7,7 +7,7 @@ from typing import Any
 
 from .scope import ROUTE_ROLES
 
-AGENT_MODELS = ("AgentView", "AgentPage", "IssuedTokenView", "NotificationView",
+AGENT_MODELS = ("AgentView", "AgentPage", "IssuedTokenView", "TokenPage", "NotificationView",
                 "NotificationPage")
 BODY_MODELS = ("AgentCreate", "AgentPatch", "PresenceChange", "TokenCreate")
 
@@ -135,6 +135,13 @@ def agent_paths(ok: Any, error: Any, ref: str, unauthorized: Any, unavailable: A
                                        "the past, or another field not valid",
                                        ["invalid_body"]),
                           "503": unavailable},
+        }, "get": {
+            "operationId": "listTokens",
+            "summary": "Tokens (admin), newest first: ids, names, desks, expiry, revocation; "
+                       "never the token itself",
+            "parameters": [_query("agent_id", "Only this agent's tokens."), *page],
+            "responses": {"200": ok("TokenPage", "A page of tokens"), "400": bad_parameter,
+                          "401": unauthorized, "403": forbidden, "503": unavailable},
         }},
         "/api/v1/tokens/{token_id}": {"delete": {
             "operationId": "revokeToken",

@@ -23,14 +23,16 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.engine import Connection
 
 from intake.message import utcnow
 
+from .agent_schemas import TokenPage, TokenView
 from .agents_db import AGENTS, API_TOKENS
-from .queries import TicketReader
+from .queries import TicketReader, decode_cursor, encode_cursor
 from .scope import Principal
 
 PREFIX = "itk_"
@@ -76,6 +78,30 @@ def revoke_token(connection: Connection, token_id: str) -> None:
     if row.revoked_at is None:
         connection.execute(update(API_TOKENS).where(API_TOKENS.c.id == token_id)
                            .values(revoked_at=utcnow()))
+
+
+def token_view(row: Any) -> TokenView:
+    return TokenView(id=row.id, agent_id=row.agent_id, name=row.name, desks=row.desks,
+                     expires_at=row.expires_at, created_at=row.created_at,
+                     revoked_at=row.revoked_at)
+
+
+async def list_tokens(reader: TicketReader, agent_id: str | None, limit: int,
+                      cursor: str | None) -> TokenPage:
+    """Tokens (never their value), newest first; raises CursorInvalid."""
+    query = select(API_TOKENS)
+    if agent_id is not None:
+        query = query.where(API_TOKENS.c.agent_id == agent_id)
+    if cursor:
+        at, last = decode_cursor(cursor)
+        query = query.where(or_(API_TOKENS.c.created_at < at, and_(
+            API_TOKENS.c.created_at == at, API_TOKENS.c.id < last)))
+    query = query.order_by(API_TOKENS.c.created_at.desc(), API_TOKENS.c.id.desc())
+    async with reader._reading() as conn:
+        rows = (await conn.execute(query.limit(limit + 1))).all()
+    items = [token_view(row) for row in rows[:limit]]
+    following = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
+    return TokenPage(items=items, next=following)
 
 
 class TokenRegistry:

@@ -130,6 +130,11 @@ async def test_a_token_is_shown_once_and_stored_as_its_sha256(client: Client,
     assert len(rows) == 1
     assert rows[0]["token_sha256"] == hashlib.sha256(token.encode()).hexdigest()
     assert token not in repr(rows)
+    listed = await call(client, "GET", f"/api/v1/tokens?agent_id={agent['id']}", 200)
+    assert [t["id"] for t in listed["items"]] == [issued["id"]]
+    assert listed["items"][0]["name"] == "li laptop" and "token" not in listed["items"][0]
+    answer = await call(client, "GET", "/api/v1/tokens", 403, bearer(token))
+    assert answer["fields"] == {"role": "requires admin"}
 
 
 async def test_a_token_may_only_narrow_the_agents_desks(client: Client) -> None:
