@@ -16,10 +16,12 @@ from sqlalchemy import select, update
 from intake.message import Attachment, utcnow
 from ticket_core.agents_db import API_TOKENS, NOTIFICATIONS
 from ticket_core.api import api_routes, auth_middleware
+from ticket_core.db import make_engine
 from ticket_core.notifications import notify
 from ticket_core.statements import TICKETS
 from ticket_core.store import TicketStore
 from ticket_core.timers import Timelines
+from ticket_core.tokens import registry_for
 
 from .builders import message, route
 from .test_api import ClientFactory
@@ -360,3 +362,24 @@ async def test_notifications_are_the_callers_own_and_in_scope(client: Client,
     async with store.engine.connect() as conn:
         assert len((await conn.execute(select(NOTIFICATIONS))).all()) == 3
     await call(client, "GET", "/api/v1/agents/me/notifications?unread=maybe", 400, token)
+
+
+async def test_another_replica_refuses_a_revoked_token_within_its_cache_time(
+        client: Client, store: TicketStore, aiohttp_client: ClientFactory) -> None:
+    # A second process on the same database: its own store, registry and cache.
+    other = TicketStore(make_engine(str(store.engine.url.render_as_string(hide_password=False))))
+    registry_for(other).cache_s = 0.5
+    app = web.Application(middlewares=[auth_middleware(ADMIN_TOKEN, other)])
+    app.add_routes(api_routes(other))
+    replica = await aiohttp_client(app)
+    try:
+        agent = await make_agent(client, "Li", "aftersales")
+        issued = await make_token(client, agent["id"])
+        await call(replica, "GET", "/api/v1/agents/me", 200, bearer(issued["token"]))
+        await call(client, "DELETE", f"/api/v1/tokens/{issued['id']}", 204)
+        await call(client, "GET", "/api/v1/agents/me", 401, bearer(issued["token"]))
+        await asyncio.sleep(0.6)  # the replica's cache time
+        await call(replica, "GET", "/api/v1/agents/me", 401, bearer(issued["token"]))
+    finally:
+        await other.close()
+        await other.engine.dispose()
