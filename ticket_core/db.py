@@ -436,5 +436,5 @@ class Timer(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
 
 
-# Migration 0007: agents, their API tokens and notifications (agents.py, scope.py).
+# Migration 0007: agents, their API tokens and notifications (agents_db.py, scope.py).
 from . import agents_db  # noqa: E402,F401  (one metadata; a cycle-safe import)
