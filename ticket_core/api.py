@@ -26,8 +26,10 @@ from intake.message import Channel, IdentityKind, Priority, utcnow
 from .attachments import attachment_handler
 from .links import NotCustomerFacing
 from .openapi import build_openapi
+from .queries import TicketReader
 from .replies import AttachmentUnknown, NoReplyChannel, ReplyChannels, TicketNotFound, write_reply
 from .schemas import STATUSES, CustomerPage, ReplyRequest, TicketPage
+from .scope import ROUTE_ROLES, SYSTEM, DeskNotInScope, Principal, RoleRequired, acting_as
 from .sse import events_handler
 from .store import MAX_LIMIT, CursorInvalid, TicketFilter, TicketStore
 from .tags import normalize_tag
@@ -159,6 +161,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
     `blobs` serves attachments (none without it); `reply_channels` are the channels that can
     send a reply (none: every reply is `422 no_reply_channel`).
     """
+    from .agents_api import agent_routes
     from .calls_api import call_routes  # it builds on this module's errors and answers
     from .decisions import decision_routes
     from .ticket_patch import patch_routes
@@ -268,6 +271,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         *timing_routes(store),
         *decision_routes(store),
         *patch_routes(store),
+        *agent_routes(store),
     ]
 
 
@@ -289,39 +293,97 @@ def _bearer(request: web.Request) -> str | None:
     return credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
 
 
-def auth_middleware(token: str) -> Middleware:
+def auth_middleware(token: str, store: TicketReader | None = None) -> Middleware:
     """Bearer-token auth for /api/v1 (except the OpenAPI document) and JSON 404/405 there.
 
-    An empty `token` refuses every call: the API never runs open by accident.
+    The admin token (`token`, INTAKE_API_TOKEN) works every desk; with a `store`, agents'
+    tokens (tokens.py) work too, each as its agent's role and desks. The request's `Principal`
+    is set for the query layer (scope.py), which narrows every read to it; here, before any
+    handler runs: an explicit `?desk=` outside the caller's desks is `403 desk_not_in_scope`,
+    a route's required role is checked (`403 forbidden`), and a ticket route
+    (`…/tickets/{ticket_id}…`) for a ticket out of scope is `404 ticket_not_found`, or, for
+    its first-contact agent, read-only (`403 read_only_access` except GET and notes).
+    An empty `token` refuses the admin token: the API never runs open by accident.
     """
+    from .tokens import PREFIX as TOKEN_PREFIX  # tokens.py builds on the reader
+    from .tokens import registry_for
+
     expected = token.encode()
+    registry = registry_for(store) if store is not None else None
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
         if path != PREFIX and not path.startswith(PREFIX + "/"):
             return await handler(request)
+        principal: Principal | None = SYSTEM
         if path != OPENAPI_PATH:
             given = _bearer(request)
             # aiohttp decodes header bytes that are not UTF-8 as surrogates: encode them back
             # the same way rather than fail (a 500) on a stranger's garbage.
-            if not expected or given is None or not hmac.compare_digest(
+            principal = None
+            if given is not None and expected and hmac.compare_digest(
                     given.encode("utf-8", "surrogateescape"), expected):
+                principal = SYSTEM
+            elif given is not None and registry is not None and given.startswith(TOKEN_PREFIX):
+                principal = await registry.principal(given)
+            if principal is None:
                 return error_response(
                     401, "unauthorized",
                     "Send `Authorization: Bearer <token>` with the agent API token.",
                     headers={"WWW-Authenticate": 'Bearer realm="intake"'})
-        try:
-            return await handler(request)
-        except web.HTTPMethodNotAllowed as exc:
-            return error_response(405, "method_not_allowed", f"{request.method} is not allowed "
-                                  f"on {path}.", headers={"Allow": ", ".join(
-                                      sorted(exc.allowed_methods))})
-        except web.HTTPNotFound:
-            return error_response(404, "not_found", f"No such endpoint: {path}.")
-        except StorageUnavailable:
-            return error_response(503, "storage_unavailable",
-                                  "The ticket database is not reachable; try again shortly.",
-                                  headers={"Retry-After": "2"})
+        with acting_as(principal):
+            return await _answer(request, handler, principal, store)
 
     return middleware
+
+
+async def guard_request(request: web.Request, principal: Principal,
+                        store: TicketReader | None) -> web.Response | None:
+    """The scope and role checks every route gets before its handler (see auth_middleware)."""
+    desk = request.query.get("desk")
+    if desk and not principal.sees_desk(desk.strip()):
+        return error_response(403, "desk_not_in_scope",
+                              f"Desk {desk.strip()} is not among your desks.",
+                              {"desk": "not in your scope"})
+    route = request.match_info.route
+    resource = route.resource.canonical if route.resource is not None else None
+    needed = ROUTE_ROLES.get((request.method, resource or ""))
+    if needed is not None and not principal.has_role(needed):
+        return error_response(403, "forbidden", f"{request.method} {resource} requires role "
+                              f"{needed}.", {"role": f"requires {needed}"})
+    ticket_ref = request.match_info.get("ticket_id")
+    if ticket_ref is not None and principal.desks is not None and store is not None:
+        found = await store.ticket_access(ticket_ref)
+        if found is None:
+            return error_response(404, "ticket_not_found", f"No ticket {ticket_ref}.")
+        if found[1] == "read" and request.method not in ("GET", "HEAD") \
+                and not request.path.rstrip("/").endswith("/notes"):
+            return error_response(403, "read_only_access",
+                                  "You are this ticket's first-contact agent: you may read it "
+                                  "and add internal notes; it is no longer on your desks.")
+    return None
+
+
+async def _answer(request: web.Request, handler: Handler, principal: Principal,
+                  store: TicketReader | None) -> web.StreamResponse:
+    path = request.path
+    try:
+        refused = await guard_request(request, principal, store)
+        return refused if refused is not None else await handler(request)
+    except web.HTTPMethodNotAllowed as exc:
+        return error_response(405, "method_not_allowed", f"{request.method} is not allowed "
+                              f"on {path}.", headers={"Allow": ", ".join(
+                                  sorted(exc.allowed_methods))})
+    except web.HTTPNotFound:
+        return error_response(404, "not_found", f"No such endpoint: {path}.")
+    except StorageUnavailable:
+        return error_response(503, "storage_unavailable",
+                              "The ticket database is not reachable; try again shortly.",
+                              headers={"Retry-After": "2"})
+    except RoleRequired as exc:
+        return error_response(403, "forbidden", f"{exc}.", {"role": f"requires {exc.role}"})
+    except DeskNotInScope as exc:
+        return error_response(403, "desk_not_in_scope",
+                              f"Desk {exc.desk} is not among your desks.",
+                              {"desk": "not in your scope"})

@@ -18,6 +18,7 @@ from intake.message import utcnow
 
 from . import db
 from .api import PREFIX, ApiError, _answers_errors, json_response
+from .scope import visible_desk_column, visible_tickets, where_visible
 from .store import TicketStore
 
 CALLS = db.Call.__table__
@@ -48,7 +49,9 @@ async def find_call(store: TicketStore, request: web.Request) -> Any:
     if unknown:
         raise ApiError(400, "invalid_parameter", "Some query parameters are not valid.",
                        unknown)
-    query = select(CALLS).where(CALLS.c.call_id == call_id)
+    # Calls of desks out of the caller's scope do not exist for them (scope.py).
+    query = where_visible(select(CALLS).where(CALLS.c.call_id == call_id),
+                          visible_desk_column(CALLS.c.desk))
     if line:
         query = query.where(CALLS.c.line == line)
     async with store.engine.connect() as connection:
@@ -94,15 +97,33 @@ def store_pick(connection: Connection, line: str, call_id: str,
         pick=picked, history=[*row.history, picked], updated_at=now))
 
 
+async def scoped_call_body(store: TicketStore, row: Any) -> dict[str, Any]:
+    """The call as the caller may see it: the pop's open tickets only those in their scope."""
+    body = call_body(row)
+    pop = body["pop"]
+    visible = visible_tickets()
+    if visible is not None and isinstance(pop, dict) and pop.get("open_tickets"):
+        ids = [t.get("id") for t in pop["open_tickets"]]
+        async with store.engine.connect() as connection:
+            seen = set((await connection.execute(select(TICKETS.c.id).where(
+                TICKETS.c.id.in_(ids), visible))).scalars())
+        body["pop"] = {**pop, "open_tickets": [t for t in pop["open_tickets"]
+                                               if t.get("id") in seen]}
+    return body
+
+
 def call_routes(store: TicketStore) -> list[web.RouteDef]:
     @_answers_errors
     async def get_call(request: web.Request) -> web.StreamResponse:
-        return json_response(call_body(await find_call(store, request)))
+        return json_response(await scoped_call_body(store, await find_call(store, request)))
 
     @_answers_errors
     async def pick(request: web.Request) -> web.StreamResponse:
         row = await find_call(store, request)
         wanted = _pick_body(await request.read())
+        if "ticket_id" in wanted and await store.ticket_access(wanted["ticket_id"]) is None:
+            raise ApiError(422, "unknown_ticket", f"No ticket {wanted['ticket_id']}.",
+                           {"ticket_id": "not a ticket id"})
         try:
             await store.write(lambda c: store_pick(c, row.line, row.call_id, wanted))
         except CallRecorded as exc:
@@ -114,7 +135,7 @@ def call_routes(store: TicketStore) -> list[web.RouteDef]:
         async with store.engine.connect() as connection:
             fresh = (await connection.execute(select(CALLS).where(
                 CALLS.c.line == row.line, CALLS.c.call_id == row.call_id))).first()
-        return json_response(call_body(fresh))
+        return json_response(await scoped_call_body(store, fresh))
 
     return [web.get(f"{PREFIX}/calls/{{call_id}}", get_call),
             web.post(f"{PREFIX}/calls/{{call_id}}/pick", pick)]

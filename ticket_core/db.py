@@ -173,6 +173,9 @@ class Ticket(Base):
                                                   server_default=sa_true())
     primary_ticket_id: Mapped[str | None] = mapped_column(Id)
     link_relation: Mapped[str | None] = mapped_column(String(16))
+    # Migration 0007: the ticket's first-contact agent (首问负责人), who keeps read and notes
+    # access after it leaves their desks (scope.py).
+    first_contact_agent_id: Mapped[str | None] = mapped_column(Id, index=True)
     # Migration 0009: custom field values {key: canonical value} (fields.py).
     fields: Mapped[dict[str, Any] | None] = mapped_column(Json)
 
@@ -444,3 +447,7 @@ class Timer(Base):
     reason: Mapped[str | None] = mapped_column(String(256))
     data: Mapped[dict[str, Any] | None] = mapped_column(Json)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+
+# Migration 0007: agents, their API tokens and notifications (agents_db.py, scope.py).
+from . import agents_db  # noqa: E402,F401  (one metadata; a cycle-safe import)

@@ -8,6 +8,8 @@ from pydantic.json_schema import models_json_schema
 
 from intake.message import Channel, IdentityKind, Priority
 
+from . import agent_schemas
+from .agents_openapi import AGENT_MODELS, BODY_MODELS, add_scope_answers, agent_paths
 from .events import EVENT_TYPES
 from .schemas import (
     STATUSES,
@@ -89,7 +91,9 @@ def build_openapi() -> dict[str, Any]:
         [*((m, "serialization") for m in (TicketPage, TicketDetail, CustomerView, CustomerPage,
                                           ErrorBody, MessageView, DecisionPage, FieldsView)),
          (ReplyRequest, "validation"), (TicketPatch, "validation"),
-         (AdvanceRequest, "validation"), (CustomerPatch, "validation")],
+         (AdvanceRequest, "validation"), (CustomerPatch, "validation"),
+         *((getattr(agent_schemas, m), "serialization") for m in AGENT_MODELS),
+         *((getattr(agent_schemas, m), "validation") for m in BODY_MODELS)],
         ref_template=REF)
     ticket_path_parameter = {"name": "ticket_id", "in": "path", "required": True,
                              "description": "The ticket's id, or its number (digits)",
@@ -117,7 +121,7 @@ def build_openapi() -> dict[str, Any]:
                {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
         _query("cursor", "The `next` value of the previous page (opaque)."),
     ]
-    return {
+    document = {
         "openapi": "3.1.0",
         "info": {
             "title": "Intake gateway agent API",
@@ -301,3 +305,7 @@ def build_openapi() -> dict[str, Any]:
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
         },
     }
+    document["paths"].update(agent_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE,
+                                         BAD_PARAMETER))
+    add_scope_answers(document["paths"], _error)
+    return document

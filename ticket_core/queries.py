@@ -24,6 +24,7 @@ from .schemas import (
     DONE_STATUSES,
     AttachmentView,
     CustomerEventView,
+    CustomerTicketView,
     CustomerView,
     DeliveryView,
     EscalationView,
@@ -36,6 +37,7 @@ from .schemas import (
     TicketView,
     TimerView,
 )
+from .scope import Access, current, ticket_access, visible_events, visible_tickets, where_visible
 from .statements import (
     ATTACHMENTS,
     CUSTOMERS,
@@ -49,6 +51,7 @@ from .tickets_config import TicketsConfig
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+CUSTOMER_TICKETS = 100  # the newest ones shown on `GET /api/v1/customers/{id}`
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +116,6 @@ class TicketReader:
         # The `tickets` config section: custom fields are shown (stale ones marked) by it.
         self.tickets = TicketsConfig()
 
-
-
     @contextlib.asynccontextmanager
     async def _reading(self) -> AsyncIterator[AsyncConnection]:
         try:
@@ -136,7 +137,8 @@ class TicketReader:
         """Newest first, keyset-paginated on (created_at, id); raises CursorInvalid."""
         if not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
-        query = _filtered(select(TICKETS), filters or TicketFilter())
+        query = where_visible(_filtered(select(TICKETS), filters or TicketFilter()),
+                              visible_tickets())
         if cursor:
             created_at, ticket_id = decode_cursor(cursor)
             query = query.where(or_(
@@ -165,7 +167,8 @@ class TicketReader:
         else:
             condition = TICKETS.c.id == ticket
         async with self._reading() as conn:
-            row = (await conn.execute(select(TICKETS).where(condition))).first()
+            row = (await conn.execute(where_visible(select(TICKETS).where(condition),
+                                                    visible_tickets()))).first()
             if row is None:
                 return None
             # A linked ticket shows the messages of its customer-facing ticket (links.py).
@@ -181,6 +184,26 @@ class TicketReader:
                                            links.get(row.id, []), self.tickets).model_dump(),
                             messages=[_message_view(m, attachments.get(m.id, []))
                                       for m in messages])
+
+    async def ticket_access(self, ticket: str) -> tuple[str, Access] | None:
+        """The ticket's id and the caller's access to it (scope.py), by id or number; None
+        when there is no such ticket or it is out of the caller's scope (both answer 404)."""
+        if not ticket.isascii() or len(ticket) > 64:
+            return None
+        if ticket.isdigit():
+            if len(ticket) > 18:
+                return None
+            condition = TICKETS.c.number == int(ticket)
+        else:
+            condition = TICKETS.c.id == ticket
+        async with self._reading() as conn:
+            row = (await conn.execute(select(
+                TICKETS.c.id, TICKETS.c.desk, TICKETS.c.first_contact_agent_id
+            ).where(condition))).first()
+        if row is None:
+            return None
+        access = ticket_access(row.desk, row.first_contact_agent_id)
+        return None if access is None else (row.id, access)
 
     async def _timers(self, conn: AsyncConnection,
                       ticket_ids: list[str]) -> dict[str, list[TimerView]]:
@@ -222,10 +245,14 @@ class TicketReader:
 
     async def customer_timeline(self, customer_id: str) -> list[MessageView]:
         """Every message of a customer, tickets and events alike, in source order."""
+        query = select(MESSAGES).where(MESSAGES.c.customer_id == customer_id)
+        visible = visible_tickets()
+        if visible is not None:  # events (no ticket) are the customer's, shared across desks
+            query = query.where(or_(MESSAGES.c.ticket_id.is_(None), MESSAGES.c.ticket_id.in_(
+                select(TICKETS.c.id).where(visible).scalar_subquery())))
         async with self._reading() as conn:
             messages = (await conn.execute(
-                select(MESSAGES).where(MESSAGES.c.customer_id == customer_id)
-                .order_by(func.coalesce(MESSAGES.c.occurred_at, MESSAGES.c.received_at),
+                query.order_by(func.coalesce(MESSAGES.c.occurred_at, MESSAGES.c.received_at),
                           MESSAGES.c.received_at, MESSAGES.c.id))).all()
             attachments = await self._attachments(conn, [m.id for m in messages])
         return [_message_view(m, attachments.get(m.id, [])) for m in messages]
@@ -240,7 +267,18 @@ class TicketReader:
             channel=m.channel, account=m.account, occurred_at=m.occurred_at or m.received_at,
             data=(m.event or {}).get("data") or {})
             for m in await self.customer_timeline(customer_id) if m.kind == "event"]
-        return customers[0].model_copy(update={"events": events})
+        async with self._reading() as conn:
+            tickets = (await conn.execute(where_visible(
+                select(TICKETS.c.id, TICKETS.c.number, TICKETS.c.status, TICKETS.c.desk,
+                       TICKETS.c.channel, TICKETS.c.subject, TICKETS.c.created_at)
+                .where(TICKETS.c.customer_id == customer_id,
+                       TICKETS.c.primary_ticket_id.is_(None)), visible_tickets())
+                .order_by(TICKETS.c.created_at.desc(), TICKETS.c.id.desc())
+                .limit(CUSTOMER_TICKETS))).all()
+        return customers[0].model_copy(update={"events": events, "tickets": [
+            CustomerTicketView(id=t.id, number=t.number, status=t.status, desk=t.desk,
+                               channel=t.channel, subject=t.subject, created_at=t.created_at)
+            for t in tickets]})
 
     async def find_customers(self, kind: str, value: str) -> list[CustomerView]:
         """Customers owning the identity `kind:value` (at most one, by the unique constraint)."""
@@ -274,10 +312,11 @@ class TicketReader:
                 .where(IDENTITIES.c.customer_id.in_(ids))
                 .order_by(IDENTITIES.c.id))).all()
             counts: dict[tuple[str, bool], int] = {}
-            for customer_id, status, n in await conn.execute(
+            for customer_id, status, n in await conn.execute(where_visible(
                     select(TICKETS.c.customer_id, TICKETS.c.status, func.count())
                     .where(TICKETS.c.customer_id.in_(ids),
-                           TICKETS.c.primary_ticket_id.is_(None))  # the customer's own
+                           TICKETS.c.primary_ticket_id.is_(None)),  # the customer's own
+                    visible_tickets())  # in the caller's scope
                     .group_by(TICKETS.c.customer_id, TICKETS.c.status)):
                 key = (customer_id, status in DONE_STATUSES)
                 counts[key] = counts.get(key, 0) + int(n)
@@ -294,25 +333,31 @@ class TicketReader:
                              open_tickets_count=counts.get((c.id, False), 0))
                 for c in customers]
 
-
     async def events_after(self, last_id: int, limit: int = 500) -> list[Any]:
-        """Event rows with an id above `last_id`, in id order."""
+        """Event rows with an id above `last_id`, in id order (in the caller's scope)."""
+        query = where_visible(select(EVENTS).where(EVENTS.c.id > last_id),
+                              visible_events(EVENTS.c.desk, EVENTS.c.ticket_id))
         async with self._reading() as conn:
             return list((await conn.execute(
-                select(EVENTS).where(EVENTS.c.id > last_id).order_by(EVENTS.c.id).limit(limit)
-            )).all())
+                query.order_by(EVENTS.c.id).limit(limit))).all())
 
     async def last_event_id(self) -> int:
         async with self._reading() as conn:
             return int((await conn.execute(select(func.max(EVENTS.c.id)))).scalar() or 0)
 
     async def referenced_blob(self, sha256: str) -> StoredBlob | None:
-        """The newest attachment row naming this digest: only referenced blobs are served."""
+        """The newest attachment row naming this digest: only referenced blobs are served, and
+        only those of a message on a ticket in the caller's scope."""
+        query = (select(ATTACHMENTS.c.sha256, ATTACHMENTS.c.blob, ATTACHMENTS.c.content_type,
+                        ATTACHMENTS.c.filename).where(ATTACHMENTS.c.sha256 == sha256))
+        visible = visible_tickets()
+        if visible is not None:
+            query = query.where(ATTACHMENTS.c.message_id.in_(
+                select(MESSAGES.c.id).join(TICKETS, TICKETS.c.id == MESSAGES.c.ticket_id)
+                .where(visible).scalar_subquery()))
         async with self._reading() as conn:
             row = (await conn.execute(
-                select(ATTACHMENTS.c.sha256, ATTACHMENTS.c.blob, ATTACHMENTS.c.content_type,
-                       ATTACHMENTS.c.filename)
-                .where(ATTACHMENTS.c.sha256 == sha256)
+                query
                 .order_by(ATTACHMENTS.c.id.desc()).limit(1))).first()
         if row is None:
             return None
@@ -359,7 +404,10 @@ def _ticket_view(row: Any, timers: list[TimerView], links: list[TicketLink],
         escalation=EscalationView.model_validate(row.escalation) if row.escalation else None,
         satisfaction=SatisfactionView.model_validate(row.satisfaction)
         if row.satisfaction else None,
-        role=row.role, customer_facing=row.customer_facing, links=links,
+        role=row.role, customer_facing=row.customer_facing,
+        # Another desk's linked ticket is out of scope: not even its number shows.
+        links=[link for link in links if current().sees_desk(link.desk)],
+        first_contact_agent_id=row.first_contact_agent_id,
         fields=tickets.ticket_field_set.shown(row.fields, row.desk))
 
 

@@ -189,7 +189,11 @@ class TicketView(View):
         default=True, description="false for a linked internal ticket: replies are refused, "
                                   "it shows the messages of the customer-facing one")
     links: list[TicketLink] = Field(
-        default_factory=list, description="the other tickets of the same message")
+        default_factory=list, description="the other tickets of the same message (those in "
+                                          "the caller's desks)")
+    first_contact_agent_id: str | None = Field(
+        default=None, description="the first agent assigned to, claiming or replying to it "
+                                  "(首问负责人): keeps read and notes access outside its desks")
     fields: dict[str, Any] = Field(
         default_factory=dict, description="custom field values by key (decimals as strings); "
         "a value the config no longer accepts shows as `{\"value\": …, \"stale\": true}`")
@@ -338,6 +342,18 @@ class CustomerEventView(View):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+class CustomerTicketView(View):
+    """One of the customer's tickets, as `GET /api/v1/customers/{id}` lists them."""
+
+    id: str
+    number: int
+    status: Status
+    desk: str | None
+    channel: str
+    subject: str | None
+    created_at: datetime
+
+
 class CustomerView(View):
     id: str
     name: str | None
@@ -354,6 +370,9 @@ class CustomerView(View):
     events: list[CustomerEventView] = Field(
         default_factory=list, description="`GET /customers/{id}` only: the customer's events "
         "from the timeline, by `occurred_at`; never on a ticket")
+    tickets: list[CustomerTicketView] = Field(
+        default_factory=list, description="`GET /customers/{id}` only: the customer's tickets "
+        "in the caller's desks, newest first (at most 100)")
 
 
 class TicketPage(View):

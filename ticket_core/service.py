@@ -37,6 +37,7 @@ from .settings import TicketCoreSettings
 from .store import TicketStore
 from .tickets_config import load_tickets
 from .timers import Timelines
+from .tokens import registry_for
 
 STORE = web.AppKey("store", TicketStore)
 log = get_logger(service="ticket-core")
@@ -92,6 +93,7 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
     store = TicketStore(engine, sqlite_fast_path=own.sqlite_fast_path,
                         timelines=Timelines.from_document(doc))
     scheduler = Scheduler(store, poll_s=own.timers_poll_s)
+    registry_for(store).cache_s = own.token_cache_s
     blobs = blob_store_for(settings)  # INTAKE_BLOB_URL: S3, else files under the data dir
     reply_channels = ReplyChannels.parse(own.reply_channels, default_accounts(doc))
     auto_replies = load_auto_replies(doc)
@@ -130,7 +132,7 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
         tasks=[*([Task("timers", lambda app: scheduler.run())] if own.timers else []),
                Task("timelines", lambda app: follow_timelines(store, settings),
                     critical=False)],
-        middlewares=[auth_middleware(api_token(settings))],
+        middlewares=[auth_middleware(api_token(settings), store)],
         # bus_context's exit stops the consumers and waits for in-flight commits.
         consumers=[Consumer("ticket_core", Message,
                             lambda app: persist_routed(store, settings.fault, auto_replies),

@@ -42,3 +42,6 @@ class TicketCoreSettings(BaseSettings):
     # Run the timer scheduler in this process (each of several processes may: every timer
     # fires once whichever claims it).
     timers: bool = True
+    # How long an agent token's lookup is reused (tokens.py). A revocation empties this
+    # process's cache at once; another replica may honour a revoked token this long. 0: none.
+    token_cache_s: float = 2.0

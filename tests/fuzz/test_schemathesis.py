@@ -43,6 +43,8 @@ from intake.message import Attachment, Identity, Thread, utcnow
 from intake.service import ACCOUNTS, BLOBS, PUBLISHER, SERVICE_SETTINGS, Service
 from intake.settings import REPO_ROOT, IntakeSettings
 from intake.testing import MemoryBlobStore, RecordingPublisher, RefusingPublisher
+from ticket_core.agent_schemas import AgentCreate
+from ticket_core.agents_api import insert_agent
 from ticket_core.api import api_routes, auth_middleware
 from ticket_core.db import make_engine, migrate
 from ticket_core.openapi import build_openapi as agent_openapi
@@ -153,6 +155,8 @@ async def agent_api_app(folder: Path) -> web.Application:
     store = TicketStore(make_engine(url))
     store.tickets = load_tickets(load_document(EXAMPLE))  # custom fields to check
     await store.persist_many(seed_messages())
+    await store.write(lambda c: insert_agent(c, AgentCreate(
+        name="李娜", email="li@shop.example", desks=["aftersales"]), utcnow()))
     return Service(name="ticket_core", port=0, settings=IntakeSettings(),
                    routes=list(api_routes(store)),
                    middlewares=[auth_middleware(TOKEN)]).build_app()
@@ -254,6 +258,9 @@ def known_values(server: ServerThread, name: str, path: str) -> list[dict[str, A
     if "{ticket_id}" in path:
         return [{"path_parameters": {"ticket_id": value}} for t in tickets["items"]
                 for value in (t["id"], str(t["number"]))]
+    if "{agent_id}" in path:
+        agents = requests.get(f"{server.url}/api/v1/agents", headers=auth, timeout=10).json()
+        return [{"path_parameters": {"agent_id": a["id"]}} for a in agents["items"]]
     if "{customer_id}" in path:
         return [{"path_parameters": {"customer_id": t["customer_id"]}}
                 for t in tickets["items"]]

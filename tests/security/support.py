@@ -15,6 +15,7 @@ from ticket_core.db import make_engine, migrate
 from ticket_core.store import TicketStore
 
 TOKEN = "s3cret-agent-token"
+STORE = web.AppKey("store", TicketStore)
 
 
 @asynccontextmanager
@@ -23,8 +24,10 @@ async def agent_api(tmp_path: Path, token: str = TOKEN) -> AsyncIterator[TestSer
     url = f"sqlite+aiosqlite:///{tmp_path / 'intake.sqlite3'}"
     await migrate(url)
     engine = make_engine(url)
-    app = web.Application(middlewares=[auth_middleware(token)])
-    app.add_routes(api_routes(TicketStore(engine)))
+    store = TicketStore(engine)
+    app = web.Application(middlewares=[auth_middleware(token, store)])
+    app.add_routes(api_routes(store))
+    app[STORE] = store
     server = TestServer(app)
     await server.start_server()
     try:
