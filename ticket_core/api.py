@@ -24,6 +24,7 @@ from intake.logging import get_logger
 from intake.message import Channel, IdentityKind, Priority, utcnow
 
 from .attachments import attachment_handler
+from .lifecycle import InvalidTransition, VersionMismatch, etag, parse_if_match
 from .links import NotCustomerFacing
 from .openapi import build_openapi
 from .replies import AttachmentUnknown, NoReplyChannel, ReplyChannels, TicketNotFound, write_reply
@@ -166,7 +167,9 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
     send a reply (none: every reply is `422 no_reply_channel`).
     """
     from .calls_api import call_routes  # it builds on this module's errors and answers
+    from .clock_api import clock_routes
     from .decisions import decision_routes
+    from .notes import note_routes
     from .timing_api import timing_routes
 
     openapi_body = orjson.dumps(build_openapi())
@@ -211,14 +214,26 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         if not ticket_ref.isascii() or len(ticket_ref) > 64:
             raise ApiError(404, "ticket_not_found", f"No ticket {ticket_ref}.")
         change = await _status_request(request)
+        if_match = parse_if_match(request.headers.get("If-Match"))
         try:
             ticket_id, _ = await store.write(lambda c: write_status(
-                c, ticket_ref, change.status, store.clock.now(), store.timelines))
+                c, ticket_ref, change.status, store.clock.now(), store.timelines, if_match))
         except TicketNotFound as exc:
             raise ApiError(404, "ticket_not_found", f"No ticket {ticket_ref}.") from exc
+        except VersionMismatch as exc:
+            raise ApiError(412, "version_mismatch", f"The ticket is at version {exc.current}: "
+                           "someone changed it since you read it.",
+                           {"If-Match": f"the ticket's version is {exc.current}"}) from exc
+        except InvalidTransition as exc:
+            allowed = ", ".join(exc.allowed) or "none (final)"
+            raise ApiError(409, "invalid_transition", f"A {exc.current} ticket cannot become "
+                           f"{exc.wanted}; allowed: {allowed}.",
+                           {"status": f"allowed from {exc.current}: {allowed}"}) from exc
         ticket = await store.get_ticket(ticket_id)
         assert ticket is not None
-        return json_response(ticket)
+        response = json_response(ticket)
+        response.headers["ETag"] = etag(ticket.version)
+        return response
 
     @_answers_errors
     async def list_tickets(request: web.Request) -> web.StreamResponse:
@@ -238,7 +253,9 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         ticket = await store.get_ticket(ticket_id) if ticket_id.isascii() else None
         if ticket is None:
             raise ApiError(404, "ticket_not_found", f"No ticket {ticket_id}.")
-        return json_response(ticket)
+        response = json_response(ticket)
+        response.headers["ETag"] = etag(ticket.version)
+        return response
 
     @_answers_errors
     async def get_customer(request: web.Request) -> web.StreamResponse:
@@ -288,6 +305,8 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         *call_routes(store),
         *timing_routes(store),
         *decision_routes(store),
+        *note_routes(store),
+        *clock_routes(store),
     ]
 
 

@@ -18,8 +18,12 @@ from .schemas import (
     DecisionPage,
     ErrorBody,
     MessageView,
+    NoteRequest,
+    NoteView,
     ReplyRequest,
     StatusChange,
+    TestClockRequest,
+    TestClockView,
     TicketDetail,
     TicketPage,
 )
@@ -32,6 +36,13 @@ def _timing() -> tuple[Any, Any, Any]:
     from .timing_api import customer_patch_operation, timing_paths
 
     return customer_patch_operation, timing_paths, decisions_path
+
+
+def _lifecycle() -> tuple[Any, Any]:
+    from .clock_api import clock_paths  # these import the API
+    from .notes import note_paths
+
+    return note_paths, clock_paths
 
 
 def _error(description: str, codes: list[str]) -> dict[str, Any]:
@@ -82,11 +93,14 @@ CALL_OK = {"description": "The call", "content": {"application/json": {"schema":
 def build_openapi() -> dict[str, Any]:
     """The document served at GET /api/v1/openapi.json."""
     customer_patch_operation, timing_paths, decisions_path = _timing()
+    note_paths, clock_paths = _lifecycle()
     _, defs = models_json_schema(
         [*((m, "serialization") for m in (TicketPage, TicketDetail, CustomerView, CustomerPage,
-                                          ErrorBody, MessageView, DecisionPage)),
+                                          ErrorBody, MessageView, DecisionPage, NoteView,
+                                          TestClockView)),
          (ReplyRequest, "validation"), (StatusChange, "validation"),
-         (AdvanceRequest, "validation"), (CustomerPatch, "validation")],
+         (AdvanceRequest, "validation"), (CustomerPatch, "validation"),
+         (NoteRequest, "validation"), (TestClockRequest, "validation")],
         ref_template=REF)
     ticket_path_parameter = {"name": "ticket_id", "in": "path", "required": True,
                              "description": "The ticket's id, or its number (digits)",
@@ -148,15 +162,31 @@ def build_openapi() -> dict[str, Any]:
                               "503": UNAVAILABLE},
             }, "patch": {
                 "operationId": "changeTicketStatus",
-                "summary": "Change the ticket's status (writes ticket.updated with `changes`)",
-                "parameters": [ticket_path_parameter],
+                "summary": "Change the ticket's status by the transition table (writes "
+                           "ticket.updated with `changes`)",
+                "description": "new → open, pending, on_hold, resolved; open → pending, "
+                               "on_hold, resolved; pending → open, on_hold, resolved; on_hold "
+                               "→ open, pending, resolved; resolved → open (a reopen) or "
+                               "closed; closed and merged are final. The same status again "
+                               "changes nothing. `If-Match: \"<version>\"` refuses the write "
+                               "(412) when the ticket changed since that version.",
+                "parameters": [ticket_path_parameter,
+                               {"name": "If-Match", "in": "header", "required": False,
+                                "description": "The ticket's `version` as last read",
+                                "schema": {"type": "string"}}],
                 "requestBody": {"required": True, "content": {"application/json": {
                     "schema": {"$ref": REF.format(model="StatusChange")},
                     "example": {"status": "resolved"}}}},
                 "responses": {"200": _ok("TicketDetail", "The ticket as it now is"),
                               "401": UNAUTHORIZED,
                               "404": _error("No such ticket", ["ticket_not_found"]),
-                              "422": _error("The body is not valid", ["invalid_body"]),
+                              "409": _error("The table does not allow this status from the "
+                                            "ticket's; `fields.status` names the allowed ones",
+                                            ["invalid_transition"]),
+                              "412": _error("`If-Match` names another version than the "
+                                            "ticket's", ["version_mismatch"]),
+                              "422": _error("The body is not valid (an unknown status)",
+                                            ["invalid_body"]),
                               "503": UNAVAILABLE},
             }},
             "/api/v1/tickets/{ticket_id}/replies": {"post": {
@@ -258,6 +288,8 @@ def build_openapi() -> dict[str, Any]:
             }, "patch": customer_patch_operation(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE)},
             **timing_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE),
             **decisions_path(_ok, BAD_PARAMETER, UNAUTHORIZED, UNAVAILABLE),
+            **note_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE),
+            **clock_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE),
             "/api/v1/calls/{call_id}": {"get": {
                 "operationId": "getCall",
                 "summary": "A phone call: state, screen pop, pick and, once recorded, its "

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from intake.errors import StorageUnavailable
 
+from . import db
 from .events import EVENTS
 from .failures import storage_unavailable
 from .links import read_links, thread_of
@@ -29,6 +30,7 @@ from .schemas import (
     EscalationView,
     IdentityView,
     MessageView,
+    NoteView,
     SatisfactionView,
     SlaView,
     TicketDetail,
@@ -37,6 +39,8 @@ from .schemas import (
     TimerView,
 )
 from .statements import ATTACHMENTS, CUSTOMERS, IDENTITIES, MESSAGES, TICKETS, TIMERS
+
+NOTES = db.TicketNote.__table__  # internal notes (notes.py)
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -165,10 +169,13 @@ class TicketReader:
             attachments = await self._attachments(conn, [m.id for m in messages])
             timers = await self._timers(conn, [row.id])
             links = await read_links(conn, [row])
+            notes = [note_view(n) for n in await conn.execute(
+                select(NOTES).where(NOTES.c.ticket_id == row.id)
+                .order_by(NOTES.c.created_at, NOTES.c.id))]
         return TicketDetail(**_ticket_view(row, timers.get(row.id, []),
                                            links.get(row.id, [])).model_dump(),
                             messages=[_message_view(m, attachments.get(m.id, []))
-                                      for m in messages])
+                                      for m in messages], notes=notes)
 
     async def _timers(self, conn: AsyncConnection,
                       ticket_ids: list[str]) -> dict[str, list[TimerView]]:
@@ -343,7 +350,15 @@ def _ticket_view(row: Any, timers: list[TimerView], links: list[TicketLink]) -> 
         escalation=EscalationView.model_validate(row.escalation) if row.escalation else None,
         satisfaction=SatisfactionView.model_validate(row.satisfaction)
         if row.satisfaction else None,
-        role=row.role, customer_facing=row.customer_facing, links=links)
+        role=row.role, customer_facing=row.customer_facing, links=links,
+        version=row.version, reopened_count=row.reopened_count,
+        follow_up_of=row.follow_up_of, merged_into=row.merged_into)
+
+
+def note_view(row: Any) -> NoteView:
+    return NoteView(id=row.id, ticket_id=row.ticket_id, text=row.text,
+                    mentions=list(row.mentions or []), author=row.author,
+                    created_at=row.created_at)
 
 
 def _message_view(row: Any, attachments: list[AttachmentView]) -> MessageView:
