@@ -138,7 +138,7 @@ def clock_paths(ok: Any, error: Any, ref: str, unauthorized: Any,
             "operationId": "getTestClock",
             "summary": "The test clock's time (only with INTAKE_TEST_CLOCK=1)",
             "responses": {"200": ok("TestClockView", "The domain time"),
-                          "401": unauthorized, "404": off},
+                          "401": unauthorized, "404": off, "503": unavailable},
         },
         "post": {
             "operationId": "moveTestClock",

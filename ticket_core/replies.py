@@ -119,16 +119,16 @@ def write_reply(connection: Connection, ticket_ref: str, text: str,
         "body": outbound.model_dump_json(), "created_at": now, "published_at": None}])
     connection.execute(update(TICKETS).where(TICKETS.c.id == ticket.id).values(
         updated_at=now, version=TICKETS.c.version + 1))
+    events: list[PlannedEvent] = []
+    if ticket.status == "new":  # issue 17: a new ticket replied to is open (lifecycle.py)
+        events, _ = set_status(connection, ticket, "open", domain_now or now, "agent",
+                               (timelines or Timelines()).lifecycle)
     ref = TicketRef(id=ticket.id, number=ticket.number, status=ticket.status,
                     customer_id=ticket.customer_id, channel=ticket.channel, desk=ticket.desk)
-    append_events(statements, [PlannedEvent(
+    append_events(statements, [*events, PlannedEvent(
         "message.created", now, ref, ticket.customer_id, "agent",
         {"message_id": str(message_id), "direction": "out", "kind": "reply",
          "channel": channel, "account": account})])
-    if ticket.status == "new":  # issue 17: a new ticket replied to is open
-        events, _ = set_status(connection, ticket, "open", domain_now or now, "agent",
-                               (timelines or Timelines()).lifecycle)
-        append_events(statements, events)
     if timelines is not None:
         reply_sent(connection, ticket.id, domain_now or now, timelines)
     return str(message_id)
