@@ -60,8 +60,11 @@ def parse_iso_duration(text: str) -> timedelta:
     if found is None or text.strip().upper() in ("P", "PT"):
         raise ValueError(f"{text!r} is not an ISO 8601 duration such as PT30M or P7D")
     weeks, days, hours, minutes, seconds = (found.group(i) for i in range(1, 6))
-    return timedelta(weeks=int(weeks or 0), days=int(days or 0), hours=int(hours or 0),
-                     minutes=int(minutes or 0), seconds=float(seconds or 0))
+    try:
+        return timedelta(weeks=int(weeks or 0), days=int(days or 0), hours=int(hours or 0),
+                         minutes=int(minutes or 0), seconds=float(seconds or 0))
+    except OverflowError as exc:
+        raise ValueError(f"{text!r} is longer than a clock can go") from exc
 
 
 async def advance_to(store: TicketStore, clock: TestClock, target: datetime) -> int:
@@ -113,7 +116,7 @@ def clock_routes(store: TicketStore) -> list[web.RouteDef]:
             if body.advance is not None:
                 try:
                     target = clock.now() + parse_iso_duration(body.advance)
-                except ValueError as exc:
+                except (ValueError, OverflowError) as exc:
                     raise ApiError(422, "invalid_body", "`advance` is not a duration.",
                                    {"advance": str(exc)}) from exc
             else:

@@ -44,6 +44,7 @@ from intake.service import ACCOUNTS, BLOBS, PUBLISHER, SERVICE_SETTINGS, Service
 from intake.settings import REPO_ROOT, IntakeSettings
 from intake.testing import MemoryBlobStore, RecordingPublisher, RefusingPublisher
 from ticket_core.api import api_routes, auth_middleware
+from ticket_core.clock import TestClock
 from ticket_core.db import make_engine, migrate
 from ticket_core.openapi import build_openapi as agent_openapi
 from ticket_core.store import TicketStore
@@ -149,7 +150,8 @@ def seed_messages() -> list[Any]:
 async def agent_api_app(folder: Path) -> web.Application:
     url = f"sqlite+aiosqlite:///{folder}/intake.sqlite3"
     await migrate(url)
-    store = TicketStore(make_engine(url))
+    # The test clock on (INTAKE_TEST_CLOCK=1), so its endpoints are called for real.
+    store = TicketStore(make_engine(url), clock=TestClock())
     await store.persist_many(seed_messages())
     return Service(name="ticket_core", port=0, settings=IntakeSettings(),
                    routes=list(api_routes(store)),
