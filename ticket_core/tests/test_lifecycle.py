@@ -327,9 +327,11 @@ async def test_the_delays_come_from_the_tickets_section(
                                            "resolved_auto_close_after": "1d"}})
     store.timelines = Timelines.from_document(doc)
     assert store.timelines.lifecycle == LifecycleSettings(timedelta(hours=2), timedelta(days=1))
-    assert Timelines.from_document(ConfigDocument(Path("intake.yaml"), {})).lifecycle == LifecycleSettings(
+    empty = ConfigDocument(Path("intake.yaml"), {})
+    assert Timelines.from_document(empty).lifecycle == LifecycleSettings(
         timedelta(days=7), timedelta(days=3))
-    unreadable = ConfigDocument(Path("intake.yaml"), {"tickets": {"pending_auto_resolve_after": "soon"}})
+    unreadable = ConfigDocument(Path("intake.yaml"),
+                                {"tickets": {"pending_auto_resolve_after": "soon"}})
     assert Timelines.from_document(unreadable).lifecycle.pending_auto_resolve_after == (
         timedelta(days=7))
     stored = await new_ticket(store)
