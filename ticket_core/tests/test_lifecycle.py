@@ -350,3 +350,20 @@ async def test_a_reply_opens_a_new_ticket(store: TicketStore,
     assert response.status == 201, await response.text()
     ticket = await store.get_ticket(stored.ticket_id)
     assert ticket is not None and ticket.status == "open"
+
+
+async def test_of_two_writes_with_the_same_if_match_exactly_one_wins(
+        store: TicketStore, client: TestClient[Any, Any]) -> None:
+    import asyncio
+
+    stored = await new_ticket(store)
+    url = f"/api/v1/tickets/{stored.ticket_id}"
+    # Each pair allowed from whichever of the pair before won, and never a no-op.
+    for pair in (("pending", "on_hold"), ("open", "resolved")):
+        version = (await store.get_ticket(stored.ticket_id)).version  # type: ignore[union-attr]
+        answers = await asyncio.gather(*(
+            client.patch(url, headers={**AUTH, "If-Match": f'"{version}"'},
+                         json={"status": status}) for status in pair))
+        assert sorted(a.status for a in answers) == [200, 412], pair
+        ticket = await store.get_ticket(stored.ticket_id)
+        assert ticket is not None and ticket.version > version
