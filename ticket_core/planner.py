@@ -86,7 +86,7 @@ class Plan:
     satisfaction: dict[str, dict[str, Any]] = field(default_factory=dict)  # by ticket id
     events: list[PlannedEvent] = field(default_factory=list)
     timers: list[dict[str, Any]] = field(default_factory=list)  # of new tickets (timers.py)
-    # Tickets a customer's message took out of pending or resolved: their automatic
+    # Tickets a customer's message took out of pending, on_hold or resolved: their automatic
     # transitions (lifecycle.py) are cancelled.
     woken: set[str] = field(default_factory=set)
     # (result slot, ticket, message id, customer id, created): results once numbers exist.
