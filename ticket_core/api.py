@@ -24,6 +24,7 @@ from intake.logging import get_logger
 from intake.message import Channel, IdentityKind, Priority, utcnow
 
 from .attachments import attachment_handler
+from .lifecycle import etag
 from .links import NotCustomerFacing
 from .openapi import build_openapi
 from .queries import TicketReader
@@ -163,7 +164,9 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
     """
     from .agents_api import agent_routes
     from .calls_api import call_routes  # it builds on this module's errors and answers
+    from .clock_api import clock_routes
     from .decisions import decision_routes
+    from .notes import note_routes
     from .ticket_patch import patch_routes
     from .timing_api import timing_routes
 
@@ -221,7 +224,9 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         ticket = await store.get_ticket(ticket_id) if ticket_id.isascii() else None
         if ticket is None:
             raise ApiError(404, "ticket_not_found", f"No ticket {ticket_id}.")
-        return json_response(ticket)
+        response = json_response(ticket)
+        response.headers["ETag"] = etag(ticket.version)
+        return response
 
     @_answers_errors
     async def get_customer(request: web.Request) -> web.StreamResponse:
@@ -272,6 +277,8 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         *decision_routes(store),
         *patch_routes(store),
         *agent_routes(store),
+        *note_routes(store),
+        *clock_routes(store),
     ]
 
 

@@ -121,7 +121,8 @@ def write_acknowledgement(connection: Connection, rule: AutoReply, message: Mess
     statements.insert(OUTBOX, [{
         "message_id": str(message_id), "routing_key": f"{message.channel}.{message.account}",
         "body": outbound.model_dump_json(), "created_at": now, "published_at": None}])
-    connection.execute(update(TICKETS).where(TICKETS.c.id == ticket.id).values(updated_at=now))
+    connection.execute(update(TICKETS).where(TICKETS.c.id == ticket.id).values(
+        updated_at=now, version=TICKETS.c.version + 1))
     ref = TicketRef(id=ticket.id, number=ticket.number, status=ticket.status,
                     customer_id=ticket.customer_id, channel=ticket.channel, desk=ticket.desk)
     append_events(statements, [PlannedEvent(

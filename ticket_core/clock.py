@@ -35,3 +35,11 @@ class ManualClock:
     def advance(self, by: timedelta) -> datetime:
         self._now += by
         return self._now
+
+
+class TestClock(ManualClock):
+    """The test clock of issue 17 (`INTAKE_TEST_CLOCK=1`): a ManualClock that
+    `POST /api/v1/test-clock` moves forward (clock_api.py). Only domain time stands still;
+    transport time (HTTP timeouts, back-off) stays real."""
+
+    __test__ = False  # not a pytest test class, whatever its name says

@@ -138,6 +138,7 @@ class Ticket(Base):
         Index("ix_tickets_conversation_id", "conversation_id"),
         Index("ix_tickets_desk_status", "desk", "status"),
         Index("ix_tickets_primary_ticket_id", "primary_ticket_id"),
+        Index("ix_tickets_follow_up_of", "follow_up_of"),
     )
 
     id: Mapped[str] = mapped_column(Id, primary_key=True)
@@ -178,6 +179,13 @@ class Ticket(Base):
     first_contact_agent_id: Mapped[str | None] = mapped_column(Id, index=True)
     # Migration 0009: custom field values {key: canonical value} (fields.py).
     fields: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    # Migration 0010 (lifecycle.py): bumped by every change (`If-Match` compares it); resolved
+    # → open transitions; the closed ticket this one follows up; the target of a merged one.
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
+    reopened_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0,
+                                                server_default="0")
+    follow_up_of: Mapped[str | None] = mapped_column(Id)
+    merged_into: Mapped[str | None] = mapped_column(Id)
 
 
 class TicketTag(Base):
@@ -446,6 +454,21 @@ class Timer(Base):
     fired_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     reason: Mapped[str | None] = mapped_column(String(256))
     data: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+
+class TicketNote(Base):
+    """An agent's internal note on a ticket (notes.py): never sent, never shown to customers."""
+
+    __tablename__ = "ticket_notes"
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    ticket_id: Mapped[str] = mapped_column(Id, ForeignKey("tickets.id"), nullable=False,
+                                           index=True)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    # The agent ids the note mentions (their notifications are the agent workflow's).
+    mentions: Mapped[list[str]] = mapped_column(Json, nullable=False)
+    author: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
 
 

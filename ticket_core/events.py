@@ -27,7 +27,9 @@ EVENT_TYPES = ("ticket.created", "ticket.updated", "message.created",
                "ticket.acknowledged", "ticket.transferred", "sla.warning", "sla.breached",
                "escalation.step_started", "escalation.step_completed",
                "escalation.step_overdue", "escalation.breached", "customer.updated",
-               "satisfaction.answered")
+               "satisfaction.answered",
+               # Internal notes (notes.py): the note's id and mentions, never its text.
+               "note.created")
 # The routing key's desk part for an event without one (a customer-timeline event).
 NO_DESK = "none"
 

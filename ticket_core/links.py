@@ -107,5 +107,6 @@ def close_collaborators(connection: Connection, primary_id: str, status: str,
         .order_by(TICKETS.c.id).with_for_update()).all()
     if rows:
         connection.execute(update(TICKETS).where(TICKETS.c.id.in_([r.id for r in rows]))
-                           .values(status="closed", updated_at=now))
+                           .values(status="closed", updated_at=now,
+                                   version=TICKETS.c.version + 1))
     return list(rows)

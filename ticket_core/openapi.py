@@ -21,7 +21,11 @@ from .schemas import (
     ErrorBody,
     FieldsView,
     MessageView,
+    NoteRequest,
+    NoteView,
     ReplyRequest,
+    TestClockRequest,
+    TestClockView,
     TicketDetail,
     TicketPage,
     TicketPatch,
@@ -36,6 +40,13 @@ def _timing() -> tuple[Any, Any, Any, Any]:
     from .timing_api import customer_patch_operation, timing_paths
 
     return customer_patch_operation, timing_paths, decisions_path, patch_paths
+
+
+def _lifecycle() -> tuple[Any, Any]:
+    from .clock_api import clock_paths  # these import the API
+    from .notes import note_paths
+
+    return note_paths, clock_paths
 
 
 def _error(description: str, codes: list[str]) -> dict[str, Any]:
@@ -87,11 +98,14 @@ def build_openapi() -> dict[str, Any]:
     """The document served at GET /api/v1/openapi.json."""
     customer_patch_operation, timing_paths, decisions_path, patch_paths = _timing()
     patch = patch_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE, BAD_PARAMETER)
+    note_paths, clock_paths = _lifecycle()
     _, defs = models_json_schema(
         [*((m, "serialization") for m in (TicketPage, TicketDetail, CustomerView, CustomerPage,
-                                          ErrorBody, MessageView, DecisionPage, FieldsView)),
+                                          ErrorBody, MessageView, DecisionPage, FieldsView,
+                                          NoteView, TestClockView)),
          (ReplyRequest, "validation"), (TicketPatch, "validation"),
          (AdvanceRequest, "validation"), (CustomerPatch, "validation"),
+         (NoteRequest, "validation"), (TestClockRequest, "validation"),
          *((getattr(agent_schemas, m), "serialization") for m in AGENT_MODELS),
          *((getattr(agent_schemas, m), "validation") for m in BODY_MODELS)],
         ref_template=REF)
@@ -256,6 +270,8 @@ def build_openapi() -> dict[str, Any]:
             }, "patch": customer_patch_operation(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE)},
             **timing_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE),
             **decisions_path(_ok, BAD_PARAMETER, UNAUTHORIZED, UNAVAILABLE),
+            **note_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE),
+            **clock_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE),
             "/api/v1/calls/{call_id}": {"get": {
                 "operationId": "getCall",
                 "summary": "A phone call: state, screen pop, pick and, once recorded, its "

@@ -33,6 +33,7 @@ from .statements import WriteStatements
 from .tags import lenient_tags, tag_rows
 from .threads import (
     Known,
+    Lineage,
     ThreadIndex,
     TicketRef,
     is_rating,
@@ -53,9 +54,10 @@ __all__ = [
     "plan_batch",
 ]
 
-# An inbound message on a ticket waiting for the customer, or already solved, reopens it;
+# An inbound message on a ticket waiting for the customer or a third party, or already
+# solved, puts it back to `open` (from resolved: a reopen, counted in `reopened_count`);
 # unless a machine sent it (an out-of-office, a bounce, our own mail come back).
-REOPENED_BY_CUSTOMER = ("pending", "resolved")
+REOPENED_BY_CUSTOMER = ("pending", "on_hold", "resolved")
 NEVER_REOPENS = frozenset({"auto_reply", "bounce", "loop"})
 OWNING_ROLES = ("owner", "primary")
 
@@ -86,6 +88,9 @@ class Plan:
     events: list[PlannedEvent] = field(default_factory=list)
     timers: list[dict[str, Any]] = field(default_factory=list)  # of new tickets (timers.py)
     ticket_tags: list[dict[str, Any]] = field(default_factory=list)  # of new tickets (tags.py)
+    # Tickets a customer's message took out of pending, on_hold or resolved: their automatic
+    # transitions (lifecycle.py) are cancelled.
+    woken: set[str] = field(default_factory=set)
     # (result slot, ticket, message id, customer id, created): results once numbers exist.
     pending: list[tuple[int, TicketRef | None, str, str, bool]] = field(default_factory=list)
     # The first slot of each idempotency key: a repeat within the batch copies its result.
@@ -198,17 +203,25 @@ def _plan_message(plan: Plan, index: int, m: Message, now: datetime,
     ticket: TicketRef | None = None
     created = False
     if m.kind != "event":
-        ticket = threads.find(m, customer_id)
+        # A closed ticket is followed up, a merged one's target takes the message (threads.py).
+        ticket, closed = threads.lead(threads.find(m, customer_id))
         if ticket is None:
-            ticket = _plan_ticket(plan, m, customer_id, now, timelines)
+            ticket = _plan_ticket(plan, m, customer_id, now, timelines,
+                                  follow_up=(closed, threads.lineage.get(closed.id))
+                                  if closed is not None else None)
             created = True
+            if closed is not None:
+                threads.followed_up(closed, ticket)
         else:
             if ticket.status in REOPENED_BY_CUSTOMER and not NEVER_REOPENS.intersection(m.flags):
+                reopen = ticket.status == "resolved"
                 plan.events.append(PlannedEvent(
                     "ticket.updated", now, ticket, customer_id, "customer",
                     {"status": "open", "previous_status": ticket.status,
-                     "changes": {"status": [ticket.status, "open"]}}))
+                     "changes": {"status": [ticket.status, "open"]}, "reopened": reopen}))
+                ticket.reopened += reopen
                 ticket.status = "open"
+                plan.woken.add(ticket.id)
             if not ticket.new:
                 plan.touched[ticket.id] = ticket
         threads.remember(m, customer_id, ticket)
@@ -298,7 +311,8 @@ def _plan_rating(plan: Plan, m: Message, customer_id: str, message_id: str, now:
 
 
 def _plan_ticket(plan: Plan, m: Message, customer_id: str, now: datetime,
-                 timelines: Timelines) -> TicketRef:
+                 timelines: Timelines,
+                 follow_up: tuple[TicketRef, Lineage | None] | None = None) -> TicketRef:
     route = m.route
     desk = skill_group = category = None
     priority = "normal"
@@ -309,6 +323,13 @@ def _plan_ticket(plan: Plan, m: Message, customer_id: str, now: datetime,
                      route.deliveries[0])
         desk, skill_group = owner.desk, owner.skill_group
         priority, category, tags = route.priority, route.category, lenient_tags(route.tags)
+    if follow_up is not None:
+        # Zendesk's rule: a follow-up stays where its closed ticket was, as it was filed.
+        # TODO(issue 17): custom fields and the assignee, once tickets have them.
+        closed, lineage = follow_up
+        desk = closed.desk
+        if lineage is not None:
+            skill_group, category, tags = lineage.skill_group, lineage.category, lineage.tags
     subject = m.subject or (m.thread.subject if m.thread else None) or _first_line(m.text)
     # Each ticket its own instant, so newest-first lists keep a batch in arrival order.
     created_at = utcnow()
@@ -329,6 +350,9 @@ def _plan_ticket(plan: Plan, m: Message, customer_id: str, now: datetime,
         "acknowledged_at": None, "sla": timing.sla, "escalation": timing.escalation,
         "role": owner.role if owner is not None else "owner", "customer_facing": True,
         "primary_ticket_id": None, "link_relation": None, "fields": None,
+        "version": 1, "reopened_count": 0,
+        "follow_up_of": follow_up[0].id if follow_up is not None else None,
+        "merged_into": None,
     }
     plan.tickets.append(row)
     plan.ticket_tags.extend(tag_rows(ticket_id, tags))
@@ -339,7 +363,8 @@ def _plan_ticket(plan: Plan, m: Message, customer_id: str, now: datetime,
                "conversation_id": m.thread.conversation_id if m.thread else None}
     plan.events.append(PlannedEvent(
         "ticket.created", now, ref, customer_id, "customer",
-        {**created, "skill_group": skill_group, "role": row["role"]}))
+        {**created, "skill_group": skill_group, "role": row["role"],
+         **({"follow_up_of": row["follow_up_of"]} if follow_up is not None else {})}))
     for delivery in linked_deliveries(route, owner):
         assert route is not None
         linked = linked_ticket_row(row, delivery, route.mode, str(uuid.uuid4()), utcnow())

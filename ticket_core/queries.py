@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from intake.errors import StorageUnavailable
 
+from . import db
 from .events import EVENTS
 from .failures import storage_unavailable
 from .links import read_links, thread_of
@@ -30,6 +31,7 @@ from .schemas import (
     EscalationView,
     IdentityView,
     MessageView,
+    NoteView,
     SatisfactionView,
     SlaView,
     TicketDetail,
@@ -48,6 +50,8 @@ from .statements import (
     TIMERS,
 )
 from .tickets_config import TicketsConfig
+
+NOTES = db.TicketNote.__table__  # internal notes (notes.py)
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -180,10 +184,13 @@ class TicketReader:
             attachments = await self._attachments(conn, [m.id for m in messages])
             timers = await self._timers(conn, [row.id])
             links = await read_links(conn, [row])
+            notes = [note_view(n) for n in await conn.execute(
+                select(NOTES).where(NOTES.c.ticket_id == row.id)
+                .order_by(NOTES.c.created_at, NOTES.c.id))]
         return TicketDetail(**_ticket_view(row, timers.get(row.id, []),
                                            links.get(row.id, []), self.tickets).model_dump(),
                             messages=[_message_view(m, attachments.get(m.id, []))
-                                      for m in messages])
+                                      for m in messages], notes=notes)
 
     async def ticket_access(self, ticket: str) -> tuple[str, Access] | None:
         """The ticket's id and the caller's access to it (scope.py), by id or number; None
@@ -408,7 +415,15 @@ def _ticket_view(row: Any, timers: list[TimerView], links: list[TicketLink],
         # Another desk's linked ticket is out of scope: not even its number shows.
         links=[link for link in links if current().sees_desk(link.desk)],
         first_contact_agent_id=row.first_contact_agent_id,
-        fields=tickets.ticket_field_set.shown(row.fields, row.desk))
+        fields=tickets.ticket_field_set.shown(row.fields, row.desk),
+        version=row.version, reopened_count=row.reopened_count,
+        follow_up_of=row.follow_up_of, merged_into=row.merged_into)
+
+
+def note_view(row: Any) -> NoteView:
+    return NoteView(id=row.id, ticket_id=row.ticket_id, text=row.text,
+                    mentions=list(row.mentions or []), author=row.author,
+                    created_at=row.created_at)
 
 
 def _message_view(row: Any, attachments: list[AttachmentView]) -> MessageView:

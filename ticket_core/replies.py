@@ -24,6 +24,7 @@ from intake.config import ConfigDocument
 from intake.message import Attachment, Identity, OutboundMessage, Thread
 
 from .events import PlannedEvent
+from .lifecycle import set_status
 from .links import NotCustomerFacing
 from .planner import TicketRef
 from .statements import ATTACHMENTS, IDENTITIES, MESSAGES, OUTBOX, TICKETS, CoreWriteStatements
@@ -116,10 +117,15 @@ def write_reply(connection: Connection, ticket_ref: str, text: str,
     statements.insert(OUTBOX, [{
         "message_id": str(message_id), "routing_key": f"{channel}.{account}",
         "body": outbound.model_dump_json(), "created_at": now, "published_at": None}])
-    connection.execute(update(TICKETS).where(TICKETS.c.id == ticket.id).values(updated_at=now))
+    connection.execute(update(TICKETS).where(TICKETS.c.id == ticket.id).values(
+        updated_at=now, version=TICKETS.c.version + 1))
+    events: list[PlannedEvent] = []
+    if ticket.status == "new":  # issue 17: a new ticket replied to is open (lifecycle.py)
+        events, _ = set_status(connection, ticket, "open", domain_now or now, "agent",
+                               (timelines or Timelines()).lifecycle)
     ref = TicketRef(id=ticket.id, number=ticket.number, status=ticket.status,
                     customer_id=ticket.customer_id, channel=ticket.channel, desk=ticket.desk)
-    append_events(statements, [PlannedEvent(
+    append_events(statements, [*events, PlannedEvent(
         "message.created", now, ref, ticket.customer_id, "agent",
         {"message_id": str(message_id), "direction": "out", "kind": "reply",
          "channel": channel, "account": account})])

@@ -86,6 +86,25 @@ class FieldsView(View):
     customer_fields: list[FieldDefinitionView]
 
 
+class NoteRequest(View):
+    """`POST /api/v1/tickets/{id}/notes`: an internal note."""
+
+    text: str = Field(max_length=100_000, description="the note; not empty")
+    mentions: list[str] = Field(default_factory=list, max_length=50,
+                                description="agent ids the note mentions")
+
+
+class NoteView(View):
+    """An internal note: agents only, never sent, never shown to the customer."""
+
+    id: str
+    ticket_id: str
+    text: str
+    mentions: list[str] = Field(default_factory=list)
+    author: str | None = Field(default=None, description="who wrote it")
+    created_at: datetime
+
+
 class ReplyRequest(View):
     """`POST /api/v1/tickets/{id}/replies`."""
 
@@ -197,11 +216,19 @@ class TicketView(View):
     fields: dict[str, Any] = Field(
         default_factory=dict, description="custom field values by key (decimals as strings); "
         "a value the config no longer accepts shows as `{\"value\": …, \"stale\": true}`")
+    version: int = Field(default=1, ge=1, description="raised by every change; send it as "
+                                                      "`If-Match` to refuse a stale write")
+    reopened_count: int = Field(default=0, ge=0,
+                                description="times it went from resolved back to open")
+    follow_up_of: str | None = Field(
+        default=None, description="the closed ticket a customer's message followed up on")
+    merged_into: str | None = Field(
+        default=None, description="a merged ticket's target: later messages go there")
 
 
 SlaTarget = Literal["first_response", "resolution"]
 TimerKind = Literal["overflow", "sla_warning", "sla_breach", "escalation_step",
-                    "escalation_deadline"]
+                    "escalation_deadline", "auto_resolve", "auto_close"]
 TimerState = Literal["pending", "fired", "done", "cancelled", "overdue"]
 
 
@@ -321,8 +348,27 @@ class CustomerPatch(View):
                                   "(free-form where that is not configured)")
 
 
+class TestClockRequest(View):
+    """`POST /api/v1/test-clock`: one of `advance` and `to`."""
+
+    __test__ = False  # not a pytest test class
+
+    advance: str | None = Field(default=None, max_length=64,
+                                description="an ISO 8601 duration, e.g. PT30M or P7D")
+    to: datetime | None = Field(default=None, description="an ISO 8601 time, not before now")
+
+
+class TestClockView(View):
+    __test__ = False
+
+    now: datetime = Field(description="the domain time")
+    fired: int | None = Field(default=None, description="timers fired by this move")
+
+
 class TicketDetail(TicketView):
     messages: list[MessageView] = Field(description="in source order: occurred_at, received_at")
+    notes: list[NoteView] = Field(default_factory=list,
+                                  description="internal notes, oldest first; never sent")
 
 
 class IdentityView(View):

@@ -36,6 +36,7 @@ Access = Literal["full", "read"]
 # endpoints whose rule depends on the body check it themselves (agents_api.py).
 ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/decisions"): "admin",  # every desk's messages, for `intake route replay`
+    ("POST", "/api/v1/test-clock"): "admin",  # moves every desk's domain time
 }
 
 

@@ -28,6 +28,7 @@ from intake.service import bus_context
 
 from .api import api_routes, auth_middleware, ready_check
 from .autoreply import load_auto_replies
+from .clock_api import clock_from_environment
 from .consume import persist_routed, record_results
 from .db import make_engine, migrate
 from .relay import Relay
@@ -91,7 +92,8 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
     # The escalation timelines, desks and calendars of the rules (`doc` holds INTAKE_RULES'
     # sections where set; the router validated them).
     store = TicketStore(engine, sqlite_fast_path=own.sqlite_fast_path,
-                        timelines=Timelines.from_document(doc))
+                        timelines=Timelines.from_document(doc),
+                        clock=clock_from_environment())  # INTAKE_TEST_CLOCK (clock_api.py)
     scheduler = Scheduler(store, poll_s=own.timers_poll_s)
     registry_for(store).cache_s = own.token_cache_s
     blobs = blob_store_for(settings)  # INTAKE_BLOB_URL: S3, else files under the data dir

@@ -46,7 +46,8 @@ TICKET_TAGS = db.TicketTag.__table__
 INSERTED_TABLES = (CUSTOMERS, IDENTITIES, TICKETS, MESSAGES, ATTACHMENTS, COUNTERS, EVENTS, OUTBOX,
                    TIMERS, TICKET_TAGS)
 
-# A conversation stays joinable until the ticket is closed or merged away.
+# A conversation stays joinable until the ticket is closed or merged away (then a message
+# makes a follow-up, or goes to the merge target: threads.py).
 UNJOINABLE_STATUSES = ("closed", "merged")
 
 # What the selects return: plain tuples on the fast path, SQLAlchemy Rows (which unpack the
@@ -61,6 +62,9 @@ RepliedTicketRow = tuple[str, int, str, str, str | None, str, str | None, str, s
 """A TicketRow, then the channel, account and stored Message-ID of the message leading to it."""
 RatedTicketRow = tuple[str, int, str, str, str | None, str, str | None, dict[str, Any] | None]
 """A TicketRow, then its stored satisfaction (None when never rated)."""
+LineageRow = tuple[str, int, str, str, str | None, str, str | None, str | None, str | None,
+                   list[str] | None, str | None, str | None]
+"""A TicketRow, then its skill_group, category, tags, merged_into and follow_up_of."""
 
 
 class WriteStatements(Protocol):
@@ -86,8 +90,18 @@ class WriteStatements(Protocol):
         """Tickets holding a message with one of these Message-IDs, oldest message first."""
         ...
 
-    def joinable_tickets(self, conversations: Sequence[str]) -> Iterable[TicketRow]:
-        """Tickets of these conversation ids not closed or merged, oldest first."""
+    def conversation_tickets(self, conversations: Sequence[str]) -> Iterable[TicketRow]:
+        """Customer-facing tickets of these conversation ids, any status, oldest first."""
+        ...
+
+    def ticket_lineage(self, ids: Sequence[str]) -> Iterable[LineageRow]:
+        """These tickets, and the follow-ups of them not closed or merged (oldest first):
+        where a message to a closed or merged ticket goes (threads.py)."""
+        ...
+
+    def cancel_timers(self, ticket_ids: Sequence[str], kinds: Sequence[str],
+                      reason: str) -> None:
+        """Cancel the pending timers of these kinds on these tickets."""
         ...
 
     def open_tickets(self, customer_ids: Sequence[str]) -> Iterable[TicketRow]:
@@ -119,8 +133,9 @@ class WriteStatements(Protocol):
         """Add `count` to the counter row `name`: its new value, None if the row is missing."""
         ...
 
-    def touch_tickets(self, changes: Sequence[tuple[str, str, datetime]]) -> None:
-        """Set (ticket id, status, updated_at) on tickets a batch appended to."""
+    def touch_tickets(self, changes: Sequence[tuple[str, str, datetime, int]]) -> None:
+        """Set (ticket id, status, updated_at, reopens to add) on tickets a batch appended
+        to; each one's version goes up by one."""
         ...
 
 
@@ -195,8 +210,20 @@ _TICKETS_BY_MESSAGE_ID = (
 _TICKETS_BY_CONVERSATION = (
     select(*_TICKET_COLUMNS)
     .where(TICKETS.c.conversation_id.in_(bindparam("conversations", expanding=True)),
-           TICKETS.c.status.not_in(UNJOINABLE_STATUSES), _CUSTOMER_FACING)
+           _CUSTOMER_FACING)
     .order_by(TICKETS.c.created_at, TICKETS.c.id))
+_TICKET_LINEAGE = (
+    select(*_TICKET_COLUMNS, TICKETS.c.skill_group, TICKETS.c.category, TICKETS.c.tags,
+           TICKETS.c.merged_into, TICKETS.c.follow_up_of)
+    .where(or_(TICKETS.c.id.in_(bindparam("ids", expanding=True)),
+               and_(TICKETS.c.follow_up_of.in_(bindparam("ids", expanding=True)),
+                    TICKETS.c.status.not_in(UNJOINABLE_STATUSES))))
+    .order_by(TICKETS.c.created_at, TICKETS.c.id))
+_CANCEL_TIMERS = (
+    update(TIMERS).where(TIMERS.c.ticket_id.in_(bindparam("ticket_ids", expanding=True)),
+                         TIMERS.c.kind.in_(bindparam("kinds", expanding=True)),
+                         TIMERS.c.state == "pending")
+    .values(state="cancelled", reason=bindparam("reason")))
 _TICKETS_OPEN_FOR = (
     select(*_TICKET_COLUMNS)
     .where(TICKETS.c.customer_id.in_(bindparam("customers", expanding=True)),
@@ -209,7 +236,8 @@ _TICKETS_RATED = (
     .order_by(TICKETS.c.created_at, TICKETS.c.id))
 _SET_SATISFACTION = (
     update(TICKETS).where(TICKETS.c.id == bindparam("b_id"))
-    .values(satisfaction=bindparam("b_satisfaction", type_=TICKETS.c.satisfaction.type)))
+    .values(satisfaction=bindparam("b_satisfaction", type_=TICKETS.c.satisfaction.type),
+            version=TICKETS.c.version + 1))
 _INSERTS = {table.name: insert(table) for table in INSERTED_TABLES}
 # Identities added to a found customer: one a concurrent writer added first is left alone.
 _INSERT_IDENTITIES_IGNORING_PG = (
@@ -218,7 +246,10 @@ _INSERT_IDENTITIES_IGNORING_SQLITE = (
     sqlite_insert(IDENTITIES).on_conflict_do_nothing(index_elements=["kind", "value"]))
 _TOUCH_TICKETS = (
     update(TICKETS).where(TICKETS.c.id == bindparam("b_id"))
-    .values(status=bindparam("b_status"), updated_at=bindparam("b_updated_at")))
+    .values(status=bindparam("b_status"), updated_at=bindparam("b_updated_at"),
+            reopened_count=TICKETS.c.reopened_count + bindparam(
+                "b_reopened", type_=TICKETS.c.reopened_count.type),
+            version=TICKETS.c.version + 1))
 _BUMP_COUNTER = (
     update(COUNTERS).where(COUNTERS.c.name == bindparam("counter"))
     .values(value=COUNTERS.c.value + bindparam("count", type_=COUNTERS.c.value.type))
@@ -256,9 +287,17 @@ class CoreWriteStatements:
     def tickets_replied_to(self, message_ids: Sequence[str]) -> Iterable[RepliedTicketRow]:
         return self._connection.execute(_TICKETS_BY_MESSAGE_ID, {"message_ids": message_ids})
 
-    def joinable_tickets(self, conversations: Sequence[str]) -> Iterable[TicketRow]:
+    def conversation_tickets(self, conversations: Sequence[str]) -> Iterable[TicketRow]:
         return self._connection.execute(_TICKETS_BY_CONVERSATION,
                                         {"conversations": conversations})
+
+    def ticket_lineage(self, ids: Sequence[str]) -> Iterable[LineageRow]:
+        return self._connection.execute(_TICKET_LINEAGE, {"ids": ids})
+
+    def cancel_timers(self, ticket_ids: Sequence[str], kinds: Sequence[str],
+                      reason: str) -> None:
+        self._connection.execute(_CANCEL_TIMERS, {"ticket_ids": ticket_ids, "kinds": kinds,
+                                                  "reason": reason})
 
     def open_tickets(self, customer_ids: Sequence[str]) -> Iterable[TicketRow]:
         return self._connection.execute(_TICKETS_OPEN_FOR, {"customers": customer_ids})
@@ -285,7 +324,8 @@ class CoreWriteStatements:
         return self._connection.execute(
             _BUMP_COUNTER, {"counter": name, "count": count}).scalar_one_or_none()
 
-    def touch_tickets(self, changes: Sequence[tuple[str, str, datetime]]) -> None:
+    def touch_tickets(self, changes: Sequence[tuple[str, str, datetime, int]]) -> None:
         self._connection.execute(_TOUCH_TICKETS, [
-            {"b_id": ticket_id, "b_status": status, "b_updated_at": updated_at}
-            for ticket_id, status, updated_at in changes])
+            {"b_id": ticket_id, "b_status": status, "b_updated_at": updated_at,
+             "b_reopened": reopened}
+            for ticket_id, status, updated_at, reopened in changes])

@@ -59,7 +59,7 @@ from .statements import (
     CoreWriteStatements,
     WriteStatements,
 )
-from .timers import Timelines
+from .timers import AUTOMATIC_KINDS, Timelines
 from .writes import SqliteWriter
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "WRITE_ATTEMPTS", "Changes", "CursorInvalid",
@@ -246,8 +246,10 @@ class TicketStore(TicketReader):
             statements.insert(ATTACHMENTS, plan.attachments)
         if plan.touched:
             statements.touch_tickets(
-                [(ref.id, ref.status, now)
+                [(ref.id, ref.status, now, ref.reopened)
                  for ref in sorted(plan.touched.values(), key=lambda r: r.id)])
+        if plan.woken:
+            statements.cancel_timers(sorted(plan.woken), AUTOMATIC_KINDS, "customer replied")
         if plan.satisfaction:
             statements.set_satisfaction(sorted(plan.satisfaction.items()))
         return append_events(statements, plan.events)

@@ -4,11 +4,16 @@ Threading, first hint that leads somewhere wins (events never join or open a tic
 `thread.ticket_id`, then `thread.ticket_number` (digits taken from e.g. "#1042"), then
 `in_reply_to` and `references` (newest first) against stored Message-IDs, then
 `conversation_id` (the latest ticket of that conversation on the same channel that is not
-closed or merged), then `join_latest_open` (the customer's latest ticket on the same channel that
-is not resolved, closed or merged); otherwise a new ticket. An inbound message appended to a
-pending or resolved ticket reopens it (status `open`), unless it is flagged `auto_reply`,
-`bounce` or `loop`. A Message-ID leads only to tickets of messages of the same channel and
+closed or merged; when every one is, the latest of them), then `join_latest_open` (the
+customer's latest ticket on the same channel that is not resolved, closed or merged);
+otherwise a new ticket. A Message-ID leads only to tickets of messages of the same channel and
 account.
+
+Where a hint leads to a dead end (`lead`, issue 17): a `merged` ticket hands the message to its
+`merged_into` target (followed up to `MAX_HOPS` merges); a `closed` ticket is never appended
+to: the message joins the closed ticket's follow-up that is still open, else makes a new
+follow-up ticket (`follow_up_of`, inheriting desk, skill group, category and tags, as Zendesk
+does). Status rules for the ticket joined (reopening) are in planner.py.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from .schemas import DONE_STATUSES
 from .statements import UNJOINABLE_STATUSES, WriteStatements
 
 RATING_EVENT = "satisfaction"
+# Merges followed from a merged ticket to its target (a target merged on again, …).
+MAX_HOPS = 5
 
 
 def normalize_identity(kind: str, value: str) -> str:
@@ -50,6 +57,17 @@ class TicketRef:
     channel: str
     desk: str | None = None
     new: bool = False
+    reopened: int = 0  # resolved → open in this batch (reopened_count)
+
+
+@dataclass(frozen=True, slots=True)
+class Lineage:
+    """What a closed or merged ticket passes on: a follow-up's inheritance, a merge target."""
+
+    skill_group: str | None
+    category: str | None
+    tags: list[str]
+    merged_into: str | None
 
 
 @dataclass(slots=True)
@@ -75,6 +93,11 @@ class ThreadIndex:
         # (channel, account, Message-ID): a Message-ID leads only within its own mailbox.
         self.by_message_id: dict[tuple[str, str, str], TicketRef] = {}
         self.by_conversation: dict[tuple[str, str], TicketRef] = {}
+        # The latest ticket of a conversation whose every ticket is closed or merged.
+        self.ended_conversation: dict[tuple[str, str], TicketRef] = {}
+        # Closed and merged tickets' inheritance and targets; a closed ticket's open follow-up.
+        self.lineage: dict[str, Lineage] = {}
+        self.follow_up: dict[str, TicketRef] = {}
         self.latest_open: dict[tuple[str, str], TicketRef] = {}
         # (channel, conversation id) → the ticket a rating lands on, and stored ratings.
         self.rated: dict[tuple[str, str], TicketRef] = {}
@@ -105,9 +128,14 @@ class ThreadIndex:
                 # The latest stored copy of a Message-ID wins.
                 index.by_message_id[(channel, account, message_id)] = index._add(row)
         if conversations:
-            for row in statements.joinable_tickets(sorted(conversations)):
+            for row in statements.conversation_tickets(sorted(conversations)):
                 *_, channel, conversation_id = row
-                index.by_conversation[(channel, conversation_id)] = index._add(row)
+                ref = index._add(row)
+                key = (channel, conversation_id)
+                if ref.status in UNJOINABLE_STATUSES:
+                    index.ended_conversation[key] = ref
+                else:
+                    index.by_conversation[key] = ref
         if joiners:
             for row in statements.open_tickets(sorted(joiners)):
                 ref = index._add(row)
@@ -117,7 +145,60 @@ class ThreadIndex:
                 ref = index._add(row)
                 index.rated[(ref.channel, row[6])] = ref  # oldest first: the latest wins
                 index.satisfaction[ref.id] = satisfaction
+        index._load_lineage(statements)
         return index
+
+    def _load_lineage(self, statements: WriteStatements) -> None:
+        """Closed and merged tickets the hints reached: their inheritance, open follow-ups
+        and merge targets (hop by hop: a target may be merged or closed in turn)."""
+        wanted = {r.id for r in self.by_id.values() if r.status in UNJOINABLE_STATUSES}
+        for _ in range(MAX_HOPS):
+            wanted -= self.lineage.keys()
+            if not wanted:
+                return
+            targets: set[str] = set()
+            for row in statements.ticket_lineage(sorted(wanted)):
+                ref = self._add(row[:7])
+                skill_group, category, tags, merged_into, follow_up_of = row[7:]
+                if follow_up_of in wanted and ref.id not in wanted:
+                    self.follow_up[follow_up_of] = ref  # oldest first: the latest wins
+                    continue
+                self.lineage[ref.id] = Lineage(skill_group, category, list(tags or []),
+                                               merged_into)
+                if ref.status == "merged" and merged_into and merged_into not in self.by_id:
+                    targets.add(merged_into)
+                elif ref.status == "merged" and merged_into:
+                    target = self.by_id[merged_into]
+                    if target.status in UNJOINABLE_STATUSES:
+                        targets.add(merged_into)
+            wanted = targets | {r.id for r in self.by_id.values()
+                                if r.status in UNJOINABLE_STATUSES}
+
+    def lead(self, found: TicketRef | None) -> tuple[TicketRef | None, TicketRef | None]:
+        """Where a message whose hints found `found` goes: (the ticket to join, or None for a
+        new one; the closed ticket a new one follows up, or None)."""
+        ref = found
+        for _ in range(MAX_HOPS):
+            if ref is None or ref.status != "merged":
+                break
+            lineage = self.lineage.get(ref.id)
+            target = self.by_id.get(lineage.merged_into) if (
+                lineage and lineage.merged_into) else None
+            if target is None:
+                return None, None  # a merged ticket without a known target: a new ticket
+            ref = target
+        if ref is None or ref.status == "merged":
+            return None, None
+        if ref.status == "closed":
+            follow_up = self.follow_up.get(ref.id)
+            if follow_up is not None and follow_up.status not in UNJOINABLE_STATUSES:
+                return follow_up, None
+            return None, ref
+        return ref, None
+
+    def followed_up(self, closed: TicketRef, follow_up: TicketRef) -> None:
+        """A follow-up made in this batch: later messages to `closed` join it."""
+        self.follow_up[closed.id] = follow_up
 
     def _add(self, row: Sequence[Any]) -> TicketRef:
         """Index a TicketRow once (several hints may lead to the same ticket)."""
@@ -144,9 +225,12 @@ class ThreadIndex:
             if found is not None:
                 return found
         if t.conversation_id:
-            found = self.by_conversation.get((m.channel, t.conversation_id))
+            key = (m.channel, t.conversation_id)
+            found = self.by_conversation.get(key)
             if found is not None and found.status not in UNJOINABLE_STATUSES:
                 return found
+            if found is None and key in self.ended_conversation:
+                return self.ended_conversation[key]  # closed or merged: see `lead`
         if t.join_latest_open:
             found = self.latest_open.get((customer_id, m.channel))
             if found is not None and found.status not in DONE_STATUSES:

@@ -21,6 +21,13 @@ from sqlalchemy.engine import Connection
 from .api import PREFIX, ApiError, _answers_errors, json_response
 from .events import PlannedEvent
 from .fields import FieldsInvalid, FieldsRequired
+from .lifecycle import (
+    InvalidTransition,
+    VersionMismatch,
+    check_transition,
+    etag,
+    parse_if_match,
+)
 from .planner import TicketRef
 from .replies import TicketNotFound
 from .schemas import FieldsView, TicketPatch
@@ -85,10 +92,16 @@ def _tags(current: list[str], patch: TicketPatch) -> list[str] | None:
 
 
 def patch_ticket(connection: Connection, ticket_ref: str, patch: TicketPatch,
-                 config: TicketsConfig, now: datetime, **status_options: Any) -> str:
+                 config: TicketsConfig, now: datetime, *, if_match: int | None = None,
+                 **status_options: Any) -> str:
     """Apply the patch in the caller's transaction; returns the ticket id. Raises
-    TicketNotFound, PatchInvalid, FieldsRequired."""
+    TicketNotFound, VersionMismatch, InvalidTransition, PatchInvalid, FieldsRequired, each
+    before anything is written."""
     ticket = _find(connection, ticket_ref)
+    if if_match is not None and ticket.version != if_match:
+        raise VersionMismatch(ticket.version)
+    if patch.status is not None:
+        check_transition(ticket.status, patch.status)
     given = patch.model_fields_set
     values: dict[str, Any] = {}
     problems: dict[str, str] = {}
@@ -121,7 +134,7 @@ def patch_ticket(connection: Connection, ticket_ref: str, patch: TicketPatch,
                            problems)
     if values:
         connection.execute(update(TICKETS).where(TICKETS.c.id == ticket.id)
-                           .values(**values, updated_at=now))
+                           .values(**values, updated_at=now, version=TICKETS.c.version + 1))
         if "tags" in values:
             _replace_tag_rows(connection, ticket.id, current_tags, values["tags"])
         before = {"fields": ticket.fields or {}, "tags": current_tags,
@@ -169,11 +182,22 @@ def patch_routes(store: TicketStore) -> list[web.RouteDef]:
             raise ApiError(422, "invalid_body", "A value holds a NUL character.",
                            {"body": "must not contain NUL (U+0000)"})
         config = store.tickets
+        if_match = parse_if_match(request.headers.get("If-Match"))
         try:
             ticket_id = await store.write(lambda c: patch_ticket(
-                c, ticket_ref, patch, config, store.clock.now(), timelines=store.timelines))
+                c, ticket_ref, patch, config, store.clock.now(), if_match=if_match,
+                timelines=store.timelines))
         except TicketNotFound as exc:
             raise ApiError(404, "ticket_not_found", f"No ticket {ticket_ref}.") from exc
+        except VersionMismatch as exc:
+            raise ApiError(412, "version_mismatch", f"The ticket is at version {exc.current}: "
+                           "someone changed it since you read it.",
+                           {"If-Match": f"the ticket's version is {exc.current}"}) from exc
+        except InvalidTransition as exc:
+            allowed = ", ".join(exc.allowed) or "none (final)"
+            raise ApiError(409, "invalid_transition", f"A {exc.current} ticket cannot become "
+                           f"{exc.wanted}; allowed: {allowed}.",
+                           {"status": f"allowed from {exc.current}: {allowed}"}) from exc
         except PatchInvalid as exc:
             raise ApiError(422, exc.code, exc.message, exc.problems) from exc
         except FieldsRequired as exc:
@@ -182,7 +206,9 @@ def patch_routes(store: TicketStore) -> list[web.RouteDef]:
                            {key: "required to resolve" for key in exc.keys}) from exc
         ticket = await store.get_ticket(ticket_id)
         assert ticket is not None
-        return json_response(ticket)
+        response = json_response(ticket)
+        response.headers["ETag"] = etag(ticket.version)
+        return response
 
     @_answers_errors
     async def fields(request: web.Request) -> web.StreamResponse:
@@ -213,9 +239,18 @@ def patch_paths(ok: Any, error: Any, ref: str, unauthorized: Any, unavailable: A
                            "`remove_tags` change some (tags are trimmed, NFKC-normalised, "
                            "Latin letters case-folded, ≤ 50 characters, ≤ 30 per ticket). "
                            "Resolving needs the desk's `required: on_resolve` fields. Writes "
-                           "`ticket.updated` with `changes`.",
+                           "`ticket.updated` with `changes`. A status follows the transition "
+                           "table: new → open, pending, on_hold, resolved; open → pending, "
+                           "on_hold, resolved; pending → open, on_hold, resolved; on_hold → "
+                           "open, pending, resolved; resolved → open (a reopen) or closed; "
+                           "closed and merged are final; the same status again changes "
+                           "nothing. `If-Match: \"<version>\"` refuses the write (412) when "
+                           "the ticket changed since that version.",
             "parameters": [{"name": "ticket_id", "in": "path", "required": True,
                             "description": "The ticket's id, or its number (digits)",
+                            "schema": {"type": "string"}},
+                           {"name": "If-Match", "in": "header", "required": False,
+                            "description": "The ticket's `version` as last read",
                             "schema": {"type": "string"}}],
             "requestBody": {"required": True, "content": {"application/json": {
                 "schema": {"$ref": ref.format(model="TicketPatch")},
@@ -225,6 +260,11 @@ def patch_paths(ok: Any, error: Any, ref: str, unauthorized: Any, unavailable: A
             "responses": {"200": ok("TicketDetail", "The ticket as it now is"),
                           "401": unauthorized,
                           "404": error("No such ticket", ["ticket_not_found"]),
+                          "409": error("The table does not allow this status from the "
+                                       "ticket's; `fields.status` names the allowed ones",
+                                       ["invalid_transition"]),
+                          "412": error("`If-Match` names another version than the ticket's",
+                                       ["version_mismatch"]),
                           "422": error("A value cannot be written (one message per field), "
                                        "or resolving needs fields",
                                        ["invalid_fields", "invalid_tags", "unknown_category",

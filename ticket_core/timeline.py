@@ -23,7 +23,7 @@ from .events import PlannedEvent
 from .planner import TicketRef
 from .schemas import DONE_STATUSES
 from .statements import MESSAGES, TICKETS, TIMERS, CoreWriteStatements
-from .timers import Timelines, iso, timer_row
+from .timers import AUTOMATIC_KINDS, Timelines, iso, timer_row
 
 _SAVE_TICKET = (
     update(TICKETS).where(TICKETS.c.id == bindparam("b_id")).values(
@@ -31,7 +31,7 @@ _SAVE_TICKET = (
         priority=bindparam("b_priority"), acknowledged_at=bindparam("b_acknowledged_at"),
         sla=bindparam("b_sla", type_=TICKETS.c.sla.type),
         escalation=bindparam("b_escalation", type_=TICKETS.c.escalation.type),
-        updated_at=bindparam("b_updated_at")))
+        updated_at=bindparam("b_updated_at"), version=TICKETS.c.version + 1))
 
 
 class StepNotManual(Exception):
@@ -74,6 +74,7 @@ class TicketWork:
         self.desk: str | None = row.desk
         self.skill_group: str | None = row.skill_group
         self.priority: str = row.priority
+        self.status: str = row.status  # an automatic transition changes it (lifecycle.py)
         self.acknowledged_at: datetime | None = row.acknowledged_at
         self.sla: dict[str, Any] | None = copy.deepcopy(row.sla)
         self.escalation: dict[str, Any] | None = copy.deepcopy(row.escalation)
@@ -275,13 +276,28 @@ class TicketWork:
             "escalation_step", self.row.id, f"{escalation['timeline']}.{step['id']}", due,
             self.now or start))
 
+    def settle(self, status: str, now: datetime, actor: str) -> None:
+        """The ticket became resolved, closed or merged: its resolution clock stops, and a
+        current step whose `done_when` is `resolved` is completed (the next one starts)."""
+        if status not in DONE_STATUSES:
+            return
+        for kind in ("sla_warning", "sla_breach"):
+            self.finish_timers("done", status, kind=kind, ref="resolution")
+        step = self.current_step()
+        if step is not None and step["done_when"] == "resolved":
+            self.complete_step(actor, None, now, actor)
+
     # ---- a due timer ---------------------------------------------------------------------
 
     def fire(self, timer: Any, now: datetime) -> tuple[str, str | None]:
         """What the timer does: its final state and why (None: it fired as planned)."""
         self.now = now
-        status = self.row.status
+        status = self.status
         kind, ref = timer.kind, timer.ref
+        if kind in AUTOMATIC_KINDS:
+            from .lifecycle import automatic_due  # it builds on this module's TicketWork
+
+            return automatic_due(self, timer, now)
         if kind in ("sla_warning", "sla_breach"):
             if ref == "first_response" and self.responded():
                 return "done", "first_response"
@@ -366,7 +382,7 @@ class TicketWork:
             self.connection.execute(update(TICKETS).where(TICKETS.c.id == self.row.id).values(
                 desk=self.desk, skill_group=self.skill_group, priority=self.priority,
                 acknowledged_at=self.acknowledged_at, sla=self.sla,
-                escalation=self.escalation, updated_at=now))
+                escalation=self.escalation, updated_at=now, version=TICKETS.c.version + 1))
         if self.new_timers:
             self.connection.execute(TIMERS.insert(), self.new_timers)
 
@@ -442,10 +458,6 @@ def status_changed(connection: Connection, ticket_id: str, status: str, now: dat
     if work is None:
         return
     work.now = now
-    for kind in ("sla_warning", "sla_breach"):
-        work.finish_timers("done", status, kind=kind, ref="resolution")
-    step = work.current_step()
-    if step is not None and step["done_when"] == "resolved":
-        work.complete_step(actor, None, now, actor)
+    work.settle(status, now, actor)
     work.save(now)
     append_events(CoreWriteStatements(connection), events)

@@ -30,11 +30,43 @@ from intake.durations import format_duration, parse_duration
 from intake.logging import get_logger
 from intake.message import RouteDecision
 
-KINDS = ("overflow", "sla_warning", "sla_breach", "escalation_step", "escalation_deadline")
+# The automatic transitions of the life cycle (lifecycle.py): pending → resolved, resolved →
+# closed, planned when the ticket enters the status and cancelled when it leaves it.
+AUTOMATIC_KINDS = ("auto_resolve", "auto_close")
+KINDS = ("overflow", "sla_warning", "sla_breach", "escalation_step", "escalation_deadline",
+         *AUTOMATIC_KINDS)
 STATES = ("pending", "fired", "done", "cancelled", "overdue")
 SLA_TARGETS = ("first_response", "resolution")
 
 log = get_logger(component="timers")
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleSettings:
+    """How long a ticket waits in `pending` before it is resolved, and in `resolved` before it
+    is closed: `tickets.pending_auto_resolve_after` and `tickets.resolved_auto_close_after`.
+
+    Read from the config document's `tickets` section when present (another part of issue 17
+    validates that section; this reads only these two keys and tolerates its absence: a value
+    it cannot read is logged and the default kept).
+    """
+
+    pending_auto_resolve_after: timedelta = timedelta(days=7)
+    resolved_auto_close_after: timedelta = timedelta(days=3)
+
+    @classmethod
+    def from_section(cls, section: Any) -> LifecycleSettings:
+        if not isinstance(section, Mapping):
+            return cls()
+        values: dict[str, timedelta] = {}
+        for key in ("pending_auto_resolve_after", "resolved_auto_close_after"):
+            if section.get(key) is None:
+                continue
+            try:
+                values[key] = parse_duration(section[key])
+            except ValueError as exc:
+                log.warning("tickets_setting_unreadable", key=key, error=str(exc)[:200])
+        return cls(**values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +103,8 @@ class Timelines:
     calendars: dict[str, Calendar] = field(default_factory=lambda: {"always": ALWAYS})
     desks: frozenset[str] | None = None  # None: unknown (no rules), every desk is accepted
     groups: dict[str, str] | None = None  # skill group → its desk; None: every group accepted
+    # The `tickets` section's automatic-transition delays (lifecycle.py), reloaded with these.
+    lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
 
     def gone(self, desk: str, group: str | None) -> str | None:
         """Why a move to `desk`/`group` cannot happen under the rules in force, or None."""
@@ -89,7 +123,7 @@ class Timelines:
         a section this cannot read is logged and left out, never a crash at start."""
         from router.models import Escalation  # the rules' own model: one definition
 
-        found = cls()
+        found = cls(lifecycle=LifecycleSettings.from_section(doc.section("tickets")))
         for spec in doc.section("calendars") or []:
             try:
                 found.calendars[spec["id"]], _ = compile_calendar(as_spec(spec))

@@ -42,6 +42,7 @@ from .statements import (
     UNJOINABLE_STATUSES,
     CoreWriteStatements,
     KnownIdentityRow,
+    LineageRow,
     RatedTicketRow,
     RepliedTicketRow,
     StoredMessageRow,
@@ -181,11 +182,19 @@ _SQLITE_TICKETS_REPLIED_TO = (
     _TICKET_SELECT + ", messages.channel, messages.account, messages.message_id FROM messages "
     "JOIN tickets ON tickets.id = messages.ticket_id "
     "WHERE messages.message_id IN ({message_ids}) ORDER BY messages.persisted_at")
-_SQLITE_JOINABLE_TICKETS = (
+_SQLITE_CONVERSATION_TICKETS = (
     _TICKET_SELECT + " FROM tickets WHERE tickets.conversation_id IN ({conversations}) "
-    f"AND tickets.status NOT IN ({_sql_strings(UNJOINABLE_STATUSES)}) "
     "AND tickets.primary_ticket_id IS NULL "
     "ORDER BY tickets.created_at, tickets.id")
+_SQLITE_TICKET_LINEAGE = (
+    _TICKET_SELECT + ", tickets.skill_group, tickets.category, tickets.tags, "
+    "tickets.merged_into, tickets.follow_up_of FROM tickets WHERE tickets.id IN ({ids}) "
+    "OR (tickets.follow_up_of IN ({ids}) "
+    f"AND tickets.status NOT IN ({_sql_strings(UNJOINABLE_STATUSES)})) "
+    "ORDER BY tickets.created_at, tickets.id")
+_SQLITE_CANCEL_TIMERS = (
+    "UPDATE timers SET state = 'cancelled', reason = ? WHERE ticket_id IN ({ticket_ids}) "
+    "AND kind IN ({kinds}) AND state = 'pending'")
 _SQLITE_OPEN_TICKETS = (
     _TICKET_SELECT + " FROM tickets WHERE tickets.customer_id IN ({customers}) "
     f"AND tickets.status NOT IN ({_sql_strings(DONE_STATUSES)}) "
@@ -196,11 +205,14 @@ _SQLITE_RATED_TICKETS = (
     "WHERE tickets.conversation_id IN ({conversations}) AND tickets.status != 'merged' "
     "AND tickets.primary_ticket_id IS NULL "
     "ORDER BY tickets.created_at, tickets.id")
-_SQLITE_SET_SATISFACTION = "UPDATE tickets SET satisfaction = ? WHERE id = ?"
+_SQLITE_SET_SATISFACTION = (
+    "UPDATE tickets SET satisfaction = ?, version = version + 1 WHERE id = ?")
 _SQLITE_VERIFY_IDENTITIES = (
     "UPDATE customer_identities SET verified = 1 WHERE ({identities}) AND verified IS 0")
 _SQLITE_BUMP_COUNTER = "UPDATE counters SET value = value + ? WHERE name = ? RETURNING value"
-_SQLITE_TOUCH_TICKETS = "UPDATE tickets SET status = ?, updated_at = ? WHERE id = ?"
+_SQLITE_TOUCH_TICKETS = (
+    "UPDATE tickets SET status = ?, updated_at = ?, reopened_count = reopened_count + ?, "
+    "version = version + 1 WHERE id = ?")
 
 
 def _as_sqlalchemy_error(exc: Exception, sql: str | None, parameters: Any,
@@ -272,9 +284,21 @@ class SqliteWriteStatements:
         return self._run(_SQLITE_TICKETS_REPLIED_TO.format(message_ids=_marks(len(message_ids))),
                          message_ids)
 
-    def joinable_tickets(self, conversations: Sequence[str]) -> Iterable[TicketRow]:
-        return self._run(_SQLITE_JOINABLE_TICKETS.format(
+    def conversation_tickets(self, conversations: Sequence[str]) -> Iterable[TicketRow]:
+        return self._run(_SQLITE_CONVERSATION_TICKETS.format(
             conversations=_marks(len(conversations))), conversations)
+
+    def ticket_lineage(self, ids: Sequence[str]) -> Iterable[LineageRow]:
+        rows = self._run(_SQLITE_TICKET_LINEAGE.format(ids=_marks(len(ids))), (*ids, *ids))
+        # tags: the JSON text as SQLAlchemy reads it back.
+        return [(*row[:9], None if row[9] is None else json.loads(row[9]), *row[10:])
+                for row in rows]
+
+    def cancel_timers(self, ticket_ids: Sequence[str], kinds: Sequence[str],
+                      reason: str) -> None:
+        self._run(_SQLITE_CANCEL_TIMERS.format(ticket_ids=_marks(len(ticket_ids)),
+                                               kinds=_marks(len(kinds))),
+                  (reason, *ticket_ids, *kinds))
 
     def open_tickets(self, customer_ids: Sequence[str]) -> Iterable[TicketRow]:
         return self._run(_SQLITE_OPEN_TICKETS.format(customers=_marks(len(customer_ids))),
@@ -304,10 +328,10 @@ class SqliteWriteStatements:
         rows = self._run(_SQLITE_BUMP_COUNTER, (count, name))
         return rows[0][0] if rows else None
 
-    def touch_tickets(self, changes: Sequence[tuple[str, str, datetime]]) -> None:
+    def touch_tickets(self, changes: Sequence[tuple[str, str, datetime, int]]) -> None:
         self._run_many(_SQLITE_TOUCH_TICKETS, [
-            (status, _sqlite_datetime(updated_at), ticket_id)
-            for ticket_id, status, updated_at in changes])
+            (status, _sqlite_datetime(updated_at), reopened, ticket_id)
+            for ticket_id, status, updated_at, reopened in changes])
 
 
 class SqliteWriter:

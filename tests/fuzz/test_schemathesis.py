@@ -46,6 +46,7 @@ from intake.testing import MemoryBlobStore, RecordingPublisher, RefusingPublishe
 from ticket_core.agent_schemas import AgentCreate
 from ticket_core.agents_api import insert_agent
 from ticket_core.api import api_routes, auth_middleware
+from ticket_core.clock import TestClock
 from ticket_core.db import make_engine, migrate
 from ticket_core.openapi import build_openapi as agent_openapi
 from ticket_core.store import TicketStore
@@ -152,7 +153,8 @@ def seed_messages() -> list[Any]:
 async def agent_api_app(folder: Path) -> web.Application:
     url = f"sqlite+aiosqlite:///{folder}/intake.sqlite3"
     await migrate(url)
-    store = TicketStore(make_engine(url))
+    # The test clock on (INTAKE_TEST_CLOCK=1), so its endpoints are called for real.
+    store = TicketStore(make_engine(url), clock=TestClock())
     store.tickets = load_tickets(load_document(EXAMPLE))  # custom fields to check
     await store.persist_many(seed_messages())
     await store.write(lambda c: insert_agent(c, AgentCreate(

@@ -292,6 +292,31 @@ async def scenario(s: Recorder) -> None:
                 thread=Thread(join_latest_open=True))])
     assert [r.ticket_id for r in follow_up] == [fanned[0].ticket_id] * 2
 
+    # Issue 17: a closed ticket's message makes one follow-up inheriting desk, group, category
+    # and tags; a merged ticket's message lands on its target; on_hold and resolved tickets
+    # open again (resolved: a reopen counted), their automatic transitions cancelled.
+    await s.sql("UPDATE tickets SET status = 'closed', category = 'inquiry', "
+                "skill_group = 'vip_care' WHERE number = 1001")
+    await s.sql("UPDATE tickets SET status = 'merged', merged_into = "
+                "(SELECT id FROM tickets WHERE number = 1003) WHERE number = 1002")
+    await s.sql("UPDATE tickets SET status = 'on_hold' WHERE number = 1003")
+    await s.sql("UPDATE tickets SET status = 'resolved' WHERE number = 1004")
+    await s.sql("INSERT INTO timers (kind, ticket_id, ref, due_at, state, created_at) "
+                "SELECT 'auto_resolve', id, 'resolved', created_at, 'pending', created_at "
+                "FROM tickets WHERE number IN (1003, 1004)")
+    lifecycle = await s.persist([
+        message("closed-1", thread=Thread(ticket_number="#1001"), routed=route("presales")),
+        message("closed-2", email="x@example.com", thread=Thread(ticket_number="#1001")),
+        message("merged-1", thread=Thread(ticket_number="#1002")),
+        message("resolved-1", thread=Thread(ticket_number="#1004")),
+    ])
+    assert lifecycle[0].created_ticket and lifecycle[1].ticket_id == lifecycle[0].ticket_id
+    assert not lifecycle[2].created_ticket and lifecycle[2].ticket_number == 1003
+    await s.sql("UPDATE tickets SET status = 'closed' WHERE number = 1004")
+    later = await s.persist([message("closed-3", thread=Thread(ticket_number="#1001")),
+                             message("closed-4", thread=Thread(ticket_number="#1004"))])
+    assert later[0].ticket_id == lifecycle[0].ticket_id and later[1].created_ticket
+
 
 def dump(path: Path) -> dict[str, list[tuple[tuple[str, Any], ...]]]:
     """Every row of every table as SQLite holds it: each value with its Python type."""
