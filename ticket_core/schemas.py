@@ -46,8 +46,10 @@ class TicketPatch(View):
 
     model_config = ConfigDict(extra="forbid")
 
-    status: Literal["new", "open", "pending", "on_hold", "resolved", "closed"] | None = Field(
-        default=None, description="the new status; the same one again changes nothing")
+    status: Status | None = Field(
+        default=None, description="the new status; the same one again changes nothing; one the "
+                                  "table does not allow from the ticket's status answers 409 "
+                                  "`invalid_transition`")
     category: str | None = Field(default=None, max_length=128,
                                  description="a category id of the config; null clears it")
     fields: dict[str, Any] | None = Field(

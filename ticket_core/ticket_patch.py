@@ -178,6 +178,9 @@ def patch_routes(store: TicketStore) -> list[web.RouteDef]:
         if not patch.model_fields_set:
             raise ApiError(422, "invalid_body", "Say what changes: status, category, fields, "
                            "tags, add_tags or remove_tags.", {"body": "no key given"})
+        if "status" in patch.model_fields_set and patch.status is None:
+            raise ApiError(422, "invalid_body", "Some fields are not valid.",
+                           {"status": "a status, not null"})
         if "\\u0000" in patch.model_dump_json():  # JSON writes NUL escaped
             raise ApiError(422, "invalid_body", "A value holds a NUL character.",
                            {"body": "must not contain NUL (U+0000)"})
