@@ -380,6 +380,27 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from ticket_core.db import make_engine
+    from ticket_core.search_index import reindex_all
+    from ticket_core.store import TicketStore
+
+    settings = IntakeSettings()
+
+    async def reindex() -> int:
+        engine = make_engine(settings.effective_database_url)
+        store = TicketStore(engine)
+        try:
+            return await reindex_all(store)
+        finally:
+            await store.close()
+            await engine.dispose()
+
+    count = asyncio.run(reindex())
+    print(f"search index rebuilt: {count} ticket(s)")
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     from .settings_table import README, markdown, readme_block, rewrite_readme
 
@@ -451,6 +472,10 @@ def parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.set_defaults(func=cmd_migrate)
+
+    search = sub.add_parser("search", help="ticket search: rebuild the index")
+    search.add_argument("action", choices=["reindex"])
+    search.set_defaults(func=cmd_search)
 
     settings = sub.add_parser("settings",
                               help="print the table of every environment variable (markdown)")

@@ -167,6 +167,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
     """
     from .calls_api import call_routes  # it builds on this module's errors and answers
     from .decisions import decision_routes
+    from .search_api import search_routes
     from .timing_api import timing_routes
 
     openapi_body = orjson.dumps(build_openapi())
@@ -288,6 +289,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         *call_routes(store),
         *timing_routes(store),
         *decision_routes(store),
+        *search_routes(store),
     ]
 
 

@@ -431,3 +431,16 @@ class Timer(Base):
     reason: Mapped[str | None] = mapped_column(String(256))
     data: Mapped[dict[str, Any] | None] = mapped_column(Json)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+
+class SearchDocument(Base):
+    """A ticket's search document (migration 0008; search_index.py): its token stream and the
+    text it came from. PostgreSQL adds `document tsvector` (GIN), SQLite the FTS5 table
+    `search_fts` over `tokens`: both outside this model, made by the migration."""
+
+    __tablename__ = "search_documents"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[str] = mapped_column(Id, nullable=False, unique=True)
+    tokens: Mapped[str] = mapped_column(Text, nullable=False)
+    content: Mapped[str] = mapped_column(Text, nullable=False)

@@ -34,6 +34,13 @@ def _timing() -> tuple[Any, Any, Any]:
     return customer_patch_operation, timing_paths, decisions_path
 
 
+def _search() -> tuple[Any, Any]:
+    from .search import SearchPage  # these import the API
+    from .search_api import search_path
+
+    return SearchPage, search_path
+
+
 def _error(description: str, codes: list[str]) -> dict[str, Any]:
     return {
         "description": f"{description} (`error`: {', '.join(f'`{c}`' for c in codes)})",
@@ -82,9 +89,11 @@ CALL_OK = {"description": "The call", "content": {"application/json": {"schema":
 def build_openapi() -> dict[str, Any]:
     """The document served at GET /api/v1/openapi.json."""
     customer_patch_operation, timing_paths, decisions_path = _timing()
+    search_page, search_path = _search()
     _, defs = models_json_schema(
         [*((m, "serialization") for m in (TicketPage, TicketDetail, CustomerView, CustomerPage,
-                                          ErrorBody, MessageView, DecisionPage)),
+                                          ErrorBody, MessageView, DecisionPage,
+                                          search_page)),
          (ReplyRequest, "validation"), (StatusChange, "validation"),
          (AdvanceRequest, "validation"), (CustomerPatch, "validation")],
         ref_template=REF)
@@ -258,6 +267,7 @@ def build_openapi() -> dict[str, Any]:
             }, "patch": customer_patch_operation(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE)},
             **timing_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE),
             **decisions_path(_ok, BAD_PARAMETER, UNAUTHORIZED, UNAVAILABLE),
+            **search_path(_ok, _error, _query, BAD_PARAMETER, UNAUTHORIZED, UNAVAILABLE),
             "/api/v1/calls/{call_id}": {"get": {
                 "operationId": "getCall",
                 "summary": "A phone call: state, screen pop, pick and, once recorded, its "

@@ -117,6 +117,7 @@ def write_reply(connection: Connection, ticket_ref: str, text: str,
         "message_id": str(message_id), "routing_key": f"{channel}.{account}",
         "body": outbound.model_dump_json(), "created_at": now, "published_at": None}])
     connection.execute(update(TICKETS).where(TICKETS.c.id == ticket.id).values(updated_at=now))
+    statements.index_tickets([ticket.id], [])  # the reply's text is searchable
     ref = TicketRef(id=ticket.id, number=ticket.number, status=ticket.status,
                     customer_id=ticket.customer_id, channel=ticket.channel, desk=ticket.desk)
     append_events(statements, [PlannedEvent(

@@ -32,6 +32,7 @@ from sqlalchemy.engine import Connection
 
 from . import db
 from .schemas import DONE_STATUSES
+from .search_index import reindex_connection
 
 CUSTOMERS = db.Customer.__table__
 IDENTITIES = db.CustomerIdentity.__table__
@@ -120,6 +121,11 @@ class WriteStatements(Protocol):
 
     def touch_tickets(self, changes: Sequence[tuple[str, str, datetime]]) -> None:
         """Set (ticket id, status, updated_at) on tickets a batch appended to."""
+        ...
+
+    def index_tickets(self, ticket_ids: Sequence[str], customer_ids: Sequence[str]) -> None:
+        """Rebuild the search documents of these tickets and of these customers' tickets
+        (search_index.py; either list may be empty)."""
         ...
 
 
@@ -288,3 +294,6 @@ class CoreWriteStatements:
         self._connection.execute(_TOUCH_TICKETS, [
             {"b_id": ticket_id, "b_status": status, "b_updated_at": updated_at}
             for ticket_id, status, updated_at in changes])
+
+    def index_tickets(self, ticket_ids: Sequence[str], customer_ids: Sequence[str]) -> None:
+        reindex_connection(self._connection, ticket_ids, customer_ids)

@@ -75,6 +75,7 @@ async def store(database_url: str) -> AsyncIterator[TicketStore]:
         async with engine.begin() as connection:
             await connection.execute(text(
                 "TRUNCATE timers, calls, events, outbox, attachments, messages, tickets, "
+                "search_documents, "
                 "customer_identities, customers RESTART IDENTITY CASCADE"))
             await connection.execute(text("DELETE FROM counters"))
             await connection.execute(text(

@@ -267,7 +267,8 @@ async def test_openapi_document_describes_the_api(client: TestClient[Any, Any]) 
                                  "/api/v1/tickets/{ticket_id}/acknowledge",
                                  "/api/v1/tickets/{ticket_id}/escalations/{escalation_id}"
                                  "/advance",
-                                 "/api/v1/decisions", "/api/v1/openapi.json"}
+                                 "/api/v1/decisions", "/api/v1/openapi.json",
+                                 "/api/v1/search"}
     assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     ticket_params = {p["name"] for p in doc["paths"]["/api/v1/tickets"]["get"]["parameters"]}
     assert ticket_params >= {"channel", "desk", "status", "customer_id", "priority",
