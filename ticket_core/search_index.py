@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 from intake.search_text import index_tokens, tsvector
 
 __all__ = ["MAX_DOCUMENT_CHARS", "MAX_MESSAGE_CHARS", "reindex", "reindex_all",
-           "reindex_connection"]
+           "reindex_connection", "reindex_database"]
 
 # Each message's first 4,000 characters, the document's first 32,000: a quoted mail thread
 # repeats itself, and a tsvector must stay under PostgreSQL's 1 MB.
@@ -211,3 +211,17 @@ async def reindex_all(store: Any, batch: int = CHUNK) -> int:
         await store.write(lambda c, ids=ids: _rebuild(c, ids))
         total += len(ids)
         after = ids[-1]
+
+
+async def reindex_database(url: str) -> int:
+    """`intake search reindex`: every document of the database at `url` rebuilt."""
+    from .db import make_engine
+    from .store import TicketStore  # it imports this module
+
+    engine = make_engine(url)
+    store = TicketStore(engine)
+    try:
+        return await reindex_all(store)
+    finally:
+        await store.close()
+        await engine.dispose()

@@ -33,7 +33,8 @@ ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 # subject, text, desk, customer name, email: a Chinese, English and mixed corpus.
 CORPUS = {
     "signed": ("物流查询", "我要退款，订单已签收", "aftersales", "张三", "zhang.san@example.cn"),
-    "traditional": ("退貨申請", "商品有瑕疵，請盡快處理", "aftersales", "陳大文", "chan@example.hk"),
+    "traditional": ("退貨申請", "商品有瑕疵，請盡快處理", "aftersales", "陳大文",
+                    "chan@example.hk"),
     "refund": ("Refund request", "Order SF1234567 arrived damaged, please refund.",
                "presales", "Mary Smith", "mary@example.com"),
     "invoice": ("发票", "请开具发票，订单号 20261206-0001", "presales", "李四", "li.si@example.cn"),
