@@ -141,6 +141,12 @@ def _reindex_chunk(run: Run, run_many: RunMany, dialect: str, ids: Sequence[str]
     params: dict[str, Any] = {}
     marks = _in("t", ids, params)
     condition = f"(tickets.id IN ({marks}) OR tickets.primary_ticket_id IN ({marks}))"
+    if dialect == "postgresql":
+        # Lock the tickets, in id order, before reading their sources: a concurrent writer of
+        # one of them (a message, a reply, a rename) then either committed before this read
+        # (READ COMMITTED: the next statement sees it) or writes its document after ours.
+        run(f"SELECT tickets.id FROM tickets WHERE {condition} ORDER BY tickets.id FOR UPDATE",
+            params)
     tickets: list[Any] = []
     messages: list[Any] = []
     identities: dict[str, list[tuple[int, list[str]]]] = {}
