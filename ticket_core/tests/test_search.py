@@ -196,6 +196,30 @@ async def test_a_reply_and_a_customer_rename_are_searchable_at_once(
     assert set(await find(store, "欧阳")) == {mail.ticket_id, corpus["english"]}
 
 
+async def test_concurrent_messages_and_renames_leave_every_text_searchable(
+        store: TicketStore, aiohttp_client: ClientFactory) -> None:
+    """On PostgreSQL these run in parallel transactions; each one's text ends in the
+    document (search_index.py locks the tickets before reading their sources)."""
+    first = await store.persist(message("race", email="race@example.com", text="第一封"))
+    client = await aiohttp_client(app_for(store))
+
+    async def follow_up(i: int) -> None:
+        await store.persist(message(f"race-{i}", email="race@example.com",
+                                    text=f"补充{i} more{i}x",
+                                    thread=Thread(ticket_id=first.ticket_id)))
+
+    async def rename(i: int) -> None:
+        response = await client.patch(f"/api/v1/customers/{first.customer_id}", headers=AUTH,
+                                      json={"name": f"name{i}x"})
+        assert response.status == 200, await response.text()
+
+    for i in range(8):
+        await asyncio.gather(follow_up(i), rename(i), follow_up(100 + i))
+    for i in [*range(8), *range(100, 108)]:
+        assert await find(store, f"more{i}x") == [first.ticket_id], i
+    assert await find(store, "name7x") == [first.ticket_id]
+
+
 async def test_a_follow_up_message_and_a_new_identity_are_indexed(
         store: TicketStore) -> None:
     other = await store.persist(message("f0", email="n@example.cn", text="另一个问题"))
