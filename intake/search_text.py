@@ -29,8 +29,9 @@ from typing import Any
 
 import opencc
 
-__all__ = ["MAX_WORD_CHARS", "Phrase", "QueryTooLong", "Token", "fold", "fts5_match", "highlight",
-           "index_tokens", "parse_query", "tsquery", "tsvector"]
+__all__ = ["MAX_QUERY_CHARS", "MAX_QUERY_TOKENS", "MAX_WORD_CHARS", "Phrase", "QueryTooLong",
+           "Token", "fold", "fts5_match", "highlight", "index_tokens", "parse_query", "tsquery",
+           "tsvector"]
 
 MAX_WORD_CHARS = 64  # a longer word is cut, at index and query time alike
 MAX_QUERY_CHARS = 1000

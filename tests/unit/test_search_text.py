@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from intake.search_text import (
     MAX_QUERY_CHARS,
     QueryTooLong,
+    _tokens,  # the query side's token list
     fold,
     fts5_match,
     highlight,
@@ -89,6 +90,8 @@ def test_highlight_marks_the_original_characters() -> None:
 @given(st.text(max_size=200))
 def test_any_text_tokenizes_and_any_query_writes_safe_literals(value: str) -> None:
     tokens = index_tokens(value)
+    # The index's fast path and the query's tokens are one tokenizer.
+    assert tokens == [token.text for token in _tokens(fold(value))]
     assert all(token and " " not in token and '"' not in token and "'" not in token
                for token in tokens)
     try:
