@@ -20,6 +20,7 @@ import base64
 import html
 import math
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -58,14 +59,13 @@ class SearchPage(View):
     next: str | None = Field(description="pass as `cursor` for the next page; null at the end")
 
 
-def encode_search_cursor(score: float, created_at: Any, ticket_id: str) -> str:
+def encode_search_cursor(score: float, created_at: datetime, ticket_id: str) -> str:
     raw = orjson.dumps([score, created_at.isoformat(), ticket_id])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_search_cursor(cursor: str) -> tuple[float, Any, str]:
-    from datetime import datetime
-
+def decode_search_cursor(cursor: str) -> tuple[float, datetime, str]:
+    """(score, created_at, id) of the last item of a page; raises CursorInvalid."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         score, stamp, ticket_id = orjson.loads(raw)
