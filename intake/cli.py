@@ -411,6 +411,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    # Imported by name, like the router's commands: the ticket core's modules stay its own.
+    reindex = importlib.import_module("ticket_core.search_index").reindex_database
+    settings = IntakeSettings()
+    count = asyncio.run(reindex(settings.effective_database_url))
+    print(f"search index rebuilt: {count} ticket(s)")
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     from .settings_table import README, markdown, readme_block, rewrite_readme
 
@@ -482,6 +491,10 @@ def parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.set_defaults(func=cmd_migrate)
+
+    search = sub.add_parser("search", help="ticket search: rebuild the index")
+    search.add_argument("action", choices=["reindex"])
+    search.set_defaults(func=cmd_search)
 
     settings = sub.add_parser("settings",
                               help="print the table of every environment variable (markdown)")

@@ -167,6 +167,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
     from .clock_api import clock_routes
     from .decisions import decision_routes
     from .notes import note_routes
+    from .search_api import search_routes
     from .ticket_patch import patch_routes
     from .timing_api import timing_routes
 
@@ -279,6 +280,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         *agent_routes(store),
         *note_routes(store),
         *clock_routes(store),
+        *search_routes(store),
     ]
 
 

@@ -472,5 +472,18 @@ class TicketNote(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
 
 
+class SearchDocument(Base):
+    """A ticket's search document (migration 0011; search_index.py): its token stream and the
+    text it came from. PostgreSQL adds `document tsvector` (GIN), SQLite the FTS5 table
+    `search_fts` over `tokens`: both outside this model, made by the migration."""
+
+    __tablename__ = "search_documents"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[str] = mapped_column(Id, nullable=False, unique=True)
+    tokens: Mapped[str] = mapped_column(Text, nullable=False)
+    content: Mapped[str] = mapped_column(Text, nullable=False)
+
+
 # Migration 0007: agents, their API tokens and notifications (agents_db.py, scope.py).
 from . import agents_db  # noqa: E402,F401  (one metadata; a cycle-safe import)

@@ -23,6 +23,7 @@ from .queries import NOTES, note_view
 from .replies import TicketNotFound
 from .schemas import NoteRequest
 from .scope import current
+from .search_index import reindex_connection
 from .statements import TICKETS, CoreWriteStatements
 from .store import TicketStore, append_events
 from .threads import TicketRef
@@ -45,6 +46,7 @@ def write_note(connection: Connection, ticket_ref: str, text: str, mentions: lis
         "author": author, "created_at": now}])
     connection.execute(update(TICKETS).where(TICKETS.c.id == ticket.id).values(
         updated_at=now, version=TICKETS.c.version + 1))
+    reindex_connection(connection, [ticket.id])  # agents find a ticket by its notes
     ref = TicketRef(id=ticket.id, number=ticket.number, status=ticket.status,
                     customer_id=ticket.customer_id, channel=ticket.channel, desk=ticket.desk)
     append_events(CoreWriteStatements(connection), [PlannedEvent(

@@ -49,6 +49,13 @@ def _lifecycle() -> tuple[Any, Any]:
     return note_paths, clock_paths
 
 
+def _search() -> tuple[Any, Any]:
+    from .search import SearchPage  # these import the API
+    from .search_api import search_path
+
+    return SearchPage, search_path
+
+
 def _error(description: str, codes: list[str]) -> dict[str, Any]:
     return {
         "description": f"{description} (`error`: {', '.join(f'`{c}`' for c in codes)})",
@@ -99,10 +106,11 @@ def build_openapi() -> dict[str, Any]:
     customer_patch_operation, timing_paths, decisions_path, patch_paths = _timing()
     patch = patch_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE, BAD_PARAMETER)
     note_paths, clock_paths = _lifecycle()
+    search_page, search_path = _search()
     _, defs = models_json_schema(
         [*((m, "serialization") for m in (TicketPage, TicketDetail, CustomerView, CustomerPage,
                                           ErrorBody, MessageView, DecisionPage, FieldsView,
-                                          NoteView, TestClockView)),
+                                          NoteView, TestClockView, search_page)),
          (ReplyRequest, "validation"), (TicketPatch, "validation"),
          (AdvanceRequest, "validation"), (CustomerPatch, "validation"),
          (NoteRequest, "validation"), (TestClockRequest, "validation"),
@@ -272,6 +280,7 @@ def build_openapi() -> dict[str, Any]:
             **decisions_path(_ok, BAD_PARAMETER, UNAUTHORIZED, UNAVAILABLE),
             **note_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE),
             **clock_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE),
+            **search_path(_ok, _error, _query, BAD_PARAMETER, UNAUTHORIZED, UNAVAILABLE),
             "/api/v1/calls/{call_id}": {"get": {
                 "operationId": "getCall",
                 "summary": "A phone call: state, screen pop, pick and, once recorded, its "

@@ -123,6 +123,7 @@ def write_reply(connection: Connection, ticket_ref: str, text: str,
     if ticket.status == "new":  # issue 17: a new ticket replied to is open (lifecycle.py)
         events, _ = set_status(connection, ticket, "open", domain_now or now, "agent",
                                (timelines or Timelines()).lifecycle)
+    statements.index_tickets([ticket.id], [])  # the reply's text is searchable
     ref = TicketRef(id=ticket.id, number=ticket.number, status=ticket.status,
                     customer_id=ticket.customer_id, channel=ticket.channel, desk=ticket.desk)
     append_events(statements, [*events, PlannedEvent(

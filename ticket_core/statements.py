@@ -32,6 +32,7 @@ from sqlalchemy.engine import Connection
 
 from . import db
 from .schemas import DONE_STATUSES
+from .search_index import reindex_connection
 
 CUSTOMERS = db.Customer.__table__
 IDENTITIES = db.CustomerIdentity.__table__
@@ -136,6 +137,11 @@ class WriteStatements(Protocol):
     def touch_tickets(self, changes: Sequence[tuple[str, str, datetime, int]]) -> None:
         """Set (ticket id, status, updated_at, reopens to add) on tickets a batch appended
         to; each one's version goes up by one."""
+        ...
+
+    def index_tickets(self, ticket_ids: Sequence[str], customer_ids: Sequence[str]) -> None:
+        """Rebuild the search documents of these tickets and of these customers' tickets
+        (search_index.py; either list may be empty)."""
         ...
 
 
@@ -329,3 +335,6 @@ class CoreWriteStatements:
             {"b_id": ticket_id, "b_status": status, "b_updated_at": updated_at,
              "b_reopened": reopened}
             for ticket_id, status, updated_at, reopened in changes])
+
+    def index_tickets(self, ticket_ids: Sequence[str], customer_ids: Sequence[str]) -> None:
+        reindex_connection(self._connection, ticket_ids, customer_ids)

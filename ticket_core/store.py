@@ -252,6 +252,12 @@ class TicketStore(TicketReader):
             statements.cancel_timers(sorted(plan.woken), AUTOMATIC_KINDS, "customer replied")
         if plan.satisfaction:
             statements.set_satisfaction(sorted(plan.satisfaction.items()))
+        # The search documents of every ticket whose text changed, in this transaction.
+        indexed = {row["id"] for row in plan.tickets} | {
+            row["ticket_id"] for row in plan.messages if row["ticket_id"] is not None}
+        owners = {row["customer_id"] for row in plan.identities_added}
+        if indexed or owners:
+            statements.index_tickets(sorted(indexed), sorted(owners))
         return append_events(statements, plan.events)
 
     def _allocate_numbers(self, statements: WriteStatements, count: int) -> list[int]:

@@ -31,6 +31,7 @@ from .lifecycle import (
 from .planner import TicketRef
 from .replies import TicketNotFound
 from .schemas import FieldsView, TicketPatch
+from .search_index import reindex_connection
 from .statements import TICKET_TAGS, TICKETS, CoreWriteStatements
 from .status import write_status
 from .store import TicketStore, append_events
@@ -137,6 +138,8 @@ def patch_ticket(connection: Connection, ticket_ref: str, patch: TicketPatch,
                            .values(**values, updated_at=now, version=TICKETS.c.version + 1))
         if "tags" in values:
             _replace_tag_rows(connection, ticket.id, current_tags, values["tags"])
+        if "tags" in values or "fields" in values:
+            reindex_connection(connection, [ticket.id])  # searchable by tags and values
         before = {"fields": ticket.fields or {}, "tags": current_tags,
                   "category": ticket.category}
         changes = {key: [before[key], value] for key, value in values.items()}

@@ -85,6 +85,8 @@ def patch_customer(connection: Connection, customer_id: str, patch: CustomerPatc
                for key, value in values.items()}
     connection.execute(update(CUSTOMERS).where(CUSTOMERS.c.id == customer_id)
                        .values(**values, updated_at=now))
+    if values.keys() & {"name", "fields"}:  # in the documents of their tickets (search)
+        CoreWriteStatements(connection).index_tickets([], [customer_id])
     append_events(CoreWriteStatements(connection), [PlannedEvent(
         "customer.updated", now, None, customer_id, "agent", {"changes": changes})])
 

@@ -29,6 +29,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 
 from . import db
 from .schemas import DONE_STATUSES
+from .search_index import reindex
 from .statements import (
     ATTACHMENTS,
     COUNTERS,
@@ -232,13 +233,14 @@ class SqliteWriteStatements:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._cursor = connection.cursor()
 
-    def _run(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
+    def _run(self, sql: str, parameters: Any = ()) -> list[Any]:
+        """`parameters`: a tuple for `?` marks, a dict for `:name` ones."""
         try:
             return self._cursor.execute(sql, parameters).fetchall()
         except sqlite3.Error as exc:
             raise _as_sqlalchemy_error(exc, sql, parameters) from exc
 
-    def _run_many(self, sql: str, parameters: list[tuple[Any, ...]]) -> None:
+    def _run_many(self, sql: str, parameters: Sequence[Any]) -> None:
         try:
             self._cursor.executemany(sql, parameters)
         except sqlite3.Error as exc:
@@ -332,6 +334,10 @@ class SqliteWriteStatements:
         self._run_many(_SQLITE_TOUCH_TICKETS, [
             (status, _sqlite_datetime(updated_at), reopened, ticket_id)
             for ticket_id, status, updated_at, reopened in changes])
+
+    def index_tickets(self, ticket_ids: Sequence[str], customer_ids: Sequence[str]) -> None:
+        # The same SQL as the Core path (named parameters work in both): same documents.
+        reindex(self._run, self._run_many, "sqlite", ticket_ids, customer_ids)
 
 
 class SqliteWriter:

@@ -76,6 +76,7 @@ async def store(database_url: str) -> AsyncIterator[TicketStore]:
             await connection.execute(text(
                 "TRUNCATE notifications, api_tokens, agents, timers, calls, events, outbox, "
                 "attachments, messages, tickets, "
+                "search_documents, "
                 "customer_identities, customers RESTART IDENTITY CASCADE"))
             await connection.execute(text("DELETE FROM counters"))
             await connection.execute(text(

@@ -274,7 +274,8 @@ async def test_openapi_document_describes_the_api(client: TestClient[Any, Any]) 
                                  "/api/v1/agents/me/notifications",
                                  "/api/v1/notifications/{notification_id}/read",
                                  "/api/v1/tokens", "/api/v1/tokens/{token_id}",
-                                 "/api/v1/tickets/{ticket_id}/notes", "/api/v1/test-clock"}
+                                 "/api/v1/tickets/{ticket_id}/notes", "/api/v1/test-clock",
+                                 "/api/v1/search"}
     assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     ticket_params = {p["name"] for p in doc["paths"]["/api/v1/tickets"]["get"]["parameters"]}
     assert ticket_params >= {"channel", "desk", "status", "customer_id", "priority",
