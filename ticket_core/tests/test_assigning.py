@@ -258,8 +258,7 @@ async def test_fifty_concurrent_claimers_take_two_hundred_tickets_each_once(
     async def claimer(index: int) -> None:
         mine, agent_id = stores[index % len(stores)], claimers[index]
         while True:
-            now = mine.clock.now()
-            got = await mine.write(lambda c: next_ticket(
+            got = await mine.write(lambda c, now=mine.clock.now(): next_ticket(
                 c, "sg_aftersales_claim", agent_id, now, RULES, ["new", "open"],
                 f"agent:{agent_id}"))
             if got is None:
