@@ -341,3 +341,18 @@ async def test_the_first_public_reply_makes_its_agent_first_contact_and_acknowle
     shown = await call(client, "GET", f"/api/v1/tickets/{t}", 200)
     assert shown["first_contact_agent_id"] == li["id"]
     assert shown["acknowledged_at"] is not None and shown["assignee_id"] is None
+
+
+async def test_the_first_contact_hears_of_status_changes_by_others(client: Client,
+                                                                  store: TicketStore) -> None:
+    li = await agent(client, "Li", "aftersales", ["sg_aftersales_claim"])
+    wu = await agent(client, "Wu", "aftersales", ["sg_aftersales_claim"])
+    t = await ticket(store, "sg_aftersales_claim")
+    await call(client, "POST", f"/api/v1/tickets/{t}/claim", 200, li["auth"])
+    await call(client, "PATCH", f"/api/v1/tickets/{t}", 200, li["auth"],
+               json={"status": "pending"})  # her own change: nothing to tell her
+    await call(client, "PATCH", f"/api/v1/tickets/{t}", 200, wu["auth"],
+               json={"status": "open"})
+    items = (await call(client, "GET", "/api/v1/agents/me/notifications", 200,
+                        li["auth"]))["items"]
+    assert [(n["kind"], n["payload"]["status"]) for n in items] == [("status_changed", "open")]
