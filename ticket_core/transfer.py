@@ -80,8 +80,9 @@ def transfer_ticket(connection: Connection, ticket_ref: str, to: dict[str, str],
                  "assignee_id": ticket.assignee_id},
         "to": {"desk": desk, "skill_group": group, "assignee_id": agent_id}})]
     if agent_id != row.assignee_id or (agent_id is None and moved):
-        history: dict[str, Any] = {"strategy": None, "agent_id": agent_id, "candidates": [],
-                   "passed_over": {}, "by": "transfer", "note_id": note_id}
+        history: dict[str, Any] = {"strategy": None, "agent_id": agent_id,
+                                   "candidates": [], "passed_over": {}, "by": "transfer",
+                                   "note_id": note_id}
         written = record_assignment(connection, row, agent_id, now, actor, timelines,
                                     history=history, reason="transfer",
                                     notify_actor=by_agent, notify_first_contact=False)
