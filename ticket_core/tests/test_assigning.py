@@ -113,16 +113,16 @@ async def test_least_loaded_and_round_robin_share_tickets_evenly(client: Client,
     after = [await agent(client, f"A{i}", "aftersales", ["sg_aftersales_l1"],
                          capacity={"webform": 1000}) for i in range(3)]
     pre = [await agent(client, f"P{i}", "presales", ["sg_presales"]) for i in range(3)]
-    for _ in range(3):
+    for batch in range(6):  # 1,002 tickets, 501 per group
         await store.persist_many([message(routed=route("aftersales",
                                                        skill_group="sg_aftersales_l1"))
-                                  for _ in range(50)])
+                                  for _ in range(83 + (batch < 3))])
         await store.persist_many([message(routed=route("presales", skill_group="sg_presales"))
-                                  for _ in range(50)])
-    assert await drain(store) == 300
+                                  for _ in range(83 + (batch < 3))])
+    assert await drain(store) == 1002
     counts = Counter((await assignees(store)).values())
-    assert [counts[a["id"]] for a in after] == [50, 50, 50]
-    assert [counts[a["id"]] for a in pre] == [50, 50, 50]
+    assert [counts[a["id"]] for a in after] == [167, 167, 167]
+    assert [counts[a["id"]] for a in pre] == [167, 167, 167]
 
 
 async def test_presence_and_capacity_decide_and_freed_room_goes_to_the_oldest(
