@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 from intake.logging import get_logger
 
 from .assigning import assign_waiting, has_waiting_query
+from .first_contact import notify_customer_messages, pending_query
 from .store import TicketStore
 
 POLL_S = 0.5
@@ -42,6 +43,15 @@ class Assigner:
 
     def _load_statuses(self) -> list[str]:
         return list(self.store.tickets.load_statuses)
+
+    async def tell_first_contacts(self) -> None:
+        """First-contact agents hear of their tickets' customer messages (first_contact.py)."""
+        async with self.store._reading() as conn:
+            seen, last = (await conn.execute(pending_query())).one()
+        if seen is not None and seen == (last or 0):
+            return
+        now = self.store.clock.now()
+        await self.store.write(lambda c: notify_customer_messages(c, now))
 
     async def run_once(self) -> int:
         """One round: the number of tickets assigned."""
@@ -73,6 +83,7 @@ class Assigner:
             token = self.store.changes.token()
             try:
                 await self.run_once()
+                await self.tell_first_contacts()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

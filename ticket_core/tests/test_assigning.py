@@ -357,3 +357,25 @@ async def test_the_first_contact_hears_of_status_changes_by_others(client: Clien
     items = (await call(client, "GET", "/api/v1/agents/me/notifications", 200,
                         li["auth"]))["items"]
     assert [(n["kind"], n["payload"]["status"]) for n in items] == [("status_changed", "open")]
+
+
+async def test_the_first_contact_hears_of_each_customer_message_once(
+        client: Client, store: TicketStore) -> None:
+    from intake.message import Thread
+
+    li = await agent(client, "Li", "aftersales", ["sg_aftersales_claim"])
+    assigner = Assigner(store)
+    await assigner.tell_first_contacts()  # the first round starts at the end of the log
+    first = await store.persist(message("fc-1", routed=route(
+        "aftersales", skill_group="sg_aftersales_claim")))
+    await assigner.tell_first_contacts()  # no first contact yet: nobody to tell
+    await call(client, "POST", f"/api/v1/tickets/{first.ticket_id}/claim", 200, li["auth"])
+    await store.persist(message("fc-2", routed=route(
+        "aftersales", skill_group="sg_aftersales_claim"), text="还没到",
+        thread=Thread(ticket_id=first.ticket_id)))
+    await assigner.tell_first_contacts()
+    await assigner.tell_first_contacts()  # told once
+    items = (await call(client, "GET", "/api/v1/agents/me/notifications", 200,
+                        li["auth"]))["items"]
+    assert [(n["kind"], n["ticket_id"]) for n in items] == [
+        ("customer_message", first.ticket_id)]
