@@ -16,10 +16,12 @@ import asyncio
 import random
 import time
 
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from intake.logging import get_logger
 
+from .agents_db import AGENTS
 from .assigning import assign_waiting, has_waiting_query
 from .first_contact import notify_customer_messages, pending_query
 from .store import TicketStore
@@ -40,6 +42,9 @@ class Assigner:
         self.poll_s = poll_s
         self.assigned = 0
         self.failing_since: float | None = None
+        # The last round wrote nothing (tickets wait, nobody can take them): the next waits
+        # `poll_s` rather than run after every persisted batch (the web form's hot loop).
+        self.idle = False
 
     def _load_statuses(self) -> list[str]:
         return list(self.store.tickets.load_statuses)
@@ -56,9 +61,12 @@ class Assigner:
     async def run_once(self) -> int:
         """One round: the number of tickets assigned."""
         timelines, statuses = self.store.timelines, self._load_statuses()
+        self.idle = False
         async with self.store._reading() as conn:
             found = (await conn.execute(has_waiting_query(timelines, statuses))).first()
-        if found is None:
+            online = found is not None and (await conn.execute(
+                select(AGENTS.c.id).where(AGENTS.c.presence == "online").limit(1))).first()
+        if found is None or not online:
             return 0
         now = self.store.clock.now()
 
@@ -71,6 +79,7 @@ class Assigner:
         try:
             count: int = await self.store.write(work)
         except _NothingAssigned:
+            self.idle = True
             return 0
         self.assigned += count
         log.info("tickets_assigned", count=count)
@@ -98,4 +107,7 @@ class Assigner:
                          seconds=round(time.monotonic() - self.failing_since, 1))
                 self.failing_since = None
             delay = 0.2
-            await self.store.changes.wait(token, self.poll_s)
+            if self.idle:
+                await asyncio.sleep(self.poll_s)
+            else:
+                await self.store.changes.wait(token, self.poll_s)
