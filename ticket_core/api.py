@@ -23,6 +23,7 @@ from intake.http import error_response as http_error_response
 from intake.logging import get_logger
 from intake.message import Channel, IdentityKind, Priority, utcnow
 
+from .assigning import assignment_filters, replied
 from .attachments import attachment_handler
 from .lifecycle import etag
 from .links import NotCustomerFacing
@@ -30,7 +31,15 @@ from .openapi import build_openapi
 from .queries import TicketReader
 from .replies import AttachmentUnknown, NoReplyChannel, ReplyChannels, TicketNotFound, write_reply
 from .schemas import STATUSES, CustomerPage, ReplyRequest, TicketPage
-from .scope import ROUTE_ROLES, SYSTEM, DeskNotInScope, Principal, RoleRequired, acting_as
+from .scope import (
+    ROUTE_ROLES,
+    SYSTEM,
+    DeskNotInScope,
+    Principal,
+    RoleRequired,
+    acting_as,
+    current,
+)
 from .sse import events_handler
 from .store import MAX_LIMIT, CursorInvalid, TicketFilter, TicketStore
 from .tags import normalize_tag
@@ -42,7 +51,8 @@ CHANNELS = frozenset(get_args(Channel))
 PRIORITIES = frozenset(get_args(Priority))
 IDENTITY_KINDS = frozenset(get_args(IdentityKind))
 TICKET_FILTERS = ("channel", "account", "desk", "skill_group", "status", "customer_id",
-                  "priority", "category", "idempotency_key", "reference", "tag")
+                  "priority", "category", "idempotency_key", "reference", "tag",
+                  "assignee", "first_contact")
 TICKET_PARAMS = frozenset((*TICKET_FILTERS, "limit", "cursor"))
 MAX_IDENTITIES = 20  # `GET /api/v1/customers?identity=…` repeated
 
@@ -148,6 +158,7 @@ def _ticket_query(query: Any) -> tuple[TicketFilter, int, str | None]:
         except ValueError as exc:
             problems["tag"] = str(exc)
     limit = page_limit(values["limit"], 50, MAX_LIMIT, problems)
+    assignment_filters(values, problems)  # `assignee`, `first_contact` (assigning.py)
     if problems:
         raise ApiError(400, "invalid_parameter", "Some query parameters are not valid.",
                        problems)
@@ -163,6 +174,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
     send a reply (none: every reply is `422 no_reply_channel`).
     """
     from .agents_api import agent_routes
+    from .assignment_api import assignment_routes
     from .calls_api import call_routes  # it builds on this module's errors and answers
     from .clock_api import clock_routes
     from .decisions import decision_routes
@@ -180,10 +192,12 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         if not ticket_ref.isascii() or len(ticket_ref) > 64:
             raise ApiError(404, "ticket_not_found", f"No ticket {ticket_ref}.")
         reply = await _reply_request(request)
+        principal = current()  # the writer's thread does not see the request's context
         try:
-            message_id = await store.write(lambda c: write_reply(
+            message_id = await store.write(lambda c: replied(c, write_reply(
                 c, ticket_ref, reply.text, reply.attachments, channels, utcnow(),
-                timelines=store.timelines, domain_now=store.clock.now()))
+                timelines=store.timelines, domain_now=store.clock.now()), principal.agent_id,
+                store.clock.now(), store.timelines, principal.actor))
             store.outbox_pending = True
         except TicketNotFound as exc:
             raise ApiError(404, "ticket_not_found", f"No ticket {ticket_ref}.") from exc
@@ -281,6 +295,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         *note_routes(store),
         *clock_routes(store),
         *search_routes(store),
+        *assignment_routes(store),
     ]
 
 

@@ -186,6 +186,11 @@ class Ticket(Base):
                                                 server_default="0")
     follow_up_of: Mapped[str | None] = mapped_column(Id)
     merged_into: Mapped[str | None] = mapped_column(Id)
+    # Migration 0012 (assigning.py): who holds it, since when; when it entered its group's
+    # queue again (NULL: since created_at).
+    assignee_id: Mapped[str | None] = mapped_column(Id, index=True)
+    assigned_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    waiting_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class TicketTag(Base):

@@ -56,6 +56,12 @@ def _search() -> tuple[Any, Any]:
     return SearchPage, search_path
 
 
+def _assignment() -> tuple[Any, tuple[Any, ...]]:
+    from .assignment_api import ASSIGNMENT_BODIES, assignment_paths  # it imports the API
+
+    return assignment_paths, ASSIGNMENT_BODIES
+
+
 def _error(description: str, codes: list[str]) -> dict[str, Any]:
     return {
         "description": f"{description} (`error`: {', '.join(f'`{c}`' for c in codes)})",
@@ -107,6 +113,7 @@ def build_openapi() -> dict[str, Any]:
     patch = patch_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE, BAD_PARAMETER)
     note_paths, clock_paths = _lifecycle()
     search_page, search_path = _search()
+    assignment_paths, assignment_bodies = _assignment()
     _, defs = models_json_schema(
         [*((m, "serialization") for m in (TicketPage, TicketDetail, CustomerView, CustomerPage,
                                           ErrorBody, MessageView, DecisionPage, FieldsView,
@@ -115,7 +122,8 @@ def build_openapi() -> dict[str, Any]:
          (AdvanceRequest, "validation"), (CustomerPatch, "validation"),
          (NoteRequest, "validation"), (TestClockRequest, "validation"),
          *((getattr(agent_schemas, m), "serialization") for m in AGENT_MODELS),
-         *((getattr(agent_schemas, m), "validation") for m in BODY_MODELS)],
+         *((getattr(agent_schemas, m), "validation") for m in BODY_MODELS),
+         *((m, "validation") for m in assignment_bodies)],
         ref_template=REF)
     ticket_path_parameter = {"name": "ticket_id", "in": "path", "required": True,
                              "description": "The ticket's id, or its number (digits)",
@@ -139,6 +147,10 @@ def build_openapi() -> dict[str, Any]:
                "reference (e.g. a web form confirmation)."),
         _query("tag", "Only tickets with this tag (normalised as tags are: `VIP` finds "
                "`vip`)."),
+        _query("assignee", "`me` (an agent's token), `none` (waiting in a queue) or an "
+               "agent id."),
+        _query("first_contact", "`me`: tickets whose first contact (首问负责人) is the caller.",
+               {"type": "string", "enum": ["me"]}),
         _query("limit", "Page size.",
                {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
         _query("cursor", "The `next` value of the previous page (opaque)."),
@@ -281,6 +293,7 @@ def build_openapi() -> dict[str, Any]:
             **note_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE),
             **clock_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE),
             **search_path(_ok, _error, _query, BAD_PARAMETER, UNAUTHORIZED, UNAVAILABLE),
+            **assignment_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE),
             "/api/v1/calls/{call_id}": {"get": {
                 "operationId": "getCall",
                 "summary": "A phone call: state, screen pop, pick and, once recorded, its "

@@ -73,6 +73,8 @@ class TicketFilter:
     idempotency_key: str | None = None
     reference: str | None = None
     tag: str | None = None  # one tag's spelling (tags.py)
+    assignee: str | None = None  # an agent id; "" for unassigned tickets
+    first_contact: str | None = None  # an agent id
 
 
 @dataclass(slots=True)
@@ -385,6 +387,11 @@ def _filtered(query: Select[Any], f: TicketFilter) -> Select[Any]:
         if "open" in f.status:
             conditions.append(TICKETS.c.status.not_in(DONE_STATUSES))
         query = query.where(or_(*conditions))
+    if f.assignee is not None:
+        query = query.where(TICKETS.c.assignee_id.is_(None) if f.assignee == ""
+                            else TICKETS.c.assignee_id == f.assignee)
+    if f.first_contact is not None:
+        query = query.where(TICKETS.c.first_contact_agent_id == f.first_contact)
     if f.tag is not None:
         query = query.where(TICKETS.c.id.in_(
             select(TICKET_TAGS.c.ticket_id).where(TICKET_TAGS.c.tag == f.tag)))
@@ -415,6 +422,7 @@ def _ticket_view(row: Any, timers: list[TimerView], links: list[TicketLink],
         # Another desk's linked ticket is out of scope: not even its number shows.
         links=[link for link in links if current().sees_desk(link.desk)],
         first_contact_agent_id=row.first_contact_agent_id,
+        assignee_id=row.assignee_id, assigned_at=row.assigned_at,
         fields=tickets.ticket_field_set.shown(row.fields, row.desk),
         version=row.version, reopened_count=row.reopened_count,
         follow_up_of=row.follow_up_of, merged_into=row.merged_into)

@@ -215,6 +215,10 @@ class TicketView(View):
     first_contact_agent_id: str | None = Field(
         default=None, description="the first agent assigned to, claiming or replying to it "
                                   "(首问负责人): keeps read and notes access outside its desks")
+    assignee_id: str | None = Field(
+        default=None, description="the agent holding it; null while it waits in its skill "
+                                  "group's queue")
+    assigned_at: datetime | None = Field(default=None, description="when it was assigned")
     fields: dict[str, Any] = Field(
         default_factory=dict, description="custom field values by key (decimals as strings); "
         "a value the config no longer accepts shows as `{\"value\": …, \"stale\": true}`")

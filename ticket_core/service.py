@@ -27,6 +27,7 @@ from intake.config import load_document, merge_rules
 from intake.service import bus_context
 
 from .api import api_routes, auth_middleware, ready_check
+from .assigner import Assigner
 from .autoreply import load_auto_replies
 from .clock_api import clock_from_environment
 from .consume import persist_routed, record_results
@@ -95,6 +96,7 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
                         timelines=Timelines.from_document(doc),
                         clock=clock_from_environment())  # INTAKE_TEST_CLOCK (clock_api.py)
     scheduler = Scheduler(store, poll_s=own.timers_poll_s)
+    assigner = Assigner(store)  # waiting tickets of round_robin / least_loaded groups
     registry_for(store).cache_s = own.token_cache_s
     blobs = blob_store_for(settings)  # INTAKE_BLOB_URL: S3, else files under the data dir
     reply_channels = ReplyChannels.parse(own.reply_channels, default_accounts(doc))
@@ -133,7 +135,8 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
         routes=list(api_routes(store, blobs=blobs, reply_channels=reply_channels)),
         tasks=[*([Task("timers", lambda app: scheduler.run())] if own.timers else []),
                Task("timelines", lambda app: follow_timelines(store, settings),
-                    critical=False)],
+                    critical=False),
+               Task("assigner", lambda app: assigner.run())],
         middlewares=[auth_middleware(api_token(settings), store)],
         # bus_context's exit stops the consumers and waits for in-flight commits.
         consumers=[Consumer("ticket_core", Message,

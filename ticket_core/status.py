@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 
 from .fields import FieldSet, FieldsRequired, missing_on_resolve
 from .lifecycle import VersionMismatch, check_transition, set_status
+from .notifications import notify
 from .replies import TicketNotFound
 from .statements import TICKETS, CoreWriteStatements
 from .store import append_events
@@ -27,7 +28,8 @@ from .timers import Timelines
 def write_status(connection: Connection, ticket_ref: str, status: str,
                  now: datetime, timelines: Timelines | None = None,
                  if_match: int | None = None,
-                 fields: FieldSet | None = None) -> tuple[str, bool]:
+                 fields: FieldSet | None = None,
+                 by_agent: str | None = None) -> tuple[str, bool]:
     """Set the ticket's status in the caller's transaction: (ticket id, whether it changed)."""
     timelines = timelines if timelines is not None else Timelines()
     query = select(TICKETS).where(ticket_condition(ticket_ref))
@@ -48,6 +50,10 @@ def write_status(connection: Connection, ticket_ref: str, status: str,
     events, collaborators = set_status(connection, ticket, status, now, "agent",
                                        timelines.lifecycle)
     append_events(CoreWriteStatements(connection), events)
+    if ticket.first_contact_agent_id not in (None, by_agent):  # 首问负责人 hears of it
+        notify(connection, [ticket.first_contact_agent_id], ticket.id, "status_changed",
+               {"ticket_number": ticket.number, "status": status,
+                "previous_status": ticket.status, "by_agent": by_agent}, now)
     # Resolved: the resolution clock stops, a step done when resolved completes.
     status_changed(connection, ticket.id, status, now, timelines)
     for collaborator in collaborators:

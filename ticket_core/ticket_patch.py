@@ -31,6 +31,7 @@ from .lifecycle import (
 from .planner import TicketRef
 from .replies import TicketNotFound
 from .schemas import FieldsView, TicketPatch
+from .scope import current
 from .search_index import reindex_connection
 from .statements import TICKET_TAGS, TICKETS, CoreWriteStatements
 from .status import write_status
@@ -189,10 +190,11 @@ def patch_routes(store: TicketStore) -> list[web.RouteDef]:
                            {"body": "must not contain NUL (U+0000)"})
         config = store.tickets
         if_match = parse_if_match(request.headers.get("If-Match"))
+        by_agent = current().agent_id  # the writer's thread does not see the context
         try:
             ticket_id = await store.write(lambda c: patch_ticket(
                 c, ticket_ref, patch, config, store.clock.now(), if_match=if_match,
-                timelines=store.timelines))
+                timelines=store.timelines, by_agent=by_agent))
         except TicketNotFound as exc:
             raise ApiError(404, "ticket_not_found", f"No ticket {ticket_ref}.") from exc
         except VersionMismatch as exc:

@@ -103,6 +103,10 @@ class Timelines:
     calendars: dict[str, Calendar] = field(default_factory=lambda: {"always": ALWAYS})
     desks: frozenset[str] | None = None  # None: unknown (no rules), every desk is accepted
     groups: dict[str, str] | None = None  # skill group → its desk; None: every group accepted
+    # Skill groups' `strategy` and per-channel `capacity` (assigning.py); a group not listed
+    # is the router model's default, round_robin without a capacity.
+    strategies: dict[str, str] = field(default_factory=dict)
+    capacities: dict[str, dict[str, int]] = field(default_factory=dict)
     # The `tickets` section's automatic-transition delays (lifecycle.py), reloaded with these.
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
 
@@ -137,6 +141,10 @@ class Timelines:
         if desks and groups:  # without a skill_groups section every group is accepted
             found.groups = {g["id"]: g.get("desk") for g in groups
                             if isinstance(g, dict) and "id" in g}
+        for g in groups:
+            if isinstance(g, dict) and "id" in g:
+                found.strategies[g["id"]] = str(g.get("strategy") or "round_robin")
+                found.capacities[g["id"]] = dict(g.get("capacity") or {})
         for d in desks:
             if isinstance(d, dict) and "id" in d:
                 found.default_group[d["id"]] = d.get("default_skill_group")

@@ -63,7 +63,8 @@ async def test_a_reply_is_stored_pending_with_its_outbox_row_and_event(
     assert str(outbound.id) == body["id"] == row.message_id
     assert outbound.to == Identity(kind="email", value="li.wei@example.cn")
     assert outbound.ticket_number == str(stored.ticket_number)
-    assert (await event_types(store))[-1] == "message.created"
+    # The first public reply also acknowledges the ticket (issue 17).
+    assert (await event_types(store))[-2:] == ["message.created", "ticket.acknowledged"]
     ticket = await (await client.get(f"/api/v1/tickets/{stored.ticket_id}",
                                      headers=AUTH)).json()
     assert [m["direction"] for m in ticket["messages"]] == ["in", "out"]

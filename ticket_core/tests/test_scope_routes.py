@@ -51,7 +51,7 @@ async def after_sales_world(client: TestClient[Any, Any], store: TicketStore) ->
     values = {"ticket_id": after.ticket_id, "customer_id": after.customer_id,
               "sha256": DIGEST, "call_id": "call-after-1", "agent_id": li["id"],
               "token_id": li_token["id"], "notification_id": note,
-              "escalation_id": "complaint_warning"}
+              "escalation_id": "complaint_warning", "skill_group": "sg_aftersales_l1"}
     markers = {after.ticket_id, SECRET_SUBJECT, SECRET_TEXT, DIGEST, "call-after-1", li["id"],
                li["email"], li_token["id"], note}
     return {"values": values, "markers": markers, "token": bearer(zhao_token["token"]),
