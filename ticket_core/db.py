@@ -472,5 +472,6 @@ class TicketNote(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
 
 
-# Migration 0007: agents, their API tokens and notifications (agents_db.py, scope.py).
-from . import agents_db  # noqa: E402,F401  (one metadata; a cycle-safe import)
+# Migrations 0007 (agents, their API tokens and notifications: agents_db.py, scope.py) and
+# 0013 (quick replies managed through the API: quick_replies_db.py).
+from . import agents_db, quick_replies_db  # noqa: E402,F401  (one metadata; cycle-safe)
