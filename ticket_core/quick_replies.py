@@ -171,7 +171,10 @@ def quick_reply_routes(store: TicketStore) -> list[web.RouteDef]:
         desks = _check_desks(store, body.desks, principal)
         _check_text(store, body.text)
         now = store.clock.now()
-        row = {"id": str(uuid.uuid4()), "title": body.title.strip() or body.title,
+        if not body.title.strip():
+            raise ApiError(422, "invalid_body", "A quick reply needs a title.",
+                           {"title": "must not be blank"})
+        row = {"id": str(uuid.uuid4()), "title": body.title.strip(),
                "shortcut": body.shortcut, "desks": desks, "text": body.text,
                "created_by": principal.actor[:128], "created_at": now, "updated_at": now}
         await store.write(lambda c: c.execute(QUICK_REPLIES.insert(), [row]))
@@ -211,7 +214,10 @@ def quick_reply_routes(store: TicketStore) -> list[web.RouteDef]:
             _check_text(store, body.text)
             values["text"] = body.text
         if body.title is not None:
-            values["title"] = body.title
+            if not body.title.strip():
+                raise ApiError(422, "invalid_body", "A quick reply needs a title.",
+                               {"title": "must not be blank"})
+            values["title"] = body.title.strip()
         if "shortcut" in body.model_fields_set:
             values["shortcut"] = body.shortcut
         if values:
