@@ -5,7 +5,12 @@ transfer, with a notification and a `reminder.due` event (SQLite and PostgreSQL)
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +20,7 @@ from sqlalchemy import func, select, update
 from ticket_core.agents_db import NOTIFICATIONS
 from ticket_core.api import api_routes, auth_middleware
 from ticket_core.clock import SystemClock, TestClock
-from ticket_core.db import make_engine
+from ticket_core.db import make_engine, migrate
 from ticket_core.events import EVENTS
 from ticket_core.reminders import write_reminder
 from ticket_core.scheduler import Scheduler
@@ -27,6 +32,7 @@ from .test_agents import ADMIN, ADMIN_TOKEN, RULES, Client, bearer, call, make_a
 from .test_api import ClientFactory
 
 T0 = datetime(2026, 9, 24, 9, 0, tzinfo=UTC)
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -166,3 +172,71 @@ async def test_a_reminder_due_while_the_service_was_down_fires_once_at_start(
     assert [(r.agent_id, r.payload["reminder_id"]) for r in rows] == [
         ("agent-1", str(reminder_id))]
     assert count == 1
+
+
+# A ticket-core process in miniature (as test_timers_restart.py's): it sets two reminders due
+# 1.5 s and 6 s from now, then runs its scheduler until it is killed.
+PROCESS = """
+import asyncio, sys
+from datetime import timedelta
+from ticket_core.clock import SystemClock
+from ticket_core.db import make_engine, migrate
+from ticket_core.reminders import write_reminder
+from ticket_core.scheduler import Scheduler
+from ticket_core.store import TicketStore
+from ticket_core.tests.builders import message, route
+
+async def main(url):
+    store = TicketStore(make_engine(url), clock=SystemClock())
+    ticket = (await store.persist(message("kill", routed=route("aftersales")))).ticket_id
+    now = store.clock.now()
+    for agent, due in (("agent-soon", 1.5), ("agent-later", 6.0)):
+        await store.write(lambda c, a=agent, d=due: write_reminder(
+            c, ticket, a, now + timedelta(seconds=d), None, "admin", now))
+    print("planned", flush=True)
+    await Scheduler(store, poll_s=0.1).run()
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+async def notified(store: TicketStore) -> list[str]:
+    async with store.engine.connect() as conn:
+        return list((await conn.execute(select(NOTIFICATIONS.c.agent_id).where(
+            NOTIFICATIONS.c.kind == "reminder").order_by(NOTIFICATIONS.c.created_at)))
+            .scalars())
+
+
+async def test_a_reminder_due_after_a_kill_9_fires_once_after_the_restart(
+        store: TicketStore, database_url: str) -> None:
+    await migrate(database_url)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PROCESS, database_url, cwd=REPO, stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert child.stdout is not None
+        line = await asyncio.wait_for(child.stdout.readline(), 60)
+        assert line.decode().strip() == "planned"
+        for _ in range(400):  # the first fires in the child; then it dies
+            if await notified(store):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(child.wait(), 10)
+    assert await notified(store) == ["agent-soon"]
+
+    store.clock = SystemClock()  # the restarted process
+    scheduler = Scheduler(store, poll_s=0.1)
+    task = asyncio.create_task(scheduler.run())
+    try:
+        for _ in range(400):
+            if len(await notified(store)) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # a double firing would show by now
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert await notified(store) == ["agent-soon", "agent-later"]
+    assert scheduler.fired == 1
