@@ -442,7 +442,9 @@ class Timer(Base):
 
     __tablename__ = "timers"
     __table_args__ = (Index("ix_timers_state_due_at", "state", "due_at"),
-                      Index("ix_timers_ticket_id", "ticket_id"))
+                      Index("ix_timers_ticket_id", "ticket_id"),
+                      # An agent's reminders (migration 0013, reminders.py).
+                      Index("ix_timers_kind_ref_due_at", "kind", "ref", "due_at"))
 
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(32), nullable=False)

@@ -1,7 +1,8 @@
 """Quick replies managed through the API (issue 17): `quick_replies`.
 
 Those of the config's `tickets.quick_replies` are not stored. Follow-up reminders need no
-table: each is a row of `timers` of kind `reminder` (reminders.py).
+table: each is a row of `timers` of kind `reminder` (reminders.py), found by the index
+`ix_timers_kind_ref_due_at` (kind, its agent, due time).
 
 Revision ID: 0013
 Revises: 0010
@@ -40,8 +41,11 @@ def upgrade() -> None:
         sa.Column("updated_at", Timestamp, nullable=False),
     )
     op.create_index("ix_quick_replies_created_at_id", "quick_replies", ["created_at", "id"])
+    # An agent's reminders, soonest first (`GET /api/v1/agents/me/reminders`).
+    op.create_index("ix_timers_kind_ref_due_at", "timers", ["kind", "ref", "due_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_timers_kind_ref_due_at", table_name="timers")
     op.drop_index("ix_quick_replies_created_at_id", table_name="quick_replies")
     op.drop_table("quick_replies")
