@@ -52,7 +52,7 @@ PRIORITIES = frozenset(get_args(Priority))
 IDENTITY_KINDS = frozenset(get_args(IdentityKind))
 TICKET_FILTERS = ("channel", "account", "desk", "skill_group", "status", "customer_id",
                   "priority", "category", "idempotency_key", "reference", "tag",
-                  "assignee", "first_contact")
+                  "assignee", "first_contact", "reminder")
 TICKET_PARAMS = frozenset((*TICKET_FILTERS, "limit", "cursor"))
 MAX_IDENTITIES = 20  # `GET /api/v1/customers?identity=…` repeated
 
@@ -157,6 +157,8 @@ def _ticket_query(query: Any) -> tuple[TicketFilter, int, str | None]:
             values["tag"] = normalize_tag(values["tag"])
         except ValueError as exc:
             problems["tag"] = str(exc)
+    if values["reminder"] not in (None, "due"):
+        problems["reminder"] = "due: tickets with a due reminder of yours"
     limit = page_limit(values["limit"], 50, MAX_LIMIT, problems)
     assignment_filters(values, problems)  # `assignee`, `first_contact` (assigning.py)
     if problems:
@@ -179,6 +181,8 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
     from .clock_api import clock_routes
     from .decisions import decision_routes
     from .notes import note_routes
+    from .quick_replies import quick_reply_routes
+    from .reminders import reminder_routes
     from .search_api import search_routes
     from .ticket_patch import patch_routes
     from .timing_api import timing_routes
@@ -296,6 +300,8 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         *clock_routes(store),
         *search_routes(store),
         *assignment_routes(store),
+        *quick_reply_routes(store),
+        *reminder_routes(store),
     ]
 
 

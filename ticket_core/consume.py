@@ -126,7 +126,8 @@ async def acknowledge(store: TicketStore, auto_replies: AutoReplies, messages: l
     for message, result in zip(messages, results, strict=True):
         if not result.created_ticket or result.ticket_id is None:
             continue
-        rule = auto_replies.choose(message, owning_desk(message))
+        desk = owning_desk(message)
+        rule = auto_replies.choose(message, desk, desk_closed(store, desk, message))
         if rule is None:
             continue
         ticket_id = result.ticket_id
@@ -139,6 +140,14 @@ async def acknowledge(store: TicketStore, auto_replies: AutoReplies, messages: l
         if written is not None:
             store.outbox_pending = True
             log.info("acknowledgement_written", ticket_id=ticket_id, rule=rule.id)
+
+
+def desk_closed(store: TicketStore, desk: str | None, message: Message) -> bool:
+    """Whether the desk's calendar is closed when the message came (a desk without one is
+    always open): `on: outside_business_hours` auto replies."""
+    timelines = store.timelines
+    calendar = timelines.calendars.get(timelines.desk_calendar.get(desk or "") or "")
+    return calendar is not None and not calendar.in_working_time(message.received_at)
 
 
 def owning_desk(message: Message) -> str | None:

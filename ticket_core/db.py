@@ -447,7 +447,9 @@ class Timer(Base):
 
     __tablename__ = "timers"
     __table_args__ = (Index("ix_timers_state_due_at", "state", "due_at"),
-                      Index("ix_timers_ticket_id", "ticket_id"))
+                      Index("ix_timers_ticket_id", "ticket_id"),
+                      # An agent's reminders (migration 0013, reminders.py).
+                      Index("ix_timers_kind_ref_due_at", "kind", "ref", "due_at"))
 
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(32), nullable=False)
@@ -490,5 +492,6 @@ class SearchDocument(Base):
     content: Mapped[str] = mapped_column(Text, nullable=False)
 
 
-# Migration 0007: agents, their API tokens and notifications (agents_db.py, scope.py).
-from . import agents_db  # noqa: E402,F401  (one metadata; a cycle-safe import)
+# Migrations 0007 (agents, their API tokens and notifications: agents_db.py, scope.py) and
+# 0013 (quick replies managed through the API: quick_replies_db.py).
+from . import agents_db, quick_replies_db  # noqa: E402,F401  (one metadata; cycle-safe)

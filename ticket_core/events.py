@@ -29,7 +29,9 @@ EVENT_TYPES = ("ticket.created", "ticket.updated", "message.created",
                "escalation.step_overdue", "escalation.breached", "customer.updated",
                "satisfaction.answered",
                # Internal notes (notes.py): the note's id and mentions, never its text.
-               "note.created")
+               "note.created",
+               # Follow-up reminders (reminders.py): ids and times, never the note.
+               "reminder.created", "reminder.due", "reminder.updated")
 # The routing key's desk part for an event without one (a customer-timeline event).
 NO_DESK = "none"
 

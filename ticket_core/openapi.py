@@ -8,7 +8,7 @@ from pydantic.json_schema import models_json_schema
 
 from intake.message import Channel, IdentityKind, Priority
 
-from . import agent_schemas
+from . import agent_schemas, workflow_schemas
 from .agents_openapi import AGENT_MODELS, BODY_MODELS, add_scope_answers, agent_paths
 from .events import EVENT_TYPES
 from .schemas import (
@@ -123,7 +123,11 @@ def build_openapi() -> dict[str, Any]:
          (NoteRequest, "validation"), (TestClockRequest, "validation"),
          *((getattr(agent_schemas, m), "serialization") for m in AGENT_MODELS),
          *((getattr(agent_schemas, m), "validation") for m in BODY_MODELS),
-         *((m, "validation") for m in assignment_bodies)],
+         *((m, "validation") for m in assignment_bodies),
+         *((getattr(workflow_schemas, m), "serialization")
+           for m in workflow_schemas.WORKFLOW_MODELS),
+         *((getattr(workflow_schemas, m), "validation")
+           for m in workflow_schemas.WORKFLOW_BODIES)],
         ref_template=REF)
     ticket_path_parameter = {"name": "ticket_id", "in": "path", "required": True,
                              "description": "The ticket's id, or its number (digits)",
@@ -151,6 +155,8 @@ def build_openapi() -> dict[str, Any]:
                "agent id."),
         _query("first_contact", "`me`: tickets whose first contact (首问负责人) is the caller.",
                {"type": "string", "enum": ["me"]}),
+        _query("reminder", "`due`: tickets with a due reminder of the caller's (the admin "
+               "token: anyone's).", {"type": "string", "enum": ["due"]}),
         _query("limit", "Page size.",
                {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
         _query("cursor", "The `next` value of the previous page (opaque)."),
@@ -345,5 +351,9 @@ def build_openapi() -> dict[str, Any]:
     }
     document["paths"].update(agent_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE,
                                          BAD_PARAMETER))
+    from .workflow_openapi import workflow_paths  # quick replies and reminders
+
+    document["paths"].update(workflow_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE,
+                                            BAD_PARAMETER))
     add_scope_answers(document["paths"], _error)
     return document

@@ -75,6 +75,7 @@ class TicketFilter:
     tag: str | None = None  # one tag's spelling (tags.py)
     assignee: str | None = None  # an agent id; "" for unassigned tickets
     first_contact: str | None = None  # an agent id
+    reminder: str | None = None  # "due": a due reminder of the caller's (reminders.py)
 
 
 @dataclass(slots=True)
@@ -219,7 +220,8 @@ class TicketReader:
         if not ticket_ids:
             return {}
         rows = await conn.execute(
-            select(TIMERS).where(TIMERS.c.ticket_id.in_(ticket_ids))
+            select(TIMERS).where(TIMERS.c.ticket_id.in_(ticket_ids),
+                                 TIMERS.c.kind != "reminder")  # an agent's, not the ticket's
             .order_by(TIMERS.c.due_at, TIMERS.c.id))
         found: dict[str, list[TimerView]] = {}
         for r in rows:
@@ -395,6 +397,10 @@ def _filtered(query: Select[Any], f: TicketFilter) -> Select[Any]:
     if f.tag is not None:
         query = query.where(TICKETS.c.id.in_(
             select(TICKET_TAGS.c.ticket_id).where(TICKET_TAGS.c.tag == f.tag)))
+    if f.reminder == "due":
+        from .reminders import due_reminder_tickets  # it builds on this module
+
+        query = query.where(TICKETS.c.id.in_(due_reminder_tickets(current())))
     # A message's tickets: the one it is stored on and the ones linked to that (links.py).
     for column, value in ((MESSAGES.c.idempotency_key, f.idempotency_key),
                           (MESSAGES.c.reference, f.reference)):

@@ -37,6 +37,9 @@ Access = Literal["full", "read"]
 ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/decisions"): "admin",  # every desk's messages, for `intake route replay`
     ("POST", "/api/v1/test-clock"): "admin",  # moves every desk's domain time
+    ("POST", "/api/v1/quick-replies"): "supervisor",  # quick_replies.py: their desks' own
+    ("PATCH", "/api/v1/quick-replies/{quick_reply_id}"): "supervisor",
+    ("DELETE", "/api/v1/quick-replies/{quick_reply_id}"): "supervisor",
 }
 
 

@@ -294,6 +294,10 @@ class TicketWork:
         self.now = now
         status = self.status
         kind, ref = timer.kind, timer.ref
+        if kind == "reminder":  # an agent's, whatever the ticket's status (reminders.py)
+            from .reminders import reminder_due
+
+            return reminder_due(self, timer, now)
         if kind in AUTOMATIC_KINDS:
             from .lifecycle import automatic_due  # it builds on this module's TicketWork
 

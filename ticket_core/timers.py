@@ -34,7 +34,7 @@ from intake.message import RouteDecision
 # closed, planned when the ticket enters the status and cancelled when it leaves it.
 AUTOMATIC_KINDS = ("auto_resolve", "auto_close")
 KINDS = ("overflow", "sla_warning", "sla_breach", "escalation_step", "escalation_deadline",
-         *AUTOMATIC_KINDS)
+         *AUTOMATIC_KINDS, "reminder")  # reminder: an agent's follow-up (reminders.py)
 STATES = ("pending", "fired", "done", "cancelled", "overdue")
 SLA_TARGETS = ("first_response", "resolution")
 

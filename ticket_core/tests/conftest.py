@@ -74,7 +74,8 @@ async def store(database_url: str) -> AsyncIterator[TicketStore]:
     if engine.dialect.name == "postgresql":
         async with engine.begin() as connection:
             await connection.execute(text(
-                "TRUNCATE notifications, api_tokens, agents, timers, calls, events, outbox, "
+                "TRUNCATE quick_replies, notifications, api_tokens, agents, timers, calls, events, "
+                "outbox, "
                 "attachments, messages, tickets, "
                 "search_documents, "
                 "customer_identities, customers RESTART IDENTITY CASCADE"))

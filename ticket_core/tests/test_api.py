@@ -276,11 +276,18 @@ async def test_openapi_document_describes_the_api(client: TestClient[Any, Any]) 
                                  "/api/v1/tokens", "/api/v1/tokens/{token_id}",
                                  "/api/v1/tickets/{ticket_id}/notes", "/api/v1/test-clock",
                                  "/api/v1/search",
-
                                  "/api/v1/tickets/{ticket_id}/claim",
                                  "/api/v1/queues/{skill_group}/next",
                                  "/api/v1/tickets/{ticket_id}/assignee",
-                                 "/api/v1/tickets/{ticket_id}/transfer"}
+                                 "/api/v1/tickets/{ticket_id}/transfer",
+
+                                 "/api/v1/quick-replies",
+                                 "/api/v1/quick-replies/{quick_reply_id}",
+                                 "/api/v1/tickets/{ticket_id}/quick-replies"
+                                 "/{quick_reply_id}/render",
+                                 "/api/v1/tickets/{ticket_id}/reminders",
+                                 "/api/v1/agents/me/reminders",
+                                 "/api/v1/reminders/{reminder_id}"}
     assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     ticket_params = {p["name"] for p in doc["paths"]["/api/v1/tickets"]["get"]["parameters"]}
     assert ticket_params >= {"channel", "desk", "status", "customer_id", "priority",
@@ -290,10 +297,10 @@ async def test_openapi_document_describes_the_api(client: TestClient[Any, Any]) 
         for method, operation in item.items():
             responses = operation["responses"]
             # A pick, an acknowledgement, an advance, a read, a clock move change what they
-            # name: 200, not 201; a revocation answers nothing: 204.
+            # name, a render creates nothing: 200, not 201; a revocation answers nothing: 204.
             created = method == "post" and not path.endswith(
                 ("/pick", "/acknowledge", "/advance", "/read", "/test-clock", "/claim", "/next",
-                 "/transfer"))
+                 "/transfer", "/render"))
             assert ("201" if created else "204" if method == "delete" else "200") in responses
             if path != "/api/v1/openapi.json":
                 assert {"401", "503"} <= set(responses)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -46,14 +47,20 @@ async def after_sales_world(client: TestClient[Any, Any], store: TicketStore) ->
         desk="aftersales", customer_id=after.customer_id, call={"call_id": "call-after-1"},
         pop={"open_tickets": [{"id": after.ticket_id, "subject": SECRET_SUBJECT}]},
         history=[], created_at=now, updated_at=now)))
+    reply = await call(client, "POST", "/api/v1/quick-replies", 201, json={
+        "title": "after-sales secret reply", "desks": ["aftersales"], "text": SECRET_TEXT})
+    reminder = await call(client, "POST", f"/api/v1/tickets/{after.ticket_id}/reminders", 201,
+                          json={"due_at": (now + timedelta(days=1)).isoformat(),
+                                "agent_id": li["id"], "note": SECRET_TEXT})
     zhao = await make_agent(client, "Zhao", "presales", "sg_presales")
     zhao_token = await make_token(client, zhao["id"])
     values = {"ticket_id": after.ticket_id, "customer_id": after.customer_id,
               "sha256": DIGEST, "call_id": "call-after-1", "agent_id": li["id"],
               "token_id": li_token["id"], "notification_id": note,
-              "escalation_id": "complaint_warning", "skill_group": "sg_aftersales_l1"}
+              "escalation_id": "complaint_warning", "skill_group": "sg_aftersales_l1",
+              "quick_reply_id": reply["id"], "reminder_id": reminder["id"]}
     markers = {after.ticket_id, SECRET_SUBJECT, SECRET_TEXT, DIGEST, "call-after-1", li["id"],
-               li["email"], li_token["id"], note}
+               li["email"], li_token["id"], note, reply["id"], "after-sales secret reply"}
     return {"values": values, "markers": markers, "token": bearer(zhao_token["token"]),
             "pre": pre.ticket_id}
 
@@ -128,10 +135,13 @@ async def test_every_route_with_another_desks_token_is_404_403_or_leaks_nothing(
             assert status == 404, (name, status)
     for name in ("GET /api/v1/attachments/{sha256}", "GET /api/v1/calls/{call_id}",
                  "GET /api/v1/agents/{agent_id}",
-                 "POST /api/v1/notifications/{notification_id}/read"):
+                 "POST /api/v1/notifications/{notification_id}/read",
+                 "PATCH /api/v1/reminders/{reminder_id}"):
         assert seen[name] == 404, (name, seen[name])
     for name in ("POST /api/v1/tokens", "DELETE /api/v1/tokens/{token_id}",
-                 "GET /api/v1/decisions", "POST /api/v1/agents"):
+                 "GET /api/v1/decisions", "POST /api/v1/agents",
+                 "POST /api/v1/quick-replies", "PATCH /api/v1/quick-replies/{quick_reply_id}",
+                 "DELETE /api/v1/quick-replies/{quick_reply_id}"):
         assert seen[name] == 403, (name, seen[name])
     # The same calls with the admin token do see the ticket: the markers are real.
     admin = await call(client, "GET", f"/api/v1/tickets/{world['values']['ticket_id']}", 200,
