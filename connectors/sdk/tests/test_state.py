@@ -143,30 +143,3 @@ async def test_prune_removes_old_events_expired_sessions_and_uploads(state: SdkS
     assert await state.session(token) is None and await uploads.get("u1") is None
     # The log goes on above what was pruned.
     assert await state.append(ALICE, {"type": "t"}) == 6
-
-
-async def test_a_push_after_an_append_is_served_from_memory_and_equals_the_log(
-        state: SdkState, monkeypatch: pytest.MonkeyPatch) -> None:
-    replica = SdkState(state.store)
-    reads = 0
-    log_items = state.log.items
-
-    async def counted(*args: object, **kwargs: object) -> object:
-        nonlocal reads
-        reads += 1
-        return await log_items(*args, **kwargs)  # type: ignore[arg-type]
-    monkeypatch.setattr(state.log, "items", counted)
-    fresh = SdkState(state.store)  # reads the log only: what the store holds
-
-    for n in range(3):
-        await state.append(ALICE, {"type": "t", "n": n, "text": "您好\u202e", "x": [1.5, None]})
-    assert await state.events_after(ALICE, 1) == await fresh.events_after(ALICE, 1)
-    assert reads == 0
-    await replica.append(ALICE, {"type": "t", "n": 3})  # seq 4, another replica's
-    assert [e["seq"] for e in await state.events_after(ALICE, 3)] == [4]  # not here: the log
-    assert reads == 1
-    await state.append(ALICE, {"type": "t", "n": 4})  # seq 5: a gap in what this one wrote
-    assert [e["seq"] for e in await state.events_after(ALICE, 2)] == [3, 4, 5]
-    assert reads == 2
-    assert await state.events_after(ALICE, 4) == await fresh.events_after(ALICE, 4)
-    assert reads == 2  # 5 follows 4 without a gap: from memory
