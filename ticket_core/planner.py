@@ -40,6 +40,7 @@ from .threads import (
     normalize_identity,
     parse_ticket_number,
 )
+from .sla import message_timer
 from .timers import Timelines, plan_timing
 
 __all__ = [
@@ -213,7 +214,9 @@ def _plan_message(plan: Plan, index: int, m: Message, now: datetime,
             if closed is not None:
                 threads.followed_up(closed, ticket)
         else:
+            reopened_from = None
             if ticket.status in REOPENED_BY_CUSTOMER and not NEVER_REOPENS.intersection(m.flags):
+                reopened_from = ticket.status
                 reopen = ticket.status == "resolved"
                 plan.events.append(PlannedEvent(
                     "ticket.updated", now, ticket, customer_id, "customer",
@@ -222,6 +225,10 @@ def _plan_message(plan: Plan, index: int, m: Message, now: datetime,
                 ticket.reopened += reopen
                 ticket.status = "open"
                 plan.woken.add(ticket.id)
+            if not ticket.new and not NEVER_REOPENS.intersection(m.flags):
+                # The SLA clocks count it when the scheduler applies this (sla.py).
+                plan.timers.append(message_timer(ticket.id, str(m.id), m.received_at, now,
+                                                 reopened_from))
             if not ticket.new:
                 plan.touched[ticket.id] = ticket
         threads.remember(m, customer_id, ticket)
@@ -334,7 +341,8 @@ def _plan_ticket(plan: Plan, m: Message, customer_id: str, now: datetime,
     # Each ticket its own instant, so newest-first lists keep a batch in arrival order.
     created_at = utcnow()
     ticket_id = str(uuid.uuid4())
-    timing = plan_timing(ticket_id, route, m.received_at, now, timelines)
+    timing = plan_timing(ticket_id, route, m.received_at, now, timelines, desk=desk,
+                         category=category, priority=priority)
     if timing.target is not None:  # the escalation's first step moves it when it starts
         desk, skill_group = timing.target["desk"], timing.target["skill_group"]
     ref = TicketRef(id=ticket_id, number=None, status="new",

@@ -221,7 +221,8 @@ class TicketReader:
             return {}
         rows = await conn.execute(
             select(TIMERS).where(TIMERS.c.ticket_id.in_(ticket_ids),
-                                 TIMERS.c.kind != "reminder")  # an agent's, not the ticket's
+                                 # an agent's; a customer message for the SLA (sla.py)
+                                 TIMERS.c.kind.not_in(("reminder", "sla_message")))
             .order_by(TIMERS.c.due_at, TIMERS.c.id))
         found: dict[str, list[TimerView]] = {}
         for r in rows:
@@ -411,6 +412,13 @@ def _filtered(query: Select[Any], f: TicketFilter) -> Select[Any]:
     return query
 
 
+def _sla_view(sla: dict[str, Any] | None) -> SlaView | None:
+    """The ticket's `sla` without the facts its clocks are read from (sla_policy.py)."""
+    if not sla:
+        return None
+    return SlaView.model_validate({k: v for k, v in sla.items() if k != "facts"})
+
+
 def _ticket_view(row: Any, timers: list[TimerView], links: list[TicketLink],
                  tickets: TicketsConfig) -> TicketView:
     return TicketView(
@@ -420,7 +428,7 @@ def _ticket_view(row: Any, timers: list[TimerView], links: list[TicketLink],
         customer_id=row.customer_id, conversation_id=row.conversation_id, route=row.route,
         created_at=row.created_at, updated_at=row.updated_at,
         acknowledged_at=row.acknowledged_at,
-        sla=SlaView.model_validate(row.sla) if row.sla else None, timers=timers,
+        sla=_sla_view(row.sla), timers=timers,
         escalation=EscalationView.model_validate(row.escalation) if row.escalation else None,
         satisfaction=SatisfactionView.model_validate(row.satisfaction)
         if row.satisfaction else None,

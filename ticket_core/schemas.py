@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from intake.message import Priority
+
 Status = Literal["new", "open", "pending", "on_hold", "resolved", "closed", "merged"]
 STATUSES: tuple[str, ...] = Status.__args__  # type: ignore[attr-defined]
 # `status=open` as a filter means "still being worked on": none of these.
@@ -52,6 +54,9 @@ class TicketPatch(View):
                                   "`invalid_transition`")
     category: str | None = Field(default=None, max_length=128,
                                  description="a category id of the config; null clears it")
+    priority: Priority | None = Field(
+        default=None, description="the new priority; the SLA clocks re-target without "
+                                  "forgetting time spent or paused")
     fields: dict[str, Any] | None = Field(
         default=None, description="custom field values by key (`GET /api/v1/fields`); merged "
                                   "into the stored ones, null removes one")
@@ -232,7 +237,7 @@ class TicketView(View):
         default=None, description="a merged ticket's target: later messages go there")
 
 
-SlaTarget = Literal["first_response", "resolution"]
+SlaTarget = Literal["first_response", "next_response", "resolution"]
 TimerKind = Literal["overflow", "sla_warning", "sla_breach", "escalation_step",
                     "escalation_deadline", "auto_resolve", "auto_close"]
 TimerState = Literal["pending", "fired", "done", "cancelled", "overdue"]
@@ -240,26 +245,47 @@ TimerState = Literal["pending", "fired", "done", "cancelled", "overdue"]
 
 class SlaWarningView(View):
     target: SlaTarget
+    cycle: int = Field(default=0, ge=0, description="next_response: the cycle (1 for the "
+                                                    "first customer message after the first "
+                                                    "reply); 0 for the other targets")
     at: datetime = Field(description="when the warning falls")
     fired_at: datetime | None = Field(default=None, description="when it was given")
 
 
 class SlaBreachView(View):
     target: SlaTarget
+    cycle: int = Field(default=0, ge=0, description="next_response: the cycle")
     at: datetime = Field(description="the due time that passed")
+
+
+class SlaPauseView(View):
+    start: datetime
+    end: datetime | None = Field(default=None, description="null: paused now")
 
 
 class SlaView(View):
     policy: str | None = None
+    policy_source: Literal["decision", "category", "desk"] | None = Field(
+        default=None, description="where the policy comes from: the router decision, else "
+                                  "the category, else the desk")
     business_hours: bool = False
     calendar: str | None = None
-    first_response_due_at: datetime | None = None
+    started_at: datetime | None = Field(default=None, description="when the clocks started")
+    first_response_due_at: datetime | None = Field(
+        default=None, description="null while paused")
     first_response_at: datetime | None = Field(
         default=None, description="the first agent reply: it meets the first-response target")
     next_response_due_at: datetime | None = Field(
-        default=None, description="filled in by the agent workflow (next-response clocks)")
+        default=None, description="the running cycle's (a customer message no agent reply "
+                                  "answered yet); null when none runs or while paused")
+    next_response_cycle: int = Field(default=0, ge=0,
+                                     description="next-response cycles started so far")
     resolution_due_at: datetime | None = None
-    paused: bool = False
+    paused: bool = Field(default=False, description="in one of the policy's `pause_on` "
+                                                    "statuses: the clocks stand still")
+    pauses: list[SlaPauseView] = Field(
+        default_factory=list, description="the intervals the clocks stood still (pause_on "
+                                          "statuses, resolved)")
     warnings: list[SlaWarningView] = Field(default_factory=list)
     breaches: list[SlaBreachView] = Field(default_factory=list)
 

@@ -33,6 +33,7 @@ from .replies import TicketNotFound
 from .schemas import FieldsView, TicketPatch
 from .scope import current
 from .search_index import reindex_connection
+from .sla import retarget
 from .statements import TICKET_TAGS, TICKETS, CoreWriteStatements
 from .status import write_status
 from .store import TicketStore, append_events
@@ -131,6 +132,9 @@ def patch_ticket(connection: Connection, ticket_ref: str, patch: TicketPatch,
                                     + ", ".join(sorted(config.category_ids)))
         else:
             values["category"] = patch.category
+    if "priority" in given and patch.priority is not None \
+            and patch.priority != ticket.priority:
+        values["priority"] = patch.priority
     if problems:
         raise PatchInvalid(code, "Some values cannot be written; `fields` says why for each.",
                            problems)
@@ -142,7 +146,7 @@ def patch_ticket(connection: Connection, ticket_ref: str, patch: TicketPatch,
         if "tags" in values or "fields" in values:
             reindex_connection(connection, [ticket.id])  # searchable by tags and values
         before = {"fields": ticket.fields or {}, "tags": current_tags,
-                  "category": ticket.category}
+                  "category": ticket.category, "priority": ticket.priority}
         changes = {key: [before[key], value] for key, value in values.items()}
         ref = TicketRef(id=ticket.id, number=ticket.number, status=ticket.status,
                         customer_id=ticket.customer_id, channel=ticket.channel,
@@ -151,6 +155,8 @@ def patch_ticket(connection: Connection, ticket_ref: str, patch: TicketPatch,
             "ticket.updated", now, ref, ticket.customer_id, "agent",
             {"changes": changes, "channel": ticket.channel, "account": ticket.account,
              "subject": ticket.subject})])
+        if "category" in values or "priority" in values:  # the SLA policy or targets
+            retarget(connection, ticket.id, now, status_options.get("timelines"))
     if patch.status is not None:
         write_status(connection, ticket.id, patch.status, now,
                      fields=config.ticket_field_set, **status_options)
@@ -180,8 +186,8 @@ def patch_routes(store: TicketStore) -> list[web.RouteDef]:
         ticket_ref = _ticket_ref(request)
         patch = await _body(request, TicketPatch)
         if not patch.model_fields_set:
-            raise ApiError(422, "invalid_body", "Say what changes: status, category, fields, "
-                           "tags, add_tags or remove_tags.", {"body": "no key given"})
+            raise ApiError(422, "invalid_body", "Say what changes: status, category, priority, "
+                           "fields, tags, add_tags or remove_tags.", {"body": "no key given"})
         if "status" in patch.model_fields_set and patch.status is None:
             raise ApiError(422, "invalid_body", "Some fields are not valid.",
                            {"status": "a status, not null"})

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 from intake.durations import parse_duration
 
+from . import sla
 from .events import PlannedEvent
 from .planner import TicketRef
 from .schemas import DONE_STATUSES
@@ -81,6 +82,8 @@ class TicketWork:
         self.new_timers: list[dict[str, Any]] = []
         self.changed = False
         self.now: datetime | None = None
+        # Something the SLA clocks read changed (status, priority, desk): re-planned on save.
+        self.sla_dirty = False
 
     @classmethod
     def lock(cls, connection: Connection, condition: Any, timelines: Timelines,
@@ -105,6 +108,10 @@ class TicketWork:
 
     @staticmethod
     def save_many(connection: Connection, works: list[TicketWork], now: datetime) -> None:
+        for work in works:
+            if work.sla_dirty:
+                work.sla_dirty = False
+                sla.refresh(work, now)
         changed = [w for w in works if w.changed]
         if changed:
             connection.execute(_SAVE_TICKET, [
@@ -145,6 +152,7 @@ class TicketWork:
             return
         before = {"desk": self.desk, "skill_group": self.skill_group}
         self.desk, self.skill_group, self.changed = desk, group, True
+        self.sla_dirty = True
         self.event("ticket.transferred", at, actor, {
             "reason": reason, "from": before, "to": {"desk": desk, "skill_group": group}})
 
@@ -152,6 +160,7 @@ class TicketWork:
         if priority == self.priority:
             return
         previous, self.priority, self.changed = self.priority, priority, True
+        self.sla_dirty = True
         self.event("ticket.updated", at, actor, {
             "priority": priority, "reason": reason,
             "changes": {"priority": [previous, priority]}})
@@ -279,6 +288,7 @@ class TicketWork:
     def settle(self, status: str, now: datetime, actor: str) -> None:
         """The ticket became resolved, closed or merged: its resolution clock stops, and a
         current step whose `done_when` is `resolved` is completed (the next one starts)."""
+        self.sla_dirty = True
         if status not in DONE_STATUSES:
             return
         for kind in ("sla_warning", "sla_breach"):
@@ -307,8 +317,9 @@ class TicketWork:
                 return "done", "first_response"
             if status in DONE_STATUSES:
                 return "done", f"ticket {status}"
-            self._sla_fired(kind, ref, timer.due_at, now)
-            return "fired", None
+            return sla.fire(self, timer, now)
+        if kind == sla.MESSAGE_KIND:
+            return sla.message_due(self, timer, now)
         if status in DONE_STATUSES:
             return "cancelled", f"ticket {status}"
         if kind == "overflow":
@@ -328,22 +339,6 @@ class TicketWork:
         if kind == "escalation_deadline":
             return self._deadline_passed(ref, timer.due_at, now)
         return "cancelled", f"unknown timer kind {kind}"
-
-    def _sla_fired(self, kind: str, target: str, due_at: datetime, now: datetime) -> None:
-        sla = self.sla if self.sla is not None else {"warnings": [], "breaches": []}
-        self.sla, self.changed = sla, True
-        if kind == "sla_warning":
-            for warning in sla.setdefault("warnings", []):
-                if warning["target"] == target and warning.get("fired_at") is None:
-                    warning["fired_at"] = iso(now)
-                    break
-            self.event("sla.warning", now, "system", {
-                "target": target, "at": iso(due_at),
-                "due_at": sla.get(f"{target}_due_at"), "policy": sla.get("policy")})
-        else:
-            sla.setdefault("breaches", []).append({"target": target, "at": iso(due_at)})
-            self.event("sla.breached", now, "system", {
-                "target": target, "due_at": iso(due_at), "policy": sla.get("policy")})
 
     def _step_due(self, ref: str, due_at: datetime, now: datetime) -> tuple[str, str | None]:
         step = self.current_step()
@@ -382,6 +377,9 @@ class TicketWork:
     # ---- writing -------------------------------------------------------------------------
 
     def save(self, now: datetime) -> None:
+        if self.sla_dirty:
+            self.sla_dirty = False
+            sla.refresh(self, now)
         if self.changed:
             self.connection.execute(update(TICKETS).where(TICKETS.c.id == self.row.id).values(
                 desk=self.desk, skill_group=self.skill_group, priority=self.priority,
@@ -431,6 +429,7 @@ def reply_sent(connection: Connection, ticket_id: str, now: datetime, timelines:
         MESSAGES.c.ticket_id == ticket_id, MESSAGES.c.direction == "out",
         MESSAGES.c.kind == "reply")).scalar_one()
     work.first_response(now, actor, first=replies == 1)
+    sla.replied(work, now)
     work.save(now)
     append_events(CoreWriteStatements(connection), events)
 
@@ -451,10 +450,9 @@ def advance_escalation(connection: Connection, ticket_ref: str, escalation_id: s
 
 def status_changed(connection: Connection, ticket_id: str, status: str, now: datetime,
                    timelines: Timelines, actor: str = "agent") -> None:
-    """A ticket resolved (or closed, merged): its resolution clock stops, and a current
-    escalation step whose `done_when` is `resolved` is completed (the next one starts)."""
-    if status not in DONE_STATUSES:
-        return
+    """A ticket's status changed: the SLA clocks re-planned (a pause, a resume); resolved (or
+    closed, merged): its resolution clock stops, and a current escalation step whose
+    `done_when` is `resolved` is completed (the next one starts)."""
     from .store import append_events
 
     events: list[PlannedEvent] = []

@@ -7,7 +7,9 @@ scheduler (scheduler.py) fires them. Timer kinds and their `ref`:
 
 - `overflow`: the overflow delivery's desk (`data.skill_group`, `data.taken_when`: what
   stops it, `acknowledged` or `first_response`), due at its `due`;
-- `sla_warning`, `sla_breach`: `first_response` or `resolution`;
+- `sla_warning`, `sla_breach`: `first_response`, `next_response` or `resolution`
+  (`data.cycle`: the next-response cycle), planned and re-planned from the ticket's clocks
+  (sla.py); `sla_message`: a customer message the clocks have not counted yet;
 - `escalation_step`: `<timeline>.<step>`, due `within` after the step started;
 - `escalation_deadline`: `<timeline>.deadline` or `<timeline>.hard_deadline`.
 
@@ -30,13 +32,16 @@ from intake.durations import format_duration, parse_duration
 from intake.logging import get_logger
 from intake.message import RouteDecision
 
+from .sla_policy import Inputs, SlaRules, evaluate, start
+
 # The automatic transitions of the life cycle (lifecycle.py): pending → resolved, resolved →
 # closed, planned when the ticket enters the status and cancelled when it leaves it.
 AUTOMATIC_KINDS = ("auto_resolve", "auto_close")
 KINDS = ("overflow", "sla_warning", "sla_breach", "escalation_step", "escalation_deadline",
-         *AUTOMATIC_KINDS, "reminder")  # reminder: an agent's follow-up (reminders.py)
+         *AUTOMATIC_KINDS, "reminder",  # reminder: an agent's follow-up (reminders.py)
+         "sla_message")  # a customer message for the SLA clocks (sla.py)
 STATES = ("pending", "fired", "done", "cancelled", "overdue")
-SLA_TARGETS = ("first_response", "resolution")
+SLA_TARGETS = ("first_response", "next_response", "resolution")
 
 log = get_logger(component="timers")
 
@@ -109,6 +114,8 @@ class Timelines:
     capacities: dict[str, dict[str, int]] = field(default_factory=dict)
     # The `tickets` section's automatic-transition delays (lifecycle.py), reloaded with these.
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
+    # The SLA policies and the desks and categories naming them (sla_policy.py).
+    sla: SlaRules = field(default_factory=SlaRules)
 
     def gone(self, desk: str, group: str | None) -> str | None:
         """Why a move to `desk`/`group` cannot happen under the rules in force, or None."""
@@ -127,7 +134,8 @@ class Timelines:
         a section this cannot read is logged and left out, never a crash at start."""
         from router.models import Escalation  # the rules' own model: one definition
 
-        found = cls(lifecycle=LifecycleSettings.from_section(doc.section("tickets")))
+        found = cls(lifecycle=LifecycleSettings.from_section(doc.section("tickets")),
+                    sla=SlaRules.from_document(doc))
         for spec in doc.section("calendars") or []:
             try:
                 found.calendars[spec["id"]], _ = compile_calendar(as_spec(spec))
@@ -214,9 +222,19 @@ def iso(value: datetime | None) -> str | None:
 
 
 def plan_timing(ticket_id: str, decision: RouteDecision | None, received_at: datetime,
-                now: datetime, timelines: Timelines) -> Timing:
-    """The ticket's `sla`, `escalation` and timer rows from its decision."""
+                now: datetime, timelines: Timelines, *, desk: str | None = None,
+                category: str | None = None, priority: str = "normal") -> Timing:
+    """The ticket's `sla`, `escalation` and timer rows from its decision; the SLA from its
+    clocks (sla_policy.py) when a policy of the rules applies."""
     timing = Timing()
+    kept = start(None, received_at, "new")
+    decided = decision.sla.policy if decision is not None and decision.sla else None
+    planned = evaluate(kept, Inputs(decided=decided, category=category, desk=desk,
+                                    priority=priority, status="new"), received_at, timelines)
+    if planned is not None:
+        timing.sla = kept
+        timing.timers.extend(timer_row(p.kind, ticket_id, p.target, p.due_at, now,
+                                       {"cycle": p.cycle}) for p in planned)
     if decision is None:
         return timing
     for delivery in decision.deliveries:
@@ -227,7 +245,7 @@ def plan_timing(ticket_id: str, decision: RouteDecision | None, received_at: dat
                                            now, {"skill_group": delivery.skill_group,
                                                  "taken_when": decision.taken_when}))
     sla = decision.sla
-    if sla is not None and sla.policy is not None:
+    if planned is None and sla is not None and sla.policy is not None:
         timing.sla = {
             "policy": sla.policy, "business_hours": sla.business_hours,
             "calendar": sla.calendar, "first_response_due_at": iso(sla.first_response_due),

@@ -22,6 +22,7 @@ from .events import PlannedEvent
 from .notes import write_note
 from .notifications import notify
 from .replies import TicketNotFound
+from .sla import retarget
 from .statements import TICKETS
 from .threads import TicketRef
 from .timeline import ticket_condition
@@ -67,10 +68,10 @@ def transfer_ticket(connection: Connection, ticket_ref: str, to: dict[str, str],
     note_id = write_note(connection, ticket.id, note, [], actor, now)
     moved = (desk, group) != (ticket.desk, ticket.skill_group)
     if moved:
-        # TODO(issue 17): a desk change re-evaluates the SLA policy once a helper for the
-        # policy of a ticket (decision, category, desk) exists; the SLA stays as planned.
         connection.execute(update(TICKETS).where(TICKETS.c.id == ticket.id).values(
             desk=desk, skill_group=group, updated_at=now))
+        if desk != ticket.desk:  # the desk's policy and calendar may differ (sla.py)
+            retarget(connection, ticket.id, now, timelines)
     row: Any = connection.execute(select(TICKETS).where(TICKETS.c.id == ticket.id)).one()
     events = [PlannedEvent("ticket.transferred", now, TicketRef(
         id=row.id, number=row.number, status=row.status, customer_id=row.customer_id,
