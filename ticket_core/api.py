@@ -43,6 +43,7 @@ from .scope import (
 from .sse import events_handler
 from .store import MAX_LIMIT, CursorInvalid, TicketFilter, TicketStore
 from .tags import normalize_tag
+from .ticket_order import SLA_STATES, SORTS
 
 PREFIX = "/api/v1"
 OPENAPI_PATH = f"{PREFIX}/openapi.json"
@@ -52,7 +53,7 @@ PRIORITIES = frozenset(get_args(Priority))
 IDENTITY_KINDS = frozenset(get_args(IdentityKind))
 TICKET_FILTERS = ("channel", "account", "desk", "skill_group", "status", "customer_id",
                   "priority", "category", "idempotency_key", "reference", "tag",
-                  "assignee", "first_contact", "reminder")
+                  "assignee", "first_contact", "reminder", "sla", "sort")
 TICKET_PARAMS = frozenset((*TICKET_FILTERS, "limit", "cursor"))
 MAX_IDENTITIES = 20  # `GET /api/v1/customers?identity=…` repeated
 
@@ -159,6 +160,10 @@ def _ticket_query(query: Any) -> tuple[TicketFilter, int, str | None]:
             problems["tag"] = str(exc)
     if values["reminder"] not in (None, "due"):
         problems["reminder"] = "due: tickets with a due reminder of yours"
+    if values["sla"] not in (None, *SLA_STATES):
+        problems["sla"] = "one of " + ", ".join(SLA_STATES)
+    if values["sort"] not in (None, *SORTS):
+        problems["sort"] = "one of " + ", ".join(SORTS)
     limit = page_limit(values["limit"], 50, MAX_LIMIT, problems)
     assignment_filters(values, problems)  # `assignee`, `first_contact` (assigning.py)
     if problems:

@@ -30,6 +30,7 @@ from .schemas import (
     TicketPage,
     TicketPatch,
 )
+from .ticket_order import SLA_STATES, SORTS
 
 REF = "#/components/schemas/{model}"
 
@@ -157,6 +158,12 @@ def build_openapi() -> dict[str, Any]:
                {"type": "string", "enum": ["me"]}),
         _query("reminder", "`due`: tickets with a due reminder of the caller's (the admin "
                "token: anyone's).", {"type": "string", "enum": ["due"]}),
+        _query("sla", "`breached`: tickets with an SLA breach fired; `warning`: warned and "
+               "not (yet) breached.", {"type": "string", "enum": list(SLA_STATES)}),
+        _query("sort", "`created` (the default: newest first), `updated` (most recently "
+               "changed first), `due` (the nearest SLA due time first; no clock running: "
+               "last), `priority` (urgent first, then the oldest). A cursor belongs to its "
+               "order.", {"type": "string", "enum": list(SORTS)}),
         _query("limit", "Page size.",
                {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
         _query("cursor", "The `next` value of the previous page (opaque)."),
@@ -182,7 +189,7 @@ def build_openapi() -> dict[str, Any]:
         "paths": {
             "/api/v1/tickets": {"get": {
                 "operationId": "listTickets",
-                "summary": "List tickets, newest first",
+                "summary": "List tickets, newest first (or by `sort`)",
                 "parameters": list_tickets_params,
                 "responses": {"200": _ok("TicketPage", "A page of tickets"),
                               "400": BAD_PARAMETER, "401": UNAUTHORIZED, "503": UNAVAILABLE},

@@ -29,6 +29,7 @@ from intake.message import Message, utcnow
 
 from .events import PlannedEvent
 from .links import linked_deliveries, linked_ticket_row
+from .sla import message_timer
 from .statements import WriteStatements
 from .tags import lenient_tags, tag_rows
 from .threads import (
@@ -40,7 +41,6 @@ from .threads import (
     normalize_identity,
     parse_ticket_number,
 )
-from .sla import message_timer
 from .timers import Timelines, plan_timing
 
 __all__ = [

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from intake.errors import StorageUnavailable
 
-from . import db
+from . import db, ticket_order
 from .events import EVENTS
 from .failures import storage_unavailable
 from .links import read_links, thread_of
@@ -76,6 +76,8 @@ class TicketFilter:
     assignee: str | None = None  # an agent id; "" for unassigned tickets
     first_contact: str | None = None  # an agent id
     reminder: str | None = None  # "due": a due reminder of the caller's (reminders.py)
+    sla: str | None = None  # "warning" or "breached" (ticket_order.py)
+    sort: str | None = None  # created (None), updated, due, priority (ticket_order.py)
 
 
 @dataclass(slots=True)
@@ -144,8 +146,10 @@ class TicketReader:
         """Newest first, keyset-paginated on (created_at, id); raises CursorInvalid."""
         if not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
-        query = where_visible(_filtered(select(TICKETS), filters or TicketFilter()),
-                              visible_tickets())
+        filters = filters or TicketFilter()
+        query = where_visible(_filtered(select(TICKETS), filters), visible_tickets())
+        if filters.sort not in (None, "created"):
+            return await self._list_sorted(query, filters.sort, limit, cursor)
         if cursor:
             created_at, ticket_id = decode_cursor(cursor)
             query = query.where(or_(
@@ -161,6 +165,24 @@ class TicketReader:
         following = None
         if len(rows) > limit:
             following = encode_cursor(items[-1].created_at, items[-1].id)
+        return TicketPageResult(items=items, next=following)
+
+    async def _list_sorted(self, query: Any, sort: str, limit: int,
+                           cursor: str | None) -> TicketPageResult:
+        """`?sort=updated|due|priority` (ticket_order.py); raises CursorInvalid."""
+        if cursor:
+            try:
+                query = ticket_order.after(query, sort, cursor)
+            except ticket_order.CursorInvalid as exc:
+                raise CursorInvalid(str(exc)) from exc
+        query = ticket_order.ordered(query, sort).limit(limit + 1)
+        async with self._reading() as conn:
+            rows = (await conn.execute(query)).all()
+            timers = await self._timers(conn, [row.id for row in rows[:limit]])
+            links = await read_links(conn, rows[:limit])
+        items = [_ticket_view(row, timers.get(row.id, []), links.get(row.id, []),
+                              self.tickets) for row in rows[:limit]]
+        following = ticket_order.encode(sort, rows[limit - 1]) if len(rows) > limit else None
         return TicketPageResult(items=items, next=following)
 
     async def get_ticket(self, ticket: str | int) -> TicketDetail | None:
@@ -398,6 +420,8 @@ def _filtered(query: Select[Any], f: TicketFilter) -> Select[Any]:
     if f.tag is not None:
         query = query.where(TICKETS.c.id.in_(
             select(TICKET_TAGS.c.ticket_id).where(TICKET_TAGS.c.tag == f.tag)))
+    if f.sla is not None:
+        query = query.where(ticket_order.sla_condition(f.sla))
     if f.reminder == "due":
         from .reminders import due_reminder_tickets  # it builds on this module
 

@@ -73,7 +73,8 @@ def _apply_messages(work: TicketWork, sla: dict[str, Any], now: datetime) -> Non
     """Apply the customer messages the persist path noted, oldest first (marked done)."""
     rows = work.connection.execute(select(TIMERS).where(
         TIMERS.c.ticket_id == work.row.id, TIMERS.c.kind == MESSAGE_KIND,
-        TIMERS.c.state == "pending", TIMERS.c.due_at <= now).order_by(TIMERS.c.due_at, TIMERS.c.id)).all()
+        TIMERS.c.state == "pending", TIMERS.c.due_at <= now)
+        .order_by(TIMERS.c.due_at, TIMERS.c.id)).all()
     for row in rows:
         _message(sla, row)
     if rows:

@@ -23,7 +23,7 @@ twice (clocks.py).
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -176,7 +176,7 @@ def agent_replied(sla: dict[str, Any], at: datetime) -> None:
     found["last_reply_at"] = iso(at)
 
 
-def pauses(sla: dict[str, Any], pause_on: tuple[str, ...] | list[str],
+def pauses(sla: dict[str, Any], pause_on: Sequence[str],
            until: datetime | None = None) -> list[Pause]:
     """The intervals of the status timeline that stop the clocks, cut at `until`."""
     stopping = set(pause_on) | set(STOPPED)

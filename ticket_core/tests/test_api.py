@@ -158,6 +158,8 @@ async def test_pagination_follows_next(client: TestClient[Any, Any], store: Tick
     ({"status": "bogus"}, "status"), ({"status": "open,nope"}, "status"),
     ({"channel": "fax"}, "channel"), ({"priority": "asap"}, "priority"),
     ({"cursor": "not-a-cursor"}, "cursor"), ({"colour": "red"}, "colour"),
+    ({"sla": "late"}, "sla"), ({"sort": "name"}, "sort"),
+    ({"sort": "due", "cursor": "not-a-cursor"}, "cursor"),
 ])
 async def test_bad_list_parameters_are_400(client: TestClient[Any, Any],
                                            params: dict[str, str], field: str) -> None:

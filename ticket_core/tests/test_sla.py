@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,6 +22,7 @@ from intake.message import Message, Thread
 from ticket_core.agents_db import AGENTS, NOTIFICATIONS
 from ticket_core.clock import ManualClock
 from ticket_core.db import make_engine
+from ticket_core.queries import CursorInvalid, TicketFilter
 from ticket_core.schemas import TicketDetail, TicketPatch
 from ticket_core.statements import TIMERS
 from ticket_core.status import write_status
@@ -296,3 +297,39 @@ async def test_after_a_restart_the_timers_due_meanwhile_fire_once(
             "first_response"]
         sla = (await ticket(after, ticket_id)).sla
         assert sla is not None and len(sla.breaches) == 1
+
+
+async def page_through(store: TicketStore, filters: TicketFilter) -> list[str]:
+    """Every ticket id of a listing, one per page, following the cursors."""
+    found: list[str] = []
+    cursor = None
+    while True:
+        page = await store.list_tickets(filters, limit=1, cursor=cursor)
+        found.extend(t.id for t in page.items)
+        if page.next is None:
+            return found
+        cursor = page.next
+
+
+async def test_lists_filter_by_sla_state_and_sort_by_due_priority_and_update(
+        sla_store: TicketStore, clock: ManualClock) -> None:
+    late = await file(sla_store, THURSDAY_17)  # first response due Monday 10:00
+    clock.set(cst("2026-09-28", "09:00"))
+    urgent = await file(sla_store, cst("2026-09-28", "09:00"), priority="urgent")  # 09:30
+    low = await file(sla_store, cst("2026-09-28", "09:00"), priority="low")  # 13:00
+    paused = await file(sla_store, cst("2026-09-28", "09:00"))
+    await set_status(sla_store, paused, "pending")  # no clock running: last
+    assert await page_through(sla_store, TicketFilter(sort="due")) == [
+        urgent, late, low, paused]
+    assert await page_through(sla_store, TicketFilter(sort="priority")) == [
+        urgent, late, paused, low]
+    by_update = (await sla_store.list_tickets(TicketFilter(sort="updated"))).items
+    assert [t.updated_at for t in by_update] == sorted(
+        (t.updated_at for t in by_update), reverse=True)
+    assert len(await page_through(sla_store, TicketFilter(sort="updated"))) == 4
+    await at(sla_store, clock, cst("2026-09-28", "09:40"))  # urgent breached, late warned
+    assert await page_through(sla_store, TicketFilter(sla="breached")) == [urgent]
+    assert await page_through(sla_store, TicketFilter(sla="warning")) == [late]
+    with pytest.raises(CursorInvalid):  # a cursor belongs to its order
+        page = await sla_store.list_tickets(TicketFilter(sort="due"), limit=1)
+        await sla_store.list_tickets(TicketFilter(sort="priority"), cursor=page.next)
