@@ -105,7 +105,8 @@ def _base(work: TicketWork) -> dict[str, Any]:
             MESSAGES.c.kind == "reply").scalar_subquery())).one()
     started = when((work.sla or {}).get("started_at")) or _aware(first_in) \
         or work.row.created_at
-    sla = start(work.sla, started, work.status)
+    # Its status before now is not known: counted as open (running) until now.
+    sla = start(work.sla, started, "open")
     if first_reply is not None and not sla.get("first_response_at"):
         agent_replied(sla, _aware(first_reply) or started)
     return sla
