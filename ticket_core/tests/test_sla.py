@@ -32,6 +32,7 @@ from ticket_core.tickets_config import TicketsConfig
 from ticket_core.timers import Timelines
 
 from .builders import message, route
+from .test_api import AUTH, build_app
 from .test_timers import at, events_of, reply
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "intake.example.yaml"
@@ -333,3 +334,22 @@ async def test_lists_filter_by_sla_state_and_sort_by_due_priority_and_update(
     with pytest.raises(CursorInvalid):  # a cursor belongs to its order
         page = await sla_store.list_tickets(TicketFilter(sort="due"), limit=1)
         await sla_store.list_tickets(TicketFilter(sort="priority"), cursor=page.next)
+
+
+async def test_over_http_a_priority_patch_retargets_and_the_list_sorts_by_due(
+        sla_store: TicketStore, clock: ManualClock, aiohttp_client: Any) -> None:
+    client = await aiohttp_client(build_app(sla_store))
+    normal = await file(sla_store, THURSDAY_17)  # due Monday 10:00
+    high = await file(sla_store, THURSDAY_17)
+    clock.set(cst("2026-09-24", "17:30"))
+    response = await client.patch(f"/api/v1/tickets/{high}", json={"priority": "high"},
+                                  headers=AUTH)
+    assert response.status == 200, await response.text()
+    changed = await response.json()
+    assert (changed["priority"], instant(changed["sla"]["first_response_due_at"])) == (
+        "high", cst("2026-09-24", "18:00"))
+    response = await client.get("/api/v1/tickets", params={"sort": "due"}, headers=AUTH)
+    assert [t["id"] for t in (await response.json())["items"]] == [high, normal]
+    await at(sla_store, clock, cst("2026-09-24", "18:00"))
+    response = await client.get("/api/v1/tickets", params={"sla": "breached"}, headers=AUTH)
+    assert [t["id"] for t in (await response.json())["items"]] == [high]
