@@ -130,7 +130,7 @@ def refresh(work: TicketWork, now: datetime, sla: dict[str, Any] | None = None, 
     planned = evaluate(sla, inputs(work), now, work.timelines)
     if planned is None:
         return  # no policy of the rules: what the decision planned stays
-    work.sla, work.changed = sla, True
+    work.sla, work.sla_changed = sla, True
     if sync:
         _sync_timers(work, planned, now)
 
@@ -172,9 +172,7 @@ def retarget(connection: Connection, ticket_id: str, now: datetime,
         return
     work.now = now
     refresh(work, now)
-    if work.changed:
-        connection.execute(update(TICKETS).where(TICKETS.c.id == ticket_id).values(
-            sla=work.sla))
+    work.save(now)  # the clocks' reading only: no second version
 
 
 def replied(work: TicketWork, at: datetime) -> None:

@@ -35,6 +35,10 @@ _SAVE_TICKET = (
         updated_at=bindparam("b_updated_at"), version=TICKETS.c.version + 1))
 
 
+_SAVE_SLA = update(TICKETS).where(TICKETS.c.id == bindparam("b_id")).values(
+    sla=bindparam("b_sla", type_=TICKETS.c.sla.type))
+
+
 class StepNotManual(Exception):
     """The escalation's current step is completed by a signal (`done_when`), not by hand."""
 
@@ -84,6 +88,8 @@ class TicketWork:
         self.now: datetime | None = None
         # Something the SLA clocks read changed (status, priority, desk): re-planned on save.
         self.sla_dirty = False
+        # The clocks' reading changed `sla` only (sla.refresh): written without a new version.
+        self.sla_changed = False
 
     @classmethod
     def lock(cls, connection: Connection, condition: Any, timelines: Timelines,
@@ -119,6 +125,10 @@ class TicketWork:
                  "b_priority": w.priority, "b_acknowledged_at": w.acknowledged_at,
                  "b_sla": w.sla, "b_escalation": w.escalation, "b_updated_at": now}
                 for w in changed])
+        clocks_only = [{"b_id": w.row.id, "b_sla": w.sla} for w in works
+                       if w.sla_changed and not w.changed]
+        if clocks_only:
+            connection.execute(_SAVE_SLA, clocks_only)
         timers = [t for w in works for t in w.new_timers]
         if timers:
             connection.execute(TIMERS.insert(), timers)
@@ -286,8 +296,9 @@ class TicketWork:
             self.now or start))
 
     def settle(self, status: str, now: datetime, actor: str) -> None:
-        """The ticket became resolved, closed or merged: its resolution clock stops, and a
-        current step whose `done_when` is `resolved` is completed (the next one starts)."""
+        """The ticket's status changed: the SLA clocks are re-planned on save; resolved,
+        closed or merged: its resolution clock stops, and a current step whose `done_when`
+        is `resolved` is completed (the next one starts)."""
         self.sla_dirty = True
         if status not in DONE_STATUSES:
             return
@@ -385,6 +396,9 @@ class TicketWork:
                 desk=self.desk, skill_group=self.skill_group, priority=self.priority,
                 acknowledged_at=self.acknowledged_at, sla=self.sla,
                 escalation=self.escalation, updated_at=now, version=TICKETS.c.version + 1))
+        elif self.sla_changed:
+            self.connection.execute(update(TICKETS).where(TICKETS.c.id == self.row.id).values(
+                sla=self.sla))
         if self.new_timers:
             self.connection.execute(TIMERS.insert(), self.new_timers)
 

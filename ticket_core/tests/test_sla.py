@@ -167,9 +167,12 @@ async def test_a_warning_and_a_breach_fire_once_at_their_minute_and_notify(
 async def test_pending_stops_the_clocks_and_open_resumes_them_where_they_stood(
         sla_store: TicketStore, clock: ManualClock) -> None:
     ticket_id = await file(sla_store, THURSDAY_17)
+    version = (await ticket(sla_store, ticket_id)).version
     clock.set(cst("2026-09-24", "17:30"))
     await set_status(sla_store, ticket_id, "pending")
-    sla = (await ticket(sla_store, ticket_id)).sla
+    paused = await ticket(sla_store, ticket_id)
+    assert paused.version == version + 1  # the clocks' reading is no change of its own
+    sla = paused.sla
     assert sla is not None and sla.paused is True
     assert sla.first_response_due_at is None and sla.resolution_due_at is None
     assert await pending_sla(sla_store, ticket_id) == []  # nothing fires while paused
