@@ -68,7 +68,9 @@ def write_reminder(connection: Connection, ticket_ref: str, agent_id: str, due_a
         "data": {"note": note, "created_by": actor}, "created_at": now}]).scalar_one()
     append_events(CoreWriteStatements(connection), [PlannedEvent(
         "reminder.created", now, _ref(ticket), ticket.customer_id, actor,
-        {"reminder_id": str(reminder_id), "agent_id": agent_id, "due_at": due_at.isoformat()})])
+        {"reminder_id": str(reminder_id), "agent_id": agent_id, "due_at": due_at.isoformat()},
+        after={"reminder_id": str(reminder_id), "agent_id": agent_id,
+               "due_at": due_at.isoformat(), "note": note})])
     return reminder_id
 
 
