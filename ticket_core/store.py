@@ -33,8 +33,8 @@ from intake.message import Message, utcnow
 from . import db
 from .clock import Clock, SystemClock
 from .events import PlannedEvent, RecentEvents
-from .history import Author, history_rows, writing_for
 from .failures import RETRYABLE_SQLSTATES, Unpersistable, sqlstate, storage_unavailable
+from .history import Author, history_rows, writing_for
 from .planner import PersistResult, Plan, finish_results, normalize_identity, plan_batch
 from .queries import (
     DEFAULT_LIMIT,
