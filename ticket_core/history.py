@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import db
@@ -171,8 +171,14 @@ async def customer_page(connection: AsyncConnection, customer_id: str, after_id:
     (rows of no ticket)."""
     owned = where_visible(select(TICKETS.c.id).where(TICKETS.c.customer_id == customer_id),
                           visible_tickets(principal))
-    condition = or_(HISTORY.c.ticket_id.in_(with_merged(owned)),
-                    and_(HISTORY.c.ticket_id.is_(None), HISTORY.c.customer_id == customer_id))
-    return list((await connection.execute(
-        select(HISTORY).where(condition, HISTORY.c.id > after_id)
-        .order_by(HISTORY.c.id).limit(limit))).all())
+    # Two queries, each on its own index, rather than one OR that PostgreSQL would answer
+    # with a scan of the whole table; their pages merged here.
+    of_tickets = (await connection.execute(
+        select(HISTORY).where(HISTORY.c.ticket_id.in_(with_merged(owned)),
+                              HISTORY.c.id > after_id)
+        .order_by(HISTORY.c.id).limit(limit))).all()
+    own = (await connection.execute(
+        select(HISTORY).where(HISTORY.c.customer_id == customer_id,
+                              HISTORY.c.ticket_id.is_(None), HISTORY.c.id > after_id)
+        .order_by(HISTORY.c.id).limit(limit))).all()
+    return sorted([*of_tickets, *own], key=lambda row: row.id)[:limit]
