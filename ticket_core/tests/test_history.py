@@ -90,8 +90,10 @@ async def test_every_kind_of_change_is_a_row_with_who_before_and_after(
         "category": "complaint", "tags": ["refund"], "fields": {"order_no": "20261001-0001"}})
     await call(client, "PATCH", url, 200, li_headers, json={"status": "pending"})
     await call(client, "POST", f"{url}/notes", 201, li_headers, json={"text": "客户很着急"})
-    await call(client, "POST", f"{url}/reminders", 201, li_headers, json={
+    set_reminder = await call(client, "POST", f"{url}/reminders", 201, li_headers, json={
         "due_at": (T0 + timedelta(days=1)).isoformat(), "note": "回访"})
+    await call(client, "PATCH", f"/api/v1/reminders/{set_reminder['id']}", 200, li_headers,
+               json={"state": "done"})
     await call(client, "PATCH", f"/api/v1/customers/{stored.customer_id}", 200,
                json={"name": "李伟"})
     again = message("m-2", channel="email", account="support@example.com", kind="message",
@@ -130,6 +132,9 @@ async def test_every_kind_of_change_is_a_row_with_who_before_and_after(
     transfer_note = only(entries, "note.created", text="转售前")  # the transfer's own note
     reminder = only(entries, "reminder.created")
     assert (reminder["actor"], reminder["after"]["note"]) == (as_li, "回访")
+    done = only(entries, "reminder.updated")
+    assert (done["actor"], done["before"]["state"], done["after"]["state"]) == (
+        as_li, "pending", "done")
     inbound = only(entries, "message.created", direction="in", message_id=(
         await store.persist(again)).message_id)
     assert (inbound["actor"], inbound["trace_id"]) == ("customer", again.trace_id)
