@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, get_args
 
 import orjson
+import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from pydantic import BaseModel, ValidationError
@@ -25,6 +26,7 @@ from intake.message import Channel, IdentityKind, Priority, utcnow
 
 from .assigning import assignment_filters, replied
 from .attachments import attachment_handler
+from .history import request_trace_id
 from .lifecycle import etag
 from .links import NotCustomerFacing
 from .openapi import build_openapi
@@ -185,6 +187,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
     from .calls_api import call_routes  # it builds on this module's errors and answers
     from .clock_api import clock_routes
     from .decisions import decision_routes
+    from .history_api import history_routes
     from .notes import note_routes
     from .quick_replies import quick_reply_routes
     from .reminders import reminder_routes
@@ -302,6 +305,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         *patch_routes(store),
         *agent_routes(store),
         *note_routes(store),
+        *history_routes(store),
         *clock_routes(store),
         *search_routes(store),
         *assignment_routes(store),
@@ -367,8 +371,14 @@ def auth_middleware(token: str, store: TicketReader | None = None) -> Middleware
                     401, "unauthorized",
                     "Send `Authorization: Bearer <token>` with the agent API token.",
                     headers={"WWW-Authenticate": 'Bearer realm="intake"'})
+        # The request's trace (its log lines, the history rows its writes make: history.py).
+        trace_id = request_trace_id(request.headers.get("X-Trace-Id"))
+        structlog.contextvars.bind_contextvars(trace_id=trace_id)
         with acting_as(principal):
-            return await _answer(request, handler, principal, store)
+            response = await _answer(request, handler, principal, store)
+        if not response.prepared:  # a stream (SSE) has sent its headers already
+            response.headers["X-Trace-Id"] = trace_id
+        return response
 
     return middleware
 

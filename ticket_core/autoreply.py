@@ -204,5 +204,6 @@ def write_acknowledgement(connection: Connection, rule: AutoReply, message: Mess
     append_events(statements, [PlannedEvent(
         "message.created", now, ref, ticket.customer_id, "system",
         {"message_id": str(message_id), "direction": "out", "kind": "auto_reply",
-         "channel": message.channel, "account": message.account})])
+         "channel": message.channel, "account": message.account},
+        by="system:auto_replies", trace_id=message.trace_id)])
     return str(message_id)

@@ -283,6 +283,28 @@ class Event(Base):
     data: Mapped[dict[str, Any]] = mapped_column(Json, nullable=False)
 
 
+class History(Base):
+    """The audit history (migration 0015, history.py): one append-only row per change of a
+    ticket or customer, written beside its event by `store.append_events` and keyed by that
+    event's id. Nothing updates or deletes it; on PostgreSQL a trigger refuses both."""
+
+    __tablename__ = "history"
+    __table_args__ = (Index("ix_history_ticket_id_id", "ticket_id", "id"),
+                      Index("ix_history_customer_id_id", "customer_id", "id"))
+
+    # The event's id: one row per event that changes something, in commit order.
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    ticket_id: Mapped[str | None] = mapped_column(Id)
+    customer_id: Mapped[str | None] = mapped_column(Id)
+    # `agent:<id> token:<id>`, `admin`, `system:<rule or timer>`, `customer`, `connector:<c>`.
+    actor: Mapped[str] = mapped_column(String(160), nullable=False)
+    action: Mapped[str] = mapped_column(String(64), nullable=False)
+    before: Mapped[Any] = mapped_column(Json, nullable=True)
+    after: Mapped[Any] = mapped_column(Json, nullable=True)
+    trace_id: Mapped[str | None] = mapped_column(String(128))
+
+
 class Outbox(Base):
     """Outbound messages committed with their message, waiting for the relay to publish them."""
 

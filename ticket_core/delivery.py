@@ -77,4 +77,7 @@ def set_status(connection: Connection, row: Any, status: str, reason: str | None
     append_events(CoreWriteStatements(connection), [PlannedEvent(
         "message.delivery_updated", now, ticket, row.customer_id, actor,
         {"message_id": row.id, "status": status, "reason": reason, "attempt": attempt,
-         "previous_status": row.delivery_status, **(extra or {})})])
+         "previous_status": row.delivery_status, **(extra or {})},
+        before={"message_id": row.id, "delivery_status": row.delivery_status},
+        after={"message_id": row.id, "delivery_status": status, "reason": reason,
+               "attempt": attempt})])

@@ -47,6 +47,13 @@ class PlannedEvent:
     customer_id: str | None
     actor: str
     data: dict[str, Any]
+    # The audit history's view of the change (history.py): the values before and after it
+    # when the data's `changes` or `from`/`to` do not say it, the actor when the event's is
+    # generic (`system:<rule or timer>`, or the agent and token), the trace it belongs to.
+    before: Any = None
+    after: Any = None
+    by: str | None = None
+    trace_id: str | None = None
 
     def row(self, event_id: int) -> dict[str, Any]:
         ticket = self.ticket

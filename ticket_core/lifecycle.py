@@ -109,6 +109,7 @@ def set_status(connection: Connection, row: Any, status: str, now: datetime, act
         replan(connection, collaborator.id, collaborator.status, "closed", now, settings)
         events.append(_updated(collaborator, "closed", "system", now, {
             "reason": f"primary ticket {row.number} {status}", "primary_ticket_id": row.id}))
+        events[-1].by = "system:linked_tickets"
     return events, collaborators
 
 

@@ -51,7 +51,9 @@ def write_note(connection: Connection, ticket_ref: str, text: str, mentions: lis
                     customer_id=ticket.customer_id, channel=ticket.channel, desk=ticket.desk)
     append_events(CoreWriteStatements(connection), [PlannedEvent(
         "note.created", now, ref, ticket.customer_id, "agent",
-        {"note_id": note_id, "mentions": mentions, "author": author})])
+        {"note_id": note_id, "mentions": mentions, "author": author},
+        # The history is agent-only: it keeps the note's text, which the event never carries.
+        after={"note_id": note_id, "text": text, "mentions": mentions}, by=author)])
     return note_id
 
 

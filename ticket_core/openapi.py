@@ -57,6 +57,12 @@ def _search() -> tuple[Any, Any]:
     return SearchPage, search_path
 
 
+def _history() -> tuple[Any, Any]:
+    from .history_api import HISTORY_MODELS, history_paths  # it imports the API
+
+    return HISTORY_MODELS, history_paths
+
+
 def _assignment() -> tuple[Any, tuple[Any, ...]]:
     from .assignment_api import ASSIGNMENT_BODIES, assignment_paths  # it imports the API
 
@@ -115,10 +121,12 @@ def build_openapi() -> dict[str, Any]:
     note_paths, clock_paths = _lifecycle()
     search_page, search_path = _search()
     assignment_paths, assignment_bodies = _assignment()
+    history_models, history_paths = _history()
     _, defs = models_json_schema(
         [*((m, "serialization") for m in (TicketPage, TicketDetail, CustomerView, CustomerPage,
                                           ErrorBody, MessageView, DecisionPage, FieldsView,
-                                          NoteView, TestClockView, search_page)),
+                                          NoteView, TestClockView, search_page,
+                                          *history_models)),
          (ReplyRequest, "validation"), (TicketPatch, "validation"),
          (AdvanceRequest, "validation"), (CustomerPatch, "validation"),
          (NoteRequest, "validation"), (TestClockRequest, "validation"),
@@ -306,6 +314,7 @@ def build_openapi() -> dict[str, Any]:
             **note_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE),
             **clock_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE),
             **search_path(_ok, _error, _query, BAD_PARAMETER, UNAUTHORIZED, UNAVAILABLE),
+            **history_paths(_ok, _error, _query, BAD_PARAMETER, UNAUTHORIZED, UNAVAILABLE),
             **assignment_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE),
             "/api/v1/calls/{call_id}": {"get": {
                 "operationId": "getCall",

@@ -137,7 +137,10 @@ def plan_batch(statements: WriteStatements, messages: Sequence[Message],
         if key in plan.batch_first:
             continue  # filled in after allocation from the first occurrence
         plan.batch_first[key] = index
+        planned = len(plan.events)
         _plan_message(plan, index, m, now, known, threads, taken_ids, timelines)
+        for event in plan.events[planned:]:  # the history's trace of each change (history.py)
+            event.trace_id = m.trace_id
     return plan
 
 
@@ -314,7 +317,15 @@ def _plan_rating(plan: Plan, m: Message, customer_id: str, message_id: str, now:
         "satisfaction.answered", now, ticket, customer_id, "customer",
         {**satisfaction, "message_id": message_id, "channel": m.channel,
          "conversation_id": m.thread.conversation_id,
-         "previous_score": previous.get("score") if previous else None}))
+         "previous_score": previous.get("score") if previous else None},
+        before={"satisfaction": _shown(previous)}, after={"satisfaction": _shown(satisfaction)}))
+
+
+def _shown(satisfaction: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A satisfaction as the history shows it: the answer, not its bookkeeping."""
+    if satisfaction is None:
+        return None
+    return {key: satisfaction.get(key) for key in ("score", "comment", "via", "answered_at")}
 
 
 def _plan_ticket(plan: Plan, m: Message, customer_id: str, now: datetime,
@@ -394,7 +405,7 @@ def _plan_ticket(plan: Plan, m: Message, customer_id: str, now: datetime,
             "escalation.step_started", now, ref, customer_id, "system",
             {"escalation_id": escalation["id"], "timeline": escalation["timeline"],
              "step": first["id"], "name": first["name"], "target": first["target"],
-             "due_at": first["due_at"]}))
+             "due_at": first["due_at"]}, by="system:router"))
     return ref
 
 

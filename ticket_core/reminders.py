@@ -68,7 +68,9 @@ def write_reminder(connection: Connection, ticket_ref: str, agent_id: str, due_a
         "data": {"note": note, "created_by": actor}, "created_at": now}]).scalar_one()
     append_events(CoreWriteStatements(connection), [PlannedEvent(
         "reminder.created", now, _ref(ticket), ticket.customer_id, actor,
-        {"reminder_id": str(reminder_id), "agent_id": agent_id, "due_at": due_at.isoformat()})])
+        {"reminder_id": str(reminder_id), "agent_id": agent_id, "due_at": due_at.isoformat()},
+        after={"reminder_id": str(reminder_id), "agent_id": agent_id,
+               "due_at": due_at.isoformat(), "note": note})])
     return reminder_id
 
 
@@ -89,6 +91,8 @@ def close_reminder(connection: Connection, reminder_id: int, state: str, actor: 
     """`pending` or `due` → `done` or `cancelled`; the same state again changes nothing.
     Returns the row, or raises ApiError 409 when it was closed otherwise."""
     target = STATES[state]
+    previous = connection.execute(select(TIMERS.c.state).where(
+        TIMERS.c.id == reminder_id)).scalar()  # for the history's `before`
     changed = connection.execute(update(TIMERS).where(
         TIMERS.c.id == reminder_id, TIMERS.c.kind == KIND,
         TIMERS.c.state.in_(("pending", "fired"))).values(
@@ -104,7 +108,10 @@ def close_reminder(connection: Connection, reminder_id: int, state: str, actor: 
         if ticket is not None:
             append_events(CoreWriteStatements(connection), [PlannedEvent(
                 "reminder.updated", now, _ref(ticket), ticket.customer_id, actor,
-                {"reminder_id": str(reminder_id), "agent_id": row.ref, "state": state})])
+                {"reminder_id": str(reminder_id), "agent_id": row.ref, "state": state},
+                before={"reminder_id": str(reminder_id),
+                        "state": _API_STATE.get(previous, previous)},
+                after={"reminder_id": str(reminder_id), "state": state})])
     return row
 
 

@@ -44,8 +44,9 @@ EVENTS = db.Event.__table__
 OUTBOX = db.Outbox.__table__
 TIMERS = db.Timer.__table__
 TICKET_TAGS = db.TicketTag.__table__
+HISTORY = db.History.__table__
 INSERTED_TABLES = (CUSTOMERS, IDENTITIES, TICKETS, MESSAGES, ATTACHMENTS, COUNTERS, EVENTS, OUTBOX,
-                   TIMERS, TICKET_TAGS)
+                   TIMERS, TICKET_TAGS, HISTORY)
 
 # A conversation stays joinable until the ticket is closed or merged away (then a message
 # makes a follow-up, or goes to the merge target: threads.py).

@@ -34,6 +34,7 @@ from . import db
 from .clock import Clock, SystemClock
 from .events import PlannedEvent, RecentEvents
 from .failures import RETRYABLE_SQLSTATES, Unpersistable, sqlstate, storage_unavailable
+from .history import Author, history_rows, writing_for
 from .planner import PersistResult, Plan, finish_results, normalize_identity, plan_batch
 from .queries import (
     DEFAULT_LIMIT,
@@ -51,6 +52,7 @@ from .statements import (
     COUNTERS,
     CUSTOMERS,
     EVENTS,
+    HISTORY,
     IDENTITIES,
     MESSAGES,
     TICKET_TAGS,
@@ -98,9 +100,10 @@ class Changes:
 
 def append_events(statements: WriteStatements,
                   events: Sequence[PlannedEvent]) -> list[dict[str, Any]]:
-    """Insert `events` with ids from the counter row; call it last in the transaction: on
-    PostgreSQL the row stays locked until commit, which is what makes ids visible in order.
-    Returns the rows inserted."""
+    """Insert `events` with ids from the counter row, and their audit history rows (one
+    more multi-row insert, history.py); call it last in the transaction: on PostgreSQL the
+    counter row stays locked until commit, which is what makes ids visible in order.
+    Returns the event rows inserted."""
     if not events:
         return []
     last = statements.bump_counter(db.EVENT_COUNTER, len(events))
@@ -110,6 +113,9 @@ def append_events(statements: WriteStatements,
     first = last - len(events) + 1
     rows = [event.row(first + i) for i, event in enumerate(events)]
     statements.insert(EVENTS, rows)
+    history = history_rows(events, rows)
+    if history:
+        statements.insert(HISTORY, history)
     return rows
 
 
@@ -199,9 +205,12 @@ class TicketStore(TicketReader):
                               ) -> tuple[list[PersistResult], list[dict[str, Any]]]:
         """The batch in one write transaction, committed if planning and writing succeed;
         returns the results and the event rows written."""
+        author = Author.capture()
+
         def persist(statements: WriteStatements,
                     ) -> tuple[list[PersistResult], list[dict[str, Any]]]:
-            return self._persist_batch(statements, messages)
+            with writing_for(author):
+                return self._persist_batch(statements, messages)
 
         if self._writer is not None:
             return await self._writer.run(persist)
@@ -271,14 +280,22 @@ class TicketStore(TicketReader):
 
     async def write(self, work: Callable[[Connection], T]) -> T:
         """`work(connection)` in one write transaction (SQLAlchemy Core), committed if it
-        returns; then `changes` is signalled. Database outages raise StorageUnavailable."""
+        returns; then `changes` is signalled. Database outages raise StorageUnavailable.
+        The caller's principal and trace id go with it (the history's actor: history.py),
+        also to the SQLite writer's thread, which does not see the caller's context."""
+        author = Author.capture()
+
+        def carried(connection: Connection) -> T:
+            with writing_for(author):
+                return work(connection)
+
         try:
             async with self._write_lock:
                 if self._writer is not None:
-                    result = await self._writer.run_core(work)
+                    result = await self._writer.run_core(carried)
                 else:
                     async with self._write_engine.begin() as connection:
-                        result = await connection.run_sync(work)
+                        result = await connection.run_sync(carried)
         except (OSError, TimeoutError, sa_exc.SQLAlchemyError) as exc:
             if storage_unavailable(exc):
                 raise StorageUnavailable(f"database unavailable: {exc}") from exc

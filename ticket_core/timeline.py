@@ -311,7 +311,17 @@ class TicketWork:
     # ---- a due timer ---------------------------------------------------------------------
 
     def fire(self, timer: Any, now: datetime) -> tuple[str, str | None]:
-        """What the timer does: its final state and why (None: it fired as planned)."""
+        """What the timer does: its final state and why (None: it fired as planned). The
+        history names the timer as the actor of what it changed (`system:<kind>`)."""
+        planned = len(self.events)
+        try:
+            return self._fire(timer, now)
+        finally:
+            for event in self.events[planned:]:
+                if event.by is None and event.actor == "system":
+                    event.by = f"system:{timer.kind}"
+
+    def _fire(self, timer: Any, now: datetime) -> tuple[str, str | None]:
         self.now = now
         status = self.status
         kind, ref = timer.kind, timer.ref

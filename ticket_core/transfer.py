@@ -79,7 +79,12 @@ def transfer_ticket(connection: Connection, ticket_ref: str, to: dict[str, str],
         "reason": "transfer", "note_id": note_id,
         "from": {"desk": ticket.desk, "skill_group": ticket.skill_group,
                  "assignee_id": ticket.assignee_id},
-        "to": {"desk": desk, "skill_group": group, "assignee_id": agent_id}})]
+        "to": {"desk": desk, "skill_group": group, "assignee_id": agent_id}},
+        # The history keeps the transfer's note (agent-only); the event stream never does.
+        before={"desk": ticket.desk, "skill_group": ticket.skill_group,
+                "assignee_id": ticket.assignee_id},
+        after={"desk": desk, "skill_group": group, "assignee_id": agent_id,
+               "note_id": note_id, "note": note})]
     if agent_id != row.assignee_id or (agent_id is None and moved):
         history: dict[str, Any] = {"strategy": None, "agent_id": agent_id,
                                    "candidates": [], "passed_over": {}, "by": "transfer",

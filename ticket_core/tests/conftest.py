@@ -89,9 +89,12 @@ async def store(database_url: str) -> AsyncIterator[TicketStore]:
     engine = make_engine(database_url)
     if engine.dialect.name == "postgresql":
         async with engine.begin() as connection:
+            # The history's triggers refuse TRUNCATE (migration 0015); replica mode skips
+            # triggers for this transaction only, as a restore would (the tests' superuser).
+            await connection.execute(text("SET LOCAL session_replication_role = replica"))
             await connection.execute(text(
-                "TRUNCATE quick_replies, notifications, api_tokens, agents, timers, calls, events, "
-                "outbox, "
+                "TRUNCATE history, quick_replies, notifications, api_tokens, agents, timers, "
+                "calls, events, outbox, "
                 "attachments, messages, tickets, "
                 "search_documents, "
                 "customer_identities, customers RESTART IDENTITY CASCADE"))

@@ -39,7 +39,7 @@ from .builders import message, route, timed_route
 from .test_timers import RULES, STEPS
 
 TABLES = ("customers", "customer_identities", "tickets", "messages", "attachments", "counters",
-          "timers", "events", "ticket_tags", "search_documents")
+          "timers", "events", "ticket_tags", "search_documents", "history")
 SHANGHAI = timezone(timedelta(hours=8))
 FAST_AND_CORE = pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "core"])
 
