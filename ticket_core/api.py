@@ -180,6 +180,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
     from .calls_api import call_routes  # it builds on this module's errors and answers
     from .clock_api import clock_routes
     from .decisions import decision_routes
+    from .merge_api import merge_routes
     from .notes import note_routes
     from .quick_replies import quick_reply_routes
     from .reminders import reminder_routes
@@ -302,6 +303,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         *assignment_routes(store),
         *quick_reply_routes(store),
         *reminder_routes(store),
+        *merge_routes(store),
     ]
 
 
