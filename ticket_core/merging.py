@@ -253,11 +253,22 @@ def _profile(row: Any, identities: list[dict[str, Any]]) -> dict[str, Any]:
             "fields": dict(row.fields or {}), "identities": identities}
 
 
+def _source_tickets(connection: Connection, customer_id: str) -> list[Any]:
+    """The customer's tickets, locked in id order."""
+    query = select(TICKETS).where(TICKETS.c.customer_id == customer_id).order_by(TICKETS.c.id)
+    if connection.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return list(connection.execute(query).all())
+
+
 def merge_customers(connection: Connection, target_id: str, source_id: str, now: datetime,
                     actor: str) -> str:
     """Merge the source customer into the target in the caller's transaction."""
     if target_id == source_id:
         raise MergeIntoSelf(target_id)
+    # Tickets before customers, as the persist path locks them (store.py `lock_planned`), so
+    # the two never wait on each other in a circle.
+    _source_tickets(connection, source_id)
     query = select(CUSTOMERS).where(CUSTOMERS.c.id.in_([target_id, source_id])).order_by(
         CUSTOMERS.c.id)
     if connection.dialect.name == "postgresql":
@@ -289,11 +300,9 @@ def merge_customers(connection: Connection, target_id: str, source_id: str, now:
     # them keeps each once.
     moved_identities = connection.execute(update(IDENTITIES).where(
         IDENTITIES.c.customer_id == source_id).values(customer_id=target_id)).rowcount
-    ticket_query = select(TICKETS).where(TICKETS.c.customer_id == source_id).order_by(
-        TICKETS.c.id)
-    if connection.dialect.name == "postgresql":
-        ticket_query = ticket_query.with_for_update()
-    tickets = connection.execute(ticket_query).all()
+    # Again, now that the customers are locked: a batch that wrote a ticket for the source
+    # before that lock committed it meanwhile.
+    tickets = _source_tickets(connection, source_id)
     if tickets:
         connection.execute(update(TICKETS).where(TICKETS.c.customer_id == source_id).values(
             customer_id=target_id, updated_at=now, version=TICKETS.c.version + 1))

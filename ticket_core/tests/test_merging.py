@@ -5,6 +5,7 @@ the target, and "A into B" racing "B into A" (exactly one wins)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,13 +13,14 @@ import pytest
 from aiohttp import web
 from sqlalchemy import select, update
 
+import ticket_core.store as store_module
 from intake.message import Attachment, Identity, Thread
 from ticket_core.agents_db import NOTIFICATIONS
 from ticket_core.api import api_routes, auth_middleware
 from ticket_core.clock import TestClock
 from ticket_core.db import make_engine
 from ticket_core.events import EVENTS
-from ticket_core.merging import MergeRefused, merge_tickets
+from ticket_core.merging import MergeRefused, merge_customers, merge_tickets
 from ticket_core.scope import SYSTEM
 from ticket_core.statements import CUSTOMERS, TICKETS
 from ticket_core.store import TicketStore
@@ -233,6 +235,49 @@ async def test_a_into_b_and_b_into_a_at_once_exactly_one_wins(
         assert rows[loser].merged_into == (b if loser == a else a)
 
 
+async def test_a_message_planned_before_a_merge_committed_lands_on_the_target(
+        client: Client, store: TicketStore, database_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL: a batch planned against a source that a merge then commits (another
+    connection) plans again, so its message joins the target and the source stays merged
+    (before: it was appended to the source, whose status the batch set back to `open`)."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite writes one transaction at a time: the plan cannot go stale")
+    target = await store.persist(message("r-1", routed=route("aftersales")))
+    source = await store.persist(message("r-2", routed=route("aftersales")))
+    assert target.ticket_id is not None and source.ticket_id is not None
+    real_plan = store_module.plan_batch
+    merges: list[str] = []
+
+    async def merge_elsewhere() -> None:
+        other = TicketStore(make_engine(database_url))
+        try:
+            merges.append(await other.write(lambda c: merge_tickets(
+                c, str(target.ticket_id), [str(source.ticket_id)], None, False, T0, SYSTEM)))
+        finally:
+            await other.close()
+            await other.engine.dispose()
+
+    def plan_then_merge(*args: Any, **kwargs: Any) -> Any:
+        plan = real_plan(*args, **kwargs)
+        if not merges:  # the first plan read the source open; the merge commits now
+            thread = threading.Thread(target=lambda: asyncio.run(merge_elsewhere()))
+            thread.start()
+            thread.join()
+        return plan
+
+    monkeypatch.setattr(store_module, "plan_batch", plan_then_merge)
+    later = await store.persist(message("r-3", routed=route("aftersales"),
+                                        thread=Thread(ticket_id=source.ticket_id)))
+    assert merges == [target.ticket_id]
+    assert later.ticket_id == target.ticket_id
+    async with store.engine.connect() as conn:
+        rows = {r.id: r for r in await conn.execute(select(TICKETS).where(
+            TICKETS.c.id.in_([target.ticket_id, source.ticket_id])))}
+    assert (rows[source.ticket_id].status, rows[source.ticket_id].merged_into) == (
+        "merged", target.ticket_id)
+
+
 # ---- customers ------------------------------------------------------------------------------
 
 async def test_a_customer_merge_moves_identities_tickets_and_fields_and_leaves_a_tombstone(
@@ -313,3 +358,42 @@ async def test_a_customer_merge_moves_identities_tickets_and_fields_and_leaves_a
     async with store.engine.connect() as conn:
         owners = {r.customer_id for r in await conn.execute(select(TICKETS.c.customer_id))}
     assert owners == {target}
+
+
+async def test_a_message_planned_before_a_customer_merge_committed_lands_on_the_target(
+        client: Client, store: TicketStore, database_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL: a batch that resolved its sender to the source customer before the merge
+    committed plans again and writes for the target, never for the tombstone."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite writes one transaction at a time: the plan cannot go stale")
+    kept = await store.persist(message("q-1", routed=route("aftersales"), email="a@example.cn"))
+    gone = await store.persist(message("q-2", routed=route("aftersales"), email="b@example.cn"))
+    real_plan = store_module.plan_batch
+    merges: list[str] = []
+
+    async def merge_elsewhere() -> None:
+        other = TicketStore(make_engine(database_url))
+        try:
+            merges.append(await other.write(lambda c: merge_customers(
+                c, kept.customer_id, gone.customer_id, T0, "admin")))
+        finally:
+            await other.close()
+            await other.engine.dispose()
+
+    def plan_then_merge(*args: Any, **kwargs: Any) -> Any:
+        plan = real_plan(*args, **kwargs)
+        if not merges:  # the first plan found b@ on the source; the merge commits now
+            thread = threading.Thread(target=lambda: asyncio.run(merge_elsewhere()))
+            thread.start()
+            thread.join()
+        return plan
+
+    monkeypatch.setattr(store_module, "plan_batch", plan_then_merge)
+    later = await store.persist(message("q-3", routed=route("aftersales"), email="b@example.cn",
+                                        thread=Thread(ticket_id=gone.ticket_id)))
+    assert merges == [kept.customer_id]
+    assert (later.customer_id, later.ticket_id) == (kept.customer_id, gone.ticket_id)
+    async with store.engine.connect() as conn:
+        owners = {r.customer_id for r in await conn.execute(select(TICKETS.c.customer_id))}
+    assert owners == {kept.customer_id}
