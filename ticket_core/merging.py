@@ -253,9 +253,10 @@ def _profile(row: Any, identities: list[dict[str, Any]]) -> dict[str, Any]:
             "fields": dict(row.fields or {}), "identities": identities}
 
 
-def _source_tickets(connection: Connection, customer_id: str) -> list[Any]:
-    """The customer's tickets, locked in id order."""
-    query = select(TICKETS).where(TICKETS.c.customer_id == customer_id).order_by(TICKETS.c.id)
+def _tickets_of(connection: Connection, customer_ids: list[str]) -> list[Any]:
+    """These customers' tickets, locked in id order."""
+    query = select(TICKETS).where(TICKETS.c.customer_id.in_(customer_ids)).order_by(
+        TICKETS.c.id)
     if connection.dialect.name == "postgresql":
         query = query.with_for_update()
     return list(connection.execute(query).all())
@@ -266,9 +267,10 @@ def merge_customers(connection: Connection, target_id: str, source_id: str, now:
     """Merge the source customer into the target in the caller's transaction."""
     if target_id == source_id:
         raise MergeIntoSelf(target_id)
-    # Tickets before customers, as the persist path locks them (store.py `lock_planned`), so
-    # the two never wait on each other in a circle.
-    _source_tickets(connection, source_id)
+    # Tickets (both customers': the search documents of all of them are rebuilt) before
+    # customers, as the persist path locks them (store.py `lock_planned`), so the two never
+    # wait on each other in a circle.
+    _tickets_of(connection, [target_id, source_id])
     query = select(CUSTOMERS).where(CUSTOMERS.c.id.in_([target_id, source_id])).order_by(
         CUSTOMERS.c.id)
     if connection.dialect.name == "postgresql":
@@ -302,7 +304,7 @@ def merge_customers(connection: Connection, target_id: str, source_id: str, now:
         IDENTITIES.c.customer_id == source_id).values(customer_id=target_id)).rowcount
     # Again, now that the customers are locked: a batch that wrote a ticket for the source
     # before that lock committed it meanwhile.
-    tickets = _source_tickets(connection, source_id)
+    tickets = _tickets_of(connection, [source_id])
     if tickets:
         connection.execute(update(TICKETS).where(TICKETS.c.customer_id == source_id).values(
             customer_id=target_id, updated_at=now, version=TICKETS.c.version + 1))

@@ -265,12 +265,13 @@ _TOUCH_TICKETS = (
                 "b_reopened", type_=TICKETS.c.reopened_count.type),
             version=TICKETS.c.version + 1))
 # A merge locks these rows FOR UPDATE: it waits for the batch (and moves what it wrote), or
-# the batch waits for it and sees the merge. FOR KEY SHARE on customers is the lock the
-# batch's foreign keys take anyway.
+# the batch waits for it and sees the merge. The locks are the ones the batch takes anyway,
+# only earlier and in id order: FOR NO KEY UPDATE as its touch of the tickets, FOR KEY SHARE
+# as its foreign keys to the customers.
 _LOCK_APPENDED = (
     select(TICKETS.c.id, TICKETS.c.status)
     .where(TICKETS.c.id.in_(bindparam("ids", expanding=True)))
-    .order_by(TICKETS.c.id).with_for_update())
+    .order_by(TICKETS.c.id).with_for_update(key_share=True))
 _LOCK_CUSTOMERS = (
     select(CUSTOMERS.c.id, CUSTOMERS.c.merged_into)
     .where(CUSTOMERS.c.id.in_(bindparam("ids", expanding=True)))

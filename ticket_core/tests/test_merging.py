@@ -155,6 +155,20 @@ async def test_merge_refusals_name_their_reason(client: Client, store: TicketSto
                        json=ids(presales)))["error"] == "ticket_not_found"
     assert (await call(client, "POST", merge(a), 404, zhao_token,
                        json=ids(b)))["error"] == "ticket_not_found"
+    # A presales ticket Li follows as its first contact: readable, not hers to merge.
+    li_id = (await call(client, "GET", "/api/v1/agents/me", 200, li_token))["id"]
+    internal = await store.persist(message("i-1", routed=route("aftersales")))
+    await store.write(lambda conn: (
+        conn.execute(update(TICKETS).where(TICKETS.c.id == presales.ticket_id).values(
+            first_contact_agent_id=li_id)),
+        conn.execute(update(TICKETS).where(TICKETS.c.id == internal.ticket_id).values(
+            customer_facing=False, primary_ticket_id=d.ticket_id, role="copy",
+            link_relation="multi"))))
+    assert (await call(client, "POST", merge(a), 403, li_token,
+                       json=ids(presales)))["error"] == "read_only_access"
+    for target, source in ((a, internal), (internal, a)):
+        assert (await call(client, "POST", merge(target), 409, li_token,
+                           json=ids(source)))["error"] == "not_customer_facing"
     differ = await call(client, "POST", merge(a), 409, li_token, json=ids(other))
     assert differ["error"] == "customers_differ"
     assert differ["fields"]["source_ids"] == str(other.ticket_number)
