@@ -267,10 +267,6 @@ def merge_customers(connection: Connection, target_id: str, source_id: str, now:
     """Merge the source customer into the target in the caller's transaction."""
     if target_id == source_id:
         raise MergeIntoSelf(target_id)
-    # Tickets (both customers': the search documents of all of them are rebuilt) before
-    # customers, as the persist path locks them (store.py `lock_planned`), so the two never
-    # wait on each other in a circle.
-    _tickets_of(connection, [target_id, source_id])
     query = select(CUSTOMERS).where(CUSTOMERS.c.id.in_([target_id, source_id])).order_by(
         CUSTOMERS.c.id)
     if connection.dialect.name == "postgresql":
@@ -282,6 +278,9 @@ def merge_customers(connection: Connection, target_id: str, source_id: str, now:
         if rows[customer_id].merged_into is not None:
             raise CustomerMerged(customer_id, rows[customer_id].merged_into)
     target, source = rows[target_id], rows[source_id]
+    # Customers before tickets, as the persist path (statements `lock_planned`) and a
+    # customer's change lock them; both customers' tickets, as their documents are rebuilt.
+    _tickets_of(connection, [target_id, source_id])
     before = _profile(target, _identities(connection, target_id))
 
     values: dict[str, Any] = {}
@@ -302,9 +301,7 @@ def merge_customers(connection: Connection, target_id: str, source_id: str, now:
     # them keeps each once.
     moved_identities = connection.execute(update(IDENTITIES).where(
         IDENTITIES.c.customer_id == source_id).values(customer_id=target_id)).rowcount
-    # Again, now that the customers are locked: a batch that wrote a ticket for the source
-    # before that lock committed it meanwhile.
-    tickets = _tickets_of(connection, [source_id])
+    tickets = _tickets_of(connection, [source_id])  # locked above
     if tickets:
         connection.execute(update(TICKETS).where(TICKETS.c.customer_id == source_id).values(
             customer_id=target_id, updated_at=now, version=TICKETS.c.version + 1))

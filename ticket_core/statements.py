@@ -135,11 +135,12 @@ class WriteStatements(Protocol):
         ...
 
     def lock_planned(self, ticket_ids: Sequence[str], customer_ids: Sequence[str]) -> list[str]:
-        """Lock the stored tickets a batch appends to and the stored customers it writes for
-        (either list may be empty), in id order, and name those a concurrent merge or close
-        changed after the plan read them (`ticket <id>`, `customer <id>`): the batch must plan
-        again (store.PlanStale). PostgreSQL only: SQLite writes one transaction at a time
-        (`BEGIN IMMEDIATE`), so what the plan read is still there (an empty list)."""
+        """Lock the stored customers a batch writes for and the stored tickets it appends to
+        (either list may be empty; customers first, each in id order), and name those a
+        concurrent merge changed after the plan read them (`ticket <id>`, `customer <id>`):
+        the batch must plan again (store.PlanStale). PostgreSQL only: SQLite writes one
+        transaction at a time (`BEGIN IMMEDIATE`), so what the plan read is still there (an
+        empty list)."""
         ...
 
     def touch_tickets(self, changes: Sequence[tuple[str, str, datetime, int]]) -> None:
@@ -354,13 +355,17 @@ class CoreWriteStatements:
         if self._connection.dialect.name != "postgresql":
             return []  # one write transaction at a time: nothing moved under the plan
         stale = []
-        if ticket_ids:
-            stale += [f"ticket {ticket_id}" for ticket_id, status in self._connection.execute(
-                _LOCK_APPENDED, {"ids": ticket_ids}) if status in UNJOINABLE_STATUSES]
+        # Customers before tickets, as every writer of both takes them (a customer's change,
+        # a customer merge), so that none waits on another in a circle.
         if customer_ids:
             stale += [f"customer {customer_id}" for customer_id, merged_into in
                       self._connection.execute(_LOCK_CUSTOMERS, {"ids": customer_ids})
                       if merged_into is not None]
+        if ticket_ids:
+            # Merged only: a rating may land on a closed ticket (rated_tickets), and a close
+            # racing a customer's message is the life cycle's business, not a merge's.
+            stale += [f"ticket {ticket_id}" for ticket_id, status in self._connection.execute(
+                _LOCK_APPENDED, {"ids": ticket_ids}) if status == "merged"]
         return stale
 
     def touch_tickets(self, changes: Sequence[tuple[str, str, datetime, int]]) -> None:

@@ -74,9 +74,9 @@ log = get_logger(component="ticket_store")
 
 
 class PlanStale(Exception):
-    """A ticket the batch appends to was closed or merged, or a customer it writes for merged,
-    after the plan read them (another transaction committed in between, PostgreSQL): plan
-    again; the message then follows the merge (or makes a follow-up) as threads.py says."""
+    """A ticket the batch appends to, or a customer it writes for, was merged after the plan
+    read them (another transaction committed in between, PostgreSQL): plan again; the message
+    then follows the merge as threads.py says."""
 
 
 class Changes:
@@ -228,9 +228,9 @@ class TicketStore(TicketReader):
     def _write(self, statements: WriteStatements, plan: Plan,
                now: Any) -> list[dict[str, Any]]:
         """Parents before children; the counters last, so their row locks are held briefly."""
-        # First, so that a merge (or close) of a ticket appended to or of the sender's customer
-        # waits for this batch and then moves what it wrote, or committed since the plan read
-        # them and the batch plans again (PostgreSQL; SQLite writes one at a time).
+        # First, so that a merge of a ticket appended to or of the sender's customer waits for
+        # this batch and then moves what it wrote, or committed since the plan read them and
+        # the batch plans again (PostgreSQL; SQLite writes one at a time).
         new_customers = {row["id"] for row in plan.customers}
         stored_customers = {row["customer_id"] for row in plan.messages} - new_customers
         if plan.touched or stored_customers:
