@@ -342,6 +342,9 @@ async def test_a_customer_merge_moves_identities_tickets_and_fields_and_leaves_a
     assert gone.ticket_id in [i["id"] for i in (await call(
         client, "GET", "/api/v1/search?q=李伟", 200))["items"]]
 
+    refused = await call(client, "PATCH", f"/api/v1/customers/{source}", 409, supervisor,
+                         json={"name": "x"})
+    assert (refused["error"], refused["fields"]) == ("customer_merged", {"merged_into": target})
     for customer, other in ((source, target), (target, source)):  # a merged one: 409
         again = await call(client, "POST", f"/api/v1/customers/{customer}/merge", 409,
                            supervisor, json={"source_id": other})
