@@ -188,6 +188,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
     from .clock_api import clock_routes
     from .decisions import decision_routes
     from .history_api import history_routes
+    from .merge_api import merge_routes
     from .notes import note_routes
     from .quick_replies import quick_reply_routes
     from .reminders import reminder_routes
@@ -311,6 +312,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         *assignment_routes(store),
         *quick_reply_routes(store),
         *reminder_routes(store),
+        *merge_routes(store),
     ]
 
 

@@ -115,6 +115,8 @@ class Customer(Base):
                                            server_default="0")
     language: Mapped[str | None] = mapped_column(String(35))
     fields: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    # A customer merged into another stays as a tombstone naming it (merging.py, 0016).
+    merged_into: Mapped[str | None] = mapped_column(Id)
 
 
 class CustomerIdentity(Base):
@@ -249,6 +251,8 @@ class Message(Base):
     # (`{name, identities}`), so a decision can be replayed (`GET /api/v1/decisions`).
     route: Mapped[dict[str, Any] | None] = mapped_column(Json)
     sender: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    # The number of the ticket it arrived on, once a merge moved it (merging.py, 0016).
+    original_ticket_number: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Attachment(Base):

@@ -31,7 +31,9 @@ EVENT_TYPES = ("ticket.created", "ticket.updated", "message.created",
                # Internal notes (notes.py): the note's id and mentions, never its text.
                "note.created",
                # Follow-up reminders (reminders.py): ids and times, never the note.
-               "reminder.created", "reminder.due", "reminder.updated")
+               "reminder.created", "reminder.due", "reminder.updated",
+               # Merges (merging.py): one per ticket or customer, `before`/`after` in data.
+               "ticket.merged", "customer.merged")
 # The routing key's desk part for an event without one (a customer-timeline event).
 NO_DESK = "none"
 

@@ -69,6 +69,12 @@ def _assignment() -> tuple[Any, tuple[Any, ...]]:
     return assignment_paths, ASSIGNMENT_BODIES
 
 
+def _merging() -> tuple[Any, tuple[Any, ...]]:
+    from .merge_api import MERGE_BODIES, merge_paths  # it imports the API
+
+    return merge_paths, MERGE_BODIES
+
+
 def _error(description: str, codes: list[str]) -> dict[str, Any]:
     return {
         "description": f"{description} (`error`: {', '.join(f'`{c}`' for c in codes)})",
@@ -122,6 +128,7 @@ def build_openapi() -> dict[str, Any]:
     search_page, search_path = _search()
     assignment_paths, assignment_bodies = _assignment()
     history_models, history_paths = _history()
+    merge_paths, merge_bodies = _merging()
     _, defs = models_json_schema(
         [*((m, "serialization") for m in (TicketPage, TicketDetail, CustomerView, CustomerPage,
                                           ErrorBody, MessageView, DecisionPage, FieldsView,
@@ -133,6 +140,7 @@ def build_openapi() -> dict[str, Any]:
          *((getattr(agent_schemas, m), "serialization") for m in AGENT_MODELS),
          *((getattr(agent_schemas, m), "validation") for m in BODY_MODELS),
          *((m, "validation") for m in assignment_bodies),
+         *((m, "validation") for m in merge_bodies),
          *((getattr(workflow_schemas, m), "serialization")
            for m in workflow_schemas.WORKFLOW_MODELS),
          *((getattr(workflow_schemas, m), "validation")
@@ -316,6 +324,7 @@ def build_openapi() -> dict[str, Any]:
             **search_path(_ok, _error, _query, BAD_PARAMETER, UNAUTHORIZED, UNAVAILABLE),
             **history_paths(_ok, _error, _query, BAD_PARAMETER, UNAUTHORIZED, UNAVAILABLE),
             **assignment_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE),
+            **merge_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE),
             "/api/v1/calls/{call_id}": {"get": {
                 "operationId": "getCall",
                 "summary": "A phone call: state, screen pop, pick and, once recorded, its "

@@ -364,7 +364,8 @@ class TicketReader:
                              fields=self.tickets.customer_field_set.shown(c.fields),
                              tickets_count=counts.get((c.id, True), 0)
                              + counts.get((c.id, False), 0),
-                             open_tickets_count=counts.get((c.id, False), 0))
+                             open_tickets_count=counts.get((c.id, False), 0),
+                             merged_into=c.merged_into)
                 for c in customers]
 
     async def events_after(self, last_id: int, limit: int = 500) -> list[Any]:
@@ -484,4 +485,4 @@ def _message_view(row: Any, attachments: list[AttachmentView]) -> MessageView:
         idempotency_key=row.idempotency_key, trace_id=row.trace_id, raw=row.raw,
         delivery=(DeliveryView(status=row.delivery_status, reason=row.delivery_reason)
                   if row.direction == "out" and row.delivery_status else None),
-        route=row.route)
+        route=row.route, original_ticket_number=row.original_ticket_number)

@@ -156,6 +156,9 @@ class MessageView(View):
     route: dict[str, Any] | None = Field(
         default=None, description="inbound: this message's own decision record (a follow-up "
                                   "joining a ticket keeps the ticket where it is)")
+    original_ticket_number: int | None = Field(
+        default=None, description="the number of the ticket it arrived on, when a merge moved "
+                                  "it to this one; null on its own ticket")
 
 
 class SatisfactionView(View):
@@ -451,6 +454,9 @@ class CustomerView(View):
     tickets: list[CustomerTicketView] = Field(
         default_factory=list, description="`GET /customers/{id}` only: the customer's tickets "
         "in the caller's desks, newest first (at most 100)")
+    merged_into: str | None = Field(
+        default=None, description="merged into this customer (a tombstone: its identities, "
+                                  "tickets and field values moved there); null otherwise")
 
 
 class TicketPage(View):

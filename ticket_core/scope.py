@@ -40,6 +40,11 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/quick-replies"): "supervisor",  # quick_replies.py: their desks' own
     ("PATCH", "/api/v1/quick-replies/{quick_reply_id}"): "supervisor",
     ("DELETE", "/api/v1/quick-replies/{quick_reply_id}"): "supervisor",
+    # merge_api.py: agents merge the tickets of their desks (as Zendesk's agents do in their
+    # groups); a customer is shared across desks and a merge moves every desk's tickets of
+    # the source, so supervisors and admins only.
+    ("POST", "/api/v1/tickets/{ticket_id}/merge"): "agent",
+    ("POST", "/api/v1/customers/{customer_id}/merge"): "supervisor",
 }
 
 

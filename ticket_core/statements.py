@@ -135,6 +135,15 @@ class WriteStatements(Protocol):
         """Add `count` to the counter row `name`: its new value, None if the row is missing."""
         ...
 
+    def lock_planned(self, ticket_ids: Sequence[str], customer_ids: Sequence[str]) -> list[str]:
+        """Lock the stored customers a batch writes for and the stored tickets it appends to
+        (either list may be empty; customers first, each in id order), and name those a
+        concurrent merge changed after the plan read them (`ticket <id>`, `customer <id>`):
+        the batch must plan again (store.PlanStale). PostgreSQL only: SQLite writes one
+        transaction at a time (`BEGIN IMMEDIATE`), so what the plan read is still there (an
+        empty list)."""
+        ...
+
     def touch_tickets(self, changes: Sequence[tuple[str, str, datetime, int]]) -> None:
         """Set (ticket id, status, updated_at, reopens to add) on tickets a batch appended
         to; each one's version goes up by one."""
@@ -257,6 +266,18 @@ _TOUCH_TICKETS = (
             reopened_count=TICKETS.c.reopened_count + bindparam(
                 "b_reopened", type_=TICKETS.c.reopened_count.type),
             version=TICKETS.c.version + 1))
+# A merge locks these rows FOR UPDATE: it waits for the batch (and moves what it wrote), or
+# the batch waits for it and sees the merge. The locks are the ones the batch takes anyway,
+# only earlier and in id order: FOR NO KEY UPDATE as its touch of the tickets, FOR KEY SHARE
+# as its foreign keys to the customers.
+_LOCK_APPENDED = (
+    select(TICKETS.c.id, TICKETS.c.status)
+    .where(TICKETS.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(TICKETS.c.id).with_for_update(key_share=True))
+_LOCK_CUSTOMERS = (
+    select(CUSTOMERS.c.id, CUSTOMERS.c.merged_into)
+    .where(CUSTOMERS.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(CUSTOMERS.c.id).with_for_update(key_share=True, read=True))
 _BUMP_COUNTER = (
     update(COUNTERS).where(COUNTERS.c.name == bindparam("counter"))
     .values(value=COUNTERS.c.value + bindparam("count", type_=COUNTERS.c.value.type))
@@ -330,6 +351,23 @@ class CoreWriteStatements:
     def bump_counter(self, name: str, count: int) -> int | None:
         return self._connection.execute(
             _BUMP_COUNTER, {"counter": name, "count": count}).scalar_one_or_none()
+
+    def lock_planned(self, ticket_ids: Sequence[str], customer_ids: Sequence[str]) -> list[str]:
+        if self._connection.dialect.name != "postgresql":
+            return []  # one write transaction at a time: nothing moved under the plan
+        stale = []
+        # Customers before tickets, as every writer of both takes them (a customer's change,
+        # a customer merge), so that none waits on another in a circle.
+        if customer_ids:
+            stale += [f"customer {customer_id}" for customer_id, merged_into in
+                      self._connection.execute(_LOCK_CUSTOMERS, {"ids": customer_ids})
+                      if merged_into is not None]
+        if ticket_ids:
+            # Merged only: a rating may land on a closed ticket (rated_tickets), and a close
+            # racing a customer's message is the life cycle's business, not a merge's.
+            stale += [f"ticket {ticket_id}" for ticket_id, status in self._connection.execute(
+                _LOCK_APPENDED, {"ids": ticket_ids}) if status == "merged"]
+        return stale
 
     def touch_tickets(self, changes: Sequence[tuple[str, str, datetime, int]]) -> None:
         self._connection.execute(_TOUCH_TICKETS, [

@@ -75,6 +75,12 @@ T = TypeVar("T")
 log = get_logger(component="ticket_store")
 
 
+class PlanStale(Exception):
+    """A ticket the batch appends to, or a customer it writes for, was merged after the plan
+    read them (another transaction committed in between, PostgreSQL): plan again; the message
+    then follows the merge as threads.py says."""
+
+
 class Changes:
     """A signal that the database changed (a commit of this process): take a `token()` before
     reading, then `wait(token, timeout)` returns at once if something committed since."""
@@ -187,6 +193,9 @@ class TicketStore(TicketReader):
                 # Another writer committed the same idempotency key or a new identity first.
                 last = exc
                 log.info("persist_conflicted", attempt=attempt, error=str(exc.orig))
+            except PlanStale as exc:
+                last = exc
+                log.info("persist_replanned", attempt=attempt, tickets=str(exc))
             except sa_exc.DBAPIError as exc:
                 if sqlstate(exc) in RETRYABLE_SQLSTATES:
                     last = exc
@@ -228,6 +237,15 @@ class TicketStore(TicketReader):
     def _write(self, statements: WriteStatements, plan: Plan,
                now: Any) -> list[dict[str, Any]]:
         """Parents before children; the counters last, so their row locks are held briefly."""
+        # First, so that a merge of a ticket appended to or of the sender's customer waits for
+        # this batch and then moves what it wrote, or committed since the plan read them and
+        # the batch plans again (PostgreSQL; SQLite writes one at a time).
+        new_customers = {row["id"] for row in plan.customers}
+        stored_customers = {row["customer_id"] for row in plan.messages} - new_customers
+        if plan.touched or stored_customers:
+            stale = statements.lock_planned(sorted(plan.touched), sorted(stored_customers))
+            if stale:
+                raise PlanStale(", ".join(stale))
         if plan.customers:
             statements.insert(CUSTOMERS, plan.customers)
         # Sorted, so two writers adding the same identities lock them in the same order.

@@ -38,6 +38,14 @@ class CustomerNotFound(LookupError):
     pass
 
 
+class CustomerTombstone(Exception):
+    """The customer was merged into another (merging.py): change that one."""
+
+    def __init__(self, merged_into: str) -> None:
+        super().__init__(merged_into)
+        self.merged_into = merged_into
+
+
 async def _body(request: web.Request, model: type[Body], *, empty_ok: bool = False) -> Body:
     raw = await request.read()
     try:
@@ -68,6 +76,8 @@ def patch_customer(connection: Connection, customer_id: str, patch: CustomerPatc
     row: Any = connection.execute(query).first()
     if row is None:
         raise CustomerNotFound(customer_id)
+    if row.merged_into is not None:
+        raise CustomerTombstone(row.merged_into)
     values: dict[str, Any] = {}
     given = patch.model_fields_set
     for key in ("name", "vip_level", "language"):
@@ -150,6 +160,10 @@ def timing_routes(store: TicketStore) -> list[web.RouteDef]:
                                                        store.tickets.customer_field_set))
         except CustomerNotFound as exc:
             raise ApiError(404, "customer_not_found", f"No customer {customer_id}.") from exc
+        except CustomerTombstone as exc:
+            raise ApiError(409, "customer_merged", f"Customer {customer_id} was merged into "
+                           f"{exc.merged_into}: change that one.",
+                           {"merged_into": exc.merged_into}) from exc
         except FieldsInvalid as exc:
             raise ApiError(422, "invalid_fields", "Some field values cannot be written; "
                            "`fields` says why for each.", exc.problems) from exc
@@ -226,6 +240,8 @@ def customer_patch_operation(ok: Any, error: Any, ref: str, unauthorized: Any,
         "responses": {"200": ok("CustomerView", "The customer as it now is"),
                       "401": unauthorized,
                       "404": error("No such customer", ["customer_not_found"]),
+                      "409": error("The customer was merged into another (`fields."
+                                   "merged_into`)", ["customer_merged"]),
                       "422": error("The body is not valid, or a field value cannot be "
                                    "written (one message per field)",
                                    ["invalid_body", "invalid_fields"]),

@@ -330,6 +330,11 @@ class SqliteWriteStatements:
         rows = self._run(_SQLITE_BUMP_COUNTER, (count, name))
         return rows[0][0] if rows else None
 
+    def lock_planned(self, ticket_ids: Sequence[str], customer_ids: Sequence[str]) -> list[str]:
+        # The writer's transaction opened with BEGIN IMMEDIATE: no other write ran since the
+        # plan read these rows, so none can have been closed or merged under it.
+        return []
+
     def touch_tickets(self, changes: Sequence[tuple[str, str, datetime, int]]) -> None:
         self._run_many(_SQLITE_TOUCH_TICKETS, [
             (status, _sqlite_datetime(updated_at), reopened, ticket_id)

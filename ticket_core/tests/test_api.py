@@ -291,7 +291,9 @@ async def test_openapi_document_describes_the_api(client: TestClient[Any, Any]) 
                                  "/api/v1/agents/me/reminders",
                                  "/api/v1/reminders/{reminder_id}",
                                  "/api/v1/tickets/{ticket_id}/history",
-                                 "/api/v1/customers/{customer_id}/history"}
+                                 "/api/v1/customers/{customer_id}/history",
+                                 "/api/v1/tickets/{ticket_id}/merge",
+                                 "/api/v1/customers/{customer_id}/merge"}
     assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     ticket_params = {p["name"] for p in doc["paths"]["/api/v1/tickets"]["get"]["parameters"]}
     assert ticket_params >= {"channel", "desk", "status", "customer_id", "priority",
@@ -301,10 +303,11 @@ async def test_openapi_document_describes_the_api(client: TestClient[Any, Any]) 
         for method, operation in item.items():
             responses = operation["responses"]
             # A pick, an acknowledgement, an advance, a read, a clock move change what they
-            # name, a render creates nothing: 200, not 201; a revocation answers nothing: 204.
+            # name, a render creates nothing, a merge answers its target: 200, not 201; a
+            # revocation answers nothing: 204.
             created = method == "post" and not path.endswith(
                 ("/pick", "/acknowledge", "/advance", "/read", "/test-clock", "/claim", "/next",
-                 "/transfer", "/render"))
+                 "/transfer", "/render", "/merge"))
             assert ("201" if created else "204" if method == "delete" else "200") in responses
             if path != "/api/v1/openapi.json":
                 assert {"401", "503"} <= set(responses)
