@@ -183,6 +183,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
     from .notes import note_routes
     from .quick_replies import quick_reply_routes
     from .reminders import reminder_routes
+    from .satisfaction_api import satisfaction_routes
     from .search_api import search_routes
     from .ticket_patch import patch_routes
     from .timing_api import timing_routes
@@ -302,6 +303,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         *assignment_routes(store),
         *quick_reply_routes(store),
         *reminder_routes(store),
+        *satisfaction_routes(store),
     ]
 
 

@@ -40,6 +40,8 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/quick-replies"): "supervisor",  # quick_replies.py: their desks' own
     ("PATCH", "/api/v1/quick-replies/{quick_reply_id}"): "supervisor",
     ("DELETE", "/api/v1/quick-replies/{quick_reply_id}"): "supervisor",
+    # An agent of the ticket's desks records the customer's rating (satisfaction_api.py).
+    ("POST", "/api/v1/tickets/{ticket_id}/satisfaction"): "agent",
 }
 
 

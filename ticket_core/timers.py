@@ -34,7 +34,8 @@ from intake.message import RouteDecision
 # closed, planned when the ticket enters the status and cancelled when it leaves it.
 AUTOMATIC_KINDS = ("auto_resolve", "auto_close")
 KINDS = ("overflow", "sla_warning", "sla_breach", "escalation_step", "escalation_deadline",
-         *AUTOMATIC_KINDS, "reminder")  # reminder: an agent's follow-up (reminders.py)
+         *AUTOMATIC_KINDS, "reminder",  # reminder: an agent's follow-up (reminders.py)
+         "satisfaction_expiry")  # a rating link's end (satisfaction.py)
 STATES = ("pending", "fired", "done", "cancelled", "overdue")
 SLA_TARGETS = ("first_response", "resolution")
 
@@ -109,6 +110,8 @@ class Timelines:
     capacities: dict[str, dict[str, int]] = field(default_factory=dict)
     # The `tickets` section's automatic-transition delays (lifecycle.py), reloaded with these.
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
+    # `tickets.satisfaction` (satisfaction.SatisfactionPolicy); None: no requests are sent.
+    satisfaction: Any = None
 
     def gone(self, desk: str, group: str | None) -> str | None:
         """Why a move to `desk`/`group` cannot happen under the rules in force, or None."""
@@ -127,7 +130,10 @@ class Timelines:
         a section this cannot read is logged and left out, never a crash at start."""
         from router.models import Escalation  # the rules' own model: one definition
 
-        found = cls(lifecycle=LifecycleSettings.from_section(doc.section("tickets")))
+        from .satisfaction import SatisfactionPolicy  # it builds on this module
+
+        found = cls(lifecycle=LifecycleSettings.from_section(doc.section("tickets")),
+                    satisfaction=SatisfactionPolicy.from_document(doc))
         for spec in doc.section("calendars") or []:
             try:
                 found.calendars[spec["id"]], _ = compile_calendar(as_spec(spec))

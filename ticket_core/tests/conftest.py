@@ -90,7 +90,8 @@ async def store(database_url: str) -> AsyncIterator[TicketStore]:
     if engine.dialect.name == "postgresql":
         async with engine.begin() as connection:
             await connection.execute(text(
-                "TRUNCATE quick_replies, notifications, api_tokens, agents, timers, calls, events, "
+                "TRUNCATE satisfaction_requests, quick_replies, notifications, api_tokens, "
+                "agents, timers, calls, events, "
                 "outbox, "
                 "attachments, messages, tickets, "
                 "search_documents, "
