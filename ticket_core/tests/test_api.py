@@ -287,7 +287,8 @@ async def test_openapi_document_describes_the_api(client: TestClient[Any, Any]) 
                                  "/{quick_reply_id}/render",
                                  "/api/v1/tickets/{ticket_id}/reminders",
                                  "/api/v1/agents/me/reminders",
-                                 "/api/v1/reminders/{reminder_id}"}
+                                 "/api/v1/reminders/{reminder_id}",
+                                 "/api/v1/tickets/{ticket_id}/satisfaction"}
     assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     ticket_params = {p["name"] for p in doc["paths"]["/api/v1/tickets"]["get"]["parameters"]}
     assert ticket_params >= {"channel", "desk", "status", "customer_id", "priority",
