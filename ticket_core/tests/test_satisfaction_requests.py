@@ -17,6 +17,7 @@ import structlog
 from aiohttp import web
 from sqlalchemy import select
 
+from intake.message import Identity, Thread
 from ticket_core.api import api_routes, auth_middleware
 from ticket_core.clock import TestClock
 from ticket_core.csat_pages import csat_routes
@@ -113,6 +114,25 @@ async def test_an_agents_resolution_sends_one_request_by_mail_for_a_form_ticket(
     assert detail["satisfaction"]["score"] is None
     assert sorted(m["kind"] for m in detail["messages"]) == ["form_submission",
                                                              "satisfaction_request"]
+
+
+async def test_a_channel_that_replies_carries_its_own_request_and_nobody_reachable_gets_none(
+        client: Client, store: TicketStore) -> None:
+    chat = str((await store.persist(message(
+        "c1", channel="sdk", account="demo-app", kind="message", email=None,
+        identities=[Identity(kind="sdk_user", value="demo-app:u-1", verified=True)],
+        thread=Thread(conversation_id="sdk-t-9"), routed=route("presales")))).ticket_id)
+    # A form ticket on a desk without reply_from: nobody to send it to.
+    form = str((await store.persist(message("f2", routed=route("presales")))).ticket_id)
+    await patch(client, chat, "resolved")
+    await patch(client, form, "resolved")
+
+    [sent] = await requests_sent(store)
+    assert (sent["ticket_id"], sent["channel"], sent["account"], sent["to"]) == (
+        chat, "sdk", "demo-app", {"kind": "sdk_user", "value": "demo-app:u-1",
+                                  "verified": True})
+    assert sent["thread"]["conversation_id"] == "sdk-t-9"
+    assert (await call(client, "GET", f"/api/v1/tickets/{form}", 200))["satisfaction"] is None
 
 
 async def test_a_reopen_and_a_new_resolution_supersede_the_first_link(
