@@ -177,8 +177,11 @@ def body_deadline(timeout_s: float) -> Middleware:
         try:
             return await handler(request)
         except BodyReadTimeout:
+            # The route's pattern, not the path: a path may hold a secret (`/csat/{token}`).
+            resource = request.match_info.route.resource
             get_logger(service=request.app[SERVICE_NAME]).info(
-                "request_body_timed_out", path=request.path, peer=request.remote)
+                "request_body_timed_out", peer=request.remote,
+                path=resource.canonical if resource is not None else "unmatched")
             response = error_answer(BodyTimedOut(
                 f"The request body did not arrive within {timeout_s:g} s."))
             response.force_close()

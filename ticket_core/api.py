@@ -192,6 +192,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
     from .notes import note_routes
     from .quick_replies import quick_reply_routes
     from .reminders import reminder_routes
+    from .satisfaction_api import satisfaction_routes
     from .search_api import search_routes
     from .ticket_patch import patch_routes
     from .timing_api import timing_routes
@@ -313,6 +314,7 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         *quick_reply_routes(store),
         *reminder_routes(store),
         *merge_routes(store),
+        *satisfaction_routes(store),
     ]
 
 

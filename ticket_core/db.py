@@ -518,6 +518,7 @@ class SearchDocument(Base):
     content: Mapped[str] = mapped_column(Text, nullable=False)
 
 
-# Migrations 0007 (agents, their API tokens and notifications: agents_db.py, scope.py) and
-# 0013 (quick replies managed through the API: quick_replies_db.py).
-from . import agents_db, quick_replies_db  # noqa: E402,F401  (one metadata; cycle-safe)
+# Migrations 0007 (agents, their API tokens and notifications: agents_db.py, scope.py),
+# 0013 (quick replies managed through the API: quick_replies_db.py) and 0017 (satisfaction
+# requests: satisfaction_db.py).
+from . import agents_db, quick_replies_db, satisfaction_db  # noqa: E402,F401  (one metadata)

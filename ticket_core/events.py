@@ -28,6 +28,8 @@ EVENT_TYPES = ("ticket.created", "ticket.updated", "message.created",
                "escalation.step_started", "escalation.step_completed",
                "escalation.step_overdue", "escalation.breached", "customer.updated",
                "satisfaction.answered",
+               # Satisfaction requests (satisfaction.py): ids and times, never the token.
+               "satisfaction.requested", "satisfaction.expired",
                # Internal notes (notes.py): the note's id and mentions, never its text.
                "note.created",
                # Follow-up reminders (reminders.py): ids and times, never the note.

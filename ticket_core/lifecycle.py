@@ -153,6 +153,12 @@ def automatic_due(work: Any, timer: Any, now: datetime) -> tuple[str, str | None
     events, _ = set_status(work.connection, _AsIs(work.row, work.status, work.desk), status,
                            now, "system", work.timelines.lifecycle, {"reason": timer.kind})
     work.events.extend(events)
+    if status == "resolved":  # with `on_auto_resolve`, a satisfaction request
+        from .satisfaction import request_satisfaction  # it builds on replies, which on this
+
+        work.events.extend(request_satisfaction(
+            work.connection, _AsIs(work.row, work.status, work.desk), now,
+            work.timelines.satisfaction, automatic=True))
     work.status = status
     work.settle(status, now, "system")
     return "fired", None

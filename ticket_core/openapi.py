@@ -24,6 +24,8 @@ from .schemas import (
     NoteRequest,
     NoteView,
     ReplyRequest,
+    SatisfactionRecord,
+    SatisfactionView,
     TestClockRequest,
     TestClockView,
     TicketDetail,
@@ -137,6 +139,7 @@ def build_openapi() -> dict[str, Any]:
          (ReplyRequest, "validation"), (TicketPatch, "validation"),
          (AdvanceRequest, "validation"), (CustomerPatch, "validation"),
          (NoteRequest, "validation"), (TestClockRequest, "validation"),
+         (SatisfactionRecord, "validation"), (SatisfactionView, "serialization"),
          *((getattr(agent_schemas, m), "serialization") for m in AGENT_MODELS),
          *((getattr(agent_schemas, m), "validation") for m in BODY_MODELS),
          *((m, "validation") for m in assignment_bodies),
@@ -380,5 +383,8 @@ def build_openapi() -> dict[str, Any]:
 
     document["paths"].update(workflow_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE,
                                             BAD_PARAMETER))
+    from .satisfaction_api import satisfaction_paths  # an agent's 回访 rating
+
+    document["paths"].update(satisfaction_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE))
     add_scope_answers(document["paths"], _error)
     return document

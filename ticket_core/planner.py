@@ -306,8 +306,9 @@ def _plan_rating(plan: Plan, m: Message, customer_id: str, message_id: str, now:
     previous = threads.satisfaction.get(ticket.id)
     if previous is not None and str(previous.get("answered_at", "")) > answered_at:
         return  # an older answer delivered late
-    satisfaction = {
-        "score": score, "comment": comment if isinstance(comment, str) else None,
+    satisfaction = {  # the latest request's state stays (satisfaction.py)
+        **(previous or {}), "score": score,
+        "comment": comment if isinstance(comment, str) else None,
         "via": m.channel, "answered_at": answered_at,
         "first_answered_at": (previous or {}).get("first_answered_at") or answered_at}
     plan.satisfaction[ticket.id] = threads.satisfaction[ticket.id] = satisfaction

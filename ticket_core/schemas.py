@@ -162,13 +162,36 @@ class MessageView(View):
 
 
 class SatisfactionView(View):
-    """The customer's latest rating of the ticket (a `satisfaction` event from the channel)."""
+    """The customer's latest rating of the ticket (a `satisfaction` event from the channel,
+    the rating page of a satisfaction request, or an agent's 回访) and the state of the latest
+    satisfaction request; the rating's keys are null until rated."""
 
-    score: int = Field(ge=1, le=5)
+    score: int | None = Field(default=None, ge=1, le=5)
     comment: str | None = None
-    via: str = Field(description="the channel the rating came through, e.g. `sdk`")
-    answered_at: datetime = Field(description="when the latest rating was given, UTC")
-    first_answered_at: datetime = Field(description="when the ticket was first rated, UTC")
+    via: str | None = Field(default=None, description="where the rating came from: the "
+                                                      "channel (e.g. `sdk`), `web` (the "
+                                                      "rating page), `phone` (an agent)")
+    answered_at: datetime | None = Field(default=None,
+                                         description="when the latest rating was given, UTC")
+    first_answered_at: datetime | None = Field(
+        default=None, description="when the ticket was first rated, UTC")
+    request_status: Literal["sent", "answered", "expired", "superseded"] | None = Field(
+        default=None, description="the latest satisfaction request: `sent` (waiting), "
+                                  "`answered` (through its link), `expired` (unanswered in "
+                                  "time), `superseded` (a later resolution sent another); "
+                                  "null without a request")
+    requested_at: datetime | None = Field(default=None,
+                                          description="when the latest request was sent, UTC")
+
+
+class SatisfactionRecord(BaseModel):
+    """`POST /api/v1/tickets/{id}/satisfaction`: a rating an agent took down (回访)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    score: int = Field(ge=1, le=5, strict=True)
+    comment: str | None = Field(default=None, max_length=2000)
+    via: Literal["phone"] = Field(default="phone", description="how the customer gave it")
 
 
 class TicketLink(View):
@@ -242,7 +265,8 @@ class TicketView(View):
 
 SlaTarget = Literal["first_response", "next_response", "resolution"]
 TimerKind = Literal["overflow", "sla_warning", "sla_breach", "escalation_step",
-                    "escalation_deadline", "auto_resolve", "auto_close"]
+                    "escalation_deadline", "auto_resolve", "auto_close",
+                    "satisfaction_expiry"]
 TimerState = Literal["pending", "fired", "done", "cancelled", "overdue"]
 
 

@@ -45,6 +45,8 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     # the source, so supervisors and admins only.
     ("POST", "/api/v1/tickets/{ticket_id}/merge"): "agent",
     ("POST", "/api/v1/customers/{customer_id}/merge"): "supervisor",
+    # An agent of the ticket's desks records the customer's rating (satisfaction_api.py).
+    ("POST", "/api/v1/tickets/{ticket_id}/satisfaction"): "agent",
 }
 
 

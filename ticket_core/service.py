@@ -31,6 +31,7 @@ from .assigner import Assigner
 from .autoreply import load_auto_replies
 from .clock_api import clock_from_environment
 from .consume import persist_routed, record_results
+from .csat_pages import csat_routes
 from .db import make_engine, migrate
 from .relay import Relay
 from .replies import ReplyChannels, default_accounts
@@ -132,7 +133,11 @@ def build_service(settings: IntakeSettings, doc: ConfigDocument) -> Service:
         name="ticket-core",
         port=own.port,
         settings=settings,
-        routes=list(api_routes(store, blobs=blobs, reply_channels=reply_channels)),
+        routes=[*api_routes(store, blobs=blobs, reply_channels=reply_channels),
+                # The rating page of satisfaction requests, outside /api/v1 (no bearer).
+                *csat_routes(store, per_minute=own.csat_rate_limit_per_minute,
+                             burst=own.csat_rate_limit_burst,
+                             trust_forwarded_for=own.trust_forwarded_for)],
         tasks=[*([Task("timers", lambda app: scheduler.run())] if own.timers else []),
                Task("timelines", lambda app: follow_timelines(store, settings),
                     critical=False),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,3 +46,10 @@ class TicketCoreSettings(BaseSettings):
     # How long an agent token's lookup is reused (tokens.py). A revocation empties this
     # process's cache at once; another replica may honour a revoked token this long. 0: none.
     token_cache_s: float = 2.0
+    # The rating page (`/csat/{token}`, csat_pages.py): requests per minute and burst per
+    # client address, GET and POST together (a token cannot be guessed, a flood can be cut).
+    csat_rate_limit_per_minute: int = Field(default=20, ge=1)
+    csat_rate_limit_burst: int = Field(default=10, ge=1)
+    # Behind our own reverse proxy: take the client address from the last X-Forwarded-For hop
+    # (else every customer would share the proxy's address and its budget).
+    trust_forwarded_for: bool = False

@@ -19,6 +19,7 @@ from .fields import FieldSet, FieldsRequired, missing_on_resolve
 from .lifecycle import VersionMismatch, check_transition, set_status
 from .notifications import notify
 from .replies import TicketNotFound
+from .satisfaction import request_satisfaction
 from .statements import TICKETS, CoreWriteStatements
 from .store import append_events
 from .timeline import status_changed, ticket_condition
@@ -49,6 +50,9 @@ def write_status(connection: Connection, ticket_ref: str, status: str,
             raise FieldsRequired(missing)
     events, collaborators = set_status(connection, ticket, status, now, "agent",
                                        timelines.lifecycle)
+    if status == "resolved":  # with `on_resolve`, one satisfaction request
+        events += request_satisfaction(connection, ticket, now, timelines.satisfaction,
+                                       automatic=False)
     append_events(CoreWriteStatements(connection), events)
     if ticket.first_contact_agent_id not in (None, by_agent):  # 首问负责人 hears of it
         notify(connection, [ticket.first_contact_agent_id], ticket.id, "status_changed",

@@ -329,6 +329,10 @@ class TicketWork:
             from .reminders import reminder_due
 
             return reminder_due(self, timer, now)
+        if kind == "satisfaction_expiry":  # on resolved and closed tickets too
+            from .satisfaction import expiry_due
+
+            return expiry_due(self, timer, now)
         if kind in AUTOMATIC_KINDS:
             from .lifecycle import automatic_due  # it builds on this module's TicketWork
 

@@ -39,7 +39,8 @@ from .sla_policy import Inputs, SlaRules, evaluate, start
 AUTOMATIC_KINDS = ("auto_resolve", "auto_close")
 KINDS = ("overflow", "sla_warning", "sla_breach", "escalation_step", "escalation_deadline",
          *AUTOMATIC_KINDS, "reminder",  # reminder: an agent's follow-up (reminders.py)
-         "sla_message")  # a customer message for the SLA clocks (sla.py)
+         "sla_message",  # a customer message for the SLA clocks (sla.py)
+         "satisfaction_expiry")  # a rating link's end (satisfaction.py)
 STATES = ("pending", "fired", "done", "cancelled", "overdue")
 SLA_TARGETS = ("first_response", "next_response", "resolution")
 
@@ -116,6 +117,8 @@ class Timelines:
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
     # The SLA policies and the desks and categories naming them (sla_policy.py).
     sla: SlaRules = field(default_factory=SlaRules)
+    # `tickets.satisfaction` (satisfaction.SatisfactionPolicy); None: no requests are sent.
+    satisfaction: Any = None
 
     def gone(self, desk: str, group: str | None) -> str | None:
         """Why a move to `desk`/`group` cannot happen under the rules in force, or None."""
@@ -134,8 +137,11 @@ class Timelines:
         a section this cannot read is logged and left out, never a crash at start."""
         from router.models import Escalation  # the rules' own model: one definition
 
+        from .satisfaction import SatisfactionPolicy  # it builds on this module
+
         found = cls(lifecycle=LifecycleSettings.from_section(doc.section("tickets")),
-                    sla=SlaRules.from_document(doc))
+                    sla=SlaRules.from_document(doc),
+                    satisfaction=SatisfactionPolicy.from_document(doc))
         for spec in doc.section("calendars") or []:
             try:
                 found.calendars[spec["id"]], _ = compile_calendar(as_spec(spec))

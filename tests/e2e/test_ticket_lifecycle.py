@@ -1,7 +1,8 @@
 """The ticket life cycle (issue 17) with the gateway running on the real RabbitMQ: customer mail
 through the router moves the ticket (pending, on_hold, resolved → open; a machine's mail
-never), a note stays off intake.outbound while the reply goes out, the test clock resolves and
-closes the ticket, and mail to the closed ticket makes a follow-up where the ticket was."""
+never), the resolution's satisfaction link is answered on the ticket core's port, a note stays
+off intake.outbound while the reply goes out, the test clock resolves and closes the ticket,
+and mail to the closed ticket makes a follow-up where the ticket was."""
 
 from __future__ import annotations
 
@@ -84,6 +85,17 @@ async def test_customer_mail_agent_changes_and_the_test_clock_walk_the_life_cycl
             await send(mail(inbound, in_reply_to="<m1@customer>"))
             assert await eventually(lambda n=inbound: has(tid, n, "open"), timeout=20)
         await patch(tid, "resolved")
+        # The resolution's satisfaction request goes out (the example's `on_resolve`); its
+        # link's rating page answers on the ticket core's own port, without a bearer token.
+        assert await eventually(lambda: any(t.kind == "satisfaction_request" for t in taken),
+                                timeout=20)
+        [asked] = [t for t in taken if t.kind == "satisfaction_request"]
+        token = asked.text.rsplit("/csat/", 1)[1]
+        async with http.get(f"{gw.api}/csat/{token}") as response:
+            assert response.status == 200 and 'lang="zh-CN"' in await response.text()
+        async with http.post(f"{gw.api}/csat/{token}", data={"score": "4"}) as response:
+            assert response.status == 200, await response.text()
+        assert (await ticket(tid))["satisfaction"]["score"] == 4
         inbound += 1
         await send(mail(inbound, in_reply_to="<m1@customer>"))
         assert await eventually(lambda n=inbound: has(tid, n, "open"), timeout=20)

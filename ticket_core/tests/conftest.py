@@ -93,8 +93,8 @@ async def store(database_url: str) -> AsyncIterator[TicketStore]:
             # triggers for this transaction only, as a restore would (the tests' superuser).
             await connection.execute(text("SET LOCAL session_replication_role = replica"))
             await connection.execute(text(
-                "TRUNCATE history, quick_replies, notifications, api_tokens, agents, timers, "
-                "calls, events, outbox, "
+                "TRUNCATE history, satisfaction_requests, quick_replies, notifications, "
+                "api_tokens, agents, timers, calls, events, outbox, "
                 "attachments, messages, tickets, "
                 "search_documents, "
                 "customer_identities, customers RESTART IDENTITY CASCADE"))

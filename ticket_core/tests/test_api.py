@@ -293,7 +293,8 @@ async def test_openapi_document_describes_the_api(client: TestClient[Any, Any]) 
                                  "/api/v1/tickets/{ticket_id}/history",
                                  "/api/v1/customers/{customer_id}/history",
                                  "/api/v1/tickets/{ticket_id}/merge",
-                                 "/api/v1/customers/{customer_id}/merge"}
+                                 "/api/v1/customers/{customer_id}/merge",
+                                 "/api/v1/tickets/{ticket_id}/satisfaction"}
     assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     ticket_params = {p["name"] for p in doc["paths"]["/api/v1/tickets"]["get"]["parameters"]}
     assert ticket_params >= {"channel", "desk", "status", "customer_id", "priority",

@@ -34,7 +34,7 @@ async def test_migrations_match_the_models(store: TicketStore) -> None:
         counters = dict((await connection.execute(text("SELECT name, value FROM counters"))
                          ).all())
     assert diff == []
-    assert version == "0016"
+    assert version == "0017"
     assert counters == {"ticket_number": 1000, "event_id": 0, "events_relayed": 0}
 
 

@@ -54,7 +54,7 @@ async def test_a_rating_sets_the_tickets_satisfaction_and_writes_the_event(
     assert detail is not None and detail.satisfaction is not None
     assert detail.satisfaction.model_dump() == {
         "score": 5, "comment": "很满意", "via": "sdk", "answered_at": T0,
-        "first_answered_at": T0}
+        "first_answered_at": T0, "request_status": None, "requested_at": None}
     assert detail.status == "resolved"  # a rating reopens nothing
     [event] = await answered(store)
     assert event == {"score": 5, "comment": "很满意", "via": "sdk",
