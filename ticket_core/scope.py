@@ -40,6 +40,7 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/quick-replies"): "supervisor",  # quick_replies.py: their desks' own
     ("PATCH", "/api/v1/quick-replies/{quick_reply_id}"): "supervisor",
     ("DELETE", "/api/v1/quick-replies/{quick_reply_id}"): "supervisor",
+    ("POST", "/api/v1/tickets/{ticket_id}/escalations"): "supervisor",  # escalations_api.py
 }
 
 
