@@ -235,11 +235,14 @@ def create_routes(store: TicketStore) -> list[web.RouteDef]:
                            "desks.", {"desk": "not in your scope"})
         key = idempotency_key(body.account, principal, header.strip() if header else None)
         try:
-            ticket_id, created = await store.write(
-                lambda c: create_ticket(c, body, key, store, principal))
-        except sa_exc.IntegrityError:  # the same key committed by a concurrent request:
-            ticket_id, created = await store.write(  # this finds its ticket
-                lambda c: create_ticket(c, body, key, store, principal))
+            try:
+                ticket_id, created = await store.write(
+                    lambda c: create_ticket(c, body, key, store, principal))
+            except sa_exc.IntegrityError:  # the same key committed by a concurrent request:
+                ticket_id, created = await store.write(  # this finds its ticket
+                    lambda c: create_ticket(c, body, key, store, principal))
+        except CreateInvalid as exc:
+            raise ApiError(422, exc.code, exc.message, exc.problems) from exc
         if created:
             await assigner.run_once()  # its group's strategy, like any other ticket
         with unscoped():  # a replay's ticket may have been moved since
