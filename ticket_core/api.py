@@ -189,11 +189,13 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
     from .decisions import decision_routes
     from .history_api import history_routes
     from .merge_api import merge_routes
+    from .escalations_api import escalation_routes
     from .notes import note_routes
     from .quick_replies import quick_reply_routes
     from .reminders import reminder_routes
     from .satisfaction_api import satisfaction_routes
     from .search_api import search_routes
+    from .ticket_create import create_routes
     from .ticket_patch import patch_routes
     from .timing_api import timing_routes
 
@@ -303,6 +305,8 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
         web.get(OPENAPI_PATH, openapi),
         *call_routes(store),
         *timing_routes(store),
+        *escalation_routes(store),
+        *create_routes(store),
         *decision_routes(store),
         *patch_routes(store),
         *agent_routes(store),
@@ -398,9 +402,6 @@ async def guard_request(request: web.Request, principal: Principal,
     route = request.match_info.route
     resource = route.resource.canonical if route.resource is not None else None
     needed = ROUTE_ROLES.get((request.method, resource or ""))
-    if needed is not None and not principal.has_role(needed):
-        return error_response(403, "forbidden", f"{request.method} {resource} requires role "
-                              f"{needed}.", {"role": f"requires {needed}"})
     ticket_ref = request.match_info.get("ticket_id")
     if ticket_ref is not None and principal.desks is not None and store is not None:
         found = await store.ticket_access(ticket_ref)
@@ -411,6 +412,10 @@ async def guard_request(request: web.Request, principal: Principal,
             return error_response(403, "read_only_access",
                                   "You are this ticket's first-contact agent: you may read it "
                                   "and add internal notes; it is no longer on your desks.")
+    # After the ticket's scope: a ticket out of scope is 404 whatever the role (never 403).
+    if needed is not None and not principal.has_role(needed):
+        return error_response(403, "forbidden", f"{request.method} {resource} requires role "
+                              f"{needed}.", {"role": f"requires {needed}"})
     return None
 
 

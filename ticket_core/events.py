@@ -27,6 +27,8 @@ EVENT_TYPES = ("ticket.created", "ticket.updated", "message.created",
                "ticket.acknowledged", "ticket.transferred", "sla.warning", "sla.breached",
                "escalation.step_started", "escalation.step_completed",
                "escalation.step_overdue", "escalation.breached", "customer.updated",
+               # Escalations raised by hand and completed, early or not (escalations.py).
+               "escalation.raised", "escalation.completed",
                "satisfaction.answered",
                # Satisfaction requests (satisfaction.py): ids and times, never the token.
                "satisfaction.requested", "satisfaction.expired",

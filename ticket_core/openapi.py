@@ -65,6 +65,13 @@ def _history() -> tuple[Any, Any]:
     return HISTORY_MODELS, history_paths
 
 
+def _escalations() -> tuple[Any, tuple[Any, ...], Any]:
+    from .escalations_api import ESCALATION_BODIES, escalation_paths  # these import the API
+    from .ticket_create import CREATE_BODIES, create_operation
+
+    return escalation_paths, (*ESCALATION_BODIES, *CREATE_BODIES), create_operation
+
+
 def _assignment() -> tuple[Any, tuple[Any, ...]]:
     from .assignment_api import ASSIGNMENT_BODIES, assignment_paths  # it imports the API
 
@@ -131,6 +138,7 @@ def build_openapi() -> dict[str, Any]:
     assignment_paths, assignment_bodies = _assignment()
     history_models, history_paths = _history()
     merge_paths, merge_bodies = _merging()
+    escalation_paths, escalation_bodies, create_operation = _escalations()
     _, defs = models_json_schema(
         [*((m, "serialization") for m in (TicketPage, TicketDetail, CustomerView, CustomerPage,
                                           ErrorBody, MessageView, DecisionPage, FieldsView,
@@ -144,6 +152,7 @@ def build_openapi() -> dict[str, Any]:
          *((getattr(agent_schemas, m), "validation") for m in BODY_MODELS),
          *((m, "validation") for m in assignment_bodies),
          *((m, "validation") for m in merge_bodies),
+         *((m, "validation") for m in escalation_bodies),
          *((getattr(workflow_schemas, m), "serialization")
            for m in workflow_schemas.WORKFLOW_MODELS),
          *((getattr(workflow_schemas, m), "validation")
@@ -212,7 +221,7 @@ def build_openapi() -> dict[str, Any]:
                 "parameters": list_tickets_params,
                 "responses": {"200": _ok("TicketPage", "A page of tickets"),
                               "400": BAD_PARAMETER, "401": UNAUTHORIZED, "503": UNAVAILABLE},
-            }},
+            }, "post": create_operation(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE)},
             "/api/v1/tickets/{ticket_id}": {"get": {
                 "operationId": "getTicket",
                 "summary": "A ticket with its messages in source order",
@@ -328,6 +337,7 @@ def build_openapi() -> dict[str, Any]:
             **history_paths(_ok, _error, _query, BAD_PARAMETER, UNAUTHORIZED, UNAVAILABLE),
             **assignment_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE),
             **merge_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE),
+            **escalation_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE),
             "/api/v1/calls/{call_id}": {"get": {
                 "operationId": "getCall",
                 "summary": "A phone call: state, screen pop, pick and, once recorded, its "

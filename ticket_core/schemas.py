@@ -346,6 +346,9 @@ class EscalationStepView(View):
     overdue: bool = False
     by: str | None = Field(default=None, description="who completed it: agent, system, …")
     note: str | None = None
+    skipped: bool = Field(default=False, description="not done when the ticket was resolved "
+                                                  "(closed, merged): the escalation ended "
+                                                  "without it")
 
 
 class EscalationBreachView(View):

@@ -47,6 +47,7 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/customers/{customer_id}/merge"): "supervisor",
     # An agent of the ticket's desks records the customer's rating (satisfaction_api.py).
     ("POST", "/api/v1/tickets/{ticket_id}/satisfaction"): "agent",
+    ("POST", "/api/v1/tickets/{ticket_id}/escalations"): "supervisor",  # escalations_api.py
 }
 
 

@@ -90,6 +90,9 @@ class TicketWork:
         self.sla_dirty = False
         # The clocks' reading changed `sla` only (sla.refresh): written without a new version.
         self.sla_changed = False
+        # Who moved it to an escalation step's group: saving puts it in that group's queue
+        # (escalations.requeue), to be assigned by the group's strategy.
+        self.requeued_by: str | None = None
 
     @classmethod
     def lock(cls, connection: Connection, condition: Any, timelines: Timelines,
@@ -132,6 +135,7 @@ class TicketWork:
         timers = [t for w in works for t in w.new_timers]
         if timers:
             connection.execute(TIMERS.insert(), timers)
+        _requeue(connection, works, now)
 
     # ---- what changes --------------------------------------------------------------------
 
@@ -163,6 +167,8 @@ class TicketWork:
         before = {"desk": self.desk, "skill_group": self.skill_group}
         self.desk, self.skill_group, self.changed = desk, group, True
         self.sla_dirty = True
+        if reason == "escalation":
+            self.requeued_by = actor
         self.event("ticket.transferred", at, actor, {
             "reason": reason, "from": before, "to": {"desk": desk, "skill_group": group}})
 
@@ -275,6 +281,8 @@ class TicketWork:
             return
         escalation.update(completed_at=iso(at), step=None, step_due_at=None)
         self.finish_timers("done", "completed", kind="escalation_deadline")
+        self.event("escalation.completed", at, actor, {
+            "escalation_id": escalation["id"], "timeline": timeline, "skipped": []})
 
     def start_step(self, index: int, start: datetime, actor: str) -> None:
         escalation = self.escalation
@@ -307,6 +315,10 @@ class TicketWork:
         step = self.current_step()
         if step is not None and step["done_when"] == "resolved":
             self.complete_step(actor, None, now, actor)
+        else:  # resolved before its step: the escalation ends, the steps left skipped
+            from .escalations import skip_remaining  # it builds on this module
+
+            skip_remaining(self, status, now, actor)
 
     # ---- a due timer ---------------------------------------------------------------------
 
@@ -374,6 +386,9 @@ class TicketWork:
         self.event("escalation.step_overdue", now, "system", {
             "escalation_id": escalation["id"], "timeline": escalation["timeline"],
             "step": step["id"], "name": step.get("name"), "due_at": iso(due_at)})
+        from .escalations import notify_overdue  # it builds on this module
+
+        notify_overdue(self, step, now)
         for action in step.get("on_overdue") or ["notify"]:
             if action == "advance":
                 # The next step starts from this one's due time, not from when we noticed.
@@ -415,6 +430,15 @@ class TicketWork:
                 sla=self.sla))
         if self.new_timers:
             self.connection.execute(TIMERS.insert(), self.new_timers)
+        _requeue(self.connection, [self], now)
+
+
+def _requeue(connection: Connection, works: list[TicketWork], now: datetime) -> None:
+    moved = [w for w in works if w.requeued_by is not None]
+    if moved:
+        from .escalations import requeue  # assignment builds on this module
+
+        requeue(connection, moved, now)
 
 
 def _locked(connection: Connection, ticket_ref: str, timelines: Timelines,

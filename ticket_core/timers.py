@@ -92,6 +92,9 @@ class TimelineDefinition:
     business_hours: bool
     calendar: str | None
     steps: tuple[StepDefinition, ...]
+    # For an escalation raised by hand (escalations.py): the router plans a decision's own.
+    deadline: timedelta | None = None
+    hard_deadline: timedelta | None = None
 
 
 @dataclass(slots=True)
@@ -176,7 +179,8 @@ class Timelines:
                     target=s.target.model_dump() if s.target is not None else None,
                     within=s.within, done_when=s.done_when,
                     on_overdue=[a if isinstance(a, str) else a.model_dump()
-                                for a in s.on_overdue]) for s in timeline.steps))
+                                for a in s.on_overdue]) for s in timeline.steps),
+                deadline=timeline.deadline, hard_deadline=timeline.hard_deadline)
         return found
 
     def calendar_of(self, escalation: Mapping[str, Any], desk: str | None) -> Calendar | None:

@@ -1,5 +1,6 @@
-"""The agent API's first write endpoints of issue 16: acknowledge, advance an escalation step,
-change a customer (`PATCH /api/v1/customers/{id}`), and their OpenAPI paths.
+"""The agent API's first write endpoints of issue 16: acknowledge, change a customer (`PATCH
+/api/v1/customers/{id}`), and their OpenAPI paths (advancing an escalation step moved to
+escalations_api.py with issue 17's roles).
 
 The one admin token guards them (auth_middleware); roles come with the agent workflow issue.
 Each writes its change and events in one transaction on the store's clock (domain time).
@@ -20,16 +21,10 @@ from .api import PREFIX, ApiError, _answers_errors, json_response
 from .events import PlannedEvent
 from .fields import FieldSet, FieldsInvalid
 from .replies import TicketNotFound
-from .schemas import AdvanceRequest, CustomerPatch
+from .schemas import CustomerPatch
 from .statements import CUSTOMERS, CoreWriteStatements
 from .store import TicketStore, append_events
-from .timeline import (
-    EscalationCompleted,
-    EscalationNotFound,
-    StepNotManual,
-    acknowledge_ticket,
-    advance_escalation,
-)
+from .timeline import acknowledge_ticket
 
 Body = TypeVar("Body", bound=BaseModel)
 
@@ -116,35 +111,6 @@ def timing_routes(store: TicketStore) -> list[web.RouteDef]:
         return json_response(ticket)
 
     @_answers_errors
-    async def advance(request: web.Request) -> web.StreamResponse:
-        ticket_ref = _ticket_ref(request)
-        escalation_id = request.match_info["escalation_id"]
-        body = await _body(request, AdvanceRequest, empty_ok=True)
-        note = (body.note or "").strip()
-        if not note or "\x00" in note:
-            raise ApiError(422, "note_required", "Say why the step is done: a note is "
-                           "required.", {"note": "must not be empty"})
-        now = store.clock.now()
-        try:
-            ticket_id = await store.write(lambda c: advance_escalation(
-                c, ticket_ref, escalation_id, note, now, store.timelines))
-        except TicketNotFound as exc:
-            raise ApiError(404, "ticket_not_found", f"No ticket {ticket_ref}.") from exc
-        except EscalationNotFound as exc:
-            raise ApiError(404, "escalation_not_found", f"Ticket {ticket_ref} has no "
-                           f"escalation {escalation_id}.") from exc
-        except EscalationCompleted as exc:
-            raise ApiError(409, "escalation_completed", "Every step of this escalation is "
-                           "done.") from exc
-        except StepNotManual as exc:
-            raise ApiError(409, "step_not_manual", f"Step {exc.step} is done when the ticket "
-                           f"is {exc.done_when.replace('_', ' ')}, not by hand.",
-                           {"step": exc.step}) from exc
-        ticket = await store.get_ticket(ticket_id)
-        assert ticket is not None
-        return json_response(ticket)
-
-    @_answers_errors
     async def change_customer(request: web.Request) -> web.StreamResponse:
         customer_id = request.match_info["customer_id"]
         patch = await _body(request, CustomerPatch)
@@ -173,8 +139,6 @@ def timing_routes(store: TicketStore) -> list[web.RouteDef]:
 
     return [
         web.post(f"{PREFIX}/tickets/{{ticket_id}}/acknowledge", acknowledge),
-        web.post(f"{PREFIX}/tickets/{{ticket_id}}/escalations/{{escalation_id}}/advance",
-                 advance),
         web.patch(f"{PREFIX}/customers/{{customer_id}}", change_customer),
     ]
 
@@ -197,29 +161,6 @@ def timing_paths(ok: Any, error: Any, ref: str, unauthorized: Any,
             "parameters": [ticket],
             "responses": {"200": ok("TicketDetail", "The ticket as it now is"),
                           "401": unauthorized, "404": not_found, "503": unavailable},
-        }},
-        "/api/v1/tickets/{ticket_id}/escalations/{escalation_id}/advance": {"post": {
-            "operationId": "advanceEscalation",
-            "summary": "Complete the escalation's current `manual` step (admin)",
-            "description": "The next step starts now: it moves the ticket to its target and "
-                           "its timer runs. Writes `escalation.step_completed` and "
-                           "`escalation.step_started`.",
-            "parameters": [ticket, {"name": "escalation_id", "in": "path", "required": True,
-                                    "description": "The escalation's id, or its timeline id",
-                                    "schema": {"type": "string"}}],
-            "requestBody": {"required": True, "content": {"application/json": {
-                "schema": {"$ref": ref.format(model="AdvanceRequest")},
-                "example": {"note": "门店已回电客户，客户接受退款"}}}},
-            "responses": {"200": ok("TicketDetail", "The ticket as it now is"),
-                          "401": unauthorized,
-                          "404": error("No such ticket or escalation",
-                                       ["ticket_not_found", "escalation_not_found"]),
-                          "409": error("The current step is not done by hand, or every "
-                                       "step is done",
-                                       ["step_not_manual", "escalation_completed"]),
-                          "422": error("No note, or the body is not valid",
-                                       ["note_required", "invalid_body"]),
-                          "503": unavailable},
         }},
     }
 

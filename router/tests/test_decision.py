@@ -56,14 +56,20 @@ def test_a_warned_complaint_carries_its_planned_timeline(example: RuleSet) -> No
     assert decision.route == "warned_complaint" and decision.priority == "urgent"
     plan = decision.escalation
     assert plan is not None and plan.timeline == "warned_complaint"
-    assert plan.deadline == at("2026-01-06T02:00:00Z")
-    assert plan.hard_deadline == at("2026-01-07T02:00:00Z")
+    assert plan.deadline == at("2026-01-07T02:00:00Z")  # 处理 48 小时
+    assert plan.hard_deadline is None
+    # The service standard's steps, each planned from the one before's due time, every
+    # one on the complaints desk.
     assert [(s.id, s.target.desk if s.target else None,
              s.target.skill_group if s.target else None, s.due) for s in plan.steps] == [
-        ("supervisor", "complaints", "sg_hotline_supervisors", at("2026-01-05T02:15:00Z")),
-        ("store_manager", "store_sh", "sg_store_managers", at("2026-01-05T03:15:00Z")),
-        # A desk alone: its default group.
-        ("executive", "management", "sg_executives", at("2026-01-05T06:15:00Z"))]
+        ("supervisor_pickup", "complaints", "sg_hotline_supervisors", at("2026-01-05T02:30:00Z")),
+        ("handback_to_store", "complaints", "sg_hotline_supervisors",
+         at("2026-01-05T03:30:00Z")),
+        ("store_centre", "complaints", "sg_store_service", at("2026-01-05T04:00:00Z")),
+        ("store_manager", "complaints", "sg_store_managers", at("2026-01-05T05:00:00Z")),
+        ("executives", "complaints", "sg_executives", at("2026-01-05T08:00:00Z")),
+        ("hotline_handling", "complaints", "sg_hotline", at("2026-01-05T08:30:00Z")),
+        ("closing", "complaints", "sg_hotline", at("2026-01-06T08:30:00Z"))]
 
 
 def test_business_hours_sla_counts_working_time_only(example: RuleSet) -> None:

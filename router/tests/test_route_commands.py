@@ -82,7 +82,7 @@ def test_explain_prints_the_decision_offline(tmp_path: Path,
     assert "route warned_complaint, mode single, priority urgent" in out
     assert "customer lookup hit, id c9" in out
     assert "first response due 2026-01-02 11:34 Asia/Shanghai (03:34Z)" in out
-    assert "step supervisor → complaints/sg_hotline_supervisors" in out
+    assert "step supervisor_pickup → complaints/sg_hotline_supervisors" in out
     code, out, _ = run(capsys, "route", "explain", str(path), "--rules", str(EXAMPLE),
                        "--format", "json")
     assert json.loads(out)["escalation"]["timeline"] == "warned_complaint"

@@ -118,8 +118,9 @@ async def test_a_reply_is_sent_once_by_the_connector_and_shows_sent_on_the_ticke
             return delivery is not None and delivery["status"] == "sent"
         assert await eventually(sent, timeout=30)
 
-        lines = sent_lines(sink)
-        assert [line["outbound_id"] for line in lines] == [reply["id"]]
+        # The reply, once (the example's `ack` auto reply to this after-sales ticket goes too).
+        lines = [line for line in sent_lines(sink) if line["outbound_id"] == reply["id"]]
+        assert len(lines) == 1
         assert lines[0]["to"] == "crm:42" and lines[0]["text"] == "It left our warehouse today."
 
 

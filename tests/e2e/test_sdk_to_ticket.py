@@ -121,7 +121,8 @@ async def test_ticket_reply_and_status_travel_between_app_and_agent(
         assert core is not None and core["channel"] == "sdk"
         async with http.get(f"{gw.api}/api/v1/tickets/{core['id']}",
                             headers=gw.headers()) as found:
-            [first] = (await found.json())["messages"]
+            # Inbound: the example's `ack` auto reply is an outgoing message beside it.
+            [first] = [m for m in (await found.json())["messages"] if m["direction"] == "in"]
         assert first["channel_data"]["reference"] == ticket["reference"]
         assert first["channel_data"]["user"] == {"id": "u-1001", "kind": "user",
                                                  "verified": True}

@@ -1,6 +1,6 @@
 """The example's 预警投诉 end to end: a form complaint threatening the media becomes a ticket
-with its SLA, its escalation timeline and their timers; acknowledging it moves the timeline on,
-the first reply meets the first-response target."""
+with its SLA, its escalation timeline and their timers; the hotline supervisor's advance moves
+the timeline on, the first reply meets the first-response target."""
 
 from __future__ import annotations
 
@@ -34,12 +34,16 @@ async def test_a_warned_complaint_gets_its_sla_timeline_and_timers(gateway: Gate
         assert datetime.fromisoformat(sla["first_response_due_at"]) == received + timedelta(
             minutes=30)
         escalation = ticket["escalation"]
-        assert (escalation["timeline"], escalation["step"]) == ("warned_complaint", "supervisor")
+        assert (escalation["timeline"], escalation["step"]) == ("warned_complaint",
+                                                                "supervisor_pickup")
         assert [s["id"] for s in escalation["steps"]] == [
-            "supervisor", "store_manager", "executive"]
+            "supervisor_pickup", "handback_to_store", "store_centre", "store_manager",
+            "executives", "hotline_handling", "closing"]
+        assert datetime.fromisoformat(escalation["deadline_at"]) == received + timedelta(
+            hours=48)
         kinds = sorted((t["kind"], t["ref"]) for t in ticket["timers"])
-        assert ("escalation_step", "warned_complaint.supervisor") in kinds
-        assert ("escalation_deadline", "warned_complaint.hard_deadline") in kinds
+        assert ("escalation_step", "warned_complaint.supervisor_pickup") in kinds
+        assert ("escalation_deadline", "warned_complaint.deadline") in kinds
         assert ("sla_breach", "first_response") in kinds
         assert all(t["state"] == "pending" for t in ticket["timers"])
 
@@ -48,9 +52,16 @@ async def test_a_warned_complaint_gets_its_sla_timeline_and_timers(gateway: Gate
             assert response.status == 200, await response.text()
             acknowledged = await response.json()
         assert acknowledged["acknowledged_at"] is not None
-        assert acknowledged["escalation"]["step"] == "store_manager"
-        assert (acknowledged["desk"], acknowledged["skill_group"]) == (
-            "store_sh", "sg_store_managers")
+        # The steps are done by hand: the supervisor hands it back to the store centre.
+        assert acknowledged["escalation"]["step"] == "supervisor_pickup"
+        async with http.post(f"{gw.api}/api/v1/tickets/{ticket['id']}/escalations/"
+                             "warned_complaint/advance", json={"note": "已提取预警信息"},
+                             headers=gw.headers()) as response:
+            assert response.status == 200, await response.text()
+            advanced = await response.json()
+        assert advanced["escalation"]["step"] == "handback_to_store"
+        assert (advanced["desk"], advanced["skill_group"]) == (
+            "complaints", "sg_hotline_supervisors")
         # An acknowledgement is no reply: the first-response clock runs on.
         first_response = {t["kind"]: t["state"] for t in acknowledged["timers"]
                           if t["ref"] == "first_response"}

@@ -180,7 +180,7 @@ async def test_unknown_ticket_is_404(client: TestClient[Any, Any]) -> None:
 async def test_unknown_paths_and_methods_answer_json(client: TestClient[Any, Any]) -> None:
     assert_error(await get(client, "/api/v1/nowhere", 404), "not_found")
     assert_error(await get(client, "/api/v1/tickets/1/extra", 404), "not_found")
-    response = await client.post("/api/v1/tickets", headers=AUTH, json={})
+    response = await client.delete("/api/v1/tickets", headers=AUTH)
     assert response.status == 405
     assert "GET" in response.headers["Allow"]
     assert_error(await response.json(), "method_not_allowed")
@@ -267,6 +267,7 @@ async def test_openapi_document_describes_the_api(client: TestClient[Any, Any]) 
                                  "/api/v1/customers", "/api/v1/customers/{customer_id}",
                                  "/api/v1/calls/{call_id}", "/api/v1/calls/{call_id}/pick",
                                  "/api/v1/tickets/{ticket_id}/acknowledge",
+                                 "/api/v1/tickets/{ticket_id}/escalations",
                                  "/api/v1/tickets/{ticket_id}/escalations/{escalation_id}"
                                  "/advance",
                                  "/api/v1/decisions", "/api/v1/openapi.json",
@@ -300,6 +301,7 @@ async def test_openapi_document_describes_the_api(client: TestClient[Any, Any]) 
     assert ticket_params >= {"channel", "desk", "status", "customer_id", "priority",
                              "idempotency_key", "limit", "cursor"}
     assert set(doc["paths"]["/api/v1/tickets/{ticket_id}"]) == {"get", "patch"}
+    assert set(doc["paths"]["/api/v1/tickets"]) == {"get", "post"}
     for path, item in doc["paths"].items():
         for method, operation in item.items():
             responses = operation["responses"]
