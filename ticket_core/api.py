@@ -187,9 +187,9 @@ def api_routes(store: TicketStore, *, blobs: BlobStore | None = None,
     from .calls_api import call_routes  # it builds on this module's errors and answers
     from .clock_api import clock_routes
     from .decisions import decision_routes
+    from .escalations_api import escalation_routes
     from .history_api import history_routes
     from .merge_api import merge_routes
-    from .escalations_api import escalation_routes
     from .notes import note_routes
     from .quick_replies import quick_reply_routes
     from .reminders import reminder_routes
