@@ -431,6 +431,9 @@ async def _answer(request: web.Request, handler: Handler, principal: Principal,
                                   sorted(exc.allowed_methods))})
     except web.HTTPNotFound:
         return error_response(404, "not_found", f"No such endpoint: {path}.")
+    except web.HTTPRequestEntityTooLarge as exc:  # aiohttp's client_max_size, read by a handler
+        return error_response(413, "body_too_large", f"The body is too large: {exc.text}",
+                              {"body": "too large"})
     except StorageUnavailable:
         return error_response(503, "storage_unavailable",
                               "The ticket database is not reachable; try again shortly.",

@@ -397,4 +397,9 @@ def build_openapi() -> dict[str, Any]:
 
     document["paths"].update(satisfaction_paths(_ok, _error, REF, UNAUTHORIZED, UNAVAILABLE))
     add_scope_answers(document["paths"], _error)
+    too_large = _error("The body is larger than the service takes", ["body_too_large"])
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            if "requestBody" in operation:
+                operation["responses"].setdefault("413", too_large)
     return document

@@ -16,8 +16,8 @@ like any other (the endpoint runs an assigner round before answering).
 (the persist path's unique key, so no table of its own): the same key again answers the ticket
 it made, `201` with `Idempotent-Replayed: true`, whatever the body; two at once, one ticket.
 
-TODO(issue 17): no SLA is planned here (no decision); the ticket gets its category's or desk's
-policy once the SLA clocks read a ticket's policy from them.
+SLA: no router decision plans one, so the clocks start (sla.retarget) in the same transaction on
+the category's policy, else the desk's, from the call notes' time.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from .events import PlannedEvent
 from .fields import FieldsInvalid
 from .planner import normalize_identity
 from .schemas import View
+from .sla import retarget
 from .scope import Principal, current, unscoped
 from .statements import CUSTOMERS, MESSAGES, TICKET_TAGS, TICKETS, CoreWriteStatements
 from .store import TicketStore, append_events
@@ -215,6 +216,7 @@ def create_ticket(connection: Connection, body: TicketCreateRequest, key: str,
         PlannedEvent("message.created", now, ref, customer_id, principal.actor, {
             "message_id": message_id, "direction": "in", "kind": "message",
             "channel": body.channel, "account": body.account})])
+    retarget(connection, ticket_id, now, timelines)  # the category's or desk's policy
     return ticket_id, True
 
 

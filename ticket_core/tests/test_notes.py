@@ -76,6 +76,9 @@ async def test_a_bad_note_is_refused(store: TicketStore,
     missing = await client.post("/api/v1/tickets/nope/notes", headers=AUTH, json={"text": "x"})
     assert missing.status == 404
     assert (await client.post(url, json={"text": "x"})).status == 401
+    # Over aiohttp's client_max_size (1 MiB): the API's JSON error, as the document says.
+    huge = await client.post(url, headers=AUTH, json={"text": "长" * 1024**2})
+    assert (huge.status, (await huge.json())["error"]) == (413, "body_too_large")
     ticket = await store.get_ticket(ticket_id)
     assert ticket is not None and ticket.notes == [] and ticket.version == 1
 

@@ -185,3 +185,31 @@ async def test_another_desk_is_403_and_no_json_is_400_or_422(client: Client,
     response = await client.post("/api/v1/tickets", headers=ADMIN, data=b"{nope")
     assert response.status in (400, 422)
     assert await count(store, TICKETS) == 0
+
+
+async def test_an_agent_created_ticket_runs_its_desks_sla_from_the_call(
+        store: TicketStore, aiohttp_client: ClientFactory) -> None:
+    """No router decision: the desk's policy (`standard` on `cn_office`) starts at the call's
+    time. Thursday 2026-09-24 17:00 before Mid-autumn, normal (2h): due Monday 10:00."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from ticket_core.clock import ManualClock
+
+    example = Path(__file__).resolve().parents[2] / "deploy" / "intake.example.yaml"
+    document = load_document(example)
+    shanghai = ZoneInfo("Asia/Shanghai")
+    store.clock = ManualClock(datetime(2026, 9, 24, 17, 0, tzinfo=shanghai))
+    store.timelines, store.tickets = Timelines.from_document(document), load_tickets(document)
+    app = web.Application(middlewares=[auth_middleware(ADMIN_TOKEN, store)])
+    app.add_routes(api_routes(store))
+    client = await aiohttp_client(app)
+    made = await call(client, "POST", "/api/v1/tickets", 201, json={
+        "desk": "aftersales", "customer": {"name": "王芳", "identities": [
+            {"kind": "phone", "value": "+8613800138000"}]},
+        "text": "客户来电：想退货", "priority": "normal",
+        "fields": {"order_no": "20260924-0001"}})
+    sla = made["sla"]
+    assert sla is not None and sla["policy"] == "standard", sla
+    due = datetime.fromisoformat(sla["first_response_due_at"]).astimezone(shanghai)
+    assert due == datetime(2026, 9, 28, 10, 0, tzinfo=shanghai), sla
