@@ -44,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from . import db
 from .events import PlannedEvent
 from .scope import SYSTEM, Principal, current, visible_tickets, where_visible
-from .statements import TICKETS
+from .statements import CUSTOMERS, TICKETS
 
 HISTORY = db.History.__table__
 # Call progress (ringing, answered, ended) is the screen pop's: no ticket or customer changes.
@@ -177,8 +177,15 @@ async def customer_page(connection: AsyncConnection, customer_id: str, after_id:
         select(HISTORY).where(HISTORY.c.ticket_id.in_(with_merged(owned)),
                               HISTORY.c.id > after_id)
         .order_by(HISTORY.c.id).limit(limit))).all()
+    # A merged customer's own past changes are the target's now (merging.py): the tombstones
+    # merged into this one, at any depth (a handful, followed here rather than by a CTE).
+    customers, frontier = [customer_id], [customer_id]
+    while frontier:
+        frontier = [c for c in (await connection.execute(select(CUSTOMERS.c.id).where(
+            CUSTOMERS.c.merged_into.in_(frontier)))).scalars() if c not in customers]
+        customers += frontier
     own = (await connection.execute(
-        select(HISTORY).where(HISTORY.c.customer_id == customer_id,
+        select(HISTORY).where(HISTORY.c.customer_id.in_(customers),
                               HISTORY.c.ticket_id.is_(None), HISTORY.c.id > after_id)
         .order_by(HISTORY.c.id).limit(limit))).all()
     return sorted([*of_tickets, *own], key=lambda row: row.id)[:limit]

@@ -278,6 +278,21 @@ async def test_a_tickets_history_includes_the_tickets_merged_into_it(
     assert target.ticket_id not in {e["ticket_id"] for e in own}
 
 
+async def test_a_customers_history_includes_the_own_changes_of_customers_merged_into_it(
+        store: TicketStore, client: Client) -> None:
+    target = await email_ticket(store, "t", email="wang@example.cn")
+    source = await email_ticket(store, "s", email="wang.fang@example.cn")
+    assert target.customer_id != source.customer_id
+    await call(client, "PATCH", f"/api/v1/customers/{source.customer_id}", 200,
+               json={"name": "王芳"})
+    await call(client, "POST", f"/api/v1/customers/{target.customer_id}/merge", 200,
+               json={"source_id": source.customer_id})
+    entries = await history(client, f"/api/v1/customers/{target.customer_id}/history")
+    renamed = only(entries, "customer.updated")
+    assert renamed["after"]["name"] == "王芳" and renamed["customer_id"] == source.customer_id
+    assert {e["ticket_id"] for e in entries} >= {target.ticket_id, source.ticket_id}
+
+
 async def history_count(store: TicketStore) -> tuple[int, int]:
     async with store.engine.connect() as connection:
         return ((await connection.execute(select(func.count()).select_from(HISTORY)))
