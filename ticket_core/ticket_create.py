@@ -40,8 +40,8 @@ from .events import PlannedEvent
 from .fields import FieldsInvalid
 from .planner import normalize_identity
 from .schemas import View
-from .sla import retarget
 from .scope import Principal, current, unscoped
+from .sla import retarget
 from .statements import CUSTOMERS, MESSAGES, TICKET_TAGS, TICKETS, CoreWriteStatements
 from .store import TicketStore, append_events
 from .tags import TagsInvalid, normalize_tags, tag_rows
