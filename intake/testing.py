@@ -40,6 +40,32 @@ from .state import StateStore
 VOLATILE = {"id": "<id>", "received_at": "<received_at>", "trace_id": "<trace_id>"}
 
 
+# Headless Chromium for the pages people see (the web form, the SDK's widget, the rating page):
+# Debian's package, driven by the `playwright` library (never its own browser download).
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def require_browser() -> Any:
+    """playwright's `async_playwright`, or the test skipped with the reason (a failure under
+    CI=true, where `make test` installed both)."""
+    reason = None
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is not installed (apt-get install chromium)"
+    else:
+        try:
+            from playwright.async_api import async_playwright
+        except ImportError:
+            reason = "the playwright package is not installed"
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return async_playwright
+
+
 class RecordingPublisher:
     """Takes what an edge publishes and keeps it, as a confirmed broker would."""
 

@@ -9,7 +9,6 @@ install`); without them it is skipped, except under CI=true.
 from __future__ import annotations
 
 import base64
-import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,32 +24,20 @@ from connectors.sdk.outbound import SdkSender, TicketEvent, TicketEvents
 from intake import Identity, OutboundMessage, SenderKit, Thread
 from intake.service import ACCOUNTS, BLOBS, PUBLISHER, SERVICE_SETTINGS, Service
 from intake.settings import IntakeSettings
-from intake.testing import MemoryBlobStore, RecordingPublisher
+from intake.testing import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    MemoryBlobStore,
+    RecordingPublisher,
+    require_browser,
+)
 
 from .conftest import EXAMPLE
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
 REPO = Path(__file__).resolve().parents[3]
 
-
-def require_browser() -> Any:
-    reason = None
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is not installed (apt-get install chromium)"
-    else:
-        try:
-            from playwright.async_api import async_playwright
-        except ImportError:
-            reason = "the playwright package is not installed"
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return async_playwright
 
 
 def free_port() -> int:
@@ -101,7 +88,8 @@ async def test_the_demo_shop_widget_end_to_end(shop: tuple[str, Any, RecordingPu
     async_playwright = require_browser()
     url, app, publisher = shop
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                                    args=CHROMIUM_ARGS)
         try:
             context = await browser.new_context(viewport={"width": 360, "height": 640},
                                                 locale="zh-CN")

@@ -7,38 +7,18 @@ that is a failure.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from connectors.webform.normalize import REFERENCE
 from intake.blobs import FileBlobStore
+from intake.testing import CHROMIUM, CHROMIUM_ARGS, require_browser
 
 from .conftest import RecordingPublisher, build_app, make_settings
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path("/tmp")
-ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 PHONE = {"width": 390, "height": 844}
 
-
-def require_browser() -> Any:
-    reason = None
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is not installed (apt-get install chromium)"
-    else:
-        try:
-            from playwright.async_api import async_playwright
-        except ImportError:
-            reason = "the playwright package is not installed"
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return async_playwright
 
 
 async def test_a_person_submits_the_form_without_javascript(
@@ -47,7 +27,8 @@ async def test_a_person_submits_the_form_without_javascript(
     server = await aiohttp_server(build_app(make_settings(), publisher, blobs))
     url = f"http://127.0.0.1:{server.port}/forms/contact"
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                                    args=CHROMIUM_ARGS)
         try:
             context = await browser.new_context(java_script_enabled=False, viewport=PHONE,
                                                 device_scale_factor=2, is_mobile=True,
