@@ -31,11 +31,15 @@ run: install services
 # PostgreSQL of its own on free ports, and spends most of its minutes waiting for them to come
 # back, so running it in turn would add those minutes to every `make test`.
 CHAOS_LOG := $(VENV)/chaos-quick.log
+# The rest runs on pytest-xdist workers, a test file per worker at a time (module fixtures stay
+# whole): most of its time is spent waiting on brokers, databases and child processes.
+TEST_WORKERS ?= 2
 test: install test-tools
 	@deploy/local/ensure-services.sh rabbitmq postgres
 	@$(BIN)/python -m pytest -q -p no:cacheprovider --durations=5 tests/chaos \
 	  >$(CHAOS_LOG) 2>&1 & chaos=$$!; \
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 --ignore=tests/chaos; rest=$$?; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 --ignore=tests/chaos \
+	  -n $(TEST_WORKERS) --dist loadfile; rest=$$?; \
 	wait $$chaos; quick=$$?; \
 	echo "===== tests/chaos (run beside the rest, exit $$quick) ====="; cat $(CHAOS_LOG); \
 	test $$rest -eq 0 && test $$quick -eq 0
