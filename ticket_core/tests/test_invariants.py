@@ -199,36 +199,37 @@ class AgentApiMachine(RuleBasedStateMachine):
         ["low", "normal", "high", "urgent"]))
     def customer_writes_a_new_ticket(self, which: int, priority: str) -> None:
         desk, group, category = ROUTES[which]
+        before = self.run(self._assignees())
         result = self.run(self.store.persist(message(routed=route(
             desk, skill_group=group, priority=priority, category=category),
             received_at=self.clock.now())))
         assert result.ticket_id is not None
         if result.ticket_id not in self.tickets:
             self.tickets.append(result.ticket_id)
+        self.run(self._newly_assigned_within_capacity(before, "a new ticket"))
 
     @precondition(lambda self: self.tickets)
     @rule(data=st.data())
     def customer_writes_again_on_a_ticket(self, data: st.DataObject) -> None:
         ticket_id = data.draw(st.sampled_from(self.tickets))
         number = self.run(self._row(ticket_id)).number
+        before = self.run(self._assignees())
         result = self.run(self.store.persist(message(
             thread=Thread(ticket_number=str(number)), received_at=self.clock.now(),
             text=data.draw(st.sampled_from(["还没有到", "谢谢", "auto"])))))
         assert result.ticket_id is not None
         if result.ticket_id not in self.tickets:  # a follow-up of a closed ticket, say
             self.tickets.append(result.ticket_id)
+        self.run(self._newly_assigned_within_capacity(before, "a customer's message"))
 
     @rule()
     def assigner_runs(self) -> None:
-        async def work() -> tuple[dict[str, Any], dict[str, Any]]:
-            before = await self._assignees()
+        async def work() -> None:
             while await Assigner(self.store).run_once():
                 pass
-            return before, await self._assignees()
-        before, after = self.run(work())
-        for ticket_id, agent_id in after.items():
-            if agent_id is not None and before.get(ticket_id) != agent_id:
-                self.run(self._within_capacity(agent_id, "the assigner"))
+        before = self.run(self._assignees())
+        self.run(work())
+        self.run(self._newly_assigned_within_capacity(before, "the assigner"))
 
     # ---- rules: the agent API ----------------------------------------------------------------
 
@@ -299,13 +300,17 @@ class AgentApiMachine(RuleBasedStateMachine):
                  who: str | None) -> None:
         ticket_id = data.draw(st.sampled_from(self.tickets))
         headers = ADMIN if who is None else self._agent(who)["auth"]
-        if "agent_id" in to:
+        to_agent = "agent_id" in to
+        if to_agent:
             to = {"agent_id": self._agent(to["agent_id"])["id"]}
+        before = self.run(self._assignees())
         status, _ = self.run(self._changing(
             "POST", f"/api/v1/tickets/{ticket_id}/transfer", headers, {"to": to, "note": note},
             ticket_id, always_changes=True))
         if not note.strip():
             assert status != 200
+        if status == 200 and not to_agent:  # to a group or desk: its strategy assigns
+            self.run(self._newly_assigned_within_capacity(before, "a transfer to a group"))
 
     @rule(who=st.sampled_from(["li", "wu", "boss", "hotline"]),
           presence=st.sampled_from(["online", "away", "offline"]))
@@ -367,6 +372,13 @@ class AgentApiMachine(RuleBasedStateMachine):
         async with self.store.engine.connect() as conn:
             rows = (await conn.execute(select(TICKETS.c.id, TICKETS.c.assignee_id))).all()
         return {row.id: row.assignee_id for row in rows}
+
+    async def _newly_assigned_within_capacity(self, before: dict[str, Any], how: str) -> None:
+        """Every ticket given to an agent since `before` (a snapshot of `_assignees`) left
+        that agent within capacity."""
+        for ticket_id, agent_id in (await self._assignees()).items():
+            if agent_id is not None and before.get(ticket_id) != agent_id:
+                await self._within_capacity(agent_id, how)
 
     async def _within_capacity(self, agent_id: str, how: str) -> None:
         statuses = list(self.store.tickets.load_statuses)
